@@ -1,0 +1,1 @@
+"""Application layer: CLI, FastAPI backend, episode runner, evaluation, episode store and UI."""
