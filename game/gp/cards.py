@@ -47,7 +47,7 @@ class Rule(str, Enum):
     def face_cards_as_10(self) -> bool:
         return self is Rule.FACE10
 
-    def value(self, rank: int) -> int:
+    def value_of(self, rank: int) -> int:
         return min(rank, 10) if self is Rule.FACE10 else rank
 
     @property

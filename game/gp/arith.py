@@ -1,0 +1,163 @@
+"""Formula arithmetic without `eval`: tokenizer, parser and the two evaluators.
+
+The grammar is the reference's: non-negative integer literals, the binary operators `+ - * /`
+and parentheses. Two evaluators share one parser:
+
+- `paper`: Python semantics exactly as the reference's `eval` produced them — integers stay
+  integers under `+ - *`, `/` is true division to an IEEE double, left-to-right associativity,
+  and the same things raise (division by zero, leading-zero literals such as `08`, unbalanced
+  parentheses, nesting deeper than CPython's 200 levels, non-ASCII digits, a dangling operator).
+- `exact`: rational arithmetic with `fractions.Fraction`; the verdict a mathematician would give.
+
+The parser is iterative (shunting-yard), so megabyte inputs and deep nesting cannot exhaust the
+stack.
+"""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Literal, Union
+
+Number = Union[int, float, Fraction]
+Mode = Literal["paper", "exact"]
+
+# `\d` is Unicode-aware for str patterns, as in the reference's tokenizer.
+TOKEN_RE = re.compile(r"\d+|[+\-*/()]")
+OPERATORS = frozenset("+-*/")
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+PY_MAX_PAREN_DEPTH = 200  # CPython's tokenizer refuses deeper nesting ("too many nested parentheses")
+
+
+class FormulaError(ValueError):
+    """The formula cannot be evaluated (syntax, division by zero, …). `kind` names the reason."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def tokenize(formula: str) -> list[str]:
+    """Integer literals and `+ - * / ( )`, in order; other characters are skipped (see `is_clean`)."""
+    return TOKEN_RE.findall(formula)
+
+
+def is_clean(formula: str, tokens: list[str] | None = None) -> bool:
+    """True when the tokens rebuild the formula exactly (no spaces or foreign characters)."""
+    if tokens is None:
+        tokens = tokenize(formula)
+    return "".join(tokens) == formula
+
+
+MAX_LITERAL_DIGITS = 4000  # below CPython's int/str conversion limit (4300 digits)
+
+
+def literal_int(token: str) -> int | None:
+    """`int(token)` for a digit run, or None when it is too long to convert safely."""
+    if len(token) > MAX_LITERAL_DIGITS and len(token.lstrip("0")) > MAX_LITERAL_DIGITS:
+        return None
+    return int(token)
+
+
+def _literal(token: str, mode: Mode) -> Number:
+    if not token.isascii():
+        raise FormulaError("syntax", f"non-ASCII digits in {token!r}")
+    if mode == "paper" and len(token) > 1 and token[0] == "0" and token.strip("0"):
+        raise FormulaError("syntax", f"leading zeros in decimal integer literal {token!r}")
+    value = literal_int(token)
+    if value is None:
+        raise FormulaError("too_large", f"integer literal with {len(token)} digits is too large")
+    return Fraction(value) if mode == "exact" else value
+
+
+def _apply(op: str, a: Number, b: Number) -> Number:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if b == 0:
+        raise FormulaError("zero_division", "division by zero")
+    try:
+        return a / b
+    except OverflowError as exc:  # int/int too large for a float
+        raise FormulaError("overflow", str(exc)) from None
+
+
+def evaluate_tokens(tokens: list[str], mode: Mode = "paper") -> Number:
+    """Evaluate a token list; raises `FormulaError` exactly where Python's `eval` would raise."""
+    if mode not in ("paper", "exact"):
+        raise ValueError(f"unknown arithmetic mode {mode!r}")
+    values: list[Number] = []
+    ops: list[str] = []
+    depth = 0
+    expect_operand = True
+
+    def reduce_once() -> None:
+        op = ops.pop()
+        b = values.pop()
+        a = values.pop()
+        try:
+            values.append(_apply(op, a, b))
+        except OverflowError as exc:
+            raise FormulaError("overflow", str(exc)) from None
+
+    for tok in tokens:
+        if tok == "(":
+            if not expect_operand:
+                raise FormulaError("syntax", "'(' cannot follow a number or ')'")
+            depth += 1
+            if mode == "paper" and depth > PY_MAX_PAREN_DEPTH:
+                raise FormulaError("syntax", "too many nested parentheses")
+            ops.append(tok)
+            expect_operand = True
+        elif tok == ")":
+            if expect_operand:
+                raise FormulaError("syntax", "')' cannot follow an operator or '('")
+            if depth == 0:
+                raise FormulaError("syntax", "unmatched ')'")
+            while ops[-1] != "(":
+                reduce_once()
+            ops.pop()
+            depth -= 1
+            expect_operand = False
+        elif tok in OPERATORS:
+            if expect_operand:
+                raise FormulaError("syntax", f"operator {tok!r} needs a number before it")
+            prec = _PRECEDENCE[tok]
+            while ops and ops[-1] != "(" and _PRECEDENCE[ops[-1]] >= prec:
+                reduce_once()
+            ops.append(tok)
+            expect_operand = True
+        else:
+            if not expect_operand:
+                raise FormulaError("syntax", "two numbers in a row")
+            values.append(_literal(tok, mode))
+            expect_operand = False
+    if expect_operand:
+        raise FormulaError("syntax", "the formula is empty or ends with an operator")
+    if depth:
+        raise FormulaError("syntax", "'(' was never closed")
+    while ops:
+        reduce_once()
+    return values[0]
+
+
+def evaluate(formula: str, mode: Mode = "paper") -> Number:
+    """Evaluate a formula string; raises `FormulaError` for foreign characters or bad syntax."""
+    tokens = tokenize(formula)
+    if not is_clean(formula, tokens):
+        raise FormulaError("illegal_characters", "only digits, + - * / and parentheses are allowed")
+    return evaluate_tokens(tokens, mode)
+
+
+def equals_target(value: Number, target: int) -> bool:
+    """The reference's comparison: exact `==` (no tolerance), so 23.999999999999996 != 24."""
+    return value == target
+
+
+def format_number(value: Number) -> str:
+    """Human-readable value: integers plainly, fractions as `a/b`, floats by repr."""
+    if isinstance(value, Fraction):
+        return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    return repr(value)
