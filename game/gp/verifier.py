@@ -19,11 +19,13 @@ and flags `float_rejected` when the paper's float comparison rejects a correct a
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from . import arith
@@ -101,10 +103,23 @@ class Verdict:
 
 
 # --------------------------------------------------------------------------- parsing
-def _json_field(text: str, name: str) -> tuple[bool, Any]:
+_NO_JSON = object()
+
+
+def _json_doc(text: str) -> Any:
     try:
-        return True, json.loads(text)[name]
-    except Exception:  # noqa: BLE001 — the reference falls back on any failure
+        return json.loads(text)
+    except Exception:  # noqa: BLE001 — the reference falls back to its regexes on any failure
+        return _NO_JSON
+
+
+def _json_field(doc: Any, name: str) -> tuple[bool, Any]:
+    """The reference's `json.loads(text)[name]`, with the parse done once per reply."""
+    if doc is _NO_JSON:
+        return False, None
+    try:
+        return True, doc[name]
+    except Exception:  # noqa: BLE001
         return False, None
 
 
@@ -136,14 +151,15 @@ def parse_reply(text: str, *, lenient: bool = False) -> Parsed:
     """Extract formula and cards from a raw reply (reference semantics unless `lenient`)."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    ok, raw_formula = _json_field(text, "formula")
+    doc = _json_doc(text)
+    ok, raw_formula = _json_field(doc, "formula")
     source = "json" if ok else "regex"
     if not ok:
         m = _FORMULA_RE.search(text)
         raw_formula = m.group(1) if m else "None"
         if m is None:
             source = "none"
-    ok_cards, raw_cards = _json_field(text, "cards")
+    ok_cards, raw_cards = _json_field(doc, "cards")
     if not ok_cards:
         m = _CARDS_RE.search(text)
         raw_cards = _regex_cards(m.group(1)) if m else "None"
@@ -220,6 +236,8 @@ def _is_number(tok: str) -> bool:
 
 def number_faults(used: list, numbers: list[int]) -> list[str]:
     """The reference's number multiset check (invalid / too many / unused), −2 each."""
+    if len(used) == len(numbers) and sorted(used, key=_sort_key) == sorted(numbers):
+        return []
     messages = []
     allowed = set(numbers)
     invalid = _distinct([u for u in used if u not in allowed])
@@ -237,6 +255,10 @@ def number_faults(used: list, numbers: list[int]) -> list[str]:
     if under:
         messages.append(f"you didn't use numbers: {_fmt_list(under)}")
     return messages
+
+
+def _sort_key(value) -> tuple:
+    return (0, value, "") if isinstance(value, int) else (1, 0, str(value))
 
 
 def _distinct(values: list) -> list:
@@ -279,6 +301,24 @@ def verify(
                        messages=[MSG_ILLEGAL_CHARS],
                        reference_exception=f"TypeError: formula is {type(formula).__name__}", **base)
 
+    if len(formula) <= _CACHE_MAX_FORMULA:
+        graded = _grade_cached(formula, tuple(numbers), target)
+    else:
+        graded = _grade(formula, tuple(numbers), target)
+    verdict = copy.copy(graded)  # the cached template is shared: give the caller its own lists
+    verdict.messages = list(graded.messages)
+    verdict.numbers_used = list(graded.numbers_used)
+    verdict.cards = parsed.cards
+    verdict.parse_source = parsed.source
+    return verdict
+
+
+_CACHE_MAX_FORMULA = 256
+
+
+def _grade(formula: str, numbers: tuple[int, ...], target: int) -> Verdict:
+    """Grade a formula string (everything after parsing). Pure: cached for short formulas."""
+    base = dict(formula=formula, cards=[], parse_source="")
     tokens = arith.tokenize(formula)
     if not arith.is_clean(formula, tokens):
         return Verdict(ILLEGAL_FORMULA, _join([MSG_ILLEGAL_CHARS]), False, Outcome.ILLEGAL_FORMULA,
@@ -288,29 +328,30 @@ def verify(
     used = [_literal_value(t) for t in tokens if _is_number(t)]
     nums = number_faults(used, list(numbers))
     messages = seq + nums
-    reward = ILLEGAL_FORMULA * len(seq) + INCORRECT_NUMBER * len(nums)
-    exact = _exact_from_tokens(tokens, not messages, target)
     if messages:
+        reward = ILLEGAL_FORMULA * len(seq) + INCORRECT_NUMBER * len(nums)
         outcome = (Outcome.ILLEGAL_FORMULA if not nums else Outcome.WRONG_NUMBERS if not seq
                    else Outcome.AGGREGATED)
+        exact = _exact_from_tokens(tokens, False, target) if not seq and len(used) <= 16 else {}
         return Verdict(reward, _join(messages), False, outcome, numbers_used=_ints(used),
                        messages=messages, **exact, **base)
 
-    try:
-        value = arith.evaluate_tokens(tokens, "paper")
-    except arith.FormulaError:
-        value = None
-        if formula in solution_prefixes(numbers, target):
+    paper, exact_value = arith.evaluate_dual(tokens)
+    exact = _exact_fields(exact_value, True, target)
+    prefixes = solution_prefixes(numbers, target)
+    value = None
+    if isinstance(paper, arith.FormulaError):
+        if formula in prefixes:
             return Verdict(PARTIAL_SOLUTION, _join([MSG_PARTIAL]), False, Outcome.PARTIAL,
-                           numbers_used=_ints(used), messages=[MSG_PARTIAL], **exact, **base)
+                           numbers_used=used, messages=[MSG_PARTIAL], **exact, **base)
     else:
-        if arith.equals_target(value, target):
+        value = paper
+        if value == target:  # exact IEEE equality, no tolerance (the reference's comparison)
             return Verdict(CORRECT_SOLUTION, _join([MSG_CORRECT]), True, Outcome.CORRECT,
-                           numbers_used=_ints(used), messages=[MSG_CORRECT], paper_value=value,
+                           numbers_used=used, messages=[MSG_CORRECT], paper_value=value,
                            **exact, **base)
         exact["float_rejected"] = exact["exact_correct"]  # right answer, spoiled by float rounding
 
-    prefixes = solution_prefixes(numbers, target)
     prefix = ""
     for i, tok in enumerate(tokens):
         candidate = prefix + tok
@@ -318,23 +359,29 @@ def verify(
             msg = ("your formula does not match any solution" if i == 0 else
                    f"{prefix} is partially correct but the full formula does not match any solution")
             return Verdict(NO_SOLUTION, _join([msg]), False, Outcome.WRONG_VALUE,
-                           numbers_used=_ints(used), messages=[msg], paper_value=value, **exact, **base)
+                           numbers_used=used, messages=[msg], paper_value=value, **exact, **base)
         prefix = candidate
-    return Verdict(0.0, _join([]), False, Outcome.FLOAT_ROUNDING, numbers_used=_ints(used),
+    return Verdict(0.0, _join([]), False, Outcome.FLOAT_ROUNDING, numbers_used=used,
                    messages=[], paper_value=value, **exact, **base)
+
+
+
+_grade_cached = lru_cache(maxsize=65536)(_grade)
 
 
 def _ints(values: list) -> list[int]:
     return [v for v in values if isinstance(v, int)]
 
 
-def _exact_from_tokens(tokens: list[str], numbers_ok: bool, target: int) -> dict:
-    try:
-        value = arith.evaluate_tokens(tokens, "exact")
-    except arith.FormulaError:
+def _exact_fields(value, numbers_ok: bool, target: int) -> dict:
+    if isinstance(value, arith.FormulaError):
         return {"exact_value": None, "exact_correct": False, "float_rejected": False}
-    correct = numbers_ok and value == target
-    return {"exact_value": arith.format_number(value), "exact_correct": correct, "float_rejected": False}
+    return {"exact_value": arith.format_number(value), "exact_correct": numbers_ok and value == target,
+            "float_rejected": False}
+
+
+def _exact_from_tokens(tokens: list[str], numbers_ok: bool, target: int) -> dict:
+    return _exact_fields(arith.evaluate_dual(tokens)[1], numbers_ok, target)
 
 
 def _exact_opinion(formula: Any, numbers: list[int], target: int) -> dict:
@@ -345,6 +392,8 @@ def _exact_opinion(formula: Any, numbers: list[int], target: int) -> dict:
     if not arith.is_clean(formula, tokens) or sequence_violations(tokens):
         return {}
     used = [_literal_value(t) for t in tokens if _is_number(t)]
+    if len(used) > 16:
+        return {}
     return _exact_from_tokens(tokens, not number_faults(used, list(numbers)), target)
 
 
@@ -362,10 +411,7 @@ def is_solution(formula: str, numbers: list[int], target: int = 24) -> bool:
     used = [_literal_value(t) for t in tokens if _is_number(t)]
     if number_faults(used, list(numbers)):
         return False
-    try:
-        return arith.evaluate_tokens(tokens, "exact") == target
-    except arith.FormulaError:
-        return False
+    return arith.evaluate_dual(tokens)[1] == target
 
 
 __all__ = [
