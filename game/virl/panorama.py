@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -151,20 +153,24 @@ class SyntheticPanoramas:
         return np.asarray(im)
 
 
-_FONT_CACHE: dict = {}
+FONT_PATH = Path(__file__).resolve().parent / "data" / "DejaVuSansCondensed-Bold.ttf"
+
+
+@lru_cache(maxsize=64)
+def font(size: int):
+    """The bundled DejaVu Sans Condensed Bold (Latin, Nordic letters...), else Pillow's default."""
+    try:
+        return ImageFont.truetype(str(FONT_PATH), size)
+    except OSError:
+        return ImageFont.load_default(size=size)
 
 
 def _fit_font(text: str, max_w: float, max_h: float):
     size = max(8, int(min(max_h, 60)))
     while size > 8:
-        key = size
-        if key not in _FONT_CACHE:
-            _FONT_CACHE[key] = ImageFont.load_default(size=size)
-        font = _FONT_CACHE[key]
-        x0, _, x1, _ = font.getbbox(text)
+        f = font(size)
+        x0, _, x1, _ = f.getbbox(text)
         if x1 - x0 <= max_w:
-            return font
+            return f
         size = int(size * 0.85)
-    if 8 not in _FONT_CACHE:
-        _FONT_CACHE[8] = ImageFont.load_default(size=8)
-    return _FONT_CACHE[8]
+    return font(8)
