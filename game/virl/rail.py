@@ -124,8 +124,10 @@ def instruction_sentences(route: Route, init_heading: int) -> tuple[list[str], l
 
 
 class _NoDraws:
-    def random(self) -> float:  # pragma: no cover - only reached with drop_rate > 0
-        raise RuntimeError("drop_rate > 0 needs a random source")
+    """Stands in for a generator when drop_rate is 0: never drops."""
+
+    def random(self) -> float:
+        return 1.0
 
 
 def build_rail(route: Route, init_heading: int, *, absolute_action: bool = True,
@@ -139,7 +141,10 @@ def build_rail(route: Route, init_heading: int, *, absolute_action: bool = True,
     with no panorama within the radius is an error, a candidate with none is skipped."""
     if relocation and mapping is None:
         raise ValueError("relocation needs a panorama mapping")
-    rng = rng if rng is not None else _NoDraws()
+    if rng is None:
+        if drop_rate > 0:
+            raise ValueError("drop_rate > 0 needs a random source (rng)")
+        rng = _NoDraws()
     sentences, headings, relwords = instruction_sentences(route, init_heading)
     n_keys = len(route.key_points)
     keys = [route.start] + list(route.key_points)
