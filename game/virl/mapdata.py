@@ -43,7 +43,8 @@ class MapFeatures:
         self.streets = streets
         self.places = places
         self.attribution = attribution
-        pts = [c for s in streets for c in s.coords] + [(p.lat, p.lng) for p in places]
+        # the frame depends on the streets only, so adding a place changes nothing else
+        pts = [c for s in streets for c in s.coords] or [(p.lat, p.lng) for p in places]
         if not pts:
             raise ValueError("empty map")
         arr = np.array(pts)
