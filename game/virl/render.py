@@ -5,7 +5,7 @@ Geometry: the compass heading h sits at horizontal fraction ((h + rotation) mod 
 panorama (rotation from `<pano>.metadata.json`), the horizon at the vertical centre; crops are
 pinhole views (FOV 90, pitch 0, 640 × 640 by default) sampled bilinearly with horizontal
 wrap-around (the reference remaps bicubically with OpenCV; pixels are not part of conformance),
-then resized to `resolution` (1200) with Pillow's bicubic filter. The grid pastes the crops at
+then resized to `resolution` (1200) bilinearly (OpenCV resize's default). The grid pastes the crops at
 h−135, h−45, h+45, h+135 as top-left, top-right, bottom-left, bottom-right with 5 px black gaps
 on a (2·resolution + 5)² canvas: TL = back-left, TR = front-left, BL = front-right, BR = back-right.
 """
@@ -87,7 +87,7 @@ def grid(tiles: list[np.ndarray], *, resolution: int = RESOLUTION, gap: int = GR
     spots = ((0, 0), (0, resolution + gap), (resolution + gap, 0), (resolution + gap, resolution + gap))
     for tile, (r, c) in zip(tiles, spots):
         if tile.shape[:2] != (resolution, resolution):
-            tile = np.asarray(Image.fromarray(tile).resize((resolution, resolution), Image.BICUBIC))
+            tile = np.asarray(Image.fromarray(tile).resize((resolution, resolution), Image.BILINEAR))
         canvas[r:r + resolution, c:c + resolution] = tile
     return canvas
 
