@@ -18,7 +18,8 @@ def test_check_env_language():
 
 def test_check_env_vision_on_release_layout(tmp_path):
     data = open_release(fake_release(tmp_path / "rel"), trust_pickle=True)
-    env = VirlEnv(data, language_only=False, resolution=48, render_mode="rgb_array")
+    env = gym.make("sftvsrl/VIRL-v0", source=data, language_only=False, resolution=48,
+                   render_mode="rgb_array").unwrapped
     check_env(env)
     obs, info = env.reset(seed=1, options={"route_idx": 0, "heading": 10})
     assert obs["image"].shape == (101, 101, 3)

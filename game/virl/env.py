@@ -64,6 +64,7 @@ class VirlEnv(gym.Env):
         self.observation_space = spaces.Dict(obs)
         self.action_space = spaces.Text(MAX_TEXT, min_length=0, charset=charset)
         self.episode: VirlEpisode | None = None
+        self._grid_cache: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------
     def _observation(self) -> dict:
@@ -71,13 +72,19 @@ class VirlEnv(gym.Env):
         obs = {"instruction": ep.instruction_text, "action_space": ep.action_space_text,
                "obs_act_seq": ep.obs_act_seq()}
         if not self.language_only:
-            obs["image"] = self.street_view_grid()
+            obs["image"] = self.street_view_grid().copy()     # callers own what we return
         return obs
 
     def street_view_grid(self) -> np.ndarray:
-        entry = self.episode.entry
-        pano, rotation = self.data.panorama(entry)
-        return street_view_grid(pano, entry.heading, rotation=rotation, resolution=self.resolution)
+        """The 2×2 grid at the current rail entry (reused while the agent stays there)."""
+        key = self.episode.index
+        if self._grid_cache is None or self._grid_cache[0] != key:
+            entry = self.episode.entry
+            pano, rotation = self.data.panorama(entry)
+            img = street_view_grid(pano, entry.heading, rotation=rotation, resolution=self.resolution)
+            img.setflags(write=False)
+            self._grid_cache = (key, img)
+        return self._grid_cache[1]
 
     def _info(self, record=None) -> dict:
         info = self.episode.info
@@ -93,13 +100,10 @@ class VirlEnv(gym.Env):
         route_idx = options.get("route_idx")
         if route_idx is not None:
             route_idx = int(route_idx)
-        route_for_mapping = None if route_idx is None else self.data.routes[route_idx]
-        mapping = self.data.mapping
-        if mapping is None and route_for_mapping is not None:
-            mapping = self.data.mapping_for(route_for_mapping, self.straight_line_length)
-        self.episode = start_episode(
+        self._grid_cache = None
+        self.episode = start_episode(      # no mapping in the data: an exact one for the route
             self.data.routes, seed=ep_seed, route_idx=route_idx, heading=options.get("heading"),
-            absolute_action=self.absolute_action, mapping=mapping, relocation=self.relocation,
+            absolute_action=self.absolute_action, mapping=self.data.mapping, relocation=self.relocation,
             drop_rate=self.drop_rate, straight_line_length=self.straight_line_length,
             verify_iter=self.verify_iter, language_only=self.language_only, rng_mode=self.rng_mode)
         return self._observation(), self._info()
