@@ -1,0 +1,1 @@
+"""Bundled V-IRL data: OSM map features and generated routes (JSON, gzip) and the sign font."""

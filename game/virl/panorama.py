@@ -1,0 +1,176 @@
+"""Synthetic street-view panoramas drawn from map features (no imagery needed).
+
+For a position, the renderer casts rays through the street corridors (street centre-lines
+buffered by `half_width` metres): where a ray leaves the corridor it meets a façade, drawn with a
+height and colour hashed from the façade's location (so a building looks the same from every
+position). Named places within `sign_radius` get a storefront sign with their name, centred on
+their true compass bearing, so the grid crops show each landmark where the spec says it is.
+Output: an H × W × 3 uint8 equirectangular image with rotation 0 (north at the left edge,
+headings increasing to the right). Deterministic; results are cached per position.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .mapdata import MapFeatures
+
+PANO_W, PANO_H = 2048, 1024
+EYE_M = 2.5
+SIGN_BOTTOM_M, SIGN_TOP_M = 3.2, 5.6
+FACADE_COLOURS = np.array([(196, 170, 140), (172, 120, 96), (214, 200, 170), (150, 150, 158),
+                           (200, 184, 120), (160, 110, 110), (230, 220, 205), (120, 128, 112)], np.float32)
+SIGN_COLOURS = ((24, 64, 140), (150, 24, 36), (20, 110, 60), (40, 40, 40), (120, 60, 10))
+
+
+def _hash01(*values) -> float:
+    h = hashlib.blake2b(repr(values).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2 ** 64
+
+
+def _point_segment_dist(px: np.ndarray, py: np.ndarray, segs: np.ndarray) -> np.ndarray:
+    """Distance from each point to the nearest segment (points: any shape; segs: S × 4)."""
+    if len(segs) == 0:
+        return np.full(px.shape, np.inf)
+    x1, y1, x2, y2 = (segs[:, i] for i in range(4))
+    dx, dy = x2 - x1, y2 - y1
+    ll = np.maximum(dx * dx + dy * dy, 1e-9)
+    p_x, p_y = px[..., None], py[..., None]
+    t = np.clip(((p_x - x1) * dx + (p_y - y1) * dy) / ll, 0.0, 1.0)
+    return np.hypot(p_x - (x1 + t * dx), p_y - (y1 + t * dy)).min(axis=-1)
+
+
+class SyntheticPanoramas:
+    """Deterministic panoramas for any position of a `MapFeatures` neighbourhood."""
+
+    def __init__(self, features: MapFeatures, *, width: int = PANO_W, height: int = PANO_H,
+                 half_width: float = 9.0, max_range: float = 70.0, n_rays: int = 512,
+                 sign_radius: float = 30.0, cache_size: int = 32):
+        self.features = features
+        self.width, self.height = width, height
+        self.half_width, self.max_range, self.n_rays = half_width, max_range, n_rays
+        self.sign_radius = sign_radius
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self._sky = self._background()
+
+    def _background(self) -> np.ndarray:
+        h, w = self.height, self.width
+        rows = np.arange(h, dtype=np.float32)[:, None] / h
+        sky = np.stack([150 + 70 * rows * 2, 190 + 40 * rows * 2, 235 + 10 * rows * 2], -1)
+        ground = np.stack([90 + 40 * (rows - .5) * 2, 92 + 40 * (rows - .5) * 2, 96 + 40 * (rows - .5) * 2], -1)
+        img = np.where(rows[..., None] < 0.5, sky, ground)
+        return np.broadcast_to(np.clip(img, 0, 255), (h, w, 3)).astype(np.uint8)
+
+    def load(self, position) -> tuple[np.ndarray, float]:
+        """(panorama, rotation) like a street-view folder, for a (lat, lng) position."""
+        return self.panorama(position), 0.0
+
+    def panorama(self, position) -> np.ndarray:
+        key = (round(float(position[0]), 7), round(float(position[1]), 7))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        img = self._render(self.features.to_xy(key))
+        img.setflags(write=False)
+        self._cache[key] = img
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return img
+
+    def _row(self, elevation_deg: np.ndarray | float):
+        return (90.0 - np.asarray(elevation_deg)) / 180.0 * self.height
+
+    def _render(self, xy) -> np.ndarray:
+        w, h = self.width, self.height
+        segs = self.features.segments_near(xy, self.max_range + self.half_width)
+        # ray casting: first distance at which each ray leaves the street corridor
+        az = np.arange(self.n_rays) * (360.0 / self.n_rays)
+        steps = np.arange(1.0, self.max_range + 0.01, 1.0)
+        sx = xy[0] + np.sin(np.radians(az))[:, None] * steps[None, :]
+        sy = xy[1] + np.cos(np.radians(az))[:, None] * steps[None, :]
+        inside = _point_segment_dist(sx, sy, segs) <= self.half_width
+        outside = ~inside
+        hit = outside.any(axis=1)
+        first = np.where(hit, outside.argmax(axis=1), len(steps) - 1)
+        dist = np.where(hit, steps[first], np.inf)
+        # per-column façade from the nearest ray
+        col_az = (np.arange(w) + 0.5) * 360.0 / w
+        ray = np.round(col_az / (360.0 / self.n_rays)).astype(int) % self.n_rays
+        d = dist[ray]
+        hx = xy[0] + np.sin(np.radians(col_az)) * np.where(np.isfinite(d), d, 0)
+        hy = xy[1] + np.cos(np.radians(col_az)) * np.where(np.isfinite(d), d, 0)
+        cell = [(int(a // 12), int(b // 12)) for a, b in zip(hx, hy)]
+        cache: dict = {}
+        height_m = np.empty(w, np.float32)
+        colour = np.empty((w, 3), np.float32)
+        for i, c in enumerate(cell):
+            if c not in cache:
+                r = _hash01("facade", c)
+                cache[c] = (12.0 + 14.0 * r, FACADE_COLOURS[int(r * 1e6) % len(FACADE_COLOURS)])
+            height_m[i], colour[i] = cache[c]
+        finite = np.isfinite(d)
+        dd = np.where(finite, d, 1.0)
+        top = self._row(np.degrees(np.arctan2(height_m - EYE_M, dd)))
+        bottom = self._row(np.degrees(np.arctan2(-EYE_M, dd)))
+        rows = np.arange(h, dtype=np.float32)[:, None]
+        mask = (rows >= top[None, :]) & (rows <= bottom[None, :]) & finite[None, :]
+        shade = 0.82 + 0.18 * np.cos(np.radians(col_az - 135.0))       # sun from the south-east
+        floors = ((np.floor((rows - top[None, :]) / np.maximum((bottom - top)[None, :] / 6, 1)) % 2) * 0.06)
+        facade = colour[None, :, :] * (shade[None, :, None] - floors[..., None])
+        img = np.where(mask[..., None], np.clip(facade, 0, 255), self._sky).astype(np.uint8)
+        return self._draw_signs(img, xy)
+
+    def _draw_signs(self, img: np.ndarray, xy) -> np.ndarray:
+        places = self.features.places_near(xy, self.sign_radius)
+        if not places:
+            return img
+        im = Image.fromarray(img)
+        draw = ImageDraw.Draw(im)
+        w = self.width
+        for place, dist, bearing in reversed(places):           # nearest drawn last, on top
+            dist = max(dist, 4.0)
+            half = math.degrees(math.atan2(3.6, dist))            # a 7.2 m wide sign board
+            top = float(self._row(math.degrees(math.atan2(SIGN_TOP_M - EYE_M, dist))))
+            bot = float(self._row(math.degrees(math.atan2(SIGN_BOTTOM_M - EYE_M, dist))))
+            x0 = (bearing - half) / 360.0 * w
+            x1 = (bearing + half) / 360.0 * w
+            colour = SIGN_COLOURS[int(_hash01("sign", place.name) * 1e6) % len(SIGN_COLOURS)]
+            text = place.name
+            font = _fit_font(text, x1 - x0 - 8, bot - top - 6)
+            for shift in (-w, 0, w):                                # wrap across the seam
+                if x1 + shift < 0 or x0 + shift > w:
+                    continue
+                draw.rectangle([x0 + shift, top, x1 + shift, bot], fill=colour, outline=(250, 250, 250), width=2)
+                cx, cy = (x0 + x1) / 2 + shift, (top + bot) / 2
+                draw.text((cx, cy), text, fill=(255, 255, 255), font=font, anchor="mm")
+        return np.asarray(im)
+
+
+FONT_PATH = Path(__file__).resolve().parent / "data" / "DejaVuSansCondensed-Bold.ttf"
+
+
+@lru_cache(maxsize=64)
+def font(size: int):
+    """The bundled DejaVu Sans Condensed Bold (Latin, Nordic letters...), else Pillow's default."""
+    try:
+        return ImageFont.truetype(str(FONT_PATH), size)
+    except OSError:
+        return ImageFont.load_default(size=size)
+
+
+def _fit_font(text: str, max_w: float, max_h: float):
+    size = max(8, int(min(max_h, 60)))
+    while size > 8:
+        f = font(size)
+        x0, _, x1, _ = f.getbbox(text)
+        if x1 - x0 <= max_w:
+            return f
+        size = int(size * 0.85)
+    return font(8)
