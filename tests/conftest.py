@@ -17,3 +17,13 @@ def load_conformance(name: str) -> list[dict]:
         pytest.skip(f"conformance vectors not found: {path} (clone ../shared beside the repo)")
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny random Llama checkpoint (tokenizer trained on a GP/V-IRL corpus, chat template),
+    built by `models.tiny.build_tiny_llama` once per test session; nothing is downloaded."""
+    pytest.importorskip("torch")
+    from models.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama") / "tiny", seed=0)

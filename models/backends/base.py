@@ -1,0 +1,144 @@
+"""The backend interface: one async streaming call per request, the records it yields, and health.
+
+Every backend implements `stream(messages, images, settings)`, an async generator that yields
+`TextDelta`s as text arrives and then exactly one `Completion` (token counts, time to first token,
+tokens/s, finish reason). Failures never raise out of `stream`: they end the stream with a
+`Completion` whose `error` is a one-line, human-readable message. Cancelling the consuming task
+(the user left) stops generation and releases the backend.
+
+`messages` use the content-list layout of `models.chat` (`{"type": "image"}` placeholders);
+`images` holds the images for those placeholders, in order (PIL images, numpy arrays or encoded
+bytes).
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, AsyncIterator, Sequence
+
+from ..decoding import PAPER_EVAL, DecodingSettings
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of generated text, in order."""
+
+    text: str
+
+
+@dataclass
+class Completion:
+    """The final record of one request. `error` is set (and `finish_reason == "error"`) on failure."""
+
+    model: str
+    text: str = ""
+    finish_reason: str | None = None      # "stop", "length", "cancelled", "error"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    time_to_first_token_s: float | None = None
+    elapsed_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode speed after the first token (completion tokens − 1 over the time since it)."""
+        if not self.completion_tokens or self.time_to_first_token_s is None:
+            return None
+        span = self.elapsed_s - self.time_to_first_token_s
+        if self.completion_tokens <= 1 or span <= 0:
+            return None
+        return (self.completion_tokens - 1) / span
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tokens_per_s"] = self.tokens_per_s
+        return data
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+    models: tuple[str, ...] = ()
+
+
+class Timer:
+    """Measures elapsed time and time to first token for one request."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first: float | None = None
+
+    def mark_token(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter() - self.start
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+@dataclass
+class Backend(abc.ABC):
+    """A named model behind one interface. Subclasses implement `_stream` and `health`."""
+
+    name: str
+    settings: DecodingSettings = field(default_factory=lambda: PAPER_EVAL)
+
+    async def stream(self, messages: Sequence[Message], images: Sequence[Any] = (),
+                     settings: DecodingSettings | None = None) -> AsyncIterator[TextDelta | Completion]:
+        """Yield `TextDelta`s then one `Completion`; never raises (except on cancellation)."""
+        timer = Timer()
+        final: Completion | None = None
+        parts: list[str] = []
+        try:
+            async for item in self._stream(list(messages), list(images), settings or self.settings, timer):
+                if isinstance(item, Completion):
+                    final = item
+                    break
+                parts.append(item.text)
+                yield item
+        except Exception as exc:  # noqa: BLE001 - errors become a record, never an exception upstream
+            final = Completion(model=self.name, text="".join(parts), finish_reason="error",
+                               error=describe_error(exc))
+        if final is None:
+            final = Completion(model=self.name, text="".join(parts), finish_reason="error",
+                               error="the backend ended the stream without a final record")
+        final.elapsed_s = final.elapsed_s or timer.elapsed()
+        if final.time_to_first_token_s is None:
+            final.time_to_first_token_s = timer.first
+        yield final
+
+    async def complete(self, messages: Sequence[Message], images: Sequence[Any] = (),
+                       settings: DecodingSettings | None = None) -> Completion:
+        """Run `stream` to the end and return its `Completion`."""
+        final = None
+        async for item in self.stream(messages, images, settings):
+            if isinstance(item, Completion):
+                final = item
+        assert final is not None
+        return final
+
+    @abc.abstractmethod
+    def _stream(self, messages: list[Message], images: list[Any], settings: DecodingSettings,
+                timer: Timer) -> AsyncIterator[TextDelta | Completion]:
+        """Yield deltas (calling `timer.mark_token()`), then a `Completion`. May raise."""
+
+    @abc.abstractmethod
+    async def health(self) -> Health:
+        """Whether the model can answer now, with a one-line detail. Never raises."""
+
+    async def aclose(self) -> None:
+        """Release connections / threads. Safe to call twice."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a user: the exception type and its message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

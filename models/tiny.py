@@ -1,0 +1,143 @@
+"""Tiny Llama-architecture checkpoints built by our own code (no model hub): a byte-level BPE
+tokenizer trained with `tokenizers` on a GP/V-IRL prompt-and-answer corpus, a randomly initialised
+`LlamaForCausalLM`, and a Llama-3-style chat template, saved in Hugging Face layout.
+
+Used by the tests (in-process backend, our OpenAI-compatible server, vLLM) and as the starting
+point for tiny SFT/RL checkpoints: `build_tiny_llama(out_dir, corpus, hidden=…, layers=…, seed=…)`.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .prompts import (
+    ABSOLUTE_DIRECTIONS, RELATIVE_DIRECTIONS, feedback_text, gp_prompt, response_eqn, response_virl,
+    virl_action_space, virl_prompt,
+)
+
+BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
+START_HEADER, END_HEADER, IMAGE, PAD = "<|start_header_id|>", "<|end_header_id|>", "<|image|>", "<|finetune_right_pad_id|>"
+SPECIAL_TOKENS = [BOS, EOS, START_HEADER, END_HEADER, EOT, IMAGE, PAD]
+
+# A Llama-3.2-Vision-style chat template: content lists with {"type": "image"} / {"type": "text"}
+# parts; `<|image|>` placed where the image part is; the dated system block only when no image is
+# present (as the Llama-3.2-Vision-Instruct template does). `date_string` defaults to a fixed
+# date so a rendered chat does not change from day to day.
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if not date_string is defined %}{%- set date_string = '26 Jul 2024' %}{%- endif %}"
+    "{%- set ns = namespace(has_image=false) %}"
+    "{%- for message in messages %}{%- if message['content'] is not string %}"
+    "{%- for part in message['content'] %}{%- if part['type'] == 'image' %}{%- set ns.has_image = true %}"
+    "{%- endif %}{%- endfor %}{%- endif %}{%- endfor %}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- if messages[0]['content'] is string %}{%- set system_message = messages[0]['content'] %}"
+    "{%- else %}{%- set system_message = messages[0]['content'][0]['text'] %}{%- endif %}"
+    "{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{%- if not ns.has_image %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
+    "{{- 'Cutting Knowledge Date: December 2023\\n' }}"
+    "{{- 'Today Date: ' + date_string + '\\n\\n' }}"
+    "{{- system_message }}{{- '<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' %}{{- '<|image|>' }}"
+    "{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+_LABELS = ["A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K"]
+_WORDS = ["Prince St", "Aritzia", "Shake Shack", "Corner Books", "Gym Central", "MoMA Design Store",
+          "Cafe Nero", "City Bank", "Main Library", "Park Hotel"]
+_RELS = ["front", "left front", "left", "left behind", "behind", "right behind", "right", "right front"]
+
+
+def default_corpus(n: int = 400, seed: int = 0) -> list[str]:
+    """A small text corpus in the shape of the tasks: GP prompts (all variants, both rules),
+    `ResponseEqn`-style replies, feedback turns, V-IRL prompts and replies, chat markers."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for i in range(n):
+        cards = [rng.choice(_LABELS) for _ in range(4)]
+        rule = rng.choice(["face10", "face_jqk"])
+        nums = [{"A": 1, "J": 11, "Q": 12, "K": 13}.get(c, None) or int(c) for c in cards]
+        if rule == "face10":
+            nums = [min(v, 10) for v in nums]
+        ops = [rng.choice("+-*/") for _ in range(3)]
+        formula = f"({nums[0]}{ops[0]}{nums[1]}){ops[1]}{nums[2]}{ops[2]}{nums[3]}"
+        out.append(gp_prompt(cards, rule, vision=i % 4 == 1, eg=i % 3 == 0))
+        out.append(response_eqn(cards, nums, formula))
+        out.append(feedback_text(rng.choice([
+            "illegal characters.", "you used invalid numbers: [13].", "partial solution.",
+            f"{formula[:5]} is partially correct but the full formula does not match any solution.",
+            "your formula does not match any solution.", "you recognized wrong cards"])))
+        if i % 4 == 0:
+            lm = rng.choice(_WORDS)
+            absolute = rng.random() < 0.5
+            word = rng.choice(ABSOLUTE_DIRECTIONS)
+            rel = rng.choice(RELATIVE_DIRECTIONS)
+            instruction = (f"1. First, turn {rel} to face {word}.\n2. Move forward until you reach "
+                           f"destination where The destination {lm} is on your {rng.choice(_RELS)}.\n")
+            seq = "O_1: No landmarks nearby; \nA_1: \n"
+            out.append(virl_prompt(instruction, seq, absolute, vision=i % 8 == 0))
+            action = f"turn_direction({word if absolute else rel})"
+            out.append(response_virl("No landmarks nearby; ", f"First, turn {rel} to face {word}.", action))
+    out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
+    return out
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
+    """A byte-level BPE `PreTrainedTokenizerFast` with the Llama-3 special tokens and our chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOT, pad_token=PAD,
+                                   additional_special_tokens=[EOS, START_HEADER, END_HEADER, IMAGE],
+                                   model_max_length=4096)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None, *, hidden: int = 64,
+                     layers: int = 2, heads: int = 2, kv_heads: int = 1, intermediate: int | None = None,
+                     vocab_size: int = 1024, max_positions: int = 4096, init_std: float = 0.2, seed: int = 0) -> Path:
+    """Write a randomly initialised tiny `LlamaForCausalLM` + tokenizer + chat template to `out_dir`.
+
+    Deterministic for a given corpus and seed. Generation defaults to greedy decoding and stops on
+    `<|eot_id|>` or `<|end_of_text|>`. Returns the directory.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions, bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]],
+        pad_token_id=ids[PAD], tie_word_embeddings=True, rope_theta=500000.0, initializer_range=init_std,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]], pad_token_id=ids[PAD], do_sample=False,
+        max_new_tokens=256)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

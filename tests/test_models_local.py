@@ -1,0 +1,104 @@
+"""The in-process `local` backend on a tiny random Llama checkpoint: real token streaming, token
+counts, greedy determinism, cancellation, and errors as records."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("torch")
+
+from models.backends.base import Completion, TextDelta
+from models.backends.local import LocalBackend, generation_kwargs
+from models.chat import gp_chat, user_message
+from models.decoding import DecodingSettings
+from models.prompts import gp_prompt, virl_action_space, virl_prompt
+
+GREEDY = DecodingSettings(max_tokens=24, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def local(tiny_llama_dir):
+    backend = LocalBackend(name="tiny", path=str(tiny_llama_dir))
+    backend.load()
+    return backend
+
+
+async def _collect(backend, messages, images=(), settings=GREEDY):
+    deltas, final = [], None
+    async for item in backend.stream(messages, images, settings):
+        if isinstance(item, TextDelta):
+            assert final is None, "deltas must come before the final record"
+            deltas.append(item.text)
+        else:
+            final = item
+    return deltas, final
+
+
+def test_streams_token_deltas_then_one_completion(local):
+    messages = gp_chat(gp_prompt(["K", "5", "10", "A"]))
+    deltas, final = asyncio.run(_collect(local, messages))
+    assert isinstance(final, Completion) and final.ok, final
+    assert len(deltas) > 3 and "".join(deltas) == final.text
+    assert final.finish_reason in ("length", "stop")
+    assert final.prompt_tokens > 50
+    assert 1 <= final.completion_tokens <= 24
+    assert final.time_to_first_token_s is not None and final.elapsed_s >= final.time_to_first_token_s
+
+
+def test_greedy_is_deterministic_and_history_changes_output(local):
+    prompt = gp_prompt(["2", "3", "4", "5"])
+    a = asyncio.run(local.complete(gp_chat(prompt), settings=GREEDY))
+    b = asyncio.run(local.complete(gp_chat(prompt), settings=GREEDY))
+    assert a.ok and a.text == b.text
+    longer = gp_chat(prompt, [(a.text, "illegal characters.")])
+    c = asyncio.run(local.complete(longer, settings=GREEDY))
+    assert c.ok and c.prompt_tokens > a.prompt_tokens
+
+
+def test_virl_prompt_runs(local):
+    text = virl_prompt("1. First, turn left to face north.\n", "O_1: No landmarks nearby; \nA_1: \n",
+                       virl_action_space(False))
+    out = asyncio.run(local.complete([user_message(text)], settings=DecodingSettings(max_tokens=5, seed=1,
+                                                                                      temperature=0.7)))
+    assert out.ok and out.completion_tokens >= 1
+
+
+def test_cancellation_stops_generation(local):
+    async def go():
+        stream = local.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
+                              DecodingSettings(max_tokens=3000, temperature=0.0))
+        async for item in stream:
+            assert isinstance(item, TextDelta)
+            break
+        await stream.aclose()
+
+    asyncio.run(go())
+    assert local.wait_idle()
+    assert local.last_generated_tokens is not None and local.last_generated_tokens < 3000
+    again = asyncio.run(local.complete(gp_chat(gp_prompt(["A", "2", "3", "4"])), settings=GREEDY))
+    assert again.ok
+
+
+def test_errors_become_records(local, tiny_llama_dir, tmp_path):
+    # an image for a text-only checkpoint
+    msg = [user_message("look", image=True)]
+    out = asyncio.run(local.complete(msg, [b"not an image"]))
+    assert not out.ok and out.finish_reason == "error" and "text-only" in out.error
+    # a missing checkpoint
+    missing = LocalBackend(name="missing", path=str(tmp_path / "nope"))
+    out = asyncio.run(missing.complete(gp_chat("hi")))
+    assert not out.ok and "config.json" in out.error
+    assert not asyncio.run(missing.health()).ok
+    assert asyncio.run(local.health()).ok
+
+
+def test_stop_strings_and_generation_kwargs(local):
+    free = asyncio.run(local.complete(gp_chat(gp_prompt(["K", "5", "10", "A"])), settings=GREEDY))
+    stop = free.text[5:8]
+    cut = asyncio.run(local.complete(gp_chat(gp_prompt(["K", "5", "10", "A"])),
+                                     settings=DecodingSettings(max_tokens=24, temperature=0.0, stop=(stop,))))
+    assert cut.finish_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
+    assert generation_kwargs(DecodingSettings(max_tokens=9)) == {"max_new_tokens": 9}
+    assert generation_kwargs(DecodingSettings(temperature=0.2, top_p=0.9)) == {
+        "max_new_tokens": 256, "do_sample": True, "temperature": 0.2, "top_p": 0.9}

