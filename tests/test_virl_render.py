@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from game.virl.geo import bearing_deg, offset_m, relative_word
 from game.virl.mapdata import MapFeatures, Place, Street
-from game.virl.mapview import episode_map, render_map_png, render_map_svg
+from game.virl.mapview import render_map_png, render_map_svg
 from game.virl.panorama import SyntheticPanoramas
 from game.virl.render import (GRID_GAP, grid, grid_headings, perspective, street_view_grid,
                               tile_for_offset)
