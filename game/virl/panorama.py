@@ -95,15 +95,26 @@ class SyntheticPanoramas:
         steps = np.arange(1.0, self.max_range + 0.01, 1.0)
         sx = xy[0] + np.sin(np.radians(az))[:, None] * steps[None, :]
         sy = xy[1] + np.cos(np.radians(az))[:, None] * steps[None, :]
-        inside = _point_segment_dist(sx, sy, segs) <= self.half_width
-        outside = ~inside
+        corridor = _point_segment_dist(sx, sy, segs)
+        outside = corridor > self.half_width
         hit = outside.any(axis=1)
         first = np.where(hit, outside.argmax(axis=1), len(steps) - 1)
-        dist = np.where(hit, steps[first], np.inf)
-        # per-column façade from the nearest ray
+        # refine the exit point between the last inside sample and the first outside one
+        rows_i = np.arange(self.n_rays)
+        prev = np.maximum(first - 1, 0)
+        d_in, d_out = corridor[rows_i, prev], corridor[rows_i, first]
+        frac = np.clip((self.half_width - d_in) / np.maximum(d_out - d_in, 1e-6), 0.0, 1.0)
+        exit_m = np.where(first > 0, steps[prev] + frac, steps[first])
+        inv = np.where(hit, 1.0 / exit_m, 0.0)                    # 0 = open street, no façade
+        # per-column façade: inverse distance interpolated between neighbouring rays
         col_az = (np.arange(w) + 0.5) * 360.0 / w
-        ray = np.round(col_az / (360.0 / self.n_rays)).astype(int) % self.n_rays
-        d = dist[ray]
+        pos = col_az / (360.0 / self.n_rays)
+        r0 = np.floor(pos).astype(int) % self.n_rays
+        r1 = (r0 + 1) % self.n_rays
+        t = pos - np.floor(pos)
+        inv_col = np.where((inv[r0] > 0) & (inv[r1] > 0), inv[r0] * (1 - t) + inv[r1] * t,
+                           np.where(t < 0.5, inv[r0], inv[r1]))
+        d = np.where(inv_col > 0, 1.0 / np.maximum(inv_col, 1e-9), np.inf)
         hx = xy[0] + np.sin(np.radians(col_az)) * np.where(np.isfinite(d), d, 0)
         hy = xy[1] + np.cos(np.radians(col_az)) * np.where(np.isfinite(d), d, 0)
         cell = [(int(a // 12), int(b // 12)) for a, b in zip(hx, hy)]
