@@ -111,3 +111,17 @@ def test_map_view_png_and_svg():
     svg = render_map_svg(f, rail_positions=rail, visited=rail[:2], position=o, heading=90)
     assert svg.startswith("<svg") and "Bank Nord" in svg and "OpenStreetMap contributors" in svg
     assert svg.count('class="step"') == 2 and "rotate(90.0)" in svg
+
+
+def test_ood_set_uses_a_different_panorama_style():
+    from game.virl.datasets import load_bundled
+
+    a, b = load_bundled("helsinki"), load_bundled("helsinki-ood")
+    assert (a.panorama_style, b.panorama_style) == ("day", "dusk")
+    o, streets = _street_corner()
+    f = MapFeatures("t", streets, [])
+    day = SyntheticPanoramas(f, width=256, height=128).panorama(o)
+    dusk = SyntheticPanoramas(f, width=256, height=128, style="dusk").panorama(o)
+    assert np.abs(day.astype(int) - dusk.astype(int)).mean() > 20
+    with pytest.raises(ValueError, match="unknown panorama style"):
+        SyntheticPanoramas(f, style="noir")
