@@ -49,8 +49,12 @@ class VirlData:
 
     def panorama(self, entry: RailEntry) -> tuple[np.ndarray, float]:
         """(equirectangular RGB panorama, rotation) at a rail entry."""
-        if self.street_views is not None and entry.pano_id is not None:
-            return self.street_views.load(entry.pano_id)
+        pano_id = entry.pano_id
+        if pano_id is None and self.mapping is not None:       # relocation off: look it up
+            key = self.mapping.relocate(entry.position)
+            pano_id = self.mapping.pano_at(key) if key is not None else None
+        if self.street_views is not None and pano_id is not None:
+            return self.street_views.load(pano_id)
         if self.features is not None:
             if self._synthetic is None:
                 from .panorama import SyntheticPanoramas
