@@ -144,6 +144,9 @@ def test_oracle_walk_succeeds_and_history_text():
         assert ep.step(ep.oracle_reply()).reward == 1.0
     assert ep.success and ep.per_step_accuracy == 1.0
     assert ep.history[0] == ("No landmarks nearby; ", "turn_direction(northwest)")
+    record = json.loads(json.dumps(ep.to_dict()))
+    assert record["success"] and len(record["steps"]) == ep.n_calls
+    assert record["steps"][0]["parsed_action"] == "turn_direction(northwest)"
 
 
 def test_vl_history_hides_current_landmark_but_keeps_intersection_flag():

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from game.virl.geo import bearing_deg, offset_m, relative_word
 from game.virl.mapdata import MapFeatures, Place, Street
-from game.virl.mapview import episode_map, render_map_png, render_map_svg
+from game.virl.mapview import render_map_png, render_map_svg
 from game.virl.panorama import SyntheticPanoramas
 from game.virl.render import (GRID_GAP, grid, grid_headings, perspective, street_view_grid,
                               tile_for_offset)
@@ -112,3 +111,17 @@ def test_map_view_png_and_svg():
     svg = render_map_svg(f, rail_positions=rail, visited=rail[:2], position=o, heading=90)
     assert svg.startswith("<svg") and "Bank Nord" in svg and "OpenStreetMap contributors" in svg
     assert svg.count('class="step"') == 2 and "rotate(90.0)" in svg
+
+
+def test_ood_set_uses_a_different_panorama_style():
+    from game.virl.datasets import load_bundled
+
+    a, b = load_bundled("helsinki"), load_bundled("helsinki-ood")
+    assert (a.panorama_style, b.panorama_style) == ("day", "dusk")
+    o, streets = _street_corner()
+    f = MapFeatures("t", streets, [])
+    day = SyntheticPanoramas(f, width=256, height=128).panorama(o)
+    dusk = SyntheticPanoramas(f, width=256, height=128, style="dusk").panorama(o)
+    assert np.abs(day.astype(int) - dusk.astype(int)).mean() > 20
+    with pytest.raises(ValueError, match="unknown panorama style"):
+        SyntheticPanoramas(f, style="noir")

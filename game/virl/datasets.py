@@ -16,12 +16,12 @@ from .routes import (PanoMapping, ReleaseDataset, Route, RouteDataError, exact_m
                      load_routes)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-# name -> (routes file, map features file, description)
+# name -> (routes file, map features file, panorama style, description)
 BUNDLED = {
-    "helsinki": ("helsinki_id.routes.json.gz", "helsinki.map.json.gz",
+    "helsinki": ("helsinki_id.routes.json.gz", "helsinki.map.json.gz", "day",
                  "central Helsinki (OSM), in-distribution routes"),
-    "helsinki-ood": ("helsinki_ood.routes.json.gz", "helsinki.map.json.gz",
-                     "central Helsinki (OSM), held-out streets (visual-OOD analogue)"),
+    "helsinki-ood": ("helsinki_ood.routes.json.gz", "helsinki.map.json.gz", "dusk",
+                     "central Helsinki (OSM), held-out streets drawn in another style (visual-OOD analogue)"),
 }
 DEFAULT_SOURCE = "bundled:helsinki"
 
@@ -34,6 +34,7 @@ class VirlData:
     features: MapFeatures | None = None
     street_views: object | None = None        # render.StreetViewFolder
     description: str = ""
+    panorama_style: str = "day"
     _synthetic: object | None = field(default=None, repr=False)
 
     def route(self, key) -> Route:
@@ -48,12 +49,16 @@ class VirlData:
 
     def panorama(self, entry: RailEntry) -> tuple[np.ndarray, float]:
         """(equirectangular RGB panorama, rotation) at a rail entry."""
-        if self.street_views is not None and entry.pano_id is not None:
-            return self.street_views.load(entry.pano_id)
+        pano_id = entry.pano_id
+        if pano_id is None and self.mapping is not None:       # relocation off: look it up
+            key = self.mapping.relocate(entry.position)
+            pano_id = self.mapping.pano_at(key) if key is not None else None
+        if self.street_views is not None and pano_id is not None:
+            return self.street_views.load(pano_id)
         if self.features is not None:
             if self._synthetic is None:
                 from .panorama import SyntheticPanoramas
-                self._synthetic = SyntheticPanoramas(self.features)
+                self._synthetic = SyntheticPanoramas(self.features, style=self.panorama_style)
             return self._synthetic.load(entry.position)
         raise RouteDataError(f"{self.name}: no street views and no map features to draw panoramas from")
 
@@ -66,13 +71,13 @@ def _bundled_features(filename: str) -> MapFeatures:
 def load_bundled(name: str = "helsinki") -> VirlData:
     if name not in BUNDLED:
         raise RouteDataError(f"unknown bundled route set {name!r} (have: {', '.join(BUNDLED)})")
-    routes_file, map_file, desc = BUNDLED[name]
+    routes_file, map_file, style, desc = BUNDLED[name]
     path = DATA_DIR / routes_file
     if not path.exists():
         raise RouteDataError(f"{path}: bundled routes missing (run `sftvsrl virl generate`)")
     routes = load_routes(path)
     mapping = PanoMapping([(k[0], k[1], v) for r in routes for k, v in exact_mapping(r).items()])
-    return VirlData(f"bundled:{name}", routes, mapping, _bundled_features(map_file), None, desc)
+    return VirlData(f"bundled:{name}", routes, mapping, _bundled_features(map_file), None, desc, style)
 
 
 def open_release(root: str | Path, *, trust_pickle: bool = False) -> VirlData:

@@ -23,7 +23,7 @@ from .episode import (DEFAULT_DROP_RATE, DEFAULT_STRAIGHT_LINE_LENGTH, DEFAULT_V
                       start_episode)
 from .render import RESOLUTION, street_view_grid
 
-MAX_TEXT = 16384
+MAX_TEXT = 65536
 MAX_EPISODE_STEPS = 300
 
 

@@ -200,6 +200,16 @@ class VirlEpisode:
         self.records.append(record)
         return record
 
+    def to_dict(self) -> dict:
+        """A JSON-ready transcript: route, settings, every step record and the metrics."""
+        return {"route_id": self.rail.route.route_id, "route_index": self.rail.route.index,
+                "seed": self.seed, "init_heading": self.rail.init_heading,
+                "absolute_action": self.rail.absolute_action, "language_only": self.language_only,
+                "verify_iter": self.verify_iter, "rail_gt_actions": self.rail.gt_actions,
+                "steps": [r.to_dict() for r in self.records], "terminated": self.terminated,
+                "truncated": self.truncated, "success": self.success,
+                "per_step_accuracy": self.per_step_accuracy}
+
     def oracle_reply(self) -> str:
         """The SFT-format reply (`ResponseVIRL`) that is correct at the current position."""
         e = self.entry

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .mapdata import OSM_ATTRIBUTION, M_PER_DEG_LAT, MapFeatures
+from .mapdata import M_PER_DEG_LAT, MapFeatures
 from .panorama import font as _font
 
 BG = (246, 244, 238)

@@ -24,9 +24,20 @@ from .mapdata import MapFeatures
 PANO_W, PANO_H = 2048, 1024
 EYE_M = 2.5
 SIGN_BOTTOM_M, SIGN_TOP_M = 3.2, 5.6
-FACADE_COLOURS = np.array([(196, 170, 140), (172, 120, 96), (214, 200, 170), (150, 150, 158),
-                           (200, 184, 120), (160, 110, 110), (230, 220, 205), (120, 128, 112)], np.float32)
-SIGN_COLOURS = ((24, 64, 140), (150, 24, 36), (20, 110, 60), (40, 40, 40), (120, 60, 10))
+STYLES = {
+    # "day": the in-distribution look; "dusk": a different palette, light and sky for the
+    # visual-OOD analogue (held-out streets rendered as if in another city)
+    "day": {"facades": [(196, 170, 140), (172, 120, 96), (214, 200, 170), (150, 150, 158),
+                        (200, 184, 120), (160, 110, 110), (230, 220, 205), (120, 128, 112)],
+            "signs": [(24, 64, 140), (150, 24, 36), (20, 110, 60), (40, 40, 40), (120, 60, 10)],
+            "sky": ((150, 190, 235), (220, 230, 245)), "ground": ((90, 92, 96), (130, 132, 136)),
+            "heights": (12.0, 14.0)},
+    "dusk": {"facades": [(92, 96, 120), (120, 84, 100), (70, 100, 110), (140, 120, 90),
+                         (100, 70, 60), (60, 70, 90), (150, 140, 150), (80, 110, 80)],
+             "signs": [(230, 200, 40), (220, 90, 20), (200, 40, 120), (20, 160, 180), (240, 240, 240)],
+             "sky": ((40, 40, 90), (250, 150, 90)), "ground": ((60, 55, 60), (95, 85, 80)),
+             "heights": (6.0, 10.0)},
+}
 
 
 def _hash01(*values) -> float:
@@ -51,7 +62,11 @@ class SyntheticPanoramas:
 
     def __init__(self, features: MapFeatures, *, width: int = PANO_W, height: int = PANO_H,
                  half_width: float = 9.0, max_range: float = 70.0, n_rays: int = 512,
-                 sign_radius: float = 30.0, cache_size: int = 32):
+                 sign_radius: float = 30.0, cache_size: int = 32, style: str = "day"):
+        if style not in STYLES:
+            raise ValueError(f"unknown panorama style {style!r} (have: {', '.join(STYLES)})")
+        self.style = STYLES[style]
+        self._facades = np.array(self.style["facades"], np.float32)
         self.features = features
         self.width, self.height = width, height
         self.half_width, self.max_range, self.n_rays = half_width, max_range, n_rays
@@ -63,8 +78,10 @@ class SyntheticPanoramas:
     def _background(self) -> np.ndarray:
         h, w = self.height, self.width
         rows = np.arange(h, dtype=np.float32)[:, None] / h
-        sky = np.stack([150 + 70 * rows * 2, 190 + 40 * rows * 2, 235 + 10 * rows * 2], -1)
-        ground = np.stack([90 + 40 * (rows - .5) * 2, 92 + 40 * (rows - .5) * 2, 96 + 40 * (rows - .5) * 2], -1)
+        (s0, s1), (g0, g1) = (np.array(c, np.float32) for c in self.style["sky"]), \
+            (np.array(c, np.float32) for c in self.style["ground"])
+        sky = s0 + (s1 - s0) * (rows[..., None] * 2)
+        ground = g0 + (g1 - g0) * ((rows[..., None] - 0.5) * 2)
         img = np.where(rows[..., None] < 0.5, sky, ground)
         return np.broadcast_to(np.clip(img, 0, 255), (h, w, 3)).astype(np.uint8)
 
@@ -95,15 +112,26 @@ class SyntheticPanoramas:
         steps = np.arange(1.0, self.max_range + 0.01, 1.0)
         sx = xy[0] + np.sin(np.radians(az))[:, None] * steps[None, :]
         sy = xy[1] + np.cos(np.radians(az))[:, None] * steps[None, :]
-        inside = _point_segment_dist(sx, sy, segs) <= self.half_width
-        outside = ~inside
+        corridor = _point_segment_dist(sx, sy, segs)
+        outside = corridor > self.half_width
         hit = outside.any(axis=1)
         first = np.where(hit, outside.argmax(axis=1), len(steps) - 1)
-        dist = np.where(hit, steps[first], np.inf)
-        # per-column façade from the nearest ray
+        # refine the exit point between the last inside sample and the first outside one
+        rows_i = np.arange(self.n_rays)
+        prev = np.maximum(first - 1, 0)
+        d_in, d_out = corridor[rows_i, prev], corridor[rows_i, first]
+        frac = np.clip((self.half_width - d_in) / np.maximum(d_out - d_in, 1e-6), 0.0, 1.0)
+        exit_m = np.where(first > 0, steps[prev] + frac, steps[first])
+        inv = np.where(hit, 1.0 / exit_m, 0.0)                    # 0 = open street, no façade
+        # per-column façade: inverse distance interpolated between neighbouring rays
         col_az = (np.arange(w) + 0.5) * 360.0 / w
-        ray = np.round(col_az / (360.0 / self.n_rays)).astype(int) % self.n_rays
-        d = dist[ray]
+        pos = col_az / (360.0 / self.n_rays)
+        r0 = np.floor(pos).astype(int) % self.n_rays
+        r1 = (r0 + 1) % self.n_rays
+        t = pos - np.floor(pos)
+        inv_col = np.where((inv[r0] > 0) & (inv[r1] > 0), inv[r0] * (1 - t) + inv[r1] * t,
+                           np.where(t < 0.5, inv[r0], inv[r1]))
+        d = np.where(inv_col > 0, 1.0 / np.maximum(inv_col, 1e-9), np.inf)
         hx = xy[0] + np.sin(np.radians(col_az)) * np.where(np.isfinite(d), d, 0)
         hy = xy[1] + np.cos(np.radians(col_az)) * np.where(np.isfinite(d), d, 0)
         cell = [(int(a // 12), int(b // 12)) for a, b in zip(hx, hy)]
@@ -113,7 +141,8 @@ class SyntheticPanoramas:
         for i, c in enumerate(cell):
             if c not in cache:
                 r = _hash01("facade", c)
-                cache[c] = (12.0 + 14.0 * r, FACADE_COLOURS[int(r * 1e6) % len(FACADE_COLOURS)])
+                base, spread = self.style["heights"]
+                cache[c] = (base + spread * r, self._facades[int(r * 1e6) % len(self._facades)])
             height_m[i], colour[i] = cache[c]
         finite = np.isfinite(d)
         dd = np.where(finite, d, 1.0)
@@ -141,7 +170,8 @@ class SyntheticPanoramas:
             bot = float(self._row(math.degrees(math.atan2(SIGN_BOTTOM_M - EYE_M, dist))))
             x0 = (bearing - half) / 360.0 * w
             x1 = (bearing + half) / 360.0 * w
-            colour = SIGN_COLOURS[int(_hash01("sign", place.name) * 1e6) % len(SIGN_COLOURS)]
+            signs = self.style["signs"]
+            colour = tuple(signs[int(_hash01("sign", place.name) * 1e6) % len(signs)])
             text = place.name
             font = _fit_font(text, x1 - x0 - 8, bot - top - 6)
             for shift in (-w, 0, w):                                # wrap across the seam
@@ -149,7 +179,8 @@ class SyntheticPanoramas:
                     continue
                 draw.rectangle([x0 + shift, top, x1 + shift, bot], fill=colour, outline=(250, 250, 250), width=2)
                 cx, cy = (x0 + x1) / 2 + shift, (top + bot) / 2
-                draw.text((cx, cy), text, fill=(255, 255, 255), font=font, anchor="mm")
+                ink = (20, 20, 20) if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 150 else (255, 255, 255)
+                draw.text((cx, cy), text, fill=ink, font=font, anchor="mm")
         return np.asarray(im)
 
 
