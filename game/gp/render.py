@@ -2,7 +2,7 @@
 
 - `card_image(card)`: one card face, 750 × 1050 RGBA like the reference's assets, with fully
   transparent rounded corners. Suits are drawn as vector shapes (no font glyphs, no third-party
-  art); ranks use the bundled DejaVu font (`static/fonts`).
+  art); ranks use the bundled DejaVu font (`game/fonts`).
 - `table_image(cards)`: the reference's GP-VL observation — a 1200 × 1200 `#35654d` canvas with
   the cards resized to 270 × 378 at x = 5, 302, 599, 896 and y = 411, pasted *without* an alpha
   mask so the transparent corners come out black, exactly as the reference's images do.
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..fonts import SANS, SANS_BOLD, truetype
 from .cards import Card
 
 CARD_W, CARD_H = 750, 1050
@@ -27,7 +27,6 @@ TABLE_SIZE = 1200
 TABLE_GREEN = (0x35, 0x65, 0x4D)
 RED = (196, 30, 58)
 BLACK = (20, 20, 24)
-FONT_DIR = Path(__file__).resolve().parents[2] / "static" / "fonts"
 
 
 def table_layout(resolution: int = TABLE_SIZE) -> tuple[int, int, list[tuple[int, int]]]:
@@ -38,13 +37,8 @@ def table_layout(resolution: int = TABLE_SIZE) -> tuple[int, int, list[tuple[int
     return w, h, [(5 + int(i * w * 1.1), y) for i in range(4)]
 
 
-@lru_cache(maxsize=8)
 def font(size: int, bold: bool = True) -> ImageFont.FreeTypeFont:
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    path = FONT_DIR / name
-    if not path.exists():
-        raise FileNotFoundError(f"bundled font missing: {path}")
-    return ImageFont.truetype(str(path), size)
+    return truetype(SANS_BOLD if bold else SANS, size)
 
 
 # --------------------------------------------------------------------------- suit shapes

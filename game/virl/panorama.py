@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from ..fonts import SANS_CONDENSED_BOLD, truetype
 
 from .mapdata import MapFeatures
 
@@ -184,16 +185,9 @@ class SyntheticPanoramas:
         return np.asarray(im)
 
 
-FONT_PATH = Path(__file__).resolve().parent / "data" / "DejaVuSansCondensed-Bold.ttf"
-
-
-@lru_cache(maxsize=64)
 def font(size: int):
-    """The bundled DejaVu Sans Condensed Bold (Latin, Nordic letters...), else Pillow's default."""
-    try:
-        return ImageFont.truetype(str(FONT_PATH), size)
-    except OSError:
-        return ImageFont.load_default(size=size)
+    """The bundled DejaVu Sans Condensed Bold (Latin, Nordic letters ä, ö …)."""
+    return truetype(SANS_CONDENSED_BOLD, size)
 
 
 def _fit_font(text: str, max_w: float, max_h: float):

@@ -1,0 +1,83 @@
+"""Shared UI helpers: HTML escaping, badges, image data URIs and deep-link parameters."""
+from __future__ import annotations
+
+import base64
+import html
+from functools import lru_cache
+from typing import Mapping
+
+from PIL import Image
+
+from game.gp.cards import Card
+from game.gp.render import card_image, encode
+
+OUTCOME_STYLE = {
+    "correct": ("ok", "Correct"),
+    "partial": ("warn", "Partial"),
+    "wrong_value": ("bad", "Wrong value"),
+    "float_rounding": ("warn", "Float rounding"),
+    "wrong_cards": ("bad", "Wrong cards read"),
+    "wrong_numbers": ("bad", "Wrong numbers"),
+    "illegal_formula": ("bad", "Illegal formula"),
+    "aggregated_error": ("bad", "Several errors"),
+    "step_limit": ("bad", "Step limit"),
+}
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def badge(kind: str, text: str) -> str:
+    """A coloured pill: kind is ok / warn / bad / info."""
+    return f'<span class="sv-badge sv-{esc(kind)}">{esc(text)}</span>'
+
+
+def outcome_badge(outcome: str) -> str:
+    kind, text = OUTCOME_STYLE.get(outcome, ("info", outcome))
+    return badge(kind, text)
+
+
+def image_uri(image: Image.Image, fmt: str = "png") -> str:
+    mime = "image/png" if fmt == "png" else "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(encode(image, fmt)).decode("ascii")
+
+
+@lru_cache(maxsize=128)
+def card_uri(card: Card, height: int = 220) -> str:
+    width = int(height * 750 / 1050)
+    return image_uri(card_image(card).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def query_params(request) -> dict[str, str]:
+    """Query parameters of the page request (empty when there is none, e.g. in tests)."""
+    if request is None:
+        return {}
+    try:
+        return {k: v for k, v in dict(request.query_params).items() if isinstance(v, str)}
+    except Exception:  # noqa: BLE001 - a missing or odd request means "no deep link"
+        return {}
+
+
+def error_html(message: str) -> str:
+    return f'<div class="sv-error" role="alert">{esc(message)}</div>'
+
+
+URL_UPDATE_JS = """
+(params) => {
+  try {
+    const url = new URL(window.location.href);
+    const keep = new URLSearchParams();
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== null && v !== undefined && v !== '') keep.set(k, String(v));
+    }
+    url.search = keep.toString();
+    window.history.replaceState(null, '', url.toString());
+  } catch (e) { /* deep links are a convenience; never break the page */ }
+  return [];
+}
+"""
+
+
+def link_params(values: Mapping[str, object]) -> dict[str, str]:
+    return {k: str(v) for k, v in values.items() if v not in (None, "")}
