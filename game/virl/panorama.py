@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
