@@ -1,0 +1,156 @@
+"""The V-IRL tab's logic for people: pick a route, see instructions, map and observation, act.
+
+A walk is a small replayable state (source, route, action space, seed and the actions taken);
+the episode is rebuilt from it on each event, so the UI holds no engine objects and a deep link
+can restore a walk exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from game.virl.datasets import BUNDLED, VirlData, open_source
+from game.virl.episode import VirlEpisode, start_episode
+from game.virl.mapview import episode_map
+from game.virl.rail import legal_actions
+from game.virl.render import street_view_grid
+from game.virl.routes import RouteDataError
+from models.prompts import response_virl
+
+from .common import badge, esc
+
+SOURCE_CHOICES = [(f"bundled:{name} — {desc}", f"bundled:{name}") for name, (_, _, _, desc) in BUNDLED.items()]
+
+
+class InputError(ValueError):
+    """Bad input from the page: shown inline."""
+
+
+@lru_cache(maxsize=4)
+def data_for(source: str) -> VirlData:
+    try:
+        return open_source(source)
+    except (RouteDataError, OSError) as exc:
+        raise InputError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Walk:
+    source: str = "bundled:helsinki"
+    route: int = 0
+    absolute: bool = True
+    seed: int = 0
+    actions: tuple[str, ...] = field(default_factory=tuple)
+
+    def link(self) -> dict[str, str]:
+        return {"tab": "virl", "source": self.source, "route": str(self.route),
+                "actions": "absolute" if self.absolute else "relative", "seed": str(self.seed)}
+
+
+def route_count(source: str) -> int:
+    return len(data_for(source).routes)
+
+
+def new_walk(source: str, route, absolute: bool, seed=0) -> Walk:
+    data = data_for(source)
+    try:
+        index = int(float(str(route).strip()))
+    except ValueError:
+        raise InputError(f"the route must be a number from 0 to {len(data.routes) - 1}") from None
+    if not 0 <= index < len(data.routes):
+        raise InputError(f"route {index} does not exist: {source} has routes 0 to {len(data.routes) - 1}")
+    try:
+        seed_i = int(float(str(seed).strip() or 0))
+    except ValueError:
+        raise InputError("the seed must be a whole number") from None
+    return Walk(source, index, bool(absolute), seed_i)
+
+
+def walk_from_link(params: dict[str, str]) -> Walk | None:
+    if params.get("tab") != "virl":
+        return None
+    try:
+        return new_walk(params.get("source", "bundled:helsinki"), params.get("route", "0"),
+                        params.get("actions", "absolute") != "relative", params.get("seed", "0"))
+    except InputError:
+        return None
+
+
+def episode_of(walk: Walk) -> VirlEpisode:
+    """Rebuild the episode: same seed, then replay the person's actions."""
+    data = data_for(walk.source)
+    ep = start_episode(data.routes, seed=walk.seed, route_idx=walk.route, absolute_action=walk.absolute,
+                       mapping=data.mapping)
+    for action in walk.actions:
+        if ep.done:
+            break
+        ep.step(person_reply(ep, action))
+    return ep
+
+
+def person_reply(ep: VirlEpisode, action: str) -> str:
+    """A person's choice in the paper's reply format (what a perfectly-reading model would write)."""
+    return response_virl(ep.oracle_observation, ep.current_instruction, action)
+
+
+def act(walk: Walk, action: str) -> Walk:
+    ep = episode_of(walk)
+    if ep.done:
+        raise InputError("this walk is over — start the route again")
+    if action not in legal_actions(walk.absolute):
+        raise InputError(f"{action!r} is not an action of this action space")
+    return replace(walk, actions=walk.actions + (action,))
+
+
+def instructions_html(ep: VirlEpisode) -> str:
+    current = ep.entry.instruction_idx
+    lines = [s for s in ep.instruction_text.splitlines() if s.strip()]
+    items = []
+    for i, line in enumerate(lines, 1):
+        cls = "sv-current" if i == current and not ep.done else ("sv-done" if i < current or ep.done else "")
+        items.append(f'<li class="{cls}">{esc(line)}</li>')
+    return f'<ol class="sv-instructions">{"".join(items)}</ol>'
+
+
+def status_html(ep: VirlEpisode) -> str:
+    if ep.done:
+        outcome = badge("ok", "Arrived") if ep.success else badge("bad", "Failed")
+    else:
+        outcome = badge("info", f"Step {ep.index + 1} of {len(ep.rail.entries)}")
+    acc = f"{ep.per_step_accuracy:.0%}" if ep.records else "—"
+    tries = f"{ep.remaining} tr{'y' if ep.remaining == 1 else 'ies'} left here" if not ep.done else ""
+    return (f'<div class="sv-info" data-done="{str(ep.done).lower()}">{outcome} '
+            f'<span class="sv-dim">per-step accuracy {acc} · {tries}</span></div>')
+
+
+def log_html(ep: VirlEpisode) -> str:
+    rows = []
+    for r in ep.records:
+        kind = "ok" if r.reward > 0 else "bad"
+        rows.append(f'<li>{badge(kind, f"{r.reward:+g}")} <code>{esc(r.parsed_action or "—")}</code> '
+                    f'<span class="sv-dim">{esc(r.verify_info or "")}</span></li>')
+    return f'<ol class="sv-log">{"".join(rows)}</ol>' if rows else ""
+
+
+def observation_text(ep: VirlEpisode) -> str:
+    """What the text model sees at this step: the observation/action history (V-IRL-L)."""
+    return ep.obs_act_seq(language_only=True)
+
+
+def map_image(ep: VirlEpisode, source: str) -> Image.Image:
+    img = episode_map(ep, data_for(source).features)
+    return img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+
+
+def grid_image(ep: VirlEpisode, source: str) -> Image.Image:
+    """The 2×2 street-view grid at the current position (what the vision model sees)."""
+    data = data_for(source)
+    pano, rotation = data.panorama(ep.entry)
+    return Image.fromarray(street_view_grid(pano, ep.entry.heading, rotation=rotation, resolution=600))
+
+
+def action_choices(absolute: bool) -> list[str]:
+    return list(legal_actions(absolute))
