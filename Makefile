@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sftvsrl --help
+	$(BIN)/sftvsrl serve --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

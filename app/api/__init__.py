@@ -1,0 +1,14 @@
+"""REST API routers, all mounted under `/api` by `app.main.create_app`. Routers stay thin: they
+validate (schemas), call the engines / runner / store / evaluation, and shape the response."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def api_router() -> APIRouter:
+    from . import episodes, evaluations, games, system
+
+    router = APIRouter(prefix="/api")
+    for module in (system, games, episodes, evaluations):
+        router.include_router(module.router)
+    return router

@@ -1,0 +1,16 @@
+"""Request-scoped access to the app context (settings, store, model pool, live groups, evals)."""
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+
+
+def ctx(request: Request):
+    return request.app.state.ctx
+
+
+def not_found(what: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=f"{what} not found")
+
+
+def bad_request(message: str) -> HTTPException:
+    return HTTPException(status_code=400, detail=message)

@@ -1,0 +1,187 @@
+"""Episodes: start (paired, same instance), stream (SSE), submit a human move, cancel; list,
+filter, get, export (JSONL, Markdown, bundle) and replay stored episodes."""
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+
+from ..export import bundle, episode_jsonl, episode_markdown, replay_events
+from ..runner import HumanPlayer
+from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupStarted, Message, SubmitRequest
+from ..tasks import OUTCOMES, Instance, InstanceError, open_session
+from .deps import bad_request, ctx, not_found
+from .games import _check_source
+
+router = APIRouter(tags=["episodes"])
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse(index: int, event: dict) -> str:
+    return f"id: {index}\nevent: {event.get('type', 'message')}\ndata: {json.dumps(event, default=str)}\n\n"
+
+
+@router.post("/episodes", response_model=GroupStarted, status_code=201,
+             summary="Start one episode per participant on the same instance (paired)")
+async def start_episodes(body: EpisodeRequest, c=Depends(ctx)) -> GroupStarted:
+    params = dict(body.instance)
+    if not body.task.startswith("gp"):
+        params.setdefault("source", c.settings.virl_source)
+        _check_source(str(params["source"]), c.settings)
+    try:
+        instance = Instance(body.task, params)
+        open_session(instance)
+    except InstanceError as exc:
+        raise bad_request(str(exc)) from None
+    participants, names = [], set()
+    for p in body.participants:
+        if p.human == (p.model is not None):
+            raise bad_request("each participant is either {\"model\": NAME} or {\"human\": true}")
+        if p.human:
+            player = HumanPlayer(name=p.name or "human")
+        else:
+            if p.model not in c.pool.names:
+                raise bad_request(f"unknown model {p.model!r}; configured: {', '.join(c.pool.names) or 'none'}"
+                                  + (f" ({c.pool.error})" if c.pool.error else ""))
+            spec = c.pool.spec(p.model)
+            if not spec.supports(body.task):
+                raise bad_request(f"model {p.model!r} is not configured for {body.task} (tasks: {', '.join(spec.tasks)})")
+            decoding = spec.decoding.merged(body.decoding.model_dump(exclude_none=True)) if body.decoding else None
+            player = c.pool.player(p.model, decoding)
+        if player.name in names:
+            raise bad_request(f"participant {player.name!r} appears twice (give humans distinct names)")
+        names.add(player.name)
+        participants.append(player)
+    settings = {"decoding": body.decoding.model_dump(exclude_none=True) if body.decoding else {}}
+    group = await c.live.start(participants, instance, settings)
+    if group.error and not group.episode_ids:
+        raise bad_request(group.error)
+    refs = []
+    for eid in group.episode_ids:
+        ep = c.store.get_episode(eid, steps=False)
+        refs.append(EpisodeRef(episode_id=eid, participant=ep["participant"], kind=ep["participant_kind"]))
+    return GroupStarted(group_id=group.group_id, task=instance.task, instance_key=instance.key, episodes=refs,
+                        events_url=f"/api/groups/{group.group_id}/events")
+
+
+async def _stream_live(group, after: int, episode_id: str | None, request: Request):
+    async for index, event in group.subscribe(after, episode_id):
+        if await request.is_disconnected():
+            return
+        yield sse(index, event)
+
+
+async def _stream_stored(c, episode_ids: list[str]):
+    i = 0
+    for eid in episode_ids:
+        async for event in replay_events(c.store, eid):
+            i += 1
+            yield sse(i, event)
+
+
+@router.get("/groups/{group_id}/events", summary="Server-Sent Events of every episode in a group",
+            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def group_events(group_id: str, request: Request, last_event_id: int = Header(0, alias="Last-Event-ID"),
+                       c=Depends(ctx)):
+    group = c.live.group(group_id)
+    if group is not None:
+        return StreamingResponse(_stream_live(group, last_event_id, None, request), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
+    eps = c.store.list_episodes(group_id=group_id, limit=64)
+    if not eps:
+        raise not_found("group")
+    return StreamingResponse(_stream_stored(c, [e["id"] for e in eps]), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
+
+
+@router.get("/episodes/{episode_id}/events", summary="Server-Sent Events of one episode (live, else replayed)",
+            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def episode_events(episode_id: str, request: Request, last_event_id: int = Header(0, alias="Last-Event-ID"),
+                         c=Depends(ctx)):
+    group = c.live.group_of(episode_id)
+    if group is not None:
+        return StreamingResponse(_stream_live(group, last_event_id, episode_id, request),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+    if c.store.get_episode(episode_id, steps=False) is None:
+        raise not_found("episode")
+    return StreamingResponse(_stream_stored(c, [episode_id]), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/episodes/{episode_id}/submit", response_model=Message, summary="A human player's move")
+async def submit(episode_id: str, body: SubmitRequest, c=Depends(ctx)) -> Message:
+    human = c.live.human(episode_id)
+    if human is None:
+        if c.store.get_episode(episode_id, steps=False) is None:
+            raise not_found("episode")
+        raise bad_request("this episode has no live human player (finished, or played by a model)")
+    if not human.queue.empty():
+        raise bad_request("a move is already pending: wait for its 'step' event")
+    human.submit(body.text)
+    return Message(detail="submitted")
+
+
+@router.post("/episodes/{episode_id}/cancel", response_model=Message, summary="Stop a running group")
+async def cancel(episode_id: str, c=Depends(ctx)) -> Message:
+    group = c.live.group_of(episode_id)
+    if group is None or group.done:
+        raise bad_request("no running episode with this id")
+    group.task.cancel()
+    return Message(detail="cancelled")
+
+
+def _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key) -> dict:
+    if outcome is not None and outcome not in OUTCOMES:
+        raise bad_request(f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
+    return dict(task=task, participant=participant, status=status, success=success, outcome=outcome,
+                group_id=group_id, eval_run_id=run_id, eval_split=split, instance_key=instance_key)
+
+
+FILTER_DOC = "filters: task, participant, status, success, outcome (last step's), group_id, run_id, split, instance_key"
+
+
+@router.get("/episodes", response_model=EpisodeList, summary="List and filter episodes", description=FILTER_DOC)
+def list_episodes(task: str | None = None, participant: str | None = None,
+                  status: Literal["running", "finished", "error", "interrupted"] | None = None,
+                  success: bool | None = None, outcome: str | None = None, group_id: str | None = None,
+                  run_id: str | None = None, split: str | None = None, instance_key: str | None = None,
+                  limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0), c=Depends(ctx)) -> EpisodeList:
+    f = _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key)
+    return EpisodeList(episodes=c.store.list_episodes(limit=limit, offset=offset, **f), limit=limit, offset=offset)
+
+
+@router.get("/export/episodes", summary="Export filtered episodes: JSONL (one line per step) or a bundle",
+            description=FILTER_DOC)
+def export_many(format: Literal["jsonl", "bundle"] = "jsonl", task: str | None = None,
+                participant: str | None = None, status: str | None = None, success: bool | None = None,
+                outcome: str | None = None, group_id: str | None = None, run_id: str | None = None,
+                split: str | None = None, instance_key: str | None = None,
+                limit: int = Query(1000, ge=1, le=20000), c=Depends(ctx)):
+    f = _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key)
+    eps = [c.store.get_episode(e["id"]) for e in c.store.list_episodes(limit=limit, **f)]
+    if format == "bundle":
+        return Response(bundle(eps), media_type="application/zip",
+                        headers={"Content-Disposition": 'attachment; filename="episodes.zip"'})
+    return PlainTextResponse("".join(episode_jsonl(eps)), media_type="application/x-ndjson")
+
+
+@router.get("/episodes/{episode_id}", response_model=Episode, summary="One episode with its steps")
+def get_episode(episode_id: str, prompts: bool = False, c=Depends(ctx)) -> Episode:
+    ep = c.store.get_episode(episode_id, prompts=prompts)
+    if ep is None:
+        raise not_found("episode")
+    return ep
+
+
+@router.get("/episodes/{episode_id}/export", summary="Export one episode (jsonl, markdown or bundle)")
+def export_one(episode_id: str, format: Literal["jsonl", "markdown", "bundle"] = "markdown", c=Depends(ctx)):
+    ep = c.store.get_episode(episode_id)
+    if ep is None:
+        raise not_found("episode")
+    if format == "markdown":
+        return PlainTextResponse(episode_markdown(ep), media_type="text/markdown")
+    if format == "bundle":
+        return Response(bundle([ep]), media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="episode-{episode_id[:8]}.zip"'})
+    return PlainTextResponse("".join(episode_jsonl([ep])), media_type="application/x-ndjson")

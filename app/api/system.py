@@ -1,0 +1,39 @@
+"""Health and the model list."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Query
+
+from ..schemas import Health, ModelInfo
+from .deps import ctx
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health", response_model=Health)
+async def health(c=Depends(ctx)) -> Health:
+    from .. import __version__
+
+    return Health(ok=True, version=__version__, schema_version=c.store.version, models=c.pool.names,
+                  models_error=c.pool.error, live_groups=sum(1 for g in c.live.groups.values() if not g.done))
+
+
+@router.get("/models", response_model=list[ModelInfo])
+async def models(check: bool = Query(False, description="contact each model for a health check"),
+                 c=Depends(ctx)) -> list[ModelInfo]:
+    out = []
+    specs = [c.pool.spec(n) for n in c.pool.names]
+    checks = [None] * len(specs)
+    if check:
+        async def one(name):
+            try:
+                return await asyncio.wait_for(c.pool.backend(name).health(), 10)
+            except Exception as exc:  # noqa: BLE001
+                return type("H", (), {"ok": False, "detail": str(exc) or type(exc).__name__})()
+        checks = await asyncio.gather(*(one(s.name) for s in specs))
+    for spec, h in zip(specs, checks):
+        out.append(ModelInfo(name=spec.name, label=spec.label, backend=spec.backend, where=spec.where,
+                             tasks=list(spec.tasks), decoding=spec.decoding.to_dict(),
+                             healthy=None if h is None else h.ok, health_detail=None if h is None else h.detail))
+    return out

@@ -1,0 +1,38 @@
+"""`sftvsrl serve`: the REST API (and, later, the UI) in one uvicorn process."""
+from __future__ import annotations
+
+from . import CliError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="start the web app: REST API under /api, docs at /docs")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--models", help="models.toml (default: $SFTVSRL_MODELS_CONFIG, ./models.toml, packaged default)")
+    p.add_argument("--data-dir", help="data directory (default: $SFTVSRL_DATA_DIR or ./data)")
+    p.add_argument("--database-url", help="episode store (default: $DATABASE_URL or sqlite:///DATA_DIR/playground.db)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from ..main import create_app
+    from ..settings import Settings
+    from ..store import StoreError
+
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port must be 1..65535, got {args.port}")
+    try:
+        settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
+                                     models_config=args.models)
+        app = create_app(settings)
+    except (StoreError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if app.state.ctx.pool.error:
+        print(f"sftvsrl: warning: {app.state.ctx.pool.error} (serving without models)")
+    print(f"sftvsrl: serving on http://{args.host}:{args.port} (API docs at /docs, store {settings.db_url})",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

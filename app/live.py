@@ -1,0 +1,165 @@
+"""Live state of a running app: the model pool (configured backends, one bounded semaphore per
+model) and the registry of running episode groups whose events SSE clients subscribe to.
+
+A `LiveGroup` runs `runner.play_paired` in a background task and appends every event to an
+in-memory log; subscribers read the log from any index (SSE `Last-Event-ID`) and wait for more.
+Finished groups stay in memory for a while (`keep`), after which the API replays them from the
+store instead. Human players of a group are reachable by episode id for `submit`.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.config import ConfigError, ModelsConfig, load_config
+
+from .runner import Event, HumanPlayer, ModelPlayer, Started, play_paired
+from .store import Store, new_id
+from .tasks import Instance
+
+
+class ModelPool:
+    """Backends for the configured models, created on first use and shared by API and eval."""
+
+    def __init__(self, config: ModelsConfig | None, concurrency: int = 4, error: str | None = None) -> None:
+        self.config = config
+        self.error = error
+        self.concurrency = max(1, int(concurrency))
+        self._backends: dict[str, Any] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    @classmethod
+    def from_file(cls, path: str | None, concurrency: int = 4) -> "ModelPool":
+        try:
+            return cls(load_config(path), concurrency)
+        except ConfigError as exc:
+            return cls(None, concurrency, str(exc))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.config.models) if self.config else []
+
+    def spec(self, name: str):
+        if self.config is None:
+            raise ConfigError(self.error or "no model configuration")
+        return self.config[name]
+
+    def backend(self, name: str):
+        if name not in self._backends:
+            self._backends[name] = self.spec(name).make_backend()
+        return self._backends[name]
+
+    def player(self, name: str, settings=None) -> ModelPlayer:
+        spec = self.spec(name)
+        limit = self._limits.setdefault(name, asyncio.Semaphore(self.concurrency))
+        return ModelPlayer(name, self.backend(name), settings or spec.decoding, limit)
+
+    async def aclose(self) -> None:
+        for b in self._backends.values():
+            await b.aclose()
+        self._backends.clear()
+
+
+@dataclass
+class LiveGroup:
+    group_id: str
+    instance: Instance
+    episode_ids: list[str] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    done: bool = False
+    finished_at: float | None = None
+    humans: dict[str, HumanPlayer] = field(default_factory=dict)
+    task: asyncio.Task | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    error: str | None = None
+
+    def _append(self, event: dict) -> None:
+        self.events.append(event)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def subscribe(self, after: int = 0, episode_id: str | None = None):
+        """Yield (index, event) from index `after` on until the group is done."""
+        i = after
+        while True:
+            while i < len(self.events):
+                ev = self.events[i]
+                i += 1
+                if episode_id is None or ev.get("episode_id") == episode_id:
+                    yield i, ev
+            if self.done:
+                return
+            await self.changed.wait()
+
+
+class LiveRegistry:
+    def __init__(self, store: Store, keep: int = 256) -> None:
+        self.store = store
+        self.keep = keep
+        self.groups: OrderedDict[str, LiveGroup] = OrderedDict()
+        self.by_episode: dict[str, str] = {}
+
+    def group(self, group_id: str) -> LiveGroup | None:
+        return self.groups.get(group_id)
+
+    def group_of(self, episode_id: str) -> LiveGroup | None:
+        gid = self.by_episode.get(episode_id)
+        return self.groups.get(gid) if gid else None
+
+    def human(self, episode_id: str) -> HumanPlayer | None:
+        g = self.group_of(episode_id)
+        return g.humans.get(episode_id) if g else None
+
+    async def start(self, participants: list, instance: Instance, settings: dict | None = None) -> LiveGroup:
+        """Start a group in the background; returns once every participant's episode exists."""
+        group = LiveGroup(new_id(), instance)
+        self.groups[group.group_id] = group
+        humans = {p.name: p for p in participants if isinstance(p, HumanPlayer)}
+        n = len(participants)
+
+        async def run() -> None:
+            try:
+                async for event in play_paired(participants, instance, self.store, group_id=group.group_id,
+                                               settings=settings):
+                    if isinstance(event, Started):
+                        group.episode_ids.append(event.episode_id)
+                        self.by_episode[event.episode_id] = group.group_id
+                        if event.participant in humans:
+                            group.humans[event.episode_id] = humans[event.participant]
+                        if len(group.episode_ids) == n:
+                            group.started.set()
+                    group._append(_event_dict(event))
+            except Exception as exc:  # noqa: BLE001 - reported as an event, the server keeps running
+                group.error = f"{type(exc).__name__}: {exc}"
+                group._append({"type": "error", "group_id": group.group_id, "error": group.error})
+            finally:
+                group.done = True
+                group.finished_at = time.time()
+                group.started.set()
+                group._append({"type": "group_finished", "group_id": group.group_id})
+                self._evict()
+
+        group.task = asyncio.create_task(run())
+        await group.started.wait()
+        return group
+
+    def _evict(self) -> None:
+        finished = [g for g in self.groups.values() if g.done]
+        for g in finished[: max(0, len(finished) - self.keep)]:
+            self.groups.pop(g.group_id, None)
+            for eid in g.episode_ids:
+                self.by_episode.pop(eid, None)
+
+    async def shutdown(self) -> None:
+        tasks = [g.task for g in self.groups.values() if g.task and not g.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _event_dict(event: Event) -> dict:
+    return event.to_dict()

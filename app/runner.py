@@ -1,0 +1,288 @@
+"""The episode runner: one async generator per participant yielding typed step events, and the
+paired runner that merges several participants' streams on the *same* instance.
+
+Participants all speak the backend protocol of `models.backends.base` — `stream(messages, images)`
+yielding `TextDelta`s then one `Completion` — so a model, a person and a replay of stored replies
+are interchangeable:
+- `ModelPlayer`: a configured backend (bounded by an optional semaphore);
+- `HumanPlayer`: waits for `submit(text)` (the API's human endpoint puts text there);
+- `ScriptedPlayer`: replies from a list (replays, resumes, tests, benchmarks).
+
+Events (`to_dict()` gives the JSON sent over SSE; `type` names the event):
+- `started`  — episode_id, group_id, participant, kind, task, instance, info (deal / route facts)
+- `prompt`   — episode_id, call, messages (the exact chat sent), n_images
+- `waiting`  — episode_id, call (a human player's turn)
+- `delta`    — episode_id, call, text
+- `step`     — episode_id, call, output, parsed, reward, feedback, outcome, graded, terminated,
+               truncated, exact_correct, float_rejected, timing
+- `finished` — episode_id, status (`finished`/`error`/`interrupted`), success, exact_success,
+               n_steps, episode_return, error
+
+Durability: the `step` event is yielded only after `Store.add_step` committed it. A backend error
+ends the episode with status `error` (nothing is graded for that call); cancellation marks it
+`interrupted`. Grading, budgets and feedback come from the engines via `app.tasks`.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, AsyncIterator, Sequence
+
+from models.backends.base import Completion, TextDelta
+from models.chat import Conversation, count_images
+from models.decoding import DecodingSettings
+
+from .store import Store, new_id
+from .tasks import Instance, open_session
+
+
+# ------------------------------------------------------------------------------------------ events
+@dataclass
+class Event:
+    episode_id: str
+
+    @property
+    def type(self) -> str:
+        return _EVENT_NAMES[type(self)]
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass
+class Started(Event):
+    group_id: str
+    participant: str
+    kind: str
+    task: str
+    instance: dict
+    info: dict
+
+
+@dataclass
+class PromptSent(Event):
+    call: int
+    messages: list
+    n_images: int
+
+
+@dataclass
+class Waiting(Event):
+    call: int
+
+
+@dataclass
+class Delta(Event):
+    call: int
+    text: str
+
+
+@dataclass
+class StepDone(Event):
+    call: int
+    output: str
+    parsed: dict
+    reward: float
+    feedback: str
+    outcome: str
+    graded: bool
+    terminated: bool
+    truncated: bool
+    exact_correct: bool | None
+    float_rejected: bool | None
+    timing: dict
+
+
+@dataclass
+class Finished(Event):
+    status: str
+    success: bool | None
+    exact_success: bool | None
+    n_steps: int
+    episode_return: float
+    error: str | None = None
+
+
+_EVENT_NAMES = {Started: "started", PromptSent: "prompt", Waiting: "waiting", Delta: "delta",
+                StepDone: "step", Finished: "finished"}
+
+
+# ------------------------------------------------------------------------------------ participants
+@dataclass
+class ModelPlayer:
+    """A model backend as a participant. `limit` bounds its concurrent requests."""
+
+    name: str
+    backend: Any
+    settings: DecodingSettings | None = None
+    limit: asyncio.Semaphore | None = None
+    kind: str = "model"
+
+    async def stream(self, messages, images) -> AsyncIterator[TextDelta | Completion]:
+        if self.limit is None:
+            async for item in self.backend.stream(messages, images, self.settings):
+                yield item
+            return
+        async with self.limit:
+            async for item in self.backend.stream(messages, images, self.settings):
+                yield item
+
+
+@dataclass
+class HumanPlayer:
+    """A person: each call waits for `submit(text)` (formulas or full replies, actions)."""
+
+    name: str = "human"
+    kind: str = "human"
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    waiting: bool = False
+
+    def submit(self, text: str) -> None:
+        self.queue.put_nowait(str(text))
+
+    async def stream(self, messages, images) -> AsyncIterator[TextDelta | Completion]:
+        start = time.perf_counter()
+        self.waiting = True
+        try:
+            text = await self.queue.get()
+        finally:
+            self.waiting = False
+        yield Completion(model=self.name, text=text, finish_reason="stop", elapsed_s=time.perf_counter() - start)
+
+
+@dataclass
+class ScriptedPlayer:
+    """Replies from a list, in order (an exhausted list answers with an empty reply)."""
+
+    name: str
+    replies: Sequence[str]
+    kind: str = "scripted"
+    _i: int = 0
+
+    async def stream(self, messages, images) -> AsyncIterator[TextDelta | Completion]:
+        text = self.replies[self._i] if self._i < len(self.replies) else ""
+        self._i += 1
+        if text:
+            yield TextDelta(text)
+        yield Completion(model=self.name, text=text, finish_reason="stop")
+
+
+def human_reply(text: str, session) -> str:
+    """A person's GP input may be a bare formula: wrap it as the model's JSON reply would be
+    (the cards read correctly), so the verifier grades it exactly like a model's answer."""
+    stripped = text.strip()
+    if not session.instance.is_gp or stripped.startswith("{"):
+        return text
+    import json
+
+    ep = session.episode
+    return json.dumps({"cards": ep.deal.labels, "number": ep.numbers, "formula": stripped})
+
+
+# ------------------------------------------------------------------------------------------ runner
+def _timing(c: Completion) -> dict:
+    return {"elapsed_s": c.elapsed_s, "time_to_first_token_s": c.time_to_first_token_s,
+            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            "tokens_per_s": c.tokens_per_s, "finish_reason": c.finish_reason}
+
+
+async def play(participant, instance: Instance, store: Store, *, group_id: str | None = None,
+               episode_id: str | None = None, resume: bool = False, eval_link: dict | None = None,
+               settings: dict | None = None, stream_deltas: bool = True) -> AsyncIterator[Event]:
+    """Play one episode, yielding events. With `resume=True` and an `episode_id` already in the
+    store, its stored replies are replayed into the engine first (no model calls) and play goes on
+    from the next call."""
+    session = open_session(instance)
+    conv = Conversation(image=session.vision)
+    group_id = group_id or new_id()
+    kind = getattr(participant, "kind", "model")
+    prior: list[dict] = []
+    if resume and episode_id:
+        prior = store.steps(episode_id, prompts=False)
+        store.reopen_episode(episode_id)
+    else:
+        episode_id = store.create_episode(
+            group_id=group_id, task=instance.task, instance=instance.to_dict(), instance_key=instance.key,
+            participant=participant.name, participant_kind=kind, settings=settings or {},
+            episode_id=episode_id, **(eval_link or {}))
+    yield Started(episode_id, group_id, participant.name, kind, instance.task, instance.to_dict(),
+                  session.describe())
+    for step in prior:  # resume: the engine and the chat catch up with the stored replies
+        conv.messages_for(session.prompt())
+        result = session.step(step["output"])
+        conv.record(step["output"], result.feedback)
+    status, error, n_steps = "interrupted", None, len(prior)
+    try:
+        while not session.done:
+            call = n_steps + 1
+            messages = conv.messages_for(session.prompt())
+            n_images = count_images(messages)
+            images = [session.image()] * n_images if n_images else []
+            yield PromptSent(episode_id, call, messages, n_images)
+            if kind == "human":
+                yield Waiting(episode_id, call)
+            final: Completion | None = None
+            async for item in participant.stream(messages, images):
+                if isinstance(item, Completion):
+                    final = item
+                elif stream_deltas and item.text:
+                    yield Delta(episode_id, call, item.text)
+            if final is None or final.error:
+                status, error = "error", (final.error if final else "no reply")
+                break
+            text = human_reply(final.text, session) if kind == "human" else final.text
+            result = session.step(text)
+            conv.record(text, result.feedback)
+            step = {"call": result.call, "prompt": messages, "output": text, "parsed": result.parsed,
+                    "reward": result.reward, "feedback": result.feedback, "outcome": result.outcome,
+                    "graded": result.graded, "terminated": result.terminated, "truncated": result.truncated,
+                    "exact_correct": result.exact_correct, "float_rejected": result.float_rejected,
+                    "timing": _timing(final)}
+            store.add_step(episode_id, step)  # committed before it is reported
+            n_steps += 1
+            step.pop("prompt")
+            yield StepDone(episode_id, **step)
+        else:
+            status = "finished"
+    finally:
+        if status == "interrupted":  # cancelled or closed early: keep what was committed
+            store.finish_episode(episode_id, status="interrupted")
+    success = session.success if status == "finished" else None
+    exact = session.exact_success if status == "finished" else None
+    store.finish_episode(episode_id, status=status, success=success, exact_success=exact, error=error)
+    ep = store.get_episode(episode_id, steps=False)
+    yield Finished(episode_id, status, success, exact, n_steps, ep["episode_return"] if ep else 0.0, error)
+
+
+async def play_paired(participants: Sequence[Any], instance: Instance, store: Store, *,
+                      group_id: str | None = None, settings: dict | None = None) -> AsyncIterator[Event]:
+    """Play several participants on the same instance concurrently; events are merged in arrival
+    order (each participant's own events stay in order). Cancelling the consumer cancels all."""
+    group_id = group_id or new_id()
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(p) -> None:
+        try:
+            async for event in play(p, instance, store, group_id=group_id, settings=settings):
+                await queue.put(event)
+        finally:
+            await queue.put(done)
+
+    open_session(instance)  # validate before anything starts
+    tasks = [asyncio.create_task(pump(p)) for p in participants]
+    remaining = len(tasks)
+    try:
+        while remaining:
+            item = await queue.get()
+            if item is done:
+                remaining -= 1
+                continue
+            yield item
+        for t in tasks:  # surface errors raised inside a participant
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
