@@ -1,4 +1,4 @@
-"""`sftvsrl serve`: the REST API (and, later, the UI) in one uvicorn process."""
+"""`sftvsrl serve`: the REST API and the Gradio UI in one uvicorn process."""
 from __future__ import annotations
 
 from . import CliError
@@ -11,6 +11,9 @@ def register(sub) -> None:
     p.add_argument("--models", help="models.toml (default: $SFTVSRL_MODELS_CONFIG, ./models.toml, packaged default)")
     p.add_argument("--data-dir", help="data directory (default: $SFTVSRL_DATA_DIR or ./data)")
     p.add_argument("--database-url", help="episode store (default: $DATABASE_URL or sqlite:///DATA_DIR/playground.db)")
+    p.add_argument("--root-path", default="",
+                   help="external URL prefix when served behind a reverse proxy that strips it (e.g. /playground)")
+    p.add_argument("--no-ui", action="store_true", help="serve the REST API only")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -27,12 +30,20 @@ def cmd_serve(args) -> int:
     try:
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
                                      models_config=args.models)
-        app = create_app(settings)
+        if args.root_path and not args.root_path.startswith("/"):
+            raise CliError(f"--root-path must start with '/', got {args.root_path!r}")
+        root_path = args.root_path.rstrip("/")
+        if args.no_ui:
+            app = create_app(settings)
+        else:
+            from ..ui import create_app_with_ui
+
+            app = create_app_with_ui(settings, root_path=root_path or None)
     except (StoreError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if app.state.ctx.pool.error:
         print(f"sftvsrl: warning: {app.state.ctx.pool.error} (serving without models)")
     print(f"sftvsrl: serving on http://{args.host}:{args.port} (API docs at /docs, store {settings.db_url})",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path)
     return 0

@@ -76,7 +76,7 @@ def build_ui(services=None):
                 from . import evaluate_tab, inspect_tab, models_tab
 
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
-                    inspect_tab.build(services)
+                    inspect = inspect_tab.build(services)
                 with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                     evaluate_tab.build(services)
                 with gr.Tab("Models", id="models", elem_id="tab-models"):
@@ -93,7 +93,20 @@ def build_ui(services=None):
             return (gr.Tabs(selected=tab if tab in valid else "gp"), *gp["on_load"](request),
                     *virl["on_load"](request))
 
-        demo.load(on_load, None, [tabs, *gp["load_outputs"], *virl["load_outputs"]])
+            extra_loads = []
+        if services is not None:
+            extra_loads = [inspect]
+        load_outputs = [tabs, *gp["load_outputs"], *virl["load_outputs"]]
+        for part in extra_loads:
+            load_outputs += part["load_outputs"]
+
+        def on_load_all(request: gr.Request):
+            out = list(on_load(request))
+            for part in extra_loads:
+                out += list(part["on_load"](request))
+            return tuple(out)
+
+        demo.load(on_load_all, None, load_outputs)
     return demo
 
 
@@ -102,3 +115,11 @@ def mount_ui(app, services=None, *, path: str = "/", root_path: str | None = Non
     demo = build_ui(services)
     return gr.mount_gradio_app(app, demo, path=path, root_path=root_path, theme=theme(), css=css(),
                                head=SHORTCUTS_JS, footer_links=["api"], show_error=False)
+
+
+def create_app_with_ui(settings=None, *, root_path: str | None = None):
+    """The whole product in one FastAPI app: REST API under /api, docs at /docs, the UI at /."""
+    from ..main import create_app
+
+    app = create_app(settings, placeholder=False)
+    return mount_ui(app, app.state.ctx, root_path=root_path or None)

@@ -1,0 +1,93 @@
+"""The Evaluate tab: launch a paper-protocol evaluation (task, splits, models, episodes) from the
+page, follow its progress, and read the ID/OOD table and bar chart with binomial error bars, with
+links into the episodes behind each number (the Inspect tab filtered to that run)."""
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from ..evaluation import PROTOCOLS, EvalConfig, EvalError, markdown_table, plot, run_evaluation, summarize
+from .common import error_html, esc
+
+POLL_S = 0.5
+
+
+def _progress_html(run: dict) -> str:
+    total, done = run.get("total") or 0, run.get("done") or 0
+    pct = 100 * done / total if total else 0
+    return (f'<div class="sv-info" data-status="{esc(run["status"])}">Run <code>{esc(run["id"])}</code>: '
+            f'{esc(run["status"])} — {done}/{total} episodes ({pct:.0f}%)'
+            f'<progress max="{total or 1}" value="{done}" style="width:100%"></progress></div>')
+
+
+def _links_html(ctx, run_id: str, summary: dict) -> str:
+    items = []
+    for model in summary.get("models", []):
+        for split in summary.get("splits", []):
+            items.append(f'<a href="?tab=inspect&run={esc(run_id)}&model={esc(model)}&split={esc(split)}" '
+                         f'target="_self">{esc(model)} · {esc(split)}</a>')
+    return '<div class="sv-dim">Episodes behind each number: ' + " · ".join(items) + "</div>"
+
+
+def build(ctx) -> dict:
+    task_names = list(PROTOCOLS)
+    with gr.Row(elem_classes="sv-controls"):
+        task = gr.Dropdown(task_names, value="gp-l", label="Task", elem_id="eval-task")
+        splits = gr.CheckboxGroup([s.name for s in PROTOCOLS["gp-l"]], value=[s.name for s in PROTOCOLS["gp-l"]],
+                                  label="Splits", elem_id="eval-splits")
+        models = gr.CheckboxGroup(ctx.pool.names, value=[n for n in ("sft", "rl") if n in ctx.pool.names],
+                                  label="Models", elem_id="eval-models")
+        episodes = gr.Number(value=20, precision=0, minimum=1, label="Episodes per split (paper: 234 GP, 48 V-IRL)",
+                             elem_id="eval-episodes")
+    with gr.Row(elem_classes="sv-actions"):
+        start = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+        stop = gr.Button("Stop", elem_id="eval-stop")
+    progress = gr.HTML("", elem_id="eval-progress")
+    table = gr.Markdown("", elem_id="eval-table")
+    chart = gr.Image(label="ID vs OOD (binomial error bars)", type="filepath", interactive=False,
+                     visible=False, elem_id="eval-plot")
+    links = gr.HTML("", elem_id="eval-links")
+
+    task.change(lambda t: gr.CheckboxGroup(choices=[s.name for s in PROTOCOLS[t]], value=[s.name for s in PROTOCOLS[t]]),
+                task, splits)
+
+    async def on_run(task_v, splits_v, models_v, n):
+        try:
+            n = int(n) if n else None
+            config = EvalConfig(task_v, list(models_v or []), list(splits_v or []) or None, n)
+        except (EvalError, ValueError, TypeError) as exc:
+            yield error_html(str(exc)), gr.skip(), gr.skip(), gr.skip()
+            return
+        missing = [m for m in config.models if not ctx.pool.spec(m).supports(task_v)]
+        if missing:
+            yield error_html(f"not configured for {task_v}: {', '.join(missing)}"), gr.skip(), gr.skip(), gr.skip()
+            return
+        run_id = ctx.store.create_run(task=config.task, config=config.to_dict(), config_key=config.key, total=0)
+        job = asyncio.create_task(run_evaluation(ctx.store, ctx.pool.player, config, run_id=run_id))
+        ctx.evals[run_id] = job
+        try:
+            while not job.done():
+                run = ctx.store.get_run(run_id)
+                if run:
+                    yield _progress_html(run), gr.skip(), gr.skip(), gr.skip()
+                await asyncio.sleep(POLL_S)
+            job.result()
+        except asyncio.CancelledError:
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown inline, the run stays resumable
+            yield error_html(f"evaluation failed: {exc}"), gr.skip(), gr.skip(), gr.skip()
+            return
+        summary = summarize(ctx.store, run_id)
+        png = plot(summary, Path(tempfile.mkdtemp(prefix="sftvsrl-eval-")) / "plot.png")
+        yield (_progress_html(ctx.store.get_run(run_id)), markdown_table(summary),
+               gr.Image(value=str(png), visible=True), _links_html(ctx, run_id, summary))
+
+    event = start.click(on_run, [task, splits, models, episodes], [progress, table, chart, links],
+                        concurrency_limit=None)
+    stop.click(None, None, None, cancels=[event])
+    return {}

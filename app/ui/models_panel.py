@@ -1,0 +1,247 @@
+"""Model columns: SFT, RL (and any extra configured model) playing the instance on screen, side by
+side and at the same time, through the shared episode runner (`app.runner.play_paired`).
+
+Each column is rebuilt from the runner's events: one collapsible step per try with the reply
+(streaming), the parsed fields, the reward and its failure class, the verifier's feedback and
+timing, then the final outcome badge. Columns are independent: a slow or dead model only
+affects its own column (its error is shown there).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from ..runner import play_paired
+from ..tasks import Instance, InstanceError
+from .common import badge, error_html, esc, outcome_badge
+
+MAX_COLUMNS = 3
+REFRESH_S = 0.08  # at most ~12 screen updates per second while text streams
+
+
+@dataclass
+class StepView:
+    call: int
+    text: str = ""
+    result: dict | None = None
+
+
+@dataclass
+class Column:
+    """What one model's column shows, built from runner events."""
+
+    name: str
+    label: str
+    episode_id: str | None = None
+    steps: list[StepView] = field(default_factory=list)
+    finished: dict | None = None
+    error: str | None = None
+    started_at: float = field(default_factory=time.perf_counter)
+    solved_after_s: float | None = None
+
+    def apply(self, ev: dict) -> None:
+        kind = ev["type"]
+        if kind == "started":
+            self.episode_id = ev["episode_id"]
+        elif kind == "prompt":
+            self.steps.append(StepView(ev["call"]))
+        elif kind == "delta" and self.steps:
+            self.steps[-1].text += ev["text"]
+        elif kind == "step":
+            if not self.steps or self.steps[-1].call != ev["call"]:
+                self.steps.append(StepView(ev["call"]))
+            self.steps[-1].text = ev["output"]
+            self.steps[-1].result = ev
+            if ev.get("terminated") and ev.get("reward", 0) > 0 and self.solved_after_s is None:
+                self.solved_after_s = time.perf_counter() - self.started_at
+        elif kind == "finished":
+            self.finished = ev
+            if ev.get("error"):
+                self.error = ev["error"]
+
+    def html(self, task: str) -> str:
+        head = f'<div class="sv-col-head"><b>{esc(self.label)}</b> {self._outcome(task)}</div>'
+        body = "".join(self._step_html(s, i == len(self.steps) - 1, task) for i, s in enumerate(self.steps)
+                       if s.result is not None or not self.error)
+        if self.error:
+            body += error_html(f"{self.label}: {self.error}")
+        link = ""
+        if self.episode_id and self.finished:
+            link = (f'<div class="sv-dim"><a href="?tab=inspect&episode={esc(self.episode_id)}" '
+                    f'target="_self">inspect episode {esc(self.episode_id[:8])}</a></div>')
+        return f'<div class="sv-col" data-model="{esc(self.name)}" data-done="{str(bool(self.finished)).lower()}">' \
+               f'{head}{body}{link}</div>'
+
+    def _outcome(self, task: str) -> str:
+        if self.error:
+            return badge("bad", "Error")
+        if not self.finished:
+            return badge("info", f"try {len(self.steps)}…" if self.steps else "waiting…")
+        if self.finished.get("success"):
+            n = sum(1 for s in self.steps if s.result)
+            when = f" in {self.solved_after_s:.1f} s" if self.solved_after_s else ""
+            return badge("ok", f"Solved at try {n}{when}" if task.startswith("gp") else "Arrived")
+        return badge("bad", "Not solved" if task.startswith("gp") else "Did not arrive")
+
+    def _step_html(self, step: StepView, last: bool, task: str) -> str:
+        r = step.result
+        if r is None:
+            return (f'<details class="sv-step" open><summary>Try {step.call} · generating…</summary>'
+                    f'<pre>{esc(step.text)}</pre></details>')
+        ok = r.get("reward", 0) > 0
+        parsed = r.get("parsed") or {}
+        if task.startswith("gp"):
+            fields = (f'formula <code>{esc(parsed.get("formula"))}</code> · cards '
+                      f'<code>{esc(parsed.get("cards"))}</code>')
+            if parsed.get("exact_value") is not None:
+                fields += f' · exact value <code>{esc(parsed.get("exact_value"))}</code>'
+        else:
+            fields = (f'action <code>{esc(parsed.get("action"))}</code> · expected '
+                      f'<code>{esc(parsed.get("gt_action"))}</code>')
+        timing = r.get("timing") or {}
+        t_bits = []
+        if timing.get("time_to_first_token_s") is not None:
+            t_bits.append(f'TTFT {timing["time_to_first_token_s"] * 1000:.0f} ms')
+        if timing.get("tokens_per_s"):
+            t_bits.append(f'{timing["tokens_per_s"]:.0f} tok/s')
+        if not r.get("graded", True):
+            t_bits.append("budget spent: this reply was not graded")
+        extra = ""
+        if r.get("float_rejected"):
+            extra = '<div class="sv-warn-text">correct, rejected by float rounding</div>'
+        return (f'<details class="sv-step {"sv-step-ok" if ok else "sv-step-bad"}"{" open" if last else ""}>'
+                f'<summary>Try {r["call"]} · {outcome_badge(r.get("outcome", ""))} reward {r.get("reward", 0):+g}'
+                f'</summary><pre>{esc(step.text)}</pre><div>{fields}</div>'
+                f'<div>Feedback: <q>{esc(r.get("feedback"))}</q></div>{extra}'
+                f'<div class="sv-dim">{" · ".join(t_bits)}</div></details>')
+
+
+def _labels(ctx, names: list[str]) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = ctx.pool.spec(n).label or n
+        except Exception:  # noqa: BLE001 - an unknown model is reported in its column
+            out[n] = n
+    return out
+
+
+async def stream_columns(ctx, instance: Instance, names: list[str]):
+    """Yield a tuple of column HTML (MAX_COLUMNS long) as the runner's events arrive."""
+    names = list(dict.fromkeys(names))[:MAX_COLUMNS]
+    labels = _labels(ctx, names)
+    columns = {n: Column(n, labels[n]) for n in names}
+    blank = [""] * MAX_COLUMNS
+
+    def render() -> tuple:
+        out = [columns[n].html(instance.task) for n in names]
+        return tuple(out + blank[len(out):])
+
+    players = []
+    for n in names:
+        try:
+            spec = ctx.pool.spec(n)
+            if not spec.supports(instance.task):
+                columns[n].error = f"this model is not configured for {instance.task}"
+                columns[n].finished = {}
+                continue
+            players.append(ctx.pool.player(n))
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing checkpoint: show it in the column
+            columns[n].error = str(exc) or type(exc).__name__
+            columns[n].finished = {}
+    yield render()
+    if not players:
+        return
+    by_episode: dict[str, str] = {}
+    last = 0.0
+    async for event in play_paired(players, instance, ctx.store, settings={"source": "ui"}):
+        ev = event.to_dict()
+        if ev["type"] == "started":
+            by_episode[ev["episode_id"]] = ev["participant"]
+        name = by_episode.get(ev["episode_id"])
+        if name in columns:
+            columns[name].apply(ev)
+        now = time.perf_counter()
+        if ev["type"] != "delta" or now - last >= REFRESH_S:
+            last = now
+            yield render()
+            await asyncio.sleep(0)
+    yield render()
+
+
+def _model_controls(ctx, prefix: str, task_hint: str):
+    names = ctx.pool.names
+    default = [n for n in ("sft", "rl") if n in names] or names[:2]
+    with gr.Row(elem_classes="sv-actions"):
+        pick = gr.CheckboxGroup(names, value=default, label="Models (from models.toml)", scale=3,
+                                elem_id=f"{prefix}-model-pick")
+        vision = gr.Checkbox(label=task_hint, value=False, scale=2, elem_id=f"{prefix}-vision")
+        run = gr.Button("Run models (R)", variant="primary", scale=1, elem_id=f"{prefix}-run")
+        stop = gr.Button("Stop", scale=1, elem_id=f"{prefix}-stop")
+    if ctx.pool.error:
+        gr.HTML(error_html(f"Model configuration problem: {ctx.pool.error}"))
+    with gr.Row(elem_classes="sv-columns", equal_height=False):
+        cols = [gr.HTML("", elem_id=f"{prefix}-col-{i}", elem_classes="sv-model-col") for i in range(MAX_COLUMNS)]
+    return pick, vision, run, stop, cols
+
+
+def add_gp_models(ctx, gp: dict) -> None:
+    gr.Markdown("### Models on this hand", elem_id="gp-models-title")
+    pick, vision, run, stop, cols = _model_controls(ctx, "gp", "Vision variant (GP-VL: the model sees the table image)")
+
+    async def run_models(table, names, vl):
+        if table is None:
+            yield (error_html("Deal a hand first."),) + ("",) * (MAX_COLUMNS - 1)
+            return
+        if not names:
+            yield (error_html("Pick at least one model."),) + ("",) * (MAX_COLUMNS - 1)
+            return
+        instance = Instance("gp-vl" if vl else "gp-l", {"deal_id": table.deal_id, "rule": table.rule})
+        async for update in stream_columns(ctx, instance, names):
+            yield update
+
+    event = run.click(run_models, [gp["state"], pick, vision], cols, concurrency_limit=None)
+    stop.click(None, None, None, cancels=[event])
+    # A new hand or a flipped rule clears the columns (they described the previous instance).
+    _clear_on_new_instance(gp["state"], cols, lambda t: (t.deal_id, t.rule))
+
+
+def add_virl_models(ctx, virl: dict) -> None:
+    gr.Markdown("### Models on this route", elem_id="virl-models-title")
+    pick, vision, run, stop, cols = _model_controls(ctx, "virl", "Vision variant (V-IRL-VL: street views)")
+
+    async def run_models(walk, names, vl):
+        if walk is None:
+            yield (error_html("Start a route first."),) + ("",) * (MAX_COLUMNS - 1)
+            return
+        if not names:
+            yield (error_html("Pick at least one model."),) + ("",) * (MAX_COLUMNS - 1)
+            return
+        try:
+            instance = Instance("virl-vl" if vl else "virl-l",
+                                {"source": walk.source, "route": walk.route, "seed": walk.seed,
+                                 "absolute_action": walk.absolute})
+        except InstanceError as exc:
+            yield (error_html(str(exc)),) + ("",) * (MAX_COLUMNS - 1)
+            return
+        async for update in stream_columns(ctx, instance, names):
+            yield update
+
+    event = run.click(run_models, [virl["state"], pick, vision], cols, concurrency_limit=None)
+    stop.click(None, None, None, cancels=[event])
+    _clear_on_new_instance(virl["state"], cols, lambda w: (w.source, w.route, w.absolute, w.seed))
+
+
+def _clear_on_new_instance(state, cols, key_of) -> None:
+    last = gr.State(None)
+
+    def maybe_clear(value, previous):
+        key = key_of(value) if value is not None else None
+        if key == previous:
+            return (gr.skip(),) * MAX_COLUMNS + (previous,)
+        return ("",) * MAX_COLUMNS + (key,)
+
+    state.change(maybe_clear, [state, last], [*cols, last], show_progress="hidden")
