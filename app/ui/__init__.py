@@ -24,7 +24,7 @@ SHORTCUTS_JS = """
     if (key === 'n' && click('gp-next')) ev.preventDefault();
     else if (key === 'f' && click('gp-flip')) ev.preventDefault();
     else if (key === 'r' && click('gp-run')) ev.preventDefault();
-    else if (key === 'p' && click('sv-presenter-toggle')) ev.preventDefault();
+    else if (key === 'p') { const box = document.querySelector('#sv-presenter-toggle input'); if (box) { box.click(); ev.preventDefault(); } }
   });
 })();
 </script>

@@ -1,0 +1,270 @@
+"""Browser tests of the playground UI: a real `sftvsrl serve` process on loopback, driven by
+Playwright in Debian's Chromium (`/usr/bin/chromium`). Each test saves a screenshot under
+`tests/artifacts/`. Every test also asserts that the page fetched nothing from outside loopback.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = os.environ.get("SFTVSRL_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run installs it)",
+                allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from game.gp.deal import Deal  # noqa: E402
+from game.gp.solver import distinct_solutions  # noqa: E402
+from models.procs import ManagedServer, free_port  # noqa: E402
+
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
+
+
+def _models_toml(path: Path, ckpt: Path) -> Path:
+    path.write_text(f"""
+[models.sft]
+backend = "local"
+path = "{ckpt}"
+label = "SFT"
+tasks = ["gp-l", "virl-l"]
+decoding = {{ max_tokens = 24 }}
+
+[models.rl]
+backend = "local"
+path = "{ckpt}"
+label = "RL"
+tasks = ["gp-l", "virl-l"]
+decoding = {{ max_tokens = 24 }}
+""", encoding="utf-8")
+    return path
+
+
+def _serve(tmp: Path, ckpt: Path, *extra: str) -> tuple[ManagedServer, int]:
+    port = free_port()
+    env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
+                                   "--models", str(_models_toml(tmp / "models.toml", ckpt)), *extra],
+                           f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
+    server.start()
+    if not server.wait_healthy(timeout=180):
+        server.stop()
+        pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
+    return server, port
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, tiny_llama_dir):
+    tmp = tmp_path_factory.mktemp("ui")
+    server, port = _serve(tmp, tiny_llama_dir)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    outside: list[str] = []
+    pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
+    yield pg
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    finally:
+        context.close()
+    assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
+
+
+def _open(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#gp-hand .sv-hand", state="attached")
+
+
+def _deal_id(page) -> str:
+    return page.locator("#gp-hand .sv-hand").get_attribute("data-deal")
+
+
+def test_deal_a_seeded_hand_and_play_a_correct_formula(page, app_url):
+    _open(page, app_url + "/")
+    page.fill("#gp-seed input", "11")
+    page.click("#gp-deal")
+    page.wait_for_function("document.querySelector('#gp-info')?.innerText.includes('seed 11')")
+    deal = Deal.from_id(_deal_id(page))
+    solution = distinct_solutions(deal.numbers("face10"), deal.target)[0]
+    page.fill("#gp-formula input", solution)
+    page.click("#gp-check")
+    page.wait_for_selector("#gp-verdict [data-outcome='correct']")
+    assert "Correct" in page.inner_text("#gp-verdict")
+    assert f"deal={deal.id}" in page.url  # the URL follows the hand on screen
+
+
+def test_wrong_formula_and_bad_input_are_inline_messages(page, app_url):
+    _open(page, app_url + "/?tab=gp&deal=HKC5D2C4")
+    page.fill("#gp-formula input", "10 + 5")
+    page.click("#gp-check")
+    page.wait_for_selector("#gp-verdict [data-outcome='illegal_formula']")
+    assert "illegal characters." in page.inner_text("#gp-verdict")
+    page.fill("#gp-seed input", "not a number")
+    page.click("#gp-deal")
+    page.wait_for_selector("#gp-error .sv-error")
+    assert "whole number" in page.inner_text("#gp-error")
+    assert "Traceback" not in page.content()
+
+
+def test_run_both_models_side_by_side(page, app_url):
+    _open(page, app_url + "/?tab=gp&deal=SAHQDQS5")
+    page.click("#gp-run")
+    page.wait_for_selector("#gp-col-0 .sv-col[data-done='true']", timeout=180_000)
+    page.wait_for_selector("#gp-col-1 .sv-col[data-done='true']", timeout=180_000)
+    for col, name in (("#gp-col-0", "SFT"), ("#gp-col-1", "RL")):
+        text = page.inner_text(col)
+        assert name in text and "Try 1" in text
+        assert ("Solved" in text) or ("Not solved" in text)
+
+
+def test_flip_the_same_hand_to_the_ood_rule(page, app_url):
+    _open(page, app_url + "/?tab=gp&deal=HKC5D2C4&rule=face10")
+    assert "ID rule" in page.inner_text("#gp-info")
+    page.click("#gp-flip")
+    page.wait_for_function("document.querySelector('#gp-info')?.innerText.includes('OOD rule')")
+    assert _deal_id(page) == "HKC5D2C4"
+    assert "13 5 2 4" in page.inner_text("#gp-info")
+    assert "rule=face_jqk" in page.url
+
+
+def test_deep_link_restores_the_same_hand(page, app_url):
+    _open(page, app_url + "/?tab=gp&deal=SAHQDQS5&rule=face_jqk")
+    assert _deal_id(page) == "SAHQDQS5"
+    assert "OOD rule" in page.inner_text("#gp-info")
+    _open(page, app_url + "/?tab=gp&seed=42&rule=face10")
+    first = _deal_id(page)
+    _open(page, app_url + "/?tab=gp&seed=42&rule=face10")
+    assert _deal_id(page) == first
+
+
+def test_virl_step_a_route_to_the_end(page, app_url):
+    from app.ui import virl_play as vp
+
+    page.goto(app_url + "/?tab=virl&route=2&actions=absolute")
+    page.wait_for_selector("#virl-status .sv-info")
+    walk = vp.new_walk("bundled:helsinki", 2, True)
+    for _ in range(40):
+        ep = vp.episode_of(walk)
+        if ep.done:
+            break
+        action = ep.entry.gt_action
+        page.locator("#virl-action-row button", has_text=action).first.click()
+        walk = vp.act(walk, action)
+        step_count = len(walk.actions)
+        page.wait_for_function(f"document.querySelectorAll('#virl-log li').length >= {step_count}")
+    page.wait_for_selector("#virl-status [data-done='true']")
+    assert "Arrived" in page.inner_text("#virl-status")
+    assert page.locator("#virl-map img").count() == 1
+
+
+def test_inspect_filters_to_a_failure_class(page, app_url):
+    _open(page, app_url + "/?tab=gp&deal=D7S5C2C4")
+    page.click("#gp-run")  # tiny random models fail, so there are failures to inspect
+    for col in ("#gp-col-0", "#gp-col-1"):
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+    page.get_by_role("tab", name="Inspect").click()
+    page.locator("#inspect-failure input").click()
+    page.get_by_role("option", name="GP: step limit").click()
+    page.click("#inspect-refresh")
+    page.wait_for_function("/^[1-9][0-9]* episodes? match/.test(document.querySelector('#inspect-summary')?.innerText.trim())")
+    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
+    n_rows = cells.count("gp-l")  # one task cell per episode row
+    assert n_rows >= 1
+    assert sum("step_limit" in c for c in cells) == n_rows, cells
+
+
+def _proxy_app(upstream: str, prefix: str):
+    """A minimal reverse proxy that strips `prefix` and keeps the Host header, as nginx does with
+    `location /playground/ { proxy_pass http://127.0.0.1:7860/; proxy_set_header Host $host; }`."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    client = httpx.AsyncClient(base_url=upstream, timeout=None, trust_env=False)
+
+    async def handle(request):
+        path = request.url.path
+        if not path.startswith(prefix):
+            return Response("not found", status_code=404)
+        url = path[len(prefix):] or "/"
+        if request.url.query:
+            url += "?" + request.url.query
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        req = client.build_request(request.method, url, headers=headers, content=await request.body())
+        resp = await client.send(req, stream=True)
+        drop = {"content-length", "transfer-encoding", "connection", "content-encoding"}
+        return StreamingResponse(resp.aiter_bytes(), status_code=resp.status_code,
+                                 headers={k: v for k, v in resp.headers.items() if k.lower() not in drop},
+                                 background=None)
+
+    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST", "PUT", "DELETE"])])
+
+
+def test_served_under_a_sub_path_behind_a_reverse_proxy(page, tmp_path, tiny_llama_dir):
+    import uvicorn
+
+    server, port = _serve(tmp_path, tiny_llama_dir, "--root-path", "/playground")
+    proxy_port = free_port()
+    config = uvicorn.Config(_proxy_app(f"http://127.0.0.1:{port}", "/playground"), host="127.0.0.1",
+                            port=proxy_port, log_level="warning")
+    proxy = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(proxy.serve()), daemon=True)
+    thread.start()
+    for _ in range(200):
+        if proxy.started:
+            break
+        threading.Event().wait(0.05)
+    try:
+        base = f"http://127.0.0.1:{proxy_port}/playground"
+        _open(page, base + "/?tab=gp&deal=HKC5D2C4")
+        assert _deal_id(page) == "HKC5D2C4"
+        page.fill("#gp-formula input", "(10+2*5)+4")
+        page.click("#gp-check")
+        page.wait_for_selector("#gp-verdict [data-outcome='correct']")
+        import httpx
+
+        assert httpx.get(base + "/api/health", trust_env=False).status_code == 200
+    finally:
+        proxy.should_exit = True
+        thread.join(10)
+        server.stop()
+
+
+def test_presenter_mode_and_keyboard_shortcuts(page, app_url):
+    _open(page, app_url + "/?tab=gp&seed=5")
+    first = _deal_id(page)
+    page.click("body")
+    page.keyboard.press("p")
+    page.wait_for_function("document.body.classList.contains('sv-presenter')")
+    page.keyboard.press("n")
+    page.wait_for_function(f"document.querySelector('#gp-hand .sv-hand')?.dataset.deal !== '{first}'")
+    page.keyboard.press("f")
+    page.wait_for_function("document.querySelector('#gp-info')?.innerText.includes('OOD rule')")
