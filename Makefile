@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  := models,web,test
 PORT    ?= 7860
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,8 +19,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/sftvsrl serve --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The UI tests drive Debian's Chromium (never a browser download). Install it when missing and we
+# can (root + apt); otherwise those tests skip and say why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; browser tests will be skipped"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
