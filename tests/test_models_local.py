@@ -102,3 +102,23 @@ def test_stop_strings_and_generation_kwargs(local):
     assert generation_kwargs(DecodingSettings(max_tokens=9)) == {"max_new_tokens": 9}
     assert generation_kwargs(DecodingSettings(temperature=0.2, top_p=0.9)) == {
         "max_new_tokens": 256, "do_sample": True, "temperature": 0.2, "top_p": 0.9}
+
+
+def test_two_backends_loading_the_same_checkpoint_at_once(tiny_llama_dir):
+    """Concurrent first loads in worker threads must not corrupt each other (meta-device race)."""
+    import asyncio
+
+    from models.backends.local import LocalBackend
+
+    async def both():
+        a, b = LocalBackend("a", path=str(tiny_llama_dir)), LocalBackend("b", path=str(tiny_llama_dir))
+        msgs = [{"role": "user", "content": [{"type": "text", "text": "Cards: ['K', '5', '10', 'A']"}]}]
+        try:
+            return await asyncio.gather(a.complete(msgs), b.complete(msgs))
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    for _ in range(3):
+        results = asyncio.run(both())
+        assert all(r.ok for r in results), [r.error for r in results]

@@ -60,10 +60,21 @@ def generation_kwargs(settings: DecodingSettings) -> dict[str, Any]:
     return kw
 
 
+# transformers initialises models on the "meta" device through process-global state, so two
+# checkpoints loading at once in different threads can corrupt each other ("Cannot copy out of
+# meta tensor"). Loads are serialised process-wide; generation stays concurrent.
+_LOAD_LOCK = threading.Lock()
+
+
 class _Loaded:
     """A loaded checkpoint: model, tokenizer or processor, and its generation lock."""
 
     def __init__(self, path: Path, device: str | None, dtype: str | None) -> None:
+        with _LOAD_LOCK:
+            self._load(path, device, dtype)
+        self.lock = threading.Lock()
+
+    def _load(self, path: Path, device: str | None, dtype: str | None) -> None:
         import torch
         import transformers
 
@@ -88,7 +99,6 @@ class _Loaded:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
-        self.lock = threading.Lock()
 
     def encode(self, messages: list, images: list):
         """Model inputs (on device) for a chat; raises ValueError on an unusable request."""
