@@ -188,51 +188,42 @@ def _model_controls(ctx, prefix: str, task_hint: str):
     return pick, vision, run, stop, cols
 
 
-def add_gp_models(ctx, gp: dict) -> None:
-    gr.Markdown("### Models on this hand", elem_id="gp-models-title")
-    pick, vision, run, stop, cols = _model_controls(ctx, "gp", "Vision variant (GP-VL: the model sees the table image)")
+def _wire(ctx, state, prefix: str, vision_label: str, make_instance, nothing_yet: str, key_of) -> None:
+    """Controls + columns for one tab: `make_instance(state_value, vision)` builds the instance."""
+    pick, vision, run, stop, cols = _model_controls(ctx, prefix, vision_label)
 
-    async def run_models(table, names, vl):
-        if table is None:
-            yield (error_html("Deal a hand first."),) + ("",) * (MAX_COLUMNS - 1)
-            return
-        if not names:
-            yield (error_html("Pick at least one model."),) + ("",) * (MAX_COLUMNS - 1)
-            return
-        instance = Instance("gp-vl" if vl else "gp-l", {"deal_id": table.deal_id, "rule": table.rule})
-        async for update in stream_columns(ctx, instance, names):
-            yield update
-
-    event = run.click(run_models, [gp["state"], pick, vision], cols, concurrency_limit=None)
-    stop.click(None, None, None, cancels=[event])
-    # A new hand or a flipped rule clears the columns (they described the previous instance).
-    _clear_on_new_instance(gp["state"], cols, lambda t: (t.deal_id, t.rule))
-
-
-def add_virl_models(ctx, virl: dict) -> None:
-    gr.Markdown("### Models on this route", elem_id="virl-models-title")
-    pick, vision, run, stop, cols = _model_controls(ctx, "virl", "Vision variant (V-IRL-VL: street views)")
-
-    async def run_models(walk, names, vl):
-        if walk is None:
-            yield (error_html("Start a route first."),) + ("",) * (MAX_COLUMNS - 1)
-            return
-        if not names:
-            yield (error_html("Pick at least one model."),) + ("",) * (MAX_COLUMNS - 1)
+    async def run_models(value, names, vl):
+        if value is None or not names:
+            msg = nothing_yet if value is None else "Pick at least one model."
+            yield (error_html(msg),) + ("",) * (MAX_COLUMNS - 1)
             return
         try:
-            instance = Instance("virl-vl" if vl else "virl-l",
-                                {"source": walk.source, "route": walk.route, "seed": walk.seed,
-                                 "absolute_action": walk.absolute})
+            instance = make_instance(value, vl)
         except InstanceError as exc:
             yield (error_html(str(exc)),) + ("",) * (MAX_COLUMNS - 1)
             return
         async for update in stream_columns(ctx, instance, names):
             yield update
 
-    event = run.click(run_models, [virl["state"], pick, vision], cols, concurrency_limit=None)
+    event = run.click(run_models, [state, pick, vision], cols, concurrency_limit=None)
     stop.click(None, None, None, cancels=[event])
-    _clear_on_new_instance(virl["state"], cols, lambda w: (w.source, w.route, w.absolute, w.seed))
+    # A new hand, a flipped rule or another route clears the columns (they showed the old instance).
+    _clear_on_new_instance(state, cols, key_of)
+
+
+def add_gp_models(ctx, gp: dict) -> None:
+    gr.Markdown("### Models on this hand", elem_id="gp-models-title")
+    _wire(ctx, gp["state"], "gp", "Vision variant (GP-VL: the model sees the table image)",
+          lambda t, vl: Instance("gp-vl" if vl else "gp-l", {"deal_id": t.deal_id, "rule": t.rule}),
+          "Deal a hand first.", lambda t: (t.deal_id, t.rule))
+
+
+def add_virl_models(ctx, virl: dict) -> None:
+    gr.Markdown("### Models on this route", elem_id="virl-models-title")
+    _wire(ctx, virl["state"], "virl", "Vision variant (V-IRL-VL: street views)",
+          lambda w, vl: Instance("virl-vl" if vl else "virl-l", {"source": w.source, "route": w.route,
+                                                                 "seed": w.seed, "absolute_action": w.absolute}),
+          "Start a route first.", lambda w: (w.source, w.route, w.absolute, w.seed))
 
 
 def _clear_on_new_instance(state, cols, key_of) -> None:

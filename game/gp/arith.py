@@ -85,62 +85,15 @@ def _apply(op: str, a: Number, b: Number) -> Number:
 
 
 def evaluate_tokens(tokens: list[str], mode: Mode = "paper") -> Number:
-    """Evaluate a token list; raises `FormulaError` exactly where Python's `eval` would raise."""
+    """Evaluate a token list; raises `FormulaError` exactly where Python's `eval` would raise
+    (`paper`) or where the rational value does not exist (`exact`)."""
     if mode not in ("paper", "exact"):
         raise ValueError(f"unknown arithmetic mode {mode!r}")
-    values: list[Number] = []
-    ops: list[str] = []
-    depth = 0
-    expect_operand = True
-
-    def reduce_once() -> None:
-        op = ops.pop()
-        b = values.pop()
-        a = values.pop()
-        try:
-            values.append(_apply(op, a, b))
-        except OverflowError as exc:
-            raise FormulaError("overflow", str(exc)) from None
-
-    for tok in tokens:
-        if tok == "(":
-            if not expect_operand:
-                raise FormulaError("syntax", "'(' cannot follow a number or ')'")
-            depth += 1
-            if mode == "paper" and depth > PY_MAX_PAREN_DEPTH:
-                raise FormulaError("syntax", "too many nested parentheses")
-            ops.append(tok)
-            expect_operand = True
-        elif tok == ")":
-            if expect_operand:
-                raise FormulaError("syntax", "')' cannot follow an operator or '('")
-            if depth == 0:
-                raise FormulaError("syntax", "unmatched ')'")
-            while ops[-1] != "(":
-                reduce_once()
-            ops.pop()
-            depth -= 1
-            expect_operand = False
-        elif tok in OPERATORS:
-            if expect_operand:
-                raise FormulaError("syntax", f"operator {tok!r} needs a number before it")
-            prec = _PRECEDENCE[tok]
-            while ops and ops[-1] != "(" and _PRECEDENCE[ops[-1]] >= prec:
-                reduce_once()
-            ops.append(tok)
-            expect_operand = True
-        else:
-            if not expect_operand:
-                raise FormulaError("syntax", "two numbers in a row")
-            values.append(_literal(tok, mode))
-            expect_operand = False
-    if expect_operand:
-        raise FormulaError("syntax", "the formula is empty or ends with an operator")
-    if depth:
-        raise FormulaError("syntax", "'(' was never closed")
-    while ops:
-        reduce_once()
-    return values[0]
+    paper, exact = evaluate_dual(tokens)
+    value = paper if mode == "paper" else exact
+    if isinstance(value, FormulaError):
+        raise value
+    return value
 
 
 def evaluate_dual(tokens: list[str]) -> tuple[Number | FormulaError, Fraction | FormulaError]:
