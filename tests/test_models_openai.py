@@ -174,3 +174,39 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (53, 101, 77)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_side_by_side_dead_and_hanging_backends_do_not_block(server):
+    import socket
+
+    from models.compare import complete_all, side_by_side
+
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(8)  # accepts TCP connections but never answers
+    try:
+        backends = {
+            "live": _backend(server),
+            "dead": OpenAIBackend(name="dead", base_url=f"http://127.0.0.1:{free_port()}", retries=1,
+                                  retry_backoff_s=0.01),
+            "hang": OpenAIBackend(name="hang", base_url=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+                                  read_timeout_s=30),
+        }
+        messages = gp_chat(gp_prompt(["K", "5", "10", "A"]))
+
+        async def go():
+            order = []
+            async for name, item in side_by_side(backends, messages, (), GREEDY, deadline_s=3):
+                if isinstance(item, Completion):
+                    order.append(name)
+            return order
+
+        order = asyncio.run(go())
+        assert set(order) == {"live", "dead", "hang"} and order[-1] == "hang"  # the hanging one ends last
+        results = asyncio.run(complete_all({"live": backends["live"], "dead": backends["dead"]}, messages,
+                                           settings=GREEDY))
+        assert results["live"].ok and not results["dead"].ok and "cannot connect" in results["dead"].error
+        out = asyncio.run(complete_all({"hang": backends["hang"]}, messages, settings=GREEDY, deadline_s=0.5))
+        assert not out["hang"].ok and "within 0.5 s" in out["hang"].error
+    finally:
+        hanging.close()
