@@ -210,3 +210,34 @@ def test_side_by_side_dead_and_hanging_backends_do_not_block(server):
         assert not out["hang"].ok and "within 0.5 s" in out["hang"].error
     finally:
         hanging.close()
+
+
+def test_client_leaving_cancels_generation_on_the_server(server):
+    import httpx
+
+    base = server.health_url.rsplit("/health", 1)[0]
+    b = _backend(server)
+
+    async def go():
+        stream = b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
+                          DecodingSettings(max_tokens=3500, temperature=0.0))
+        got = 0
+        async for item in stream:
+            assert isinstance(item, TextDelta)
+            got += 1
+            if got == 2:
+                break
+        await stream.aclose()  # the user left
+        await b.aclose()
+
+    asyncio.run(go())
+    stats = None
+    for _ in range(300):  # bounded wait for the server to notice and stop
+        stats = httpx.get(base + "/stats", timeout=5, trust_env=False).json()["tiny"]
+        if not stats["busy"]:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert not stats["busy"]
+    assert stats["last_generated_tokens"] is not None and stats["last_generated_tokens"] < 3500
+    # and the server still answers
+    assert asyncio.run(_backend(server).complete(gp_chat("hi"), settings=GREEDY)).ok
