@@ -70,7 +70,7 @@ def parse_settings(body: dict, defaults: DecodingSettings) -> DecodingSettings:
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise RequestError("max_tokens must be a positive integer")
         overrides["max_tokens"] = max_tokens
-    for key in ("temperature", "top_p", "top_k", "seed", "stop"):
+    for key in ("temperature", "top_p", "top_k", "seed", "stop", "min_tokens"):
         if body.get(key) is not None:
             overrides[key] = body[key]
     try:

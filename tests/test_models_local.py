@@ -67,7 +67,7 @@ def test_virl_prompt_runs(local):
 def test_cancellation_stops_generation(local):
     async def go():
         stream = local.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
-                              DecodingSettings(max_tokens=3000, temperature=0.0))
+                              DecodingSettings(max_tokens=3000, min_tokens=3000, temperature=0.0))
         async for item in stream:
             assert isinstance(item, TextDelta)
             break
@@ -100,5 +100,6 @@ def test_stop_strings_and_generation_kwargs(local):
                                      settings=DecodingSettings(max_tokens=24, temperature=0.0, stop=(stop,))))
     assert cut.finish_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
     assert generation_kwargs(DecodingSettings(max_tokens=9)) == {"max_new_tokens": 9}
+    assert generation_kwargs(DecodingSettings(max_tokens=9, min_tokens=9))["min_new_tokens"] == 9
     assert generation_kwargs(DecodingSettings(temperature=0.2, top_p=0.9)) == {
         "max_new_tokens": 256, "do_sample": True, "temperature": 0.2, "top_p": 0.9}

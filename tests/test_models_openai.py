@@ -124,6 +124,7 @@ def test_connection_refused_is_a_quick_clean_error():
 
 
 def test_server_killed_mid_stream(tiny_llama_dir, tmp_path):
+    chat = gp_chat(gp_prompt(["A", "2", "3", "4"]))
     srv = our_server(tiny_llama_dir, "tiny", log_path=tmp_path / "kill.log").start()
     try:
         assert srv.wait_healthy(120), srv.log_tail()
@@ -131,8 +132,8 @@ def test_server_killed_mid_stream(tiny_llama_dir, tmp_path):
 
         async def go():
             got, final = [], None
-            async for item in b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
-                                       DecodingSettings(max_tokens=3500, temperature=0.0)):
+            async for item in b.stream(chat, (), DecodingSettings(max_tokens=1500, min_tokens=1500,
+                                                                      temperature=0.0)):
                 if isinstance(item, TextDelta):
                     got.append(item.text)
                     if len(got) == 2:
@@ -220,7 +221,7 @@ def test_client_leaving_cancels_generation_on_the_server(server):
 
     async def go():
         stream = b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
-                          DecodingSettings(max_tokens=3500, temperature=0.0))
+                          DecodingSettings(max_tokens=3500, min_tokens=3500, temperature=0.0))
         got = 0
         async for item in stream:
             assert isinstance(item, TextDelta)

@@ -78,7 +78,7 @@ def request_body(model: str, messages: list[dict], settings: DecodingSettings, s
         body["temperature"] = settings.temperature
     elif settings.do_sample is False:
         body["temperature"] = 0.0
-    for key in ("top_p", "top_k", "seed"):
+    for key in ("top_p", "top_k", "seed", "min_tokens"):
         value = getattr(settings, key)
         if value is not None:
             body[key] = value
