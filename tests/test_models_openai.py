@@ -197,7 +197,7 @@ def test_side_by_side_dead_and_hanging_backends_do_not_block(server):
 
         async def go():
             order = []
-            async for name, item in side_by_side(backends, messages, (), GREEDY, deadline_s=3):
+            async for name, item in side_by_side(backends, messages, (), GREEDY, deadline_s=8):
                 if isinstance(item, Completion):
                     order.append(name)
             return order
@@ -209,6 +209,10 @@ def test_side_by_side_dead_and_hanging_backends_do_not_block(server):
         assert results["live"].ok and not results["dead"].ok and "cannot connect" in results["dead"].error
         out = asyncio.run(complete_all({"hang": backends["hang"]}, messages, settings=GREEDY, deadline_s=0.5))
         assert not out["hang"].ok and "within 0.5 s" in out["hang"].error
+        # the backend's own read timeout ends a request that gets no answer
+        slow = OpenAIBackend(name="hang", base_url=backends["hang"].base_url, read_timeout_s=0.5)
+        out = asyncio.run(slow.complete(messages, settings=GREEDY))
+        assert not out.ok and "no response" in out.error and "0.5 s" in out.error
     finally:
         hanging.close()
 

@@ -140,6 +140,9 @@ class OpenAIBackend(Backend):
                     async for item in self._parse(response, timer):
                         yield item
                     return
+            except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+                raise BackendError(f"no response from {self.base_url} within {self.read_timeout_s:g} s "
+                                   f"({type(exc).__name__})") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self.retries:
                     raise BackendError(f"cannot connect to {self.base_url} after {attempt + 1} attempt(s): "
