@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .prompts import (
-    ABSOLUTE_DIRECTIONS, RELATIVE_DIRECTIONS, feedback_text, gp_prompt, response_eqn, response_virl,
-    virl_action_space, virl_prompt,
+    ABSOLUTE_DIRECTIONS, RELATIVE_DIRECTIONS, feedback_text, gp_prompt, response_eqn, response_virl, virl_prompt,
 )
 
 BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"

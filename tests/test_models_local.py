@@ -103,3 +103,27 @@ def test_stop_strings_and_generation_kwargs(local):
     assert generation_kwargs(DecodingSettings(max_tokens=9, min_tokens=9))["min_new_tokens"] == 9
     assert generation_kwargs(DecodingSettings(temperature=0.2, top_p=0.9)) == {
         "max_new_tokens": 256, "do_sample": True, "temperature": 0.2, "top_p": 0.9}
+
+
+def test_tiny_checkpoint_is_reproducible_and_lossless(tmp_path, tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    from models.chat import gp_chat
+    from models.prompts import response_eqn
+    from models.tiny import build_tiny_llama, default_corpus
+
+    corpus = default_corpus(n=40, seed=3)
+    a = build_tiny_llama(tmp_path / "a", corpus, hidden=32, layers=1, seed=7)
+    b = build_tiny_llama(tmp_path / "b", corpus, hidden=32, layers=1, seed=7)
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    for text in (gp_prompt(["K", "5", "10", "A"], "11-13", eg=True), response_eqn(["K", "5", "10", "A"], [10, 5, 10, 1], "10+10+5-1"),
+                 "ünïcode ✓ 24"):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    rendered = tok.apply_chat_template(gp_chat("hi"), add_generation_prompt=True, tokenize=False)
+    assert rendered.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>")
+    assert rendered.endswith("<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+                             "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    with_image = tok.apply_chat_template(gp_chat("hi", image=True), add_generation_prompt=True, tokenize=False)
+    assert "system" not in with_image and "<|image|>hi<|eot_id|>" in with_image
