@@ -82,7 +82,7 @@ class Timer:
         return time.perf_counter() - self.start
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: backends are hashable, compared by object
 class Backend(abc.ABC):
     """A named model behind one interface. Subclasses implement `_stream` and `health`."""
 

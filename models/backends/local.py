@@ -149,7 +149,7 @@ class _TokenStreamer:
         self._emit(final=True)
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: backends are hashable, compared by object
 class LocalBackend(Backend):
     """An in-process Hugging Face checkpoint (`path`), loaded on first use (or `load()`)."""
 
@@ -190,7 +190,8 @@ class LocalBackend(Backend):
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         lm = self._loaded or await asyncio.to_thread(self.load)
-        inputs = lm.encode(messages, images)
+        # tokenising and image preprocessing run off the event loop, so other streams keep flowing
+        inputs = await asyncio.to_thread(lm.encode, messages, images)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()

@@ -87,7 +87,7 @@ def request_body(model: str, messages: list[dict], settings: DecodingSettings, s
     return body
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: backends are hashable, compared by object
 class OpenAIBackend(Backend):
     """A model behind an OpenAI-compatible server. `base_url` is the server root (with or without `/v1`)."""
 
