@@ -11,7 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import report
+try:
+    from run import report
+except ImportError:  # imported from elsewhere
+    from benchmarks.run import report
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 64
@@ -62,6 +65,7 @@ def _throughput(name, backend, target=""):
 
     async def go():
         await _one(backend)
+        await batch(16, 1)  # warm-up: servers compile / allocate for batched shapes on first use
         one = max([await batch(1, 8) for _ in range(2)])
         sixteen = max([await batch(16, 2) for _ in range(2)])
         await backend.aclose()
