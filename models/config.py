@@ -40,7 +40,7 @@ ENV_PREFIX = "SFTVSRL_MODEL_"
 DEFAULT_FILE = Path(__file__).with_name("default_models.toml")
 BACKENDS = ("openai", "local")
 _DECODING_FIELDS = {f.name for f in fields(DecodingSettings)}
-_INT_FIELDS = {"max_tokens", "top_k", "seed", "retries"}
+_INT_FIELDS = {"max_tokens", "min_tokens", "top_k", "seed", "retries"}
 _FLOAT_FIELDS = {"temperature", "top_p", "connect_timeout_s", "read_timeout_s"}
 
 

@@ -27,6 +27,9 @@ class DecodingSettings:
     do_sample: bool | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Not an OpenAI field: vLLM's `min_tokens` / transformers' `min_new_tokens` (end-of-turn
+    # suppressed until then). Sent only when set.
+    min_tokens: int | None = None
 
     def merged(self, overrides: Mapping[str, Any] | None) -> "DecodingSettings":
         """A copy with the known keys of `overrides` applied (`max_new_tokens` is an alias)."""

@@ -92,10 +92,13 @@ class ManagedServer:
 
 
 def our_server(path: "str | Path", name: str, port: int | None = None, *, log_path: Path | None = None,
-               python: str | None = None) -> ManagedServer:
-    """A `models.serve_openai` server for a checkpoint, on a free loopback port (not started)."""
+               python: str | None = None, threads: int | None = None) -> ManagedServer:
+    """A `models.serve_openai` server for a checkpoint, on a free loopback port (not started).
+    `threads` caps the server's torch/OpenMP threads."""
     port = port or free_port()
     root = Path(__file__).resolve().parents[1]
     env = {"PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return ManagedServer(name, [python or sys.executable, "-m", "models.serve_openai", str(path), "--port", str(port),
                                 "--name", name], f"http://127.0.0.1:{port}/health", env=env, log_path=log_path)

@@ -1,7 +1,8 @@
 """A small OpenAI-compatible server for checkpoints run by the `local` backend.
 
 Endpoints: `GET /health`, `GET /v1/models`, `POST /v1/chat/completions` (`stream: true` → SSE
-chunks in the OpenAI format with a final usage chunk; `stream: false` → one JSON object).
+chunks in the OpenAI format with a final usage chunk; `stream: false` → one JSON object), and
+`GET /stats` (per model: requests, busy, tokens of the last generation).
 Images arrive as `image_url` parts holding base64 data URLs (remote URLs are refused: the server
 never fetches anything). Used by the default tests as a real loopback server and by users:
 `sftvsrl models serve PATH --port 8001` or `python -m models.serve_openai PATH --port 8001`.
@@ -69,7 +70,7 @@ def parse_settings(body: dict, defaults: DecodingSettings) -> DecodingSettings:
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise RequestError("max_tokens must be a positive integer")
         overrides["max_tokens"] = max_tokens
-    for key in ("temperature", "top_p", "top_k", "seed", "stop"):
+    for key in ("temperature", "top_p", "top_k", "seed", "stop", "min_tokens"):
         if body.get(key) is not None:
             overrides[key] = body[key]
     try:
@@ -96,6 +97,7 @@ def create_app(backends: dict[str, Backend], *, preload: bool = True):
 
     app = FastAPI(title="sftvsrl OpenAI-compatible server", lifespan=lifespan)
     created = int(time.time())
+    counts: dict[str, int] = {}
 
     def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
@@ -103,6 +105,17 @@ def create_app(backends: dict[str, Backend], *, preload: bool = True):
     @app.get("/health")
     async def health():
         return {"status": "ok", "models": list(backends)}
+
+    @app.get("/stats")
+    async def stats():
+        """Per model: requests served, whether a generation is running, tokens of the last one."""
+        out = {}
+        for n, b in backends.items():
+            loaded = getattr(b, "_loaded", None)
+            out[n] = {"requests": counts.get(n, 0),
+                      "busy": bool(loaded is not None and loaded.lock.locked()),
+                      "last_generated_tokens": getattr(b, "last_generated_tokens", None)}
+        return out
 
     @app.get("/v1/models")
     async def list_models():
@@ -127,6 +140,7 @@ def create_app(backends: dict[str, Backend], *, preload: bool = True):
         except RequestError as exc:
             return error(400, str(exc))
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        counts[name] = counts.get(name, 0) + 1
         stream = backend.stream(messages, images, settings)
         first = await anext(stream)
         if isinstance(first, Completion) and first.error:

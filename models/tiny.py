@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .prompts import (
-    ABSOLUTE_DIRECTIONS, RELATIVE_DIRECTIONS, feedback_text, gp_prompt, response_eqn, response_virl,
-    virl_action_space, virl_prompt,
+    ABSOLUTE_DIRECTIONS, RELATIVE_DIRECTIONS, feedback_text, gp_prompt, response_eqn, response_virl, virl_prompt,
 )
 
 BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
@@ -140,4 +139,50 @@ def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None,
         max_new_tokens=256)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_mllama(out_dir: "str | Path", corpus: Sequence[str] | None = None, *, hidden: int = 64,
+                      layers: int = 2, image_size: int = 56, patch_size: int = 14, vocab_size: int = 1024,
+                      seed: int = 0) -> Path:
+    """Write a randomly initialised tiny `MllamaForConditionalGeneration` (the architecture of the
+    paper's Llama-3.2-11B-Vision checkpoints) + `MllamaProcessor` + chat template to `out_dir`.
+
+    Exercises the vision path of the `local` backend on CPU; a cross-attention layer makes the
+    image change the reply. Deterministic for a given corpus and seed.
+    """
+    import torch
+    from transformers import (GenerationConfig, MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor,
+                              MllamaTextConfig, MllamaVisionConfig)
+    try:
+        from transformers import MllamaImageProcessorPil as ImageProcessor
+    except ImportError:  # older transformers
+        from transformers import MllamaImageProcessor as ImageProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vision = MllamaVisionConfig(hidden_size=hidden, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+                                intermediate_size=2 * hidden, vision_output_dim=hidden * 3, image_size=image_size,
+                                patch_size=patch_size, max_num_tiles=4, intermediate_layers_indices=[0, 1],
+                                supported_aspect_ratios=[[1, 1], [1, 2], [2, 1], [1, 3], [3, 1], [1, 4], [2, 2], [4, 1]],
+                                initializer_range=0.2)
+    text = MllamaTextConfig(vocab_size=len(tokenizer) + 8, hidden_size=hidden, num_hidden_layers=layers + 1,
+                            num_attention_heads=2, num_key_value_heads=1, intermediate_size=2 * hidden,
+                            max_position_embeddings=4096, cross_attention_layers=[1], bos_token_id=ids[BOS],
+                            eos_token_id=[ids[EOT], ids[EOS]], pad_token_id=ids[PAD], initializer_range=0.2)
+    config = MllamaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=ids[IMAGE])
+    torch.manual_seed(seed)
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():  # open the cross-attention gates (zero at init) so the image matters
+        for name, param in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                param.fill_(1.0)
+    model.generation_config = GenerationConfig(bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]],
+                                               pad_token_id=ids[PAD], do_sample=False, max_new_tokens=256)
+    model.save_pretrained(out, safe_serialization=True)
+    image_processor = ImageProcessor(size={"height": image_size, "width": image_size}, max_image_tiles=4)
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(out)
     return out

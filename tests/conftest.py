@@ -27,3 +27,4 @@ def tiny_llama_dir(tmp_path_factory):
     from models.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama") / "tiny", seed=0)
+

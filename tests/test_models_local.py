@@ -67,7 +67,7 @@ def test_virl_prompt_runs(local):
 def test_cancellation_stops_generation(local):
     async def go():
         stream = local.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
-                              DecodingSettings(max_tokens=3000, temperature=0.0))
+                              DecodingSettings(max_tokens=3000, min_tokens=3000, temperature=0.0))
         async for item in stream:
             assert isinstance(item, TextDelta)
             break
@@ -100,6 +100,7 @@ def test_stop_strings_and_generation_kwargs(local):
                                      settings=DecodingSettings(max_tokens=24, temperature=0.0, stop=(stop,))))
     assert cut.finish_reason == "stop" and stop not in cut.text and free.text.startswith(cut.text)
     assert generation_kwargs(DecodingSettings(max_tokens=9)) == {"max_new_tokens": 9}
+    assert generation_kwargs(DecodingSettings(max_tokens=9, min_tokens=9))["min_new_tokens"] == 9
     assert generation_kwargs(DecodingSettings(temperature=0.2, top_p=0.9)) == {
         "max_new_tokens": 256, "do_sample": True, "temperature": 0.2, "top_p": 0.9}
 
@@ -122,3 +123,27 @@ def test_two_backends_loading_the_same_checkpoint_at_once(tiny_llama_dir):
     for _ in range(3):
         results = asyncio.run(both())
         assert all(r.ok for r in results), [r.error for r in results]
+
+
+def test_tiny_checkpoint_is_reproducible_and_lossless(tmp_path, tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    from models.chat import gp_chat
+    from models.prompts import response_eqn
+    from models.tiny import build_tiny_llama, default_corpus
+
+    corpus = default_corpus(n=40, seed=3)
+    a = build_tiny_llama(tmp_path / "a", corpus, hidden=32, layers=1, seed=7)
+    b = build_tiny_llama(tmp_path / "b", corpus, hidden=32, layers=1, seed=7)
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    for text in (gp_prompt(["K", "5", "10", "A"], "11-13", eg=True), response_eqn(["K", "5", "10", "A"], [10, 5, 10, 1], "10+10+5-1"),
+                 "ünïcode ✓ 24"):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    rendered = tok.apply_chat_template(gp_chat("hi"), add_generation_prompt=True, tokenize=False)
+    assert rendered.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>")
+    assert rendered.endswith("<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+                             "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    with_image = tok.apply_chat_template(gp_chat("hi", image=True), add_generation_prompt=True, tokenize=False)
+    assert "system" not in with_image and "<|image|>hi<|eot_id|>" in with_image

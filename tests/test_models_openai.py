@@ -124,6 +124,7 @@ def test_connection_refused_is_a_quick_clean_error():
 
 
 def test_server_killed_mid_stream(tiny_llama_dir, tmp_path):
+    chat = gp_chat(gp_prompt(["A", "2", "3", "4"]))
     srv = our_server(tiny_llama_dir, "tiny", log_path=tmp_path / "kill.log").start()
     try:
         assert srv.wait_healthy(120), srv.log_tail()
@@ -131,8 +132,8 @@ def test_server_killed_mid_stream(tiny_llama_dir, tmp_path):
 
         async def go():
             got, final = [], None
-            async for item in b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
-                                       DecodingSettings(max_tokens=3500, temperature=0.0)):
+            async for item in b.stream(chat, (), DecodingSettings(max_tokens=1500, min_tokens=1500,
+                                                                      temperature=0.0)):
                 if isinstance(item, TextDelta):
                     got.append(item.text)
                     if len(got) == 2:
@@ -174,3 +175,74 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (53, 101, 77)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_side_by_side_dead_and_hanging_backends_do_not_block(server):
+    import socket
+
+    from models.compare import complete_all, side_by_side
+
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(8)  # accepts TCP connections but never answers
+    try:
+        backends = {
+            "live": _backend(server),
+            "dead": OpenAIBackend(name="dead", base_url=f"http://127.0.0.1:{free_port()}", retries=1,
+                                  retry_backoff_s=0.01),
+            "hang": OpenAIBackend(name="hang", base_url=f"http://127.0.0.1:{hanging.getsockname()[1]}",
+                                  read_timeout_s=30),
+        }
+        messages = gp_chat(gp_prompt(["K", "5", "10", "A"]))
+
+        async def go():
+            order = []
+            async for name, item in side_by_side(backends, messages, (), GREEDY, deadline_s=8):
+                if isinstance(item, Completion):
+                    order.append(name)
+            return order
+
+        order = asyncio.run(go())
+        assert set(order) == {"live", "dead", "hang"} and order[-1] == "hang"  # the hanging one ends last
+        results = asyncio.run(complete_all({"live": backends["live"], "dead": backends["dead"]}, messages,
+                                           settings=GREEDY))
+        assert results["live"].ok and not results["dead"].ok and "cannot connect" in results["dead"].error
+        out = asyncio.run(complete_all({"hang": backends["hang"]}, messages, settings=GREEDY, deadline_s=0.5))
+        assert not out["hang"].ok and "within 0.5 s" in out["hang"].error
+        # the backend's own read timeout ends a request that gets no answer
+        slow = OpenAIBackend(name="hang", base_url=backends["hang"].base_url, read_timeout_s=0.5)
+        out = asyncio.run(slow.complete(messages, settings=GREEDY))
+        assert not out.ok and "no response" in out.error and "0.5 s" in out.error
+    finally:
+        hanging.close()
+
+
+def test_client_leaving_cancels_generation_on_the_server(server):
+    import httpx
+
+    base = server.health_url.rsplit("/health", 1)[0]
+    b = _backend(server)
+
+    async def go():
+        stream = b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
+                          DecodingSettings(max_tokens=3500, min_tokens=3500, temperature=0.0))
+        got = 0
+        async for item in stream:
+            assert isinstance(item, TextDelta)
+            got += 1
+            if got == 2:
+                break
+        await stream.aclose()  # the user left
+        await b.aclose()
+
+    asyncio.run(go())
+    stats = None
+    for _ in range(300):  # bounded wait for the server to notice and stop
+        stats = httpx.get(base + "/stats", timeout=5, trust_env=False).json()["tiny"]
+        if not stats["busy"]:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert not stats["busy"]
+    assert stats["last_generated_tokens"] is not None and stats["last_generated_tokens"] < 3500
+    # and the server still answers
+    assert asyncio.run(_backend(server).complete(gp_chat("hi"), settings=GREEDY)).ok

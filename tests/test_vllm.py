@@ -29,6 +29,50 @@ pytestmark = pytest.mark.skipif(not VLLM_PYTHON or not Path(VLLM_PYTHON).exists(
 GREEDY = DecodingSettings(max_tokens=48, temperature=0.0)
 
 
+def test_vllm_up_starts_both_writes_config_and_stops_on_ctrl_c(tiny_llama_dir, tmp_path):
+    """`sftvsrl vllm up --cpu` end to end: two real servers, the config, Ctrl-C (SIGINT)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    CLI = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())"]
+    ports = [free_port(), free_port()]
+    config = tmp_path / "models.toml"
+    proc = subprocess.Popen(
+        [*CLI, "vllm", "up", "--cpu", "--kv-cache-gib", "1", "--python", VLLM_PYTHON,
+         "--sft", str(tiny_llama_dir), "--rl", str(tiny_llama_dir), "--ports", *map(str, ports),
+         "--write-config", str(config), "--log-dir", str(tmp_path / "logs"), "--timeout", "600"],
+        cwd=str(Path(__file__).resolve().parents[1]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 660
+        while not config.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert config.exists(), proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "timeout"
+        out = subprocess.run([*CLI, "models", "--config", str(config), "--json"],
+                             capture_output=True, text=True, timeout=120,
+                             cwd=str(Path(__file__).resolve().parents[1]))
+        rows = {r["name"]: r for r in json.loads(out.stdout)["models"]}
+        assert rows["sft"]["healthy"] and rows["rl"]["healthy"], rows
+        assert rows["sft"]["where"] == f"http://127.0.0.1:{ports[0]}/v1"
+        reply = asyncio.run(OpenAIBackend(name="rl", base_url=rows["rl"]["where"]).complete(
+            gp_chat(gp_prompt(["K", "5", "10", "A"])), settings=GREEDY))
+        assert reply.ok, reply.error
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 0
+        for port in ports:
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
 @pytest.fixture(scope="module")
 def vllm_server(tiny_llama_dir, tmp_path_factory):
     spec = VllmServerSpec("tiny", str(tiny_llama_dir), free_port(), cpu=True, gpu_memory_utilization=None,
@@ -98,14 +142,15 @@ def test_concurrency_16(vllm_server):
 def test_killed_server_mid_stream_is_a_clean_error(vllm_server):
     spec, sup = vllm_server
     b = _backend(spec)
+    chat = gp_chat(gp_prompt(["A", "2", "3", "4"]))
 
     async def go():
         final, n = None, 0
-        async for item in b.stream(gp_chat(gp_prompt(["A", "2", "3", "4"])), (),
-                                   DecodingSettings(max_tokens=3500, temperature=0.0)):
+        async for item in b.stream(chat, (), DecodingSettings(max_tokens=3000, min_tokens=3000,
+                                                                     temperature=0.0)):
             if isinstance(item, TextDelta):
                 n += 1
-                if n == 2:
+                if n == 1:
                     sup.servers[0].kill()
             else:
                 final = item

@@ -48,13 +48,11 @@ class Completion:
 
     @property
     def tokens_per_s(self) -> float | None:
-        """Decode speed after the first token (completion tokens − 1 over the time since it)."""
-        if not self.completion_tokens or self.time_to_first_token_s is None:
+        """Completion tokens over the whole request time (prefill included). Servers may send
+        several tokens per chunk, so a rate measured from the first chunk would overstate speed."""
+        if not self.completion_tokens or self.elapsed_s <= 0:
             return None
-        span = self.elapsed_s - self.time_to_first_token_s
-        if self.completion_tokens <= 1 or span <= 0:
-            return None
-        return (self.completion_tokens - 1) / span
+        return self.completion_tokens / self.elapsed_s
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,7 +82,7 @@ class Timer:
         return time.perf_counter() - self.start
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: backends are hashable, compared by object
 class Backend(abc.ABC):
     """A named model behind one interface. Subclasses implement `_stream` and `health`."""
 

@@ -44,6 +44,8 @@ def to_pil(image: Any):
 def generation_kwargs(settings: DecodingSettings) -> dict[str, Any]:
     """transformers `generate` kwargs for `settings`; unset fields keep the checkpoint defaults."""
     kw: dict[str, Any] = {"max_new_tokens": int(settings.max_tokens)}
+    if settings.min_tokens:
+        kw["min_new_tokens"] = int(settings.min_tokens)
     if settings.temperature is not None:
         if settings.temperature <= 0:
             kw["do_sample"] = False
@@ -118,15 +120,20 @@ class _Loaded:
 
 
 class _TokenStreamer:
-    """A transformers streamer that decodes token by token and hands text to an asyncio queue."""
+    """A transformers streamer that detokenises incrementally (a sliding window, as TGI and vLLM
+    do, so each token costs O(1) decoding) and hands text deltas to an asyncio queue."""
 
     def __init__(self, tokenizer, eos_ids: set[int], loop: asyncio.AbstractEventLoop, queue: asyncio.Queue,
                  timer: Timer) -> None:
         self.tokenizer, self.eos_ids, self.loop, self.queue, self.timer = tokenizer, eos_ids, loop, queue, timer
         self.ids: list[int] = []
-        self.sent = ""
+        self.prefix_offset = 0
+        self.read_offset = 0
         self.prompt_seen = False
         self.hit_eos = False
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def put(self, value) -> None:
         if not self.prompt_seen:  # generate() first hands over the prompt
@@ -137,23 +144,22 @@ class _TokenStreamer:
                 self.hit_eos = True
                 continue
             self.ids.append(tok)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-            return
-        if len(text) > len(self.sent) and text.startswith(self.sent):
-            delta, self.sent = text[len(self.sent):], text
+        self._emit(final=False)
+
+    def _emit(self, final: bool) -> None:
+        prefix = self._decode(self.ids[self.prefix_offset:self.read_offset])
+        text = self._decode(self.ids[self.prefix_offset:])
+        if len(text) > len(prefix) and (final or not text.endswith("\ufffd")):
+            # an incomplete UTF-8 sequence waits for the next token (unless this is the end)
             self.timer.mark_token()
-            _post(self.loop, self.queue, ("delta", delta))
+            _post(self.loop, self.queue, ("delta", text[len(prefix):]))
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text != self.sent and text.startswith(self.sent):
-            self.timer.mark_token()
-            _post(self.loop, self.queue, ("delta", text[len(self.sent):]))
-            self.sent = text
+        self._emit(final=True)
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: backends are hashable, compared by object
 class LocalBackend(Backend):
     """An in-process Hugging Face checkpoint (`path`), loaded on first use (or `load()`)."""
 
@@ -194,7 +200,8 @@ class LocalBackend(Backend):
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         lm = self._loaded or await asyncio.to_thread(self.load)
-        inputs = lm.encode(messages, images)
+        # tokenising and image preprocessing run off the event loop, so other streams keep flowing
+        inputs = await asyncio.to_thread(lm.encode, messages, images)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()

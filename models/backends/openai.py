@@ -78,7 +78,7 @@ def request_body(model: str, messages: list[dict], settings: DecodingSettings, s
         body["temperature"] = settings.temperature
     elif settings.do_sample is False:
         body["temperature"] = 0.0
-    for key in ("top_p", "top_k", "seed"):
+    for key in ("top_p", "top_k", "seed", "min_tokens"):
         value = getattr(settings, key)
         if value is not None:
             body[key] = value
@@ -87,7 +87,7 @@ def request_body(model: str, messages: list[dict], settings: DecodingSettings, s
     return body
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: backends are hashable, compared by object
 class OpenAIBackend(Backend):
     """A model behind an OpenAI-compatible server. `base_url` is the server root (with or without `/v1`)."""
 
@@ -140,6 +140,9 @@ class OpenAIBackend(Backend):
                     async for item in self._parse(response, timer):
                         yield item
                     return
+            except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+                raise BackendError(f"no response from {self.base_url} within {self.read_timeout_s:g} s "
+                                   f"({type(exc).__name__})") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self.retries:
                     raise BackendError(f"cannot connect to {self.base_url} after {attempt + 1} attempt(s): "
