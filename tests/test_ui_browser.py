@@ -144,6 +144,18 @@ def test_run_both_models_side_by_side(page, app_url):
         assert ("Solved" in text) or ("Not solved" in text)
 
 
+def test_race_you_against_the_models(page, app_url):
+    _open(page, app_url + "/?tab=gp&deal=HKC5D2C4")
+    page.click("#gp-race")
+    page.wait_for_selector("#gp-verdict .sv-race")
+    page.fill("#gp-formula input", "(10+2*5)+4")
+    page.click("#gp-check")
+    page.wait_for_selector("#gp-verdict .sv-race-result")
+    assert "You solved it in" in page.inner_text("#gp-verdict")
+    for col in ("#gp-col-0", "#gp-col-1"):
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+
+
 def test_flip_the_same_hand_to_the_ood_rule(page, app_url):
     _open(page, app_url + "/?tab=gp&deal=HKC5D2C4&rule=face10")
     assert "ID rule" in page.inner_text("#gp-info")

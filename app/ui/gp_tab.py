@@ -5,6 +5,8 @@ which drives the shared episode runner; this module owns the person-facing part.
 """
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from . import gp_play as play
@@ -98,13 +100,20 @@ def build(*, default_seed: int = 7) -> dict:
     next_btn.click(on_next, inputs, [seed, *outputs]).then(None, link, None, js=URL_UPDATE_JS)
     flip_btn.click(on_flip, state, [rule, *outputs]).then(None, link, None, js=URL_UPDATE_JS)
 
-    def on_check(table, f):
-        if table is None:
-            return error_html("Deal a hand first.")
-        return play.check_html(table, f)[0]
+    race = gr.State(None)  # (deal_id, rule, start time) while a race is on
 
-    check_btn.click(on_check, [state, formula], verdict)
-    formula.submit(on_check, [state, formula], verdict)
+    def on_check(table, f, race_v):
+        if table is None:
+            return error_html("Deal a hand first."), gr.skip()
+        html, solved = play.check_html(table, f)
+        if solved and race_v and race_v[:2] == (table.deal_id, table.rule):
+            html += (f'<div class="sv-race-result">You solved it in <b>{time.time() - race_v[2]:.1f} s</b> — '
+                     'compare with the models\' times below.</div>')
+            return html, None
+        return html, gr.skip()
+
+    check_btn.click(on_check, [state, formula, race], [verdict, race])
+    formula.submit(on_check, [state, formula, race], [verdict, race])
     formula.change(lambda t, f: play.subtotal_html(t, f), [state, formula], subtotal, show_progress="hidden")
 
     for i, btn in enumerate(card_btns):
@@ -123,7 +132,7 @@ def build(*, default_seed: int = 7) -> dict:
     hint_btn.click(on_hint, state, [hint, state])
     all_btn.click(lambda t: play.all_solutions_html(t) if t else "", state, hint)
 
-    return {"state": state, "seed": seed, "rule": rule, "target": target, "suits": suits, "mode": mode,
+    return {"state": state, "race": race, "formula": formula, "verdict": verdict, "seed": seed, "rule": rule, "target": target, "suits": suits, "mode": mode,
             "hand": hand, "info": info, "link": link, "on_load": on_load,
             "load_outputs": [seed, rule, target, *outputs], "flip": flip_btn, "next": next_btn}
 

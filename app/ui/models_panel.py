@@ -19,6 +19,18 @@ from ..tasks import Instance, InstanceError
 from .common import badge, error_html, esc, outcome_badge
 
 MAX_COLUMNS = 3
+RACE_CLOCK_JS = """
+(...args) => {
+  const start = Date.now();
+  clearInterval(window.__svRaceTimer);
+  window.__svRaceTimer = setInterval(() => {
+    const clock = document.getElementById('gp-race-clock');
+    if (document.querySelector('#gp-verdict .sv-race-result') || !clock) { clearInterval(window.__svRaceTimer); return; }
+    clock.textContent = ((Date.now() - start) / 1000).toFixed(1) + ' s';
+  }, 100);
+  return args;
+}
+"""
 REFRESH_S = 0.08  # at most ~12 screen updates per second while text streams
 
 
@@ -180,17 +192,19 @@ def _model_controls(ctx, prefix: str, task_hint: str):
                                 elem_id=f"{prefix}-model-pick")
         vision = gr.Checkbox(label=task_hint, value=False, scale=2, elem_id=f"{prefix}-vision")
         run = gr.Button("Run models (R)", variant="primary", scale=1, elem_id=f"{prefix}-run")
+        race = gr.Button("Race them", scale=1, elem_id=f"{prefix}-race", visible=prefix == "gp")
         stop = gr.Button("Stop", scale=1, elem_id=f"{prefix}-stop")
     if ctx.pool.error:
         gr.HTML(error_html(f"Model configuration problem: {ctx.pool.error}"))
     with gr.Row(elem_classes="sv-columns", equal_height=False):
         cols = [gr.HTML("", elem_id=f"{prefix}-col-{i}", elem_classes="sv-model-col") for i in range(MAX_COLUMNS)]
-    return pick, vision, run, stop, cols
+    return pick, vision, run, race, stop, cols
 
 
-def _wire(ctx, state, prefix: str, vision_label: str, make_instance, nothing_yet: str, key_of) -> None:
-    """Controls + columns for one tab: `make_instance(state_value, vision)` builds the instance."""
-    pick, vision, run, stop, cols = _model_controls(ctx, prefix, vision_label)
+def _wire(ctx, state, prefix: str, vision_label: str, make_instance, nothing_yet: str, key_of):
+    """Controls + columns for one tab: `make_instance(state_value, vision)` builds the instance.
+    Returns (race button, the models' run function, inputs, columns) for the tab to build on."""
+    pick, vision, run, race, stop, cols = _model_controls(ctx, prefix, vision_label)
 
     async def run_models(value, names, vl):
         if value is None or not names:
@@ -209,13 +223,27 @@ def _wire(ctx, state, prefix: str, vision_label: str, make_instance, nothing_yet
     stop.click(None, None, None, cancels=[event])
     # A new hand, a flipped rule or another route clears the columns (they showed the old instance).
     _clear_on_new_instance(state, cols, key_of)
+    return race, stop, run_models, [state, pick, vision], cols
 
 
 def add_gp_models(ctx, gp: dict) -> None:
     gr.Markdown("### Models on this hand", elem_id="gp-models-title")
-    _wire(ctx, gp["state"], "gp", "Vision variant (GP-VL: the model sees the table image)",
-          lambda t, vl: Instance("gp-vl" if vl else "gp-l", {"deal_id": t.deal_id, "rule": t.rule}),
-          "Deal a hand first.", lambda t: (t.deal_id, t.rule))
+    race, stop, run_models, inputs, cols = _wire(
+        ctx, gp["state"], "gp", "Vision variant (GP-VL: the model sees the table image)",
+        lambda t, vl: Instance("gp-vl" if vl else "gp-l", {"deal_id": t.deal_id, "rule": t.rule}),
+        "Deal a hand first.", lambda t: (t.deal_id, t.rule))
+
+    # Race: you against the models on this hand. The page shows a running clock; your time is
+    # measured on the server from the start to your correct check, the models' in their columns.
+    def start_race(table):
+        if table is None:
+            return None, gr.skip(), gr.skip()
+        return ((table.deal_id, table.rule, time.time()), "",
+                '<div class="sv-race">Race on: <b id="gp-race-clock">0.0 s</b> — solve it before the models do!</div>')
+
+    race_event = race.click(start_race, gp["state"], [gp["race"], gp["formula"], gp["verdict"]], js=RACE_CLOCK_JS
+                            ).then(run_models, inputs, cols, concurrency_limit=None)
+    stop.click(None, None, None, cancels=[race_event])
 
 
 def add_virl_models(ctx, virl: dict) -> None:
