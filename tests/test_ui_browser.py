@@ -280,3 +280,29 @@ def test_presenter_mode_and_keyboard_shortcuts(page, app_url):
     page.wait_for_function(f"document.querySelector('#gp-hand .sv-hand')?.dataset.deal !== '{first}'")
     page.keyboard.press("f")
     page.wait_for_function("document.querySelector('#gp-info')?.innerText.includes('OOD rule')")
+
+
+def test_evaluate_tab_runs_a_small_evaluation(page, app_url):
+    page.goto(app_url + "/?tab=evaluate")
+    page.wait_for_selector("#eval-run")
+    page.fill("#eval-episodes input", "2")
+    page.click("#eval-run")
+    page.wait_for_selector("#eval-progress [data-status='finished'], #eval-progress [data-status='incomplete']",
+                           timeout=300_000)
+    page.wait_for_selector("#eval-plot img")
+    table = page.inner_text("#eval-table")
+    assert "sft" in table and "rl" in table and "rule-ood" in table
+    links = page.locator("#eval-links a")
+    assert links.count() == 4  # 2 models × 2 splits, each opens the Inspect tab on those episodes
+    links.first.click()
+    page.wait_for_function("/^[1-9][0-9]* episodes? match/.test(document.querySelector('#inspect-summary')"
+                           "?.innerText.trim() || '') || document.querySelectorAll('#inspect-table td').length > 0")
+
+
+def test_models_tab_shows_health(page, app_url):
+    page.goto(app_url + "/?tab=models")
+    page.wait_for_selector("#models-refresh")
+    page.click("#models-refresh")
+    page.wait_for_selector("#models-health tr[data-model='sft']")
+    text = page.inner_text("#models-health")
+    assert "healthy" in text and "local" in text

@@ -82,10 +82,20 @@ def build(ctx) -> dict:
         except Exception as exc:  # noqa: BLE001 - shown inline, the run stays resumable
             yield error_html(f"evaluation failed: {exc}"), gr.skip(), gr.skip(), gr.skip()
             return
-        summary = summarize(ctx.store, run_id)
-        png = plot(summary, Path(tempfile.mkdtemp(prefix="sftvsrl-eval-")) / "plot.png")
-        yield (_progress_html(ctx.store.get_run(run_id)), markdown_table(summary),
-               gr.Image(value=str(png), visible=True), _links_html(ctx, run_id, summary))
+        progress_now = _progress_html(ctx.store.get_run(run_id))
+        try:
+            summary = summarize(ctx.store, run_id)
+            table_md = markdown_table(summary)
+        except Exception as exc:  # noqa: BLE001 - shown inline; the stored episodes stay
+            yield progress_now + error_html(f"could not summarise the run: {exc}"), gr.skip(), gr.skip(), gr.skip()
+            return
+        try:
+            png = plot(summary, Path(tempfile.mkdtemp(prefix="sftvsrl-eval-")) / "plot.png")
+            chart_update = gr.Image(value=str(png), visible=True)
+        except Exception as exc:  # noqa: BLE001 - the table is still worth showing
+            progress_now += error_html(f"could not draw the chart: {exc}")
+            chart_update = gr.skip()
+        yield progress_now, table_md, chart_update, _links_html(ctx, run_id, summary)
 
     event = start.click(on_run, [task, splits, models, episodes], [progress, table, chart, links],
                         concurrency_limit=None)
