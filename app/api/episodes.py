@@ -111,11 +111,13 @@ async def episode_events(episode_id: str, request: Request, last_event_id: int =
 
 @router.post("/episodes/{episode_id}/submit", response_model=Message, summary="A human player's move")
 async def submit(episode_id: str, body: SubmitRequest, c=Depends(ctx)) -> Message:
+    ep = c.store.get_episode(episode_id, steps=False)
+    if ep is None:
+        raise not_found("episode")
     human = c.live.human(episode_id)
-    if human is None:
-        if c.store.get_episode(episode_id, steps=False) is None:
-            raise not_found("episode")
-        raise bad_request("this episode has no live human player (finished, or played by a model)")
+    if human is None or ep["status"] != "running":
+        raise bad_request(f"this episode has no live human player (status {ep['status']}, "
+                          f"played by {ep['participant_kind']})")
     if not human.queue.empty():
         raise bad_request("a move is already pending: wait for its 'step' event")
     human.submit(body.text)

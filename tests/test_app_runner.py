@@ -1,0 +1,180 @@
+"""The episode runner and the store: typed events in order, every reported step committed,
+paired participants on one instance, human players, resume from stored steps, V-IRL episodes,
+migrations and bad store URLs. Real SQLite files; a real tiny checkpoint for the model path."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+
+from app.runner import HumanPlayer, ModelPlayer, ScriptedPlayer, play, play_paired
+from app.store import SCHEMA_VERSION, Store, StoreError
+from app.tasks import Instance, InstanceError, open_session
+
+GP = Instance("gp-l", {"deal_id": "HKC5D2C4", "rule": "face10"})
+RIGHT = '{"cards": ["K", "5", "2", "4"], "number": [10, 5, 2, 4], "formula": "10+5*2+4=24"}'
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'eps.db'}")
+    yield s
+    s.close()
+
+
+async def _collect(agen):
+    return [e async for e in agen]
+
+
+def test_events_in_order_and_each_step_committed_before_reported(store):
+    player = ScriptedPlayer("p", ["nonsense", '{"formula": "10*2+4"}', RIGHT])
+    seen = []
+
+    async def go():
+        async for ev in play(player, GP, store):
+            if ev.type == "step":  # the store already holds it when it is reported
+                stored = store.steps(ev.episode_id)
+                assert [s["call"] for s in stored][-1] == ev.call
+                assert stored[-1]["output"] == ev.output and stored[-1]["reward"] == ev.reward
+            seen.append(ev)
+
+    asyncio.run(go())
+    types = [e.type for e in seen]
+    assert types[0] == "started" and types[-1] == "finished"
+    assert types.count("step") == 3 and types.count("prompt") == 3
+    steps = [e for e in seen if e.type == "step"]
+    assert [s.outcome for s in steps] == ["illegal_formula", "wrong_numbers", "correct"]
+    assert steps[-1].reward == 5.0 and steps[-1].terminated and steps[-1].exact_correct
+    fin = seen[-1]
+    assert fin.status == "finished" and fin.success and fin.n_steps == 3
+    ep = store.get_episode(fin.episode_id)
+    assert ep["success"] and ep["exact_success"] and ep["episode_return"] == -3 - 2 + 5
+    # the chat grows by the reply and the feedback turn (sequential revision)
+    prompts = [e for e in seen if e.type == "prompt"]
+    assert [len(p.messages) for p in prompts] == [1, 3, 5]
+    assert prompts[1].messages[2]["content"][0]["text"] == "You failed this trial because illegal characters."
+
+
+def test_step_limit_and_taxonomy(store):
+    events = asyncio.run(_collect(play(ScriptedPlayer("p", ["x"] * 10), GP, store)))
+    steps = [e for e in events if e.type == "step"]
+    assert len(steps) == 6 and steps[-1].outcome == "step_limit" and not steps[-1].graded
+    assert events[-1].success is False
+
+
+def test_paired_participants_share_the_instance_and_group(store):
+    a = ScriptedPlayer("a", [RIGHT])
+    b = ScriptedPlayer("b", ["no"] * 6)
+    events = asyncio.run(_collect(play_paired([a, b], GP, store)))
+    started = [e for e in events if e.type == "started"]
+    assert {e.participant for e in started} == {"a", "b"}
+    assert len({e.group_id for e in started}) == 1
+    eps = store.list_episodes(group_id=started[0].group_id)
+    assert {e["instance_key"] for e in eps} == {"HKC5D2C4/face10"}
+    assert {e["participant"]: e["success"] for e in eps} == {"a": True, "b": False}
+
+
+def test_human_player_with_bare_formulas(store):
+    human = HumanPlayer()
+
+    async def go():
+        out = []
+        async for ev in play(human, GP, store):
+            out.append(ev)
+            if ev.type == "waiting":
+                human.submit("(10-4)*(5-2)" if ev.call == 1 else "10+5*2+4")
+        return out
+
+    events = asyncio.run(go())
+    steps = [e for e in events if e.type == "step"]
+    assert steps[0].outcome == "wrong_value" and steps[1].outcome == "correct"
+    assert events[-1].success
+
+
+def test_cancellation_marks_interrupted_and_resume_continues(store):
+    human = HumanPlayer()
+
+    async def first():
+        async for ev in play(human, GP, store):
+            if ev.type == "waiting":
+                if ev.call == 3:
+                    return ev.episode_id
+                human.submit("1+1")
+
+    eid = asyncio.run(first())
+    ep = store.get_episode(eid)
+    assert ep["status"] == "interrupted" and ep["n_steps"] == 2
+    # resume: stored replies replay into the engine, play goes on from call 3
+    events = asyncio.run(_collect(play(ScriptedPlayer("human", [RIGHT]), GP, store, episode_id=eid, resume=True)))
+    steps = [e for e in events if e.type == "step"]
+    assert [s.call for s in steps] == [3] and steps[0].outcome == "correct"
+    prompt = next(e for e in events if e.type == "prompt")
+    assert len(prompt.messages) == 5  # the chat was rebuilt from the stored steps
+    ep = store.get_episode(eid)
+    assert ep["status"] == "finished" and ep["n_steps"] == 3 and ep["success"]
+
+
+def test_virl_episode_taxonomy(store):
+    inst = Instance("virl-l", {"source": "bundled:helsinki", "route": 0, "seed": 1})
+    session = open_session(inst)
+    oracle = session.episode.oracle_reply()
+    wrong = '{"current observation": "an intersection", "action": "forward()"}'
+    events = asyncio.run(_collect(play(ScriptedPlayer("p", [oracle, wrong, "x", "y"]), inst, store)))
+    outcomes = [e.outcome for e in events if e.type == "step"]
+    assert outcomes[0] == "correct"
+    assert set(outcomes[1:]) <= {"wrong_action", "wrong_observation", "budget_exceeded", "correct"}
+    assert events[-1].type == "finished" and events[-1].status == "finished"
+
+
+def test_model_player_and_backend_error_is_recorded(store, tiny_llama_dir):
+    from models.backends.local import LocalBackend
+    from models.decoding import DecodingSettings
+
+    backend = LocalBackend(name="tiny", path=str(tiny_llama_dir))
+    player = ModelPlayer("tiny", backend, DecodingSettings(max_tokens=8, temperature=0.0))
+    events = asyncio.run(_collect(play(player, GP, store)))
+    steps = [e for e in events if e.type == "step"]
+    assert len(steps) == 6 and all(s.timing["completion_tokens"] >= 1 for s in steps)
+    deltas = "".join(e.text for e in events if e.type == "delta" and e.call == 1)
+    assert deltas == steps[0].output
+    broken = ModelPlayer("broken", LocalBackend(name="broken", path="/nonexistent/ckpt"))
+    events = asyncio.run(_collect(play(broken, GP, store)))
+    assert events[-1].status == "error" and "config.json" in events[-1].error
+    assert store.get_episode(events[-1].episode_id)["status"] == "error"
+
+
+def test_bad_instances_are_clear_errors():
+    for inst, msg in [(Instance("gp-l", {"deal_id": "ZZ"}), "malformed deal id"),
+                      (Instance("gp-l", {"deal_id": "HKC5D2C4", "rule": "x"}), "unknown rule"),
+                      (Instance("virl-l", {"route": 99999}), "out of range"),
+                      (Instance("virl-l", {"source": "/nope"}), "cannot open")]:
+        with pytest.raises(InstanceError, match=msg):
+            open_session(inst)
+    with pytest.raises(InstanceError, match="unknown task"):
+        Instance("chess", {})
+
+
+def test_migrations_upgrade_an_old_database(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    from app.store import MIGRATIONS
+
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    conn.execute("INSERT INTO episodes (id, group_id, task, instance_key, instance, participant, participant_kind, "
+                 "status, created_at) VALUES ('e1', 'g', 'gp-l', 'k', '{}', 'sft', 'model', 'finished', 0)")
+    conn.commit()
+    conn.close()
+    s = Store(f"sqlite:///{path}")
+    assert s.version == SCHEMA_VERSION
+    assert s.get_episode("e1")["eval_run_id"] is None  # kept, with the new columns
+    with pytest.raises(StoreError, match="only sqlite"):
+        Store("postgres://x/y")
+
+
+def test_ids_are_unguessable(store):
+    ids = {store.create_episode(group_id="g", task="gp-l", instance={}, instance_key="k", participant="p",
+                                participant_kind="model") for _ in range(50)}
+    assert len(ids) == 50 and all(len(i) >= 22 for i in ids)
+    json.dumps(list(ids))
