@@ -57,6 +57,14 @@ class ModelPool:
         limit = self._limits.setdefault(name, asyncio.Semaphore(self.concurrency))
         return ModelPlayer(name, self.backend(name), settings or spec.decoding, limit)
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until in-process generations have stopped (their threads must not outlive the
+        interpreter: torch aborts the process when a generating thread is still alive at exit)."""
+        for b in self._backends.values():
+            wait = getattr(b, "wait_idle", None)
+            if wait is not None:
+                wait(timeout)
+
     async def aclose(self) -> None:
         for b in self._backends.values():
             await b.aclose()

@@ -148,21 +148,24 @@ class Store:
     def migrate(self) -> int:
         """Apply the migrations this database has not seen yet; returns the new version."""
         with self._lock:
-            current = self.version
-            if current > SCHEMA_VERSION:
-                raise StoreError(f"{self.url}: schema version {current} is newer than this code ({SCHEMA_VERSION})")
-            for number in range(current, SCHEMA_VERSION):
-                self._conn.execute("BEGIN IMMEDIATE")
+            while True:
+                current = self.version
+                if current > SCHEMA_VERSION:
+                    raise StoreError(f"{self.url}: schema version {current} is newer than this code "
+                                     f"({SCHEMA_VERSION})")
+                if current == SCHEMA_VERSION:
+                    return current
+                self._conn.execute("BEGIN IMMEDIATE")  # one migrating process at a time
                 try:
-                    for statement in MIGRATIONS[number].split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version={number + 1}")
+                    if self.version == current:  # nobody migrated meanwhile
+                        for statement in MIGRATIONS[current].split(";"):
+                            if statement.strip():
+                                self._conn.execute(statement)
+                        self._conn.execute(f"PRAGMA user_version={current + 1}")
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-            return self.version
 
     def close(self) -> None:
         with self._lock:
@@ -297,7 +300,7 @@ class Store:
 
     # ------------------------------------------------------------------ evaluation runs
     def create_run(self, *, task: str, config: dict, config_key: str, total: int, run_id: str | None = None) -> str:
-        run_id = run_id or new_id(9)
+        run_id = run_id or "run-" + secrets.token_hex(6)
         now = time.time()
         self._exec("INSERT INTO eval_runs (id, task, config, config_key, status, total, created_at, updated_at) "
                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
