@@ -60,10 +60,15 @@ class ModelPool:
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until in-process generations have stopped (their threads must not outlive the
         interpreter: torch aborts the process when a generating thread is still alive at exit)."""
+        import threading
+
         for b in self._backends.values():
             wait = getattr(b, "wait_idle", None)
             if wait is not None:
                 wait(timeout)
+        for t in threading.enumerate():  # generation threads that had not taken the model lock yet
+            if t.name.startswith("generate-") and t is not threading.current_thread():
+                t.join(timeout)
 
     async def aclose(self) -> None:
         for b in self._backends.values():
