@@ -178,6 +178,8 @@ async def run_evaluation(store: Store, players: Callable[[str], object], config:
             existing[key] = ep
     done = sum(1 for ep in existing.values() if ep["status"] == "finished")
     store.update_run(run_id, done=done)
+    if on_progress:
+        on_progress(done, total)
     limits = {m: asyncio.Semaphore(max(1, config.concurrency)) for m in config.models}
     counter = {"done": done}
 

@@ -245,3 +245,26 @@ def test_killed_server_keeps_every_reported_step(ckpt, private_tmp):
             srv2.stop()
     finally:
         srv.stop()
+
+
+def test_evaluation_run_over_the_api(client):
+    import time
+
+    r = client.post("/api/evaluations", json={"task": "gp-l", "models": ["sft", "rl"], "episodes": 2,
+                                              "splits": ["id"], "max_tokens": 4})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/evaluations/{run_id}").json()
+        if run["status"] not in ("running",):
+            break
+        time.sleep(0.3)
+    assert run["status"] == "finished" and run["done"] == run["total"] == 4
+    assert set(run["summary"]["metrics"]) == {"sft", "rl"}
+    assert run["summary"]["paired"][0]["n"] == 2
+    table = client.get(f"/api/evaluations/{run_id}/table").text
+    assert "| sft |" in table and "paired comparison" in table
+    eps = client.get("/api/episodes", params={"run_id": run_id, "split": "id"}).json()["episodes"]
+    assert len(eps) == 4 and {e["eval_index"] for e in eps} == {0, 1}
+    assert client.post("/api/evaluations", json={"task": "gp-l", "models": ["ghost"]}).status_code == 400

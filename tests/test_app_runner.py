@@ -178,3 +178,25 @@ def test_ids_are_unguessable(store):
                                 participant_kind="model") for _ in range(50)}
     assert len(ids) == 50 and all(len(i) >= 22 for i in ids)
     json.dumps(list(ids))
+
+
+@pytest.mark.parametrize("task,params", [
+    ("gp-vl", {"deal_id": "SKC5C2C4", "rule": "face10"}),
+    ("virl-vl", {"source": "bundled:helsinki", "route": 2, "seed": 0}),
+])
+def test_vision_tasks_send_the_image_with_every_call(store, task, params):
+    class Recorder(ScriptedPlayer):
+        async def stream(self, messages, images):
+            self.seen = getattr(self, "seen", []) + [(len(messages), images)]
+            async for item in super().stream(messages, images):
+                yield item
+
+    player = Recorder("p", ["no", "no"])
+    inst = Instance(task, params)
+    events = asyncio.run(_collect(play(player, inst, store)))
+    assert events[-1].status == "finished"
+    n_msgs, images = player.seen[0]
+    assert n_msgs == 1 and len(images) == 1 and images[0].size[0] >= 200  # a PIL image
+    assert player.seen[1][0] == 3 and len(player.seen[1][1]) == 1  # one placeholder, same image
+    first = next(e for e in events if e.type == "prompt")
+    assert first.messages[0]["content"][0] == {"type": "image"} and first.n_images == 1

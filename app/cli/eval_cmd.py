@@ -91,7 +91,7 @@ def cmd_eval(args) -> int:
         if args.quiet:
             return
         if progress is None:
-            progress = Progress(total, done - 1)
+            progress = Progress(total, done)
         progress.done = done
         progress.draw()
 
