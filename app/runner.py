@@ -153,6 +153,7 @@ class HumanPlayer:
     kind: str = "human"
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     waiting: bool = False
+    idle_timeout_s: float = 1800.0   # an abandoned game ends (status `error`) instead of waiting forever
 
     def submit(self, text: str) -> None:
         self.queue.put_nowait(str(text))
@@ -161,7 +162,11 @@ class HumanPlayer:
         start = time.perf_counter()
         self.waiting = True
         try:
-            text = await self.queue.get()
+            text = await asyncio.wait_for(self.queue.get(), self.idle_timeout_s)
+        except asyncio.TimeoutError:
+            yield Completion(model=self.name, finish_reason="error",
+                             error=f"no move within {self.idle_timeout_s:g} s: the game was abandoned")
+            return
         finally:
             self.waiting = False
         yield Completion(model=self.name, text=text, finish_reason="stop", elapsed_s=time.perf_counter() - start)

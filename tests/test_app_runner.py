@@ -200,3 +200,10 @@ def test_vision_tasks_send_the_image_with_every_call(store, task, params):
     assert player.seen[1][0] == 3 and len(player.seen[1][1]) == 1  # one placeholder, same image
     first = next(e for e in events if e.type == "prompt")
     assert first.messages[0]["content"][0] == {"type": "image"} and first.n_images == 1
+
+
+def test_abandoned_human_game_ends_with_an_error(store):
+    human = HumanPlayer(idle_timeout_s=0.05)
+    events = asyncio.run(_collect(play(human, GP, store)))
+    assert events[-1].status == "error" and "abandoned" in events[-1].error
+    assert store.get_episode(events[-1].episode_id)["status"] == "error"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from ..export import bundle, episode_jsonl, episode_markdown, replay_events
@@ -16,6 +16,7 @@ from .deps import bad_request, ctx, not_found
 from .games import _check_source
 
 router = APIRouter(tags=["episodes"])
+MAX_LIVE_GROUPS = 64
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -54,6 +55,9 @@ async def start_episodes(body: EpisodeRequest, c=Depends(ctx)) -> GroupStarted:
             raise bad_request(f"participant {player.name!r} appears twice (give humans distinct names)")
         names.add(player.name)
         participants.append(player)
+    running = sum(1 for g in c.live.groups.values() if not g.done)
+    if running >= MAX_LIVE_GROUPS:
+        raise HTTPException(status_code=429, detail=f"{running} games are running; try again when one ends")
     settings = {"decoding": body.decoding.model_dump(exclude_none=True) if body.decoding else {}}
     group = await c.live.start(participants, instance, settings)
     if group.error and not group.episode_ids:
@@ -71,6 +75,8 @@ async def _stream_live(group, after: int, episode_id: str | None, request: Reque
         if await request.is_disconnected():
             return
         yield sse(index, event)
+        if episode_id is not None and event.get("type") == "finished":
+            return  # this episode is over (its partners may still be playing)
 
 
 async def _stream_stored(c, episode_ids: list[str]):
