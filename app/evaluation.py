@@ -241,6 +241,8 @@ def summarize(store: Store, run_id: str) -> dict:
         m["exact_success"] += bool(e["exact_success"])
         for s in store.steps(e["id"], prompts=False):
             m["steps"] += 1
+            cls = _reference_class(task, s["reward"])
+            m.setdefault("reward_classes", {})[cls] = m.setdefault("reward_classes", {}).get(cls, 0) + 1
             m["outcomes"][s["outcome"]] = m["outcomes"].get(s["outcome"], 0) + 1
             m["correct_steps"] += s["outcome"] == "correct"
     for model, splits in metrics.items():
@@ -252,6 +254,11 @@ def summarize(store: Store, run_id: str) -> dict:
             m["per_step_accuracy"] = m["correct_steps"] / steps if steps else 0.0
             m["per_step_se"] = binomial_se(m["per_step_accuracy"], steps)
             m["outcome_rates"] = {k: v / steps for k, v in sorted(m["outcomes"].items())} if steps else {}
+            # the reference logger's rates: per step by reward class, CORRECT_SOLUTION per trajectory
+            ref = {k: v / steps for k, v in sorted(m.pop("reward_classes", {}).items())} if steps else {}
+            if task.startswith("gp"):
+                ref["CORRECT_SOLUTION"] = m["success_rate"]
+            m["reference_rates"] = ref
             if task == "gp-vl":
                 m["recognition_accuracy"] = 1 - m["outcomes"].get("wrong_cards", 0) / steps if steps else 0.0
     paired = []
@@ -271,6 +278,18 @@ def summarize(store: Store, run_id: str) -> dict:
             paired.append({"split": split, "a": a, "b": b, "n": n, **counts})
     return {"run_id": run_id, "task": task, "models": models, "splits": config["splits"], "metrics": metrics,
             "paired": paired, "errors": errors, "expected": expected}
+
+
+_GP_CLASSES = {5.0: "CORRECT_SOLUTION", 1.0: "PARTIAL_SOLUTION", -1.0: "NO_SOLUTION", -1.5: "INCORRECT_VISION",
+               -2.0: "INCORRECT_NUMBER", -3.0: "ILLEGAL_FORMULA"}
+_VIRL_CLASSES = {1.0: "CORRECT_ACTION", -1.0: "INCORRECT_ACTION", -1.5: "INCORRECT_OBS"}
+
+
+def _reference_class(task: str, reward: float) -> str:
+    """The reference logger's class of one step reward (the step-limit −1 counts as NO_SOLUTION /
+    INCORRECT_ACTION; sums not in the table, and GP's 0, are AGGREGATED_ERROR)."""
+    table = _GP_CLASSES if task.startswith("gp") else _VIRL_CLASSES
+    return table.get(float(reward), "AGGREGATED_ERROR")
 
 
 def _pct(x: float) -> str:

@@ -75,6 +75,8 @@ def test_paired_metrics_table_plot_and_jsonl(tmp_path):
     good, bad = summary["metrics"]["good"], summary["metrics"]["bad"]
     assert good["id"]["success_rate"] == 1.0 and good["id"]["episodes"] == 4 and good["id"]["success_se"] == 0
     assert bad["rule-ood"]["success_rate"] == 0.0 and bad["rule-ood"]["outcome_rates"]["step_limit"] == 1 / 6
+    assert bad["id"]["reference_rates"] == {"CORRECT_SOLUTION": 0.0, "ILLEGAL_FORMULA": 5 / 6, "NO_SOLUTION": 1 / 6}
+    assert good["id"]["reference_rates"]["CORRECT_SOLUTION"] == 1.0
     assert summary["paired"][0] == {"split": "id", "a": "good", "b": "bad", "n": 4, "both": 0, "only_a": 4,
                                     "only_b": 0, "neither": 0}
     table = markdown_table(summary)
