@@ -4,7 +4,8 @@ resumable, with the paper's metrics, a Markdown table, a PNG plot and reference-
 Protocols (spec generalpoints.md §3.3, §4; virl.md §1.5, §1.7, §3):
 - `gp-l`:  id (`language_id`), rule-ood (`language_rule_ood`); 234 episodes from seed 42, 5 tries.
 - `gp-vl`: id (`vl_id_black`), rule-ood (`vl_rule_ood_black`), visual-ood (`vl_visual_ood_red`);
-           plus recognition accuracy = 1 − (#steps with −1.5)/(#steps).
+           plus recognition accuracy = 1 − (#steps with −1.5)/(#steps); with `recognition=True`
+           the recognition protocol (§3.3): one attempt per episode, verification off.
 - `virl-l`:  id (absolute actions), rule-ood (relative actions); 48 episodes, seed 12, 2 tries.
 - `virl-vl`: the same plus visual-ood: 18 routes in order from the release's VLN_mini when given
              (`sources["visual-ood"]`), else our bundled held-out routes (`bundled:helsinki-ood`).
@@ -70,10 +71,13 @@ class EvalConfig:
     max_tokens: int | None = None
     concurrency: int = 4
     sources: dict[str, str] = field(default_factory=dict)
+    recognition: bool = False             # GP-VL recognition protocol: one attempt, no verification
 
     def __post_init__(self) -> None:
         if self.task not in PROTOCOLS:
             raise EvalError(f"unknown task {self.task!r}; use one of {', '.join(PROTOCOLS)}")
+        if self.recognition and self.task != "gp-vl":
+            raise EvalError("the recognition protocol is a gp-vl evaluation")
         names = [s.name for s in PROTOCOLS[self.task]]
         self.splits = list(self.splits or names)
         bad = [s for s in self.splits if s not in names]
@@ -109,7 +113,9 @@ def split_instances(config: EvalConfig, split: Split) -> list[Instance]:
 
         rule = EVAL_CONFIGS[split.gp_config].rule.value
         seed = GP_SEED if config.seed is None else config.seed
-        return [Instance(config.task, {"deal_id": h.id, "rule": rule}) for h in evaluation_hands(split.gp_config, n, seed)]
+        extra = {"verify_iter": 1, "enable_verification": False} if config.recognition else {}
+        return [Instance(config.task, {"deal_id": h.id, "rule": rule, **extra})
+                for h in evaluation_hands(split.gp_config, n, seed)]
     from .tasks import virl_data
 
     source = config.sources.get(split.source_key) or DEFAULT_SOURCES[split.source_key]

@@ -95,8 +95,9 @@ class LiveGroup:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    async def subscribe(self, after: int = 0, episode_id: str | None = None):
-        """Yield (index, event) from index `after` on until the group is done."""
+    async def subscribe(self, after: int = 0, episode_id: str | None = None, ping_s: float = 15.0):
+        """Yield (index, event) from index `after` on until the group is done; (index, None)
+        every `ping_s` seconds without events (a keep-alive for SSE, and a disconnect check)."""
         i = after
         while True:
             while i < len(self.events):
@@ -106,7 +107,10 @@ class LiveGroup:
                     yield i, ev
             if self.done:
                 return
-            await self.changed.wait()
+            try:
+                await asyncio.wait_for(self.changed.wait(), ping_s)
+            except asyncio.TimeoutError:
+                yield i, None
 
 
 class LiveRegistry:

@@ -190,15 +190,18 @@ class ScriptedPlayer:
 
 
 def human_reply(text: str, session) -> str:
-    """A person's GP input may be a bare formula: wrap it as the model's JSON reply would be
-    (the cards read correctly), so the verifier grades it exactly like a model's answer."""
-    stripped = text.strip()
-    if not session.instance.is_gp or stripped.startswith("{"):
-        return text
+    """A person may type a bare formula (GP) or a bare action such as `forward()` (V-IRL): wrap
+    it as the model's JSON reply would be (GP: with the cards read correctly), so the verifier
+    grades it exactly like a model's answer. Text starting with `{` is graded as given."""
     import json
 
-    ep = session.episode
-    return json.dumps({"cards": ep.deal.labels, "number": ep.numbers, "formula": stripped})
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return text
+    if session.instance.is_gp:
+        ep = session.episode
+        return json.dumps({"cards": ep.deal.labels, "number": ep.numbers, "formula": stripped})
+    return json.dumps({"current observation": "", "current instruction": "", "action": stripped})
 
 
 # ------------------------------------------------------------------------------------------ runner

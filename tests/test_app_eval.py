@@ -55,6 +55,9 @@ def test_instances_follow_the_paper():
     assert [s.name for s in vl.split_objs()] == ["id", "rule-ood", "visual-ood"]
     red = split_instances(vl, vl.split_objs()[2])
     assert all(c in "HD" for i in red for c in i.params["deal_id"][0::2][:4])
+    recog = EvalConfig(task="gp-vl", models=["a"], episodes=1, recognition=True)
+    assert split_instances(recog, recog.split_objs()[0])[0].params["enable_verification"] is False
+    assert recog.key != vl.key
     virl = EvalConfig(task="virl-vl", models=["a"])
     sizes = {s.name: len(split_instances(virl, s)) for s in virl.split_objs()}
     assert sizes == {"id": 48, "rule-ood": 48, "visual-ood": 18}

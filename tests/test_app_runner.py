@@ -207,3 +207,22 @@ def test_abandoned_human_game_ends_with_an_error(store):
     events = asyncio.run(_collect(play(human, GP, store)))
     assert events[-1].status == "error" and "abandoned" in events[-1].error
     assert store.get_episode(events[-1].episode_id)["status"] == "error"
+
+
+def test_human_virl_actions_may_be_bare(store):
+    inst = Instance("virl-l", {"source": "bundled:helsinki", "route": 0, "seed": 1})
+    gt = open_session(inst).episode.entry.gt_action
+    human = HumanPlayer()
+
+    async def go():
+        out = []
+        async for ev in play(human, inst, store):
+            out.append(ev)
+            if ev.type == "waiting":
+                if ev.call > 1:
+                    return out
+                human.submit(gt)
+        return out
+
+    steps = [e for e in asyncio.run(go()) if e.type == "step"]
+    assert steps[0].outcome == "correct" and steps[0].parsed["action"] == gt

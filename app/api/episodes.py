@@ -74,6 +74,9 @@ async def _stream_live(group, after: int, episode_id: str | None, request: Reque
     async for index, event in group.subscribe(after, episode_id):
         if await request.is_disconnected():
             return
+        if event is None:
+            yield ": ping\n\n"
+            continue
         yield sse(index, event)
         if episode_id is not None and event.get("type") == "finished":
             return  # this episode is over (its partners may still be playing)

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--virl-source", help="V-IRL routes for id / rule-ood (default bundled:helsinki)")
     p.add_argument("--virl-visual-source", help="V-IRL visual-ood routes, e.g. the release's VLN_mini folder "
                                                 "(default: bundled:helsinki-ood)")
+    p.add_argument("--recognition", action="store_true",
+                   help="gp-vl recognition protocol: one attempt per episode, no verification")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -47,7 +49,7 @@ def cmd_eval(args) -> int:
     try:
         config = EvalConfig(task=args.task, models=args.models, splits=args.splits, episodes=args.episodes,
                             seed=args.seed, max_tokens=args.max_tokens, concurrency=args.concurrency,
-                            sources=sources)
+                            sources=sources, recognition=args.recognition)
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
                                      models_config=args.config)
         store = Store(settings.db_url)
