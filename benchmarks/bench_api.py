@@ -25,23 +25,59 @@ def _percentile(values: list[float], q: float) -> float:
     return values[k]
 
 
-async def _load(base: str) -> dict[str, list[float]]:
-    import httpx
+class _Conn:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load generator must cost far
+    less CPU than the server it measures (httpx costs about as much per request as the server)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+                "Content-Type: application/json\r\n\r\n").encode()
+        self.writer.write(head + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        data = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _load(port: int) -> dict[str, list[float]]:
+    import json
 
     lat: dict[str, list[float]] = {"deal": [], "verify": []}
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30, limits=limits) as client:
-        async def one_client(i: int) -> None:
+
+    async def one_client(i: int) -> None:
+        conn = _Conn("127.0.0.1", port)
+        try:
             for j in range(REQUESTS_PER_CLIENT):
                 t = time.perf_counter()
-                r = await client.get("/api/gp/deal", params={"seed": i * 1000 + j})
+                status, data = await conn.request("GET", f"/api/gp/deal?seed={i * 1000 + j}")
                 lat["deal"].append(time.perf_counter() - t)
-                deal = r.json()["deal_id"]
+                assert status == 200, data
+                deal = json.loads(data)["deal_id"]
+                body = json.dumps({"deal_id": deal, "formula": "(1+2)*(3+5)"}).encode()
                 t = time.perf_counter()
-                await client.post("/api/gp/verify", json={"deal_id": deal, "formula": "(1+2)*(3+5)"})
+                status, data = await conn.request("POST", "/api/gp/verify", body)
                 lat["verify"].append(time.perf_counter() - t)
+                assert status == 200, data
+        finally:
+            conn.close()
 
-        await asyncio.gather(*(one_client(i) for i in range(CLIENTS)))
+    await asyncio.gather(*(one_client(i) for i in range(CLIENTS)))
     return lat
 
 
@@ -57,9 +93,8 @@ def bench_api_latency(tmp: Path) -> None:
         if not srv.wait_healthy(60):
             print("api server did not start:", srv.log_tail())
             return
-        base = f"http://127.0.0.1:{port}"
-        asyncio.run(_load(base))  # warm-up (solver caches, connections)
-        lat = asyncio.run(_load(base))
+        asyncio.run(_load(port))  # warm-up (solver caches)
+        lat = asyncio.run(_load(port))
         for name, values in lat.items():
             ms = [v * 1000 for v in values]
             report(f"api {name} p50 ({CLIENTS} clients)", statistics.median(ms), "ms", higher_is_better=False)
