@@ -238,6 +238,11 @@ def summarize(store: Store, run_id: str) -> dict:
             finished[(e["eval_split"], e["eval_index"], e["participant"])] = e
     expected = run["total"]
     errors = expected - len(finished)
+    error_messages: dict[str, int] = {}
+    for e in eps:
+        if e["status"] == "error" and (e["eval_split"], e["eval_index"], e["participant"]) not in finished:
+            msg = f"{e['participant']}: {e['error']}"
+            error_messages[msg] = error_messages.get(msg, 0) + 1
     metrics: dict[str, dict[str, dict]] = {}
     for (split, index, model), e in finished.items():
         m = metrics.setdefault(model, {}).setdefault(split, {"episodes": 0, "success": 0, "exact_success": 0,
@@ -283,7 +288,7 @@ def summarize(store: Store, run_id: str) -> dict:
                 counts["both" if sa and sb else "only_a" if sa else "only_b" if sb else "neither"] += 1
             paired.append({"split": split, "a": a, "b": b, "n": n, **counts})
     return {"run_id": run_id, "task": task, "models": models, "splits": config["splits"], "metrics": metrics,
-            "paired": paired, "errors": errors, "expected": expected}
+            "paired": paired, "errors": errors, "expected": expected, "error_messages": error_messages}
 
 
 _GP_CLASSES = {5.0: "CORRECT_SOLUTION", 1.0: "PARTIAL_SOLUTION", -1.0: "NO_SOLUTION", -1.5: "INCORRECT_VISION",
@@ -346,6 +351,8 @@ def markdown_table(summary: dict) -> str:
     if summary["errors"]:
         lines += ["", f"_{summary['errors']} of {summary['expected']} episodes did not finish "
                       "(model errors or interruption): run again with --resume._"]
+        for msg, n in sorted(summary.get("error_messages", {}).items(), key=lambda kv: -kv[1])[:5]:
+            lines.append(f"- {n} × {msg}")
     return "\n".join(lines) + "\n"
 
 
