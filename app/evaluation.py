@@ -407,3 +407,14 @@ def write_outputs(store: Store, run_id: str, out_dir: Path) -> dict:
     for name, lines in files.items():
         (out_dir / name).write_text("".join(lines), encoding="utf-8")
     return summary
+
+
+def run_artifacts(store: Store, run_id: str) -> dict[str, bytes]:
+    """table.md, summary.json and plot.png of a run, as bytes (for bundles)."""
+    import tempfile
+
+    summary = summarize(store, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot(summary, Path(tmp) / "plot.png").read_bytes()
+    return {"table.md": markdown_table(summary).encode(), "summary.json": json.dumps(summary, indent=1).encode(),
+            "plot.png": png}

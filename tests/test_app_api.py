@@ -268,3 +268,9 @@ def test_evaluation_run_over_the_api(client):
     eps = client.get("/api/episodes", params={"run_id": run_id, "split": "id"}).json()["episodes"]
     assert len(eps) == 4 and {e["eval_index"] for e in eps} == {0, 1}
     assert client.post("/api/evaluations", json={"task": "gp-l", "models": ["ghost"]}).status_code == 400
+    import io
+    import zipfile
+
+    z = client.get("/api/export/episodes", params={"run_id": run_id, "format": "bundle"})
+    names = set(zipfile.ZipFile(io.BytesIO(z.content)).namelist())
+    assert {"replay.html", "episodes.json", "steps.jsonl", "table.md", "plot.png"} <= names

@@ -172,7 +172,12 @@ def export_many(format: Literal["jsonl", "bundle"] = "jsonl", task: str | None =
     f = _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key)
     eps = [c.store.get_episode(e["id"]) for e in c.store.list_episodes(limit=limit, **f)]
     if format == "bundle":
-        return Response(bundle(eps), media_type="application/zip",
+        extra = {}
+        if run_id and c.store.get_run(run_id):
+            from ..evaluation import run_artifacts
+
+            extra = run_artifacts(c.store, run_id)  # an evaluation's bundle carries its table and plot
+        return Response(bundle(eps, extra=extra), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="episodes.zip"'})
     return PlainTextResponse("".join(episode_jsonl(eps)), media_type="application/x-ndjson")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from ..schemas import DealInfo, RouteList, RouteSummary, SolveResponse, VerifyRequest, VerifyResponse
+from ..schemas import DealInfo, RouteDetail, RouteList, RouteSummary, SolveResponse, VerifyRequest, VerifyResponse
 from .deps import bad_request, ctx
 
 router = APIRouter(tags=["instances"])
@@ -125,9 +125,10 @@ def virl_routes(source: str | None = Query(None, max_length=512), offset: int = 
     return RouteList(source=data.name, total=len(data.routes), routes=routes)
 
 
-@router.get("/virl/routes/{route}", summary="Describe one route's episode (instruction, action space)")
+@router.get("/virl/routes/{route}", response_model=RouteDetail,
+            summary="Describe one route's episode (instruction, action space, first prompt)")
 def virl_route(route: str, source: str | None = Query(None, max_length=512), seed: int = Query(0, ge=0),
-               absolute_action: bool = True, c=Depends(ctx)) -> dict:
+               absolute_action: bool = True, c=Depends(ctx)) -> RouteDetail:
     from ..tasks import Instance, InstanceError, open_session
 
     src = source or c.settings.virl_source

@@ -148,15 +148,9 @@ def cmd_export(args) -> int:
         extra = {}
         run_id = getattr(args, "eval_run_id", None)
         if run_id and store.get_run(run_id):
-            from ..evaluation import markdown_table, plot, summarize
+            from ..evaluation import run_artifacts
 
-            summary = summarize(store, run_id)
-            extra["table.md"] = markdown_table(summary).encode()
-            extra["summary.json"] = json.dumps(summary, indent=1).encode()
-            png = Path(args.output).with_suffix(".plot.png")
-            plot(summary, png)
-            extra["plot.png"] = png.read_bytes()
-            png.unlink()
+            extra = run_artifacts(store, run_id)
         Path(args.output).write_bytes(bundle(eps, title=f"{len(eps)} episodes", extra=extra))
         print(f"wrote {args.output} ({len(eps)} episodes)", file=sys.stderr)
         return 0
