@@ -226,3 +226,29 @@ def test_human_virl_actions_may_be_bare(store):
 
     steps = [e for e in asyncio.run(go()) if e.type == "step"]
     assert steps[0].outcome == "correct" and steps[0].parsed["action"] == gt
+
+
+def test_store_is_safe_to_share_between_threads(store):
+    import threading
+
+    eid = store.create_episode(group_id="g", task="gp-l", instance={}, instance_key="k", participant="p",
+                               participant_kind="model")
+    errors = []
+
+    def reader():
+        try:
+            for _ in range(200):
+                store.list_episodes(limit=10)
+                store.get_episode(eid)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for call in range(1, 101):
+        store.add_step(eid, {"call": call, "output": "x", "reward": -1.0, "feedback": "f", "outcome": "wrong_value",
+                             "graded": True, "terminated": False, "truncated": False})
+    for t in threads:
+        t.join()
+    assert not errors and store.get_episode(eid)["n_steps"] == 100
