@@ -121,16 +121,21 @@ def bench_eval_concurrency(tmp: Path, episodes: int = 8) -> None:
             return
         base = srv.health_url.rsplit("/health", 1)[0]
         settings = DecodingSettings(max_tokens=16, temperature=0.0)
-        rates = {}
-        for conc in (1, 16):
-            store = Store(f"sqlite:///{tmp / f'eval{conc}.db'}")
-            backend = OpenAIBackend(name="tiny", base_url=base)
-            config = EvalConfig(task="gp-l", models=["tiny"], episodes=episodes, splits=["id"], concurrency=conc)
-            start = time.perf_counter()
-            asyncio.run(run_evaluation(store, lambda n: ModelPlayer(n, backend, settings), config))
-            rates[conc] = episodes / (time.perf_counter() - start)
-            asyncio.run(backend.aclose())
-            store.close()
+        rates = {1: 0.0, 16: 0.0}
+        for attempt in range(2):  # interleaved, best of two: the machine is shared
+            for conc in (1, 16):
+                store = Store(f"sqlite:///{tmp / f'eval{conc}-{attempt}.db'}")
+                backend = OpenAIBackend(name="tiny", base_url=base)
+                config = EvalConfig(task="gp-l", models=["tiny"], episodes=episodes, splits=["id"],
+                                    concurrency=conc)
+                start = time.perf_counter()
+                asyncio.run(run_evaluation(store, lambda n: ModelPlayer(n, backend, settings), config))
+                rates[conc] = max(rates[conc], episodes / (time.perf_counter() - start))
+                asyncio.run(backend.aclose())
+                store.close()
+        # One model server generates one request at a time (one lock per model), so concurrency
+        # only overlaps HTTP, grading and storage with generation; with several models (paired
+        # runs) or a batching server (vLLM) the requests really run in parallel.
         report("eval gp-l episodes/s, concurrency 1", rates[1], "ep/s")
         report("eval gp-l episodes/s, concurrency 16", rates[16], "ep/s", baseline=rates[1],
                baseline_name="concurrency 1")
