@@ -177,3 +177,19 @@ def test_eval_cli_interrupted_then_resumed(eval_dir):
 
     names = zipfile.ZipFile(zpath).namelist()
     assert {"replay.html", "episodes.json", "steps.jsonl", "table.md", "plot.png"} <= set(names)
+
+
+def test_play_cli_human_against_a_model(eval_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    r = subprocess.run([sys.executable, "-m", "app.cli", "play", "--human", "--models", "sft", "--config",
+                        str(eval_dir / "models.toml"), "--data-dir", str(eval_dir / "play")],
+                       input="10*2+4\n10+5*2+4\n", env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "[you] call 2: correct (+5)" in r.stdout and "[sft] finished" in r.stdout
+    store = Store(f"sqlite:///{eval_dir / 'play' / 'playground.db'}")
+    eps = store.list_episodes()
+    assert {e["participant"] for e in eps} == {"you", "sft"} and len({e["group_id"] for e in eps}) == 1
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "play", "--human", "--deal", "XX"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "malformed deal id" in bad.stderr and "Traceback" not in bad.stderr
