@@ -57,6 +57,21 @@ GP_SEED, VIRL_SEED = 42, 12
 DEFAULT_SOURCES = {"id": "bundled:helsinki", "visual-ood": "bundled:helsinki-ood"}
 
 
+def release_sources(data_dir: Path, env=None) -> dict[str, str]:
+    """V-IRL release folders when present: `$SFTVSRL_VIRL_RELEASE` / `$SFTVSRL_VIRL_VLN_MINI`, else
+    `DATA_DIR/nyc_1k_routes` and `DATA_DIR/VLN_mini` (the paper's ID and visual-OOD route sets)."""
+    import os
+
+    env = os.environ if env is None else env
+    found = {}
+    for key, var, folder in (("id", "SFTVSRL_VIRL_RELEASE", "nyc_1k_routes"),
+                             ("visual-ood", "SFTVSRL_VIRL_VLN_MINI", "VLN_mini")):
+        path = env.get(var) or (str(Path(data_dir) / folder) if (Path(data_dir) / folder).is_dir() else None)
+        if path:
+            found[key] = path
+    return found
+
+
 class EvalError(ValueError):
     """A bad evaluation request (message shown as is)."""
 

@@ -193,3 +193,12 @@ def test_play_cli_human_against_a_model(eval_dir):
     bad = subprocess.run([sys.executable, "-m", "app.cli", "play", "--human", "--deal", "XX"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "malformed deal id" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_release_folders_are_used_when_present(tmp_path):
+    from app.evaluation import release_sources
+
+    assert release_sources(tmp_path, env={}) == {}
+    (tmp_path / "VLN_mini").mkdir()
+    assert release_sources(tmp_path, env={}) == {"visual-ood": str(tmp_path / "VLN_mini")}
+    assert release_sources(tmp_path, env={"SFTVSRL_VIRL_RELEASE": "/r"})["id"] == "/r"

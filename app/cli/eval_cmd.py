@@ -24,9 +24,10 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder (default: DATA_DIR/eval/RUN_ID)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                    help="continue the latest run with the same settings (or RUN_ID) where it stopped")
-    p.add_argument("--virl-source", help="V-IRL routes for id / rule-ood (default bundled:helsinki)")
-    p.add_argument("--virl-visual-source", help="V-IRL visual-ood routes, e.g. the release's VLN_mini folder "
-                                                "(default: bundled:helsinki-ood)")
+    p.add_argument("--virl-source", help="V-IRL routes for id / rule-ood (default: $SFTVSRL_VIRL_RELEASE or "
+                                         "DATA_DIR/nyc_1k_routes when present, else bundled:helsinki)")
+    p.add_argument("--virl-visual-source", help="V-IRL visual-ood routes (default: $SFTVSRL_VIRL_VLN_MINI or "
+                                                "DATA_DIR/VLN_mini when present, else bundled:helsinki-ood)")
     p.add_argument("--recognition", action="store_true",
                    help="gp-vl recognition protocol: one attempt per episode, no verification")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -34,12 +35,14 @@ def register(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ..evaluation import EvalConfig, EvalError, Progress, find_resumable, run_evaluation, write_outputs
+    from ..evaluation import (EvalConfig, EvalError, Progress, find_resumable, release_sources, run_evaluation,
+                              write_outputs)
     from ..live import ModelPool
     from ..settings import Settings
     from ..store import Store, StoreError
 
-    sources = {}
+    data_dir = Path(args.data_dir or Settings.from_env().data_dir)
+    sources = release_sources(data_dir) if args.task.startswith("virl") else {}
     if args.virl_source:
         sources["id"] = args.virl_source
     if args.virl_visual_source:
