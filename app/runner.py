@@ -230,14 +230,14 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
             group_id=group_id, task=instance.task, instance=instance.to_dict(), instance_key=instance.key,
             participant=participant.name, participant_kind=kind, settings=settings or {},
             episode_id=episode_id, **(eval_link or {}))
-    yield Started(episode_id, group_id, participant.name, kind, instance.task, instance.to_dict(),
-                  session.describe())
-    for step in prior:  # resume: the engine and the chat catch up with the stored replies
-        conv.messages_for(session.prompt())
-        result = session.step(step["output"])
-        conv.record(step["output"], result.feedback)
     status, error, n_steps = "interrupted", None, len(prior)
     try:
+        yield Started(episode_id, group_id, participant.name, kind, instance.task, instance.to_dict(),
+                      session.describe())
+        for step in prior:  # resume: the engine and the chat catch up with the stored replies
+            conv.messages_for(session.prompt())
+            result = session.step(step["output"])
+            conv.record(step["output"], result.feedback)
         while not session.done:
             call = n_steps + 1
             messages = conv.messages_for(session.prompt())
