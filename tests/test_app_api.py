@@ -274,3 +274,23 @@ def test_evaluation_run_over_the_api(client):
     z = client.get("/api/export/episodes", params={"run_id": run_id, "format": "bundle"})
     names = set(zipfile.ZipFile(io.BytesIO(z.content)).namelist())
     assert {"replay.html", "episodes.json", "steps.jsonl", "table.md", "plot.png"} <= names
+
+
+def test_streamed_body_over_the_limit_is_refused(client):
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 1024
+
+    r = client.post("/api/gp/verify", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "too large" in r.text
+
+
+def test_settings_from_environment(tmp_path):
+    from app.settings import Settings
+
+    s = Settings.from_env({"SFTVSRL_DATA_DIR": str(tmp_path), "SFTVSRL_MAX_BODY_BYTES": "100"})
+    assert s.db_url == f"sqlite:///{tmp_path.as_posix()}/playground.db" and s.max_body_bytes == 100
+    s = Settings.from_env({"DATABASE_URL": "sqlite:///x.db"}, data_dir="elsewhere")
+    assert s.db_url == "sqlite:///x.db"
+    with pytest.raises(ValueError, match="SFTVSRL_MAX_BODY_BYTES"):
+        Settings.from_env({"SFTVSRL_MAX_BODY_BYTES": "lots"})

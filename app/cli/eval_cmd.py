@@ -75,6 +75,11 @@ def cmd_eval(args) -> int:
         raise CliError(str(exc)) from None
 
     run_id = None
+    if not args.resume:
+        prior = find_resumable(store, config)
+        if prior is not None and prior["status"] in ("running", "interrupted", "error"):
+            print(f"note: run {prior['id']} with these settings stopped at {prior['done']}/{prior['total']}; "
+                  "--resume continues it (starting a new run)", file=sys.stderr)
     if args.resume:
         prior = store.get_run(args.resume) if args.resume != "latest" else find_resumable(store, config)
         if prior is None:
