@@ -226,6 +226,10 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
         prior = store.steps(episode_id, prompts=False)
         store.reopen_episode(episode_id)
     else:
+        settings = dict(settings or {})
+        decoding = getattr(participant, "settings", None)
+        if decoding is not None and hasattr(decoding, "to_dict"):
+            settings["decoding"] = decoding.to_dict()  # what this model really ran with
         episode_id = store.create_episode(
             group_id=group_id, task=instance.task, instance=instance.to_dict(), instance_key=instance.key,
             participant=participant.name, participant_kind=kind, settings=settings or {},

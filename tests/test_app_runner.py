@@ -139,6 +139,7 @@ def test_model_player_and_backend_error_is_recorded(store, tiny_llama_dir):
     assert len(steps) == 6 and all(s.timing["completion_tokens"] >= 1 for s in steps)
     deltas = "".join(e.text for e in events if e.type == "delta" and e.call == 1)
     assert deltas == steps[0].output
+    assert store.get_episode(events[0].episode_id)["settings"]["decoding"] == {"max_tokens": 8, "temperature": 0.0}
     broken = ModelPlayer("broken", LocalBackend(name="broken", path="/nonexistent/ckpt"))
     events = asyncio.run(_collect(play(broken, GP, store)))
     assert events[-1].status == "error" and "config.json" in events[-1].error
