@@ -253,3 +253,21 @@ def test_store_is_safe_to_share_between_threads(store):
     for t in threads:
         t.join()
     assert not errors and store.get_episode(eid)["n_steps"] == 100
+
+
+def test_stored_group_replays_side_by_side(store):
+    from app.export import replay_group_events
+
+    events = asyncio.run(_collect(play_paired([ScriptedPlayer("a", ["x", RIGHT]), ScriptedPlayer("b", ["y"] * 6)],
+                                              GP, store)))
+    ids = [e.episode_id for e in events if e.type == "started"]
+
+    async def go():
+        return [ev async for ev in replay_group_events(store, ids)]
+
+    replay = asyncio.run(go())
+    steps = [(e["episode_id"], e["call"]) for e in replay if e["type"] == "step"]
+    assert steps[:4] == [(ids[0], 1), (ids[1], 1), (ids[0], 2), (ids[1], 2)]
+    assert [e["type"] for e in replay][:2] == ["started", "started"] and replay[-1]["type"] == "finished"
+    live = [(e.episode_id, e.call, e.output) for e in events if e.type == "step"]
+    assert sorted(live) == sorted((e["episode_id"], e["call"], e["output"]) for e in replay if e["type"] == "step")

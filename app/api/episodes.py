@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from ..export import bundle, episode_jsonl, episode_markdown, replay_events
+from ..export import bundle, episode_jsonl, episode_markdown, replay_group_events
 from ..runner import HumanPlayer
 from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupStarted, Message, SubmitRequest
 from ..tasks import OUTCOMES, Instance, InstanceError, open_session
@@ -82,17 +82,17 @@ async def _stream_live(group, after: int, episode_id: str | None, request: Reque
             return  # this episode is over (its partners may still be playing)
 
 
-async def _stream_stored(c, episode_ids: list[str]):
+async def _stream_stored(c, episode_ids: list[str], delay: float = 0.0):
     i = 0
-    for eid in episode_ids:
-        async for event in replay_events(c.store, eid):
-            i += 1
-            yield sse(i, event)
+    async for event in replay_group_events(c.store, episode_ids, delay_s=delay):
+        i += 1
+        yield sse(i, event)
 
 
 @router.get("/groups/{group_id}/events", summary="Server-Sent Events of every episode in a group",
             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def group_events(group_id: str, request: Request, last_event_id: int = Header(0, alias="Last-Event-ID"),
+                       delay: float = Query(0, ge=0, le=10, description="seconds between replayed steps"),
                        c=Depends(ctx)):
     group = c.live.group(group_id)
     if group is not None:
@@ -101,13 +101,14 @@ async def group_events(group_id: str, request: Request, last_event_id: int = Hea
     eps = c.store.list_episodes(group_id=group_id, limit=64)
     if not eps:
         raise not_found("group")
-    return StreamingResponse(_stream_stored(c, [e["id"] for e in eps]), media_type="text/event-stream",
+    return StreamingResponse(_stream_stored(c, [e["id"] for e in eps], delay), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
 
 @router.get("/episodes/{episode_id}/events", summary="Server-Sent Events of one episode (live, else replayed)",
             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def episode_events(episode_id: str, request: Request, last_event_id: int = Header(0, alias="Last-Event-ID"),
+                         delay: float = Query(0, ge=0, le=10, description="seconds between replayed steps"),
                          c=Depends(ctx)):
     group = c.live.group_of(episode_id)
     if group is not None:
@@ -115,7 +116,8 @@ async def episode_events(episode_id: str, request: Request, last_event_id: int =
                                  media_type="text/event-stream", headers=SSE_HEADERS)
     if c.store.get_episode(episode_id, steps=False) is None:
         raise not_found("episode")
-    return StreamingResponse(_stream_stored(c, [episode_id]), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(_stream_stored(c, [episode_id], delay), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 @router.post("/episodes/{episode_id}/submit", response_model=Message, summary="A human player's move")
