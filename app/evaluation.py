@@ -9,6 +9,10 @@ Protocols (spec generalpoints.md §3.3, §4; virl.md §1.5, §1.7, §3):
 - `virl-l`:  id (absolute actions), rule-ood (relative actions); 48 episodes, seed 12, 2 tries.
 - `virl-vl`: the same plus visual-ood: 18 routes in order from the release's VLN_mini when given
              (`sources["visual-ood"]`), else our bundled held-out routes (`bundled:helsinki-ood`).
+Instances: GP hands are `game.gp.deal.evaluation_hands` (the reference's stream from seed 42,
+constructor hand skipped). V-IRL episode i uses `start_episode(seed=12000 + i)` (native RNG: route,
+heading and drops drawn per episode) — the reference draws all 48 from one global stream, which
+depends on its process state; visual OOD takes routes 0..17 in order (`order=True`).
 Metrics: GP episode success = episodes with a +5 step / episodes (plus our exact-arithmetic
 success and per-step outcome rates); V-IRL per-step accuracy = calls with +1 / all calls (pooled)
 and episode success. Error bars are binomial, sqrt(p(1−p)/N).
