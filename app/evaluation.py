@@ -4,10 +4,15 @@ resumable, with the paper's metrics, a Markdown table, a PNG plot and reference-
 Protocols (spec generalpoints.md §3.3, §4; virl.md §1.5, §1.7, §3):
 - `gp-l`:  id (`language_id`), rule-ood (`language_rule_ood`); 234 episodes from seed 42, 5 tries.
 - `gp-vl`: id (`vl_id_black`), rule-ood (`vl_rule_ood_black`), visual-ood (`vl_visual_ood_red`);
-           plus recognition accuracy = 1 − (#steps with −1.5)/(#steps).
+           plus recognition accuracy = 1 − (#steps with −1.5)/(#steps); with `recognition=True`
+           the recognition protocol (§3.3): one attempt per episode, verification off.
 - `virl-l`:  id (absolute actions), rule-ood (relative actions); 48 episodes, seed 12, 2 tries.
 - `virl-vl`: the same plus visual-ood: 18 routes in order from the release's VLN_mini when given
              (`sources["visual-ood"]`), else our bundled held-out routes (`bundled:helsinki-ood`).
+Instances: GP hands are `game.gp.deal.evaluation_hands` (the reference's stream from seed 42,
+constructor hand skipped). V-IRL episode i uses `start_episode(seed=12000 + i)` (native RNG: route,
+heading and drops drawn per episode) — the reference draws all 48 from one global stream, which
+depends on its process state; visual OOD takes routes 0..17 in order (`order=True`).
 Metrics: GP episode success = episodes with a +5 step / episodes (plus our exact-arithmetic
 success and per-step outcome rates); V-IRL per-step accuracy = calls with +1 / all calls (pooled)
 and episode success. Error bars are binomial, sqrt(p(1−p)/N).
@@ -56,6 +61,21 @@ GP_SEED, VIRL_SEED = 42, 12
 DEFAULT_SOURCES = {"id": "bundled:helsinki", "visual-ood": "bundled:helsinki-ood"}
 
 
+def release_sources(data_dir: Path, env=None) -> dict[str, str]:
+    """V-IRL release folders when present: `$SFTVSRL_VIRL_RELEASE` / `$SFTVSRL_VIRL_VLN_MINI`, else
+    `DATA_DIR/nyc_1k_routes` and `DATA_DIR/VLN_mini` (the paper's ID and visual-OOD route sets)."""
+    import os
+
+    env = os.environ if env is None else env
+    found = {}
+    for key, var, folder in (("id", "SFTVSRL_VIRL_RELEASE", "nyc_1k_routes"),
+                             ("visual-ood", "SFTVSRL_VIRL_VLN_MINI", "VLN_mini")):
+        path = env.get(var) or (str(Path(data_dir) / folder) if (Path(data_dir) / folder).is_dir() else None)
+        if path:
+            found[key] = path
+    return found
+
+
 class EvalError(ValueError):
     """A bad evaluation request (message shown as is)."""
 
@@ -70,10 +90,13 @@ class EvalConfig:
     max_tokens: int | None = None
     concurrency: int = 4
     sources: dict[str, str] = field(default_factory=dict)
+    recognition: bool = False             # GP-VL recognition protocol: one attempt, no verification
 
     def __post_init__(self) -> None:
         if self.task not in PROTOCOLS:
             raise EvalError(f"unknown task {self.task!r}; use one of {', '.join(PROTOCOLS)}")
+        if self.recognition and self.task != "gp-vl":
+            raise EvalError("the recognition protocol is a gp-vl evaluation")
         names = [s.name for s in PROTOCOLS[self.task]]
         self.splits = list(self.splits or names)
         bad = [s for s in self.splits if s not in names]
@@ -109,7 +132,9 @@ def split_instances(config: EvalConfig, split: Split) -> list[Instance]:
 
         rule = EVAL_CONFIGS[split.gp_config].rule.value
         seed = GP_SEED if config.seed is None else config.seed
-        return [Instance(config.task, {"deal_id": h.id, "rule": rule}) for h in evaluation_hands(split.gp_config, n, seed)]
+        extra = {"verify_iter": 1, "enable_verification": False} if config.recognition else {}
+        return [Instance(config.task, {"deal_id": h.id, "rule": rule, **extra})
+                for h in evaluation_hands(split.gp_config, n, seed)]
     from .tasks import virl_data
 
     source = config.sources.get(split.source_key) or DEFAULT_SOURCES[split.source_key]
@@ -178,6 +203,8 @@ async def run_evaluation(store: Store, players: Callable[[str], object], config:
             existing[key] = ep
     done = sum(1 for ep in existing.values() if ep["status"] == "finished")
     store.update_run(run_id, done=done)
+    if on_progress:
+        on_progress(done, total)
     limits = {m: asyncio.Semaphore(max(1, config.concurrency)) for m in config.models}
     counter = {"done": done}
 
@@ -230,6 +257,11 @@ def summarize(store: Store, run_id: str) -> dict:
             finished[(e["eval_split"], e["eval_index"], e["participant"])] = e
     expected = run["total"]
     errors = expected - len(finished)
+    error_messages: dict[str, int] = {}
+    for e in eps:
+        if e["status"] == "error" and (e["eval_split"], e["eval_index"], e["participant"]) not in finished:
+            msg = f"{e['participant']}: {e['error']}"
+            error_messages[msg] = error_messages.get(msg, 0) + 1
     metrics: dict[str, dict[str, dict]] = {}
     for (split, index, model), e in finished.items():
         m = metrics.setdefault(model, {}).setdefault(split, {"episodes": 0, "success": 0, "exact_success": 0,
@@ -239,6 +271,8 @@ def summarize(store: Store, run_id: str) -> dict:
         m["exact_success"] += bool(e["exact_success"])
         for s in store.steps(e["id"], prompts=False):
             m["steps"] += 1
+            cls = _reference_class(task, s["reward"])
+            m.setdefault("reward_classes", {})[cls] = m.setdefault("reward_classes", {}).get(cls, 0) + 1
             m["outcomes"][s["outcome"]] = m["outcomes"].get(s["outcome"], 0) + 1
             m["correct_steps"] += s["outcome"] == "correct"
     for model, splits in metrics.items():
@@ -250,6 +284,11 @@ def summarize(store: Store, run_id: str) -> dict:
             m["per_step_accuracy"] = m["correct_steps"] / steps if steps else 0.0
             m["per_step_se"] = binomial_se(m["per_step_accuracy"], steps)
             m["outcome_rates"] = {k: v / steps for k, v in sorted(m["outcomes"].items())} if steps else {}
+            # the reference logger's rates: per step by reward class, CORRECT_SOLUTION per trajectory
+            ref = {k: v / steps for k, v in sorted(m.pop("reward_classes", {}).items())} if steps else {}
+            if task.startswith("gp"):
+                ref["CORRECT_SOLUTION"] = m["success_rate"]
+            m["reference_rates"] = ref
             if task == "gp-vl":
                 m["recognition_accuracy"] = 1 - m["outcomes"].get("wrong_cards", 0) / steps if steps else 0.0
     paired = []
@@ -268,7 +307,19 @@ def summarize(store: Store, run_id: str) -> dict:
                 counts["both" if sa and sb else "only_a" if sa else "only_b" if sb else "neither"] += 1
             paired.append({"split": split, "a": a, "b": b, "n": n, **counts})
     return {"run_id": run_id, "task": task, "models": models, "splits": config["splits"], "metrics": metrics,
-            "paired": paired, "errors": errors, "expected": expected}
+            "paired": paired, "errors": errors, "expected": expected, "error_messages": error_messages}
+
+
+_GP_CLASSES = {5.0: "CORRECT_SOLUTION", 1.0: "PARTIAL_SOLUTION", -1.0: "NO_SOLUTION", -1.5: "INCORRECT_VISION",
+               -2.0: "INCORRECT_NUMBER", -3.0: "ILLEGAL_FORMULA"}
+_VIRL_CLASSES = {1.0: "CORRECT_ACTION", -1.0: "INCORRECT_ACTION", -1.5: "INCORRECT_OBS"}
+
+
+def _reference_class(task: str, reward: float) -> str:
+    """The reference logger's class of one step reward (the step-limit −1 counts as NO_SOLUTION /
+    INCORRECT_ACTION; sums not in the table, and GP's 0, are AGGREGATED_ERROR)."""
+    table = _GP_CLASSES if task.startswith("gp") else _VIRL_CLASSES
+    return table.get(float(reward), "AGGREGATED_ERROR")
 
 
 def _pct(x: float) -> str:
@@ -319,6 +370,8 @@ def markdown_table(summary: dict) -> str:
     if summary["errors"]:
         lines += ["", f"_{summary['errors']} of {summary['expected']} episodes did not finish "
                       "(model errors or interruption): run again with --resume._"]
+        for msg, n in sorted(summary.get("error_messages", {}).items(), key=lambda kv: -kv[1])[:5]:
+            lines.append(f"- {n} × {msg}")
     return "\n".join(lines) + "\n"
 
 
@@ -342,7 +395,8 @@ def plot(summary: dict, path: Path) -> Path:
             xs.append(i + (j - (len(splits) - 1) / 2) * width)
             ys.append(100 * m[key] if m else 0.0)
             es.append(100 * m[se_key] if m else 0.0)
-        ax.bar(xs, ys, width, yerr=es, capsize=3, label=split, color=colors[j % len(colors)])
+        bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=split, color=colors[j % len(colors)])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.set_xticks(range(len(models)), models)
     ax.set_ylabel(("per-step accuracy" if virl else "episode success") + " (%)")
     ax.set_ylim(0, 100)
@@ -372,3 +426,14 @@ def write_outputs(store: Store, run_id: str, out_dir: Path) -> dict:
     for name, lines in files.items():
         (out_dir / name).write_text("".join(lines), encoding="utf-8")
     return summary
+
+
+def run_artifacts(store: Store, run_id: str) -> dict[str, bytes]:
+    """table.md, summary.json and plot.png of a run, as bytes (for bundles)."""
+    import tempfile
+
+    summary = summarize(store, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot(summary, Path(tmp) / "plot.png").read_bytes()
+    return {"table.md": markdown_table(summary).encode(), "summary.json": json.dumps(summary, indent=1).encode(),
+            "plot.png": png}

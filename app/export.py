@@ -158,3 +158,27 @@ async def replay_events(store: Store, episode_id: str, delay_s: float = 0.0) -> 
     yield {"type": "finished", "episode_id": ep["id"], "status": ep["status"], "success": ep["success"],
            "exact_success": ep["exact_success"], "n_steps": ep["n_steps"], "episode_return": ep["episode_return"],
            "error": ep["error"]}
+
+
+async def replay_group_events(store: Store, episode_ids: list[str], delay_s: float = 0.0) -> AsyncIterator[dict]:
+    """Several stored episodes (a paired group) replayed side by side: every `started`, then call
+    by call each episode's `prompt` and `step`, then every `finished`."""
+    streams = []
+    for eid in episode_ids:
+        streams.append([ev async for ev in replay_events(store, eid)])
+    for events in streams:
+        for ev in events:
+            if ev["type"] == "started":
+                yield ev
+    calls = max((ev["call"] for events in streams for ev in events if ev["type"] == "step"), default=0)
+    for call in range(1, calls + 1):
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        for events in streams:
+            for ev in events:
+                if ev["type"] in ("prompt", "step") and ev["call"] == call:
+                    yield ev
+    for events in streams:
+        for ev in events:
+            if ev["type"] == "finished":
+                yield ev

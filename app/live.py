@@ -57,6 +57,19 @@ class ModelPool:
         limit = self._limits.setdefault(name, asyncio.Semaphore(self.concurrency))
         return ModelPlayer(name, self.backend(name), settings or spec.decoding, limit)
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until in-process generations have stopped (their threads must not outlive the
+        interpreter: torch aborts the process when a generating thread is still alive at exit)."""
+        import threading
+
+        for b in self._backends.values():
+            wait = getattr(b, "wait_idle", None)
+            if wait is not None:
+                wait(timeout)
+        for t in threading.enumerate():  # generation threads that had not taken the model lock yet
+            if t.name.startswith("generate-") and t is not threading.current_thread():
+                t.join(timeout)
+
     async def aclose(self) -> None:
         for b in self._backends.values():
             await b.aclose()
@@ -82,8 +95,9 @@ class LiveGroup:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    async def subscribe(self, after: int = 0, episode_id: str | None = None):
-        """Yield (index, event) from index `after` on until the group is done."""
+    async def subscribe(self, after: int = 0, episode_id: str | None = None, ping_s: float = 15.0):
+        """Yield (index, event) from index `after` on until the group is done; (index, None)
+        every `ping_s` seconds without events (a keep-alive for SSE, and a disconnect check)."""
         i = after
         while True:
             while i < len(self.events):
@@ -93,7 +107,10 @@ class LiveGroup:
                     yield i, ev
             if self.done:
                 return
-            await self.changed.wait()
+            try:
+                await asyncio.wait_for(self.changed.wait(), ping_s)
+            except asyncio.TimeoutError:
+                yield i, None
 
 
 class LiveRegistry:

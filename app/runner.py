@@ -25,6 +25,7 @@ ends the episode with status `error` (nothing is graded for that call); cancella
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Sequence
@@ -120,6 +121,11 @@ class ModelPlayer:
     kind: str = "model"
 
     async def stream(self, messages, images) -> AsyncIterator[TextDelta | Completion]:
+        if getattr(self.backend, "loaded", True) is False:
+            try:  # in-process checkpoints: one load at a time per process (see _load_one_at_a_time)
+                await asyncio.to_thread(_load_one_at_a_time, self.backend)
+            except Exception:  # noqa: BLE001 - the backend reports the failure as a record below
+                pass
         if self.limit is None:
             async for item in self.backend.stream(messages, images, self.settings):
                 yield item
@@ -127,6 +133,16 @@ class ModelPlayer:
         async with self.limit:
             async for item in self.backend.stream(messages, images, self.settings):
                 yield item
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_one_at_a_time(backend) -> None:
+    """Load an in-process backend under a process-wide lock: two Hugging Face loads running in
+    parallel threads break each other (meta-device initialisation is process-global state)."""
+    with _LOAD_LOCK:
+        backend.load()
 
 
 @dataclass
@@ -137,6 +153,7 @@ class HumanPlayer:
     kind: str = "human"
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     waiting: bool = False
+    idle_timeout_s: float = 1800.0   # an abandoned game ends (status `error`) instead of waiting forever
 
     def submit(self, text: str) -> None:
         self.queue.put_nowait(str(text))
@@ -145,7 +162,11 @@ class HumanPlayer:
         start = time.perf_counter()
         self.waiting = True
         try:
-            text = await self.queue.get()
+            text = await asyncio.wait_for(self.queue.get(), self.idle_timeout_s)
+        except asyncio.TimeoutError:
+            yield Completion(model=self.name, finish_reason="error",
+                             error=f"no move within {self.idle_timeout_s:g} s: the game was abandoned")
+            return
         finally:
             self.waiting = False
         yield Completion(model=self.name, text=text, finish_reason="stop", elapsed_s=time.perf_counter() - start)
@@ -169,15 +190,18 @@ class ScriptedPlayer:
 
 
 def human_reply(text: str, session) -> str:
-    """A person's GP input may be a bare formula: wrap it as the model's JSON reply would be
-    (the cards read correctly), so the verifier grades it exactly like a model's answer."""
-    stripped = text.strip()
-    if not session.instance.is_gp or stripped.startswith("{"):
-        return text
+    """A person may type a bare formula (GP) or a bare action such as `forward()` (V-IRL): wrap
+    it as the model's JSON reply would be (GP: with the cards read correctly), so the verifier
+    grades it exactly like a model's answer. Text starting with `{` is graded as given."""
     import json
 
-    ep = session.episode
-    return json.dumps({"cards": ep.deal.labels, "number": ep.numbers, "formula": stripped})
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return text
+    if session.instance.is_gp:
+        ep = session.episode
+        return json.dumps({"cards": ep.deal.labels, "number": ep.numbers, "formula": stripped})
+    return json.dumps({"current observation": "", "current instruction": "", "action": stripped})
 
 
 # ------------------------------------------------------------------------------------------ runner
@@ -202,18 +226,22 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
         prior = store.steps(episode_id, prompts=False)
         store.reopen_episode(episode_id)
     else:
+        settings = dict(settings or {})
+        decoding = getattr(participant, "settings", None)
+        if decoding is not None and hasattr(decoding, "to_dict"):
+            settings["decoding"] = decoding.to_dict()  # what this model really ran with
         episode_id = store.create_episode(
             group_id=group_id, task=instance.task, instance=instance.to_dict(), instance_key=instance.key,
             participant=participant.name, participant_kind=kind, settings=settings or {},
             episode_id=episode_id, **(eval_link or {}))
-    yield Started(episode_id, group_id, participant.name, kind, instance.task, instance.to_dict(),
-                  session.describe())
-    for step in prior:  # resume: the engine and the chat catch up with the stored replies
-        conv.messages_for(session.prompt())
-        result = session.step(step["output"])
-        conv.record(step["output"], result.feedback)
     status, error, n_steps = "interrupted", None, len(prior)
     try:
+        yield Started(episode_id, group_id, participant.name, kind, instance.task, instance.to_dict(),
+                      session.describe())
+        for step in prior:  # resume: the engine and the chat catch up with the stored replies
+            conv.messages_for(session.prompt())
+            result = session.step(step["output"])
+            conv.record(step["output"], result.feedback)
         while not session.done:
             call = n_steps + 1
             messages = conv.messages_for(session.prompt())

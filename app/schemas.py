@@ -96,6 +96,17 @@ class RouteList(BaseModel):
     routes: list[RouteSummary]
 
 
+class RouteDetail(BaseModel):
+    source: str
+    route_id: str
+    route_index: int
+    instruction: str
+    action_space: str
+    rail_length: int
+    verify_iter: int
+    prompt: str
+
+
 class Participant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(None, max_length=64, description="a configured model name")

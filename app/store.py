@@ -143,34 +143,48 @@ class Store:
     # ------------------------------------------------------------------ schema
     @property
     def version(self) -> int:
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> int:
         """Apply the migrations this database has not seen yet; returns the new version."""
         with self._lock:
-            current = self.version
-            if current > SCHEMA_VERSION:
-                raise StoreError(f"{self.url}: schema version {current} is newer than this code ({SCHEMA_VERSION})")
-            for number in range(current, SCHEMA_VERSION):
-                self._conn.execute("BEGIN IMMEDIATE")
+            while True:
+                current = self.version
+                if current > SCHEMA_VERSION:
+                    raise StoreError(f"{self.url}: schema version {current} is newer than this code "
+                                     f"({SCHEMA_VERSION})")
+                if current == SCHEMA_VERSION:
+                    return current
+                self._conn.execute("BEGIN IMMEDIATE")  # one migrating process at a time
                 try:
-                    for statement in MIGRATIONS[number].split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version={number + 1}")
+                    if self.version == current:  # nobody migrated meanwhile
+                        for statement in MIGRATIONS[current].split(";"):
+                            if statement.strip():
+                                self._conn.execute(statement)
+                        self._conn.execute(f"PRAGMA user_version={current + 1}")
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-            return self.version
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    def _exec(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
+    def _exec(self, sql: str, args: Iterable = ()) -> int:
+        """Run one write statement (autocommit); returns the number of rows changed."""
         with self._lock:
-            return self._conn.execute(sql, tuple(args))
+            return self._conn.execute(sql, tuple(args)).rowcount
+
+    def _rows(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
+        """Run a query and fetch every row while holding the lock (API threads share the connection)."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+
+    def _row(self, sql: str, args: Iterable = ()) -> sqlite3.Row | None:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
 
     # ------------------------------------------------------------------ episodes
     def create_episode(self, *, group_id: str, task: str, instance: dict, instance_key: str, participant: str,
@@ -221,12 +235,13 @@ class Store:
     def mark_interrupted(self, episode_ids: Iterable[str] | None = None) -> int:
         """Episodes still `running` (all of them, e.g. at start-up after a crash) become `interrupted`."""
         if episode_ids is None:
-            cur = self._exec("UPDATE episodes SET status = 'interrupted' WHERE status = 'running'")
+            return self._exec("UPDATE episodes SET status = 'interrupted' WHERE status = 'running'")
         else:
             ids = list(episode_ids)
-            cur = self._exec(f"UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND id IN "
-                             f"({','.join('?' * len(ids))})", ids) if ids else None
-        return cur.rowcount if cur is not None else 0
+            if not ids:
+                return 0
+            return self._exec(f"UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND id IN "
+                              f"({','.join('?' * len(ids))})", ids)
 
     def reopen_episode(self, episode_id: str) -> None:
         self._exec("UPDATE episodes SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?",
@@ -249,7 +264,7 @@ class Store:
         return d
 
     def get_episode(self, episode_id: str, *, steps: bool = True, prompts: bool = True) -> dict | None:
-        row = self._exec("SELECT * FROM episodes WHERE id = ?", (episode_id,)).fetchone()
+        row = self._row("SELECT * FROM episodes WHERE id = ?", (episode_id,))
         if row is None:
             return None
         ep = self._episode_row(row)
@@ -258,7 +273,7 @@ class Store:
         return ep
 
     def steps(self, episode_id: str, *, prompts: bool = True) -> list[dict]:
-        rows = self._exec("SELECT * FROM steps WHERE episode_id = ? ORDER BY call", (episode_id,)).fetchall()
+        rows = self._rows("SELECT * FROM steps WHERE episode_id = ? ORDER BY call", (episode_id,))
         out = [self._step_row(r) for r in rows]
         if not prompts:
             for s in out:
@@ -281,7 +296,7 @@ class Store:
             args.append(int(success))
         sql = "SELECT * FROM episodes" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at, eval_index, participant LIMIT ? OFFSET ?"
-        return [self._episode_row(r) for r in self._exec(sql, [*args, int(limit), int(offset)]).fetchall()]
+        return [self._episode_row(r) for r in self._rows(sql, [*args, int(limit), int(offset)])]
 
     def iter_episodes(self, batch: int = 500, **filters) -> Iterator[dict]:
         offset = 0
@@ -297,7 +312,7 @@ class Store:
 
     # ------------------------------------------------------------------ evaluation runs
     def create_run(self, *, task: str, config: dict, config_key: str, total: int, run_id: str | None = None) -> str:
-        run_id = run_id or new_id(9)
+        run_id = run_id or "run-" + secrets.token_hex(6)
         now = time.time()
         self._exec("INSERT INTO eval_runs (id, task, config, config_key, status, total, created_at, updated_at) "
                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
@@ -321,18 +336,18 @@ class Store:
         return d
 
     def get_run(self, run_id: str) -> dict | None:
-        row = self._exec("SELECT * FROM eval_runs WHERE id = ?", (run_id,)).fetchone()
+        row = self._row("SELECT * FROM eval_runs WHERE id = ?", (run_id,))
         return self._run_row(row) if row else None
 
     def list_runs(self, *, config_key: str | None = None, limit: int = 100) -> list[dict]:
         if config_key:
-            rows = self._exec("SELECT * FROM eval_runs WHERE config_key = ? ORDER BY created_at DESC LIMIT ?",
+            rows = self._rows("SELECT * FROM eval_runs WHERE config_key = ? ORDER BY created_at DESC LIMIT ?",
                               (config_key, limit))
         else:
-            rows = self._exec("SELECT * FROM eval_runs ORDER BY created_at DESC LIMIT ?", (limit,))
-        return [self._run_row(r) for r in rows.fetchall()]
+            rows = self._rows("SELECT * FROM eval_runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [self._run_row(r) for r in rows]
 
     def run_episodes(self, run_id: str) -> list[dict]:
-        rows = self._exec("SELECT * FROM episodes WHERE eval_run_id = ? ORDER BY eval_split, eval_index, participant, "
-                          "created_at", (run_id,)).fetchall()
+        rows = self._rows("SELECT * FROM episodes WHERE eval_run_id = ? ORDER BY eval_split, eval_index, participant, "
+                          "created_at", (run_id,))
         return [self._episode_row(r) for r in rows]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from ..export import bundle, episode_jsonl, episode_markdown, replay_events
+from ..export import bundle, episode_jsonl, episode_markdown, replay_group_events
 from ..runner import HumanPlayer
 from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupStarted, Message, SubmitRequest
 from ..tasks import OUTCOMES, Instance, InstanceError, open_session
@@ -16,6 +16,7 @@ from .deps import bad_request, ctx, not_found
 from .games import _check_source
 
 router = APIRouter(tags=["episodes"])
+MAX_LIVE_GROUPS = 64
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -54,6 +55,9 @@ async def start_episodes(body: EpisodeRequest, c=Depends(ctx)) -> GroupStarted:
             raise bad_request(f"participant {player.name!r} appears twice (give humans distinct names)")
         names.add(player.name)
         participants.append(player)
+    running = sum(1 for g in c.live.groups.values() if not g.done)
+    if running >= MAX_LIVE_GROUPS:
+        raise HTTPException(status_code=429, detail=f"{running} games are running; try again when one ends")
     settings = {"decoding": body.decoding.model_dump(exclude_none=True) if body.decoding else {}}
     group = await c.live.start(participants, instance, settings)
     if group.error and not group.episode_ids:
@@ -70,20 +74,25 @@ async def _stream_live(group, after: int, episode_id: str | None, request: Reque
     async for index, event in group.subscribe(after, episode_id):
         if await request.is_disconnected():
             return
+        if event is None:
+            yield ": ping\n\n"
+            continue
         yield sse(index, event)
+        if episode_id is not None and event.get("type") == "finished":
+            return  # this episode is over (its partners may still be playing)
 
 
-async def _stream_stored(c, episode_ids: list[str]):
+async def _stream_stored(c, episode_ids: list[str], delay: float = 0.0):
     i = 0
-    for eid in episode_ids:
-        async for event in replay_events(c.store, eid):
-            i += 1
-            yield sse(i, event)
+    async for event in replay_group_events(c.store, episode_ids, delay_s=delay):
+        i += 1
+        yield sse(i, event)
 
 
 @router.get("/groups/{group_id}/events", summary="Server-Sent Events of every episode in a group",
             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def group_events(group_id: str, request: Request, last_event_id: int = Header(0, alias="Last-Event-ID"),
+                       delay: float = Query(0, ge=0, le=10, description="seconds between replayed steps"),
                        c=Depends(ctx)):
     group = c.live.group(group_id)
     if group is not None:
@@ -92,13 +101,14 @@ async def group_events(group_id: str, request: Request, last_event_id: int = Hea
     eps = c.store.list_episodes(group_id=group_id, limit=64)
     if not eps:
         raise not_found("group")
-    return StreamingResponse(_stream_stored(c, [e["id"] for e in eps]), media_type="text/event-stream",
+    return StreamingResponse(_stream_stored(c, [e["id"] for e in eps], delay), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
 
 @router.get("/episodes/{episode_id}/events", summary="Server-Sent Events of one episode (live, else replayed)",
             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def episode_events(episode_id: str, request: Request, last_event_id: int = Header(0, alias="Last-Event-ID"),
+                         delay: float = Query(0, ge=0, le=10, description="seconds between replayed steps"),
                          c=Depends(ctx)):
     group = c.live.group_of(episode_id)
     if group is not None:
@@ -106,16 +116,19 @@ async def episode_events(episode_id: str, request: Request, last_event_id: int =
                                  media_type="text/event-stream", headers=SSE_HEADERS)
     if c.store.get_episode(episode_id, steps=False) is None:
         raise not_found("episode")
-    return StreamingResponse(_stream_stored(c, [episode_id]), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(_stream_stored(c, [episode_id], delay), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 @router.post("/episodes/{episode_id}/submit", response_model=Message, summary="A human player's move")
 async def submit(episode_id: str, body: SubmitRequest, c=Depends(ctx)) -> Message:
+    ep = c.store.get_episode(episode_id, steps=False)
+    if ep is None:
+        raise not_found("episode")
     human = c.live.human(episode_id)
-    if human is None:
-        if c.store.get_episode(episode_id, steps=False) is None:
-            raise not_found("episode")
-        raise bad_request("this episode has no live human player (finished, or played by a model)")
+    if human is None or ep["status"] != "running":
+        raise bad_request(f"this episode has no live human player (status {ep['status']}, "
+                          f"played by {ep['participant_kind']})")
     if not human.queue.empty():
         raise bad_request("a move is already pending: wait for its 'step' event")
     human.submit(body.text)
@@ -161,7 +174,12 @@ def export_many(format: Literal["jsonl", "bundle"] = "jsonl", task: str | None =
     f = _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key)
     eps = [c.store.get_episode(e["id"]) for e in c.store.list_episodes(limit=limit, **f)]
     if format == "bundle":
-        return Response(bundle(eps), media_type="application/zip",
+        extra = {}
+        if run_id and c.store.get_run(run_id):
+            from ..evaluation import run_artifacts
+
+            extra = run_artifacts(c.store, run_id)  # an evaluation's bundle carries its table and plot
+        return Response(bundle(eps, extra=extra), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="episodes.zip"'})
     return PlainTextResponse("".join(episode_jsonl(eps)), media_type="application/x-ndjson")
 

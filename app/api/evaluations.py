@@ -6,7 +6,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Query
 
 from ..evaluation import EvalConfig, EvalError, find_resumable, run_evaluation
-from ..schemas import EvalRequest, EvalRun
+from ..schemas import EvalRequest, EvalRun, Message
 from .deps import bad_request, ctx, not_found
 
 router = APIRouter(tags=["evaluations"])
@@ -68,10 +68,11 @@ def table(run_id: str, c=Depends(ctx)):
     return PlainTextResponse(markdown_table(summarize(c.store, run_id)), media_type="text/markdown")
 
 
-@router.post("/evaluations/{run_id}/cancel", summary="Stop a running evaluation (resume later)")
-async def cancel(run_id: str, c=Depends(ctx)) -> dict:
+@router.post("/evaluations/{run_id}/cancel", response_model=Message,
+             summary="Stop a running evaluation (resume later)")
+async def cancel(run_id: str, c=Depends(ctx)) -> Message:
     task = c.evals.get(run_id)
     if task is None or task.done():
         raise bad_request("this evaluation is not running on this server")
     task.cancel()
-    return {"detail": "cancelled"}
+    return Message(detail="cancelled")

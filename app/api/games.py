@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from ..schemas import DealInfo, RouteList, RouteSummary, SolveResponse, VerifyRequest, VerifyResponse
+from ..schemas import DealInfo, RouteDetail, RouteList, RouteSummary, SolveResponse, VerifyRequest, VerifyResponse
 from .deps import bad_request, ctx
 
 router = APIRouter(tags=["instances"])
@@ -36,7 +36,7 @@ def _info(deal, rule) -> DealInfo:
 
 
 @router.get("/gp/deal", response_model=DealInfo, summary="Deal a seeded GeneralPoints hand")
-def gp_deal(seed: int = Query(0, ge=0, le=2**63 - 1), rule: str = "face10", ood: bool = False,
+async def gp_deal(seed: int = Query(0, ge=0, le=2**63 - 1), rule: str = "face10", ood: bool = False,
             suits: str = Query("mixed", pattern="^(mixed|red|black)$"),
             mode: str = Query("paper", pattern="^(paper|deck)$"), target: int = Query(24, ge=1, le=1000)) -> DealInfo:
     from game.gp.deal import DealConfig, deal
@@ -50,7 +50,7 @@ def gp_deal(seed: int = Query(0, ge=0, le=2**63 - 1), rule: str = "face10", ood:
 
 
 @router.get("/gp/deals/{deal_id}", response_model=DealInfo, summary="Inspect a hand by id")
-def gp_inspect(deal_id: str, rule: str = "face10") -> DealInfo:
+async def gp_inspect(deal_id: str, rule: str = "face10") -> DealInfo:
     return _info(_deal(deal_id), _rule(rule))
 
 
@@ -65,7 +65,7 @@ def gp_image(deal_id: str, resolution: int = Query(600, ge=100, le=1200)) -> Res
 
 
 @router.get("/gp/deals/{deal_id}/solutions", response_model=SolveResponse, summary="Solve a hand")
-def gp_solve(deal_id: str, rule: str = "face10", limit: int = Query(50, ge=1, le=1000)) -> SolveResponse:
+async def gp_solve(deal_id: str, rule: str = "face10", limit: int = Query(50, ge=1, le=1000)) -> SolveResponse:
     from game.gp.solver import distinct_solutions
 
     hand, r = _deal(deal_id), _rule(rule)
@@ -76,7 +76,7 @@ def gp_solve(deal_id: str, rule: str = "face10", limit: int = Query(50, ge=1, le
 
 
 @router.post("/gp/verify", response_model=VerifyResponse, summary="Grade a formula or a raw reply")
-def gp_verify(body: VerifyRequest) -> VerifyResponse:
+async def gp_verify(body: VerifyRequest) -> VerifyResponse:
     from game.gp.verifier import verify
 
     hand, r = _deal(body.deal_id), _rule(body.rule)
@@ -125,9 +125,10 @@ def virl_routes(source: str | None = Query(None, max_length=512), offset: int = 
     return RouteList(source=data.name, total=len(data.routes), routes=routes)
 
 
-@router.get("/virl/routes/{route}", summary="Describe one route's episode (instruction, action space)")
+@router.get("/virl/routes/{route}", response_model=RouteDetail,
+            summary="Describe one route's episode (instruction, action space, first prompt)")
 def virl_route(route: str, source: str | None = Query(None, max_length=512), seed: int = Query(0, ge=0),
-               absolute_action: bool = True, c=Depends(ctx)) -> dict:
+               absolute_action: bool = True, c=Depends(ctx)) -> RouteDetail:
     from ..tasks import Instance, InstanceError, open_session
 
     src = source or c.settings.virl_source

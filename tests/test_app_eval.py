@@ -1,0 +1,204 @@
+"""Batch evaluation: the paper's instance lists, paired metrics and comparison, table/plot/JSONL
+outputs, and `sftvsrl eval` interrupted with Ctrl-C (SIGINT) then continued with `--resume`."""
+from __future__ import annotations
+
+import asyncio
+import ast
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app.evaluation import EvalConfig, EvalError, markdown_table, run_evaluation, split_instances, write_outputs
+from app.runner import ScriptedPlayer
+from app.store import Store
+from models.backends.base import Completion
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Solver:
+    """A perfect GP-L player: reads the cards from the prompt and answers with a solution."""
+
+    kind = "model"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def stream(self, messages, images):
+        from game.gp.cards import Rule, rank_from_label
+
+        text = messages[0]["content"][-1]["text"]
+        cards = ast.literal_eval(re.search(r"Cards: (\[.*?\])", text).group(1))
+        rule = Rule.FACE10 if "count as '10'" in text else Rule.FACE_JQK
+        numbers = [rule.value_of(rank_from_label(c)) for c in cards]
+        from game.gp.solver import reference_solutions
+
+        formula = reference_solutions(numbers, 24)[0]
+        yield Completion(model=self.name, text=json.dumps({"cards": cards, "number": numbers, "formula": formula}),
+                         finish_reason="stop")
+
+
+def test_instances_follow_the_paper():
+    gp = EvalConfig(task="gp-l", models=["a"])
+    ids = [split_instances(gp, s) for s in gp.split_objs()]
+    assert [len(x) for x in ids] == [234, 234]
+    assert ids[0][0].params == {"deal_id": "HKC5D2C4", "rule": "face10"}
+    assert ids[1][0].params["rule"] == "face_jqk" and ids[1][0].params["deal_id"].startswith("HQC2H7D6")
+    vl = EvalConfig(task="gp-vl", models=["a"], episodes=2)
+    assert [s.name for s in vl.split_objs()] == ["id", "rule-ood", "visual-ood"]
+    red = split_instances(vl, vl.split_objs()[2])
+    assert all(c in "HD" for i in red for c in i.params["deal_id"][0::2][:4])
+    recog = EvalConfig(task="gp-vl", models=["a"], episodes=1, recognition=True)
+    assert split_instances(recog, recog.split_objs()[0])[0].params["enable_verification"] is False
+    assert recog.key != vl.key
+    virl = EvalConfig(task="virl-vl", models=["a"])
+    sizes = {s.name: len(split_instances(virl, s)) for s in virl.split_objs()}
+    assert sizes == {"id": 48, "rule-ood": 48, "visual-ood": 18}
+    assert not split_instances(virl, virl.split_objs()[1])[0].params["absolute_action"]
+    with pytest.raises(EvalError, match="unknown split"):
+        EvalConfig(task="gp-l", models=["a"], splits=["visual-ood"])
+
+
+def test_paired_metrics_table_plot_and_jsonl(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'e.db'}")
+    config = EvalConfig(task="gp-l", models=["good", "bad"], episodes=4, concurrency=3)
+
+    def players(name):
+        return Solver(name) if name == "good" else ScriptedPlayer(name, ["nope"] * 6)
+
+    run_id = asyncio.run(run_evaluation(store, players, config))
+    summary = write_outputs(store, run_id, tmp_path / "out")
+    good, bad = summary["metrics"]["good"], summary["metrics"]["bad"]
+    assert good["id"]["success_rate"] == 1.0 and good["id"]["episodes"] == 4 and good["id"]["success_se"] == 0
+    assert bad["rule-ood"]["success_rate"] == 0.0 and bad["rule-ood"]["outcome_rates"]["step_limit"] == 1 / 6
+    assert bad["id"]["reference_rates"] == {"CORRECT_SOLUTION": 0.0, "ILLEGAL_FORMULA": 5 / 6, "NO_SOLUTION": 1 / 6}
+    assert good["id"]["reference_rates"]["CORRECT_SOLUTION"] == 1.0
+    assert summary["paired"][0] == {"split": "id", "a": "good", "b": "bad", "n": 4, "both": 0, "only_a": 4,
+                                    "only_b": 0, "neither": 0}
+    table = markdown_table(summary)
+    assert "| good | 100.0 ± 0.0 (n=4) | 100.0 ± 0.0 (n=4) |" in table
+    assert (tmp_path / "out" / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    lines = (tmp_path / "out" / "bad__id.jsonl").read_text().splitlines()
+    assert len(lines) == 4 * 6
+    first = json.loads(lines[0])
+    assert first["sample_id"] == 0 and first["veri_step"] == 0 and first["info"]["Verify Info"]
+    assert store.get_run(run_id)["status"] == "finished"
+
+
+def test_virl_metrics_are_per_step(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'v.db'}")
+    config = EvalConfig(task="virl-l", models=["m"], episodes=2, splits=["id"])
+    run_id = asyncio.run(run_evaluation(store, lambda n: ScriptedPlayer(n, ["x"] * 9), config))
+    m = write_outputs(store, run_id, tmp_path / "o")["metrics"]["m"]["id"]
+    assert m["steps"] == 6 and m["per_step_accuracy"] == 0 and m["outcome_rates"]["budget_exceeded"] == 1 / 3
+
+
+@pytest.fixture(scope="module")
+def eval_dir():
+    import shutil
+    import tempfile
+
+    from models.tiny import build_tiny_llama
+
+    root = Path(tempfile.mkdtemp(prefix="sftvsrl-eval-"))
+    ckpt = build_tiny_llama(root / "tiny", seed=0)
+    text = "".join(f'[models.{n}]\nbackend = "local"\npath = "{ckpt}"\n[models.{n}.decoding]\nmax_tokens = 24\n'
+                   f'temperature = 0.0\n\n' for n in ("sft", "rl"))
+    (root / "models.toml").write_text(text)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _cli(root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", "eval", "--task", "gp-l", "--models", "sft", "rl", "--episodes", "6",
+            "--splits", "id", "--concurrency", "2", "--config", str(root / "models.toml"),
+            "--data-dir", str(root / "data"), *extra]
+
+
+def test_eval_cli_interrupted_then_resumed(eval_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen(_cli(eval_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = eval_dir / "data" / "playground.db"
+    deadline = time.monotonic() + 120
+    finished_before = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            store = Store(f"sqlite:///{db}")
+            finished_before = [e for e in store.list_episodes(limit=100) if e["status"] == "finished"]
+            store.close()
+            if len(finished_before) >= 2:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    store = Store(f"sqlite:///{db}")
+    before = {e["id"]: e for e in store.list_episodes(limit=100)}
+    assert any(e["status"] != "finished" for e in before.values()) or len(before) < 12
+    run = store.list_runs()[0]
+    assert run["status"] == "interrupted" and run["done"] < run["total"] == 12
+
+    done = subprocess.run(_cli(eval_dir, "--resume", "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming run" in done.stderr and "| sft |" in done.stdout and "paired comparison" in done.stdout
+    after = store.run_episodes(run["id"])
+    assert len(after) == 12 and all(e["status"] == "finished" for e in after)
+    keys = {(e["eval_split"], e["eval_index"], e["participant"]) for e in after}
+    assert len(keys) == 12  # nothing ran twice
+    for eid, e in before.items():  # finished episodes were kept as they were, the rest continued
+        now = next(a for a in after if a["id"] == eid)
+        if e["status"] == "finished":
+            assert now["n_steps"] == e["n_steps"] and now["finished_at"] == e["finished_at"]
+        else:
+            assert now["n_steps"] >= e["n_steps"]
+    out_dir = eval_dir / "data" / "eval" / run["id"]
+    assert (out_dir / "plot.png").exists() and (out_dir / "table.md").exists()
+    assert store.get_run(run["id"])["status"] == "finished"
+    # replay and bundle the run without a model
+    rep = subprocess.run([sys.executable, "-m", "app.cli", "episodes", "--data-dir", str(eval_dir / "data"), "replay",
+                          "--run", run["id"]], env=env, capture_output=True, text=True, timeout=60)
+    assert rep.returncode == 0 and rep.stdout.count("== ") == 12 and "call 6" in rep.stdout
+    zpath = eval_dir / "run.zip"
+    exp = subprocess.run([sys.executable, "-m", "app.cli", "episodes", "--data-dir", str(eval_dir / "data"), "export",
+                          "--run", run["id"], "--format", "bundle", "-o", str(zpath)], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert exp.returncode == 0, exp.stderr
+    import zipfile
+
+    names = zipfile.ZipFile(zpath).namelist()
+    assert {"replay.html", "episodes.json", "steps.jsonl", "table.md", "plot.png"} <= set(names)
+
+
+def test_play_cli_human_against_a_model(eval_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    r = subprocess.run([sys.executable, "-m", "app.cli", "play", "--human", "--models", "sft", "--config",
+                        str(eval_dir / "models.toml"), "--data-dir", str(eval_dir / "play")],
+                       input="10*2+4\n10+5*2+4\n", env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "[you] call 2: correct (+5)" in r.stdout and "[sft] finished" in r.stdout
+    store = Store(f"sqlite:///{eval_dir / 'play' / 'playground.db'}")
+    eps = store.list_episodes()
+    assert {e["participant"] for e in eps} == {"you", "sft"} and len({e["group_id"] for e in eps}) == 1
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "play", "--human", "--deal", "XX"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "malformed deal id" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_release_folders_are_used_when_present(tmp_path):
+    from app.evaluation import release_sources
+
+    assert release_sources(tmp_path, env={}) == {}
+    (tmp_path / "VLN_mini").mkdir()
+    assert release_sources(tmp_path, env={}) == {"visual-ood": str(tmp_path / "VLN_mini")}
+    assert release_sources(tmp_path, env={"SFTVSRL_VIRL_RELEASE": "/r"})["id"] == "/r"
