@@ -306,3 +306,16 @@ def test_models_tab_shows_health(page, app_url):
     page.wait_for_selector("#models-health tr[data-model='sft']")
     text = page.inner_text("#models-health")
     assert "healthy" in text and "local" in text
+
+
+def test_virl_models_walk_the_same_route_and_bad_route_is_inline(page, app_url):
+    page.goto(app_url + "/?tab=virl&route=1&actions=relative")
+    page.wait_for_selector("#virl-status .sv-info")
+    page.click("#virl-run")
+    for col in ("#virl-col-0", "#virl-col-1"):
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+        assert "Try 1" in page.inner_text(col)
+    page.fill("#virl-route input", "99999")
+    page.click("#virl-start")
+    page.wait_for_selector("#virl-error .sv-error")
+    assert "does not exist" in page.inner_text("#virl-error")
