@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import arith
 from .solver import reference_solutions, solution_prefixes
@@ -66,8 +66,7 @@ class Outcome(str, Enum):
     STEP_LIMIT = "step_limit"            # −1 on the call after the budget ran out
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     """What the reference parser extracted from a reply."""
 
     formula: Any          # str normally; the raw JSON value when it was not a string
@@ -125,6 +124,8 @@ def _json_field(doc: Any, name: str) -> tuple[bool, Any]:
 
 def _regex_cards(match: str) -> Any:
     """A regex-matched card list: an int list when every `", "` item is an int, else a string."""
+    if "'" in match or '"' in match:  # quoted items never parse as ints (fast path, same result)
+        return "[" + match + "]"
     try:
         return [int(item) for item in match.split(", ")]
     except ValueError:
