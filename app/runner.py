@@ -25,7 +25,6 @@ ends the episode with status `error` (nothing is graded for that call); cancella
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Sequence
@@ -121,11 +120,6 @@ class ModelPlayer:
     kind: str = "model"
 
     async def stream(self, messages, images) -> AsyncIterator[TextDelta | Completion]:
-        if getattr(self.backend, "loaded", True) is False:
-            try:  # in-process checkpoints: one load at a time per process (see _load_one_at_a_time)
-                await asyncio.to_thread(_load_one_at_a_time, self.backend)
-            except Exception:  # noqa: BLE001 - the backend reports the failure as a record below
-                pass
         if self.limit is None:
             async for item in self.backend.stream(messages, images, self.settings):
                 yield item
@@ -133,16 +127,6 @@ class ModelPlayer:
         async with self.limit:
             async for item in self.backend.stream(messages, images, self.settings):
                 yield item
-
-
-_LOAD_LOCK = threading.Lock()
-
-
-def _load_one_at_a_time(backend) -> None:
-    """Load an in-process backend under a process-wide lock: two Hugging Face loads running in
-    parallel threads break each other (meta-device initialisation is process-global state)."""
-    with _LOAD_LOCK:
-        backend.load()
 
 
 @dataclass

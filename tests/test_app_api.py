@@ -5,7 +5,6 @@ killed mid-episode keeps every step it reported."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -319,3 +319,4 @@ def test_virl_models_walk_the_same_route_and_bad_route_is_inline(page, app_url):
     page.click("#virl-start")
     page.wait_for_selector("#virl-error .sv-error")
     assert "does not exist" in page.inner_text("#virl-error")
+

@@ -93,7 +93,7 @@ def build_ui(services=None):
             return (gr.Tabs(selected=tab if tab in valid else "gp"), *gp["on_load"](request),
                     *virl["on_load"](request))
 
-            extra_loads = []
+        extra_loads = []
         if services is not None:
             extra_loads = [inspect]
         load_outputs = [tabs, *gp["load_outputs"], *virl["load_outputs"]]
