@@ -29,7 +29,7 @@ def _groups():
     from . import gp
 
     groups = [gp]
-    for name in ("virl", "models_cmd", "serve"):
+    for name in ("virl", "models_cmd", "train", "serve"):
         try:
             groups.append(__import__(f"{__name__}.{name}", fromlist=["register"]))
         except ModuleNotFoundError as exc:  # group not built yet
