@@ -34,7 +34,7 @@ def register(sub) -> None:
     r = tsub.add_parser("rl", help="GRPO from an SFT checkpoint with the verifier's reward (multi-turn, ID rule)")
     common(r, "runs/<task>-rl")
     r.add_argument("--init", required=True, help="the SFT checkpoint directory")
-    r.add_argument("--updates", type=int, help="GRPO updates (default 30; 2 with --quick)")
+    r.add_argument("--updates", type=int, help="GRPO updates (default 20; 2 with --quick)")
     r.set_defaults(func=_cmd_rl)
 
     e = tsub.add_parser("eval", help="episode success (5 tries) on ID and rule-OOD hands, with binomial SE")

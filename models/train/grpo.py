@@ -39,14 +39,14 @@ from .evaluate import Turn, run_episodes
 class GRPOConfig:
     task: str = "gp-l"
     seed: int = 0
-    updates: int = 30
-    hands_per_update: int = 16
-    group_size: int = 4              # episodes per hand (the GRPO group)
+    updates: int = 20
+    hands_per_update: int = 8
+    group_size: int = 6              # episodes per hand (the GRPO group)
     verify_iter: int = 5             # the paper's 5-try budget
     temperature: float = 1.0         # rollout sampling (1.0: the trained policy itself)
     top_p: float = 1.0
     max_new_tokens: int = 64         # replies are ~30 tokens; a longer one is cut and graded as is
-    lr: float = 1e-4
+    lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.98)
     epochs: int = 2
     minibatch_turns: int = 32

@@ -163,7 +163,7 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 5 == 0 or step == cfg.steps - 1:
             recent = losses[-20:]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
