@@ -197,7 +197,7 @@ def evaluate_gp(model, tokenizer, split: str = "id", n: int = 500, *, seed: int 
     torch.manual_seed(seed)
     codec = ChatCodec(tokenizer)
     model.eval()
-    with tqdm(total=n, desc=f"eval {split}", unit="call", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(desc=f"eval {split} ({n} episodes)", unit="call", disable=not progress, dynamic_ncols=True) as bar:
         batch = run_episodes(model, codec, deals, rule, batch_size=batch_size, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, progress=bar.update)
     out = summarize(batch.episodes)

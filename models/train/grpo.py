@@ -10,8 +10,9 @@ One update (CleanRL-style, all hyper-parameters in `GRPOConfig`):
    value, −2/−3 illegal …, −1 for the wasted 6th call), so solving on an earlier try earns more.
    Advantage = (return − group mean) / (group std + ε) over the episodes of the same hand; every
    try of an episode gets its episode's advantage.
-3. **Update.** `epochs` passes of the clipped surrogate (PPO ratio against the rollout policy,
-   token-level mean over reply tokens incl. `<|eot_id|>`), Adam, gradient clipping. No KL
+3. **Update.** `epochs` passes of the clipped surrogate (PPO ratio against the rollout policy) over
+   the reply tokens incl. `<|eot_id|>`, averaged per try, then per episode, then over episodes
+   (every episode weighs the same, however many tries it took); Adam, gradient clipping. No KL
    penalty and no reference model, as in the paper's PPO.
 
 Why GRPO rather than the paper's PPO: a value head would have to be trained from scratch next to a
@@ -46,7 +47,7 @@ class GRPOConfig:
     temperature: float = 1.0         # rollout sampling (1.0: the trained policy itself)
     top_p: float = 1.0
     max_new_tokens: int = 64         # replies are ~30 tokens; a longer one is cut and graded as is
-    lr: float = 2e-4
+    lr: float = 5e-5
     betas: tuple[float, float] = (0.9, 0.98)
     epochs: int = 2
     minibatch_turns: int = 32
@@ -117,6 +118,9 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
         returns = [ep.episode_return for ep in batch.episodes]
         adv = group_advantages(returns, cfg.group_size, cfg.adv_eps)
         turns = batch.turns
+        tries = [0] * len(batch.episodes)
+        for t in turns:
+            tries[t.episode] += 1
         with torch.no_grad():
             old = [reply_logprobs(model, turns[i:i + cfg.minibatch_turns], codec.pad_id)[0]
                    for i in range(0, len(turns), cfg.minibatch_turns)]
@@ -132,7 +136,12 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
                 logp, mask = reply_logprobs(model, chunk, codec.pad_id)
                 ratio = torch.exp(logp - old[mb])
                 surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * a)
-                loss = -(surrogate * mask).sum() / mask.sum()
+                # Episode-weighted mean: token mean per try, try mean per episode, mean over episodes,
+                # so a failed episode's 5 long tries do not outweigh a solved one's single try (a
+                # token-level mean pushes the shared format tokens down and breaks the format).
+                per_try = 1.0 / torch.tensor([float(tries[t.episode]) for t in chunk])
+                per_token = (surrogate * mask).sum(1) / mask.sum(1).clamp(min=1)
+                loss = -(per_try * per_token).sum() / per_try.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
