@@ -2,8 +2,9 @@
 environment-variable overrides for deployments.
 
 File lookup: an explicit path, else `$SFTVSRL_MODELS_CONFIG`, else `./models.toml`, else the
-packaged default (`models/default_models.toml`: `sft` and `rl` on the ports `sftvsrl vllm up`
-uses). Format:
+packaged default (`models/default_models.toml`: `sft` and `rl` = the tiny in-repo GP-L checkpoints
+in `models/checkpoints/`, `local` backend; `sftvsrl vllm up` writes a ./models.toml for the 11B
+pair). Format:
 
     [models.sft]
     backend = "openai"                 # "openai" (any OpenAI-compatible server) or "local"

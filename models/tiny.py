@@ -4,6 +4,11 @@ tokenizer trained with `tokenizers` on a GP/V-IRL prompt-and-answer corpus, a ra
 
 Used by the tests (in-process backend, our OpenAI-compatible server, vLLM) and as the starting
 point for tiny SFT/RL checkpoints: `build_tiny_llama(out_dir, corpus, hidden=…, layers=…, seed=…)`.
+
+`train_tokenizer(corpus, compact=True)` (used by `models/train/`) pre-splits the text so that every
+quoted card label (`'K'`, `'10'`), every digit run (`10`, `24`) and every parenthesis is its own
+piece, and lets BPE merge everything else across spaces: the long, constant prompt text collapses
+into a few dozen tokens while cards and numbers stay single, consistent tokens.
 """
 from __future__ import annotations
 
@@ -93,13 +98,25 @@ def default_corpus(n: int = 400, seed: int = 0) -> list[str]:
     return out
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
-    """A byte-level BPE `PreTrainedTokenizerFast` with the Llama-3 special tokens and our chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+# Compact pre-tokenizer: quoted card labels, digit runs and parentheses are isolated pieces.
+COMPACT_SPLIT = r"'(?:10|[2-9AJQK])'|[0-9]+|[()]"
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024, *, compact: bool = False):
+    """A byte-level BPE `PreTrainedTokenizerFast` with the Llama-3 special tokens and our chat template.
+
+    `compact=True` uses `COMPACT_SPLIT` instead of GPT-2-style word splitting (see module doc).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if compact:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(COMPACT_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -113,18 +130,21 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
 
 def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None, *, hidden: int = 64,
                      layers: int = 2, heads: int = 2, kv_heads: int = 1, intermediate: int | None = None,
-                     vocab_size: int = 1024, max_positions: int = 4096, init_std: float = 0.2, seed: int = 0) -> Path:
+                     vocab_size: int = 1024, max_positions: int = 4096, init_std: float = 0.2, seed: int = 0,
+                     tokenizer=None, generation: dict | None = None) -> Path:
     """Write a randomly initialised tiny `LlamaForCausalLM` + tokenizer + chat template to `out_dir`.
 
     Deterministic for a given corpus and seed. Generation defaults to greedy decoding and stops on
-    `<|eot_id|>` or `<|end_of_text|>`. Returns the directory.
+    `<|eot_id|>` or `<|end_of_text|>` (`generation` overrides `GenerationConfig` fields). A ready
+    `tokenizer` (from `train_tokenizer`) skips tokenizer training. Returns the directory.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size)
+    if tokenizer is None:
+        tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
@@ -135,8 +155,8 @@ def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None,
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]], pad_token_id=ids[PAD], do_sample=False,
-        max_new_tokens=256)
+        **{"bos_token_id": ids[BOS], "eos_token_id": [ids[EOT], ids[EOS]], "pad_token_id": ids[PAD],
+           "do_sample": False, "max_new_tokens": 256, **(generation or {})})
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out

@@ -29,7 +29,7 @@ def _groups():
     from . import gp
 
     groups = [gp]
-    for name in ("virl", "models_cmd", "serve", "eval_cmd", "episodes_cmd", "play_cmd"):
+    for name in ("virl", "models_cmd", "train", "serve", "eval_cmd", "episodes_cmd", "play_cmd"):
         try:
             groups.append(__import__(f"{__name__}.{name}", fromlist=["register"]))
         except ModuleNotFoundError as exc:  # group not built yet

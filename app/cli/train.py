@@ -1,0 +1,130 @@
+"""`sftvsrl train …`: train the tiny in-repo checkpoints on CPU and evaluate them with the paper's
+protocol — `train sft`, `train rl --init SFT`, `train eval CKPT…`, `train table --sft … --rl …`
+(evaluation table for init/SFT/RL, written into eval.json and each model card)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from . import CliError
+
+TASKS = ("gp-l",)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train and evaluate the tiny SFT / RL checkpoints (CPU)")
+    p.set_defaults(func=lambda args: p.print_help())
+    tsub = p.add_subparsers(dest="train_command", metavar="COMMAND")
+
+    def common(q, out_default):
+        q.add_argument("--task", default="gp-l", help="gp-l (V-IRL-L not yet)")
+        q.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
+        q.add_argument("--out", default=None, help=f"output checkpoint directory (default: {out_default})")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
+        q.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = tsub.add_parser("sft", help="supervised fine-tuning on expert single-turn answers (ID rule)")
+    common(s, "runs/<task>-sft")
+    s.add_argument("--steps", type=int, help="optimizer steps (default 900; 6 with --quick)")
+    s.add_argument("--batch-size", type=int)
+    s.set_defaults(func=_cmd_sft)
+
+    r = tsub.add_parser("rl", help="GRPO from an SFT checkpoint with the verifier's reward (multi-turn, ID rule)")
+    common(r, "runs/<task>-rl")
+    r.add_argument("--init", required=True, help="the SFT checkpoint directory")
+    r.add_argument("--updates", type=int, help="GRPO updates (default 20; 2 with --quick)")
+    r.set_defaults(func=_cmd_rl)
+
+    e = tsub.add_parser("eval", help="episode success (5 tries) on ID and rule-OOD hands, with binomial SE")
+    e.add_argument("paths", nargs="+", help="checkpoint directories")
+    e.add_argument("--task", default="gp-l")
+    e.add_argument("--n", type=int, default=500, help="episodes per split (default 500)")
+    e.add_argument("--split", choices=["id", "ood", "both"], default="both")
+    e.add_argument("--greedy", action="store_true", help="greedy decoding instead of the checkpoint default")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_cmd_eval)
+
+    t = tsub.add_parser("table", help="evaluate init/SFT/RL, write eval.json and the model cards")
+    t.add_argument("--task", default="gp-l")
+    t.add_argument("--sft", required=True)
+    t.add_argument("--rl")
+    t.add_argument("--n", type=int, default=500)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_cmd_table)
+
+
+def _task(args) -> str:
+    if args.task not in TASKS:
+        raise CliError(f"task {args.task!r} is not supported by the tiny trainer yet; use {', '.join(TASKS)}")
+    return args.task
+
+
+def _threads(args) -> dict:
+    return {"threads": args.threads} if args.threads else {}
+
+
+def _cmd_sft(args) -> int:
+    from models.train.sft import quick_config, train_sft
+
+    task = _task(args)
+    cfg = quick_config(args.quick, args.seed, task=task, steps=args.steps, batch_size=args.batch_size, **_threads(args))
+    out = args.out or f"runs/{task}-sft{'-quick' if args.quick else ''}"
+    rec = train_sft(cfg, out, progress=not args.no_progress)
+    print(f"saved {out}: {rec['parameters']:,} parameters, {rec['steps']} steps in {rec['train_s']} s "
+          f"({rec['steps_per_s']} steps/s), final loss {rec['final_loss']:.4f}, wall {rec['wall_s']} s")
+    return 0
+
+
+def _cmd_rl(args) -> int:
+    from models.train.grpo import quick_config, train_grpo
+
+    task = _task(args)
+    if not (Path(args.init) / "config.json").is_file():
+        raise CliError(f"no checkpoint at {args.init} (config.json missing)")
+    cfg = quick_config(args.quick, args.seed, task=task, updates=args.updates, **_threads(args))
+    out = args.out or f"runs/{task}-rl{'-quick' if args.quick else ''}"
+    rec = train_grpo(cfg, args.init, out, progress=not args.no_progress)
+    last = rec["history"][-1] if rec["history"] else {}
+    print(f"saved {out}: {rec['updates']} updates, {rec['episodes']} episodes in {rec['wall_s']} s; "
+          f"last rollout return {last.get('mean_return', 0):+.2f}, success {last.get('success', 0):.2f}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from models.train.common import load_checkpoint
+    from models.train.evaluate import evaluate_gp
+
+    _task(args)
+    splits = ("id", "ood") if args.split == "both" else (args.split,)
+    results = {}
+    for path in args.paths:
+        if not (Path(path) / "config.json").is_file():
+            raise CliError(f"no checkpoint at {path} (config.json missing)")
+        model, tok = load_checkpoint(path)
+        results[path] = {s: evaluate_gp(model, tok, s, args.n, seed=args.seed, temperature=0 if args.greedy else None,
+                                        progress=not args.no_progress) for s in splits}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for path, res in results.items():
+        for s, r in res.items():
+            print(f"{path}  {s:<3}  success {100 * r['success']:5.1f} ± {100 * r['se']:.1f} %  "
+                  f"first-try {100 * r['first_try_success']:5.1f} %  n={r['n']}  ({r['decoding']})")
+    return 0
+
+
+def _cmd_table(args) -> int:
+    from models.train.card import evaluation_table, table_markdown, write_cards, write_eval
+
+    _task(args)
+    table = evaluation_table(args.sft, args.rl, args.n, seed=args.seed, progress=not args.no_progress)
+    write_eval(table, *[d for d in (args.sft, args.rl) if d])
+    write_cards(args.sft, args.rl)
+    print(table_markdown(table))
+    print(f"wrote eval.json and README.md in {args.sft}" + (f" and {args.rl}" if args.rl else ""), file=sys.stderr)
+    return 0

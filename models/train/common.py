@@ -1,0 +1,76 @@
+"""Shared helpers for the training scripts: seeding, CPU threads, checkpoint save/load, the
+learning-rate schedule, and the `training.json` record written beside every checkpoint."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+
+def setup_torch(seed: int, threads: int = 2) -> None:
+    """Seed Python, numpy and torch; cap torch at `threads` CPU threads (shared machines)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Multiplier for the base LR: linear warm-up, then cosine decay to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def load_checkpoint(path: "str | Path"):
+    """(model, tokenizer) from a Hugging Face checkpoint directory, float32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model, tok
+
+
+def save_checkpoint(model, tokenizer, out: "str | Path", record: dict[str, Any]) -> Path:
+    """Write the model (safetensors), tokenizer, chat template, generation config and `training.json`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def read_record(path: "str | Path") -> dict[str, Any]:
+    f = Path(path) / "training.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+
+
+def environment() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "machine": platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())

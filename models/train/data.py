@@ -1,0 +1,123 @@
+"""GP-L training data: expert answers from our solver, the tokenizer corpus, and tokenised chats.
+
+- `expert_formula(values)`: the one canonical formula taught for a multiset of values — the
+  shortest of `distinct_solutions` (commutativity/associativity folded, larger terms first) that the
+  paper's float verifier grades +5. One formula per multiset, whatever the card order, so the
+  mapping a tiny model must learn is a function of the hand, not of the dealing order.
+- `sft_pairs(n, seed)`: (hand, prompt, answer) for in-distribution hands (J/Q/K = 10) from a seeded
+  `Dealer`; prompt = `gp_prompt(...)` byte-exact, answer = `response_eqn(...)` with `=24`.
+- `gp_corpus(seed)`: the text the compact tokenizer is trained on (prompts of both rules, answers,
+  feedback turns, the rendered chat template).
+- `ChatCodec`: renders chats with the checkpoint's own chat template and tokenises them the way the
+  `local` backend does (`add_special_tokens=False`); SFT examples are prompt ids + answer ids + EOT,
+  with the loss on the answer and EOT only.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+from game.gp.cards import Rule
+from game.gp.deal import Deal, DealConfig, Dealer
+from game.gp.solver import distinct_solutions, reference_solutions
+from game.gp.verifier import verify
+
+from ..chat import gp_chat
+from ..prompts import feedback_text, gp_prompt, response_eqn
+from ..tiny import EOT, SPECIAL_TOKENS
+
+TASKS = ("gp-l",)
+
+
+@lru_cache(maxsize=None)
+def _expert_cached(key: tuple[int, ...], target: int) -> str | None:
+    for formula in (*distinct_solutions(key, target), *sorted(reference_solutions(key, target), key=len)):
+        if verify(f'"formula": "{formula}"', list(key), target=target).terminated:
+            return formula
+    return None
+
+
+def expert_formula(values: Sequence[int], target: int = 24) -> str | None:
+    """The canonical expert formula for these values (None when no float-exact solution exists)."""
+    return _expert_cached(tuple(sorted(int(v) for v in values)), int(target))
+
+
+@dataclass(frozen=True)
+class SFTPair:
+    deal: Deal
+    prompt: str
+    answer: str
+
+
+def expert_answer(deal: Deal, rule: Rule | str = Rule.FACE10) -> str | None:
+    """The paper-format reply (`ResponseEqn`) with the expert formula, or None if there is none."""
+    numbers = deal.numbers(rule)
+    formula = expert_formula(numbers, deal.target)
+    return None if formula is None else response_eqn(deal.labels, numbers, formula, deal.target)
+
+
+def sft_pairs(n: int, seed: int, rule: Rule | str = Rule.FACE10) -> list[SFTPair]:
+    """`n` single-turn expert examples on hands dealt by `Dealer(seed)` under `rule` (ID by default)."""
+    rule = Rule.parse(rule)
+    dealer = Dealer(seed, DealConfig(rule=rule, ood=rule is Rule.FACE_JQK))
+    out: list[SFTPair] = []
+    while len(out) < n:
+        deal = dealer.next()
+        answer = expert_answer(deal, rule)
+        if answer is not None:  # e.g. [3, 3, 8, 8]: no formula passes the float check
+            out.append(SFTPair(deal, gp_prompt(deal.labels, rule, deal.target), answer))
+    return out
+
+
+_FEEDBACK = [
+    "Correct solution.", "partial solution.", "illegal characters.", "your formula does not match any solution.",
+    "you used invalid numbers: [13].", "you didn't use numbers: [10, 5].", "you used numbers: [1] too many times.",
+    "invalid sequence after operator.", "unmatched closing parenthesis.", "step_limit_reached",
+]
+
+
+def gp_corpus(seed: int = 0, n: int = 600) -> list[str]:
+    """Tokenizer corpus: GP-L prompts under both rules, expert answers, feedback, chat markers."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for rule in (Rule.FACE10, Rule.FACE_JQK):
+        for pair in sft_pairs(n, seed + (0 if rule is Rule.FACE10 else 1), rule):
+            out += [pair.prompt, pair.answer]
+            formula = pair.answer.split('"formula": "')[1].split('"')[0].split("=")[0]
+            cut = rng.randint(1, len(formula))
+            out.append(feedback_text(f"{formula[:cut]} is partially correct but the full formula does not match any solution."))
+    out += [feedback_text(m) for m in _FEEDBACK] * 20
+    out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
+    return out
+
+
+class ChatCodec:
+    """Chat rendering and tokenisation exactly as the `local` backend does it, plus SFT encoding."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        self.eot_id = tokenizer.convert_tokens_to_ids(EOT)
+        self.pad_id = tokenizer.pad_token_id
+        marker = "\x00PROMPT\x00"
+        self._single = self.render(gp_chat(marker))  # the template inserts content verbatim
+
+    def render(self, messages: list) -> str:
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of the one-turn chat holding `prompt` (fast path for the SFT data)."""
+        return self.encode_text(self._single.replace("\x00PROMPT\x00", prompt))
+
+    def chat_ids(self, messages: list) -> list[int]:
+        return self.encode_text(self.render(messages))
+
+    def sft_example(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        """(input ids, labels): labels are -100 on the prompt, the answer ids then EOT."""
+        p = self.prompt_ids(prompt)
+        a = self.encode_text(answer) + [self.eot_id]
+        return p + a, [-100] * len(p) + a

@@ -1,0 +1,191 @@
+"""Supervised fine-tuning of a tiny Llama on expert GP-L answers (the paper's SFT, scaled down).
+
+One pass over fresh in-distribution hands (J/Q/K = 10): the paper-exact prompt in the chat template,
+the `ResponseEqn` answer with the canonical expert formula (`data.expert_formula`) then `<|eot_id|>`,
+cross-entropy on the answer tokens only, AdamW with warm-up and cosine decay. The tokenizer is trained
+on the task's own corpus (`data.gp_corpus`) and the model starts from random weights
+(`models.tiny.build_tiny_llama`). Hyper-parameters live in `SFTConfig`; `SFTConfig.quick()` is the
+seconds-long variant the tests use.
+
+    sftvsrl train sft --task gp-l --out models/checkpoints/gp-l-sft
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
+from .data import ChatCodec, gp_corpus, sft_pairs
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    task: str = "gp-l"
+    seed: int = 0
+    steps: int = 900                # optimizer steps (one pass: steps * batch_size fresh hands)
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 60
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    # model
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+    vocab_size: int = 1024
+    max_positions: int = 2048
+    init_std: float = 0.02
+    # tokenizer corpus size (hands per rule)
+    corpus_hands: int = 600
+    # decoding defaults written into generation_config.json (the paper's believed eval defaults)
+    do_sample: bool = True
+    temperature: float = 0.6
+    top_p: float = 0.9
+    threads: int = 2
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "SFTConfig":
+        """A seconds-long run for tests: a very small model, a few steps."""
+        return cls(seed=seed, steps=6, batch_size=8, warmup_steps=2, hidden=32, layers=1, heads=2, kv_heads=1,
+                   intermediate=64, vocab_size=700, corpus_hands=60, lr=3e-3)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
+                    intermediate=self.intermediate, vocab_size=self.vocab_size,
+                    max_positions=self.max_positions, init_std=self.init_std, seed=self.seed)
+
+    def generation(self) -> dict[str, Any]:
+        if not self.do_sample:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+
+
+def build_init(cfg: SFTConfig, out: "str | Path") -> Path:
+    """The randomly initialised starting checkpoint (tokenizer trained on the task corpus)."""
+    from ..tiny import build_tiny_llama, train_tokenizer
+
+    if cfg.task != "gp-l":
+        raise ValueError(f"tiny SFT supports task gp-l for now, not {cfg.task!r}")
+    tokenizer = train_tokenizer(gp_corpus(cfg.seed, cfg.corpus_hands), cfg.vocab_size, compact=True)
+    return build_tiny_llama(out, tokenizer=tokenizer, generation=cfg.generation(), **cfg.model_kwargs())
+
+
+def common_prefix(examples: list[tuple[list[int], list[int]]]) -> list[int]:
+    """The token prefix every example shares (the chat header and the prompt up to the cards),
+    stopping before the first answer token."""
+    first_ids, first_labels = examples[0]
+    n = next((i for i, y in enumerate(first_labels) if y != -100), len(first_ids)) - 1
+    for ids, _ in examples[1:]:
+        while n and ids[:n] != first_ids[:n]:
+            n -= 1
+    return first_ids[:n]
+
+
+def shared_prefix_loss(model, prefix, ids, mask, labels):
+    """Causal-LM loss of a batch whose rows all start with `prefix` (given without it): the prefix is
+    run once, its keys/values are broadcast to the batch, and gradients flow through both parts.
+    Same loss as a full forward pass, at a fraction of the cost (the constant prompt is most of
+    every example)."""
+    import torch
+    from transformers import DynamicCache
+
+    batch, width = ids.shape
+    cache = model(input_ids=prefix.unsqueeze(0), use_cache=True).cache
+    shared = DynamicCache([(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
+                           for layer in cache.layers])
+    n = prefix.shape[0]
+    full_mask = torch.cat([torch.ones((batch, n), dtype=mask.dtype, device=mask.device), mask], dim=1)
+    positions = torch.arange(n, n + width, device=ids.device).unsqueeze(0).expand(batch, -1)
+    return model(input_ids=ids, attention_mask=full_mask, cache=shared, position_ids=positions,
+                 labels=labels, use_cache=False).loss
+
+
+def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int):
+    import torch
+
+    for i in range(0, len(examples) - batch_size + 1, batch_size):
+        chunk = examples[i:i + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (x, y) in enumerate(chunk):
+            ids[row, :len(x)] = torch.tensor(x)
+            labels[row, :len(y)] = torch.tensor(y)
+            mask[row, :len(x)] = 1
+        yield ids, mask, labels
+
+
+def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Train and save an SFT checkpoint to `out`; returns the training record (also `training.json`).
+
+    The shipped checkpoints were trained on CPU; `device` exists for hyper-parameter sweeps."""
+    import torch
+    from tqdm.auto import tqdm
+
+    setup_torch(cfg.seed, cfg.threads)
+    watch = Stopwatch()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, tok = load_checkpoint(build_init(cfg, Path(tmp) / "init"))
+    model.to(device)
+    codec = ChatCodec(tok)
+    pairs = sft_pairs(cfg.steps * cfg.batch_size, cfg.seed + 1000)
+    examples = [codec.sft_example(p.prompt, p.answer) for p in pairs]
+    random.Random(cfg.seed).shuffle(examples)
+    prep_s = watch.elapsed()
+    lengths = [len(x) for x, _ in examples]
+    prefix = torch.tensor(common_prefix(examples), device=device)
+    examples = [(x[len(prefix):], y[len(prefix):]) for x, y in examples]
+    answer_tokens = [sum(1 for t in y if t != -100) for _, y in examples]
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_lr(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
+    model.train()
+    losses: list[float] = []
+    train_watch = Stopwatch()
+    bar = tqdm(_batches(examples, cfg.batch_size, codec.pad_id), total=cfg.steps, desc="sft", disable=not progress,
+               dynamic_ncols=True)
+    for step, (ids, mask, labels) in enumerate(bar):
+        loss = shared_prefix_loss(model, prefix, ids.to(device), mask.to(device), labels.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if step % 5 == 0 or step == cfg.steps - 1:
+            recent = losses[-20:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+    bar.close()
+    train_s = train_watch.elapsed()
+    model.eval().to("cpu")
+    record = {
+        "kind": "sft", "task": cfg.task, "config": asdict(cfg), "parameters": n_params(model),
+        "examples": len(examples), "distinct_hands": len({p.deal.id for p in pairs}),
+        "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs}),
+        "mean_tokens_per_example": sum(lengths) / len(lengths), "shared_prefix_tokens": len(prefix),
+        "mean_answer_tokens": sum(answer_tokens) / len(answer_tokens),
+        "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "loss_curve": [round(sum(losses[i:i + 50]) / len(losses[i:i + 50]), 5) for i in range(0, len(losses), 50)],
+        "prep_s": round(prep_s, 1), "train_s": round(train_s, 1), "wall_s": round(watch.elapsed(), 1),
+        "steps_per_s": round(len(losses) / train_s, 3) if train_s else None,
+        "environment": environment(),
+    }
+    save_checkpoint(model, tok, out, record)
+    return record
+
+
+def quick_config(quick: bool, seed: int, **overrides) -> SFTConfig:
+    cfg = SFTConfig.quick(seed) if quick else SFTConfig(seed=seed)
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
