@@ -227,8 +227,8 @@ def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *,
                   *virl_findings(evaluation), "",
                   "The rule-OOD variant changes only the action-space text and the graded turn words (relative "
                   "`left`/`right`/`slightly …` instead of compass words); both words are in every turn sentence of "
-                  "the instruction. Held-out streets are routes on streets no training route uses, with absolute "
-                  "actions. The paper's headline V-IRL-L result is rule-OOD per-step accuracy (11B: SFT 1.3 %, RL "
+                  "the instruction. Held-out streets = `bundled:helsinki-ood`: routes in a held-out district (entirely "
+                  "east of longitude 24.947; every ID route lies entirely west of it), absolute actions. The paper's headline V-IRL-L result is rule-OOD per-step accuracy (11B: SFT 1.3 %, RL "
                   "91.8 %); a ~1 M-parameter model trained for minutes is not expected to reproduce it."]
     else:
         lines.append("Not evaluated yet: `sftvsrl train table --task virl-l --sft … --rl …`.")

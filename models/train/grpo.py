@@ -73,9 +73,10 @@ class GRPOConfig:
 # Per-task changes to the `GRPOConfig` defaults: (full run, `--quick` run).
 TASK_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "gp-l": ({}, {}),
-    # V-IRL-L: 2 graded tries per position (the shipped verify_iter); answers are ~18 tokens.
-    "virl-l": (dict(updates=20, hands_per_update=8, group_size=6, verify_iter=2, max_new_tokens=48),
-               dict(verify_iter=2)),
+    # V-IRL-L: 2 graded tries per position (the shipped verify_iter); answers are ~18 tokens;
+    # one torch thread, as its SFT (robust next to another busy process on 2 cores).
+    "virl-l": (dict(updates=20, hands_per_update=8, group_size=6, verify_iter=2, max_new_tokens=48, threads=1),
+               dict(verify_iter=2, threads=1)),
 }
 
 
