@@ -147,6 +147,8 @@ def _rollout_trend(rec: dict[str, Any], metrics: tuple[str, ...]) -> tuple[int, 
 def _change(table: dict, a: str, b: str, split: str, metric: str, se: str) -> str:
     ra, rb = table[a][split], table[b][split]
     d = rb[metric] - ra[metric]
+    if d == 0 and ra[se] == rb[se] == 0:
+        return f"no change ({100 * ra[metric]:.0f} % both)"
     z = abs(d) / max(1e-9, (ra[se] ** 2 + rb[se] ** 2) ** 0.5)
     verdict = "within noise" if z < 2 else ("up" if d > 0 else "down")
     return f"{100 * d:+.1f} pts ({verdict}, {z:.1f} SE)"
