@@ -33,6 +33,7 @@ class ManagedServer:
     health_url: str
     env: dict[str, str] | None = None
     log_path: Path | None = None
+    cwd: Path | None = None
     proc: subprocess.Popen | None = field(default=None, init=False)
 
     def start(self) -> "ManagedServer":
@@ -40,7 +41,7 @@ class ManagedServer:
         env.update(self.env or {})
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(list(self.cmd), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.cwd)
         if self.log_path:
             out.close()
         return self

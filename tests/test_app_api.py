@@ -293,3 +293,40 @@ def test_settings_from_environment(tmp_path):
     assert s.db_url == "sqlite:///x.db"
     with pytest.raises(ValueError, match="SFTVSRL_MAX_BODY_BYTES"):
         Settings.from_env({"SFTVSRL_MAX_BODY_BYTES": "lots"})
+
+
+def test_default_models_are_the_shipped_tiny_checkpoints(private_tmp, monkeypatch):
+    """`make run` = `sftvsrl serve` with no models file: `sft` and `rl` are the tiny checkpoints in
+    models/checkpoints, run in-process, and they really play (greedy, both solve this hand on try 1)."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("SFTVSRL_MODEL"):
+            monkeypatch.delenv(key)
+    home = private_tmp / "default"
+    home.mkdir()  # the server's working directory: no ./models.toml there
+    port = free_port()
+    srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--no-ui"],
+                        f"http://127.0.0.1:{port}/api/health",
+                        env={"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(home / "data")},
+                        log_path=home / "server.log", cwd=home)
+    srv.start()
+    try:
+        assert srv.wait_healthy(120), f"server did not start:\n{srv.log_tail()}"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=120) as c:
+            models = {m["name"]: m for m in c.get("/api/models", params={"check": True}).json()}
+            for name in ("sft", "rl"):
+                m = models[name]
+                assert m["backend"] == "local" and m["healthy"] and "gp-l" in m["tasks"], m
+                assert f"checkpoints/gp-l-{name}" in m["where"], m
+            r = c.post("/api/episodes", json={"task": "gp-l", "instance": {"deal_id": "HKC5D2C4"},
+                                              "participants": [{"model": "sft"}, {"model": "rl"}],
+                                              "decoding": {"temperature": 0.0}})
+            assert r.status_code == 201, r.text
+            events = sse_events(c, r.json()["events_url"])
+            assert all(e.get("error") is None for e in events)
+            for ref in r.json()["episodes"]:
+                ep = c.get(f"/api/episodes/{ref['episode_id']}").json()
+                assert ep["status"] == "finished" and ep["steps"][0]["reward"] == 5, ep["steps"][0]
+    finally:
+        srv.stop()

@@ -188,7 +188,7 @@ def _model_controls(ctx, prefix: str, task_hint: str):
     names = ctx.pool.names
     default = [n for n in ("sft", "rl") if n in names] or names[:2]
     with gr.Row(elem_classes="sv-actions"):
-        pick = gr.CheckboxGroup(names, value=default, label="Models (from models.toml)", scale=3,
+        pick = gr.CheckboxGroup(names, value=default, label="Models", scale=3,
                                 elem_id=f"{prefix}-model-pick")
         vision = gr.Checkbox(label=task_hint, value=False, scale=2, elem_id=f"{prefix}-vision")
         run = gr.Button("Run models (R)", variant="primary", scale=1, elem_id=f"{prefix}-run")
