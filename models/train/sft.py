@@ -110,7 +110,11 @@ def expert_pairs(cfg: SFTConfig) -> tuple[list, dict[str, Any]]:
         pairs = sft_pairs(n, cfg.seed + 1000)
         return pairs, {"distinct_hands": len({p.deal.id for p in pairs}),
                        "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs})}
-    pairs = virl_sft_pairs(n // 4 + 1, cfg.seed + 1000)   # ~6 rail positions per episode
+    episodes = n // 4 + 1                                  # ~6 rail positions per episode
+    pairs = virl_sft_pairs(episodes, cfg.seed + 1000)
+    while len(pairs) < n:                                  # a longer prefix of the same seeded stream
+        episodes *= 2
+        pairs = virl_sft_pairs(episodes, cfg.seed + 1000)
     pairs = pairs[:n]
     episodes = {(p.route_index, p.seed) for p in pairs}
     return pairs, {"episodes": len(episodes), "distinct_routes": len({r for r, _ in episodes}),
