@@ -47,15 +47,20 @@ class ModelPool:
             raise ConfigError(self.error or "no model configuration")
         return self.config[name]
 
-    def backend(self, name: str):
-        if name not in self._backends:
-            self._backends[name] = self.spec(name).make_backend()
-        return self._backends[name]
+    def backend(self, name: str, task: str | None = None):
+        """The model's backend for `task` (a local model with per-task `paths` has one backend per
+        checkpoint; every other model one backend for all tasks)."""
+        spec = self.spec(name)
+        key = (name, spec.path_for(task) if spec.paths else None)
+        if key not in self._backends:
+            self._backends[key] = spec.make_backend(task)
+        return self._backends[key]
 
-    def player(self, name: str, settings=None) -> ModelPlayer:
+    def player(self, name: str, settings=None, task: str | None = None) -> ModelPlayer:
+        """A participant for `name` playing `task` (pass the task: it picks the checkpoint)."""
         spec = self.spec(name)
         limit = self._limits.setdefault(name, asyncio.Semaphore(self.concurrency))
-        return ModelPlayer(name, self.backend(name), settings or spec.decoding, limit)
+        return ModelPlayer(name, self.backend(name, task), settings or spec.decoding, limit)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until in-process generations have stopped (their threads must not outlive the

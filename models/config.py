@@ -2,9 +2,9 @@
 environment-variable overrides for deployments.
 
 File lookup: an explicit path, else `$SFTVSRL_MODELS_CONFIG`, else `./models.toml`, else the
-packaged default (`models/default_models.toml`: `sft` and `rl` = the tiny in-repo GP-L checkpoints
-in `models/checkpoints/`, `local` backend; `sftvsrl vllm up` writes a ./models.toml for the 11B
-pair). Format:
+packaged default (`models/default_models.toml`: `sft` and `rl` = the tiny in-repo GP-L and V-IRL-L
+checkpoints in `models/checkpoints/`, `local` backend, one checkpoint per task; `sftvsrl vllm up`
+writes a ./models.toml for the 11B pair). Format:
 
     [models.sft]
     backend = "openai"                 # "openai" (any OpenAI-compatible server) or "local"
@@ -19,10 +19,24 @@ pair). Format:
     backend = "local"
     path = "checkpoints/rl"            # Hugging Face checkpoint directory (relative to the file)
 
+    [models.tiny]                      # a local model with one checkpoint per task
+    backend = "local"
+    tasks = ["gp-l", "virl-l"]         # default: the tasks named in `paths` (all tasks with `path`)
+    [models.tiny.paths]                # task -> checkpoint; `path`, if also given, serves the rest
+    gp-l = "checkpoints/gp-l-sft"
+    virl-l = "checkpoints/virl-l-sft"
+
+A model with `paths` is still one model (one name, label, decoding and concurrency limit); the app
+asks for it per task (`ModelSpec.make_backend(task)`, `ModelPool.player(name, task=…)`) and gets
+the backend of that task's checkpoint, so a V-IRL episode runs the V-IRL checkpoint. Without a
+task (health checks, `sftvsrl models test`) the `path`, else the first `paths` entry, is used.
+
 Environment overrides, `SFTVSRL_MODEL_<NAME>_<FIELD>` (NAME upper-cased, `-` as `_`), e.g.
 `SFTVSRL_MODEL_SFT_BASE_URL`, `SFTVSRL_MODEL_RL_PATH`, `SFTVSRL_MODEL_SFT_TASKS=gp-l,gp-vl`,
-`SFTVSRL_MODEL_SFT_MAX_TOKENS`, `SFTVSRL_MODEL_SFT_TEMPERATURE`. Setting `…_BACKEND` (or
-`…_BASE_URL` / `…_PATH`) for a name not in the file adds that model. API keys are never stored in
+`SFTVSRL_MODEL_SFT_MAX_TOKENS`, `SFTVSRL_MODEL_SFT_TEMPERATURE`,
+`SFTVSRL_MODEL_SFT_PATHS=gp-l=/ckpt/a,virl-l=/ckpt/b`. `…_PATH` names one checkpoint for every task
+and drops the file's `paths`. Setting `…_BACKEND` (or `…_BASE_URL` / `…_PATH` / `…_PATHS`) for a
+name not in the file adds that model. API keys are never stored in
 the file: `api_key_env` names the variable that holds one.
 """
 from __future__ import annotations
@@ -58,6 +72,7 @@ class ModelSpec:
     base_url: str | None = None
     served_name: str | None = None
     path: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)   # task -> checkpoint (local backend)
     tasks: tuple[str, ...] = TASKS
     label: str | None = None
     decoding: DecodingSettings = field(default_factory=lambda: PAPER_EVAL)
@@ -70,18 +85,31 @@ class ModelSpec:
 
     @property
     def where(self) -> str:
-        return (self.base_url or "?") if self.backend == "openai" else (self.path or "?")
+        if self.backend == "openai":
+            return self.base_url or "?"
+        if self.paths:
+            rest = [f"*: {self.path}"] if self.path else []
+            return ", ".join([f"{t}: {p}" for t, p in self.paths.items()] + rest)
+        return self.path or "?"
 
     def supports(self, task: str) -> bool:
         return task in self.tasks
 
-    def make_backend(self) -> Backend:
+    def path_for(self, task: str | None = None) -> str | None:
+        """The checkpoint for `task` (local backend): its `paths` entry, else `path`; without a
+        task, `path`, else the first `paths` entry."""
+        if task is not None and task in self.paths:
+            return self.paths[task]
+        return self.path or next(iter(self.paths.values()), None)
+
+    def make_backend(self, task: str | None = None) -> Backend:
+        """A new backend for this model (for a local model with `paths`: the `task`'s checkpoint)."""
         if self.backend == "openai":
             return make_backend("openai", self.name, base_url=self.base_url, served_name=self.served_name,
                                 api_key_env=self.api_key_env, settings=self.decoding,
                                 connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s,
                                 retries=self.retries, image_format=self.image_format)
-        return make_backend("local", self.name, path=self.path, device=self.device, settings=self.decoding)
+        return make_backend("local", self.name, path=self.path_for(task), device=self.device, settings=self.decoding)
 
     def to_toml_table(self) -> dict[str, Any]:
         data: dict[str, Any] = {"backend": self.backend}
@@ -89,6 +117,8 @@ class ModelSpec:
             if getattr(self, key):
                 data[key] = getattr(self, key)
         data["tasks"] = list(self.tasks)
+        if self.paths:
+            data["paths"] = dict(self.paths)
         data["decoding"] = self.decoding.to_dict()
         return data
 
@@ -119,24 +149,47 @@ def _spec(name: str, table: Mapping[str, Any], base_dir: Path, source: str) -> M
         decoding = decoding.merged(data.pop("decoding", None) or {})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    tasks = data.pop("tasks", TASKS)
+    paths = data.pop("paths", None) or {}
+    if isinstance(paths, str):  # from SFTVSRL_MODEL_<NAME>_PATHS: "task=dir,task=dir"
+        pairs = [item.split("=", 1) for item in paths.split(",") if item.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"{where}: paths must read task=dir,task=dir, got {paths!r}")
+        paths = {t.strip(): d.strip() for t, d in pairs}
+    if not isinstance(paths, Mapping) or not all(isinstance(v, str) and v for v in paths.values()):
+        raise ConfigError(f"{where}: paths must be a table of task = \"checkpoint directory\"")
+    bad = [t for t in paths if t not in TASKS]
+    if bad:
+        raise ConfigError(f"{where}: unknown task(s) {bad} in paths; use {', '.join(TASKS)}")
+    if paths and backend != "local":
+        raise ConfigError(f"{where}: paths (one checkpoint per task) is for the local backend")
+    default_tasks = tuple(paths) if paths and not data.get("path") else TASKS
+    tasks = data.pop("tasks", default_tasks)
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         raise ConfigError(f"{where}: unknown task(s) {bad}; use {', '.join(TASKS)}")
-    known = {f.name for f in fields(ModelSpec)} - {"name", "backend", "decoding", "tasks"}
+    known = {f.name for f in fields(ModelSpec)} - {"name", "backend", "decoding", "tasks", "paths"}
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known | {'backend', 'decoding', 'tasks'})}")
+        allowed = sorted(known | {"backend", "decoding", "tasks", "paths"})
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {allowed}")
     spec = ModelSpec(name=name, backend=backend, tasks=tuple(tasks), decoding=decoding, **data)
     if backend == "openai" and not spec.base_url:
         raise ConfigError(f"{where}: an openai backend needs base_url")
     if backend == "local":
-        if not spec.path:
-            raise ConfigError(f"{where}: a local backend needs path (a checkpoint directory)")
-        p = Path(spec.path).expanduser()
-        spec.path = str(p if p.is_absolute() else (base_dir / p))
+        if not spec.path and not paths:
+            raise ConfigError(f"{where}: a local backend needs path (a checkpoint directory) or paths (one per task)")
+        missing = [t for t in spec.tasks if not spec.path and t not in paths]
+        if missing:
+            raise ConfigError(f"{where}: no checkpoint for task(s) {missing}: add them to paths, or set path")
+
+        def resolve(value: str) -> str:
+            p = Path(value).expanduser()
+            return str(p if p.is_absolute() else (base_dir / p))
+
+        spec.path = resolve(spec.path) if spec.path else None
+        spec.paths = {t: resolve(d) for t, d in paths.items()}
     return spec
 
 
@@ -145,7 +198,7 @@ def _env_overrides(tables: dict[str, dict], env: Mapping[str, str]) -> None:
     spec_fields = {f.name for f in fields(ModelSpec)} - {"name"}
     all_fields = sorted(spec_fields | _DECODING_FIELDS, key=len, reverse=True)
     names = {n.upper().replace("-", "_"): n for n in tables}
-    creating = ("backend", "base_url", "path")
+    creating = ("backend", "base_url", "path", "paths")
     keys = sorted((k for k in env if k.startswith(ENV_PREFIX)),
                   key=lambda k: (not any(k.endswith("_" + f.upper()) for f in creating), k))
     for key in keys:  # the fields that can create a model first, then the rest
@@ -175,9 +228,12 @@ def _env_overrides(tables: dict[str, dict], env: Mapping[str, str]) -> None:
             table["decoding"] = {**(table.get("decoding") or {}), field_name: value}
         else:
             table[field_name] = value
+            if field_name == "path":  # one checkpoint for every task: the file's per-task paths go
+                table.pop("paths", None)
     for table in tables.values():
         if "backend" not in table:
-            table["backend"] = "local" if table.get("path") and not table.get("base_url") else "openai"
+            local = (table.get("path") or table.get("paths")) and not table.get("base_url")
+            table["backend"] = "local" if local else "openai"
 
 
 def config_path(path: "str | Path | None" = None, env: Mapping[str, str] | None = None) -> Path:
@@ -212,8 +268,12 @@ def dump_toml(models: Mapping[str, ModelSpec], header: str = "") -> str:
     for name, spec in models.items():
         table = spec.to_toml_table()
         decoding = table.pop("decoding")
+        paths = table.pop("paths", None)
         lines.append(f"[models.{name}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        if paths:
+            lines.append(f"[models.{name}.paths]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in paths.items()]
         if decoding:
             lines.append(f"[models.{name}.decoding]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in decoding.items()]

@@ -8,7 +8,8 @@ point for tiny SFT/RL checkpoints: `build_tiny_llama(out_dir, corpus, hidden=…
 `train_tokenizer(corpus, compact=True)` (used by `models/train/`) pre-splits the text so that every
 quoted card label (`'K'`, `'10'`), every digit run (`10`, `24`) and every parenthesis is its own
 piece, and lets BPE merge everything else across spaces: the long, constant prompt text collapses
-into a few dozen tokens while cards and numbers stay single, consistent tokens.
+into a few dozen tokens while cards and numbers stay single, consistent tokens. V-IRL uses
+`compact=VIRL_SPLIT`, which also isolates capitalised words (names) and direction words.
 """
 from __future__ import annotations
 
@@ -100,12 +101,17 @@ def default_corpus(n: int = 400, seed: int = 0) -> list[str]:
 
 # Compact pre-tokenizer: quoted card labels, digit runs and parentheses are isolated pieces.
 COMPACT_SPLIT = r"'(?:10|[2-9AJQK])'|[0-9]+|[()]"
+# V-IRL variant: also every capitalised word (landmark and street names, with its leading space)
+# every compass / turn word and every action name, so a name or a direction is the same pieces wherever it appears
+# (instruction, observation history, answer) while the lower-case template text still merges.
+VIRL_SPLIT = COMPACT_SPLIT + r"| ?[A-Z][^\s.,;:\"'()]*|north(?:east|west)?|south(?:east|west)?|east|west|left|right|forward|stop|turn_direction"
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024, *, compact: bool = False):
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024, *, compact: "bool | str" = False):
     """A byte-level BPE `PreTrainedTokenizerFast` with the Llama-3 special tokens and our chat template.
 
-    `compact=True` uses `COMPACT_SPLIT` instead of GPT-2-style word splitting (see module doc).
+    `compact=True` uses `COMPACT_SPLIT` instead of GPT-2-style word splitting (see module doc);
+    a string is used as the isolating split pattern itself (e.g. `VIRL_SPLIT`).
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -113,7 +119,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024, *, compact: b
     tok = Tokenizer(models.BPE())
     if compact:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(COMPACT_SPLIT), behavior="isolated"),
+            pre_tokenizers.Split(Regex(compact if isinstance(compact, str) else COMPACT_SPLIT), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     else:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -297,7 +297,8 @@ def test_settings_from_environment(tmp_path):
 
 def test_default_models_are_the_shipped_tiny_checkpoints(private_tmp, monkeypatch):
     """`make run` = `sftvsrl serve` with no models file: `sft` and `rl` are the tiny checkpoints in
-    models/checkpoints, run in-process, and they really play (greedy, both solve this hand on try 1)."""
+    models/checkpoints, run in-process, one per task, and they really play (greedy: both solve this
+    hand on try 1, and walk this V-IRL route with the V-IRL checkpoint)."""
     import os
 
     for key in list(os.environ):
@@ -317,8 +318,8 @@ def test_default_models_are_the_shipped_tiny_checkpoints(private_tmp, monkeypatc
             models = {m["name"]: m for m in c.get("/api/models", params={"check": True}).json()}
             for name in ("sft", "rl"):
                 m = models[name]
-                assert m["backend"] == "local" and m["healthy"] and "gp-l" in m["tasks"], m
-                assert f"checkpoints/gp-l-{name}" in m["where"], m
+                assert m["backend"] == "local" and m["healthy"] and {"gp-l", "virl-l"} <= set(m["tasks"]), m
+                assert f"checkpoints/gp-l-{name}" in m["where"] and f"checkpoints/virl-l-{name}" in m["where"], m
             r = c.post("/api/episodes", json={"task": "gp-l", "instance": {"deal_id": "HKC5D2C4"},
                                               "participants": [{"model": "sft"}, {"model": "rl"}],
                                               "decoding": {"temperature": 0.0}})
@@ -328,5 +329,15 @@ def test_default_models_are_the_shipped_tiny_checkpoints(private_tmp, monkeypatc
             for ref in r.json()["episodes"]:
                 ep = c.get(f"/api/episodes/{ref['episode_id']}").json()
                 assert ep["status"] == "finished" and ep["steps"][0]["reward"] == 5, ep["steps"][0]
+            r = c.post("/api/episodes", json={"task": "virl-l", "instance": {"route": 7, "seed": 3},
+                                              "participants": [{"model": "sft"}, {"model": "rl"}],
+                                              "decoding": {"temperature": 0.0}})
+            assert r.status_code == 201, r.text
+            events = sse_events(c, r.json()["events_url"])
+            assert all(e.get("error") is None for e in events)
+            for ref in r.json()["episodes"]:  # a GP checkpoint could not take a single correct step
+                ep = c.get(f"/api/episodes/{ref['episode_id']}").json()
+                assert ep["status"] == "finished" and ep["success"], [s["reward"] for s in ep["steps"]]
+                assert all(s["reward"] == 1.0 for s in ep["steps"]) and len(ep["steps"]) >= 3
     finally:
         srv.stop()

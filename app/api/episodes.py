@@ -50,7 +50,7 @@ async def start_episodes(body: EpisodeRequest, c=Depends(ctx)) -> GroupStarted:
             if not spec.supports(body.task):
                 raise bad_request(f"model {p.model!r} is not configured for {body.task} (tasks: {', '.join(spec.tasks)})")
             decoding = spec.decoding.merged(body.decoding.model_dump(exclude_none=True)) if body.decoding else None
-            player = c.pool.player(p.model, decoding)
+            player = c.pool.player(p.model, decoding, task=body.task)
         if player.name in names:
             raise bad_request(f"participant {player.name!r} appears twice (give humans distinct names)")
         names.add(player.name)

@@ -35,7 +35,7 @@ async def start(body: EvalRequest, c=Depends(ctx)) -> EvalRun:
     def player(name):
         spec = c.pool.spec(name)
         decoding = spec.decoding.merged({"max_tokens": body.max_tokens}) if body.max_tokens else None
-        return c.pool.player(name, decoding)
+        return c.pool.player(name, decoding, task=config.task)
 
     task = asyncio.create_task(run_evaluation(c.store, player, config, run_id=run_id))
     task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -92,7 +92,7 @@ def cmd_eval(args) -> int:
     def player(name):
         spec = pool.spec(name)
         decoding = spec.decoding.merged({"max_tokens": args.max_tokens}) if args.max_tokens else None
-        return pool.player(name, decoding)
+        return pool.player(name, decoding, task=args.task)
 
     progress = None
 

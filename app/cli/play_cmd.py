@@ -55,7 +55,7 @@ def cmd_play(args) -> int:
     for name in args.models:
         if name not in pool.names:
             raise CliError(pool.error or f"unknown model {name!r}; configured: {', '.join(pool.names)}")
-        players.append(pool.player(name))
+        players.append(pool.player(name, task=instance.task))
     human = HumanPlayer(name="you") if args.human else None
     if human:
         players.append(human)

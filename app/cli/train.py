@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import CliError
 
-TASKS = ("gp-l",)
+TASKS = ("gp-l", "virl-l")
 
 
 def register(sub) -> None:
@@ -18,7 +18,7 @@ def register(sub) -> None:
     tsub = p.add_subparsers(dest="train_command", metavar="COMMAND")
 
     def common(q, out_default):
-        q.add_argument("--task", default="gp-l", help="gp-l (V-IRL-L not yet)")
+        q.add_argument("--task", default="gp-l", help="gp-l or virl-l")
         q.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
         q.add_argument("--out", default=None, help=f"output checkpoint directory (default: {out_default})")
         q.add_argument("--seed", type=int, default=0)
@@ -27,7 +27,7 @@ def register(sub) -> None:
 
     s = tsub.add_parser("sft", help="supervised fine-tuning on expert single-turn answers (ID rule)")
     common(s, "runs/<task>-sft")
-    s.add_argument("--steps", type=int, help="optimizer steps (default 900; 6 with --quick)")
+    s.add_argument("--steps", type=int, help="optimizer steps (default 900 gp-l, 1800 virl-l; 6 with --quick)")
     s.add_argument("--batch-size", type=int)
     s.set_defaults(func=_cmd_sft)
 
@@ -37,11 +37,13 @@ def register(sub) -> None:
     r.add_argument("--updates", type=int, help="GRPO updates (default 20; 2 with --quick)")
     r.set_defaults(func=_cmd_rl)
 
-    e = tsub.add_parser("eval", help="episode success (5 tries) on ID and rule-OOD hands, with binomial SE")
+    e = tsub.add_parser("eval", help="paper-protocol evaluation (GP-L: episode success, 5 tries; V-IRL-L: per-step "
+                                     "accuracy and route success) on ID and rule-OOD, with binomial SE")
     e.add_argument("paths", nargs="+", help="checkpoint directories")
-    e.add_argument("--task", default="gp-l")
+    e.add_argument("--task", default="gp-l", help="gp-l or virl-l")
     e.add_argument("--n", type=int, default=500, help="episodes per split (default 500)")
-    e.add_argument("--split", choices=["id", "ood", "both"], default="both")
+    e.add_argument("--split", choices=["id", "ood", "streets", "both", "all"], default="both",
+                   help="id, ood, both (id + ood), or for virl-l also streets (held-out streets) and all")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of the checkpoint default")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
@@ -49,7 +51,7 @@ def register(sub) -> None:
     e.set_defaults(func=_cmd_eval)
 
     t = tsub.add_parser("table", help="evaluate init/SFT/RL, write eval.json and the model cards")
-    t.add_argument("--task", default="gp-l")
+    t.add_argument("--task", default=None, help="checked against the SFT checkpoint's training.json")
     t.add_argument("--sft", required=True)
     t.add_argument("--rl")
     t.add_argument("--n", type=int, default=500)
@@ -86,6 +88,11 @@ def _cmd_rl(args) -> int:
     task = _task(args)
     if not (Path(args.init) / "config.json").is_file():
         raise CliError(f"no checkpoint at {args.init} (config.json missing)")
+    from models.train.common import read_record
+
+    trained_for = read_record(args.init).get("task")
+    if trained_for and trained_for != task:
+        raise CliError(f"--task {task} but {args.init} was trained for {trained_for}")
     cfg = quick_config(args.quick, args.seed, task=task, updates=args.updates, **_threads(args))
     out = args.out or f"runs/{task}-rl{'-quick' if args.quick else ''}"
     rec = train_grpo(cfg, args.init, out, progress=not args.no_progress)
@@ -97,31 +104,41 @@ def _cmd_rl(args) -> int:
 
 def _cmd_eval(args) -> int:
     from models.train.common import load_checkpoint
-    from models.train.evaluate import evaluate_gp
+    from models.train.evaluate import evaluate
 
-    _task(args)
-    splits = ("id", "ood") if args.split == "both" else (args.split,)
+    task = _task(args)
+    splits = {"both": ("id", "ood"), "all": ("id", "ood", "streets")}.get(args.split, (args.split,))
+    if task == "gp-l" and "streets" in splits:
+        raise CliError("the streets split is V-IRL-L only")
     results = {}
     for path in args.paths:
         if not (Path(path) / "config.json").is_file():
             raise CliError(f"no checkpoint at {path} (config.json missing)")
         model, tok = load_checkpoint(path)
-        results[path] = {s: evaluate_gp(model, tok, s, args.n, seed=args.seed, temperature=0 if args.greedy else None,
-                                        progress=not args.no_progress) for s in splits}
+        results[path] = {s: evaluate(model, tok, task, s, args.n, seed=args.seed,
+                                     temperature=0 if args.greedy else None, progress=not args.no_progress)
+                         for s in splits}
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for path, res in results.items():
         for s, r in res.items():
-            print(f"{path}  {s:<3}  success {100 * r['success']:5.1f} ± {100 * r['se']:.1f} %  "
-                  f"first-try {100 * r['first_try_success']:5.1f} %  n={r['n']}  ({r['decoding']})")
+            detail = (f"per-step acc {100 * r['per_step_accuracy']:5.1f} ± {100 * r['per_step_se']:.1f} %  "
+                      if "per_step_accuracy" in r else f"first-try {100 * r['first_try_success']:5.1f} %  ")
+            print(f"{path}  {s:<7}  success {100 * r['success']:5.1f} ± {100 * r['se']:.1f} %  "
+                  f"{detail}n={r['n']}  ({r['decoding']})")
     return 0
 
 
 def _cmd_table(args) -> int:
     from models.train.card import evaluation_table, table_markdown, write_cards, write_eval
+    from models.train.common import read_record
 
-    _task(args)
+    task = read_record(args.sft).get("task")
+    if task not in TASKS:
+        raise CliError(f"{args.sft}: no tiny-trainer training.json (task {task!r})")
+    if args.task and args.task != task:
+        raise CliError(f"--task {args.task} but {args.sft} was trained for {task}")
     table = evaluation_table(args.sft, args.rl, args.n, seed=args.seed, progress=not args.no_progress)
     write_eval(table, *[d for d in (args.sft, args.rl) if d])
     write_cards(args.sft, args.rl)

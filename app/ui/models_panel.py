@@ -160,7 +160,7 @@ async def stream_columns(ctx, instance: Instance, names: list[str]):
                 columns[n].error = f"this model is not configured for {instance.task}"
                 columns[n].finished = {}
                 continue
-            players.append(ctx.pool.player(n))
+            players.append(ctx.pool.player(n, task=instance.task))
         except Exception as exc:  # noqa: BLE001 - e.g. a missing checkpoint: show it in the column
             columns[n].error = str(exc) or type(exc).__name__
             columns[n].finished = {}

@@ -1,4 +1,6 @@
-"""GP-L training data: expert answers from our solver, the tokenizer corpus, and tokenised chats.
+"""Training data for the tiny checkpoints: expert answers, the tokenizer corpora, tokenised chats.
+
+GP-L (expert answers from our solver):
 
 - `expert_formula(values)`: the one canonical formula taught for a multiset of values — the
   shortest of `distinct_solutions` (commutativity/associativity folded, larger terms first) that the
@@ -8,6 +10,17 @@
   `Dealer`; prompt = `gp_prompt(...)` byte-exact, answer = `response_eqn(...)` with `=24`.
 - `gp_corpus(seed)`: the text the compact tokenizer is trained on (prompts of both rules, answers,
   feedback turns, the rendered chat template).
+
+V-IRL-L (expert answers from the rail, `game.virl`):
+- `virl_episode_pairs(data, route_idx, seed)`: walk one episode of the reference flow (route,
+  random initial heading, drop-rate rail, `start_episode`) with the golden action at every step:
+  one single-turn (prompt, answer) pair per rail entry, prompt = `virl_prompt(...)` byte-exact
+  with the golden history so far, answer = `response_virl(oracle observation, current sentence,
+  gt action)` (the paper's `ResponseVIRL`, "optimal single-turn prompt-response pairs").
+- `virl_sft_pairs(n_episodes, seed)`: pairs from `n_episodes` training episodes on
+  `bundled:helsinki`, absolute actions (the ID rule); episode seeds never overlap the evaluation's.
+- `virl_corpus(seed)`: tokenizer text (prompts of both action spaces, answers, feedback turns).
+
 - `ChatCodec`: renders chats with the checkpoint's own chat template and tokenises them the way the
   `local` backend does (`add_special_tokens=False`); SFT examples are prompt ids + answer ids + EOT,
   with the loss on the answer and EOT only.
@@ -25,10 +38,10 @@ from game.gp.solver import distinct_solutions, reference_solutions
 from game.gp.verifier import verify
 
 from ..chat import gp_chat
-from ..prompts import feedback_text, gp_prompt, response_eqn
+from ..prompts import feedback_text, gp_prompt, response_eqn, response_virl, virl_prompt
 from ..tiny import EOT, SPECIAL_TOKENS
 
-TASKS = ("gp-l",)
+TASKS = ("gp-l", "virl-l")
 
 
 @lru_cache(maxsize=None)
@@ -91,6 +104,100 @@ def gp_corpus(seed: int = 0, n: int = 600) -> list[str]:
     out += [feedback_text(m) for m in _FEEDBACK] * 20
     out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# V-IRL-L
+
+VIRL_TRAIN_SOURCE = "bundled:helsinki"
+VIRL_TRAIN_SEED_BASE = 1_000_000     # training episode seeds; evaluation uses seeds < 10,000
+
+
+@lru_cache(maxsize=4)
+def virl_data(source: str = VIRL_TRAIN_SOURCE):
+    """The route set (`bundled:NAME` or a release directory), loaded once per process."""
+    from game.virl.datasets import open_source
+
+    return open_source(source)
+
+
+@dataclass(frozen=True)
+class VirlPair:
+    route_index: int
+    seed: int
+    step: int                # 0-based rail index
+    prompt: str
+    answer: str
+    gt_action: str
+    observation: str         # the entry's landmark part (what the verifier compares against)
+
+
+def virl_prompt_of(episode) -> str:
+    """The V-IRL-L prompt for the episode's current state (`models.prompts.virl_prompt`)."""
+    return virl_prompt(episode.instruction_text, episode.obs_act_seq(), episode.action_space_text)
+
+
+def virl_expert_answer(entry) -> str:
+    """`ResponseVIRL` with the rail entry's oracle observation, sentence and golden action."""
+    return response_virl(entry.oracle_observation, entry.instruction, entry.gt_action)
+
+
+def virl_start(data, route_idx: int | None, seed: int, absolute: bool = True, verify_iter: int = 2):
+    """A V-IRL-L episode with the shipped settings (verify_iter 2, drop rate 0.5, relocation on)."""
+    from game.virl.episode import start_episode
+
+    return start_episode(data.routes, seed=seed, route_idx=route_idx, absolute_action=absolute,
+                         mapping=data.mapping, verify_iter=verify_iter, language_only=True)
+
+
+def virl_episode_pairs(data, route_idx: int | None, seed: int, absolute: bool = True) -> list[VirlPair]:
+    """One expert (prompt, answer) pair per rail entry of one episode, walked with golden actions."""
+    ep = virl_start(data, route_idx, seed, absolute)
+    out: list[VirlPair] = []
+    while not ep.done:
+        entry = ep.entry
+        pair = VirlPair(ep.rail.route.index, seed, ep.index, virl_prompt_of(ep), virl_expert_answer(entry),
+                        entry.gt_action, entry.observation)
+        record = ep.step(pair.answer)
+        if record.reward != 1.0:  # cannot happen: the golden reply is graded correct
+            raise AssertionError(f"expert answer graded {record.reward} at {pair.step}: {record.verify_info}")
+        out.append(pair)
+    return out
+
+
+def virl_sft_pairs(n_episodes: int, seed: int, absolute: bool = True,
+                   source: str = VIRL_TRAIN_SOURCE) -> list[VirlPair]:
+    """Expert pairs from `n_episodes` episodes on random routes (route drawn by the episode seed)."""
+    data = virl_data(source)
+    rng = random.Random(f"virl-sft:{seed}")
+    out: list[VirlPair] = []
+    for _ in range(n_episodes):
+        out += virl_episode_pairs(data, None, VIRL_TRAIN_SEED_BASE + rng.randrange(10 ** 9), absolute)
+    return out
+
+
+def virl_corpus(seed: int = 0, n_episodes: int = 400) -> list[str]:
+    """Tokenizer corpus: V-IRL-L prompts under both action spaces, expert answers, feedback turns."""
+    from game.virl.verifier import (VERIFY_AT_INTERSECTION, VERIFY_CORRECT, VERIFY_EXCEEDED,
+                                    VERIFY_NOT_AT_INTERSECTION, VERIFY_WRONG_ACTION)
+
+    out: list[str] = []
+    for absolute in (True, False):
+        for pair in virl_sft_pairs(n_episodes, seed + (0 if absolute else 1), absolute):
+            out += [pair.prompt, pair.answer]
+    out += [feedback_text(m) for m in (VERIFY_CORRECT, VERIFY_WRONG_ACTION, VERIFY_NOT_AT_INTERSECTION,
+                                       VERIFY_AT_INTERSECTION, VERIFY_EXCEEDED)] * 20
+    out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
+    return out
+
+
+def task_corpus(task: str, seed: int, size: int) -> list[str]:
+    """The tokenizer corpus of a task (`size`: hands per rule for GP-L, episodes per rule for V-IRL-L)."""
+    if task == "gp-l":
+        return gp_corpus(seed, size)
+    if task == "virl-l":
+        return virl_corpus(seed, size)
+    raise ValueError(f"no training data for task {task!r}; use {', '.join(TASKS)}")
 
 
 class ChatCodec:

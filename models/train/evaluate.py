@@ -1,4 +1,6 @@
-"""Paper-protocol evaluation of a checkpoint on GP-L, batched and in-process.
+"""Paper-protocol evaluation of a checkpoint on GP-L and V-IRL-L, batched and in-process.
+
+GP-L:
 
 Each hand is one `game.gp.episode.Episode` with the paper's 5-try budget and sequential revision:
 the chat grows with the model's raw reply and `You failed this trial because <Verify Info>`
@@ -11,6 +13,17 @@ Splits: `id` = the paper's `language_id` hand list (J/Q/K = 10), `ood` = `langua
 (J/Q/K = 11/12/13, at least one face card), both from `game.gp.deal.evaluation_hands` (seed 42),
 extended past the paper's 234 episodes when `n` is larger. Metric: episode success (some try
 scored +5) with the binomial standard error sqrt(p(1-p)/n), as the paper's error bars.
+
+V-IRL-L: each episode is one `game.virl.episode.VirlEpisode` with the shipped settings (verify_iter
+2, drop rate 0.5, relocation on) and the reference's sequential revision (`models.chat.next_chat`: a
+fresh chat with the current prompt after every `Correct action.`, else the raw reply and `You failed
+this trial because …` appended); the budget-exhausted third call on a position is the paper's wasted
+call (−1, `Exceed maximum verify steps`), made without generating. Splits (`VIRL_SPLITS`):
+`id` = `bundled:helsinki` with absolute actions, `ood` = the same episodes (same routes, headings and
+rails) with relative actions (the rule-OOD variant), `streets` = `bundled:helsinki-ood` (held-out
+streets) with absolute actions. Episode i walks route i mod R with episode seed i (seeds < 10,000;
+training seeds start at 1,000,000). Metrics: per-step accuracy (calls scored +1 over all calls,
+pooled over the episodes, the paper's V-IRL metric) and episode success, each with a binomial SE.
 
 Decoding defaults to the checkpoint's own `generation_config.json` (what the paper's evaluation
 did); pass `temperature=0` for greedy.
@@ -27,9 +40,9 @@ from game.gp.cards import Rule
 from game.gp.deal import Deal, evaluation_hands
 from game.gp.episode import Episode
 
-from ..chat import gp_chat
+from ..chat import gp_chat, next_chat
 from ..prompts import gp_prompt
-from .data import ChatCodec
+from .data import ChatCodec, virl_data, virl_prompt_of, virl_start
 
 SPLITS = {"id": ("language_id", Rule.FACE10), "ood": ("language_rule_ood", Rule.FACE_JQK)}
 
@@ -204,6 +217,121 @@ def evaluate_gp(model, tokenizer, split: str = "id", n: int = 500, *, seed: int 
     out.update(split=split, rule=rule.value, hands=config, seed=seed,
                decoding=_decoding_label(model, temperature, top_p), max_new_tokens=max_new_tokens)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# V-IRL-L
+
+# split -> (route source, absolute actions)
+VIRL_SPLITS = {"id": ("bundled:helsinki", True), "ood": ("bundled:helsinki", False),
+               "streets": ("bundled:helsinki-ood", True)}
+
+
+def virl_episodes(split: str, n: int) -> list:
+    """The first `n` evaluation episodes of a V-IRL split (episode i: route i mod R, seed i)."""
+    if split not in VIRL_SPLITS:
+        raise ValueError(f"unknown V-IRL split {split!r}: use {', '.join(VIRL_SPLITS)}")
+    source, absolute = VIRL_SPLITS[split]
+    data = virl_data(source)
+    return [virl_start(data, i % len(data.routes), i, absolute) for i in range(n)]
+
+
+def virl_return(episode) -> float:
+    """The sum of an episode's step rewards (+1 correct, −1 / −1.5 wrong, −1 budget exhausted)."""
+    return sum(r.reward for r in episode.records)
+
+
+def run_virl_episodes(model, codec: ChatCodec, episodes: Sequence, *, batch_size: int = 64,
+                      max_new_tokens: int = 256, temperature: float | None = None, top_p: float | None = None,
+                      progress=None) -> EpisodeBatch:
+    """Play V-IRL-L episodes (fresh `VirlEpisode`s) to the end with the reference conversation flow;
+    returns the episodes and every generated, graded call as a `Turn`."""
+    chats: list[list | None] = [None] * len(episodes)
+    last: list[tuple[str | None, str | None]] = [(None, None)] * len(episodes)   # (reply, verify info)
+    batch = EpisodeBatch(list(episodes))
+    while True:
+        need = []
+        for i, ep in enumerate(episodes):
+            if ep.done:
+                continue
+            if ep.remaining == 0:  # the wasted third call: not graded, -1, episode over
+                ep.step("")
+            else:
+                need.append(i)
+        if not need:
+            break
+        for start in range(0, len(need), batch_size):
+            chunk = need[start:start + batch_size]
+            for i in chunk:
+                reply, info = last[i]
+                chats[i] = next_chat(chats[i], virl_prompt_of(episodes[i]), verify_info=info, last_reply=reply)
+            contexts = [codec.chat_ids(chats[i]) for i in chunk]
+            replies = generate_batch(model, codec, contexts, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_p=top_p)
+            for i, ctx, reply in zip(chunk, contexts, replies):
+                record = episodes[i].step(reply.text)
+                batch.turns.append(Turn(i, ctx, reply.ids, record.reward))
+                last[i] = (reply.text, record.verify_info)
+            if progress is not None:
+                progress(len(chunk))
+    return batch
+
+
+def summarize_virl(episodes: Sequence) -> dict[str, Any]:
+    """Per-step accuracy (pooled calls) and episode success, with binomial SEs, and a few details."""
+    n = len(episodes)
+    calls = sum(ep.n_calls for ep in episodes)
+    correct = sum(ep.n_correct for ep in episodes)
+    wins = sum(ep.success for ep in episodes)
+    acc = correct / calls if calls else 0.0
+    p = wins / n if n else 0.0
+    first = Counter()
+    for ep in episodes:
+        for r in ep.records:
+            if r.graded and r.reward != 1.0:
+                first[r.gt_action.split("(")[0]] += 1
+                break
+    return {
+        "n": n, "success": p, "se": binomial_se(p, n), "wins": wins,
+        "per_step_accuracy": acc, "per_step_se": binomial_se(acc, calls), "calls": calls, "correct_calls": correct,
+        "mean_episode_accuracy": sum(ep.per_step_accuracy for ep in episodes) / n if n else 0.0,
+        "mean_rail_progress": sum(len(ep.history) / max(1, len(ep.rail) - 1) if not ep.success else 1.0
+                                  for ep in episodes) / n if n else 0.0,
+        "mean_rail_length": sum(len(ep.rail) for ep in episodes) / n if n else 0.0,
+        "mean_return": sum(virl_return(ep) for ep in episodes) / n if n else 0.0,
+        "first_error_at_gt": dict(first),
+    }
+
+
+def evaluate_virl(model, tokenizer, split: str = "id", n: int = 500, *, seed: int = 0, batch_size: int = 64,
+                  max_new_tokens: int = 256, temperature: float | None = None, top_p: float | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Per-step accuracy and episode success on a V-IRL-L split (`id`, `ood`, `streets`)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    episodes = virl_episodes(split, n)
+    torch.manual_seed(seed)
+    codec = ChatCodec(tokenizer)
+    model.eval()
+    with tqdm(desc=f"eval virl {split} ({n} episodes)", unit="call", disable=not progress, dynamic_ncols=True) as bar:
+        batch = run_virl_episodes(model, codec, episodes, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, progress=bar.update)
+    source, absolute = VIRL_SPLITS[split]
+    out = summarize_virl(batch.episodes)
+    out.update(split=split, source=source, actions="absolute" if absolute else "relative",
+               routes=len(virl_data(source).routes), seed=seed,
+               decoding=_decoding_label(model, temperature, top_p), max_new_tokens=max_new_tokens)
+    return out
+
+
+def evaluate(model, tokenizer, task: str, split: str, n: int, **kw) -> dict[str, Any]:
+    """`evaluate_gp` or `evaluate_virl` by task."""
+    if task == "gp-l":
+        return evaluate_gp(model, tokenizer, split, n, **kw)
+    if task == "virl-l":
+        return evaluate_virl(model, tokenizer, split, n, **kw)
+    raise ValueError(f"no evaluation for task {task!r}")
 
 
 def _decoding_label(model, temperature, top_p) -> str:

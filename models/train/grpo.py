@@ -1,15 +1,22 @@
 """On-policy RL from the SFT checkpoint with the verifier's reward: GRPO over multi-turn episodes.
 
-One update (CleanRL-style, all hyper-parameters in `GRPOConfig`):
-1. **Rollouts.** Deal `hands_per_update` in-distribution hands (J/Q/K = 10) from a seeded `Dealer`
-   and play `group_size` episodes on each, exactly as at evaluation: the paper's prompt, up to
-   5 tries with sequential revision (the raw reply and `You failed this trial because …` are
-   appended), graded by `game.gp.verifier` through `Episode`. Sampling at `temperature` 1 and
-   top-p 1, so the sampled tokens come from the very policy being trained.
-2. **Advantages.** An episode's return is the sum of the paper's step rewards (+5 solved, −1 wrong
-   value, −2/−3 illegal …, −1 for the wasted 6th call), so solving on an earlier try earns more.
-   Advantage = (return − group mean) / (group std + ε) over the episodes of the same hand; every
-   try of an episode gets its episode's advantage.
+One update (CleanRL-style, all hyper-parameters in `GRPOConfig`, per-task changes in `TASK_DEFAULTS`):
+1. **Rollouts.** Draw `hands_per_update` in-distribution instances and play `group_size` episodes
+   on each, exactly as at evaluation (`Rollouts` below):
+   - GP-L: hands (J/Q/K = 10) from a seeded `Dealer`; the paper's prompt, up to 5 tries with
+     sequential revision (the raw reply and `You failed this trial because …` are appended),
+     graded by `game.gp.verifier` through `Episode`;
+   - V-IRL-L: training episodes (route + episode seed, hence the same heading and rail for the
+     whole group) on `bundled:helsinki` with absolute actions; multi-step and multi-turn as the
+     reference (a fresh chat at every position, 2 graded tries per position, feedback appended
+     after a wrong one), graded by `game.virl.verifier` through `VirlEpisode`.
+   Sampling at `temperature` 1 and top-p 1, so the sampled tokens come from the very policy
+   being trained.
+2. **Advantages.** An episode's return is the sum of the paper's step rewards (GP-L: +5 solved, −1
+   wrong value, −2/−3 illegal …, −1 for the wasted 6th call, so solving on an earlier try earns
+   more; V-IRL-L: +1 per correct action, −1 / −1.5 per wrong one, −1 for the wasted third call,
+   so walking further earns more). Advantage = (return − group mean) / (group std + ε) over the
+   episodes of the same instance; every call of an episode gets its episode's advantage.
 3. **Update.** `epochs` passes of the clipped surrogate (PPO ratio against the rollout policy) over
    the reply tokens incl. `<|eot_id|>`, averaged per try, then per episode, then over episodes
    (every episode weighs the same, however many tries it took); Adam, gradient clipping. No KL
@@ -20,10 +27,12 @@ Why GRPO rather than the paper's PPO: a value head would have to be trained from
 baseline for free, with no critic to fit and half the forward passes.
 
     sftvsrl train rl --task gp-l --init models/checkpoints/gp-l-sft --out models/checkpoints/gp-l-rl
+    sftvsrl train rl --task virl-l --init models/checkpoints/virl-l-sft --out models/checkpoints/virl-l-rl
 """
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,8 +41,8 @@ from game.gp.cards import Rule
 from game.gp.deal import DealConfig, Dealer
 
 from .common import Stopwatch, environment, load_checkpoint, n_params, read_record, save_checkpoint, setup_torch
-from .data import ChatCodec
-from .evaluate import Turn, run_episodes
+from .data import VIRL_TRAIN_SEED_BASE, VIRL_TRAIN_SOURCE, ChatCodec, virl_data, virl_start
+from .evaluate import EpisodeBatch, Turn, run_episodes, run_virl_episodes, virl_return
 
 
 @dataclass(frozen=True)
@@ -41,9 +50,9 @@ class GRPOConfig:
     task: str = "gp-l"
     seed: int = 0
     updates: int = 20
-    hands_per_update: int = 8
-    group_size: int = 6              # episodes per hand (the GRPO group)
-    verify_iter: int = 5             # the paper's 5-try budget
+    hands_per_update: int = 8        # instances per update: GP-L hands, V-IRL-L (route, seed) episodes
+    group_size: int = 6              # episodes per instance (the GRPO group)
+    verify_iter: int = 5             # the paper's try budget (GP-L 5 tries per hand, V-IRL-L 2 per position)
     temperature: float = 1.0         # rollout sampling (1.0: the trained policy itself)
     top_p: float = 1.0
     max_new_tokens: int = 64         # replies are ~30 tokens; a longer one is cut and graded as is
@@ -59,6 +68,59 @@ class GRPOConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> "GRPOConfig":
         return cls(seed=seed, updates=2, hands_per_update=2, group_size=2, max_new_tokens=40, epochs=1)
+
+
+# Per-task changes to the `GRPOConfig` defaults: (full run, `--quick` run).
+TASK_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "gp-l": ({}, {}),
+    # V-IRL-L: 2 graded tries per position (the shipped verify_iter); answers are ~18 tokens;
+    # one torch thread, as its SFT (robust next to another busy process on 2 cores).
+    "virl-l": (dict(updates=20, hands_per_update=8, group_size=6, verify_iter=2, max_new_tokens=48, threads=1),
+               dict(verify_iter=2, threads=1)),
+}
+
+
+class Rollouts:
+    """The task side of a GRPO update: in-distribution training instances, and episodes on them."""
+
+    def __init__(self, cfg: "GRPOConfig", codec: ChatCodec) -> None:
+        self.cfg, self.codec = cfg, codec
+        if cfg.task == "gp-l":
+            self.dealer = Dealer(cfg.seed + 2000, DealConfig(rule=Rule.FACE10))
+        elif cfg.task == "virl-l":
+            self.data = virl_data(VIRL_TRAIN_SOURCE)
+            self.rng = random.Random(f"virl-rl:{cfg.seed}")
+        else:
+            raise ValueError(f"tiny RL supports tasks {', '.join(TASK_DEFAULTS)}, not {cfg.task!r}")
+
+    def instances(self, n: int) -> list:
+        if self.cfg.task == "gp-l":
+            return self.dealer.take(n)
+        return [VIRL_TRAIN_SEED_BASE + self.rng.randrange(10 ** 9) for _ in range(n)]  # episode seeds
+
+    def play(self, model, instances: list) -> EpisodeBatch:
+        """One episode per instance (a group = the same instance repeated), sampled on-policy."""
+        cfg = self.cfg
+        kw = dict(batch_size=len(instances), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                  top_p=cfg.top_p)
+        if cfg.task == "gp-l":
+            return run_episodes(model, self.codec, instances, Rule.FACE10, verify_iter=cfg.verify_iter, **kw)
+        episodes = [virl_start(self.data, None, s, absolute=True, verify_iter=cfg.verify_iter) for s in instances]
+        return run_virl_episodes(model, self.codec, episodes, **kw)
+
+    def returns(self, batch: EpisodeBatch) -> list[float]:
+        if self.cfg.task == "gp-l":
+            return [ep.episode_return for ep in batch.episodes]
+        return [virl_return(ep) for ep in batch.episodes]
+
+    def stats(self, batch: EpisodeBatch) -> dict[str, float]:
+        eps = batch.episodes
+        if self.cfg.task == "gp-l":
+            return {"success": sum(e.success for e in eps) / len(eps),
+                    "first_try_success": sum(e.steps[0].terminated for e in eps) / len(eps)}
+        calls = sum(e.n_calls for e in eps)
+        return {"success": sum(e.success for e in eps) / len(eps),
+                "per_step_accuracy": sum(e.n_correct for e in eps) / max(1, calls)}
 
 
 def group_advantages(returns: list[float], group_size: int, eps: float) -> list[float]:
@@ -97,25 +159,20 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
     import torch
     from tqdm.auto import tqdm
 
-    if cfg.task != "gp-l":
-        raise ValueError(f"tiny RL supports task gp-l for now, not {cfg.task!r}")
     setup_torch(cfg.seed, cfg.threads)
     watch = Stopwatch()
     model, tok = load_checkpoint(init)
     codec = ChatCodec(tok)
-    dealer = Dealer(cfg.seed + 2000, DealConfig(rule=Rule.FACE10))
+    rollouts = Rollouts(cfg, codec)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     history: list[dict[str, float]] = []
     bar = tqdm(range(cfg.updates), desc="rl", disable=not progress, dynamic_ncols=True)
     for update in bar:
         # 1. rollouts with the current policy
         model.eval()
-        hands = dealer.take(cfg.hands_per_update)
-        deals = [h for h in hands for _ in range(cfg.group_size)]
-        batch = run_episodes(model, codec, deals, Rule.FACE10, batch_size=len(deals),
-                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                             verify_iter=cfg.verify_iter)
-        returns = [ep.episode_return for ep in batch.episodes]
+        instances = rollouts.instances(cfg.hands_per_update)
+        batch = rollouts.play(model, [x for x in instances for _ in range(cfg.group_size)])
+        returns = rollouts.returns(batch)
         adv = group_advantages(returns, cfg.group_size, cfg.adv_eps)
         turns = batch.turns
         tries = [0] * len(batch.episodes)
@@ -148,17 +205,16 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
                 opt.step()
                 losses.append(float(loss.detach()))
                 clipped.append(float((((ratio - 1).abs() > cfg.clip).float() * mask).sum() / mask.sum()))
-        eps = batch.episodes
         stats = {
-            "update": update, "mean_return": sum(returns) / len(returns),
-            "success": sum(e.success for e in eps) / len(eps),
-            "first_try_success": sum(e.steps[0].terminated for e in eps) / len(eps),
+            "update": update, "mean_return": sum(returns) / len(returns), **rollouts.stats(batch),
             "turns": len(turns), "loss": sum(losses) / len(losses) if losses else 0.0,
             "clip_frac": sum(clipped) / len(clipped) if clipped else 0.0,
         }
         history.append(stats)
+        live = {"first": stats["first_try_success"]} if "first_try_success" in stats else {
+            "acc": stats["per_step_accuracy"]}
         bar.set_postfix(ret=f"{stats['mean_return']:+.2f}", succ=f"{stats['success']:.2f}",
-                        first=f"{stats['first_try_success']:.2f}", loss=f"{stats['loss']:+.3f}")
+                        **{k: f"{v:.2f}" for k, v in live.items()}, loss=f"{stats['loss']:+.3f}")
     bar.close()
     model.eval()
     wall = watch.elapsed()
@@ -175,6 +231,10 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
     return record
 
 
-def quick_config(quick: bool, seed: int, **overrides) -> GRPOConfig:
+def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> GRPOConfig:
+    """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
+    if task not in TASK_DEFAULTS:
+        raise ValueError(f"tiny RL supports tasks {', '.join(TASK_DEFAULTS)}, not {task!r}")
     cfg = GRPOConfig.quick(seed) if quick else GRPOConfig(seed=seed)
+    cfg = replace(cfg, task=task, **TASK_DEFAULTS[task][1 if quick else 0])
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

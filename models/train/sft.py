@@ -1,24 +1,31 @@
-"""Supervised fine-tuning of a tiny Llama on expert GP-L answers (the paper's SFT, scaled down).
+"""Supervised fine-tuning of a tiny Llama on expert answers (the paper's SFT, scaled down).
 
-One pass over fresh in-distribution hands (J/Q/K = 10): the paper-exact prompt in the chat template,
-the `ResponseEqn` answer with the canonical expert formula (`data.expert_formula`) then `<|eot_id|>`,
-cross-entropy on the answer tokens only, AdamW with warm-up and cosine decay. The tokenizer is trained
-on the task's own corpus (`data.gp_corpus`) and the model starts from random weights
-(`models.tiny.build_tiny_llama`). Hyper-parameters live in `SFTConfig`; `SFTConfig.quick()` is the
-seconds-long variant the tests use.
+GP-L: one pass over fresh in-distribution hands (J/Q/K = 10): the paper-exact prompt in the chat
+template, the `ResponseEqn` answer with the canonical expert formula (`data.expert_formula`).
+V-IRL-L: one pass over the single-turn expert pairs of fresh training episodes on the bundled
+Helsinki routes with absolute actions (`data.virl_sft_pairs`): the paper-exact prompt at every rail
+position (golden history so far), the `ResponseVIRL` answer with the golden action.
+
+Both: answer then `<|eot_id|>`, cross-entropy on the answer tokens only, AdamW with warm-up and
+cosine decay. The tokenizer is trained on the task's own corpus (`data.task_corpus`) and the model
+starts from random weights (`models.tiny.build_tiny_llama`). Hyper-parameters live in `SFTConfig`
+(`TASK_DEFAULTS` holds the per-task changes); `quick_config(True, …)` is the seconds-long variant
+the tests use.
 
     sftvsrl train sft --task gp-l --out models/checkpoints/gp-l-sft
+    sftvsrl train sft --task virl-l --out models/checkpoints/virl-l-sft
 """
 from __future__ import annotations
 
 import random
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
-from .data import ChatCodec, gp_corpus, sft_pairs
+from .data import ChatCodec, sft_pairs, task_corpus, virl_sft_pairs
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class SFTConfig:
     vocab_size: int = 1024
     max_positions: int = 2048
     init_std: float = 0.02
-    # tokenizer corpus size (hands per rule)
+    # tokenizer corpus size (GP-L: hands per rule; V-IRL-L: episodes per action space)
     corpus_hands: int = 600
     # decoding defaults written into generation_config.json (the paper's believed eval defaults)
     do_sample: bool = True
@@ -67,14 +74,51 @@ class SFTConfig:
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
 
 
+# Per-task changes to the `SFTConfig` defaults: (full run, `--quick` run).
+TASK_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "gp-l": ({}, {}),
+    # V-IRL-L: ~190-token prompts (vs ~100), so smaller batches; a larger vocabulary holds the
+    # street and landmark names (the BPE saturates below 2,048). One torch thread: next to another
+    # busy process on 2 cores, 2 threads ran ~4x slower than 1 (measured 4.2 s vs 0.9 s per step).
+    "virl-l": (dict(steps=1800, batch_size=24, lr=2e-3, warmup_steps=60, vocab_size=2048, corpus_hands=400,
+                    threads=1),
+               dict(vocab_size=900, corpus_hands=20, threads=1)),
+}
+
+
+def tokenizer_split(task: str) -> "bool | str":
+    from ..tiny import VIRL_SPLIT
+
+    return VIRL_SPLIT if task.startswith("virl") else True
+
+
 def build_init(cfg: SFTConfig, out: "str | Path") -> Path:
     """The randomly initialised starting checkpoint (tokenizer trained on the task corpus)."""
     from ..tiny import build_tiny_llama, train_tokenizer
 
-    if cfg.task != "gp-l":
-        raise ValueError(f"tiny SFT supports task gp-l for now, not {cfg.task!r}")
-    tokenizer = train_tokenizer(gp_corpus(cfg.seed, cfg.corpus_hands), cfg.vocab_size, compact=True)
+    if cfg.task not in TASK_DEFAULTS:
+        raise ValueError(f"tiny SFT supports tasks {', '.join(TASK_DEFAULTS)}, not {cfg.task!r}")
+    tokenizer = train_tokenizer(task_corpus(cfg.task, cfg.seed, cfg.corpus_hands), cfg.vocab_size,
+                                compact=tokenizer_split(cfg.task))
     return build_tiny_llama(out, tokenizer=tokenizer, generation=cfg.generation(), **cfg.model_kwargs())
+
+
+def expert_pairs(cfg: SFTConfig) -> tuple[list, dict[str, Any]]:
+    """`steps * batch_size` expert (prompt, answer) pairs for the task, and facts for the record."""
+    n = cfg.steps * cfg.batch_size
+    if cfg.task == "gp-l":
+        pairs = sft_pairs(n, cfg.seed + 1000)
+        return pairs, {"distinct_hands": len({p.deal.id for p in pairs}),
+                       "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs})}
+    episodes = n // 4 + 1                                  # ~6 rail positions per episode
+    pairs = virl_sft_pairs(episodes, cfg.seed + 1000)
+    while len(pairs) < n:                                  # a longer prefix of the same seeded stream
+        episodes *= 2
+        pairs = virl_sft_pairs(episodes, cfg.seed + 1000)
+    pairs = pairs[:n]
+    episodes = {(p.route_index, p.seed) for p in pairs}
+    return pairs, {"episodes": len(episodes), "distinct_routes": len({r for r, _ in episodes}),
+                   "actions": dict(sorted(Counter(p.gt_action.split("(")[0] for p in pairs).items()))}
 
 
 def common_prefix(examples: list[tuple[list[int], list[int]]]) -> list[int]:
@@ -136,7 +180,7 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
         model, tok = load_checkpoint(build_init(cfg, Path(tmp) / "init"))
     model.to(device)
     codec = ChatCodec(tok)
-    pairs = sft_pairs(cfg.steps * cfg.batch_size, cfg.seed + 1000)
+    pairs, facts = expert_pairs(cfg)
     examples = [codec.sft_example(p.prompt, p.answer) for p in pairs]
     random.Random(cfg.seed).shuffle(examples)
     prep_s = watch.elapsed()
@@ -172,8 +216,7 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
     model.eval().to("cpu")
     record = {
         "kind": "sft", "task": cfg.task, "config": asdict(cfg), "parameters": n_params(model),
-        "examples": len(examples), "distinct_hands": len({p.deal.id for p in pairs}),
-        "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs}),
+        "examples": len(examples), **facts,
         "mean_tokens_per_example": sum(lengths) / len(lengths), "shared_prefix_tokens": len(prefix),
         "mean_answer_tokens": sum(answer_tokens) / len(answer_tokens),
         "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
@@ -186,6 +229,10 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
     return record
 
 
-def quick_config(quick: bool, seed: int, **overrides) -> SFTConfig:
+def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> SFTConfig:
+    """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
+    if task not in TASK_DEFAULTS:
+        raise ValueError(f"tiny SFT supports tasks {', '.join(TASK_DEFAULTS)}, not {task!r}")
     cfg = SFTConfig.quick(seed) if quick else SFTConfig(seed=seed)
+    cfg = replace(cfg, task=task, **TASK_DEFAULTS[task][1 if quick else 0])
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

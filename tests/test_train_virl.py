@@ -1,0 +1,240 @@
+"""The tiny V-IRL-L pair: `--quick` SFT then RL end to end through the CLI, loaded by the `local`
+backend and graded by the verifier; the expert data against the rail; the V-IRL evaluation; the
+per-task checkpoint table of `models.toml` and how the app picks a checkpoint for a task."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from app.cli import main  # noqa: E402
+from game.virl.verifier import verify  # noqa: E402
+from models.config import ConfigError, dump_toml, load_config  # noqa: E402
+from models.train.data import virl_data, virl_episode_pairs, virl_sft_pairs, virl_start  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ROOT / "models" / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def quick_virl(tmp_path_factory):
+    """`sftvsrl train sft --task virl-l --quick` then `train rl --task virl-l --quick --init <sft>`."""
+    base = tmp_path_factory.mktemp("virl")
+    sft, rl = base / "sft", base / "rl"
+    assert main(["train", "sft", "--task", "virl-l", "--quick", "--out", str(sft), "--no-progress"]) == 0
+    assert main(["train", "rl", "--task", "virl-l", "--quick", "--init", str(sft), "--out", str(rl),
+                 "--no-progress"]) == 0
+    return sft, rl
+
+
+def test_quick_virl_sft_and_rl_write_hf_checkpoints(quick_virl):
+    for path, kind in zip(quick_virl, ("sft", "rl")):
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
+                     "chat_template.jinja"):
+            assert (path / name).is_file(), name
+        record = json.loads((path / "training.json").read_text())
+        assert record["kind"] == kind and record["task"] == "virl-l"
+    sft = json.loads((quick_virl[0] / "training.json").read_text())
+    assert sft["examples"] == sft["config"]["steps"] * sft["config"]["batch_size"] and sft["episodes"] >= 2
+    rl = json.loads((quick_virl[1] / "training.json").read_text())
+    assert rl["algorithm"] == "grpo" and rl["updates"] == 2 and rl["config"]["verify_iter"] == 2
+    assert rl["turns"] >= rl["episodes"] and "per_step_accuracy" in rl["history"][0]
+
+
+def test_quick_virl_rl_answers_a_virl_prompt_through_local_backend(quick_virl):
+    from models.backends.local import LocalBackend
+    from models.chat import next_chat
+    from models.decoding import DecodingSettings
+    from models.train.data import virl_prompt_of
+
+    ep = virl_start(virl_data(), 5, seed=3)
+    backend = LocalBackend(name="tiny-virl-rl", path=str(quick_virl[1]))
+    messages = next_chat(None, virl_prompt_of(ep), verify_info=None)
+    done = asyncio.run(backend.complete(messages, (), DecodingSettings(max_tokens=24, temperature=0.0)))
+    assert done.error is None and done.completion_tokens > 0
+    record = ep.step(done.text)  # graded by the V-IRL verifier, whatever a seconds-old model says
+    assert record.graded and record.reward in (1.0, -1.0, -1.5)
+
+
+def test_wrong_task_init_is_refused(quick_virl, capsys):
+    assert main(["train", "rl", "--task", "gp-l", "--quick", "--init", str(quick_virl[0]), "--no-progress"]) == 2
+    assert "trained for virl-l" in capsys.readouterr().err
+
+
+def test_expert_answers_follow_the_rail_and_are_graded_correct():
+    from app.tasks import Instance, open_session
+
+    data = virl_data()
+    for route, seed in ((0, 0), (17, 5), (311, 123), (507, 9)):
+        for absolute in (True, False):
+            pairs = virl_episode_pairs(data, route, seed, absolute)
+            ep = virl_start(data, route, seed, absolute)
+            assert [p.gt_action for p in pairs] == ep.rail.gt_actions and pairs[-1].gt_action == "stop()"
+            # the training prompt is the one the app sends for the same episode
+            session = open_session(Instance("virl-l", {"route": route, "seed": seed, "absolute_action": absolute}))
+            assert session.prompt() == pairs[0].prompt
+            for pair, entry in zip(pairs, ep.rail.entries):
+                assert pair.answer == ep.oracle_reply()  # `ResponseVIRL` with the golden action
+                assert verify(pair.answer, entry.gt_action, entry.observation).reward == 1.0
+                assert ep.step(pair.answer).reward == 1.0
+            assert ep.success and ep.per_step_accuracy == 1.0
+    sample = virl_sft_pairs(30, seed=1)
+    assert all(verify(p.answer, p.gt_action, p.observation).reward == 1.0 for p in sample)
+    assert all(p.seed >= 1_000_000 for p in sample)  # never an evaluation episode (seeds < 10,000)
+    assert "['north', 'northeast'" in sample[0].prompt  # absolute actions (the ID rule) only
+    assert virl_sft_pairs(30, seed=1) == sample  # seeded
+
+
+def test_virl_tokenizer_keeps_names_and_directions_whole():
+    from models.tiny import VIRL_SPLIT, train_tokenizer
+    from models.train.data import virl_corpus
+
+    tok = train_tokenizer(virl_corpus(0, 40), 900, compact=VIRL_SPLIT)
+    pair = virl_episode_pairs(virl_data(), 3, 3)[-1]
+    ids = tok(pair.prompt + pair.answer, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == pair.prompt + pair.answer
+    pieces = tok.convert_ids_to_tokens(ids)
+    for piece in ("northeast", "southwest", "stop", "forward", "turn_direction"):
+        assert piece in tok.get_vocab()
+    assert "stop" in pieces
+
+
+def test_virl_evaluation_counts_calls_and_splits(quick_virl):
+    from models.train.common import load_checkpoint
+    from models.train.evaluate import evaluate_virl, virl_episodes
+
+    ood = virl_episodes("ood", 3)
+    idd = virl_episodes("id", 3)
+    assert [e.rail.route.index for e in ood] == [e.rail.route.index for e in idd] == [0, 1, 2]
+    assert not ood[0].rail.absolute_action and idd[0].rail.absolute_action
+    assert virl_episodes("streets", 1)[0].rail.route.route_id != idd[0].rail.route.route_id
+    model, tok = load_checkpoint(quick_virl[0])
+    r = evaluate_virl(model, tok, "ood", 3, temperature=0, max_new_tokens=16)
+    assert r["n"] == 3 and r["calls"] >= 3 and 0.0 <= r["per_step_accuracy"] <= 1.0
+    assert r["actions"] == "relative" and r["routes"] == 508
+    # an episode that never answers right ends after 2 graded calls and the wasted third
+    assert r["calls"] == 3 * 3 or r["correct_calls"] > 0
+
+
+def test_sft_config_per_task_defaults():
+    from models.train.sft import quick_config
+
+    full = quick_config(False, 0, task="virl-l")
+    assert full.task == "virl-l" and full.vocab_size == 2048
+    assert quick_config(False, 0).task == "gp-l" and quick_config(False, 0).vocab_size == 1024
+    with pytest.raises(ValueError):
+        quick_config(True, 0, task="virl-vl")
+
+
+# --- per-task checkpoints in models.toml -----------------------------------------------------
+
+PER_TASK = """
+[models.sft]
+backend = "local"
+label = "SFT (tiny)"
+[models.sft.paths]
+gp-l = "ck/gp"
+virl-l = "ck/virl"
+
+[models.mixed]
+backend = "local"
+path = "ck/any"
+[models.mixed.paths]
+virl-l = "ck/virl"
+
+[models.plain]
+backend = "local"
+path = "ck/plain"
+"""
+
+
+def _write(tmp_path, text):
+    f = tmp_path / "models.toml"
+    f.write_text(text)
+    return f
+
+
+def test_per_task_paths_config(tmp_path):
+    cfg = load_config(_write(tmp_path, PER_TASK), env={})
+    sft = cfg["sft"]
+    assert sft.tasks == ("gp-l", "virl-l") and sft.path is None
+    assert sft.path_for("gp-l") == str(tmp_path / "ck" / "gp")
+    assert sft.path_for("virl-l") == str(tmp_path / "ck" / "virl")
+    assert sft.path_for(None) == str(tmp_path / "ck" / "gp")
+    assert sft.make_backend("virl-l").path == str(tmp_path / "ck" / "virl")
+    assert "virl-l: " in sft.where
+    mixed = cfg["mixed"]  # `path` serves every task without its own entry
+    assert len(mixed.tasks) == 4 and mixed.path_for("gp-vl") == str(tmp_path / "ck" / "any")
+    assert mixed.path_for("virl-l") == str(tmp_path / "ck" / "virl")
+    plain = cfg["plain"]  # the one-path form is unchanged
+    assert plain.paths == {} and plain.make_backend("virl-l").path == str(tmp_path / "ck" / "plain")
+    again = load_config(_write(tmp_path, dump_toml(cfg.models)), env={})
+    assert {n: (m.path, m.paths, m.tasks) for n, m in again.models.items()} == \
+        {n: (m.path, m.paths, m.tasks) for n, m in cfg.models.items()}
+
+
+def test_per_task_paths_env_overrides(tmp_path):
+    f = _write(tmp_path, PER_TASK)
+    one = load_config(f, env={"SFTVSRL_MODEL_SFT_PATH": "/x/one"})["sft"]
+    assert one.paths == {} and one.path_for("virl-l") == "/x/one"
+    two = load_config(f, env={"SFTVSRL_MODEL_NEW_PATHS": "gp-l=/x/a, virl-l=/x/b"})["new"]
+    assert two.backend == "local" and two.tasks == ("gp-l", "virl-l") and two.path_for("virl-l") == "/x/b"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[models.a]\nbackend = 'local'\n[models.a.paths]\nchess = 'x'\n", "unknown task"),
+    ("[models.a]\nbackend = 'local'\ntasks = ['gp-l', 'virl-l']\n[models.a.paths]\ngp-l = 'x'\n", "no checkpoint for task"),
+    ("[models.a]\nbase_url = 'http://h/v1'\n[models.a.paths]\ngp-l = 'x'\n", "local backend"),
+    ("[models.a]\nbackend = 'local'\n[models.a.paths]\ngp-l = 3\n", "paths must be"),
+])
+def test_per_task_paths_errors(tmp_path, text, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(_write(tmp_path, text), env={})
+
+
+def test_pool_routes_players_by_task(tmp_path, tiny_llama_dir, quick_virl):
+    """The app asks the pool for a task's player; a V-IRL episode gets the V-IRL checkpoint."""
+    from app.live import ModelPool
+    from app.runner import play
+    from app.store import Store
+    from app.tasks import Instance
+
+    text = f'[models.sft]\nbackend = "local"\n[models.sft.paths]\ngp-l = "{tiny_llama_dir}"\nvirl-l = "{quick_virl[0]}"\n'
+    pool = ModelPool(load_config(_write(tmp_path, text), env={}))
+    gp, virl = pool.player("sft", task="gp-l"), pool.player("sft", task="virl-l")
+    assert Path(gp.backend.path) == Path(tiny_llama_dir) and Path(virl.backend.path) == quick_virl[0]
+    assert pool.player("sft", task="virl-l").backend is virl.backend  # loaded once per checkpoint
+    store = Store(f"sqlite:///{tmp_path / 'eps.db'}")
+
+    async def go():
+        from models.decoding import DecodingSettings
+
+        player = pool.player("sft", DecodingSettings(max_tokens=16, temperature=0.0), task="virl-l")
+        return [e async for e in play(player, Instance("virl-l", {"route": 2, "seed": 1}), store)]
+
+    try:
+        events = asyncio.run(go())
+    finally:
+        pool.wait_idle()
+        store.close()
+    assert events[-1].type == "finished" and any(e.type == "step" for e in events)
+    assert virl.backend.loaded and not gp.backend.loaded
+
+
+@pytest.mark.skipif(not (CHECKPOINTS / "virl-l-sft" / "config.json").is_file(),
+                    reason="shipped V-IRL-L checkpoints not present")
+def test_default_config_serves_both_tasks_from_shipped_checkpoints():
+    from models.config import DEFAULT_FILE
+
+    cfg = load_config(DEFAULT_FILE, env={})
+    for name in ("sft", "rl"):
+        spec = cfg[name]
+        assert spec.supports("gp-l") and spec.supports("virl-l")
+        for task in ("gp-l", "virl-l"):
+            path = Path(spec.path_for(task))
+            assert path == CHECKPOINTS / f"{task}-{name}" and (path / "model.safetensors").is_file()
+            assert json.loads((path / "training.json").read_text())["task"] == task
