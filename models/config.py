@@ -41,13 +41,15 @@ the file: `api_key_env` names the variable that holds one.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .backends import Backend, make_backend
+from .backends.base import Health
 from .decoding import PAPER_EVAL, TASKS, DecodingSettings
 
 ENV_CONFIG = "SFTVSRL_MODELS_CONFIG"
@@ -110,6 +112,34 @@ class ModelSpec:
                                 connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s,
                                 retries=self.retries, image_format=self.image_format)
         return make_backend("local", self.name, path=self.path_for(task), device=self.device, settings=self.decoding)
+
+    def checkpoint_tasks(self) -> list[tuple[str | None, tuple[str, ...]]]:
+        """Each distinct backend the model needs, as (a task that selects it, the tasks it serves):
+        one entry (task None) unless a local model has per-task `paths`."""
+        if not self.paths:
+            return [(None, self.tasks)]
+        groups: dict[str | None, list[str]] = {}
+        for task in self.tasks:
+            groups.setdefault(self.path_for(task), []).append(task)
+        return [(tasks[0], tuple(tasks)) for tasks in groups.values()]
+
+    async def health(self, backend_for: Callable[[str | None], Backend], timeout: float) -> Health:
+        """Check every checkpoint this model serves (`backend_for(task)` gives the backend that
+        plays `task`), each within `timeout` seconds; healthy only when all are. Never raises."""
+        async def one(task: str | None) -> Health:
+            try:
+                return await asyncio.wait_for(backend_for(task).health(), timeout)
+            except asyncio.TimeoutError:
+                return Health(False, f"no answer within {timeout:g} s")
+            except Exception as exc:  # noqa: BLE001 - health is reported, never raised
+                return Health(False, str(exc) or type(exc).__name__)
+
+        targets = self.checkpoint_tasks()
+        results = await asyncio.gather(*(one(task) for task, _ in targets))
+        if len(results) == 1:
+            return results[0]
+        detail = "; ".join(f"{','.join(tasks)}: {h.detail}" for (_, tasks), h in zip(targets, results))
+        return Health(all(h.ok for h in results), detail, tuple(m for h in results for m in h.models))
 
     def to_toml_table(self) -> dict[str, Any]:
         data: dict[str, Any] = {"backend": self.backend}

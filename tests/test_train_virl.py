@@ -238,3 +238,21 @@ def test_default_config_serves_both_tasks_from_shipped_checkpoints():
             path = Path(spec.path_for(task))
             assert path == CHECKPOINTS / f"{task}-{name}" and (path / "model.safetensors").is_file()
             assert json.loads((path / "training.json").read_text())["task"] == task
+
+
+def test_health_checks_every_per_task_checkpoint(tmp_path, tiny_llama_dir, capsys):
+    """A model with per-task checkpoints is healthy only when each one is; the detail says which
+    task's checkpoint is missing (`sftvsrl models` and /api/models use the same check)."""
+    missing = tmp_path / "gone"
+    text = (f'[models.sft]\nbackend = "local"\n[models.sft.paths]\ngp-l = "{tiny_llama_dir}"\n'
+            f'virl-l = "{missing}"\n\n[models.rl]\nbackend = "local"\npath = "{tiny_llama_dir}"\n')
+    cfg = load_config(_write(tmp_path, text), env={})
+    sft, rl = cfg["sft"], cfg["rl"]
+    assert [tasks for _, tasks in sft.checkpoint_tasks()] == [("gp-l",), ("virl-l",)]
+    bad = asyncio.run(sft.health(sft.make_backend, 30))
+    assert not bad.ok and "virl-l: no checkpoint at" in bad.detail and str(missing) in bad.detail
+    good = asyncio.run(rl.health(rl.make_backend, 30))
+    assert good.ok and len(rl.checkpoint_tasks()) == 1
+    assert main(["models", "--config", str(tmp_path / "models.toml"), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    assert rows["sft"]["healthy"] is False and "virl-l" in rows["sft"]["detail"] and rows["rl"]["healthy"]

@@ -26,12 +26,8 @@ async def models(check: bool = Query(False, description="contact each model for 
     specs = [c.pool.spec(n) for n in c.pool.names]
     checks = [None] * len(specs)
     if check:
-        async def one(name):
-            try:
-                return await asyncio.wait_for(c.pool.backend(name).health(), 10)
-            except Exception as exc:  # noqa: BLE001
-                return type("H", (), {"ok": False, "detail": str(exc) or type(exc).__name__})()
-        checks = await asyncio.gather(*(one(s.name) for s in specs))
+        checks = await asyncio.gather(*(s.health(lambda task, n=s.name: c.pool.backend(n, task), 10)
+                                        for s in specs))
     for spec, h in zip(specs, checks):
         out.append(ModelInfo(name=spec.name, label=spec.label, backend=spec.backend, where=spec.where,
                              tasks=list(spec.tasks), decoding=spec.decoding.to_dict(),

@@ -65,15 +65,17 @@ def _load(path):
 
 async def _health_all(specs, timeout: float):
     async def one(spec):
-        backend = spec.make_backend()
-        try:
-            return await asyncio.wait_for(backend.health(), timeout)
-        except asyncio.TimeoutError:
-            from models.backends.base import Health
+        made = []
 
-            return Health(False, f"no answer within {timeout:g} s")
+        def backend_for(task):
+            made.append(spec.make_backend(task))
+            return made[-1]
+
+        try:
+            return await spec.health(backend_for, timeout)
         finally:
-            await backend.aclose()
+            for backend in made:
+                await backend.aclose()
 
     return await asyncio.gather(*[one(s) for s in specs])
 

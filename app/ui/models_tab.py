@@ -18,11 +18,8 @@ async def health_rows(ctx) -> str:
     async def check(name):
         spec = ctx.pool.spec(name)
         start = time.perf_counter()
-        try:
-            health = await asyncio.wait_for(ctx.pool.backend(name).health(), timeout=10)
-            ok, detail = health.ok, health.detail
-        except Exception as exc:  # noqa: BLE001 - health is reported, never raised
-            ok, detail = False, str(exc) or type(exc).__name__
+        health = await spec.health(lambda task: ctx.pool.backend(name, task), timeout=10)
+        ok, detail = health.ok, health.detail
         ms = (time.perf_counter() - start) * 1000
         return (f'<tr data-model="{esc(name)}"><td><b>{esc(spec.label or name)}</b> <code>{esc(name)}</code></td>'
                 f'<td>{esc(spec.backend)}</td><td><code>{esc(spec.where)}</code></td>'
