@@ -79,8 +79,8 @@ def build_ui(services=None):
                     inspect = inspect_tab.build(services)
                 with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                     evaluate_tab.build(services)
-                with gr.Tab("Models", id="models", elem_id="tab-models"):
-                    models_tab.build(services)
+                with gr.Tab("Models", id="models", elem_id="tab-models") as models_ui:
+                    models_tab.build(services, models_ui)
         gr.HTML('<footer class="sv-footer">Map data © OpenStreetMap contributors (ODbL) · card art and '
                 'street views drawn by this project · runs offline</footer>')
 

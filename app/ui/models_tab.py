@@ -10,35 +10,51 @@ import gradio as gr
 from .common import badge, error_html, esc
 
 
-async def health_rows(ctx) -> str:
-    if ctx.pool.error:
-        return error_html(f"Model configuration problem: {ctx.pool.error}")
-    names = ctx.pool.names
-
-    async def check(name):
-        spec = ctx.pool.spec(name)
-        start = time.perf_counter()
-        health = await spec.health(lambda task: ctx.pool.backend(name, task), timeout=10)
-        ok, detail = health.ok, health.detail
-        ms = (time.perf_counter() - start) * 1000
-        return (f'<tr data-model="{esc(name)}"><td><b>{esc(spec.label or name)}</b> <code>{esc(name)}</code></td>'
-                f'<td>{esc(spec.backend)}</td><td><code>{esc(spec.where)}</code></td>'
-                f'<td>{esc(", ".join(spec.tasks))}</td>'
-                f'<td>{badge("ok" if ok else "bad", "healthy" if ok else "unavailable")} '
-                f'<span class="sv-dim">{esc(detail)} · {ms:.0f} ms</span></td></tr>')
-
-    rows = await asyncio.gather(*(check(n) for n in names))
+def _table(ctx, rows: list[str]) -> str:
     source = esc(ctx.pool.config.source) if ctx.pool.config else ""
     return (f'<div class="sv-dim">Configuration: <code>{source}</code></div><table class="sv-models">'
             '<tr><th>model</th><th>backend</th><th>where</th><th>tasks</th><th>health</th></tr>'
             + "".join(rows) + "</table>")
 
 
-def build(ctx) -> dict:
+def _row(ctx, name: str, health_html: str) -> str:
+    spec = ctx.pool.spec(name)
+    return (f'<tr data-model="{esc(name)}"><td><b>{esc(spec.label or name)}</b> <code>{esc(name)}</code></td>'
+            f'<td>{esc(spec.backend)}</td><td><code>{esc(spec.where)}</code></td>'
+            f'<td>{esc(", ".join(spec.tasks))}</td><td>{health_html}</td></tr>')
+
+
+def listing(ctx) -> str:
+    """The configured models without contacting them (shown before the first check)."""
+    if ctx.pool.error:
+        return error_html(f"Model configuration problem: {ctx.pool.error}")
+    return _table(ctx, [_row(ctx, n, '<span class="sv-dim">not checked yet</span>') for n in ctx.pool.names])
+
+
+async def health_rows(ctx) -> str:
+    """The configured models, each with a live health check (every checkpoint it serves) and its latency."""
+    if ctx.pool.error:
+        return error_html(f"Model configuration problem: {ctx.pool.error}")
+
+    async def check(name):
+        start = time.perf_counter()
+        health = await ctx.pool.spec(name).health(lambda task: ctx.pool.backend(name, task), timeout=10)
+        ms = (time.perf_counter() - start) * 1000
+        return _row(ctx, name, f'{badge("ok" if health.ok else "bad", "healthy" if health.ok else "unavailable")} '
+                               f'<span class="sv-dim">{esc(health.detail)} · {ms:.0f} ms</span>')
+
+    return _table(ctx, list(await asyncio.gather(*(check(n) for n in ctx.pool.names))))
+
+
+def build(ctx, tab=None) -> dict:
+    """The tab's content; `tab` (its gr.Tab) re-checks health whenever the tab is opened."""
     refresh = gr.Button("Check health", variant="primary", elem_id="models-refresh")
-    out = gr.HTML("", elem_id="models-health")
+    out = gr.HTML(listing(ctx), elem_id="models-health")
+
     async def on_refresh():
         return await health_rows(ctx)
 
     refresh.click(on_refresh, None, out)
+    if tab is not None:
+        tab.select(on_refresh, None, out)
     return {}
