@@ -279,7 +279,7 @@ def model_card(path: "str | Path", *, name: str, repro: str) -> str:
     else:
         k, first, last = _rollout_trend(rec, ("mean_return", "success"))
         lines += [
-            f"| init | the tiny SFT checkpoint (`gp-l-sft`) |",
+            "| init | the tiny SFT checkpoint (`gp-l-sft`) |",
             f"| algorithm | GRPO, {rec.get('updates', '?')} updates × {cfg.get('hands_per_update', '?')} hands × "
             f"{cfg.get('group_size', '?')} episodes, {cfg.get('epochs', '?')} epochs, clip {cfg.get('clip', '?')}, "
             f"Adam LR {cfg.get('lr', '?')}, no KL |",

@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from game.gp.cards import Rule
 from game.gp.deal import DealConfig, Dealer
 
-from .common import Stopwatch, environment, load_checkpoint, n_params, read_record, save_checkpoint, setup_torch
+from .common import (Stopwatch, environment, load_checkpoint, n_params, read_record, save_checkpoint, setup_torch,
+                     task_config)
 from .data import VIRL_TRAIN_SEED_BASE, VIRL_TRAIN_SOURCE, ChatCodec, virl_data, virl_start
 from .evaluate import EpisodeBatch, Turn, run_episodes, run_virl_episodes, virl_return
 
@@ -233,8 +234,4 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
 
 def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> GRPOConfig:
     """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
-    if task not in TASK_DEFAULTS:
-        raise ValueError(f"tiny RL supports tasks {', '.join(TASK_DEFAULTS)}, not {task!r}")
-    cfg = GRPOConfig.quick(seed) if quick else GRPOConfig(seed=seed)
-    cfg = replace(cfg, task=task, **TASK_DEFAULTS[task][1 if quick else 0])
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return task_config(GRPOConfig, TASK_DEFAULTS, quick, seed, task, overrides, "RL")

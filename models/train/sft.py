@@ -20,11 +20,12 @@ from __future__ import annotations
 import random
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
+from .common import (Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch,
+                     task_config)
 from .data import ChatCodec, sft_pairs, task_corpus, virl_sft_pairs
 
 
@@ -231,8 +232,4 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
 
 def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> SFTConfig:
     """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
-    if task not in TASK_DEFAULTS:
-        raise ValueError(f"tiny SFT supports tasks {', '.join(TASK_DEFAULTS)}, not {task!r}")
-    cfg = SFTConfig.quick(seed) if quick else SFTConfig(seed=seed)
-    cfg = replace(cfg, task=task, **TASK_DEFAULTS[task][1 if quick else 0])
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return task_config(SFTConfig, TASK_DEFAULTS, quick, seed, task, overrides, "SFT")
