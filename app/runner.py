@@ -246,11 +246,7 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
             text = human_reply(final.text, session) if kind == "human" else final.text
             result = session.step(text)
             conv.record(text, result.feedback)
-            step = {"call": result.call, "prompt": messages, "output": text, "parsed": result.parsed,
-                    "reward": result.reward, "feedback": result.feedback, "outcome": result.outcome,
-                    "graded": result.graded, "terminated": result.terminated, "truncated": result.truncated,
-                    "exact_correct": result.exact_correct, "float_rejected": result.float_rejected,
-                    "timing": _timing(final)}
+            step = {**asdict(result), "prompt": messages, "output": text, "timing": _timing(final)}
             store.add_step(episode_id, step)  # committed before it is reported
             n_steps += 1
             step.pop("prompt")

@@ -78,6 +78,8 @@ class Instance:
 
 @dataclass
 class StepResult:
+    """One graded call as the engines report it; the runner adds the reply text and timing
+    (`runner.StepDone`, stored as a `steps` row, served as `schemas.Step`)."""
     call: int
     reward: float
     feedback: str
