@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .rail import Rail, RailEntry, build_rail
 from .routes import PanoMapping, Route
-from .verifier import VERIFY_EXCEEDED, Verdict, verify
+from .verifier import VERIFY_EXCEEDED, Outcome, Verdict, outcome_of, verify
 
 VL_CURRENT_OBS = "You observe an image of 4 views; "
 DEFAULT_VERIFY_ITER = 2
@@ -46,6 +46,10 @@ class StepRecord:
     rail_index_after: int
     gt_action: str
     reference_raises: bool = False
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(self.reward, self.graded)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 CORRECT_ACTION = 1.0
@@ -35,6 +36,15 @@ VERIFY_EXCEEDED = "Exceed maximum verify steps"
 FEEDBACK_PREFIX = "You failed this trial because "
 
 _MISSING = "None"
+
+
+class Outcome(str, Enum):
+    """Failure taxonomy of one V-IRL call, from the reference's reward classes."""
+
+    CORRECT = "correct"                      # +1
+    WRONG_ACTION = "wrong_action"            # −1
+    WRONG_OBSERVATION = "wrong_observation"  # −1.5: the intersection claim disagrees with the truth
+    BUDGET_EXCEEDED = "budget_exceeded"      # −1 on the call after the budget ran out (text ignored)
 
 
 def re_match(text: str, key: str) -> Any:
@@ -67,6 +77,19 @@ class Verdict:
     @property
     def correct(self) -> bool:
         return self.reward == CORRECT_ACTION
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(self.reward)
+
+
+def outcome_of(reward: float, graded: bool = True) -> Outcome:
+    """The outcome class of a call's reward (`graded=False`: the budget-exhausted call)."""
+    if not graded:
+        return Outcome.BUDGET_EXCEEDED
+    if reward == CORRECT_ACTION:
+        return Outcome.CORRECT
+    return Outcome.WRONG_OBSERVATION if reward == INCORRECT_OBS else Outcome.WRONG_ACTION
 
 
 def verify(model_output: str, gt_action: str, gt_observation: str) -> Verdict:

@@ -1,0 +1,44 @@
+"""The task registry: the one place that knows the four tasks of the paper (gp-l, gp-vl, virl-l,
+virl-vl). Everything that differs between tasks is asked of the registry; nothing else branches on
+a task name.
+
+    from game.tasks import TASKS, get_task
+    task = get_task("virl-l")
+    instance = task.instances("id", n=10)[0]      # seeded evaluation streams per split
+    session = task.session(instance)             # prompt() / image() / step(text) / done / success / outcome
+    session.step(task.person_reply(session, "forward()"))
+
+Per task (`Task` subclasses in `gp.py` and `virl.py`): a typed, validated config (`config_type`:
+unknown or out-of-range parameters raise `InstanceError`), its evaluation splits and seeded
+instance streams, `session(instance)`, the person's-move → reply function, the outcome enum, the
+headline metric and the reference logger's reward classes. Metrics and the evaluation protocol
+built on this are in `game.protocol`. Like all of `game/`, this imports nothing from `models/` or
+`app/`.
+"""
+from __future__ import annotations
+
+from .base import Instance, InstanceError, Split, StepResult, Task
+from .gp import GPLanguage, GPSession, GPVision, formula_reply
+from .virl import VirlLanguage, VirlSession, VirlVision, action_reply, route_data
+
+TASKS: dict[str, Task] = {t.name: t for t in (GPLanguage(), GPVision(), VirlLanguage(), VirlVision())}
+OUTCOMES: tuple[str, ...] = tuple(dict.fromkeys(o for t in TASKS.values() for o in t.outcomes))
+
+Session = GPSession | VirlSession
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`; `InstanceError` (a `ValueError`) names the known ones otherwise."""
+    try:
+        return TASKS[name]
+    except (KeyError, TypeError):
+        raise InstanceError(f"unknown task {name!r}; use one of {', '.join(TASKS)}") from None
+
+
+def open_session(instance: Instance) -> Session:
+    """A fresh session for `instance`; raises `InstanceError` with a clear message on bad input."""
+    return instance.spec.session(instance)
+
+
+__all__ = ["TASKS", "OUTCOMES", "Instance", "InstanceError", "Session", "Split", "StepResult", "Task",
+           "action_reply", "formula_reply", "get_task", "open_session", "route_data"]

@@ -1,0 +1,217 @@
+"""What every task of the registry shares: the JSON `Instance`, its typed and validated config,
+the graded `StepResult`, the evaluation `Split`, and the `Task` base class the four tasks fill in.
+
+An `Instance` is plain JSON (task + flat parameters) so it can be stored, sent over the API and
+replayed; `instance.config` is the task's typed config dataclass built from those parameters.
+Unknown parameters, wrong types and out-of-range numbers raise `InstanceError` (a `ValueError`)
+when the instance is made; what needs data to check (does the deal id parse, does the route
+exist, does the source open) raises it when the session is opened.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from enum import Enum
+from typing import Any, ClassVar
+
+
+class InstanceError(ValueError):
+    """A bad instance description (the message is shown to the user as is)."""
+
+
+# ------------------------------------------------------------------------------- typed configs
+def param(default: Any, kind: str, doc: str, lo: int | None = None, hi: int | None = None):
+    """A config field: `kind` is `bool`, `int`, `str`, `int?` (int or None) or `route` (index,
+    id or None); `lo`/`hi` bound ints (inclusive). `default=...` makes the parameter required."""
+    meta = {"kind": kind, "doc": doc, "lo": lo, "hi": hi}
+    return field(metadata=meta) if default is ... else field(default=default, metadata=meta)
+
+
+def _coerce(task: str, name: str, kind: str, value: Any, lo, hi) -> Any:
+    def bad(what: str) -> InstanceError:
+        return InstanceError(f"{task}: parameter {name!r} must be {what}, got {value!r}")
+
+    if value is None and kind in ("int?", "route"):
+        return None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise bad("true or false")
+    if kind == "str":
+        if not isinstance(value, str) or len(value) > 1024:
+            raise bad("a string (at most 1024 characters)")
+        return value
+    if kind == "route" and isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        if not value or len(value) > 256:
+            raise bad("a route index or id")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise bad("a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise bad("a whole number") from None
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise bad(f"between {lo} and {hi}" if hi is not None else f"at least {lo}")
+    return number
+
+
+def parse_config(cls, task: str, params: Any):
+    """The typed config `cls` from a flat parameter dict; raises `InstanceError` on unknown names,
+    wrong types and out-of-range values."""
+    if not isinstance(params, dict):
+        raise InstanceError(f"{task}: parameters must be an object, got {type(params).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise InstanceError(f"{task}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                            f"use {', '.join(known)}")
+    values = {}
+    for name, value in params.items():
+        meta = known[name].metadata
+        values[name] = _coerce(task, name, meta["kind"], value, meta["lo"], meta["hi"])
+    missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING]
+    if missing:
+        raise InstanceError(f"{task}: missing parameter(s) {', '.join(missing)}")
+    return cls(**values)
+
+
+# --------------------------------------------------------------------------------- instances
+@dataclass(frozen=True)
+class Instance:
+    """One seeded task instance: `task` plus its flat JSON parameters (see each task's config)."""
+
+    task: str
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", dict(self.params or {}))
+        self.config  # validate now: unknown names, types and ranges fail at construction
+
+    @property
+    def spec(self) -> "Task":
+        from . import get_task
+
+        return get_task(self.task)
+
+    @property
+    def config(self):
+        return self.spec.config(self.params)
+
+    @property
+    def vision(self) -> bool:
+        return self.spec.vision
+
+    @property
+    def key(self) -> str:
+        """A short printable description used for filtering and pairing."""
+        return self.spec.key(self.config)
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Instance":
+        if not isinstance(data, dict) or "task" not in data:
+            raise InstanceError("an instance needs a task and params")
+        return cls(str(data["task"]), dict(data.get("params") or {}))
+
+
+@dataclass
+class StepResult:
+    """One graded call as the task reports it. The runner adds the reply text and timing (one
+    `step` event, one stored `steps` row, one `schemas.Step`: the same names everywhere)."""
+
+    call: int
+    reward: float
+    feedback: str
+    outcome: str
+    graded: bool
+    terminated: bool
+    truncated: bool
+    parsed: dict
+    exact_correct: bool | None = None
+    float_rejected: bool | None = None
+
+
+@dataclass(frozen=True)
+class Split:
+    """One evaluation split of a task: which instances its episodes play.
+
+    `params` are shared by every instance of the split (GP: the rule; V-IRL: the action space);
+    `stream` names the seeded instance stream (GP: a `game.gp.deal.EVAL_CONFIGS` key; V-IRL: the
+    route source key, `id` or `ood`). `default_n` is the paper's episode count; None means one
+    episode per route of the source."""
+
+    name: str
+    description: str
+    stream: str
+    default_n: int | None
+    params: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------- tasks
+class Task:
+    """A task of the registry. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]              # "gp" or "virl": the engine behind the task
+    vision: ClassVar[bool]
+    label: ClassVar[str]
+    config_type: ClassVar[type]
+    outcome_type: ClassVar[type[Enum]]
+    splits: ClassVar[tuple[Split, ...]]
+    default_seed: ClassVar[int]        # seed of the evaluation instance streams
+    headline: ClassVar[str]            # the paper's headline metric: success_rate / per_step_accuracy
+    recognition: ClassVar[bool] = False   # reports recognition accuracy (GP-VL)
+    words: ClassVar[tuple[str, str]]   # an episode's outcome for people: (success, failure)
+    reference_classes: ClassVar[dict[float, str]]   # the reference logger's class of a step reward
+
+    def config(self, params: dict):
+        return parse_config(self.config_type, self.name, params)
+
+    @property
+    def outcomes(self) -> tuple[str, ...]:
+        return tuple(o.value for o in self.outcome_type)
+
+    def split(self, name: str) -> Split:
+        for s in self.splits:
+            if s.name == name:
+                return s
+        raise InstanceError(f"unknown split {name!r} for {self.name}; use {', '.join(self.split_names)}")
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.splits)
+
+    def reference_class(self, reward: float) -> str:
+        """The reference logger's class of one step reward (sums not in the table: AGGREGATED_ERROR)."""
+        return self.reference_classes.get(float(reward), "AGGREGATED_ERROR")
+
+    # implemented per task ------------------------------------------------------------------
+    def key(self, config) -> str:
+        raise NotImplementedError
+
+    def session(self, instance: Instance):
+        """A fresh session (prompt / image / step / done / success / outcome) for `instance`."""
+        raise NotImplementedError
+
+    def instances(self, split: str, n: int | None = None, seed: int | None = None,
+                  sources: dict[str, str] | None = None, **overrides) -> list[Instance]:
+        """The first `n` instances of a split's seeded stream (deterministic: a shard is a slice)."""
+        raise NotImplementedError
+
+    def person_reply(self, session, text: str) -> str:
+        """A person's move (a bare formula / action, or a full JSON reply) as the reply graded."""
+        raise NotImplementedError
+
+    def step_fields(self, parsed: dict) -> list[tuple[str, Any]]:
+        """The parsed fields of a step worth showing a person, as (label, value) pairs."""
+        raise NotImplementedError
+
+
+def jsonable(value):
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return str(value)

@@ -1,0 +1,164 @@
+"""GeneralPoints as registry tasks (`gp-l` text, `gp-vl` table image): config, session, evaluation
+streams, the person's-move reply and the outcome taxonomy.
+
+Outcomes (`game.gp.verifier.Outcome`, from the paper's reward classes): `correct` (+5), `partial`
+(+1), `wrong_value` (−1), `float_rounding` (0), `wrong_cards` (−1.5, VL recognition),
+`wrong_numbers` (−2 each), `illegal_formula` (−3), `aggregated_error` (several penalties),
+`step_limit` (−1, budget spent); plus the exact-arithmetic flags `exact_correct` and
+`float_rejected` (a right answer the paper's float check rejected).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..gp.cards import Rule
+from ..gp.deal import EVAL_CONFIGS, Deal, evaluation_hands
+from ..gp.episode import DEFAULT_VERIFY_ITER, Episode
+from ..gp.verifier import Outcome
+from ..prompts import gp_prompt, response_eqn
+from .base import Instance, InstanceError, Split, StepResult, Task, param
+
+
+@dataclass(frozen=True)
+class GPConfig:
+    """One GeneralPoints instance and how it is played."""
+
+    deal_id: str = param(..., "str", "hand id, e.g. HKC5D2C4 (a -30 suffix for target 30)")
+    rule: str = param("face10", "str", "face10 (J/Q/K = 10, ID) or face_jqk (11/12/13, rule OOD)")
+    verify_iter: int = param(DEFAULT_VERIFY_ITER, "int", "tries per hand (the paper: 5)", 1, 20)
+    enable_verification: bool = param(True, "bool", "false: one attempt, no feedback (recognition protocol)")
+    lenient: bool = param(False, "bool", "opt-in friendlier formula parser (not the paper's)")
+    eg: bool = param(False, "bool", "the `_EG` prompt variant with an output example")
+
+
+def formula_reply(labels: Sequence[str], numbers: Sequence[int], text: str, target: int = 24) -> str:
+    """A person's formula as the paper's reply (`ResponseEqn`, the cards read correctly); the
+    page's × ÷ − symbols are accepted. Text starting with `{` is a full reply and kept as given."""
+    if text.strip().startswith("{"):
+        return text
+    formula = text.replace("×", "*").replace("÷", "/").replace("−", "-").strip()
+    return response_eqn(labels, numbers, formula, target)
+
+
+class GPSession:
+    """A GeneralPoints episode (`game.gp.episode.Episode`) behind the registry's session interface."""
+
+    def __init__(self, task: "GPTask", instance: Instance) -> None:
+        cfg = instance.config
+        try:
+            deal = Deal.from_id(cfg.deal_id)
+            rule = Rule.parse(cfg.rule)
+        except ValueError as exc:
+            raise InstanceError(str(exc)) from None
+        self.task, self.instance, self.config = task, instance, cfg
+        self.episode = Episode(deal, rule, language_only=not task.vision, verify_iter=cfg.verify_iter,
+                               enable_verification=cfg.enable_verification, lenient=cfg.lenient)
+        self.results: list[StepResult] = []
+        self._image = None
+
+    vision = property(lambda self: self.task.vision)
+
+    def prompt(self) -> str:
+        ep = self.episode
+        return gp_prompt(ep.deal.labels, ep.rule, ep.target, vision=self.vision, eg=self.config.eg)
+
+    def image(self):
+        if not self.vision:
+            return None
+        if self._image is None:
+            from ..gp.render import table_image
+
+            self._image = table_image(self.episode.deal.cards)
+        return self._image
+
+    @property
+    def done(self) -> bool:
+        return self.episode.done
+
+    @property
+    def success(self) -> bool:
+        return self.episode.success
+
+    @property
+    def exact_success(self) -> bool:
+        return any(s.verdict.exact_correct for s in self.episode.steps if s.graded)
+
+    @property
+    def outcome(self) -> str | None:
+        """The last call's outcome (None before the first call)."""
+        return self.results[-1].outcome if self.results else None
+
+    @property
+    def graded_next(self) -> bool:
+        """False when the budget is spent: the next call's text is ignored (−1 `step_limit`)."""
+        return self.episode.remaining > 0
+
+    def step(self, text: str) -> StepResult:
+        rec = self.episode.step(text)
+        v = rec.verdict
+        parsed = {"formula": v.formula, "cards": v.cards, "numbers_used": v.numbers_used,
+                  "value": v.paper_value, "exact_value": v.exact_value, "parse_source": v.parse_source}
+        result = StepResult(rec.call, rec.reward, rec.verify_info, v.outcome.value, rec.graded, rec.terminated,
+                            rec.truncated, parsed, v.exact_correct, v.float_rejected)
+        self.results.append(result)
+        return result
+
+    def describe(self) -> dict:
+        ep = self.episode
+        return {"deal_id": ep.deal.id, "cards": ep.deal.labels, "card_ids": ep.deal.card_ids,
+                "numbers": ep.numbers, "target": ep.target, "rule": ep.rule.value,
+                "verify_iter": ep.verify_iter}
+
+
+class GPTask(Task):
+    family = "gp"
+    config_type = GPConfig
+    outcome_type = Outcome
+    default_seed = 42
+    headline = "success_rate"
+    words = ("Solved", "Not solved")
+    reference_classes = {5.0: "CORRECT_SOLUTION", 1.0: "PARTIAL_SOLUTION", -1.0: "NO_SOLUTION",
+                         -1.5: "INCORRECT_VISION", -2.0: "INCORRECT_NUMBER", -3.0: "ILLEGAL_FORMULA"}
+
+    def key(self, config: GPConfig) -> str:
+        return f"{config.deal_id}/{config.rule}"
+
+    def session(self, instance: Instance) -> GPSession:
+        return GPSession(self, instance)
+
+    def instances(self, split: str, n: int | None = None, seed: int | None = None,
+                  sources: dict[str, str] | None = None, **overrides) -> list[Instance]:
+        s = self.split(split)
+        n = s.default_n if n is None else n
+        hands = evaluation_hands(s.stream, n, self.default_seed if seed is None else seed)
+        return [Instance(self.name, {"deal_id": h.id, **s.params, **overrides}) for h in hands]
+
+    def person_reply(self, session: GPSession, text: str) -> str:
+        ep = session.episode
+        return formula_reply(ep.deal.labels, ep.numbers, text, ep.target)
+
+    def step_fields(self, parsed: dict) -> list[tuple[str, Any]]:
+        out = [("formula", parsed.get("formula")), ("cards", parsed.get("cards"))]
+        if parsed.get("exact_value") is not None:
+            out.append(("exact value", parsed.get("exact_value")))
+        return out
+
+
+def _split(name: str, config: str, description: str) -> Split:
+    return Split(name, description, config, 234, {"rule": EVAL_CONFIGS[config].rule.value})
+
+
+class GPLanguage(GPTask):
+    name, vision, label = "gp-l", False, "GeneralPoints, text (GP-L)"
+    splits = (_split("id", "language_id", "J/Q/K = 10"),
+              _split("rule-ood", "language_rule_ood", "J/Q/K = 11/12/13, at least one face card"))
+
+
+class GPVision(GPTask):
+    name, vision, label = "gp-vl", True, "GeneralPoints, table image (GP-VL)"
+    recognition = True
+    splits = (_split("id", "vl_id_black", "black suits, J/Q/K = 10"),
+              _split("rule-ood", "vl_rule_ood_black", "black suits, J/Q/K = 11/12/13"),
+              _split("visual-ood", "vl_visual_ood_red", "red suits, J/Q/K = 10"))
+

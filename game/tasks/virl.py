@@ -1,0 +1,197 @@
+"""V-IRL navigation as registry tasks (`virl-l` text, `virl-vl` 2×2 street views): config,
+session, evaluation streams, the person's-move reply, the outcome taxonomy and the route sets.
+
+Outcomes (`game.virl.verifier.Outcome`): `correct` (+1), `wrong_action` (−1), `wrong_observation`
+(−1.5), `budget_exceeded` (−1, the call after the 2-try budget ran out; its text is ignored).
+
+Route sets are opened once per process (`route_data`, cached): bundled sets by name
+(`bundled:helsinki`, `bundled:helsinki-ood`) or a release directory.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ..prompts import virl_prompt
+from ..virl.episode import DEFAULT_VERIFY_ITER, start_episode
+from ..virl.verifier import Outcome
+from .base import Instance, InstanceError, Split, StepResult, Task, jsonable, param
+
+DEFAULT_SOURCES = {"id": "bundled:helsinki", "ood": "bundled:helsinki-ood"}
+
+
+@lru_cache(maxsize=8)
+def route_data(source: str):
+    """The route set of a source, opened once per process; `InstanceError` when it cannot be read."""
+    from ..virl.datasets import open_source
+    from ..virl.routes import RouteDataError
+
+    try:
+        return open_source(source)
+    except (RouteDataError, OSError, ValueError) as exc:
+        raise InstanceError(f"cannot open V-IRL source {source!r}: {exc}") from None
+
+
+def route_index(data, route) -> int | None:
+    """A route given by index (int or digits) or id, as an index into `data.routes`."""
+    if route is None:
+        return None
+    if isinstance(route, int) or str(route).strip().lstrip("-").isdigit():
+        idx = int(route)
+        if not 0 <= idx < len(data.routes):
+            raise InstanceError(f"route index {idx} out of range (0..{len(data.routes) - 1})")
+        return idx
+    try:
+        return data.route(route).index
+    except (KeyError, ValueError, LookupError) as exc:
+        raise InstanceError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class VirlConfig:
+    """One V-IRL instance and how it is played."""
+
+    source: str = param(DEFAULT_SOURCES["id"], "str", "route set: bundled:helsinki, bundled:helsinki-ood, a directory")
+    route: int | str | None = param(None, "route", "route index or id (None: drawn from the seed)")
+    seed: int = param(0, "int", "episode seed: route (when not given), initial heading, rail drops", 0, 2**63 - 1)
+    heading: int | None = param(None, "int?", "initial heading in degrees (None: drawn from the seed)", 0, 359)
+    absolute_action: bool = param(True, "bool", "true: compass actions (ID); false: relative turns (rule OOD)")
+    verify_iter: int = param(DEFAULT_VERIFY_ITER, "int", "tries per position (the paper: 2)", 1, 10)
+    eg: bool = param(False, "bool", "the `_EG` prompt variant")
+
+
+class VirlSession:
+    """A V-IRL episode (`game.virl.episode.VirlEpisode`) behind the registry's session interface."""
+
+    def __init__(self, task: "VirlTask", instance: Instance) -> None:
+        cfg = instance.config
+        self.data = route_data(cfg.source)
+        idx = route_index(self.data, cfg.route)
+        self.task, self.instance, self.config = task, instance, cfg
+        self.episode = start_episode(self.data.routes, seed=cfg.seed, route_idx=idx, heading=cfg.heading,
+                                     absolute_action=cfg.absolute_action, mapping=self.data.mapping,
+                                     verify_iter=cfg.verify_iter, language_only=not task.vision)
+        self.results: list[StepResult] = []
+        self._grid: tuple[int, Any] | None = None
+
+    vision = property(lambda self: self.task.vision)
+
+    def prompt(self) -> str:
+        ep = self.episode
+        return virl_prompt(ep.instruction_text, ep.obs_act_seq(), ep.action_space_text, vision=self.vision,
+                           eg=self.config.eg)
+
+    def image(self):
+        if not self.vision:
+            return None
+        ep = self.episode
+        if self._grid is None or self._grid[0] != ep.index:
+            from PIL import Image
+
+            from ..virl.render import street_view_grid
+
+            pano, rotation = self.data.panorama(ep.entry)
+            self._grid = (ep.index, Image.fromarray(street_view_grid(pano, ep.entry.heading, rotation=rotation)))
+        return self._grid[1]
+
+    @property
+    def done(self) -> bool:
+        return self.episode.done
+
+    @property
+    def success(self) -> bool:
+        return self.episode.success
+
+    @property
+    def exact_success(self) -> None:
+        return None
+
+    @property
+    def outcome(self) -> str | None:
+        return self.results[-1].outcome if self.results else None
+
+    @property
+    def graded_next(self) -> bool:
+        """False when this position's budget is spent: the next call is the wasted, ungraded one."""
+        return self.episode.remaining > 0
+
+    def step(self, text: str) -> StepResult:
+        rec = self.episode.step(text)
+        parsed = {"action": jsonable(rec.parsed_action), "observation": jsonable(rec.parsed_observation),
+                  "gt_action": rec.gt_action, "rail_index": rec.rail_index_after}
+        result = StepResult(rec.call, rec.reward, rec.verify_info, rec.outcome.value, rec.graded, rec.terminated,
+                            rec.truncated, parsed)
+        self.results.append(result)
+        return result
+
+    def describe(self) -> dict:
+        ep = self.episode
+        route = ep.rail.route
+        return {"source": self.data.name, "route_id": route.route_id, "route_index": route.index,
+                "instruction": ep.instruction_text, "action_space": ep.action_space_text,
+                "rail_length": len(ep.rail.entries), "verify_iter": ep.verify_iter}
+
+
+def action_reply(text: str) -> str:
+    """A person's action (e.g. `forward()`) as a reply. A person chooses an action and claims no
+    observation, so the observation is left empty: a wrong action is graded as a wrong action (−1),
+    never as a wrong intersection claim. Text starting with `{` is a full reply, kept as given."""
+    if text.strip().startswith("{"):
+        return text
+    return json.dumps({"current observation": "", "current instruction": "", "action": text.strip()})
+
+
+class VirlTask(Task):
+    family = "virl"
+    config_type = VirlConfig
+    outcome_type = Outcome
+    default_seed = 0
+    headline = "per_step_accuracy"
+    words = ("Arrived", "Did not arrive")
+    reference_classes = {1.0: "CORRECT_ACTION", -1.0: "INCORRECT_ACTION", -1.5: "INCORRECT_OBS"}
+
+    def key(self, config: VirlConfig) -> str:
+        where = f"route{config.route}" if config.route is not None else f"seed{config.seed}"
+        return f"{config.source}#{where}/{'abs' if config.absolute_action else 'rel'}"
+
+    def session(self, instance: Instance) -> VirlSession:
+        return VirlSession(self, instance)
+
+    def instances(self, split: str, n: int | None = None, seed: int | None = None,
+                  sources: dict[str, str] | None = None, **overrides) -> list[Instance]:
+        """Episode i of a split walks route i mod R with episode seed `seed + i` (random initial
+        heading and rail drops from that seed); a split without a paper count (`default_n` None)
+        plays each route of its source at most once."""
+        s = self.split(split)
+        source = (sources or {}).get(s.stream) or DEFAULT_SOURCES[s.stream]
+        n_routes = len(route_data(source).routes)
+        n = s.default_n if n is None else n
+        n = n_routes if n is None else (min(n, n_routes) if s.default_n is None else n)
+        base = self.default_seed if seed is None else seed
+        return [Instance(self.name, {"source": source, "route": i % n_routes, "seed": base + i, **s.params,
+                                     **overrides}) for i in range(n)]
+
+    def person_reply(self, session: VirlSession, text: str) -> str:
+        return action_reply(text)
+
+    def step_fields(self, parsed: dict) -> list[tuple[str, Any]]:
+        return [("action", parsed.get("action")), ("expected", parsed.get("gt_action"))]
+
+
+_ID = Split("id", "absolute (compass) actions", "id", 48, {"absolute_action": True})
+_RULE_OOD = Split("rule-ood", "relative (left/right) actions, same episodes as id", "id", 48,
+                  {"absolute_action": False})
+
+
+class VirlLanguage(VirlTask):
+    name, vision, label = "virl-l", False, "V-IRL navigation, text (V-IRL-L)"
+    splits = (_ID, _RULE_OOD, Split("streets", "held-out streets, absolute actions, one episode per route", "ood",
+                                    None, {"absolute_action": True}))
+
+
+class VirlVision(VirlTask):
+    name, vision, label = "virl-vl", True, "V-IRL navigation, street views (V-IRL-VL)"
+    splits = (_ID, _RULE_OOD, Split("visual-ood", "held-out routes (VLN_mini when given), one episode per route",
+                                    "ood", None, {"absolute_action": True}))
