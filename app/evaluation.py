@@ -1,21 +1,13 @@
-"""Batch evaluation: the paper's protocols, run for several models on the same instances (paired),
-resumable, with the paper's metrics, a Markdown table, a PNG plot and reference-style JSONL.
+"""The concurrent executor of the evaluation protocol (`game.protocol`): several configured
+models (any backend, over HTTP or in-process) play the same instances (paired), every step is
+stored before it is reported, runs resume; outputs are a Markdown table, a PNG plot and
+reference-style JSONL.
 
-Protocols (spec generalpoints.md §3.3, §4; virl.md §1.5, §1.7, §3):
-- `gp-l`:  id (`language_id`), rule-ood (`language_rule_ood`); 234 episodes from seed 42, 5 tries.
-- `gp-vl`: id (`vl_id_black`), rule-ood (`vl_rule_ood_black`), visual-ood (`vl_visual_ood_red`);
-           plus recognition accuracy = 1 − (#steps with −1.5)/(#steps); with `recognition=True`
-           the recognition protocol (§3.3): one attempt per episode, verification off.
-- `virl-l`:  id (absolute actions), rule-ood (relative actions); 48 episodes, seed 12, 2 tries.
-- `virl-vl`: the same plus visual-ood: 18 routes in order from the release's VLN_mini when given
-             (`sources["visual-ood"]`), else our bundled held-out routes (`bundled:helsinki-ood`).
-Instances: GP hands are `game.gp.deal.evaluation_hands` (the reference's stream from seed 42,
-constructor hand skipped). V-IRL episode i uses `start_episode(seed=12000 + i)` (native RNG: route,
-heading and drops drawn per episode) — the reference draws all 48 from one global stream, which
-depends on its process state; visual OOD takes routes 0..17 in order (`order=True`).
-Metrics: GP episode success = episodes with a +5 step / episodes (plus our exact-arithmetic
-success and per-step outcome rates); V-IRL per-step accuracy = calls with +1 / all calls (pooled)
-and episode success. Error bars are binomial, sqrt(p(1−p)/N).
+What is evaluated — splits, seeded instance lists, metrics, binomial SEs, the paired comparison —
+is `game.protocol`'s, shared with the batched in-process executor (`models.train.evaluate`): both
+visit identical instance lists and compute the same metrics. This module adds the run: an
+`EvalConfig` (task, models, splits, episodes, seed, concurrency, route sources), the store, the
+progress and the outputs.
 
 Resume: a run is keyed by its configuration; every (split, index, model) item is one stored
 episode. On resume, finished items are skipped and interrupted or failed ones continue from their
@@ -26,50 +18,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import Callable
 
+from game import protocol
+from game.tasks import Instance, InstanceError, Split, get_task
+
 from .runner import play
 from .store import Store
-from .tasks import Instance
-
-
-@dataclass(frozen=True)
-class Split:
-    name: str
-    default_n: int
-    gp_config: str | None = None          # GP: key of game.gp.deal.EVAL_CONFIGS
-    absolute_action: bool = True          # V-IRL
-    ordered: bool = False                 # V-IRL visual OOD: route i for episode i
-    source_key: str = "id"                # V-IRL: which source the split reads
-
-
-PROTOCOLS: dict[str, tuple[Split, ...]] = {
-    "gp-l": (Split("id", 234, "language_id"), Split("rule-ood", 234, "language_rule_ood")),
-    "gp-vl": (Split("id", 234, "vl_id_black"), Split("rule-ood", 234, "vl_rule_ood_black"),
-              Split("visual-ood", 234, "vl_visual_ood_red")),
-    "virl-l": (Split("id", 48), Split("rule-ood", 48, absolute_action=False)),
-    "virl-vl": (Split("id", 48), Split("rule-ood", 48, absolute_action=False),
-                Split("visual-ood", 18, ordered=True, source_key="visual-ood")),
-}
-GP_SEED, VIRL_SEED = 42, 12
-DEFAULT_SOURCES = {"id": "bundled:helsinki", "visual-ood": "bundled:helsinki-ood"}
 
 
 def release_sources(data_dir: Path, env=None) -> dict[str, str]:
-    """V-IRL release folders when present: `$SFTVSRL_VIRL_RELEASE` / `$SFTVSRL_VIRL_VLN_MINI`, else
-    `DATA_DIR/nyc_1k_routes` and `DATA_DIR/VLN_mini` (the paper's ID and visual-OOD route sets)."""
+    """V-IRL release folders when present, by protocol stream key: `id` = `$SFTVSRL_VIRL_RELEASE`
+    or `DATA_DIR/nyc_1k_routes`, `ood` = `$SFTVSRL_VIRL_VLN_MINI` or `DATA_DIR/VLN_mini` (the
+    paper's ID and visual-OOD route sets)."""
     import os
 
     env = os.environ if env is None else env
     found = {}
     for key, var, folder in (("id", "SFTVSRL_VIRL_RELEASE", "nyc_1k_routes"),
-                             ("visual-ood", "SFTVSRL_VIRL_VLN_MINI", "VLN_mini")):
+                             ("ood", "SFTVSRL_VIRL_VLN_MINI", "VLN_mini")):
         path = env.get(var) or (str(Path(data_dir) / folder) if (Path(data_dir) / folder).is_dir() else None)
         if path:
             found[key] = path
@@ -86,18 +57,20 @@ class EvalConfig:
     models: list[str]
     splits: list[str] | None = None
     episodes: int | None = None           # per split; None: the paper's count
-    seed: int | None = None
+    seed: int | None = None               # instance-stream seed; None: the protocol's (GP 42, V-IRL 0)
     max_tokens: int | None = None
     concurrency: int = 4
-    sources: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)   # V-IRL route source per stream key (id, ood)
     recognition: bool = False             # GP-VL recognition protocol: one attempt, no verification
 
     def __post_init__(self) -> None:
-        if self.task not in PROTOCOLS:
-            raise EvalError(f"unknown task {self.task!r}; use one of {', '.join(PROTOCOLS)}")
-        if self.recognition and self.task != "gp-vl":
-            raise EvalError("the recognition protocol is a gp-vl evaluation")
-        names = [s.name for s in PROTOCOLS[self.task]]
+        try:
+            spec = get_task(self.task)
+        except InstanceError as exc:
+            raise EvalError(str(exc)) from None
+        if self.recognition and not spec.recognition:
+            raise EvalError(f"the recognition protocol is a gp-vl evaluation, not {self.task}")
+        names = list(spec.split_names)
         self.splits = list(self.splits or names)
         bad = [s for s in self.splits if s not in names]
         if bad:
@@ -108,16 +81,15 @@ class EvalConfig:
             raise EvalError("a model is named twice")
         if self.episodes is not None and self.episodes < 1:
             raise EvalError("episodes must be at least 1")
-        self.sources = {**DEFAULT_SOURCES, **(self.sources or {})}
+        streams = {s.stream for s in spec.splits}   # keep only the sources this task reads
+        self.sources = {k: v for k, v in (self.sources or {}).items() if k in streams}
 
     def split_objs(self) -> list[Split]:
-        return [s for s in PROTOCOLS[self.task] if s.name in self.splits]
+        return [s for s in get_task(self.task).splits if s.name in self.splits]
 
     @property
     def key(self) -> str:
         data = {k: v for k, v in asdict(self).items() if k != "concurrency"}
-        if not self.task.startswith("virl"):
-            data.pop("sources")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
@@ -125,32 +97,9 @@ class EvalConfig:
 
 
 def split_instances(config: EvalConfig, split: Split) -> list[Instance]:
-    """The instances every model plays for one split (identical for all models: paired)."""
-    n = config.episodes or split.default_n
-    if config.task.startswith("gp"):
-        from game.gp.deal import EVAL_CONFIGS, evaluation_hands
-
-        rule = EVAL_CONFIGS[split.gp_config].rule.value
-        seed = GP_SEED if config.seed is None else config.seed
-        extra = {"verify_iter": 1, "enable_verification": False} if config.recognition else {}
-        return [Instance(config.task, {"deal_id": h.id, "rule": rule, **extra})
-                for h in evaluation_hands(split.gp_config, n, seed)]
-    from .tasks import virl_data
-
-    source = config.sources.get(split.source_key) or DEFAULT_SOURCES[split.source_key]
-    seed = VIRL_SEED if config.seed is None else config.seed
-    out = []
-    if split.ordered:
-        n_routes = len(virl_data(source).routes)
-        n = min(n, n_routes) if config.episodes is None else n
-        for i in range(n):
-            out.append(Instance(config.task, {"source": source, "route": i % n_routes, "seed": seed * 1000 + i,
-                                              "absolute_action": split.absolute_action}))
-    else:
-        for i in range(n):
-            out.append(Instance(config.task, {"source": source, "seed": seed * 1000 + i,
-                                              "absolute_action": split.absolute_action}))
-    return out
+    """The instances every model plays for one split: the protocol's list (paired)."""
+    return protocol.instances(config.task, split.name, config.episodes, config.seed, config.sources,
+                              config.recognition)
 
 
 # ------------------------------------------------------------------------------------- running
@@ -240,86 +189,36 @@ async def run_evaluation(store: Store, players: Callable[[str], object], config:
 
 
 # ------------------------------------------------------------------------------------- metrics
-def binomial_se(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n) if n else 0.0
-
-
 def summarize(store: Store, run_id: str) -> dict:
-    """Metrics per (model, split) and the paired comparison, from the stored episodes."""
+    """The protocol's metrics per (model, split) and the paired comparison, from the stored episodes."""
     run = store.get_run(run_id)
     config = run["config"]
     task = config["task"]
-    eps = [e for e in store.run_episodes(run_id)]
-    finished: dict[tuple, dict] = {}
-    errors = 0
-    for e in eps:
-        if e["status"] == "finished":
-            finished[(e["eval_split"], e["eval_index"], e["participant"])] = e
+    eps = store.run_episodes(run_id)
+    finished = {(e["eval_split"], e["eval_index"], e["participant"]): e for e in eps if e["status"] == "finished"}
     expected = run["total"]
-    errors = expected - len(finished)
     error_messages: dict[str, int] = {}
     for e in eps:
         if e["status"] == "error" and (e["eval_split"], e["eval_index"], e["participant"]) not in finished:
             msg = f"{e['participant']}: {e['error']}"
             error_messages[msg] = error_messages.get(msg, 0) + 1
-    metrics: dict[str, dict[str, dict]] = {}
-    for (split, index, model), e in finished.items():
-        m = metrics.setdefault(model, {}).setdefault(split, {"episodes": 0, "success": 0, "exact_success": 0,
-                                                              "steps": 0, "outcomes": {}, "correct_steps": 0})
-        m["episodes"] += 1
-        m["success"] += bool(e["success"])
-        m["exact_success"] += bool(e["exact_success"])
-        for s in store.steps(e["id"], prompts=False):
-            m["steps"] += 1
-            cls = _reference_class(task, s["reward"])
-            m.setdefault("reward_classes", {})[cls] = m.setdefault("reward_classes", {}).get(cls, 0) + 1
-            m["outcomes"][s["outcome"]] = m["outcomes"].get(s["outcome"], 0) + 1
-            m["correct_steps"] += s["outcome"] == "correct"
-    for model, splits in metrics.items():
-        for split, m in splits.items():
-            n, steps = m["episodes"], m["steps"]
-            m["success_rate"] = m["success"] / n if n else 0.0
-            m["success_se"] = binomial_se(m["success_rate"], n)
-            m["exact_success_rate"] = m["exact_success"] / n if n else 0.0
-            m["per_step_accuracy"] = m["correct_steps"] / steps if steps else 0.0
-            m["per_step_se"] = binomial_se(m["per_step_accuracy"], steps)
-            m["outcome_rates"] = {k: v / steps for k, v in sorted(m["outcomes"].items())} if steps else {}
-            # the reference logger's rates: per step by reward class, CORRECT_SOLUTION per trajectory
-            ref = {k: v / steps for k, v in sorted(m.pop("reward_classes", {}).items())} if steps else {}
-            if task.startswith("gp"):
-                ref["CORRECT_SOLUTION"] = m["success_rate"]
-            m["reference_rates"] = ref
-            if task == "gp-vl":
-                m["recognition_accuracy"] = 1 - m["outcomes"].get("wrong_cards", 0) / steps if steps else 0.0
+    scores: dict[str, dict[str, list]] = {}
+    for (split, _index, model), e in sorted(finished.items(), key=lambda kv: kv[0][1]):
+        score = protocol.EpisodeScore.of_steps(e["success"], store.steps(e["id"], prompts=False), e["exact_success"])
+        scores.setdefault(model, {}).setdefault(split, []).append(score)
+    metrics = {model: {split: protocol.split_metrics(task, s) for split, s in splits.items()}
+               for model, splits in scores.items()}
     paired = []
-    models = config["models"]
     for split in config["splits"]:
-        for a, b in combinations(models, 2):
-            counts = {"both": 0, "only_a": 0, "only_b": 0, "neither": 0}
-            indices = {i for (s, i, _m) in finished if s == split}
-            n = 0
-            for i in sorted(indices):
-                ea, eb = finished.get((split, i, a)), finished.get((split, i, b))
-                if ea is None or eb is None:
-                    continue
-                n += 1
-                sa, sb = bool(ea["success"]), bool(eb["success"])
-                counts["both" if sa and sb else "only_a" if sa else "only_b" if sb else "neither"] += 1
-            paired.append({"split": split, "a": a, "b": b, "n": n, **counts})
-    return {"run_id": run_id, "task": task, "models": models, "splits": config["splits"], "metrics": metrics,
-            "paired": paired, "errors": errors, "expected": expected, "error_messages": error_messages}
+        results = {m: {i: bool(e["success"]) for (s, i, mm), e in finished.items() if s == split and mm == m}
+                   for m in config["models"]}
+        paired += protocol.paired(split, results)
+    return {"run_id": run_id, "task": task, "models": config["models"], "splits": config["splits"],
+            "headline": get_task(task).headline, "metrics": metrics, "paired": paired,
+            "errors": expected - len(finished), "expected": expected, "error_messages": error_messages}
 
 
-_GP_CLASSES = {5.0: "CORRECT_SOLUTION", 1.0: "PARTIAL_SOLUTION", -1.0: "NO_SOLUTION", -1.5: "INCORRECT_VISION",
-               -2.0: "INCORRECT_NUMBER", -3.0: "ILLEGAL_FORMULA"}
-_VIRL_CLASSES = {1.0: "CORRECT_ACTION", -1.0: "INCORRECT_ACTION", -1.5: "INCORRECT_OBS"}
-
-
-def _reference_class(task: str, reward: float) -> str:
-    """The reference logger's class of one step reward (the step-limit −1 counts as NO_SOLUTION /
-    INCORRECT_ACTION; sums not in the table, and GP's 0, are AGGREGATED_ERROR)."""
-    table = _GP_CLASSES if task.startswith("gp") else _VIRL_CLASSES
-    return table.get(float(reward), "AGGREGATED_ERROR")
+_HEADLINE_LABEL = {"success_rate": "episode success rate", "per_step_accuracy": "per-step accuracy"}
 
 
 def _pct(x: float) -> str:
@@ -328,10 +227,10 @@ def _pct(x: float) -> str:
 
 def markdown_table(summary: dict) -> str:
     task, splits, models = summary["task"], summary["splits"], summary["models"]
-    virl = task.startswith("virl")
+    spec = get_task(task)
+    per_step = spec.headline == "per_step_accuracy"
     lines = [f"## {task} — run `{summary['run_id']}`", ""]
-    headline = "per-step accuracy" if virl else "episode success rate"
-    lines.append(f"**{headline}** (%, ± binomial s.e.)")
+    lines.append(f"**{_HEADLINE_LABEL[spec.headline]}** (%, ± binomial s.e.)")
     lines.append("")
     lines.append("| model | " + " | ".join(splits) + " |")
     lines.append("|---|" + "---|" * len(splits))
@@ -341,15 +240,15 @@ def markdown_table(summary: dict) -> str:
             m = summary["metrics"].get(model, {}).get(split)
             if not m:
                 cells.append("—")
-            elif virl:
+            elif per_step:
                 cells.append(f"{_pct(m['per_step_accuracy'])} ± {_pct(m['per_step_se'])} ({m['steps']} steps)")
             else:
                 cells.append(f"{_pct(m['success_rate'])} ± {_pct(m['success_se'])} (n={m['episodes']})")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += ["", "**details**", "",
               "| model | split | episodes | success % | exact success % | per-step acc % |"
-              + (" recognition % |" if task == "gp-vl" else "") + " step outcomes |",
-              "|---|---|---|---|---|---|" + ("---|" if task == "gp-vl" else "") + "---|"]
+              + (" recognition % |" if spec.recognition else "") + " step outcomes |",
+              "|---|---|---|---|---|---|" + ("---|" if spec.recognition else "") + "---|"]
     for model in models:
         for split in splits:
             m = summary["metrics"].get(model, {}).get(split)
@@ -358,7 +257,7 @@ def markdown_table(summary: dict) -> str:
             outcomes = ", ".join(f"{k} {_pct(v)}%" for k, v in m["outcome_rates"].items())
             row = (f"| {model} | {split} | {m['episodes']} | {_pct(m['success_rate'])} ± {_pct(m['success_se'])} | "
                    f"{_pct(m['exact_success_rate'])} | {_pct(m['per_step_accuracy'])} |")
-            if task == "gp-vl":
+            if spec.recognition:
                 row += f" {_pct(m.get('recognition_accuracy', 0.0))} |"
             lines.append(row + f" {outcomes} |")
     if summary["paired"]:
@@ -383,8 +282,8 @@ def plot(summary: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     task, splits, models = summary["task"], summary["splits"], summary["models"]
-    virl = task.startswith("virl")
-    key, se_key = ("per_step_accuracy", "per_step_se") if virl else ("success_rate", "success_se")
+    headline = get_task(task).headline
+    key, se_key = headline, ("per_step_se" if headline == "per_step_accuracy" else "success_se")
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(models) * max(1, len(splits)) / 2, 4), dpi=120)
     width = 0.8 / max(1, len(splits))
     colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
@@ -398,7 +297,7 @@ def plot(summary: dict, path: Path) -> Path:
         bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=split, color=colors[j % len(colors)])
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel(("per-step accuracy" if virl else "episode success") + " (%)")
+    ax.set_ylabel(_HEADLINE_LABEL[headline] + " (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{task}: in-distribution vs out-of-distribution")
     ax.legend(frameon=False)

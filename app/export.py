@@ -68,7 +68,7 @@ def episode_markdown(ep: dict) -> str:
 
 def instance_image_png(ep: dict) -> bytes | None:
     """The image a VL model saw at the start (GP table or the first V-IRL grid), as PNG."""
-    from .tasks import Instance, InstanceError, open_session
+    from game.tasks import Instance, InstanceError, open_session
 
     try:
         session = open_session(Instance.from_dict(ep["instance"]))
@@ -137,7 +137,7 @@ async def replay_events(store: Store, episode_id: str, delay_s: float = 0.0) -> 
     ep = store.get_episode(episode_id)
     if ep is None:
         return
-    from .tasks import Instance, InstanceError, open_session
+    from game.tasks import Instance, InstanceError, open_session
 
     try:
         info = open_session(Instance.from_dict(ep["instance"])).describe()

@@ -18,7 +18,7 @@ from models.config import ConfigError, ModelsConfig, load_config
 
 from .runner import Event, HumanPlayer, ModelPlayer, Started, play_paired
 from .store import Store, new_id
-from .tasks import Instance
+from game.tasks import Instance
 
 
 class ModelPool:

@@ -20,7 +20,8 @@ Events (`to_dict()` gives the JSON sent over SSE; `type` names the event):
 
 Durability: the `step` event is yielded only after `Store.add_step` committed it. A backend error
 ends the episode with status `error` (nothing is graded for that call); cancellation marks it
-`interrupted`. Grading, budgets and feedback come from the engines via `app.tasks`.
+`interrupted`. Grading, budgets and feedback come from the engines via the task registry
+(`game.tasks`); a person's move becomes a reply through the task's `person_reply`.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from models.chat import Conversation, count_images
 from models.decoding import DecodingSettings
 
 from .store import Store, new_id
-from .tasks import Instance, open_session
+from game.tasks import Instance, open_session
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -173,21 +174,6 @@ class ScriptedPlayer:
         yield Completion(model=self.name, text=text, finish_reason="stop")
 
 
-def human_reply(text: str, session) -> str:
-    """A person may type a bare formula (GP) or a bare action such as `forward()` (V-IRL): wrap
-    it as the model's JSON reply would be (GP: with the cards read correctly), so the verifier
-    grades it exactly like a model's answer. Text starting with `{` is graded as given."""
-    import json
-
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        return text
-    if session.instance.is_gp:
-        ep = session.episode
-        return json.dumps({"cards": ep.deal.labels, "number": ep.numbers, "formula": stripped})
-    return json.dumps({"current observation": "", "current instruction": "", "action": stripped})
-
-
 # ------------------------------------------------------------------------------------------ runner
 def _timing(c: Completion) -> dict:
     return {"elapsed_s": c.elapsed_s, "time_to_first_token_s": c.time_to_first_token_s,
@@ -243,7 +229,7 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
             if final is None or final.error:
                 status, error = "error", (final.error if final else "no reply")
                 break
-            text = human_reply(final.text, session) if kind == "human" else final.text
+            text = instance.spec.person_reply(session, final.text) if kind == "human" else final.text
             result = session.step(text)
             conv.record(text, result.feedback)
             step = {**asdict(result), "prompt": messages, "output": text, "timing": _timing(final)}

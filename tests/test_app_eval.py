@@ -200,5 +200,5 @@ def test_release_folders_are_used_when_present(tmp_path):
 
     assert release_sources(tmp_path, env={}) == {}
     (tmp_path / "VLN_mini").mkdir()
-    assert release_sources(tmp_path, env={}) == {"visual-ood": str(tmp_path / "VLN_mini")}
+    assert release_sources(tmp_path, env={}) == {"ood": str(tmp_path / "VLN_mini")}
     assert release_sources(tmp_path, env={"SFTVSRL_VIRL_RELEASE": "/r"})["id"] == "/r"

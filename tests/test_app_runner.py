@@ -11,7 +11,7 @@ import pytest
 
 from app.runner import HumanPlayer, ModelPlayer, ScriptedPlayer, play, play_paired
 from app.store import SCHEMA_VERSION, Store, StoreError
-from app.tasks import Instance, InstanceError, open_session
+from game.tasks import Instance, InstanceError, open_session
 
 GP = Instance("gp-l", {"deal_id": "HKC5D2C4", "rule": "face10"})
 RIGHT = '{"cards": ["K", "5", "2", "4"], "number": [10, 5, 2, 4], "formula": "10+5*2+4=24"}'

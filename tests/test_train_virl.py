@@ -66,7 +66,7 @@ def test_wrong_task_init_is_refused(quick_virl, capsys):
 
 
 def test_expert_answers_follow_the_rail_and_are_graded_correct():
-    from app.tasks import Instance, open_session
+    from game.tasks import Instance, open_session
 
     data = virl_data()
     for route, seed in ((0, 0), (17, 5), (311, 123), (507, 9)):
@@ -201,7 +201,7 @@ def test_pool_routes_players_by_task(tmp_path, tiny_llama_dir, quick_virl):
     from app.live import ModelPool
     from app.runner import play
     from app.store import Store
-    from app.tasks import Instance
+    from game.tasks import Instance
 
     text = f'[models.sft]\nbackend = "local"\n[models.sft.paths]\ngp-l = "{tiny_llama_dir}"\nvirl-l = "{quick_virl[0]}"\n'
     pool = ModelPool(load_config(_write(tmp_path, text), env={}))

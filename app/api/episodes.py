@@ -11,12 +11,12 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from ..export import bundle, episode_jsonl, episode_markdown, replay_group_events
 from ..runner import HumanPlayer
 from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupStarted, Message, SubmitRequest
-from ..tasks import OUTCOMES, Instance, InstanceError, open_session
+from game.tasks import OUTCOMES
+
+from .. import services
 from .deps import bad_request, ctx, not_found
-from .games import _check_source
 
 router = APIRouter(tags=["episodes"])
-MAX_LIVE_GROUPS = 64
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -27,41 +27,18 @@ def sse(index: int, event: dict) -> str:
 @router.post("/episodes", response_model=GroupStarted, status_code=201,
              summary="Start one episode per participant on the same instance (paired)")
 async def start_episodes(body: EpisodeRequest, c=Depends(ctx)) -> GroupStarted:
-    params = dict(body.instance)
-    if not body.task.startswith("gp"):
-        params.setdefault("source", c.settings.virl_source)
-        _check_source(str(params["source"]), c.settings)
+    decoding = body.decoding.model_dump(exclude_none=True) if body.decoding else {}
     try:
-        instance = Instance(body.task, params)
-        open_session(instance)
-    except InstanceError as exc:
-        raise bad_request(str(exc)) from None
-    participants, names = [], set()
-    for p in body.participants:
-        if p.human == (p.model is not None):
-            raise bad_request("each participant is either {\"model\": NAME} or {\"human\": true}")
-        if p.human:
-            player = HumanPlayer(name=p.name or "human")
-        else:
-            if p.model not in c.pool.names:
-                raise bad_request(f"unknown model {p.model!r}; configured: {', '.join(c.pool.names) or 'none'}"
-                                  + (f" ({c.pool.error})" if c.pool.error else ""))
-            spec = c.pool.spec(p.model)
-            if not spec.supports(body.task):
-                raise bad_request(f"model {p.model!r} is not configured for {body.task} (tasks: {', '.join(spec.tasks)})")
-            decoding = spec.decoding.merged(body.decoding.model_dump(exclude_none=True)) if body.decoding else None
-            player = c.pool.player(p.model, decoding, task=body.task)
-        if player.name in names:
-            raise bad_request(f"participant {player.name!r} appears twice (give humans distinct names)")
-        names.add(player.name)
-        participants.append(player)
-    running = sum(1 for g in c.live.groups.values() if not g.done)
-    if running >= MAX_LIVE_GROUPS:
-        raise HTTPException(status_code=429, detail=f"{running} games are running; try again when one ends")
-    settings = {"decoding": body.decoding.model_dump(exclude_none=True) if body.decoding else {}}
-    group = await c.live.start(participants, instance, settings)
-    if group.error and not group.episode_ids:
-        raise bad_request(group.error)
+        instance = services.live_instance(c, body.task, body.instance)
+        participants = []
+        for p in body.participants:
+            if p.human == (p.model is not None):
+                raise services.ServiceError("each participant is either {\"model\": NAME} or {\"human\": true}")
+            participants.append(HumanPlayer(name=p.name or "human") if p.human
+                                else services.model_player(c, p.model, body.task, decoding))
+        group = await services.start_group(c, instance, participants, {"decoding": decoding})
+    except services.ServiceError as exc:
+        raise HTTPException(status_code=exc.status, detail=str(exc)) from None
     refs = []
     for eid in group.episode_ids:
         ep = c.store.get_episode(eid, steps=False)

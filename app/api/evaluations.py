@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from ..evaluation import EvalConfig, EvalError, find_resumable, run_evaluation
+from .. import services
+from ..evaluation import EvalConfig, EvalError
 from ..schemas import EvalRequest, EvalRun, Message
 from .deps import bad_request, ctx, not_found
 
@@ -19,27 +20,9 @@ async def start(body: EvalRequest, c=Depends(ctx)) -> EvalRun:
         config = EvalConfig(task=body.task, models=body.models, splits=body.splits, episodes=body.episodes,
                             max_tokens=body.max_tokens, concurrency=body.concurrency,
                             sources={"id": c.settings.virl_source})
-    except EvalError as exc:
-        raise bad_request(str(exc)) from None
-    for m in body.models:
-        if m not in c.pool.names:
-            raise bad_request(f"unknown model {m!r}; configured: {', '.join(c.pool.names) or 'none'}")
-        if not c.pool.spec(m).supports(body.task):
-            raise bad_request(f"model {m!r} is not configured for {body.task}")
-    if any(not t.done() for t in c.evals.values()):
-        raise bad_request("an evaluation is already running on this server; wait for it or cancel it")
-    prior = find_resumable(c.store, config) if body.resume else None
-    run_id = prior["id"] if prior else c.store.create_run(task=config.task, config=config.to_dict(),
-                                                          config_key=config.key, total=0)
-
-    def player(name):
-        spec = c.pool.spec(name)
-        decoding = spec.decoding.merged({"max_tokens": body.max_tokens}) if body.max_tokens else None
-        return c.pool.player(name, decoding, task=config.task)
-
-    task = asyncio.create_task(run_evaluation(c.store, player, config, run_id=run_id))
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    c.evals[run_id] = task
+        run_id, _job = services.start_evaluation(c, config, resume=body.resume)
+    except (EvalError, services.ServiceError) as exc:
+        raise HTTPException(status_code=getattr(exc, "status", 400), detail=str(exc)) from None
     await asyncio.sleep(0)
     return c.store.get_run(run_id)
 
@@ -71,8 +54,8 @@ def table(run_id: str, c=Depends(ctx)):
 @router.post("/evaluations/{run_id}/cancel", response_model=Message,
              summary="Stop a running evaluation (resume later)")
 async def cancel(run_id: str, c=Depends(ctx)) -> Message:
-    task = c.evals.get(run_id)
-    if task is None or task.done():
-        raise bad_request("this evaluation is not running on this server")
-    task.cancel()
+    try:
+        services.cancel_evaluation(c, run_id)
+    except services.ServiceError as exc:
+        raise bad_request(str(exc)) from None
     return Message(detail="cancelled")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from .. import services
 from ..schemas import DealInfo, RouteDetail, RouteList, RouteSummary, SolveResponse, VerifyRequest, VerifyResponse
 from .deps import bad_request, ctx
 
@@ -85,9 +86,9 @@ async def gp_verify(body: VerifyRequest) -> VerifyResponse:
     if body.reply is not None:
         text = body.reply
     else:
-        import json
+        from game.tasks import formula_reply
 
-        text = json.dumps({"cards": hand.labels, "number": hand.numbers(r), "formula": body.formula})
+        text = formula_reply(hand.labels, hand.numbers(r), body.formula, hand.target)
     v = verify(text, hand.numbers(r), hand.labels, target=hand.target, language_only=not body.vision,
                lenient=body.lenient)
     d = v.to_dict()
@@ -112,13 +113,9 @@ def gp_eval_hands(config: str, n: int = Query(234, ge=1, le=2000), seed: int = Q
 @router.get("/virl/routes", response_model=RouteList, summary="List V-IRL routes of a source")
 def virl_routes(source: str | None = Query(None, max_length=512), offset: int = Query(0, ge=0),
                 limit: int = Query(100, ge=1, le=1000), c=Depends(ctx)) -> RouteList:
-    from ..tasks import InstanceError, virl_data
-
-    src = source or c.settings.virl_source
-    _check_source(src, c.settings)
     try:
-        data = virl_data(src)
-    except InstanceError as exc:
+        data = services.route_source(c, source)
+    except services.ServiceError as exc:
         raise bad_request(str(exc)) from None
     routes = [RouteSummary(index=r.index, route_id=r.route_id, dest_name=r.dest_name, n_turns=r.n_turns)
               for r in data.routes[offset:offset + limit]]
@@ -129,19 +126,11 @@ def virl_routes(source: str | None = Query(None, max_length=512), offset: int = 
             summary="Describe one route's episode (instruction, action space, first prompt)")
 def virl_route(route: str, source: str | None = Query(None, max_length=512), seed: int = Query(0, ge=0),
                absolute_action: bool = True, c=Depends(ctx)) -> RouteDetail:
-    from ..tasks import Instance, InstanceError, open_session
+    from game.tasks import open_session
 
-    src = source or c.settings.virl_source
-    _check_source(src, c.settings)
+    params = {"route": route, "seed": seed, "absolute_action": absolute_action}
     try:
-        session = open_session(Instance("virl-l", {"source": src, "route": route, "seed": seed,
-                                                   "absolute_action": absolute_action}))
-    except InstanceError as exc:
+        session = open_session(services.live_instance(c, "virl-l", {**params, "source": source} if source else params))
+    except services.ServiceError as exc:
         raise bad_request(str(exc)) from None
     return session.describe() | {"prompt": session.prompt()}
-
-
-def _check_source(source: str, settings) -> None:
-    """API clients may name bundled sets and the server's configured source only (no paths)."""
-    if not (source.startswith("bundled:") or source == settings.virl_source):
-        raise bad_request("over the API, V-IRL sources are bundled sets (bundled:helsinki, bundled:helsinki-ood)")

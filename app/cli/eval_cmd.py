@@ -6,16 +6,19 @@ import asyncio
 import sys
 from pathlib import Path
 
+from game.tasks import TASKS
+
 from . import CliError
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="run the paper's evaluation protocol for several models (paired, resumable)")
-    p.add_argument("--task", required=True, choices=["gp-l", "gp-vl", "virl-l", "virl-vl"])
+    p.add_argument("--task", required=True, choices=list(TASKS))
     p.add_argument("--models", nargs="+", required=True, metavar="NAME", help="configured model names")
     p.add_argument("--episodes", type=int, help="episodes per split (default: the paper's 234 GP / 48 V-IRL)")
-    p.add_argument("--splits", nargs="+", metavar="SPLIT", help="id, rule-ood, visual-ood (default: all of the task)")
-    p.add_argument("--seed", type=int, help="dealing / route seed (default: the paper's 42 GP, 12 V-IRL)")
+    p.add_argument("--splits", nargs="+", metavar="SPLIT",
+                   help="id, rule-ood, and visual-ood (gp-vl, virl-vl) or streets (virl-l); default: all of the task")
+    p.add_argument("--seed", type=int, help="instance-stream seed (default: the protocol's 42 GP, 0 V-IRL)")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent episodes per model (default 4)")
     p.add_argument("--max-tokens", type=int, help="override the models' max_tokens")
     p.add_argument("--config", "--models-config", dest="config", help="models.toml")
@@ -26,7 +29,7 @@ def register(sub) -> None:
                    help="continue the latest run with the same settings (or RUN_ID) where it stopped")
     p.add_argument("--virl-source", help="V-IRL routes for id / rule-ood (default: $SFTVSRL_VIRL_RELEASE or "
                                          "DATA_DIR/nyc_1k_routes when present, else bundled:helsinki)")
-    p.add_argument("--virl-visual-source", help="V-IRL visual-ood routes (default: $SFTVSRL_VIRL_VLN_MINI or "
+    p.add_argument("--virl-visual-source", help="V-IRL held-out routes (visual-ood / streets) (default: $SFTVSRL_VIRL_VLN_MINI or "
                                                 "DATA_DIR/VLN_mini when present, else bundled:helsinki-ood)")
     p.add_argument("--recognition", action="store_true",
                    help="gp-vl recognition protocol: one attempt per episode, no verification")
@@ -35,18 +38,18 @@ def register(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ..evaluation import (EvalConfig, EvalError, Progress, find_resumable, release_sources, run_evaluation,
-                              write_outputs)
+    from .. import services
+    from ..evaluation import EvalConfig, EvalError, Progress, find_resumable, release_sources, write_outputs
     from ..live import ModelPool
     from ..settings import Settings
     from ..store import Store, StoreError
 
     data_dir = Path(args.data_dir or Settings.from_env().data_dir)
-    sources = release_sources(data_dir) if args.task.startswith("virl") else {}
+    sources = release_sources(data_dir)
     if args.virl_source:
         sources["id"] = args.virl_source
     if args.virl_visual_source:
-        sources["visual-ood"] = args.virl_visual_source
+        sources["ood"] = args.virl_visual_source
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1")
     try:
@@ -61,39 +64,12 @@ def cmd_eval(args) -> int:
     pool = ModelPool.from_file(settings.models_config, args.concurrency)
     if pool.error:
         raise CliError(pool.error)
-    for name in args.models:
-        if name not in pool.names:
-            raise CliError(f"unknown model {name!r}; configured in {pool.config.source}: {', '.join(pool.names)}")
-        if not pool.spec(name).supports(args.task):
-            raise CliError(f"model {name!r} is not configured for {args.task}")
-    try:
-        from .. import evaluation
-
-        for split in config.split_objs():  # resolve the instances now: bad sources fail before any model call
-            evaluation.split_instances(config, split)
-    except Exception as exc:  # noqa: BLE001 - InstanceError / RouteDataError: one clear line
-        raise CliError(str(exc)) from None
-
-    run_id = None
+    ctx = services.cli_context(settings, store, pool)
     if not args.resume:
         prior = find_resumable(store, config)
         if prior is not None and prior["status"] in ("running", "interrupted", "error"):
             print(f"note: run {prior['id']} with these settings stopped at {prior['done']}/{prior['total']}; "
                   "--resume continues it (starting a new run)", file=sys.stderr)
-    if args.resume:
-        prior = store.get_run(args.resume) if args.resume != "latest" else find_resumable(store, config)
-        if prior is None:
-            raise CliError(f"no run to resume ({'run ' + args.resume if args.resume != 'latest' else 'same settings'})")
-        if prior["config"]["task"] != args.task:
-            raise CliError(f"run {prior['id']} is a {prior['config']['task']} run")
-        run_id = prior["id"]
-        print(f"resuming run {run_id} ({prior['done']}/{prior['total']} episodes done)", file=sys.stderr)
-
-    def player(name):
-        spec = pool.spec(name)
-        decoding = spec.decoding.merged({"max_tokens": args.max_tokens}) if args.max_tokens else None
-        return pool.player(name, decoding, task=args.task)
-
     progress = None
 
     def on_progress(done: int, total: int) -> None:
@@ -107,16 +83,22 @@ def cmd_eval(args) -> int:
 
     async def main() -> str:
         try:
+            run_id, job = services.start_evaluation(
+                ctx, config, resume=(True if args.resume == "latest" else args.resume) or False,
+                on_progress=on_progress)
+            run = store.get_run(run_id)
+            if args.resume:
+                print(f"resuming run {run_id} ({run['done']}/{run['total']} episodes done)", file=sys.stderr)
             if not args.quiet:
-                run = store.get_run(run_id) if run_id else None
-                print(f"{args.task}: {', '.join(config.splits)} × {', '.join(args.models)}"
-                      + (f" (resuming at {run['done']}/{run['total']})" if run else ""), file=sys.stderr)
-            return await run_evaluation(store, player, config, run_id=run_id, on_progress=on_progress)
+                print(f"{args.task}: {', '.join(config.splits)} × {', '.join(args.models)}", file=sys.stderr)
+            return await job
         finally:
             await pool.aclose()
 
     try:
         run_id = asyncio.run(main())
+    except services.ServiceError as exc:
+        raise CliError(str(exc)) from None
     except KeyboardInterrupt:
         pool.wait_idle()
         if progress:

@@ -6,12 +6,14 @@ import asyncio
 import json
 import sys
 
+from game.tasks import TASKS
+
 from . import CliError
 
 
 def register(sub) -> None:
     p = sub.add_parser("play", help="play one GP deal or V-IRL route with models and/or yourself, side by side")
-    p.add_argument("--task", default="gp-l", choices=["gp-l", "gp-vl", "virl-l", "virl-vl"])
+    p.add_argument("--task", default="gp-l", choices=list(TASKS))
     p.add_argument("--deal", help="GP deal id (default: the first hand of the paper's evaluation list)")
     p.add_argument("--rule", default="face10", help="face10 (ID) or face_jqk (rule OOD)")
     p.add_argument("--route", help="V-IRL route index or id (default: drawn from --seed)")
@@ -27,21 +29,19 @@ def register(sub) -> None:
 
 
 def cmd_play(args) -> int:
+    from .. import services
     from ..live import ModelPool
     from ..runner import HumanPlayer, play_paired
     from ..settings import Settings
     from ..store import Store, StoreError
-    from ..tasks import Instance, InstanceError, open_session
+    from game.tasks import Instance, InstanceError, open_session
 
     if not args.models and not args.human:
         raise CliError("name --models and/or --human")
-    if args.task.startswith("gp"):
-        params = {"deal_id": args.deal or "HKC5D2C4", "rule": args.rule}
-    else:
-        params = {"source": args.source or "bundled:helsinki", "seed": args.seed,
-                  "absolute_action": not args.relative}
-        if args.route is not None:
-            params["route"] = args.route
+    given = {"deal_id": args.deal or "HKC5D2C4", "rule": args.rule, "source": args.source or "bundled:helsinki",
+             "seed": args.seed, "absolute_action": not args.relative, "route": args.route}
+    fields = TASKS[args.task].config_type.__dataclass_fields__  # the options this task takes
+    params = {k: v for k, v in given.items() if k in fields and v is not None}
     try:
         instance = Instance(args.task, params)
         open_session(instance)
@@ -51,11 +51,11 @@ def cmd_play(args) -> int:
     except (InstanceError, StoreError, ValueError) as exc:
         raise CliError(str(exc)) from None
     pool = ModelPool.from_file(settings.models_config)
-    players = []
-    for name in args.models:
-        if name not in pool.names:
-            raise CliError(pool.error or f"unknown model {name!r}; configured: {', '.join(pool.names)}")
-        players.append(pool.player(name, task=instance.task))
+    ctx = services.cli_context(settings, store, pool)
+    try:
+        players = [services.model_player(ctx, name, instance.task) for name in args.models]
+    except services.ServiceError as exc:
+        raise CliError(str(exc)) from None
     human = HumanPlayer(name="you") if args.human else None
     if human:
         players.append(human)

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..evaluation import PROTOCOLS, EvalConfig, EvalError, markdown_table, plot, run_evaluation, summarize
+from game.tasks import TASKS
+
+from .. import services
+from ..evaluation import EvalConfig, EvalError, markdown_table, plot, summarize
 from .common import error_html, esc
 
 POLL_S = 0.5
@@ -32,12 +35,24 @@ def _links_html(ctx, run_id: str, summary: dict) -> str:
     return '<div class="sv-dim">Episodes behind each number: ' + " · ".join(items) + "</div>"
 
 
+def launch(ctx, task: str, splits: list[str], models: list[str], episodes) -> tuple[str, asyncio.Task]:
+    """Start an evaluation from the tab's inputs through the service layer (the API's and the
+    CLI's path: validation, one run at a time, each model's checkpoint for the task)."""
+    n = int(episodes) if episodes else None
+    config = EvalConfig(task, list(models or []), list(splits or []) or None, n)
+    return services.start_evaluation(ctx, config)
+
+
+def _split_names(task: str) -> list[str]:
+    return list(TASKS[task].split_names)
+
+
 def build(ctx) -> dict:
-    task_names = list(PROTOCOLS)
+    task_names = list(TASKS)
     with gr.Row(elem_classes="sv-controls"):
         task = gr.Dropdown(task_names, value="gp-l", label="Task", elem_id="eval-task")
-        splits = gr.CheckboxGroup([s.name for s in PROTOCOLS["gp-l"]], value=[s.name for s in PROTOCOLS["gp-l"]],
-                                  label="Splits", elem_id="eval-splits")
+        splits = gr.CheckboxGroup(_split_names("gp-l"), value=_split_names("gp-l"), label="Splits",
+                                  elem_id="eval-splits")
         models = gr.CheckboxGroup(ctx.pool.names, value=[n for n in ("sft", "rl") if n in ctx.pool.names],
                                   label="Models", elem_id="eval-models")
         episodes = gr.Number(value=20, precision=0, minimum=1, label="Episodes per split (paper: 234 GP, 48 V-IRL)",
@@ -51,23 +66,14 @@ def build(ctx) -> dict:
                      visible=False, elem_id="eval-plot")
     links = gr.HTML("", elem_id="eval-links")
 
-    task.change(lambda t: gr.CheckboxGroup(choices=[s.name for s in PROTOCOLS[t]], value=[s.name for s in PROTOCOLS[t]]),
-                task, splits)
+    task.change(lambda t: gr.CheckboxGroup(choices=_split_names(t), value=_split_names(t)), task, splits)
 
     async def on_run(task_v, splits_v, models_v, n):
         try:
-            n = int(n) if n else None
-            config = EvalConfig(task_v, list(models_v or []), list(splits_v or []) or None, n)
-        except (EvalError, ValueError, TypeError) as exc:
+            run_id, job = launch(ctx, task_v, splits_v, models_v, n)
+        except (EvalError, ValueError, TypeError) as exc:  # ServiceError is a ValueError
             yield error_html(str(exc)), gr.skip(), gr.skip(), gr.skip()
             return
-        missing = [m for m in config.models if not ctx.pool.spec(m).supports(task_v)]
-        if missing:
-            yield error_html(f"not configured for {task_v}: {', '.join(missing)}"), gr.skip(), gr.skip(), gr.skip()
-            return
-        run_id = ctx.store.create_run(task=config.task, config=config.to_dict(), config_key=config.key, total=0)
-        job = asyncio.create_task(run_evaluation(ctx.store, ctx.pool.player, config, run_id=run_id))
-        ctx.evals[run_id] = job
         try:
             while not job.done():
                 run = ctx.store.get_run(run_id)

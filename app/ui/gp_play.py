@@ -13,7 +13,7 @@ from game.gp.cards import Rule
 from game.gp.deal import Deal, DealConfig, Dealer
 from game.gp.solver import distinct_solutions
 from game.gp.verifier import sequence_violations, verify
-from models.prompts import response_eqn
+from game.tasks import formula_reply, normalise_formula
 
 from .common import badge, card_uri, esc, outcome_badge
 
@@ -175,18 +175,13 @@ def _value_so_far(tokens: list[str]):
         return None
 
 
-def normalise_formula(formula: str) -> str:
-    """Accept the symbols the page's buttons insert (× ÷ −); everything else goes as typed."""
-    return (formula or "").replace("×", "*").replace("÷", "/").replace("−", "-").strip()
-
-
 def check_html(table: Table, formula: str) -> tuple[str, bool]:
     """The paper's verdict on a person's formula plus our exact second opinion. (html, solved)."""
     f = normalise_formula(formula)
     if not f:
         return '<div class="sv-verdict sv-dim">Enter a formula first.</div>', False
     deal = table.deal
-    reply = response_eqn(deal.labels, table.numbers, f, deal.target)
+    reply = formula_reply(deal.labels, table.numbers, f, deal.target)
     v = verify(reply, table.numbers, deal.labels, target=deal.target)
     lines = [f'{outcome_badge(v.outcome.value)} <span class="sv-reward">reward {v.reward:+g}</span>',
              f'<div class="sv-feedback">Verifier (paper): <q>{esc(v.verify_info)}</q></div>']

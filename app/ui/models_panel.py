@@ -1,5 +1,5 @@
 """Model columns: SFT, RL (and any extra configured model) playing the instance on screen, side by
-side and at the same time, through the shared episode runner (`app.runner.play_paired`).
+side and at the same time, as a live group started through the service layer (`app.services`).
 
 Each column is rebuilt from the runner's events: one collapsible step per try with the reply
 (streaming), the parsed fields, the reward and its failure class, the verifier's feedback and
@@ -8,14 +8,14 @@ affects its own column (its error is shown there).
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
 import gradio as gr
 
-from ..runner import play_paired
-from ..tasks import Instance, InstanceError
+from game.tasks import Instance, InstanceError, get_task
+
+from .. import services
 from .common import badge, error_html, esc, outcome_badge
 
 MAX_COLUMNS = 3
@@ -95,8 +95,9 @@ class Column:
         if self.finished.get("success"):
             n = sum(1 for s in self.steps if s.result)
             when = f" in {self.solved_after_s:.1f} s" if self.solved_after_s else ""
-            return badge("ok", f"Solved at try {n}{when}" if task.startswith("gp") else "Arrived")
-        return badge("bad", "Not solved" if task.startswith("gp") else "Did not arrive")
+            won, _lost = get_task(task).words
+            return badge("ok", f"{won} at try {n}{when}")
+        return badge("bad", get_task(task).words[1])
 
     def _step_html(self, step: StepView, last: bool, task: str) -> str:
         r = step.result
@@ -105,14 +106,7 @@ class Column:
                     f'<pre>{esc(step.text)}</pre></details>')
         ok = r.get("reward", 0) > 0
         parsed = r.get("parsed") or {}
-        if task.startswith("gp"):
-            fields = (f'formula <code>{esc(parsed.get("formula"))}</code> · cards '
-                      f'<code>{esc(parsed.get("cards"))}</code>')
-            if parsed.get("exact_value") is not None:
-                fields += f' · exact value <code>{esc(parsed.get("exact_value"))}</code>'
-        else:
-            fields = (f'action <code>{esc(parsed.get("action"))}</code> · expected '
-                      f'<code>{esc(parsed.get("gt_action"))}</code>')
+        fields = " · ".join(f"{label} <code>{esc(value)}</code>" for label, value in get_task(task).step_fields(parsed))
         timing = r.get("timing") or {}
         t_bits = []
         if timing.get("time_to_first_token_s") is not None:
@@ -155,32 +149,38 @@ async def stream_columns(ctx, instance: Instance, names: list[str]):
     players = []
     for n in names:
         try:
-            spec = ctx.pool.spec(n)
-            if not spec.supports(instance.task):
-                columns[n].error = f"this model is not configured for {instance.task}"
-                columns[n].finished = {}
-                continue
-            players.append(ctx.pool.player(n, task=instance.task))
-        except Exception as exc:  # noqa: BLE001 - e.g. a missing checkpoint: show it in the column
+            players.append(services.model_player(ctx, n, instance.task))
+        except Exception as exc:  # noqa: BLE001 - not configured for the task, a missing checkpoint: its column
             columns[n].error = str(exc) or type(exc).__name__
             columns[n].finished = {}
     yield render()
     if not players:
         return
+    try:
+        group = await services.start_group(ctx, instance, players, {"source": "ui"})
+    except services.ServiceError as exc:
+        for p in players:
+            columns[p.name].error, columns[p.name].finished = str(exc), {}
+        yield render()
+        return
     by_episode: dict[str, str] = {}
     last = 0.0
-    async for event in play_paired(players, instance, ctx.store, settings={"source": "ui"}):
-        ev = event.to_dict()
-        if ev["type"] == "started":
-            by_episode[ev["episode_id"]] = ev["participant"]
-        name = by_episode.get(ev["episode_id"])
-        if name in columns:
-            columns[name].apply(ev)
-        now = time.perf_counter()
-        if ev["type"] != "delta" or now - last >= REFRESH_S:
-            last = now
-            yield render()
-            await asyncio.sleep(0)
+    try:
+        async for _index, ev in group.subscribe():
+            if ev is None:
+                continue
+            if ev["type"] == "started":
+                by_episode[ev["episode_id"]] = ev["participant"]
+            name = by_episode.get(ev.get("episode_id"))
+            if name in columns:
+                columns[name].apply(ev)
+            now = time.perf_counter()
+            if ev["type"] != "delta" or now - last >= REFRESH_S:
+                last = now
+                yield render()
+    finally:  # the page stopped listening (Stop, a new deal): stop the group too
+        if not group.done and group.task is not None:
+            group.task.cancel()
     yield render()
 
 

@@ -7,18 +7,16 @@ can restore a walk exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
-from game.virl.datasets import BUNDLED, VirlData, open_source
-from game.virl.episode import VirlEpisode, start_episode
+from game.tasks import Instance, InstanceError, route_data
+from game.virl.datasets import BUNDLED, VirlData
+from game.virl.episode import VirlEpisode
 from game.virl.mapview import episode_map
 from game.virl.rail import legal_actions
 from game.virl.render import street_view_grid
-from game.virl.routes import RouteDataError
-from models.prompts import response_virl
 
 from .common import badge, esc
 
@@ -29,11 +27,11 @@ class InputError(ValueError):
     """Bad input from the page: shown inline."""
 
 
-@lru_cache(maxsize=4)
 def data_for(source: str) -> VirlData:
+    """The route set (opened once per process by the registry)."""
     try:
-        return open_source(source)
-    except (RouteDataError, OSError) as exc:
+        return route_data(source)
+    except InstanceError as exc:
         raise InputError(str(exc)) from None
 
 
@@ -80,20 +78,17 @@ def walk_from_link(params: dict[str, str]) -> Walk | None:
 
 
 def episode_of(walk: Walk) -> VirlEpisode:
-    """Rebuild the episode: same seed, then replay the person's actions."""
-    data = data_for(walk.source)
-    ep = start_episode(data.routes, seed=walk.seed, route_idx=walk.route, absolute_action=walk.absolute,
-                       mapping=data.mapping)
+    """Rebuild the episode: the registry's V-IRL-L session for the walk, then the person's actions,
+    each turned into a reply by the task's `person_reply` (as over the API and in the CLI)."""
+    data_for(walk.source)  # a clear InputError for a bad source
+    instance = Instance("virl-l", {"source": walk.source, "route": walk.route, "seed": walk.seed,
+                                   "absolute_action": walk.absolute})
+    session = instance.spec.session(instance)
     for action in walk.actions:
-        if ep.done:
+        if session.done:
             break
-        ep.step(person_reply(ep, action))
-    return ep
-
-
-def person_reply(ep: VirlEpisode, action: str) -> str:
-    """A person's choice in the paper's reply format (what a perfectly-reading model would write)."""
-    return response_virl(ep.oracle_observation, ep.current_instruction, action)
+        session.step(instance.spec.person_reply(session, action))
+    return session.episode
 
 
 def act(walk: Walk, action: str) -> Walk:

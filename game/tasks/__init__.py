@@ -18,7 +18,7 @@ built on this are in `game.protocol`. Like all of `game/`, this imports nothing 
 from __future__ import annotations
 
 from .base import Instance, InstanceError, Split, StepResult, Task
-from .gp import GPLanguage, GPSession, GPVision, formula_reply
+from .gp import GPLanguage, GPSession, GPVision, formula_reply, normalise_formula
 from .virl import VirlLanguage, VirlSession, VirlVision, action_reply, route_data
 
 TASKS: dict[str, Task] = {t.name: t for t in (GPLanguage(), GPVision(), VirlLanguage(), VirlVision())}
@@ -41,4 +41,5 @@ def open_session(instance: Instance) -> Session:
 
 
 __all__ = ["TASKS", "OUTCOMES", "Instance", "InstanceError", "Session", "Split", "StepResult", "Task",
-           "action_reply", "formula_reply", "get_task", "open_session", "route_data"]
+           "action_reply", "formula_reply", "get_task", "normalise_formula", "open_session",
+           "route_data"]

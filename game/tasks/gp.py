@@ -32,13 +32,17 @@ class GPConfig:
     eg: bool = param(False, "bool", "the `_EG` prompt variant with an output example")
 
 
+def normalise_formula(formula: str) -> str:
+    """Accept the symbols the page's buttons insert (× ÷ −); everything else goes as typed."""
+    return (formula or "").replace("×", "*").replace("÷", "/").replace("−", "-").strip()
+
+
 def formula_reply(labels: Sequence[str], numbers: Sequence[int], text: str, target: int = 24) -> str:
     """A person's formula as the paper's reply (`ResponseEqn`, the cards read correctly); the
     page's × ÷ − symbols are accepted. Text starting with `{` is a full reply and kept as given."""
     if text.strip().startswith("{"):
         return text
-    formula = text.replace("×", "*").replace("÷", "/").replace("−", "-").strip()
-    return response_eqn(labels, numbers, formula, target)
+    return response_eqn(labels, numbers, normalise_formula(text), target)
 
 
 class GPSession:

@@ -193,5 +193,5 @@ class VirlLanguage(VirlTask):
 
 class VirlVision(VirlTask):
     name, vision, label = "virl-vl", True, "V-IRL navigation, street views (V-IRL-VL)"
-    splits = (_ID, _RULE_OOD, Split("visual-ood", "held-out routes (VLN_mini when given), one episode per route",
-                                    "ood", None, {"absolute_action": True}))
+    splits = (_ID, _RULE_OOD, Split("visual-ood", "held-out routes (VLN_mini when given), the paper's 18",
+                                    "ood", 18, {"absolute_action": True}))

@@ -1,0 +1,153 @@
+"""The service layer: the one way in for the API, the UI and the CLI. Each operation validates its
+input, applies the caps and picks each model's checkpoint for the task, the same way whoever calls:
+
+- `live_instance` / `route_source`: an instance or a V-IRL route set a client may open (over the
+  API and the UI, route sources are bundled sets or the server's configured source, never paths);
+- `model_player`: a configured model as a participant for a task (its per-task checkpoint, its
+  decoding merged with any overrides);
+- `start_group`: start a live group of participants on one instance (at most `MAX_LIVE_GROUPS`
+  running at once);
+- `start_evaluation` / `cancel_evaluation`: one evaluation at a time per server, resumable.
+
+Operations take the `AppContext` (settings, store, model pool, live groups, running evaluations);
+the CLI builds one with `cli_context`. Errors are `ServiceError` (400) or `Busy` (429), with a
+message shown as is.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from game.tasks import Instance, InstanceError, get_task, open_session, route_data
+
+from .evaluation import EvalConfig, find_resumable, run_evaluation, split_instances
+from .runner import ModelPlayer
+
+MAX_LIVE_GROUPS = 64
+
+
+class ServiceError(ValueError):
+    """A refused request (message shown to the user as is)."""
+
+    status = 400
+
+
+class Busy(ServiceError):
+    """The server is at a cap; try again later."""
+
+    status = 429
+
+
+def cli_context(settings, store, pool):
+    """An app context for a CLI command (no server: live groups and evaluations of this process)."""
+    from .live import LiveRegistry
+    from .main import AppContext
+
+    return AppContext(settings, store, pool, LiveRegistry(store))
+
+
+# ------------------------------------------------------------------------------- instances
+def check_source(ctx, source: str) -> str:
+    """Clients name bundled route sets or the server's configured source only (no paths)."""
+    if not (source.startswith("bundled:") or source == ctx.settings.virl_source):
+        raise ServiceError("V-IRL sources are bundled sets (bundled:helsinki, bundled:helsinki-ood) or the "
+                           "server's configured source")
+    return source
+
+
+def route_source(ctx, source: str | None = None):
+    """The V-IRL route set `source` (default: the server's), opened once per process."""
+    try:
+        return route_data(check_source(ctx, source or ctx.settings.virl_source))
+    except InstanceError as exc:
+        raise ServiceError(str(exc)) from None
+
+
+def live_instance(ctx, task: str, params: dict) -> Instance:
+    """A validated instance for a live game; V-IRL instances default to the server's source."""
+    try:
+        spec = get_task(task)
+        params = dict(params or {})
+        if "source" in spec.config_type.__dataclass_fields__:  # a V-IRL route set
+            params.setdefault("source", ctx.settings.virl_source)
+            check_source(ctx, str(params["source"]))
+        instance = Instance(task, params)
+        open_session(instance)
+    except InstanceError as exc:
+        raise ServiceError(str(exc)) from None
+    return instance
+
+
+# --------------------------------------------------------------------------------- players
+def model_player(ctx, name: str, task: str, overrides: dict | None = None) -> ModelPlayer:
+    """Model `name` as a participant playing `task`: its checkpoint for the task, its decoding
+    merged with `overrides` (e.g. `{"max_tokens": 64}`)."""
+    pool = ctx.pool
+    if name not in pool.names:
+        raise ServiceError(f"unknown model {name!r}; configured: {', '.join(pool.names) or 'none'}"
+                           + (f" ({pool.error})" if pool.error else ""))
+    spec = pool.spec(name)
+    if not spec.supports(task):
+        raise ServiceError(f"model {name!r} is not configured for {task} (tasks: {', '.join(spec.tasks)})")
+    decoding = spec.decoding.merged(overrides) if overrides else None
+    return pool.player(name, decoding, task=task)
+
+
+# ----------------------------------------------------------------------------- live groups
+async def start_group(ctx, instance: Instance, participants: list, settings: dict | None = None):
+    """Start `participants` on `instance` in the background (a `LiveGroup`), under the live cap."""
+    names = [p.name for p in participants]
+    if len(set(names)) != len(names):
+        raise ServiceError("a participant appears twice (give humans distinct names)")
+    if not participants:
+        raise ServiceError("name at least one participant")
+    running = sum(1 for g in ctx.live.groups.values() if not g.done)
+    if running >= MAX_LIVE_GROUPS:
+        raise Busy(f"{running} games are running; try again when one ends")
+    group = await ctx.live.start(participants, instance, settings)
+    if group.error and not group.episode_ids:
+        raise ServiceError(group.error)
+    return group
+
+
+# ----------------------------------------------------------------------------- evaluations
+def start_evaluation(ctx, config: EvalConfig, *, resume: bool | str = False,
+                     on_progress: Callable[[int, int], None] | None = None) -> tuple[str, asyncio.Task]:
+    """Start (or with `resume` — True for the latest run with the same settings, or a run id —
+    continue) an evaluation in the background: every model plays the task's checkpoint. One
+    evaluation runs at a time per server. Returns the run id and its asyncio task."""
+    for m in config.models:
+        model_player(ctx, m, config.task)  # validates the name and the task
+    if any(not t.done() for t in ctx.evals.values()):
+        raise Busy("an evaluation is already running on this server; wait for it or cancel it")
+    try:
+        for split in config.split_objs():  # resolve the instances now: bad sources fail before any call
+            split_instances(config, split)
+    except InstanceError as exc:
+        raise ServiceError(str(exc)) from None
+    prior = None
+    if resume:
+        prior = ctx.store.get_run(resume) if isinstance(resume, str) else find_resumable(ctx.store, config)
+        if prior is None and isinstance(resume, str):
+            raise ServiceError(f"no evaluation run {resume}")
+        if prior is not None and prior["config"]["task"] != config.task:
+            raise ServiceError(f"run {prior['id']} is a {prior['config']['task']} run")
+    run_id = prior["id"] if prior else ctx.store.create_run(task=config.task, config=config.to_dict(),
+                                                            config_key=config.key, total=0)
+    overrides = {"max_tokens": config.max_tokens} if config.max_tokens else None
+
+    def player(name: str) -> ModelPlayer:
+        return model_player(ctx, name, config.task, overrides)
+
+    job = asyncio.get_running_loop().create_task(
+        run_evaluation(ctx.store, player, config, run_id=run_id, on_progress=on_progress))
+    job.add_done_callback(lambda t: t.cancelled() or t.exception())
+    ctx.evals[run_id] = job
+    return run_id, job
+
+
+def cancel_evaluation(ctx, run_id: str) -> None:
+    job = ctx.evals.get(run_id)
+    if job is None or job.done():
+        raise ServiceError("this evaluation is not running on this server")
+    job.cancel()

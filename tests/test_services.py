@@ -1,0 +1,122 @@
+"""The service layer (`app.services`) is the one way in: the UI's Evaluate tab starts evaluations
+through it (each model plays the task's checkpoint), live groups obey the cap, and a person's V-IRL
+move is graded the same in the V-IRL tab's logic, through the runner (API / CLI) and in the CLI."""
+from __future__ import annotations
+
+import asyncio
+import builtins
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from app import services  # noqa: E402
+from app.live import ModelPool  # noqa: E402
+from app.runner import HumanPlayer, ScriptedPlayer, play  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.store import Store  # noqa: E402
+from game.tasks import Instance  # noqa: E402
+
+
+def _ctx(tmp_path: Path):
+    settings = Settings.from_env(env={}, data_dir=str(tmp_path))
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    return services.cli_context(settings, store, ModelPool.from_file(None))
+
+
+def test_ui_virl_evaluation_plays_the_virl_checkpoint(tmp_path):
+    """Regression: the Evaluate tab asked the pool for a player without the task, so V-IRL was
+    played by the GP-L checkpoint (0 %, card lists as replies)."""
+    from app.ui.evaluate_tab import launch
+
+    ctx = _ctx(tmp_path)
+    spec = ctx.pool.spec("sft")
+    assert spec.path_for("virl-l") != spec.path_for("gp-l")  # the default sft has one checkpoint per task
+
+    async def go():
+        run_id, job = launch(ctx, "virl-l", ["id"], ["sft"], 1)
+        await job
+        return run_id
+
+    try:
+        run_id = asyncio.run(go())
+    finally:
+        ctx.pool.wait_idle()
+    paths = {key[1] for key in ctx.pool._backends}
+    assert paths == {spec.path_for("virl-l")}
+    run = ctx.store.get_run(run_id)
+    assert run["status"] == "finished" and run["config"]["task"] == "virl-l"
+
+
+def test_one_evaluation_at_a_time_and_bad_models_are_refused(tmp_path):
+    from app.evaluation import EvalConfig
+
+    ctx = _ctx(tmp_path)
+
+    async def go():
+        with pytest.raises(services.ServiceError, match="unknown model 'nope'"):
+            services.start_evaluation(ctx, EvalConfig("gp-l", ["nope"], episodes=1))
+        run_id, job = services.start_evaluation(ctx, EvalConfig("gp-l", ["sft"], episodes=1))
+        with pytest.raises(services.Busy, match="already running"):
+            services.start_evaluation(ctx, EvalConfig("gp-l", ["rl"], episodes=1))
+        services.cancel_evaluation(ctx, run_id)
+        await asyncio.gather(job, return_exceptions=True)
+        with pytest.raises(services.ServiceError, match="not running"):
+            services.cancel_evaluation(ctx, run_id)
+
+    try:
+        asyncio.run(go())
+    finally:
+        ctx.pool.wait_idle()
+
+
+def test_live_groups_are_capped_and_sources_checked(tmp_path, monkeypatch):
+    ctx = _ctx(tmp_path)
+    with pytest.raises(services.ServiceError, match="bundled sets"):
+        services.live_instance(ctx, "virl-l", {"source": "/etc"})
+    inst = services.live_instance(ctx, "virl-l", {"route": 1})
+    assert inst.config.source == ctx.settings.virl_source
+    monkeypatch.setattr(services, "MAX_LIVE_GROUPS", 1)
+
+    async def go():
+        human = HumanPlayer()
+        group = await services.start_group(ctx, inst, [human])
+        with pytest.raises(services.Busy, match="1 games are running"):
+            await services.start_group(ctx, inst, [ScriptedPlayer("s", [])])
+        group.task.cancel()
+        await asyncio.gather(group.task, return_exceptions=True)
+
+    asyncio.run(go())
+
+
+def test_a_person_virl_move_grades_the_same_in_the_tab_the_runner_and_the_cli(tmp_path, monkeypatch, capsys):
+    """Regression: route 2, seed 0, `forward()` at the first position was −1.5 "not at any
+    intersection" in the V-IRL tab and −1.0 "incorrect action" over the API and the CLI."""
+    from app.cli import main
+    from app.ui import virl_play
+
+    walk = virl_play.Walk("bundled:helsinki", 2, True, 0, ("forward()",))
+    tab = virl_play.episode_of(walk).records[0]
+    assert (tab.reward, tab.outcome.value) == (-1.0, "wrong_action")
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    inst = Instance("virl-l", {"source": "bundled:helsinki", "route": 2, "seed": 0})
+
+    async def runner():  # what POST /api/episodes/{id}/submit and `sftvsrl play --human` drive
+        human = HumanPlayer()
+        async for ev in play(human, inst, store):
+            if ev.type == "waiting":
+                human.submit("forward()")
+            if ev.type == "step":
+                return ev
+
+    step = asyncio.run(runner())
+    assert (step.reward, step.feedback, step.outcome) == (tab.reward, tab.verify_info, tab.outcome.value)
+
+    moves = iter(["forward()"] * 3)
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(moves))
+    assert main(["play", "--task", "virl-l", "--route", "2", "--seed", "0", "--human",
+                 "--database-url", f"sqlite:///{tmp_path / 'c.db'}", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"[you] call 1: wrong_action ({tab.reward:+g}) {tab.verify_info[:40]}" in out
