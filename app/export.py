@@ -13,6 +13,8 @@ import json
 import zipfile
 from typing import AsyncIterator, Iterable
 
+from game.tasks import TASKS
+
 from .store import Store
 
 
@@ -114,7 +116,7 @@ def bundle(episodes: list[dict], *, title: str = "episodes", extra: dict[str, by
             z.writestr(f"markdown/{ep['id']}.md", episode_markdown(ep))
             key = json.dumps(ep["instance"], sort_keys=True)
             if key not in images:
-                png = instance_image_png(ep) if ep["task"].endswith("-vl") else None
+                png = instance_image_png(ep) if ep["task"] in TASKS and TASKS[ep["task"]].vision else None
                 images[key] = ("data:image/png;base64," + base64.b64encode(png).decode()) if png else ""
                 if png:
                     z.writestr(f"images/{ep['id']}.png", png)

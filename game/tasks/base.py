@@ -151,6 +151,44 @@ class Split:
     params: dict = field(default_factory=dict)
 
 
+# ---------------------------------------------------------------------------------- sessions
+class EpisodeSession:
+    """What the GP and V-IRL sessions share: an engine `episode` (with `done`, `success` and the
+    `remaining` budget), the task, the instance, its config and the graded `results` so far.
+    Subclasses add `prompt()`, `image()`, `step(text)`, `exact_success` and `describe()`."""
+
+    def __init__(self, task: "Task", instance: Instance, episode) -> None:
+        self.task, self.instance, self.config, self.episode = task, instance, instance.config, episode
+        self.results: list[StepResult] = []
+
+    @property
+    def vision(self) -> bool:
+        return self.task.vision
+
+    @property
+    def done(self) -> bool:
+        return self.episode.done
+
+    @property
+    def success(self) -> bool:
+        return self.episode.success
+
+    @property
+    def outcome(self) -> str | None:
+        """The last call's outcome (None before the first call)."""
+        return self.results[-1].outcome if self.results else None
+
+    @property
+    def graded_next(self) -> bool:
+        """False when the budget is spent: the next call's text is ignored (GP `step_limit`,
+        V-IRL `budget_exceeded`)."""
+        return self.episode.remaining > 0
+
+    def _record(self, result: StepResult) -> StepResult:
+        self.results.append(result)
+        return result
+
+
 # ------------------------------------------------------------------------------------- tasks
 class Task:
     """A task of the registry. Subclasses set the class attributes and implement the methods."""

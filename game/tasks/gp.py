@@ -17,7 +17,7 @@ from ..gp.deal import EVAL_CONFIGS, Deal, evaluation_hands
 from ..gp.episode import DEFAULT_VERIFY_ITER, Episode
 from ..gp.verifier import Outcome
 from ..prompts import gp_prompt, response_eqn
-from .base import Instance, InstanceError, Split, StepResult, Task, param
+from .base import EpisodeSession, Instance, InstanceError, Split, StepResult, Task, param
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def formula_reply(labels: Sequence[str], numbers: Sequence[int], text: str, targ
     return response_eqn(labels, numbers, normalise_formula(text), target)
 
 
-class GPSession:
+class GPSession(EpisodeSession):
     """A GeneralPoints episode (`game.gp.episode.Episode`) behind the registry's session interface."""
 
     def __init__(self, task: "GPTask", instance: Instance) -> None:
@@ -55,13 +55,10 @@ class GPSession:
             rule = Rule.parse(cfg.rule)
         except ValueError as exc:
             raise InstanceError(str(exc)) from None
-        self.task, self.instance, self.config = task, instance, cfg
-        self.episode = Episode(deal, rule, language_only=not task.vision, verify_iter=cfg.verify_iter,
-                               enable_verification=cfg.enable_verification, lenient=cfg.lenient)
-        self.results: list[StepResult] = []
+        super().__init__(task, instance, Episode(deal, rule, language_only=not task.vision,
+                                                 verify_iter=cfg.verify_iter,
+                                                 enable_verification=cfg.enable_verification, lenient=cfg.lenient))
         self._image = None
-
-    vision = property(lambda self: self.task.vision)
 
     def prompt(self) -> str:
         ep = self.episode
@@ -76,27 +73,13 @@ class GPSession:
             self._image = table_image(self.episode.deal.cards)
         return self._image
 
-    @property
-    def done(self) -> bool:
-        return self.episode.done
 
-    @property
-    def success(self) -> bool:
-        return self.episode.success
 
     @property
     def exact_success(self) -> bool:
         return any(s.verdict.exact_correct for s in self.episode.steps if s.graded)
 
-    @property
-    def outcome(self) -> str | None:
-        """The last call's outcome (None before the first call)."""
-        return self.results[-1].outcome if self.results else None
 
-    @property
-    def graded_next(self) -> bool:
-        """False when the budget is spent: the next call's text is ignored (−1 `step_limit`)."""
-        return self.episode.remaining > 0
 
     def step(self, text: str) -> StepResult:
         rec = self.episode.step(text)
@@ -105,8 +88,7 @@ class GPSession:
                   "value": v.paper_value, "exact_value": v.exact_value, "parse_source": v.parse_source}
         result = StepResult(rec.call, rec.reward, rec.verify_info, v.outcome.value, rec.graded, rec.terminated,
                             rec.truncated, parsed, v.exact_correct, v.float_rejected)
-        self.results.append(result)
-        return result
+        return self._record(result)
 
     def describe(self) -> dict:
         ep = self.episode

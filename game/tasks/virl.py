@@ -17,7 +17,7 @@ from typing import Any
 from ..prompts import virl_prompt
 from ..virl.episode import DEFAULT_VERIFY_ITER, start_episode
 from ..virl.verifier import Outcome
-from .base import Instance, InstanceError, Split, StepResult, Task, jsonable, param
+from .base import EpisodeSession, Instance, InstanceError, Split, StepResult, Task, jsonable, param
 
 DEFAULT_SOURCES = {"id": "bundled:helsinki", "ood": "bundled:helsinki-ood"}
 
@@ -62,21 +62,17 @@ class VirlConfig:
     eg: bool = param(False, "bool", "the `_EG` prompt variant")
 
 
-class VirlSession:
+class VirlSession(EpisodeSession):
     """A V-IRL episode (`game.virl.episode.VirlEpisode`) behind the registry's session interface."""
 
     def __init__(self, task: "VirlTask", instance: Instance) -> None:
         cfg = instance.config
         self.data = route_data(cfg.source)
         idx = route_index(self.data, cfg.route)
-        self.task, self.instance, self.config = task, instance, cfg
-        self.episode = start_episode(self.data.routes, seed=cfg.seed, route_idx=idx, heading=cfg.heading,
-                                     absolute_action=cfg.absolute_action, mapping=self.data.mapping,
-                                     verify_iter=cfg.verify_iter, language_only=not task.vision)
-        self.results: list[StepResult] = []
+        super().__init__(task, instance, start_episode(
+            self.data.routes, seed=cfg.seed, route_idx=idx, heading=cfg.heading, absolute_action=cfg.absolute_action,
+            mapping=self.data.mapping, verify_iter=cfg.verify_iter, language_only=not task.vision))
         self._grid: tuple[int, Any] | None = None
-
-    vision = property(lambda self: self.task.vision)
 
     def prompt(self) -> str:
         ep = self.episode
@@ -96,26 +92,13 @@ class VirlSession:
             self._grid = (ep.index, Image.fromarray(street_view_grid(pano, ep.entry.heading, rotation=rotation)))
         return self._grid[1]
 
-    @property
-    def done(self) -> bool:
-        return self.episode.done
 
-    @property
-    def success(self) -> bool:
-        return self.episode.success
 
     @property
     def exact_success(self) -> None:
         return None
 
-    @property
-    def outcome(self) -> str | None:
-        return self.results[-1].outcome if self.results else None
 
-    @property
-    def graded_next(self) -> bool:
-        """False when this position's budget is spent: the next call is the wasted, ungraded one."""
-        return self.episode.remaining > 0
 
     def step(self, text: str) -> StepResult:
         rec = self.episode.step(text)
@@ -123,8 +106,7 @@ class VirlSession:
                   "gt_action": rec.gt_action, "rail_index": rec.rail_index_after}
         result = StepResult(rec.call, rec.reward, rec.verify_info, rec.outcome.value, rec.graded, rec.terminated,
                             rec.truncated, parsed)
-        self.results.append(result)
-        return result
+        return self._record(result)
 
     def describe(self) -> dict:
         ep = self.episode
