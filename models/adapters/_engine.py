@@ -356,18 +356,23 @@ class Episode:
             made.append(self._record(self._ep.step("")))
         return made
 
-    def grade_only(self, text: Any) -> float:
-        """The reward one reply would get now, without stepping (single-turn scoring)."""
+    def verdict_only(self, text: Any) -> tuple[float, str]:
+        """(reward, Verify Info) one reply would get now, without stepping."""
         text = bounded_text(text)
         ep = self._ep
         if self.instance.family == "gp":
             from game.gp.verifier import verify
 
-            return float(verify(text, ep.numbers, ep.deal.labels, target=ep.target,
-                                language_only=ep.language_only).reward)
-        from game.virl.verifier import verify
+            v = verify(text, ep.numbers, ep.deal.labels, target=ep.target, language_only=ep.language_only)
+        else:
+            from game.virl.verifier import verify
 
-        return float(verify(text, ep.entry.gt_action, ep.entry.observation).reward)
+            v = verify(text, ep.entry.gt_action, ep.entry.observation)
+        return float(v.reward), v.verify_info
+
+    def grade_only(self, text: Any) -> float:
+        """The reward one reply would get now, without stepping (single-turn scoring)."""
+        return self.verdict_only(text)[0]
 
     @property
     def episode_return(self) -> float:
@@ -392,10 +397,14 @@ class Episode:
 
         last = made[-1]
         if self.done:
-            return last.feedback if last.reward > 0 else feedback_text(last.feedback)
-        if last.reward > 0:             # a correct V-IRL move: the next position's prompt
+            return last.feedback if last.terminated and last.graded and last.reward > 0 else feedback_text(last.feedback)
+        if self.moved(made):            # a correct V-IRL move: the next position's prompt
             return self.prompt()
         return feedback_text(last.feedback)
+
+    def moved(self, made: Sequence[Step]) -> bool:
+        """Whether these calls took a correct V-IRL move (the observation changed)."""
+        return self.instance.family == "virl" and bool(made) and made[-1].graded and made[-1].reward > 0
 
     @property
     def max_calls(self) -> int:

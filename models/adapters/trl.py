@@ -75,6 +75,11 @@ class _Environment:
             return ep.grade_only("")
         return ep.reward(self._reward_mode)
 
+    @property
+    def steps(self) -> tuple[dict, ...]:
+        """The engine calls of the current episode (a property, so TRL does not expose it as a tool)."""
+        return tuple(s.to_dict() for s in self._episode.steps) if self._episode is not None else ()
+
     def _need_episode(self) -> Episode:
         if self._episode is None:
             raise RuntimeError("call reset() before using the environment")
@@ -86,7 +91,7 @@ class _Environment:
             raise EpisodeOver("the episode is over; no more answers are graded")
         made = ep.step(reply)
         text = ep.message_after(made)
-        if ep.vision and not ep.done and made[-1].reward > 0:      # moved: the new street views
+        if ep.vision and not ep.done and ep.moved(made):      # moved: the new street views
             return [{"type": "image", "image": ep.image()}, {"type": "text", "text": text}]
         return text
 
