@@ -318,7 +318,7 @@ def test_trl_vl_rows_carry_the_first_image_and_moves_return_image_blocks():
 
 
 @pytest.mark.slow
-def test_trl_grpo_trainer_runs_on_our_environment_with_the_tiny_checkpoint(tmp_path, monkeypatch):
+def test_trl_grpo_trainer_runs_on_our_environment_with_the_tiny_checkpoint(tmp_path, monkeypatch, request):
     """A real TRL GRPOTrainer: two optimizer steps with environment_factory, then two single-turn
     steps with reply_reward, on CPU with the shipped tiny GP-L checkpoint."""
     pytest.importorskip("trl")
@@ -330,6 +330,9 @@ def test_trl_grpo_trainer_runs_on_our_environment_with_the_tiny_checkpoint(tmp_p
     from trl.chat_template_utils import llama3_2_chat_template
 
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                 # the tiny model is fastest on one thread (~16 s, not ~140 s)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     ckpt = ROOT / "models" / "checkpoints" / "gp-l-sft"
     tok = AutoTokenizer.from_pretrained(ckpt)
     # our checkpoint's own template is the paper's (no tool turns); TRL needs a tool-calling one
