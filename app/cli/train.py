@@ -50,6 +50,19 @@ def register(sub) -> None:
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_eval)
 
+    pl = tsub.add_parser("pipeline", help="the staged pipeline: base -> init -> sft / rl / sft-diverse, then the "
+                                          "five-way evaluation (findings.json)")
+    pl.add_argument("--task", default="gp-l", help="gp-l (the only task the staged pipeline supports so far)")
+    pl.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
+    pl.add_argument("--out", default=None, help="output directory (default: runs/pipeline/<task>)")
+    pl.add_argument("--stages", default=",".join(("base", "init", "sft", "rl", "sft-diverse")),
+                    help="comma-separated stages to train (existing ones are kept: resumable)")
+    pl.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
+    pl.add_argument("--no-progress", action="store_true")
+    pl.set_defaults(func=_cmd_pipeline)
+
     t = tsub.add_parser("table", help="evaluate init/SFT/RL, write eval.json and the model cards")
     t.add_argument("--task", default=None, help="checked against the SFT checkpoint's training.json")
     t.add_argument("--sft", required=True)
@@ -127,6 +140,36 @@ def _cmd_eval(args) -> int:
                       if "per_step_accuracy" in r else f"first-try {100 * r['first_try_success']:5.1f} %  ")
             print(f"{path}  {s:<7}  success {100 * r['success']:5.1f} ± {100 * r['se']:.1f} %  "
                   f"{detail}n={r['n']}  ({r['decoding']})")
+    return 0
+
+
+def _cmd_pipeline(args) -> int:
+    from dataclasses import replace
+
+    from models.train.pipeline import STAGES, PipelineConfig, evaluate_stages, train_pipeline
+
+    if args.task != "gp-l":
+        raise CliError(f"the staged pipeline supports gp-l only so far, not {args.task!r}")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise CliError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
+    cfg = PipelineConfig.quick(args.seed) if args.quick else PipelineConfig(seed=args.seed)
+    if args.threads:
+        cfg = replace(cfg, threads=args.threads)
+    out = Path(args.out or f"runs/pipeline/{args.task}{'-quick' if args.quick else ''}")
+    records = train_pipeline(cfg, out, stages=stages, progress=not args.no_progress)
+    for stage, rec in records.items():
+        print(f"{stage:<12} {rec.get('wall_s', 0):>7} s  {out / stage}")
+    if args.no_eval:
+        return 0
+    findings = evaluate_stages(out, cfg, stages=[s for s in STAGES if (out / s / "config.json").is_file()],
+                               progress=not args.no_progress)
+    for stage, row in findings["table"].items():
+        print(f"{stage:<12} ID {100 * row['id']['success']:5.1f} ± {100 * row['id']['se']:.1f} %   rule-OOD "
+              f"{100 * row['ood']['success']:5.1f} ± {100 * row['ood']['se']:.1f} %   KL(init||model) "
+              f"{row['kl_from_init']:.3f}")
+    print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     return 0
 
 

@@ -155,15 +155,61 @@ def reply_logprobs(model, turns: list[Turn], pad_id: int):
     return logp_all, reply_mask
 
 
-def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progress: bool = True) -> dict[str, Any]:
-    """Run GRPO from the checkpoint at `init`; saves to `out` and returns the training record."""
+def policy_update(model, opt, turns: list[Turn], adv: list[float], old: list, cfg: GRPOConfig, pad_id: int):
+    """`cfg.epochs` passes of the clipped surrogate over `turns` in minibatches of
+    `cfg.minibatch_turns` (in list order, matching the `old` log-prob chunks).
+
+    The objective, maximised: for each reply token, min(ratio·A, clip(ratio, 1±ε)·A) with
+    ratio = π(token) / π_old(token) and A the episode's advantage; averaged over the reply's
+    tokens, then over an episode's tries, then over episodes, so every episode weighs the same
+    however many tries it took (a token-level mean lets a failed episode's five long tries push the
+    shared format tokens down). Returns (losses, clip fractions, token positions trained on)."""
+    import torch
+
+    tries: dict[int, int] = {}
+    for t in turns:
+        tries[t.episode] = tries.get(t.episode, 0) + 1
+    losses, clipped, trained = [], [], 0
+    for _ in range(cfg.epochs):
+        for mb, start in enumerate(range(0, len(turns), cfg.minibatch_turns)):
+            chunk = turns[start:start + cfg.minibatch_turns]
+            a = torch.tensor([adv[t.episode] for t in chunk]).unsqueeze(1)        # [B, 1]
+            if not a.abs().sum():
+                continue  # every episode of these groups scored the same: no signal
+            logp, mask = reply_logprobs(model, chunk, pad_id)                    # [B, T], [B, T]
+            trained += sum(len(t.context) + len(t.reply) for t in chunk)
+            ratio = torch.exp(logp - old[mb])
+            surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * a)
+            per_try = 1.0 / torch.tensor([float(tries[t.episode]) for t in chunk])  # [B]
+            per_token = (surrogate * mask).sum(1) / mask.sum(1).clamp(min=1)        # [B]
+            loss = -(per_try * per_token).sum() / per_try.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            losses.append(float(loss.detach()))
+            clipped.append(float((((ratio - 1).abs() > cfg.clip).float() * mask).sum() / mask.sum()))
+    return losses, clipped, trained
+
+
+def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progress: bool = True,
+               on_update=None) -> dict[str, Any]:
+    """Run GRPO from the checkpoint at `init`; saves to `out` and returns the training record.
+
+    `on_update(update, model, tokenizer, compute)` runs once before the first update (update 0)
+    and after every update (1-based); `compute` holds the token passes so far (snapshots)."""
     import torch
     from tqdm.auto import tqdm
 
     setup_torch(cfg.seed, cfg.threads)
     watch = Stopwatch()
     model, tok = load_checkpoint(init)
+    ref_model, _ = load_checkpoint(init)      # the initial policy, frozen: for the KL we log
+    ref_model.eval()
     codec = ChatCodec(tok)
+    compute = {"train_tokens": 0, "infer_tokens": 0}
+    if on_update:
+        on_update(0, model, tok, dict(compute))
     rollouts = Rollouts(cfg, codec)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     history: list[dict[str, float]] = []
@@ -176,42 +222,34 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
         returns = rollouts.returns(batch)
         adv = group_advantages(returns, cfg.group_size, cfg.adv_eps)
         turns = batch.turns
-        tries = [0] * len(batch.episodes)
-        for t in turns:
-            tries[t.episode] += 1
+        turn_tokens = [len(t.context) + len(t.reply) for t in turns]
+        compute["infer_tokens"] += 3 * sum(turn_tokens)   # generation, old log-probs, reference log-probs
         with torch.no_grad():
-            old = [reply_logprobs(model, turns[i:i + cfg.minibatch_turns], codec.pad_id)[0]
-                   for i in range(0, len(turns), cfg.minibatch_turns)]
+            old, kl_terms, ent_terms = [], [], []
+            for i in range(0, len(turns), cfg.minibatch_turns):
+                lp, m = reply_logprobs(model, turns[i:i + cfg.minibatch_turns], codec.pad_id)
+                lp_ref, _ = reply_logprobs(ref_model, turns[i:i + cfg.minibatch_turns], codec.pad_id)
+                old.append(lp)
+                kl_terms.append(float(((lp - lp_ref) * m).sum()))   # k1 estimate of KL(policy ‖ init)
+                ent_terms.append(float((-lp * m).sum()))             # sampled-token entropy estimate
+        groups = [returns[g:g + cfg.group_size] for g in range(0, len(returns), cfg.group_size)]
+        zero_var = sum(1 for g in groups if max(g) == min(g)) / len(groups)
+        n_reply_tokens = sum(len(t.reply) for t in turns)
         # 2. clipped policy-gradient epochs over the turns
         model.train()
-        losses, clipped = [], []
-        for _ in range(cfg.epochs):
-            for mb, start in enumerate(range(0, len(turns), cfg.minibatch_turns)):
-                chunk = turns[start:start + cfg.minibatch_turns]
-                a = torch.tensor([adv[t.episode] for t in chunk]).unsqueeze(1)
-                if not a.abs().sum():
-                    continue  # every episode of these groups scored the same: no signal
-                logp, mask = reply_logprobs(model, chunk, codec.pad_id)
-                ratio = torch.exp(logp - old[mb])
-                surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * a)
-                # Episode-weighted mean: token mean per try, try mean per episode, mean over episodes,
-                # so a failed episode's 5 long tries do not outweigh a solved one's single try (a
-                # token-level mean pushes the shared format tokens down and breaks the format).
-                per_try = 1.0 / torch.tensor([float(tries[t.episode]) for t in chunk])
-                per_token = (surrogate * mask).sum(1) / mask.sum(1).clamp(min=1)
-                loss = -(per_try * per_token).sum() / per_try.sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                opt.step()
-                losses.append(float(loss.detach()))
-                clipped.append(float((((ratio - 1).abs() > cfg.clip).float() * mask).sum() / mask.sum()))
+        losses, clipped, trained = policy_update(model, opt, turns, adv, old, cfg, codec.pad_id)
+        compute["train_tokens"] += trained
         stats = {
             "update": update, "mean_return": sum(returns) / len(returns), **rollouts.stats(batch),
             "turns": len(turns), "loss": sum(losses) / len(losses) if losses else 0.0,
             "clip_frac": sum(clipped) / len(clipped) if clipped else 0.0,
+            "kl_to_init_per_token": sum(kl_terms) / max(1, n_reply_tokens),
+            "entropy_per_token": sum(ent_terms) / max(1, n_reply_tokens),
+            "zero_variance_groups": zero_var, **compute,
         }
         history.append(stats)
+        if on_update:
+            on_update(update + 1, model, tok, dict(compute))
         live = {"first": stats["first_try_success"]} if "first_try_success" in stats else {
             "acc": stats["per_step_accuracy"]}
         bar.set_postfix(ret=f"{stats['mean_return']:+.2f}", succ=f"{stats['success']:.2f}",
@@ -225,6 +263,7 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
         "parameters": n_params(model), "updates": len(history),
         "episodes": len(history) * cfg.hands_per_update * cfg.group_size,
         "turns": sum(h["turns"] for h in history), "history": history,
+        "compute": {**compute, "flops": 2.0 * n_params(model) * (3 * compute["train_tokens"] + compute["infer_tokens"])},
         "wall_s": round(wall, 1), "updates_per_s": round(len(history) / wall, 4) if wall else None,
         "environment": environment(),
     }

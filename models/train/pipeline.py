@@ -1,0 +1,483 @@
+"""The staged tiny-model pipeline for GP-L: base → Init → SFT / RL / SFT-diverse, at CPU scale.
+
+The paper post-trains a *pretrained* model that already reads rules. A tiny model trained from
+random weights on the ID task alone has nothing to keep or forget, so this pipeline first builds a
+stand-in for pretraining, then mirrors the paper's stages on top of it:
+
+1. **base** (the "pretrained model"): from random weights, SFT on a broad synthetic corpus of GP-L
+   hands whose rule line states a random face-card mapping — J/Q/K = (a, b, c) with a, b, c in
+   6..13 — in the paper's exact prompt template (`mapped_prompt`). It never sees the evaluation's
+   OOD rule J/Q/K = 11/12/13 (`OOD_MAPPING` is excluded), so reading the rule line is general
+   knowledge it may or may not have acquired, exactly what rule-OOD evaluation probes.
+2. **init**: a short SFT on the ID task (frozen ID prompt, J/Q/K = 10) from the base — the paper's
+   "Init" checkpoint that gives RL the answer format.
+3. **sft**: continued SFT from Init on ID expert answers with the frozen ID prompt (the paper's SFT).
+4. **rl**: GRPO from Init on the ID task only, multi-turn with the verifier's feedback
+   (`models.train.grpo`), its compute matched to SFT's (`compute` in every record).
+5. **sft-diverse** (the rebuttal, arXiv 2510.00237): SFT from Init on ID-target hands whose prompts
+   state varied mappings (never the OOD one), same steps as SFT.
+
+Every stage is a Hugging Face checkpoint with `training.json` (config, environment, curves, compute
+as model-token passes and approximate FLOPs). `evaluate_stages` scores them all with the protocol's
+batched executor (`models.train.evaluate`): ID and rule-OOD episode success (± binomial SE), a
+paired RL-vs-SFT difference on the same hands, and KL(Init ‖ model) on ID prompts. Snapshots along
+SFT and RL give the success-vs-compute curves (the shape of the paper's Figure 5).
+
+    sftvsrl train pipeline --task gp-l --out runs/pipeline/gp-l           # full run (~1-2 h on 2 cores)
+    sftvsrl train pipeline --task gp-l --quick --out /tmp/p               # seconds, for tests
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from itertools import product
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from game.gp.cards import Rule
+
+from ..prompts import FACE_CARD_MSG, gp_prompt, response_eqn
+from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
+from .data import ChatCodec, expert_formula, gp_corpus, sft_pairs
+
+STAGES = ("base", "init", "sft", "rl", "sft-diverse")
+
+# ---------------------------------------------------------------------------------------------
+# The base corpus: the paper's prompt with a stated face-card mapping
+
+FACE_VALUES = tuple(range(6, 14))        # what J, Q and K may count as in the base corpus
+OOD_MAPPING = (11, 12, 13)               # the evaluation's rule-OOD mapping: never in any training data
+ID_MAPPING = (10, 10, 10)
+_RANK_LABEL = {1: "A", 11: "J", 12: "Q", 13: "K"}
+
+
+def mapping_message(mapping: Sequence[int]) -> str:
+    """The rule line's face-card clause for J/Q/K = `mapping`, in the paper's two phrasings."""
+    a, b, c = (int(v) for v in mapping)
+    if a == b == c == 10:
+        return FACE_CARD_MSG[Rule.FACE10]
+    return f"'J', 'Q', and 'K' count as '{a}', '{b}', and '{c}' respectively."
+
+
+def mapped_prompt(labels: Sequence[str], mapping: Sequence[int], target: int = 24) -> str:
+    """The paper-exact GP-L prompt with the face-card clause for `mapping` in both of its places.
+
+    `mapped_prompt(labels, (11, 12, 13))` is byte-identical to the rule-OOD prompt and
+    `mapped_prompt(labels, (10, 10, 10))` to the ID prompt (tested)."""
+    return gp_prompt(labels, Rule.FACE10, target).replace(FACE_CARD_MSG[Rule.FACE10], mapping_message(mapping))
+
+
+def base_mappings() -> list[tuple[int, int, int]]:
+    """Every mapping the base corpus may state: (a, b, c) in 6..13, except the OOD one (511)."""
+    return [m for m in product(FACE_VALUES, repeat=3) if m != OOD_MAPPING]
+
+
+def mapping_pairs(n: int, seed: int, mappings: Sequence[tuple[int, int, int]], *, face_prob: float = 0.5,
+                  target: int = 24) -> list[tuple[str, str]]:
+    """`n` (prompt, expert answer) pairs: a mapping drawn uniformly from `mappings`, four ranks
+    i.i.d. in 1..13 (with probability `face_prob` one is forced to J/Q/K so the mapping matters),
+    values mapped, redrawn until the solver finds a float-exact formula."""
+    rng = random.Random(f"mapping-pairs:{seed}")
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        mapping = mappings[rng.randrange(len(mappings))]
+        ranks = [rng.randint(1, 13) for _ in range(4)]
+        if rng.random() < face_prob and max(ranks) <= 10:
+            ranks[rng.randrange(4)] = rng.randint(11, 13)
+        values = [r if r <= 10 else mapping[r - 11] for r in ranks]
+        formula = expert_formula(values, target)
+        if formula is None:
+            continue
+        labels = [_RANK_LABEL.get(r, str(r)) for r in ranks]
+        out.append((mapped_prompt(labels, mapping, target), response_eqn(labels, values, formula, target)))
+    return out
+
+
+def id_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """`n` in-distribution expert pairs: frozen ID prompt (J/Q/K = 10), the canonical formula."""
+    return [(p.prompt, p.answer) for p in sft_pairs(n, seed)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every knob of the pipeline, with the value the shipped checkpoints used."""
+
+    task: str = "gp-l"
+    seed: int = 0
+    # model (a Llama of ~0.9 M parameters; `models.tiny.build_tiny_llama`)
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+    vocab_size: int = 1024
+    # base: SFT from random weights on mapping-stated hands (the stand-in for pretraining)
+    base_steps: int = 500
+    base_batch: int = 32
+    base_lr: float = 2e-3
+    base_face_prob: float = 0.5       # share of base hands forced to hold a face card
+    # init: short SFT on the ID task from the base (the answer format RL starts from)
+    init_steps: int = 20
+    init_lr: float = 5e-4
+    # sft and sft-diverse: continued SFT from init
+    sft_steps: int = 400
+    sft_batch: int = 32
+    sft_lr: float = 5e-4
+    # shared SFT optimiser settings
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    # rl: GRPO from init (see `models.train.grpo.GRPOConfig` for the meaning of each field)
+    rl_updates: int = 30
+    rl_hands: int = 8
+    rl_group: int = 8
+    rl_verify_iter: int = 5
+    rl_lr: float = 1e-4
+    rl_epochs: int = 2
+    rl_max_new_tokens: int = 48
+    # evaluation
+    eval_n: int = 500                 # episodes per split for the final table
+    curve_n: int = 100                # episodes per split for each snapshot along training
+    snapshots: int = 5                # snapshots along SFT / RL (plus the start)
+    kl_prompts: int = 128             # ID prompts for KL(Init ‖ model)
+    threads: int = 2
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "PipelineConfig":
+        """A seconds-long run for tests: a very small model, a handful of steps per stage."""
+        return cls(seed=seed, hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab_size=700,
+                   base_steps=4, base_batch=8, init_steps=2, sft_steps=4, sft_batch=8, warmup_steps=1,
+                   rl_updates=2, rl_hands=2, rl_group=2, rl_verify_iter=2, rl_max_new_tokens=24, rl_epochs=1,
+                   eval_n=6, curve_n=4, snapshots=2, kl_prompts=4)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
+                    intermediate=self.intermediate, vocab_size=self.vocab_size, max_positions=2048,
+                    init_std=0.02, seed=self.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute accounting: model-token passes and approximate FLOPs
+
+
+@dataclass
+class Compute:
+    """Token positions run through the model: `train` (forward + backward, ~3× a forward) and
+    `infer` (forward only: generation and log-prob passes). FLOPs ≈ 2·N·(3·train + infer)."""
+
+    train_tokens: int = 0
+    infer_tokens: int = 0
+
+    def flops(self, params: int) -> float:
+        return 2.0 * params * (3 * self.train_tokens + self.infer_tokens)
+
+    def as_dict(self, params: int) -> dict[str, Any]:
+        return {"train_tokens": self.train_tokens, "infer_tokens": self.infer_tokens,
+                "flops": self.flops(params)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Supervised stages
+
+
+def fit(model, tok, pairs: Sequence[tuple[str, str]], *, steps: int, batch_size: int, lr: float,
+        warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float, seed: int,
+        desc: str, progress: bool, compute: Compute,
+        on_step: Callable[[int, Any], None] | None = None) -> list[float]:
+    """Cross-entropy on the answers of `steps * batch_size` (prompt, answer) pairs, one pass, AdamW
+    with warm-up and cosine decay. `on_step(step, model)` runs after optimizer step `step` (1-based)
+    and once with step 0 before training (snapshots). Returns the per-step losses."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .sft import _batches, common_prefix, shared_prefix_loss
+
+    codec = ChatCodec(tok)
+    examples = [codec.sft_example(p, a) for p, a in pairs[:steps * batch_size]]
+    random.Random(seed).shuffle(examples)
+    prefix = torch.tensor(common_prefix(examples))
+    examples = [(x[len(prefix):], y[len(prefix):]) for x, y in examples]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
+    if on_step:
+        on_step(0, model)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(_batches(examples, batch_size, codec.pad_id), total=steps, desc=desc, disable=not progress,
+               dynamic_ncols=True)
+    for step, (ids, mask, labels) in enumerate(bar, start=1):
+        loss = shared_prefix_loss(model, prefix, ids, mask, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        compute.train_tokens += len(prefix) + int(mask.sum())
+        if step % 5 == 0 or step == steps:
+            recent = losses[-20:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+        if on_step:
+            model.eval()
+            on_step(step, model)
+            model.train()
+    bar.close()
+    model.eval()
+    return losses
+
+
+def _curve(losses: list[float], every: int = 25) -> list[float]:
+    return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
+
+
+def build_tokenizer(cfg: PipelineConfig):
+    """The compact BPE tokenizer, trained on the base corpus's text only (plus the ID answers'
+    corpus) — never on an OOD prompt. Raises if the rule-OOD prompt would need a token the base
+    corpus never produced (it would then fail OOD for a trivial reason)."""
+    from ..tiny import SPECIAL_TOKENS, train_tokenizer
+
+    text: list[str] = []
+    for prompt, answer in mapping_pairs(600 if cfg.base_steps > 50 else 60, cfg.seed + 17, base_mappings(),
+                                        face_prob=cfg.base_face_prob):
+        text += [prompt, answer]
+    text += [t for t in gp_corpus(cfg.seed, 600 if cfg.base_steps > 50 else 60)
+             if "'11', '12', and '13' respectively" not in t]
+    text.append(" ".join(SPECIAL_TOKENS))
+    return train_tokenizer(text, cfg.vocab_size, compact=True)
+
+
+def _snapshotter(root: Path, tok, steps: int, n: int, compute: Compute, record: list) -> Callable:
+    """An `on_step` hook that saves `n` evenly spaced snapshots (and step 0) under `root`."""
+    marks = sorted({0, *(round(steps * (i + 1) / n) for i in range(n))})
+
+    def hook(step: int, model) -> None:
+        if step in marks:
+            path = root / f"step-{step:05d}"
+            model.save_pretrained(path, safe_serialization=True)
+            tok.save_pretrained(path)
+            record.append({"step": step, "path": str(path), "train_tokens": compute.train_tokens,
+                           "infer_tokens": compute.infer_tokens})
+    return hook
+
+
+def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, out: Path, *, steps: int,
+                  batch_size: int, lr: float, progress: bool, snapshots: bool = False) -> dict[str, Any]:
+    """Train one supervised stage (from `start`, or from random weights when None) and save it."""
+    watch = Stopwatch()
+    setup_torch(cfg.seed, cfg.threads)
+    if start is None:
+        from ..tiny import build_tiny_llama
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = build_tiny_llama(Path(tmp) / "init", tokenizer=build_tokenizer(cfg),
+                                    generation={"do_sample": True, "temperature": 0.6, "top_p": 0.9},
+                                    **cfg.model_kwargs())
+            model, tok = load_checkpoint(path)
+    else:
+        model, tok = load_checkpoint(start)
+    compute = Compute()
+    snaps: list[dict] = []
+    hook = _snapshotter(out.parent / f"{stage}-snapshots", tok, steps, cfg.snapshots, compute, snaps) \
+        if snapshots else None
+    losses = fit(model, tok, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=cfg.warmup_steps,
+                 min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                 seed=cfg.seed, desc=stage, progress=progress, compute=compute, on_step=hook)
+    params = n_params(model)
+    record = {"kind": "sft", "stage": stage, "task": cfg.task, "start": str(start) if start else "random",
+              "config": asdict(cfg), "parameters": params, "examples": steps * batch_size, "steps": len(losses),
+              "lr": lr, "batch_size": batch_size, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+              "loss_curve": _curve(losses), "compute": compute.as_dict(params), "snapshots": snaps,
+              "wall_s": round(watch.elapsed(), 1), "environment": environment()}
+    save_checkpoint(model, tok, out, record)
+    return record
+
+
+def run_rl_stage(cfg: PipelineConfig, start: Path, out: Path, *, progress: bool) -> dict[str, Any]:
+    """GRPO from `start` on the ID task (multi-turn, the verifier's feedback), with snapshots."""
+    from .grpo import GRPOConfig, train_grpo
+
+    gcfg = GRPOConfig(task="gp-l", seed=cfg.seed, updates=cfg.rl_updates, hands_per_update=cfg.rl_hands,
+                      group_size=cfg.rl_group, verify_iter=cfg.rl_verify_iter, lr=cfg.rl_lr,
+                      epochs=cfg.rl_epochs, max_new_tokens=cfg.rl_max_new_tokens, threads=cfg.threads)
+    snaps: list[dict] = []
+    marks = sorted({0, *(round(cfg.rl_updates * (i + 1) / cfg.snapshots) for i in range(cfg.snapshots))})
+
+    def hook(update: int, model, tok, compute: dict) -> None:
+        if update in marks:
+            path = out.parent / "rl-snapshots" / f"step-{update:05d}"
+            model.save_pretrained(path, safe_serialization=True)
+            tok.save_pretrained(path)
+            snaps.append({"step": update, "path": str(path), **compute})
+
+    record = train_grpo(gcfg, start, out, progress=progress, on_update=hook)
+    record.update(stage="rl", pipeline_config=asdict(cfg), snapshots=snaps)
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[str] = STAGES,
+                   progress: bool = True) -> dict[str, Any]:
+    """Run the requested stages in order under `out/<stage>/`; a stage whose checkpoint already
+    exists is kept (resumable). Returns {stage: training record}."""
+    from .common import read_record
+
+    out = Path(out)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    records: dict[str, Any] = {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        dest = out / stage
+        if (dest / "training.json").is_file():
+            records[stage] = read_record(dest)
+            continue
+        if stage == "base":
+            pairs = mapping_pairs(cfg.base_steps * cfg.base_batch, cfg.seed + 100, base_mappings(),
+                                  face_prob=cfg.base_face_prob)
+            records[stage] = run_sft_stage(cfg, stage, None, pairs, dest, steps=cfg.base_steps,
+                                           batch_size=cfg.base_batch, lr=cfg.base_lr, progress=progress,
+                                           snapshots=True)
+        elif stage == "init":
+            pairs = id_pairs(cfg.init_steps * cfg.sft_batch, cfg.seed + 200)
+            records[stage] = run_sft_stage(cfg, stage, out / "base", pairs, dest, steps=cfg.init_steps,
+                                           batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress)
+        elif stage == "sft":
+            pairs = id_pairs(cfg.sft_steps * cfg.sft_batch, cfg.seed + 300)
+            records[stage] = run_sft_stage(cfg, stage, out / "init", pairs, dest, steps=cfg.sft_steps,
+                                           batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
+                                           snapshots=True)
+        elif stage == "sft-diverse":
+            pairs = mapping_pairs(cfg.sft_steps * cfg.sft_batch, cfg.seed + 400, base_mappings(),
+                                  face_prob=cfg.base_face_prob)
+            records[stage] = run_sft_stage(cfg, stage, out / "init", pairs, dest, steps=cfg.sft_steps,
+                                           batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
+                                           snapshots=True)
+        elif stage == "rl":
+            records[stage] = run_rl_stage(cfg, out / "init", dest, progress=progress)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation of the stages
+
+
+def episode_outcomes(model, tok, split: str, n: int, *, seed: int = 0, batch_size: int = 64) -> list[int]:
+    """1/0 episode success per hand of the protocol's `split` list (paper multi-turn protocol,
+    the checkpoint's own decoding), in list order — what paired comparisons need."""
+    import torch
+
+    from game.gp.deal import evaluation_hands
+
+    from .evaluate import SPLITS, run_episodes
+
+    config, rule = SPLITS[split]
+    torch.manual_seed(seed)
+    batch = run_episodes(model, ChatCodec(tok), evaluation_hands(config, n), rule, batch_size=batch_size,
+                         max_new_tokens=96)
+    return [int(ep.success) for ep in batch.episodes]
+
+
+def kl_to_init(init_model, model, tok, n: int, seed: int = 0) -> float:
+    """Monte-Carlo KL(Init ‖ model) in nats per reply: replies sampled from Init (T = 1) on `n`
+    ID prompts, log Init(y|x) − log model(y|x) summed over the reply tokens, averaged."""
+    import torch
+
+    from .evaluate import Turn, generate_batch
+    from .grpo import reply_logprobs
+
+    codec = ChatCodec(tok)
+    torch.manual_seed(seed)
+    contexts = [codec.prompt_ids(p) for p, _ in id_pairs(n, seed + 999)]
+    total = 0.0
+    for i in range(0, n, 32):
+        ctx = contexts[i:i + 32]
+        gens = generate_batch(init_model, codec, ctx, max_new_tokens=64, temperature=1.0, top_p=1.0)
+        turns = [Turn(0, c, g.ids, 0.0) for c, g in zip(ctx, gens)]
+        with torch.no_grad():
+            lp_init, mask = reply_logprobs(init_model, turns, codec.pad_id)
+            lp_model, _ = reply_logprobs(model, turns, codec.pad_id)
+        total += float(((lp_init - lp_model) * mask).sum())
+    return total / n
+
+
+def binomial_se(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n) if n else 0.0
+
+
+def paired(a: Sequence[int], b: Sequence[int]) -> dict[str, float]:
+    """Paired difference mean(a − b) on the same instances, its SE and z = diff / SE."""
+    n = len(a)
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / max(1, n - 1)
+    se = math.sqrt(var / n)
+    return {"diff": mean, "se": se, "z": mean / se if se else 0.0, "n": n}
+
+
+def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence[str] = STAGES,
+                    progress: bool = True) -> dict[str, Any]:
+    """The five-way table (ID, rule-OOD, KL to Init), the paired RL-vs-SFT comparison and the
+    snapshot curves; written to `root/findings.json` and returned."""
+    from tqdm.auto import tqdm
+
+    from .common import read_record
+
+    root = Path(root)
+    init_model, tok = load_checkpoint(root / "init")
+    table: dict[str, Any] = {}
+    outcomes: dict[str, dict[str, list[int]]] = {}
+    for stage in tqdm(stages, desc="evaluate stages", disable=not progress):
+        model, tok = load_checkpoint(root / stage)
+        row: dict[str, Any] = {}
+        outcomes[stage] = {}
+        for split in ("id", "ood"):
+            o = episode_outcomes(model, tok, split, cfg.eval_n, seed=cfg.seed)
+            outcomes[stage][split] = o
+            p = sum(o) / len(o)
+            row[split] = {"success": p, "se": binomial_se(p, len(o)), "n": len(o)}
+        row["kl_from_init"] = kl_to_init(init_model, model, tok, cfg.kl_prompts, cfg.seed)
+        rec = read_record(root / stage)
+        row["compute"] = rec.get("compute")
+        table[stage] = row
+    comparisons = {}
+    if "rl" in outcomes and "sft" in outcomes:
+        comparisons["rl_minus_sft"] = {s: paired(outcomes["rl"][s], outcomes["sft"][s]) for s in ("id", "ood")}
+    if "rl" in outcomes and "init" in outcomes:
+        comparisons["rl_minus_init"] = {s: paired(outcomes["rl"][s], outcomes["init"][s]) for s in ("id", "ood")}
+    if "sft-diverse" in outcomes and "sft" in outcomes:
+        comparisons["sft_diverse_minus_sft"] = {s: paired(outcomes["sft-diverse"][s], outcomes["sft"][s])
+                                                for s in ("id", "ood")}
+    curves: dict[str, list] = {}
+    for stage in ("sft", "rl", "sft-diverse", "base"):
+        snaps = read_record(root / stage).get("snapshots") or []
+        pts = []
+        for s in tqdm(snaps, desc=f"curve {stage}", disable=not progress):
+            model, tok = load_checkpoint(s["path"])
+            pt = {"step": s["step"], "train_tokens": s.get("train_tokens"), "infer_tokens": s.get("infer_tokens")}
+            for split in ("id", "ood"):
+                o = episode_outcomes(model, tok, split, cfg.curve_n, seed=cfg.seed)
+                pt[split] = sum(o) / len(o)
+            pt["kl_from_init"] = kl_to_init(init_model, model, tok, min(cfg.kl_prompts, 64), cfg.seed) \
+                if stage != "base" else None
+            pts.append(pt)
+        if pts:
+            curves[stage] = pts
+    findings = {"task": cfg.task, "protocol": {"episodes_per_split": cfg.eval_n, "curve_episodes": cfg.curve_n,
+                                               "decoding": "checkpoint default (T=0.6, top-p 0.9)",
+                                               "hands": "evaluation_hands seed 42 (language_id / language_rule_ood)"},
+                "table": table, "paired": comparisons, "curves": curves, "environment": environment()}
+    (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
+    return findings
