@@ -3,10 +3,10 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-EXTRAS  := models,web,test
+EXTRAS  := models,web,postgres,test
 PORT    ?= 7860
 
-.PHONY: run test bench install clean browser
+.PHONY: run test bench install clean browser postgresql
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/sftvsrl serve --port $(PORT)
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgresql
 	$(BIN)/python -m pytest -q
 
 # The UI tests drive Debian's Chromium (never a browser download). Install it when missing and we
@@ -29,6 +29,15 @@ browser:
 		echo "installing Debian chromium for the browser tests"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; browser tests will be skipped"; \
+	fi
+
+# The PostgreSQL store tests start their own server from Debian's postgresql binaries. Install them
+# when missing and we can (root + apt); otherwise those tests skip and say why.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian postgresql for the store tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+		|| echo "warning: could not install postgresql; PostgreSQL tests will be skipped"; \
 	fi
 
 bench: $(STAMP)

@@ -3,7 +3,8 @@
 Read once from the environment (`from_env`) and passed explicitly to `create_app`, the CLI and the
 evaluation; nothing else reads these variables:
 - `SFTVSRL_DATA_DIR` (default `./data`): the SQLite file, evaluation outputs and bundles live here;
-- `DATABASE_URL` (default `sqlite:///<data dir>/playground.db`): only `sqlite:///` URLs are supported;
+- `DATABASE_URL` (default `sqlite:///<data dir>/playground.db`): `sqlite:///PATH` or
+  `postgresql://USER:PASSWORD@HOST:PORT/DBNAME` (see `app.store`);
 - `SFTVSRL_MODELS_CONFIG`: the models file (see `models.config`);
 - `SFTVSRL_MAX_BODY_BYTES` (default 65536): the largest request body the API accepts;
 - `SFTVSRL_MODEL_CONCURRENCY` (default 4): concurrent requests per model (API episodes and eval).

@@ -1,30 +1,43 @@
-"""The episode store: SQLite (stdlib `sqlite3`), one file under the data directory by default.
+"""The episode store: SQLite (stdlib `sqlite3`, the embedded default: one file under the data
+directory) or PostgreSQL (psycopg 3, for several app replicas and evaluators on one database).
 
-Owns the schema, its migrations (`PRAGMA user_version`, applied in order on open), and every read
-and write of episodes, steps and evaluation runs. Durability rule: `add_step` commits before it
-returns, and the runner reports a step only after `add_step` returned — so a crash loses nothing
-that was shown. WAL journal; one connection guarded by a lock (writes are tiny and fast).
+Owns the schema, its migrations (applied in order on open, one migrating process at a time), and
+every read and write of episodes, steps and evaluation runs. Durability rule: `add_step` commits
+before it returns, and the runner reports a step only after `add_step` returned — so a crash loses
+nothing that was shown. One connection per store guarded by a lock (writes are tiny and fast);
+SQLite runs in WAL mode with `synchronous=FULL`, PostgreSQL with its default synchronous commit.
 
-Tables:
+Tables (identical on both backends; SQLite `REAL` is PostgreSQL `DOUBLE PRECISION`):
 - `episodes`  — one participant playing one instance: unguessable `id`, `group_id` (participants
   paired on the same instance share it), task, instance JSON and key, participant (model name or
   `human`), kind, settings JSON, status (`running`, `finished`, `error`, `interrupted`), success,
   exact_success, n_steps, episode_return, last outcome, error, evaluation links (run, split, index),
-  timestamps.
+  timestamps, and `owner`: the store (process) that plays it.
 - `steps`     — (episode_id, call): prompt messages JSON, raw output, parsed JSON, reward,
   feedback, outcome (failure taxonomy, see `app.tasks`), graded / terminated / truncated,
   exact_correct, float_rejected, timing JSON.
 - `eval_runs` — one batch evaluation: config JSON, status, progress counters, summary JSON.
+The schema version is SQLite's `PRAGMA user_version`, or the one row of PostgreSQL's
+`sftvsrl_schema`.
 
-`DATABASE_URL` accepts `sqlite:///relative.db`, `sqlite:////absolute.db` and `sqlite:///:memory:`.
+Recovery (`mark_interrupted()` at app start-up): episodes left `running` by a process that is gone
+become `interrupted`. On SQLite (one process) that is every running episode. On PostgreSQL each
+store holds a session advisory lock named by its `owner` key for as long as its connection lives,
+so a starting replica interrupts only episodes whose owner's lock is free — never a live replica's.
+
+`DATABASE_URL` accepts `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:` and
+`postgresql://user:password@host:port/dbname` (also `postgres://`, and libpq query parameters such
+as `?host=/run/postgresql` for a unix socket).
 """
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -91,9 +104,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE episodes ADD COLUMN eval_index INTEGER;
     CREATE INDEX episodes_eval ON episodes(eval_run_id, eval_split, eval_index);
     """,
+    # 3: which store (process) plays a running episode, so replicas recover only dead owners' episodes
+    """
+    ALTER TABLE episodes ADD COLUMN owner TEXT;
+    CREATE INDEX episodes_status ON episodes(status, owner);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 EPISODE_STATUSES = ("running", "finished", "error", "interrupted")
+PG_LOCK_CLASS = 0x5F7  # first key of our PostgreSQL advisory locks (the second: owner key or 0 for migrations)
 
 
 class StoreError(ValueError):
@@ -107,11 +126,26 @@ def new_id(nbytes: int = 16) -> str:
 
 def sqlite_path(url: str) -> str:
     if not url.startswith("sqlite:///"):
-        raise StoreError(f"unsupported DATABASE_URL {url!r}: only sqlite:///PATH is supported")
+        raise StoreError(f"unsupported DATABASE_URL {redact_url(url)!r}: use sqlite:///PATH or "
+                         f"postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
     path = url[len("sqlite:///"):]
     if not path:
         raise StoreError("DATABASE_URL has no path (use sqlite:///data/playground.db)")
     return path
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (for logs and error messages)."""
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def pg_migration(sql: str) -> str:
+    """A migration's SQLite text in PostgreSQL: REAL (8 bytes in SQLite) is DOUBLE PRECISION."""
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
 
 
 def _json(value: Any) -> str:
@@ -123,66 +157,145 @@ def _bool(v) -> bool | None:
 
 
 class Store:
-    """Thread-safe access to one SQLite database."""
+    """Thread-safe access to one SQLite or PostgreSQL database."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        path = sqlite_path(url)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.row_factory = sqlite3.Row
+        self.postgres = is_postgres(url)
+        self.owner = str(secrets.randbits(31))  # this store's key for the episodes it plays
         self._lock = threading.RLock()
-        with self._lock:
+        if self.postgres:
+            self._connect_pg()
+        else:
+            path = sqlite_path(url)
             if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self.migrate()
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._conn.row_factory = sqlite3.Row
+            with self._lock:
+                if path != ":memory:":
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+    def _connect_pg(self) -> None:
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError:
+            raise StoreError("a postgresql:// DATABASE_URL needs psycopg 3: pip install 'psycopg[binary]' "
+                             "(the 'postgres' extra)") from None
+        try:
+            self._conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=30)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.safe_url}: {str(exc).strip()}") from None
+        # held for the life of this connection: our running episodes are not recovered by others
+        self._conn.execute("SELECT pg_advisory_lock(%s, %s)", (PG_LOCK_CLASS, int(self.owner)))
+
+    def _ensure_connected(self) -> None:
+        """PostgreSQL: reconnect (and retake the owner lock) after the server dropped the connection."""
+        if self.postgres and (self._conn.closed or self._conn.broken):
+            self._connect_pg()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("%", "%%").replace("?", "%s") if self.postgres else sql
+
+    @contextmanager
+    def _tx(self):
+        """One transaction, committed when the block ends (rolled back on an exception)."""
+        with self._lock:
+            self._ensure_connected()
+            if self.postgres:
+                with self._conn.transaction():
+                    yield
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _x(self, sql: str, args: Iterable = ()):
+        """Execute one statement on the connection (the caller holds the lock)."""
+        return self._conn.execute(self._sql(sql), tuple(args))
 
     # ------------------------------------------------------------------ schema
     @property
     def version(self) -> int:
         with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            self._ensure_connected()
+            if not self.postgres:
+                return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            # a catalog query (an MVCC read), not to_regclass: that may answer from a stale cache
+            if not self._x("SELECT count(*) AS n FROM pg_catalog.pg_tables WHERE tablename = 'sftvsrl_schema' "
+                           "AND schemaname = current_schema()").fetchone()["n"]:
+                return 0
+            row = self._x("SELECT version FROM sftvsrl_schema").fetchone()
+            return int(row["version"]) if row else 0
 
     def migrate(self) -> int:
         """Apply the migrations this database has not seen yet; returns the new version."""
-        with self._lock:
-            while True:
-                current = self.version
-                if current > SCHEMA_VERSION:
-                    raise StoreError(f"{self.url}: schema version {current} is newer than this code "
-                                     f"({SCHEMA_VERSION})")
-                if current == SCHEMA_VERSION:
-                    return current
-                self._conn.execute("BEGIN IMMEDIATE")  # one migrating process at a time
-                try:
-                    if self.version == current:  # nobody migrated meanwhile
-                        for statement in MIGRATIONS[current].split(";"):
-                            if statement.strip():
-                                self._conn.execute(statement)
-                        self._conn.execute(f"PRAGMA user_version={current + 1}")
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+        if self.version == SCHEMA_VERSION:
+            return SCHEMA_VERSION
+        with self._tx():  # one migrating process at a time (SQLite: write lock; PostgreSQL: advisory lock)
+            if self.postgres:
+                self._x("SELECT pg_advisory_xact_lock(?, 0)", (PG_LOCK_CLASS,))
+            current = self.version
+            if current > SCHEMA_VERSION:
+                raise StoreError(f"{self.safe_url}: schema version {current} is newer than this code "
+                                 f"({SCHEMA_VERSION})")
+            for version in range(current, SCHEMA_VERSION):
+                sql = pg_migration(MIGRATIONS[version]) if self.postgres else MIGRATIONS[version]
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+            if current < SCHEMA_VERSION:
+                if not self.postgres:
+                    self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                else:
+                    if current == 0:
+                        self._x("CREATE TABLE sftvsrl_schema (version INTEGER NOT NULL)")
+                        self._x("INSERT INTO sftvsrl_schema VALUES (0)")
+                    self._x("UPDATE sftvsrl_schema SET version = ?", (SCHEMA_VERSION,))
+            return SCHEMA_VERSION
 
     def close(self) -> None:
         with self._lock:
+            if self.postgres and not (self._conn.closed or self._conn.broken):
+                try:  # release the owner lock now (the server would, but only once it saw us go)
+                    self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (PG_LOCK_CLASS, int(self.owner)))
+                except Exception:  # noqa: BLE001 - closing anyway
+                    pass
             self._conn.close()
 
     def _exec(self, sql: str, args: Iterable = ()) -> int:
         """Run one write statement (autocommit); returns the number of rows changed."""
         with self._lock:
-            return self._conn.execute(sql, tuple(args)).rowcount
+            self._ensure_connected()
+            return self._x(sql, args).rowcount
 
-    def _rows(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
-        """Run a query and fetch every row while holding the lock (API threads share the connection)."""
+    def _rows(self, sql: str, args: Iterable = ()) -> list:
+        """Run a query and fetch every row while holding the lock (API threads share the connection).
+        A read that finds the PostgreSQL connection dropped (e.g. a server restart) reconnects and
+        runs once more; writes never retry (the caller sees the error, nothing is written twice)."""
         with self._lock:
-            return self._conn.execute(sql, tuple(args)).fetchall()
+            self._ensure_connected()
+            try:
+                return self._x(sql, args).fetchall()
+            except Exception:
+                if not (self.postgres and self._conn.broken):
+                    raise
+            self._connect_pg()
+            return self._x(sql, args).fetchall()
 
-    def _row(self, sql: str, args: Iterable = ()) -> sqlite3.Row | None:
+    def _row(self, sql: str, args: Iterable = ()):
         rows = self._rows(sql, args)
         return rows[0] if rows else None
 
@@ -194,34 +307,27 @@ class Store:
         episode_id = episode_id or new_id()
         self._exec(
             "INSERT INTO episodes (id, group_id, task, instance_key, instance, participant, participant_kind, "
-            "settings, status, created_at, eval_run_id, eval_split, eval_index) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+            "settings, status, created_at, eval_run_id, eval_split, eval_index, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
             (episode_id, group_id, task, instance_key, _json(instance), participant, participant_kind,
-             _json(settings or {}), time.time(), eval_run_id, eval_split, eval_index))
+             _json(settings or {}), time.time(), eval_run_id, eval_split, eval_index, self.owner))
         return episode_id
 
     def add_step(self, episode_id: str, step: dict) -> None:
         """Insert one finished step and update the episode's counters, in one committed transaction."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(
-                    "INSERT INTO steps (episode_id, call, prompt, output, parsed, reward, feedback, outcome, graded, "
-                    "terminated, truncated, exact_correct, float_rejected, timing, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (episode_id, step["call"], _json(step.get("prompt", [])), step["output"],
-                     _json(step.get("parsed", {})), step["reward"], step["feedback"], step["outcome"],
-                     int(step["graded"]), int(step["terminated"]), int(step["truncated"]),
-                     None if step.get("exact_correct") is None else int(step["exact_correct"]),
-                     None if step.get("float_rejected") is None else int(step["float_rejected"]),
-                     _json(step.get("timing", {})), time.time()))
-                self._conn.execute(
-                    "UPDATE episodes SET n_steps = n_steps + 1, episode_return = episode_return + ?, outcome = ? "
+        with self._tx():
+            self._x(
+                "INSERT INTO steps (episode_id, call, prompt, output, parsed, reward, feedback, outcome, graded, "
+                "terminated, truncated, exact_correct, float_rejected, timing, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (episode_id, step["call"], _json(step.get("prompt", [])), step["output"],
+                 _json(step.get("parsed", {})), step["reward"], step["feedback"], step["outcome"],
+                 int(step["graded"]), int(step["terminated"]), int(step["truncated"]),
+                 None if step.get("exact_correct") is None else int(step["exact_correct"]),
+                 None if step.get("float_rejected") is None else int(step["float_rejected"]),
+                 _json(step.get("timing", {})), time.time()))
+            self._x("UPDATE episodes SET n_steps = n_steps + 1, episode_return = episode_return + ?, outcome = ? "
                     "WHERE id = ?", (step["reward"], step["outcome"], episode_id))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
 
     def finish_episode(self, episode_id: str, *, status: str, success: bool | None = None,
                        exact_success: bool | None = None, error: str | None = None) -> None:
@@ -233,21 +339,34 @@ class Store:
                     None if exact_success is None else int(exact_success), error, time.time(), episode_id))
 
     def mark_interrupted(self, episode_ids: Iterable[str] | None = None) -> int:
-        """Episodes still `running` (all of them, e.g. at start-up after a crash) become `interrupted`."""
+        """Episodes still `running` become `interrupted`: the given ones, or (None, at start-up after a
+        crash) every one whose owner is gone — on SQLite all of them, on PostgreSQL those whose owner
+        no longer holds its advisory lock (another live replica's episodes are left alone)."""
         if episode_ids is None:
-            return self._exec("UPDATE episodes SET status = 'interrupted' WHERE status = 'running'")
-        else:
-            ids = list(episode_ids)
-            if not ids:
-                return 0
-            return self._exec(f"UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND id IN "
-                              f"({','.join('?' * len(ids))})", ids)
+            if not self.postgres:
+                return self._exec("UPDATE episodes SET status = 'interrupted' WHERE status = 'running'")
+            with self._tx():  # try each owner's lock: taking it means its connection is gone
+                owners = [r["owner"] for r in self._x("SELECT DISTINCT owner FROM episodes WHERE status = 'running' "
+                                                      "AND owner IS NOT NULL").fetchall()]
+                dead = [o for o in owners if o != self.owner and (not o.isdigit() or self._x(
+                    "SELECT pg_try_advisory_xact_lock(?, ?) AS free", (PG_LOCK_CLASS, int(o))).fetchone()["free"])]
+                n = self._x("UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND owner IS NULL"
+                            ).rowcount
+                if dead:
+                    n += self._x(f"UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND owner IN "
+                                 f"({','.join('?' * len(dead))})", dead).rowcount
+                return n
+        ids = list(episode_ids)
+        if not ids:
+            return 0
+        return self._exec(f"UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND id IN "
+                          f"({','.join('?' * len(ids))})", ids)
 
     def reopen_episode(self, episode_id: str) -> None:
-        self._exec("UPDATE episodes SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?",
-                   (episode_id,))
+        self._exec("UPDATE episodes SET status = 'running', error = NULL, finished_at = NULL, owner = ? WHERE id = ?",
+                   (self.owner, episode_id))
 
-    def _episode_row(self, row: sqlite3.Row) -> dict:
+    def _episode_row(self, row) -> dict:
         d = dict(row)
         d["instance"] = json.loads(d["instance"])
         d["settings"] = json.loads(d["settings"])
@@ -255,7 +374,7 @@ class Store:
         d["exact_success"] = _bool(d["exact_success"])
         return d
 
-    def _step_row(self, row: sqlite3.Row) -> dict:
+    def _step_row(self, row) -> dict:
         d = dict(row)
         for key in ("prompt", "parsed", "timing"):
             d[key] = json.loads(d[key])
@@ -329,7 +448,7 @@ class Store:
         cols = ", ".join(f"{k} = ?" for k in fields)
         self._exec(f"UPDATE eval_runs SET {cols}, updated_at = ? WHERE id = ?", [*fields.values(), time.time(), run_id])
 
-    def _run_row(self, row: sqlite3.Row) -> dict:
+    def _run_row(self, row) -> dict:
         d = dict(row)
         d["config"] = json.loads(d["config"])
         d["summary"] = json.loads(d["summary"]) if d["summary"] else None

@@ -28,3 +28,39 @@ def tiny_llama_dir(tmp_path_factory):
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama") / "tiny", seed=0)
 
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for this test session (see tests/pg_server.py); skips when the
+    Debian `postgresql` binaries or psycopg are missing (`make test` installs both)."""
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed (the 'postgres' extra)")
+    from pg_server import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin "
+                    "(apt-get install postgresql, or set SFTVSRL_PG_BIN)")
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    """An empty episode store on each backend: a SQLite file, and a new PostgreSQL database."""
+    from app.store import Store
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'eps.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = Store(url)
+    yield s
+    s.close()

@@ -1,6 +1,7 @@
 """The episode runner and the store: typed events in order, every reported step committed,
 paired participants on one instance, human players, resume from stored steps, V-IRL episodes,
-migrations and bad store URLs. Real SQLite files; a real tiny checkpoint for the model path."""
+migrations and bad store URLs. Every `store` test runs on a real SQLite file and on a real
+PostgreSQL server (the `store` fixture in conftest.py); a real tiny checkpoint for the model path."""
 from __future__ import annotations
 
 import asyncio
@@ -15,13 +16,6 @@ from game.tasks import Instance, InstanceError, open_session
 
 GP = Instance("gp-l", {"deal_id": "HKC5D2C4", "rule": "face10"})
 RIGHT = '{"cards": ["K", "5", "2", "4"], "number": [10, 5, 2, 4], "formula": "10+5*2+4=24"}'
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'eps.db'}")
-    yield s
-    s.close()
 
 
 async def _collect(agen):
@@ -170,8 +164,8 @@ def test_migrations_upgrade_an_old_database(tmp_path):
     s = Store(f"sqlite:///{path}")
     assert s.version == SCHEMA_VERSION
     assert s.get_episode("e1")["eval_run_id"] is None  # kept, with the new columns
-    with pytest.raises(StoreError, match="only sqlite"):
-        Store("postgres://x/y")
+    with pytest.raises(StoreError, match="use sqlite:///PATH or postgresql://"):
+        Store("mysql://x/y")
 
 
 def test_ids_are_unguessable(store):

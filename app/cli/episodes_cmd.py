@@ -73,7 +73,7 @@ def _filter_args(args) -> dict:
 def _episode(store, episode_id: str) -> dict:
     ep = store.get_episode(episode_id)
     if ep is None:
-        raise CliError(f"no episode {episode_id!r} in {store.url}")
+        raise CliError(f"no episode {episode_id!r} in {store.safe_url}")
     return ep
 
 

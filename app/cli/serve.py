@@ -43,7 +43,8 @@ def cmd_serve(args) -> int:
         raise CliError(str(exc)) from None
     if app.state.ctx.pool.error:
         print(f"sftvsrl: warning: {app.state.ctx.pool.error} (serving without models)")
-    print(f"sftvsrl: serving on http://{args.host}:{args.port} (API docs at /docs, store {settings.db_url})",
+    store = app.state.ctx.store.safe_url  # never print a database password
+    print(f"sftvsrl: serving on http://{args.host}:{args.port} (API docs at /docs, store {store})",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path)
     return 0
