@@ -3,7 +3,7 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-EXTRAS  := models,web,postgres,test
+EXTRAS  := models,web,postgres,router,test
 PORT    ?= 7860
 
 .PHONY: run test bench install clean browser postgresql

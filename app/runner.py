@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Sequence
 
-from models.backends.base import Completion, TextDelta
+from models.backends.base import Completion, TextDelta, in_session
 from models.chat import Conversation, count_images
 from models.decoding import DecodingSettings
 
@@ -221,7 +221,7 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
             if kind == "human":
                 yield Waiting(episode_id, call)
             final: Completion | None = None
-            async for item in participant.stream(messages, images):
+            async for item in in_session(participant.stream(messages, images), episode_id):
                 if isinstance(item, Completion):
                     final = item
                 elif stream_deltas and item.text:

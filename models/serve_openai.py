@@ -2,7 +2,9 @@
 
 Endpoints: `GET /health`, `GET /v1/models`, `POST /v1/chat/completions` (`stream: true` → SSE
 chunks in the OpenAI format with a final usage chunk; `stream: false` → one JSON object), and
-`GET /stats` (per model: requests, busy, tokens of the last generation).
+`GET /stats` (per model: requests, busy, tokens of the last generation), and `GET /stats/sessions`
+(requests per `X-Session-ID` header for the most recent 1,024 sessions: which replica served which
+episode behind a router).
 Images arrive as `image_url` parts holding base64 data URLs (remote URLs are refused: the server
 never fetches anything). Used by the default tests as a real loopback server and by users:
 `sftvsrl models serve PATH --port 8001` or `python -m models.serve_openai PATH --port 8001`.
@@ -15,13 +17,17 @@ import base64
 import json
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request
 
-from .backends.base import Backend, Completion
+from .backends.base import SESSION_HEADER, Backend, Completion
 from .decoding import DecodingSettings
+
+
+MAX_SESSIONS = 1024
 
 
 class RequestError(ValueError):
@@ -98,6 +104,7 @@ def create_app(backends: dict[str, Backend], *, preload: bool = True):
     app = FastAPI(title="sftvsrl OpenAI-compatible server", lifespan=lifespan)
     created = int(time.time())
     counts: dict[str, int] = {}
+    sessions: OrderedDict[str, int] = OrderedDict()  # X-Session-ID -> requests, most recent last
 
     def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
@@ -116,6 +123,11 @@ def create_app(backends: dict[str, Backend], *, preload: bool = True):
                       "busy": bool(loaded is not None and loaded.lock.locked()),
                       "last_generated_tokens": getattr(b, "last_generated_tokens", None)}
         return out
+
+    @app.get("/stats/sessions")
+    async def session_stats():
+        """Requests per `X-Session-ID` header (the most recent sessions, oldest first)."""
+        return dict(sessions)
 
     @app.get("/v1/models")
     async def list_models():
@@ -141,6 +153,11 @@ def create_app(backends: dict[str, Backend], *, preload: bool = True):
             return error(400, str(exc))
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         counts[name] = counts.get(name, 0) + 1
+        session = request.headers.get(SESSION_HEADER)
+        if session:
+            sessions[session[:128]] = sessions.pop(session[:128], 0) + 1
+            while len(sessions) > MAX_SESSIONS:
+                sessions.popitem(last=False)
         stream = backend.stream(messages, images, settings)
         first = await anext(stream)
         if isinstance(first, Completion) and first.error:

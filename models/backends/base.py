@@ -14,12 +14,38 @@ from __future__ import annotations
 
 import abc
 import time
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Sequence
 
 from ..decoding import PAPER_EVAL, DecodingSettings
 
 Message = dict[str, Any]
+
+# The session (episode) a request belongs to. Backends that talk HTTP send it as SESSION_HEADER so a
+# session-sticky or cache-aware router in front of several servers (vllm-router `consistent_hash`
+# reads `X-Session-ID` first) sends every turn of an episode to one replica, whose prefix cache
+# already holds the growing chat. Set it with `in_session`, never by hand.
+SESSION_HEADER = "X-Session-ID"
+current_session: ContextVar[str | None] = ContextVar("sftvsrl_session", default=None)
+
+
+async def in_session(agen: AsyncIterator, session: str | None) -> AsyncIterator:
+    """Iterate `agen` (e.g. a player's or backend's `stream`) with `current_session` set to
+    `session` while each item is produced, and reset before it is handed on — so the value never
+    leaks to the consumer, even when several episodes interleave in one task."""
+    try:
+        while True:
+            token = current_session.set(session)
+            try:
+                item = await agen.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                current_session.reset(token)
+            yield item
+    finally:
+        await agen.aclose()
 
 
 @dataclass(frozen=True)

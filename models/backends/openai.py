@@ -5,7 +5,8 @@ Images are sent as base64 data URLs (`image_url` parts, PNG by default to keep p
 the reference's API evaluator did with `image_format="jpeg"`). Text-only messages are sent with
 plain-string content, which every server accepts. Connection failures before the first byte are
 retried a bounded number of times; a stream cut mid-way ends with an error record. Cancelling the
-consumer closes the HTTP stream, which cancels the request on the server.
+consumer closes the HTTP stream, which cancels the request on the server. Every request of an
+episode carries `X-Session-ID: <episode id>` (`session_headers`) for session-sticky routers.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any, AsyncIterator, Sequence
 import httpx
 
 from ..decoding import DecodingSettings
-from .base import Backend, Completion, Health, TextDelta, describe_error
+from .base import SESSION_HEADER, Backend, Completion, Health, TextDelta, current_session, describe_error
 
 
 class BackendError(RuntimeError):
@@ -66,6 +67,13 @@ def openai_messages(messages: Sequence[dict], images: Sequence[Any] = (), image_
     if next(it, None) is not None:
         raise ValueError("more images than image placeholders in the chat")
     return out
+
+
+def session_headers() -> dict[str, str]:
+    """`X-Session-ID: <episode id>` while an episode's request is made (see `base.in_session`):
+    routers that stick sessions to replicas keep an episode's turns on one prefix cache."""
+    session = current_session.get()
+    return {SESSION_HEADER: session} if session else {}
 
 
 def request_body(model: str, messages: list[dict], settings: DecodingSettings, stream: bool = True) -> dict:
@@ -133,7 +141,7 @@ class OpenAIBackend(Backend):
         attempt = 0
         while True:
             try:
-                async with client.stream("POST", url, json=body) as response:
+                async with client.stream("POST", url, json=body, headers=session_headers()) as response:
                     if response.status_code >= 400:
                         raw = (await response.aread()).decode("utf-8", "replace")
                         raise BackendError(f"HTTP {response.status_code} from {url}: {_error_text(raw)}")
