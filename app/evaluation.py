@@ -9,9 +9,11 @@ visit identical instance lists and compute the same metrics. This module adds th
 `EvalConfig` (task, models, splits, episodes, seed, concurrency, route sources), the store, the
 progress and the outputs.
 
-Resume: a run is keyed by its configuration; every (split, index, model) item is one stored
-episode. On resume, finished items are skipped and interrupted or failed ones continue from their
-last committed step (the stored replies are fed back to the engine, no model call repeated).
+Resume: a run is keyed by its configuration (and its shard: `run_items` with `shard=(i, N)` plays
+`protocol.shard` of the item list; merging shards is `app.shards`); every (split, index, model)
+item is one stored episode. On resume, finished items are skipped and interrupted or failed ones
+continue from their last committed step (the stored replies are fed back to the engine, no model
+call repeated).
 """
 from __future__ import annotations
 
@@ -129,21 +131,42 @@ class Progress:
         self.draw("\n")
 
 
-def find_resumable(store: Store, config: EvalConfig) -> dict | None:
-    runs = store.list_runs(config_key=config.key, limit=1)
+def run_key(config: EvalConfig, shard: tuple[int, int] | None = None) -> str:
+    """The store key of a run of `config`, or of its shard (i, N): resume finds runs by it."""
+    return config.key if shard is None else f"{config.key}/shard-{shard[0]}-of-{shard[1]}"
+
+
+def find_resumable(store: Store, config: EvalConfig, shard: tuple[int, int] | None = None) -> dict | None:
+    runs = store.list_runs(config_key=run_key(config, shard), limit=1)
     return runs[0] if runs else None
 
 
+def create_run(store: Store, config: EvalConfig, shard: tuple[int, int] | None = None, *, total: int = 0,
+               run_id: str | None = None) -> str:
+    """A new stored run of `config` (of its shard (i, N): the config records `"shard": [i, N]`)."""
+    stored = {**config.to_dict(), **({"shard": list(shard)} if shard else {})}
+    return store.create_run(task=config.task, config=stored, config_key=run_key(config, shard), total=total,
+                            run_id=run_id)
+
+
+def run_items(config: EvalConfig, shard: tuple[int, int] | None = None) -> list[tuple[str, int, Instance]]:
+    """What a run plays, as (split, index, instance): every split's protocol instances in order, or
+    shard (i, N) of that list (`protocol.shard`: every N-th item from i, across the splits)."""
+    items = [(s.name, i, inst) for s in config.split_objs() for i, inst in enumerate(split_instances(config, s))]
+    return items if shard is None else protocol.shard(items, *shard)
+
+
 async def run_evaluation(store: Store, players: Callable[[str], object], config: EvalConfig, *,
-                         run_id: str | None = None, on_progress: Callable[[int, int], None] | None = None) -> str:
+                         run_id: str | None = None, on_progress: Callable[[int, int], None] | None = None,
+                         shard: tuple[int, int] | None = None) -> str:
     """Run (or resume, when `run_id` names an existing run) an evaluation; returns the run id.
 
-    `players(name)` returns a fresh participant for a model (e.g. `ModelPool.player`)."""
-    items = [(s.name, i, inst) for s in config.split_objs() for i, inst in enumerate(split_instances(config, s))]
+    `players(name)` returns a fresh participant for a model (e.g. `ModelPool.player`). `shard=(i, N)`
+    plays only shard i of N (see `app.shards`)."""
+    items = run_items(config, shard)
     total = len(items) * len(config.models)
     if run_id is None or store.get_run(run_id) is None:
-        run_id = store.create_run(task=config.task, config=config.to_dict(), config_key=config.key, total=total,
-                                  run_id=run_id)
+        run_id = create_run(store, config, shard, total=total, run_id=run_id)
     store.update_run(run_id, status="running", total=total, error=None)
     existing: dict[tuple, dict] = {}
     for ep in store.run_episodes(run_id):

@@ -7,7 +7,8 @@ input, applies the caps and picks each model's checkpoint for the task, the same
   decoding merged with any overrides);
 - `start_group`: start a live group of participants on one instance (at most `MAX_LIVE_GROUPS`
   running at once);
-- `start_evaluation` / `cancel_evaluation`: one evaluation at a time per server, resumable.
+- `start_evaluation` / `cancel_evaluation`: one evaluation at a time per server, resumable, whole
+  or one shard of it; `merge_shards`: the finished shards into one run (see `app.shards`).
 
 Operations take the `AppContext` (settings, store, model pool, live groups, running evaluations);
 the CLI builds one with `cli_context`. Errors are `ServiceError` (400) or `Busy` (429), with a
@@ -20,7 +21,8 @@ from typing import Callable
 
 from game.tasks import Instance, InstanceError, get_task, open_session, route_data
 
-from .evaluation import EvalConfig, find_resumable, run_evaluation, split_instances
+from . import shards
+from .evaluation import EvalConfig, EvalError, create_run, find_resumable, run_evaluation, split_instances
 from .runner import ModelPlayer
 
 MAX_LIVE_GROUPS = 64
@@ -112,38 +114,63 @@ async def start_group(ctx, instance: Instance, participants: list, settings: dic
 
 # ----------------------------------------------------------------------------- evaluations
 def start_evaluation(ctx, config: EvalConfig, *, resume: bool | str = False,
-                     on_progress: Callable[[int, int], None] | None = None) -> tuple[str, asyncio.Task]:
+                     on_progress: Callable[[int, int], None] | None = None,
+                     shard: tuple[int, int] | None = None) -> tuple[str, asyncio.Task]:
     """Start (or with `resume` — True for the latest run with the same settings, or a run id —
-    continue) an evaluation in the background: every model plays the task's checkpoint. One
-    evaluation runs at a time per server. Returns the run id and its asyncio task."""
+    continue) an evaluation in the background: every model plays the task's checkpoint. With
+    `shard=(i, N)`, only shard i of N of it (resumed per shard). One evaluation runs at a time per
+    server. Returns the run id and its asyncio task."""
     for m in config.models:
         model_player(ctx, m, config.task)  # validates the name and the task
     if any(not t.done() for t in ctx.evals.values()):
         raise Busy("an evaluation is already running on this server; wait for it or cancel it")
     try:
+        shard = shards.check_shard(*shard) if shard is not None else None
         for split in config.split_objs():  # resolve the instances now: bad sources fail before any call
             split_instances(config, split)
-    except InstanceError as exc:
+    except (InstanceError, shards.ShardError) as exc:
         raise ServiceError(str(exc)) from None
     prior = None
     if resume:
-        prior = ctx.store.get_run(resume) if isinstance(resume, str) else find_resumable(ctx.store, config)
+        prior = ctx.store.get_run(resume) if isinstance(resume, str) else find_resumable(ctx.store, config, shard)
         if prior is None and isinstance(resume, str):
             raise ServiceError(f"no evaluation run {resume}")
         if prior is not None and prior["config"]["task"] != config.task:
             raise ServiceError(f"run {prior['id']} is a {prior['config']['task']} run")
-    run_id = prior["id"] if prior else ctx.store.create_run(task=config.task, config=config.to_dict(),
-                                                            config_key=config.key, total=0)
+        if prior is not None and prior["config"].get("shard") != (list(shard) if shard else None):
+            what = "shard {}/{}".format(*prior["config"]["shard"]) if prior["config"].get("shard") else "not a shard"
+            raise ServiceError(f"run {prior['id']} is {what}; pass the same shard")
+    run_id = prior["id"] if prior else create_run(ctx.store, config, shard)
     overrides = {"max_tokens": config.max_tokens} if config.max_tokens else None
 
     def player(name: str) -> ModelPlayer:
         return model_player(ctx, name, config.task, overrides)
 
     job = asyncio.get_running_loop().create_task(
-        run_evaluation(ctx.store, player, config, run_id=run_id, on_progress=on_progress))
+        run_evaluation(ctx.store, player, config, run_id=run_id, on_progress=on_progress, shard=shard))
     job.add_done_callback(lambda t: t.cancelled() or t.exception())
     ctx.evals[run_id] = job
     return run_id, job
+
+
+def merge_shards(ctx, run_ids: list[str] | None = None, *, config: EvalConfig | None = None,
+                 count: int | None = None) -> str:
+    """Merge the finished shard runs `run_ids` — or the latest run of each of `count` shards of
+    `config` — into one run whose table is the unsharded run's; returns its id."""
+    try:
+        if not run_ids:
+            if config is None or not count:
+                raise ServiceError("name the shard runs to merge, or the evaluation and its number of shards")
+            shards.check_shard(0, count)
+            run_ids = []
+            for i in range(count):
+                run = find_resumable(ctx.store, config, (i, count))
+                if run is None:
+                    raise ServiceError(f"no run of shard {i}/{count} of this evaluation")
+                run_ids.append(run["id"])
+        return shards.merge_shards(ctx.store, run_ids)
+    except (shards.ShardError, EvalError) as exc:
+        raise ServiceError(str(exc)) from None
 
 
 def cancel_evaluation(ctx, run_id: str) -> None:

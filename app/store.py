@@ -448,6 +448,20 @@ class Store:
         cols = ", ".join(f"{k} = ?" for k in fields)
         self._exec(f"UPDATE eval_runs SET {cols}, updated_at = ? WHERE id = ?", [*fields.values(), time.time(), run_id])
 
+    def move_run_episodes(self, from_run_ids: Iterable[str], to_run_id: str) -> int:
+        """Move every episode of the runs `from_run_ids` into run `to_run_id`, and mark those runs
+        `merged` (summary `{"merged_into": to_run_id}`), in one transaction; returns the episodes moved."""
+        ids = list(from_run_ids)
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        with self._tx():
+            n = self._x(f"UPDATE episodes SET eval_run_id = ? WHERE eval_run_id IN ({marks})",
+                        [to_run_id, *ids]).rowcount
+            self._x(f"UPDATE eval_runs SET status = 'merged', summary = ?, updated_at = ? WHERE id IN ({marks})",
+                    [_json({"merged_into": to_run_id}), time.time(), *ids])
+        return n
+
     def _run_row(self, row) -> dict:
         d = dict(row)
         d["config"] = json.loads(d["config"])

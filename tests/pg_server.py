@@ -23,9 +23,11 @@ ROLE = "sftvsrl"
 
 def find_bindir() -> Path | None:
     env = os.environ.get("SFTVSRL_PG_BIN")
-    candidates = [env] if env else sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                                          key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-                                          reverse=True)
+    def version(p: str) -> int:
+        name = Path(p).parent.name
+        return int(name) if name.isdigit() else 0
+
+    candidates = [env] if env else sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
     for c in candidates:
         if c and (Path(c) / "postgres").exists() and (Path(c) / "initdb").exists():
             return Path(c)

@@ -1,5 +1,10 @@
 """`sftvsrl eval`: the paper's batch evaluations (see `app.evaluation`), resumable, with a progress
-bar; prints the Markdown table and writes table.md, plot.png, summary.json and per-step JSONL."""
+bar; prints the Markdown table and writes table.md, plot.png, summary.json and per-step JSONL.
+
+Sharded (see `app.shards`): `sftvsrl eval ... --shard i/N` plays shard i of N (resume per shard with
+`--resume`); `sftvsrl eval merge RUN_ID ...` (or `sftvsrl eval merge <same flags> --shards N`)
+combines the N finished shards into one run and writes its outputs as above. Both go through
+`app.services`, as the API and the UI do."""
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +17,17 @@ from . import CliError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="run the paper's evaluation protocol for several models (paired, resumable)")
-    p.add_argument("--task", required=True, choices=list(TASKS))
-    p.add_argument("--models", nargs="+", required=True, metavar="NAME", help="configured model names")
+    p = sub.add_parser("eval", help="run the paper's evaluation protocol for several models (paired, resumable); "
+                                    "'eval merge' combines shards")
+    p.add_argument("action", nargs="?", choices=["merge"],
+                   help="merge: combine the finished shard runs (RUN_ID ..., or those of these flags with --shards N)")
+    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="shard runs to merge")
+    p.add_argument("--task", choices=list(TASKS))
+    p.add_argument("--models", nargs="+", metavar="NAME", help="configured model names")
+    p.add_argument("--shard", metavar="i/N", help="play only shard i of N (0 <= i < N): every N-th instance from i; "
+                                                  "merge the N shard runs with 'sftvsrl eval merge'")
+    p.add_argument("--shards", type=int, metavar="N", help="eval merge: the latest run of each of the N shards "
+                                                           "with these settings")
     p.add_argument("--episodes", type=int, help="episodes per split (default: the paper's 234 GP / 48 V-IRL)")
     p.add_argument("--splits", nargs="+", metavar="SPLIT",
                    help="id, rule-ood, and visual-ood (gp-vl, virl-vl) or streets (virl-l); default: all of the task")
@@ -37,36 +50,75 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def cmd_eval(args) -> int:
-    from .. import services
-    from ..evaluation import EvalConfig, EvalError, Progress, find_resumable, release_sources, write_outputs
-    from ..live import ModelPool
+def _config(args):
+    """The evaluation the flags describe."""
+    from ..evaluation import EvalConfig, EvalError, release_sources
     from ..settings import Settings
-    from ..store import Store, StoreError
 
-    data_dir = Path(args.data_dir or Settings.from_env().data_dir)
-    sources = release_sources(data_dir)
+    if not args.task or not args.models:
+        raise CliError("name the evaluation with --task and --models")
+    if args.concurrency < 1:
+        raise CliError("--concurrency must be at least 1")
+    sources = release_sources(Path(args.data_dir or Settings.from_env().data_dir))
     if args.virl_source:
         sources["id"] = args.virl_source
     if args.virl_visual_source:
         sources["ood"] = args.virl_visual_source
-    if args.concurrency < 1:
-        raise CliError("--concurrency must be at least 1")
     try:
-        config = EvalConfig(task=args.task, models=args.models, splits=args.splits, episodes=args.episodes,
-                            seed=args.seed, max_tokens=args.max_tokens, concurrency=args.concurrency,
-                            sources=sources, recognition=args.recognition)
+        return EvalConfig(task=args.task, models=args.models, splits=args.splits, episodes=args.episodes,
+                          seed=args.seed, max_tokens=args.max_tokens, concurrency=args.concurrency,
+                          sources=sources, recognition=args.recognition)
+    except EvalError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _context(args, concurrency: int = 4):
+    """The service context of this command: settings, store and the configured models."""
+    from .. import services
+    from ..live import ModelPool
+    from ..settings import Settings
+    from ..store import Store, StoreError
+
+    try:
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
                                      models_config=args.config)
         store = Store(settings.db_url)
-    except (EvalError, StoreError, ValueError) as exc:
+    except (StoreError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    pool = ModelPool.from_file(settings.models_config, args.concurrency)
+    return services.cli_context(settings, store, ModelPool.from_file(settings.models_config, concurrency))
+
+
+def _print_outputs(ctx, args, run_id: str, what: str) -> int:
+    from ..evaluation import markdown_table, write_outputs
+
+    out = Path(args.out) if args.out else ctx.settings.data_dir / "eval" / run_id
+    summary = write_outputs(ctx.store, run_id, out)
+    print(markdown_table(summary))
+    print(f"{what} {run_id}: table {out / 'table.md'}, plot {out / 'plot.png'}, per-step JSONL in {out}",
+          file=sys.stderr)
+    return 0 if not summary["errors"] else 1
+
+
+def cmd_eval(args) -> int:
+    from .. import services
+    from ..evaluation import Progress, find_resumable
+    from ..shards import ShardError, parse_shard
+
+    if args.action == "merge":
+        return cmd_merge(args)
+    if args.runs:
+        raise CliError(f"unexpected argument(s) {' '.join(args.runs)} (did you mean 'sftvsrl eval merge'?)")
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+    except ShardError as exc:
+        raise CliError(str(exc)) from None
+    config = _config(args)
+    ctx = _context(args, args.concurrency)
+    store, pool = ctx.store, ctx.pool
     if pool.error:
         raise CliError(pool.error)
-    ctx = services.cli_context(settings, store, pool)
     if not args.resume:
-        prior = find_resumable(store, config)
+        prior = find_resumable(store, config, shard)
         if prior is not None and prior["status"] in ("running", "interrupted", "error"):
             print(f"note: run {prior['id']} with these settings stopped at {prior['done']}/{prior['total']}; "
                   "--resume continues it (starting a new run)", file=sys.stderr)
@@ -85,7 +137,7 @@ def cmd_eval(args) -> int:
         try:
             run_id, job = services.start_evaluation(
                 ctx, config, resume=(True if args.resume == "latest" else args.resume) or False,
-                on_progress=on_progress)
+                on_progress=on_progress, shard=shard)
             run = store.get_run(run_id)
             if args.resume:
                 print(f"resuming run {run_id} ({run['done']}/{run['total']} episodes done)", file=sys.stderr)
@@ -103,17 +155,26 @@ def cmd_eval(args) -> int:
         pool.wait_idle()
         if progress:
             progress.close()
-        runs = store.list_runs(config_key=config.key, limit=1)
-        rid = runs[0]["id"] if runs else "?"
+        prior = find_resumable(store, config, shard)
+        rid = prior["id"] if prior else "?"
         print(f"\ninterrupted: run {rid} kept every finished step; continue with --resume", file=sys.stderr)
         return 130
     pool.wait_idle()
     if progress:
         progress.close()
-    out = Path(args.out) if args.out else settings.data_dir / "eval" / run_id
-    summary = write_outputs(store, run_id, out)
-    from ..evaluation import markdown_table
+    return _print_outputs(ctx, args, run_id, "run")
 
-    print(markdown_table(summary))
-    print(f"run {run_id}: table {out / 'table.md'}, plot {out / 'plot.png'}, per-step JSONL in {out}", file=sys.stderr)
-    return 0 if not summary["errors"] else 1
+
+def cmd_merge(args) -> int:
+    """`sftvsrl eval merge`: the N finished shard runs → one run; prints its table, writes its outputs."""
+    from .. import services
+
+    if not args.runs and not (args.task and args.models and args.shards):
+        raise CliError("sftvsrl eval merge takes the shard RUN_IDs, or the evaluation's flags with --shards N")
+    config = None if args.runs else _config(args)
+    ctx = _context(args)
+    try:
+        run_id = services.merge_shards(ctx, args.runs, config=config, count=args.shards)
+    except services.ServiceError as exc:
+        raise CliError(str(exc)) from None
+    return _print_outputs(ctx, args, run_id, "merged shards into run")
