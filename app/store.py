@@ -14,7 +14,7 @@ Tables (identical on both backends; SQLite `REAL` is PostgreSQL `DOUBLE PRECISIO
   exact_success, n_steps, episode_return, last outcome, error, evaluation links (run, split, index),
   timestamps, and `owner`: the store (process) that plays it.
 - `steps`     — (episode_id, call): prompt messages JSON, raw output, parsed JSON, reward,
-  feedback, outcome (failure taxonomy, see `app.tasks`), graded / terminated / truncated,
+  feedback, outcome (failure taxonomy, see `game.tasks`), graded / terminated / truncated,
   exact_correct, float_rejected, timing JSON.
 - `eval_runs` — one batch evaluation: config JSON, status, progress counters, summary JSON.
 The schema version is SQLite's `PRAGMA user_version`, or the one row of PostgreSQL's

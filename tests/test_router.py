@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("torch")
 
 from app.runner import ModelPlayer, play_paired  # noqa: E402
-from app.tasks import Instance  # noqa: E402
+from game.tasks import Instance  # noqa: E402
 from models.backends.openai import OpenAIBackend  # noqa: E402
 from models.decoding import DecodingSettings  # noqa: E402
 from models.procs import ManagedServer, free_port, our_server  # noqa: E402

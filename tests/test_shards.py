@@ -138,9 +138,11 @@ def test_shard_cli_three_shards_and_merge_print_the_unsharded_table(tiny_llama_d
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc
 
+    def run_id(proc) -> str:
+        return proc.stdout.split("run `", 1)[1].split("`", 1)[0]
+
     def table(proc) -> str:
-        run_id = proc.stdout.split("run `", 1)[1].split("`", 1)[0]
-        return proc.stdout.replace(run_id, "RUN")
+        return proc.stdout.replace(run_id(proc), "RUN")
 
     whole = cli(*flags)
     for i in range(3):
@@ -149,5 +151,5 @@ def test_shard_cli_three_shards_and_merge_print_the_unsharded_table(tiny_llama_d
     assert "resuming run" in again.stderr
     merged = cli("merge", *flags, "--shards", "3")
     assert table(merged) == table(whole) and "| sft |" in table(whole)
-    summary = json.loads(next((tmp_path / "data" / "eval").glob("*/summary.json")).read_text())
+    summary = json.loads((tmp_path / "data" / "eval" / run_id(merged) / "summary.json").read_text())
     assert summary["expected"] == 6
