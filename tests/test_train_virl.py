@@ -104,20 +104,23 @@ def test_virl_tokenizer_keeps_names_and_directions_whole():
 
 
 def test_virl_evaluation_counts_calls_and_splits(quick_virl):
+    """The batched executor plays the protocol's instance lists (the app's) and its metrics."""
+    from game import protocol
     from models.train.common import load_checkpoint
-    from models.train.evaluate import evaluate_virl, virl_episodes
+    from models.train.evaluate import evaluate
 
-    ood = virl_episodes("ood", 3)
-    idd = virl_episodes("id", 3)
-    assert [e.rail.route.index for e in ood] == [e.rail.route.index for e in idd] == [0, 1, 2]
-    assert not ood[0].rail.absolute_action and idd[0].rail.absolute_action
-    assert virl_episodes("streets", 1)[0].rail.route.route_id != idd[0].rail.route.route_id
+    ood = protocol.instances("virl-l", "rule-ood", 3)
+    idd = protocol.instances("virl-l", "id", 3)
+    assert [x.params["route"] for x in ood] == [x.params["route"] for x in idd] == [0, 1, 2]
+    assert not ood[0].config.absolute_action and idd[0].config.absolute_action
+    assert protocol.instances("virl-l", "streets", 1)[0].config.source == "bundled:helsinki-ood"
     model, tok = load_checkpoint(quick_virl[0])
-    r = evaluate_virl(model, tok, "ood", 3, temperature=0, max_new_tokens=16)
-    assert r["n"] == 3 and r["calls"] >= 3 and 0.0 <= r["per_step_accuracy"] <= 1.0
-    assert r["actions"] == "relative" and r["routes"] == 508
+    r = evaluate(model, tok, "virl-l", "rule-ood", 3, temperature=0, max_new_tokens=16)
+    assert r["episodes"] == 3 and r["steps"] >= 3 and 0.0 <= r["per_step_accuracy"] <= 1.0
+    assert r["split"] == "rule-ood" and r["first_instance"] == ood[0].key and len(r["successes"]) == 3
     # an episode that never answers right ends after 2 graded calls and the wasted third
-    assert r["calls"] == 3 * 3 or r["correct_calls"] > 0
+    assert r["steps"] == 3 * 3 or r["correct_steps"] > 0
+    assert sum(r["outcomes"].values()) == r["steps"]
 
 
 def test_sft_config_per_task_defaults():

@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from models.train.tasks import TRAINING
+
 from . import CliError
 
-TASKS = ("gp-l", "virl-l")
+TASKS = tuple(TRAINING)
 
 
 def register(sub) -> None:
@@ -37,13 +39,15 @@ def register(sub) -> None:
     r.add_argument("--updates", type=int, help="GRPO updates (default 20; 2 with --quick)")
     r.set_defaults(func=_cmd_rl)
 
-    e = tsub.add_parser("eval", help="paper-protocol evaluation (GP-L: episode success, 5 tries; V-IRL-L: per-step "
-                                     "accuracy and route success) on ID and rule-OOD, with binomial SE")
+    e = tsub.add_parser("eval", help="the evaluation protocol (game.protocol), batched in-process: episode success, "
+                                     "per-step accuracy, binomial SEs, on the task's splits")
     e.add_argument("paths", nargs="+", help="checkpoint directories")
     e.add_argument("--task", default="gp-l", help="gp-l or virl-l")
-    e.add_argument("--n", type=int, default=500, help="episodes per split (default 500)")
-    e.add_argument("--split", choices=["id", "ood", "streets", "both", "all"], default="both",
-                   help="id, ood, both (id + ood), or for virl-l also streets (held-out streets) and all")
+    e.add_argument("--n", type=int, default=500, help="episodes per split (default 500; a split with one episode "
+                                                      "per route, V-IRL-L streets, stops at its routes)")
+    e.add_argument("--split", default="both",
+                   help="a split of the task (gp-l: id, rule-ood; virl-l: id, rule-ood, streets), both (id + "
+                        "rule-ood) or all")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of the checkpoint default")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
@@ -116,13 +120,16 @@ def _cmd_rl(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from game import protocol
     from models.train.common import load_checkpoint
     from models.train.evaluate import evaluate
 
     task = _task(args)
-    splits = {"both": ("id", "ood"), "all": ("id", "ood", "streets")}.get(args.split, (args.split,))
-    if task == "gp-l" and "streets" in splits:
-        raise CliError("the streets split is V-IRL-L only")
+    known = protocol.splits(task)
+    splits = {"both": ("id", "rule-ood"), "all": known}.get(args.split, (args.split,))
+    bad = [s for s in splits if s not in known]
+    if bad:
+        raise CliError(f"unknown split {bad[0]!r} for {task}; use {', '.join(known)}, both or all")
     results = {}
     for path in args.paths:
         if not (Path(path) / "config.json").is_file():
@@ -136,20 +143,20 @@ def _cmd_eval(args) -> int:
         return 0
     for path, res in results.items():
         for s, r in res.items():
-            detail = (f"per-step acc {100 * r['per_step_accuracy']:5.1f} ± {100 * r['per_step_se']:.1f} %  "
-                      if "per_step_accuracy" in r else f"first-try {100 * r['first_try_success']:5.1f} %  ")
-            print(f"{path}  {s:<7}  success {100 * r['success']:5.1f} ± {100 * r['se']:.1f} %  "
-                  f"{detail}n={r['n']}  ({r['decoding']})")
+            print(f"{path}  {s:<8}  success {100 * r['success_rate']:5.1f} ± {100 * r['success_se']:.1f} %  "
+                  f"per-step acc {100 * r['per_step_accuracy']:5.1f} ± {100 * r['per_step_se']:.1f} %  "
+                  f"first-try {100 * r['first_try_success']:5.1f} %  n={r['episodes']}  ({r['decoding']})")
     return 0
 
 
 def _cmd_pipeline(args) -> int:
     from dataclasses import replace
 
-    from models.train.pipeline import STAGES, PipelineConfig, evaluate_stages, train_pipeline
+    from models.train.pipeline import SPLITS, STAGES, TASKS as PIPELINE_TASKS, PipelineConfig, evaluate_stages, \
+        train_pipeline
 
-    if args.task != "gp-l":
-        raise CliError(f"the staged pipeline supports gp-l only so far, not {args.task!r}")
+    if args.task not in PIPELINE_TASKS:
+        raise CliError(f"the staged pipeline supports {', '.join(PIPELINE_TASKS)} only so far, not {args.task!r}")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]
     if bad:
@@ -166,9 +173,8 @@ def _cmd_pipeline(args) -> int:
     findings = evaluate_stages(out, cfg, stages=[s for s in STAGES if (out / s / "config.json").is_file()],
                                progress=not args.no_progress)
     for stage, row in findings["table"].items():
-        print(f"{stage:<12} ID {100 * row['id']['success']:5.1f} ± {100 * row['id']['se']:.1f} %   rule-OOD "
-              f"{100 * row['ood']['success']:5.1f} ± {100 * row['ood']['se']:.1f} %   KL(init||model) "
-              f"{row['kl_from_init']:.3f}")
+        cells = "   ".join(f"{s} {100 * row[s]['success']:5.1f} ± {100 * row[s]['se']:.1f} %" for s in SPLITS)
+        print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")
     print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     return 0
 

@@ -1,6 +1,14 @@
-"""The evaluation table (init / SFT / RL × ID / rule-OOD [/ held-out streets], with binomial SEs)
-and the model card (`README.md`) written beside every tiny checkpoint from its `training.json` and
-`eval.json`. The task (gp-l, virl-l) is read from the SFT checkpoint's `training.json`."""
+"""The evaluation table (init / SFT / RL × the task's splits, with binomial SEs) and the model card
+(`README.md`) written beside every tiny checkpoint from its `training.json` and `eval.json`.
+
+`evaluation_table` runs the evaluation protocol (`game.protocol`) with the batched in-process
+executor (`models.train.evaluate`) on every split of the task (read from the SFT checkpoint's
+`training.json`); `eval.json` holds the protocol's metrics per (row, split), so the table means
+what the app's evaluation tables mean. The per-task prose of a card is the task's training entry's
+(`models.train.tasks`); the table, the findings and the paired comparison are the same for every task.
+
+    sftvsrl train table --task gp-l --sft models/checkpoints/gp-l-sft --rl models/checkpoints/gp-l-rl
+"""
 from __future__ import annotations
 
 import json
@@ -9,95 +17,93 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from game import protocol
+from game.tasks import get_task
+
 from .common import read_record
 
 ROWS = ("init", "sft", "rl")
 
+# The random init never emits <|eot_id|>: every try would run to the paper's 256 new tokens and the
+# multi-turn chats grow past 1,300 tokens, for a certain 0 %. Its row caps replies at 64 tokens (a
+# correct reply is ~30), which changes nothing but the cost.
+INIT_MAX_NEW_TOKENS = 64
 
-def _pct(r: dict[str, Any]) -> str:
-    return f"{100 * r['success']:.1f} ± {100 * r['se']:.1f}"
+# (metric, its SE or None, column label) for a task's headline metric and the one shown beside it
+_COLUMNS = {"success_rate": (("success_rate", "success_se", "success"), ("first_try_success", None, "first-try")),
+            "per_step_accuracy": (("per_step_accuracy", "per_step_se", "per-step acc."),
+                                  ("success_rate", "success_se", "success"))}
 
 
-def _task_of(table: dict) -> str:
-    row = next(iter(table.values()), {})
-    return "virl-l" if "per_step_accuracy" in row.get("id", {}) else "gp-l"
+def _cell(r: dict[str, Any], metric: str, se: str | None) -> str:
+    return f"{100 * r[metric]:.1f} ± {100 * r[se]:.1f} %" if se else f"{100 * r[metric]:.1f} %"
 
 
-def virl_table_markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown table for V-IRL-L: per-step accuracy and episode success (%) ± SE per split."""
-    splits = [s for s in ("id", "ood", "streets") if any(s in r for r in table.values())]
-    names = {"id": "ID (absolute)", "ood": "rule-OOD (relative)", "streets": "held-out streets (absolute)"}
-    head = ["model"] + [f"{names[s]} {m}" for s in splits for m in ("per-step acc.", "success")]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in ROWS:
-        if name not in table:
-            continue
-        cells = [name]
-        for s in splits:
-            r = table[name].get(s)
-            cells += ([f"{100 * r['per_step_accuracy']:.1f} ± {100 * r['per_step_se']:.1f} %", f"{_pct(r)} %"]
-                      if r else ["–", "–"])
-        lines.append("| " + " | ".join(cells) + " |")
-    any_row = (table.get("sft") or next(iter(table.values())))
-    ns = ", ".join(f"{names[s]} {any_row[s]['n']} episodes ({any_row[s]['calls']:,} calls for this row) on "
-                   f"{any_row[s]['routes']} routes of `{any_row[s]['source']}`" for s in splits if s in any_row)
-    first = any_row["id"]
-    lines += ["", f"The paper's V-IRL protocol: per-step accuracy = calls scored +1 / all calls (retries and the "
-              f"wasted third call on a position count), episode success = the stop was reached without exhausting "
-              f"the 2-try budget anywhere; ± binomial SE sqrt(p(1-p)/n) over calls and over episodes respectively "
-              f"(calls within an episode are correlated, so the per-step SE is optimistic). Splits: {ns}; episode i "
-              f"walks route i mod R with episode seed i (random initial heading, drop rate 0.5). ID and rule-OOD use "
-              f"the same episodes, only the action space differs. Decoding: {first['decoding']}, max "
-              f"{first['max_new_tokens']} new tokens (init row: {INIT_MAX_NEW_TOKENS}), torch seed {first['seed']}. "
-              f"init = the random initialisation SFT starts from."]
-    return "\n".join(lines)
+def _facts(table: dict) -> tuple[str, list[str], dict[str, Any]]:
+    """The task, the splits present and one row's metrics (the SFT row when there is one)."""
+    row = table.get("sft") or next(iter(table.values()))
+    task = next(iter(row.values()))["task"]
+    splits = [s for s in get_task(task).split_names if any(s in r for r in table.values())]
+    return task, splits, row
 
 
 def table_markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown table: one row per model, episode success (%) ± SE for ID and rule-OOD."""
-    if _task_of(table) == "virl-l":
-        return virl_table_markdown(table)
-    lines = ["| model | ID success (J/Q/K = 10) | rule-OOD success (J/Q/K = 11/12/13) | ID first-try | OOD first-try | n per split |",
-             "|---|---|---|---|---|---|"]
+    """Markdown table: one row per model, the task's headline metric (± SE) and the metric shown
+    beside it per split, then what the numbers are and the command that made them."""
+    task, splits, any_row = _facts(table)
+    spec = get_task(task)
+    cols = _COLUMNS[spec.headline]
+    head = ["model"] + [f"{s} {label}" for s in splits for _, _, label in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in ROWS:
-        if name not in table:
-            continue
-        r = table[name]
-        lines.append(f"| {name} | {_pct(r['id'])} % | {_pct(r['ood'])} % | {100 * r['id']['first_try_success']:.1f} % "
-                     f"| {100 * r['ood']['first_try_success']:.1f} % | {r['id']['n']} / {r['ood']['n']} |")
-    any_row = (table.get("sft") or next(iter(table.values())))["id"]
-    lines.append("")
-    lines.append(f"Episode success with the paper's protocol (5 tries with sequential revision, success = some try "
-                 f"scored +5), ± binomial standard error sqrt(p(1-p)/n). Hands: the first n of the paper's seed-42 "
-                 f"streams (`language_id`, `language_rule_ood`). Decoding: {any_row['decoding']}, "
-                 f"max {any_row['max_new_tokens']} new tokens (init row: {INIT_MAX_NEW_TOKENS}; the random init never "
-                 f"stops on its own), torch seed {any_row['seed']}. init = the random initialisation SFT starts from.")
+        if name in table:
+            cells = [name] + [_cell(table[name][s], m, se) if s in table[name] else "–"
+                              for s in splits for m, se, _ in cols]
+            lines.append("| " + " | ".join(cells) + " |")
+    first = any_row[splits[0]]
+    split_facts = "; ".join(f"`{s}` = {any_row[s]['description']} ({any_row[s]['episodes']} episodes, "
+                            f"{any_row[s]['steps']:,} calls for this row)" for s in splits if s in any_row)
+    lines += ["", f"The evaluation protocol (`game.protocol`) for {spec.label}: episode success, per-step accuracy "
+              f"(calls with outcome `correct` / all calls, pooled), ± binomial SE sqrt(p(1-p)/n) over episodes and "
+              f"over calls respectively (calls within an episode are correlated, so the per-step SE is optimistic). "
+              f"Splits: {split_facts}; instances = `protocol.instances({task!r}, split, n)`, the same lists the app's "
+              f"`sftvsrl eval` plays. Decoding: {first['decoding']}, max {first['max_new_tokens']} new tokens (init "
+              f"row: {INIT_MAX_NEW_TOKENS}; the random init never stops on its own), torch seed {first['seed']}. "
+              f"init = the random initialisation SFT starts from. Made by `sftvsrl train table --task {task} "
+              f"--sft … --rl … --n {first['episodes']}`."]
+    pairs = paired_lines(table, splits)
+    if pairs:
+        lines += ["", "Paired on the same instances (episodes solved by both / only the first / only the second / "
+                  "neither):", "", *pairs]
     return "\n".join(lines)
 
 
-# The random init never emits <|eot_id|>: every try would run to the paper's 256 new tokens and the
-# 5-try chats grow past 1,300 tokens, for a certain 0 %. Its row caps replies at 64 tokens (a
-# correct reply is ~30), which changes nothing but the cost.
-INIT_MAX_NEW_TOKENS = 64
+def paired_lines(table: dict, splits: list[str]) -> list[str]:
+    """`protocol.paired` of SFT and RL per split, one Markdown bullet each."""
+    if not {"sft", "rl"} <= set(table):
+        return []
+    out = []
+    for s in splits:
+        runs = {m: dict(enumerate(table[m][s].get("successes", []))) for m in ("sft", "rl") if s in table[m]}
+        for p in protocol.paired(s, runs) if len(runs) == 2 else []:
+            out.append(f"- `{s}`, {p['a']} vs {p['b']} (n = {p['n']}): both {p['both']}, only {p['a']} "
+                       f"{p['only_a']}, only {p['b']} {p['only_b']}, neither {p['neither']}")
+    return out
 
 
 def evaluation_table(sft_dir: "str | Path", rl_dir: "str | Path | None" = None, n: int = 500, *, seed: int = 0,
                      progress: bool = True, batch_size: int = 250,
                      rows: tuple[str, ...] = ROWS) -> dict[str, dict[str, dict[str, Any]]]:
-    """Evaluate the random init (rebuilt from the SFT record), SFT and RL on both splits."""
+    """Evaluate the random init (rebuilt from the SFT record), SFT and RL on every split of the
+    task (`n` episodes each; a split with one episode per route stops at its routes)."""
     from .common import load_checkpoint
-    from .evaluate import evaluate, virl_data
+    from .evaluate import evaluate
     from .sft import SFTConfig, build_init
 
     record = read_record(sft_dir)
     cfg_data = record.get("config", {})
     cfg = SFTConfig(**{f.name: (tuple(cfg_data[f.name]) if f.name == "betas" else cfg_data[f.name])
                        for f in fields(SFTConfig) if f.name in cfg_data})
-    task = cfg.task
-    if task == "virl-l":  # held-out streets: one episode per route when there are fewer routes than n
-        splits = {"id": n, "ood": n, "streets": min(n, len(virl_data("bundled:helsinki-ood").routes))}
-    else:
-        splits = {"id": n, "ood": n}
     table: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {"init": lambda: build_init(cfg, Path(tmp) / "init"), "sft": lambda: Path(sft_dir)}
@@ -108,8 +114,9 @@ def evaluation_table(sft_dir: "str | Path", rl_dir: "str | Path | None" = None, 
                 continue
             model, tok = load_checkpoint(path())
             max_new = INIT_MAX_NEW_TOKENS if name == "init" else 256
-            table[name] = {s: evaluate(model, tok, task, s, k, seed=seed, batch_size=batch_size, progress=progress,
-                                       max_new_tokens=max_new) for s, k in splits.items()}
+            table[name] = {s: evaluate(model, tok, cfg.task, s, n, seed=seed, batch_size=batch_size,
+                                       progress=progress, max_new_tokens=max_new)
+                           for s in protocol.splits(cfg.task)}
     return table
 
 
@@ -154,20 +161,26 @@ def _change(table: dict, a: str, b: str, split: str, metric: str, se: str) -> st
     return f"{100 * d:+.1f} pts ({verdict}, {z:.1f} SE)"
 
 
-def virl_findings(table: dict) -> list[str]:
-    """Plain statements of what the V-IRL-L table shows (differences in SE units)."""
+def findings(table: dict) -> list[str]:
+    """Plain statements of what the table shows: init → SFT and SFT → RL per split, in SE units."""
+    task, splits, _ = _facts(table)
+    cols = [(m, se, label) for m, se, label in _COLUMNS[get_task(task).headline] if se]
     out = []
-    names = {"id": "ID", "ood": "rule-OOD", "streets": "held-out streets"}
     for a, b in (("init", "sft"), ("sft", "rl")):
-        if a not in table or b not in table:
-            continue
-        parts = []
-        for split in ("id", "ood", "streets"):
-            if split in table[a] and split in table[b]:
-                parts.append(f"{names[split]} per-step accuracy {_change(table, a, b, split, 'per_step_accuracy', 'per_step_se')}, "
-                             f"success {_change(table, a, b, split, 'success', 'se')}")
-        out.append(f"- {a} → {b}: " + "; ".join(parts) + ".")
+        if a in table and b in table:
+            parts = [f"{s} {label} {_change(table, a, b, s, m, se)}" for s in splits
+                     if s in table[a] and s in table[b] for m, se, label in cols]
+            out.append(f"- {a} → {b}: " + "; ".join(parts) + ".")
     return out
+
+
+def _evaluation_section(evaluation: dict | None, notes: list[str], task: str) -> list[str]:
+    lines = ["", "## Evaluation", ""]
+    if not evaluation:
+        return lines + [f"Not evaluated yet: `sftvsrl train table --task {task} --sft … --rl …`."]
+    return lines + [table_markdown(evaluation), "",
+                    "What it shows (differences in units of their combined SE; |z| < 2 is called noise):", "",
+                    *findings(evaluation), "", *notes]
 
 
 def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, name: str, repro: str) -> str:
@@ -222,18 +235,13 @@ def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *,
             f"{first.get('success', 0):.2f} → {last.get('success', 0):.2f} ({cfg.get('hands_per_update', '?')} new "
             f"episodes per update: noisy) |",
         ]
-    lines += ["", "## Evaluation", ""]
-    if evaluation:
-        lines.append(table_markdown(evaluation))
-        lines += ["", "What it shows (differences in units of their combined SE; |z| < 2 is called noise):", "",
-                  *virl_findings(evaluation), "",
-                  "The rule-OOD variant changes only the action-space text and the graded turn words (relative "
-                  "`left`/`right`/`slightly …` instead of compass words); both words are in every turn sentence of "
-                  "the instruction. Held-out streets = `bundled:helsinki-ood`: routes in a held-out district (entirely "
-                  "east of longitude 24.947; every ID route lies entirely west of it), absolute actions. The paper's headline V-IRL-L result is rule-OOD per-step accuracy (11B: SFT 1.3 %, RL "
-                  "91.8 %); a ~1 M-parameter model trained for minutes is not expected to reproduce it."]
-    else:
-        lines.append("Not evaluated yet: `sftvsrl train table --task virl-l --sft … --rl …`.")
+    lines += _evaluation_section(evaluation, [
+        "The rule-OOD variant changes only the action-space text and the graded turn words (relative "
+        "`left`/`right`/`slightly …` instead of compass words); both words are in every turn sentence of the "
+        "instruction. Held-out streets = `bundled:helsinki-ood`: routes in a held-out district (entirely east of "
+        "longitude 24.947; every ID route lies entirely west of it), absolute actions. The paper's headline V-IRL-L "
+        "result is rule-OOD per-step accuracy (11B: SFT 1.3 %, RL 91.8 %); a ~1 M-parameter model trained for "
+        "minutes is not expected to reproduce it."], "virl-l")
     lines += ["", "## Reproduce", "", "```bash", repro, "```", "",
               "Decoding defaults (`generation_config.json`): sampling T = 0.6, top-p = 0.9 (as the GP-L pair), "
               "stop on `<|eot_id|>`.", ""]
@@ -241,12 +249,17 @@ def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *,
 
 
 def model_card(path: "str | Path", *, name: str, repro: str) -> str:
-    """The README.md text for one checkpoint directory."""
+    """The README.md text for one checkpoint directory (the prose is its task's training entry's)."""
+    from .tasks import training_task
+
     path = Path(path)
     rec = read_record(path)
     evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
-    if rec.get("task") == "virl-l":
-        return virl_model_card(path, rec, evaluation, name=name, repro=repro)
+    return training_task(rec.get("task", "gp-l")).model_card(path, rec, evaluation, name=name, repro=repro)
+
+
+def gp_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, name: str, repro: str) -> str:
+    """The README.md text for a GP-L checkpoint directory."""
     cfg = rec.get("config", {})
     kind = rec.get("kind", "?")
     lines = [
@@ -289,14 +302,10 @@ def model_card(path: "str | Path", *, name: str, repro: str) -> str:
             f"updates → {last.get('mean_return', 0):+.2f} over the last {k}; success {first.get('success', 0):.2f} → "
             f"{last.get('success', 0):.2f} (8 new hands per update: noisy) |",
         ]
-    lines += ["", "## Evaluation", ""]
-    if evaluation:
-        lines.append(table_markdown(evaluation))
-        lines += ["", "The in-distribution game is finite (566 solvable value multisets under J/Q/K = 10) and SFT saw "
-                  "almost all of them, so ID success measures how well the mapping was learned, not generalisation "
-                  "to unseen hands. Rule-OOD changes the prompt text and the values of J/Q/K."]
-    else:
-        lines.append("Not evaluated yet: `sftvsrl train table --sft … --rl …`.")
+    lines += _evaluation_section(evaluation, [
+        "The in-distribution game is finite (566 solvable value multisets under J/Q/K = 10) and SFT saw almost all "
+        "of them, so ID success measures how well the mapping was learned, not generalisation to unseen hands. "
+        "Rule-OOD changes the prompt text and the values of J/Q/K."], "gp-l")
     lines += ["", "## Reproduce", "", "```bash", repro, "```", "",
               "Decoding defaults (`generation_config.json`): sampling T = 0.6, top-p = 0.9 (what the paper's "
               "evaluation is believed to have used), stop on `<|eot_id|>`.", ""]
@@ -304,9 +313,14 @@ def model_card(path: "str | Path", *, name: str, repro: str) -> str:
 
 
 def write_cards(sft_dir: "str | Path", rl_dir: "str | Path | None" = None) -> None:
+    """Write README.md (the model card) into the SFT and RL checkpoint directories."""
     task = read_record(sft_dir).get("task", "gp-l")
+    evaluation = json.loads(Path(sft_dir, "eval.json").read_text()) if Path(sft_dir, "eval.json").is_file() else {}
+    n = max((r.get("episodes", 0) for row in evaluation.values() for r in row.values()), default=500)
+    table = f"sftvsrl train table --task {task} --sft {sft_dir}" + (f" --rl {rl_dir}" if rl_dir else "") + f" --n {n}"
     repro_sft = f"sftvsrl train sft --task {task} --out {sft_dir}"
-    Path(sft_dir, "README.md").write_text(model_card(sft_dir, name=Path(sft_dir).name, repro=repro_sft), encoding="utf-8")
+    Path(sft_dir, "README.md").write_text(model_card(sft_dir, name=Path(sft_dir).name, repro=f"{repro_sft}\n{table}"),
+                                          encoding="utf-8")
     if rl_dir:
-        repro_rl = f"{repro_sft}\nsftvsrl train rl --task {task} --init {sft_dir} --out {rl_dir}"
+        repro_rl = f"{repro_sft}\nsftvsrl train rl --task {task} --init {sft_dir} --out {rl_dir}\n{table}"
         Path(rl_dir, "README.md").write_text(model_card(rl_dir, name=Path(rl_dir).name, repro=repro_rl), encoding="utf-8")

@@ -77,12 +77,10 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def task_config(cls, task_defaults: Mapping[str, tuple[dict, dict]], quick: bool, seed: int, task: str,
-                overrides: Mapping[str, Any], what: str):
-    """`cls`'s full (or `--quick`) config for `task`: the dataclass defaults, then the task's entry
-    in `task_defaults` (full, quick), then any non-None `overrides`."""
-    if task not in task_defaults:
-        raise ValueError(f"tiny {what} supports tasks {', '.join(task_defaults)}, not {task!r}")
+def task_config(cls, defaults: tuple[Mapping[str, Any], Mapping[str, Any]], quick: bool, seed: int, task: str,
+                overrides: Mapping[str, Any]):
+    """`cls`'s full (or `--quick`) config for `task`: the dataclass defaults, then the task's
+    changes `defaults` (full, quick; from `models.train.tasks`), then any non-None `overrides`."""
     cfg = cls.quick(seed) if quick else cls(seed=seed)
-    cfg = replace(cfg, task=task, **task_defaults[task][1 if quick else 0])
+    cfg = replace(cfg, task=task, **defaults[1 if quick else 0])
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -40,8 +40,7 @@ from game.gp.verifier import verify
 from ..chat import gp_chat
 from ..prompts import feedback_text, gp_prompt, response_eqn, response_virl, virl_prompt
 from ..tiny import EOT, SPECIAL_TOKENS
-
-TASKS = ("gp-l", "virl-l")
+from .tasks import VIRL_TRAIN_SEED_BASE, VIRL_TRAIN_SOURCE
 
 
 @lru_cache(maxsize=None)
@@ -109,16 +108,11 @@ def gp_corpus(seed: int = 0, n: int = 600) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # V-IRL-L
 
-VIRL_TRAIN_SOURCE = "bundled:helsinki"
-VIRL_TRAIN_SEED_BASE = 1_000_000     # training episode seeds; evaluation uses seeds < 10,000
-
-
-@lru_cache(maxsize=4)
 def virl_data(source: str = VIRL_TRAIN_SOURCE):
-    """The route set (`bundled:NAME` or a release directory), loaded once per process."""
-    from game.virl.datasets import open_source
+    """The route set (`bundled:NAME` or a release directory): the registry's, opened once per process."""
+    from game.tasks import route_data
 
-    return open_source(source)
+    return route_data(source)
 
 
 @dataclass(frozen=True)
@@ -189,15 +183,6 @@ def virl_corpus(seed: int = 0, n_episodes: int = 400) -> list[str]:
                                        VERIFY_AT_INTERSECTION, VERIFY_EXCEEDED)] * 20
     out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
     return out
-
-
-def task_corpus(task: str, seed: int, size: int) -> list[str]:
-    """The tokenizer corpus of a task (`size`: hands per rule for GP-L, episodes per rule for V-IRL-L)."""
-    if task == "gp-l":
-        return gp_corpus(seed, size)
-    if task == "virl-l":
-        return virl_corpus(seed, size)
-    raise ValueError(f"no training data for task {task!r}; use {', '.join(TASKS)}")
 
 
 class ChatCodec:

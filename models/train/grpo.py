@@ -1,15 +1,16 @@
 """On-policy RL from the SFT checkpoint with the verifier's reward: GRPO over multi-turn episodes.
 
-One update (CleanRL-style, all hyper-parameters in `GRPOConfig`, per-task changes in `TASK_DEFAULTS`):
-1. **Rollouts.** Draw `hands_per_update` in-distribution instances and play `group_size` episodes
-   on each, exactly as at evaluation (`Rollouts` below):
+One update (CleanRL-style, all hyper-parameters in `GRPOConfig`, per-task changes in `models.train.tasks`):
+1. **Rollouts.** Draw `hands_per_update` in-distribution instances (the task's training stream in
+   `models.train.tasks`) and play `group_size` episodes on each as registry sessions, with the
+   evaluation's batched executor (`models.train.evaluate.run_episodes`), exactly as at evaluation:
    - GP-L: hands (J/Q/K = 10) from a seeded `Dealer`; the paper's prompt, up to 5 tries with
      sequential revision (the raw reply and `You failed this trial because …` are appended),
-     graded by `game.gp.verifier` through `Episode`;
+     graded by `game.gp.verifier`;
    - V-IRL-L: training episodes (route + episode seed, hence the same heading and rail for the
      whole group) on `bundled:helsinki` with absolute actions; multi-step and multi-turn as the
      reference (a fresh chat at every position, 2 graded tries per position, feedback appended
-     after a wrong one), graded by `game.virl.verifier` through `VirlEpisode`.
+     after a wrong one), graded by `game.virl.verifier`.
    Sampling at `temperature` 1 and top-p 1, so the sampled tokens come from the very policy
    being trained.
 2. **Advantages.** An episode's return is the sum of the paper's step rewards (GP-L: +5 solved, −1
@@ -32,18 +33,18 @@ baseline for free, with no critic to fit and half the forward passes.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from game.gp.cards import Rule
-from game.gp.deal import DealConfig, Dealer
+from game import protocol
+from game.tasks import open_session
 
 from .common import (Stopwatch, environment, load_checkpoint, n_params, read_record, save_checkpoint, setup_torch,
                      task_config)
-from .data import VIRL_TRAIN_SEED_BASE, VIRL_TRAIN_SOURCE, ChatCodec, virl_data, virl_start
-from .evaluate import EpisodeBatch, Turn, run_episodes, run_virl_episodes, virl_return
+from .data import ChatCodec
+from .evaluate import EpisodeBatch, Turn, run_episodes
+from .tasks import training_task
 
 
 @dataclass(frozen=True)
@@ -71,57 +72,28 @@ class GRPOConfig:
         return cls(seed=seed, updates=2, hands_per_update=2, group_size=2, max_new_tokens=40, epochs=1)
 
 
-# Per-task changes to the `GRPOConfig` defaults: (full run, `--quick` run).
-TASK_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "gp-l": ({}, {}),
-    # V-IRL-L: 2 graded tries per position (the shipped verify_iter); answers are ~18 tokens;
-    # one torch thread, as its SFT (robust next to another busy process on 2 cores).
-    "virl-l": (dict(updates=20, hands_per_update=8, group_size=6, verify_iter=2, max_new_tokens=48, threads=1),
-               dict(verify_iter=2, threads=1)),
-}
-
-
 class Rollouts:
-    """The task side of a GRPO update: in-distribution training instances, and episodes on them."""
+    """The task side of a GRPO update: the task's seeded in-distribution training instances
+    (`models.train.tasks`), played as registry sessions by the evaluation's batched executor."""
 
     def __init__(self, cfg: "GRPOConfig", codec: ChatCodec) -> None:
         self.cfg, self.codec = cfg, codec
-        if cfg.task == "gp-l":
-            self.dealer = Dealer(cfg.seed + 2000, DealConfig(rule=Rule.FACE10))
-        elif cfg.task == "virl-l":
-            self.data = virl_data(VIRL_TRAIN_SOURCE)
-            self.rng = random.Random(f"virl-rl:{cfg.seed}")
-        else:
-            raise ValueError(f"tiny RL supports tasks {', '.join(TASK_DEFAULTS)}, not {cfg.task!r}")
-
-    def instances(self, n: int) -> list:
-        if self.cfg.task == "gp-l":
-            return self.dealer.take(n)
-        return [VIRL_TRAIN_SEED_BASE + self.rng.randrange(10 ** 9) for _ in range(n)]  # episode seeds
+        self.instances = training_task(cfg.task, "tiny RL").rollouts(cfg)   # take(n) -> [Instance]
 
     def play(self, model, instances: list) -> EpisodeBatch:
         """One episode per instance (a group = the same instance repeated), sampled on-policy."""
         cfg = self.cfg
-        kw = dict(batch_size=len(instances), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                  top_p=cfg.top_p)
-        if cfg.task == "gp-l":
-            return run_episodes(model, self.codec, instances, Rule.FACE10, verify_iter=cfg.verify_iter, **kw)
-        episodes = [virl_start(self.data, None, s, absolute=True, verify_iter=cfg.verify_iter) for s in instances]
-        return run_virl_episodes(model, self.codec, episodes, **kw)
+        return run_episodes(model, self.codec, [open_session(x) for x in instances], batch_size=len(instances),
+                            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
 
     def returns(self, batch: EpisodeBatch) -> list[float]:
-        if self.cfg.task == "gp-l":
-            return [ep.episode_return for ep in batch.episodes]
-        return [virl_return(ep) for ep in batch.episodes]
+        return batch.returns()
 
     def stats(self, batch: EpisodeBatch) -> dict[str, float]:
-        eps = batch.episodes
-        if self.cfg.task == "gp-l":
-            return {"success": sum(e.success for e in eps) / len(eps),
-                    "first_try_success": sum(e.steps[0].terminated for e in eps) / len(eps)}
-        calls = sum(e.n_calls for e in eps)
-        return {"success": sum(e.success for e in eps) / len(eps),
-                "per_step_accuracy": sum(e.n_correct for e in eps) / max(1, calls)}
+        """The rollouts' episode success, first-try success and per-step accuracy (the protocol's)."""
+        m = protocol.split_metrics(self.cfg.task, batch.scores())
+        return {"success": m["success_rate"], "first_try_success": m["first_try_success"],
+                "per_step_accuracy": m["per_step_accuracy"]}
 
 
 def group_advantages(returns: list[float], group_size: int, eps: float) -> list[float]:
@@ -250,10 +222,9 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
         history.append(stats)
         if on_update:
             on_update(update + 1, model, tok, dict(compute))
-        live = {"first": stats["first_try_success"]} if "first_try_success" in stats else {
-            "acc": stats["per_step_accuracy"]}
         bar.set_postfix(ret=f"{stats['mean_return']:+.2f}", succ=f"{stats['success']:.2f}",
-                        **{k: f"{v:.2f}" for k, v in live.items()}, loss=f"{stats['loss']:+.3f}")
+                        first=f"{stats['first_try_success']:.2f}", acc=f"{stats['per_step_accuracy']:.2f}",
+                        loss=f"{stats['loss']:+.3f}")
     bar.close()
     model.eval()
     wall = watch.elapsed()
@@ -273,4 +244,4 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
 
 def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> GRPOConfig:
     """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
-    return task_config(GRPOConfig, TASK_DEFAULTS, quick, seed, task, overrides, "RL")
+    return task_config(GRPOConfig, training_task(task, "tiny RL").grpo, quick, seed, task, overrides)

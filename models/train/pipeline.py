@@ -38,12 +38,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from game.gp.cards import Rule
+from game.protocol import binomial_se, splits
+from game.tasks import get_task
 
 from ..prompts import FACE_CARD_MSG, gp_prompt, response_eqn
 from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
 from .data import ChatCodec, expert_formula, gp_corpus, sft_pairs
 
 STAGES = ("base", "init", "sft", "rl", "sft-diverse")
+TASKS = ("gp-l",)                        # the tasks the staged pipeline supports
+SPLITS = splits("gp-l")                  # the protocol's GP-L splits: id, rule-ood
 
 # ---------------------------------------------------------------------------------------------
 # The base corpus: the paper's prompt with a stated face-card mapping
@@ -375,19 +379,11 @@ def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[s
 
 
 def episode_outcomes(model, tok, split: str, n: int, *, seed: int = 0, batch_size: int = 64) -> list[int]:
-    """1/0 episode success per hand of the protocol's `split` list (paper multi-turn protocol,
-    the checkpoint's own decoding), in list order — what paired comparisons need."""
-    import torch
+    """1/0 episode success per hand of the protocol's GP-L `split` list (`id`, `rule-ood`; paper
+    multi-turn protocol, the checkpoint's own decoding), in list order — what paired comparisons need."""
+    from .evaluate import evaluate
 
-    from game.gp.deal import evaluation_hands
-
-    from .evaluate import SPLITS, run_episodes
-
-    config, rule = SPLITS[split]
-    torch.manual_seed(seed)
-    batch = run_episodes(model, ChatCodec(tok), evaluation_hands(config, n), rule, batch_size=batch_size,
-                         max_new_tokens=96)
-    return [int(ep.success) for ep in batch.episodes]
+    return evaluate(model, tok, "gp-l", split, n, seed=seed, batch_size=batch_size, max_new_tokens=96)["successes"]
 
 
 def kl_to_init(init_model, model, tok, n: int, seed: int = 0) -> float:
@@ -411,10 +407,6 @@ def kl_to_init(init_model, model, tok, n: int, seed: int = 0) -> float:
             lp_model, _ = reply_logprobs(model, turns, codec.pad_id)
         total += float(((lp_init - lp_model) * mask).sum())
     return total / n
-
-
-def binomial_se(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n) if n else 0.0
 
 
 def paired(a: Sequence[int], b: Sequence[int]) -> dict[str, float]:
@@ -443,7 +435,7 @@ def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence
         model, tok = load_checkpoint(root / stage)
         row: dict[str, Any] = {}
         outcomes[stage] = {}
-        for split in ("id", "ood"):
+        for split in SPLITS:
             o = episode_outcomes(model, tok, split, cfg.eval_n, seed=cfg.seed)
             outcomes[stage][split] = o
             p = sum(o) / len(o)
@@ -454,12 +446,12 @@ def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence
         table[stage] = row
     comparisons = {}
     if "rl" in outcomes and "sft" in outcomes:
-        comparisons["rl_minus_sft"] = {s: paired(outcomes["rl"][s], outcomes["sft"][s]) for s in ("id", "ood")}
+        comparisons["rl_minus_sft"] = {s: paired(outcomes["rl"][s], outcomes["sft"][s]) for s in SPLITS}
     if "rl" in outcomes and "init" in outcomes:
-        comparisons["rl_minus_init"] = {s: paired(outcomes["rl"][s], outcomes["init"][s]) for s in ("id", "ood")}
+        comparisons["rl_minus_init"] = {s: paired(outcomes["rl"][s], outcomes["init"][s]) for s in SPLITS}
     if "sft-diverse" in outcomes and "sft" in outcomes:
         comparisons["sft_diverse_minus_sft"] = {s: paired(outcomes["sft-diverse"][s], outcomes["sft"][s])
-                                                for s in ("id", "ood")}
+                                                for s in SPLITS}
     curves: dict[str, list] = {}
     for stage in ("sft", "rl", "sft-diverse", "base"):
         snaps = read_record(root / stage).get("snapshots") or []
@@ -467,7 +459,7 @@ def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence
         for s in tqdm(snaps, desc=f"curve {stage}", disable=not progress):
             model, tok = load_checkpoint(s["path"])
             pt = {"step": s["step"], "train_tokens": s.get("train_tokens"), "infer_tokens": s.get("infer_tokens")}
-            for split in ("id", "ood"):
+            for split in SPLITS:
                 o = episode_outcomes(model, tok, split, cfg.curve_n, seed=cfg.seed)
                 pt[split] = sum(o) / len(o)
             pt["kl_from_init"] = kl_to_init(init_model, model, tok, min(cfg.kl_prompts, 64), cfg.seed) \
@@ -477,7 +469,8 @@ def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence
             curves[stage] = pts
     findings = {"task": cfg.task, "protocol": {"episodes_per_split": cfg.eval_n, "curve_episodes": cfg.curve_n,
                                                "decoding": "checkpoint default (T=0.6, top-p 0.9)",
-                                               "hands": "evaluation_hands seed 42 (language_id / language_rule_ood)"},
+                                               "splits": {s: get_task("gp-l").split(s).description for s in SPLITS},
+                                               "hands": "protocol.instances (seed-42 language_id / language_rule_ood)"},
                 "table": table, "paired": comparisons, "curves": curves, "environment": environment()}
     (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
     return findings

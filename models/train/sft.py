@@ -7,9 +7,9 @@ Helsinki routes with absolute actions (`data.virl_sft_pairs`): the paper-exact p
 position (golden history so far), the `ResponseVIRL` answer with the golden action.
 
 Both: answer then `<|eot_id|>`, cross-entropy on the answer tokens only, AdamW with warm-up and
-cosine decay. The tokenizer is trained on the task's own corpus (`data.task_corpus`) and the model
-starts from random weights (`models.tiny.build_tiny_llama`). Hyper-parameters live in `SFTConfig`
-(`TASK_DEFAULTS` holds the per-task changes); `quick_config(True, …)` is the seconds-long variant
+cosine decay. The tokenizer is trained on the task's own corpus (`tasks.TRAINING[task].corpus`) and the
+model starts from random weights (`models.tiny.build_tiny_llama`). Hyper-parameters live in `SFTConfig`
+(the task's entry in `models.train.tasks` holds the per-task changes); `quick_config(True, …)` is the seconds-long variant
 the tests use.
 
     sftvsrl train sft --task gp-l --out models/checkpoints/gp-l-sft
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .common import (Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch,
                      task_config)
-from .data import ChatCodec, sft_pairs, task_corpus, virl_sft_pairs
+from .data import ChatCodec
+from .tasks import SFT_SEED_OFFSET, training_task
 
 
 @dataclass(frozen=True)
@@ -75,51 +75,19 @@ class SFTConfig:
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
 
 
-# Per-task changes to the `SFTConfig` defaults: (full run, `--quick` run).
-TASK_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "gp-l": ({}, {}),
-    # V-IRL-L: ~190-token prompts (vs ~100), so smaller batches; a larger vocabulary holds the
-    # street and landmark names (the BPE saturates below 2,048). One torch thread: next to another
-    # busy process on 2 cores, 2 threads ran ~4x slower than 1 (measured 4.2 s vs 0.9 s per step).
-    "virl-l": (dict(steps=1800, batch_size=24, lr=2e-3, warmup_steps=60, vocab_size=2048, corpus_hands=400,
-                    threads=1),
-               dict(vocab_size=900, corpus_hands=20, threads=1)),
-}
-
-
-def tokenizer_split(task: str) -> "bool | str":
-    from ..tiny import VIRL_SPLIT
-
-    return VIRL_SPLIT if task.startswith("virl") else True
-
-
 def build_init(cfg: SFTConfig, out: "str | Path") -> Path:
     """The randomly initialised starting checkpoint (tokenizer trained on the task corpus)."""
     from ..tiny import build_tiny_llama, train_tokenizer
 
-    if cfg.task not in TASK_DEFAULTS:
-        raise ValueError(f"tiny SFT supports tasks {', '.join(TASK_DEFAULTS)}, not {cfg.task!r}")
-    tokenizer = train_tokenizer(task_corpus(cfg.task, cfg.seed, cfg.corpus_hands), cfg.vocab_size,
-                                compact=tokenizer_split(cfg.task))
+    task = training_task(cfg.task, "tiny SFT")
+    tokenizer = train_tokenizer(task.corpus(cfg.seed, cfg.corpus_hands), cfg.vocab_size,
+                                compact=task.tokenizer_split)
     return build_tiny_llama(out, tokenizer=tokenizer, generation=cfg.generation(), **cfg.model_kwargs())
 
 
 def expert_pairs(cfg: SFTConfig) -> tuple[list, dict[str, Any]]:
     """`steps * batch_size` expert (prompt, answer) pairs for the task, and facts for the record."""
-    n = cfg.steps * cfg.batch_size
-    if cfg.task == "gp-l":
-        pairs = sft_pairs(n, cfg.seed + 1000)
-        return pairs, {"distinct_hands": len({p.deal.id for p in pairs}),
-                       "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs})}
-    episodes = n // 4 + 1                                  # ~6 rail positions per episode
-    pairs = virl_sft_pairs(episodes, cfg.seed + 1000)
-    while len(pairs) < n:                                  # a longer prefix of the same seeded stream
-        episodes *= 2
-        pairs = virl_sft_pairs(episodes, cfg.seed + 1000)
-    pairs = pairs[:n]
-    episodes = {(p.route_index, p.seed) for p in pairs}
-    return pairs, {"episodes": len(episodes), "distinct_routes": len({r for r, _ in episodes}),
-                   "actions": dict(sorted(Counter(p.gt_action.split("(")[0] for p in pairs).items()))}
+    return training_task(cfg.task, "tiny SFT").expert_pairs(cfg.steps * cfg.batch_size, cfg.seed + SFT_SEED_OFFSET)
 
 
 def common_prefix(examples: list[tuple[list[int], list[int]]]) -> list[int]:
@@ -232,4 +200,4 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
 
 def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> SFTConfig:
     """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
-    return task_config(SFTConfig, TASK_DEFAULTS, quick, seed, task, overrides, "SFT")
+    return task_config(SFTConfig, training_task(task, "tiny SFT").sft, quick, seed, task, overrides)
