@@ -110,3 +110,24 @@ def test_shipped_sft_checkpoint_solves_a_hand():
     model, tok = load_checkpoint(ROOT / "models" / "checkpoints" / "gp-l-sft")
     result = evaluate_gp(model, tok, "id", 8, temperature=0)
     assert result["success"] >= 1 and result["episodes"] == len(result["successes"]) == 8
+
+
+def test_evaluation_table_and_cards_come_from_the_protocol(quick_pair):
+    """`train table`'s pieces: the protocol's splits and metrics per row, the paired comparison,
+    and model cards that name the command that made the table."""
+    from game import protocol
+    from models.train.card import evaluation_table, table_markdown, write_cards, write_eval
+
+    sft, rl = quick_pair
+    table = evaluation_table(sft, rl, 3, progress=False, rows=("sft", "rl"))
+    assert set(table) == {"sft", "rl"} and tuple(table["sft"]) == protocol.splits("gp-l") == ("id", "rule-ood")
+    row = table["rl"]["rule-ood"]
+    assert row["episodes"] == len(row["successes"]) == 3 and row["task"] == "gp-l"
+    assert row["first_instance"] == protocol.instances("gp-l", "rule-ood", 1)[0].key
+    text = table_markdown(table)
+    assert "| model | id success | id first-try | rule-ood success | rule-ood first-try |" in text
+    assert "`rule-ood`, sft vs rl (n = 3)" in text and "sftvsrl train table --task gp-l" in text
+    write_eval(table, sft, rl)
+    write_cards(sft, rl)
+    card = (rl / "README.md").read_text()
+    assert "## Evaluation" in card and f"sftvsrl train table --task gp-l --sft {sft} --rl {rl} --n 3" in card
