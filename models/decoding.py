@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
-TASKS = ("gp-l", "gp-vl", "virl-l", "virl-vl")
+from game.tasks import TASKS as _REGISTRY
+
+TASKS = tuple(_REGISTRY)   # the registry's tasks (gp-l, gp-vl, virl-l, virl-vl)
 
 
 @dataclass(frozen=True)

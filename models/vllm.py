@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from game.tasks import get_task
+
 from .config import ModelSpec, dump_toml
 from .decoding import PAPER_EVAL, TASKS
 from .procs import ManagedServer
@@ -79,7 +81,7 @@ class VllmServerSpec:
         return {"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib)} if self.cpu else {}
 
     def model_spec(self, tasks: Sequence[str] = TASKS, label: str | None = None) -> ModelSpec:
-        tasks = tuple(tasks) if self.is_vision else tuple(t for t in tasks if not t.endswith("-vl")) or tuple(tasks)
+        tasks = tuple(tasks) if self.is_vision else tuple(t for t in tasks if not get_task(t).vision) or tuple(tasks)
         return ModelSpec(name=self.name, backend="openai", base_url=self.base_url, served_name=self.name,
                          tasks=tasks, label=label or self.name.upper(), decoding=PAPER_EVAL)
 

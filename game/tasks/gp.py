@@ -137,12 +137,14 @@ def _split(name: str, config: str, description: str) -> Split:
 
 class GPLanguage(GPTask):
     name, vision, label = "gp-l", False, "GeneralPoints, text (GP-L)"
+    suits = "mixed"                    # in-distribution dealing (`game.gp.deal.DealConfig.suits`)
     splits = (_split("id", "language_id", "J/Q/K = 10"),
               _split("rule-ood", "language_rule_ood", "J/Q/K = 11/12/13, at least one face card"))
 
 
 class GPVision(GPTask):
     name, vision, label = "gp-vl", True, "GeneralPoints, table image (GP-VL)"
+    suits = "black"                    # the paper's VL configs deal black suits in distribution
     recognition = True
     splits = (_split("id", "vl_id_black", "black suits, J/Q/K = 10"),
               _split("rule-ood", "vl_rule_ood_black", "black suits, J/Q/K = 11/12/13"),

@@ -27,8 +27,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-TASKS = ("gp-l", "gp-vl", "virl-l", "virl-vl")
-FAMILIES = {"gp-l": "gp", "gp-vl": "gp", "virl-l": "virl", "virl-vl": "virl"}
+from game.tasks import TASKS as REGISTRY
+from game.tasks import get_task
+
+TASKS = tuple(REGISTRY)
+FAMILIES = {name: task.family for name, task in REGISTRY.items()}
 VERIFY_ITER = {"gp": 5, "virl": 2}          # the paper's graded tries (GP: per hand; V-IRL: per position)
 REWARD_MODES = ("return", "final", "success")
 
@@ -87,7 +90,7 @@ class Instance:
 
     @property
     def vision(self) -> bool:
-        return self.task.endswith("-vl")
+        return get_task(self.task).vision
 
     def to_dict(self) -> dict:
         """Flat JSON: `{"task": ..., **params}` (a TRL column value, verl interaction kwargs)."""
@@ -140,7 +143,7 @@ def _gp_instances(task: str, split: str, n: int, offset: int) -> list[Instance]:
     from game.gp.deal import EVAL_CONFIGS, PAPER_SEED, DealConfig, Dealer, evaluation_hands
 
     if split == "train":
-        config = DealConfig(suits="black" if task == "gp-vl" else "mixed")
+        config = DealConfig(suits=get_task(task).suits)
         dealer = Dealer(GP_TRAIN_SEED, config)
         hands = dealer.take(offset + n)[offset:]
         rule = config.rule
