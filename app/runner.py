@@ -13,8 +13,9 @@ Events (`to_dict()` gives the JSON sent over SSE; `type` names the event):
 - `prompt`   — episode_id, call, messages (the exact chat sent), n_images
 - `waiting`  — episode_id, call (a human player's turn)
 - `delta`    — episode_id, call, text
-- `step`     — episode_id, call, output, parsed, reward, feedback, outcome, graded, terminated,
-               truncated, exact_correct, float_rejected, timing
+- `step`     — episode_id and the step record (`game.tasks.StepRecord`: call, reward, feedback,
+               outcome, graded, terminated, truncated, parsed, exact_correct, float_rejected,
+               output, timing) without its prompt
 - `finished` — episode_id, status (`finished`/`error`/`interrupted`), success, exact_success,
                n_steps, episode_return, error
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Any, AsyncIterator, Sequence
 
 from models.backends.base import Completion, TextDelta, in_session
@@ -35,7 +36,7 @@ from models.chat import Conversation, count_images
 from models.decoding import DecodingSettings
 
 from .store import Store, new_id
-from game.tasks import Instance, open_session
+from game.tasks import Instance, StepRecord, open_session
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -79,20 +80,11 @@ class Delta(Event):
     text: str
 
 
-@dataclass
-class StepDone(Event):
-    call: int
-    output: str
-    parsed: dict
-    reward: float
-    feedback: str
-    outcome: str
-    graded: bool
-    terminated: bool
-    truncated: bool
-    exact_correct: bool | None
-    float_rejected: bool | None
-    timing: dict
+# The `step` event: the registry's step record (`game.tasks.StepRecord`) without the chat sent,
+# which the `prompt` event already carried.
+StepDone = make_dataclass("StepDone", [(f.name, f.type, f) for f in fields(StepRecord) if f.name != "prompt"],
+                          bases=(Event,))
+StepDone.__doc__ = "One graded call, committed to the store before it is reported (`game.tasks.StepRecord`)."
 
 
 @dataclass
@@ -232,7 +224,7 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
             text = instance.spec.person_reply(session, final.text) if kind == "human" else final.text
             result = session.step(text)
             conv.record(text, result.feedback)
-            step = {**asdict(result), "prompt": messages, "output": text, "timing": _timing(final)}
+            step = asdict(StepRecord(**asdict(result), output=text, timing=_timing(final), prompt=messages))
             store.add_step(episode_id, step)  # committed before it is reported
             n_steps += 1
             step.pop("prompt")

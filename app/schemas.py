@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Task = Literal["gp-l", "gp-vl", "virl-l", "virl-vl"]
+from game.tasks import TASKS, StepRecord
+
+Task = Literal.__getitem__(tuple(TASKS))   # the registry's task names
 Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -152,20 +154,7 @@ class SubmitRequest(BaseModel):
     text: str = Field(min_length=1, max_length=4096, description="a formula / JSON reply (GP) or a reply (V-IRL)")
 
 
-class Step(BaseModel):
-    call: int
-    output: str
-    parsed: dict[str, Any]
-    reward: float
-    feedback: str
-    outcome: str
-    graded: bool
-    terminated: bool
-    truncated: bool
-    exact_correct: bool | None = None
-    float_rejected: bool | None = None
-    timing: dict[str, Any] = {}
-    prompt: list[dict[str, Any]] | None = None
+Step = StepRecord   # one stored step: the registry's step record, declared once (`game.tasks.StepRecord`)
 
 
 class Episode(BaseModel):

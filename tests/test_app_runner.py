@@ -51,6 +51,26 @@ def test_events_in_order_and_each_step_committed_before_reported(store):
     assert prompts[1].messages[2]["content"][0]["text"] == "You failed this trial because illegal characters."
 
 
+def test_one_step_record_for_the_event_the_store_and_the_api(store):
+    """The step record is declared once (`game.tasks.StepRecord`): the `step` event carries its
+    fields (less the prompt), the store's `steps` columns are its fields, and the API's `Step`
+    schema is it; a stored step validates as one."""
+    from dataclasses import fields
+
+    from app.schemas import Episode, Step
+    from game.tasks import StepRecord
+
+    names = {f.name for f in fields(StepRecord)}
+    events = asyncio.run(_collect(play(ScriptedPlayer("p", [RIGHT]), GP, store)))
+    step = next(e for e in events if e.type == "step")
+    assert set(step.to_dict()) == names - {"prompt"} | {"type", "episode_id"}
+    stored = store.steps(step.episode_id)[0]
+    assert names <= set(stored) and stored["output"] == step.output == RIGHT
+    assert Step is StepRecord
+    ep = Episode.model_validate({**store.get_episode(step.episode_id), "steps": [stored]})
+    assert ep.steps[0].reward == 5.0 and ep.steps[0].prompt == stored["prompt"]
+
+
 def test_step_limit_and_taxonomy(store):
     events = asyncio.run(_collect(play(ScriptedPlayer("p", ["x"] * 10), GP, store)))
     steps = [e for e in events if e.type == "step"]

@@ -17,7 +17,7 @@ built on this are in `game.protocol`. Like all of `game/`, this imports nothing 
 """
 from __future__ import annotations
 
-from .base import Instance, InstanceError, Split, StepResult, Task
+from .base import Instance, InstanceError, Split, StepRecord, StepResult, Task
 from .gp import GPLanguage, GPSession, GPVision, formula_reply, normalise_formula
 from .virl import VirlLanguage, VirlSession, VirlVision, action_reply, route_data
 
@@ -40,6 +40,6 @@ def open_session(instance: Instance) -> Session:
     return instance.spec.session(instance)
 
 
-__all__ = ["TASKS", "OUTCOMES", "Instance", "InstanceError", "Session", "Split", "StepResult", "Task",
+__all__ = ["TASKS", "OUTCOMES", "Instance", "InstanceError", "Session", "Split", "StepRecord", "StepResult", "Task",
            "action_reply", "formula_reply", "get_task", "normalise_formula", "open_session",
            "route_data"]

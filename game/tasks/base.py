@@ -120,8 +120,7 @@ class Instance:
 
 @dataclass
 class StepResult:
-    """One graded call as the task reports it. The runner adds the reply text and timing (one
-    `step` event, one stored `steps` row, one `schemas.Step`: the same names everywhere)."""
+    """One graded call as the task reports it (what `session.step(text)` returns)."""
 
     call: int
     reward: float
@@ -133,6 +132,18 @@ class StepResult:
     parsed: dict
     exact_correct: bool | None = None
     float_rejected: bool | None = None
+
+
+@dataclass
+class StepRecord(StepResult):
+    """The step record, declared once: the graded call plus the reply text graded (`output`), the
+    backend's `timing` and the exact chat sent (`prompt`). The runner's `step` event
+    (`app.runner.StepDone`, without the prompt), the API's `Step` schema (`app.schemas`) and the
+    store's `steps` columns (`app.store`) all use these names; a test keeps them in step."""
+
+    output: str = ""
+    timing: dict = field(default_factory=dict)
+    prompt: list | None = None
 
 
 @dataclass(frozen=True)
