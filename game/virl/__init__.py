@@ -17,12 +17,12 @@ from .episode import EpisodeOver, StepRecord, VirlEpisode, obs_act_text, start_e
 from .rail import Rail, RailEntry, action_space_text, build_rail, legal_actions
 from .routes import (PanoMapping, ReleaseDataset, Route, RouteDataError, exact_mapping, load_pickle_mapping,
                      load_routes, parse_milestone_info, parse_route_infos)
-from .verifier import Verdict, feedback_text, re_match, starts_fresh_chat, verify
+from .verifier import Verdict, re_match, verify
 
 __all__ = [
     "EpisodeOver", "StepRecord", "VirlEpisode", "obs_act_text", "start_episode",
     "Rail", "RailEntry", "action_space_text", "build_rail", "legal_actions",
     "PanoMapping", "ReleaseDataset", "Route", "RouteDataError", "exact_mapping", "load_pickle_mapping",
     "load_routes", "parse_milestone_info", "parse_route_infos",
-    "Verdict", "feedback_text", "re_match", "starts_fresh_chat", "verify",
+    "Verdict", "re_match", "verify",
 ]

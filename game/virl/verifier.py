@@ -33,7 +33,6 @@ VERIFY_NOT_AT_INTERSECTION = ("you are not at any intersection. Please avoid thi
 VERIFY_AT_INTERSECTION = ("you are at an intersection. Please avoid this observation and try again in the "
                           "same format:" + FORMAT_BLOCK + ".")
 VERIFY_EXCEEDED = "Exceed maximum verify steps"
-FEEDBACK_PREFIX = "You failed this trial because "
 
 _MISSING = "None"
 
@@ -110,11 +109,3 @@ def verify(model_output: str, gt_action: str, gt_observation: str) -> Verdict:
     return Verdict(INCORRECT_ACTION, VERIFY_WRONG_ACTION, action, obs, raises)
 
 
-def feedback_text(verify_info: str) -> str:
-    """The user turn appended after a failed call."""
-    return FEEDBACK_PREFIX + verify_info
-
-
-def starts_fresh_chat(verify_info: str | None) -> bool:
-    """Whether the next call starts a new conversation (after reset or a correct action)."""
-    return verify_info is None or "Correct action" in verify_info
