@@ -9,7 +9,9 @@ from conftest import load_conformance
 from game.virl.episode import start_episode
 from game.virl.rail import action_space_text, build_rail
 from game.virl.routes import PanoMapping, parse_route_infos
-from game.virl.verifier import feedback_text, re_match, starts_fresh_chat, verify
+from game.prompts import feedback_text
+from game.virl.verifier import re_match, verify
+from models.chat import starts_new_chat as starts_fresh_chat
 
 RAIL_FIELDS = ("heading", "gt_action", "relative_action", "observation", "intersection_observation",
                "instruction", "instruction_idx")
