@@ -62,6 +62,7 @@ def register(sub) -> None:
     pl.add_argument("--stages", default=",".join(("base", "init", "sft", "rl", "sft-diverse")),
                     help="comma-separated stages to train (existing ones are kept: resumable)")
     pl.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
+    pl.add_argument("--workers", type=int, default=1, help="evaluate stages in this many processes (default 1)")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     pl.add_argument("--no-progress", action="store_true")
@@ -171,7 +172,7 @@ def _cmd_pipeline(args) -> int:
     if args.no_eval:
         return 0
     findings = evaluate_stages(out, cfg, stages=[s for s in STAGES if (out / s / "config.json").is_file()],
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, workers=max(1, args.workers))
     for stage, row in findings["table"].items():
         cells = "   ".join(f"{s} {100 * row[s]['success']:5.1f} ± {100 * row[s]['se']:.1f} %" for s in SPLITS)
         print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")

@@ -419,58 +419,84 @@ def paired(a: Sequence[int], b: Sequence[int]) -> dict[str, float]:
     return {"diff": mean, "se": se, "z": mean / se if se else 0.0, "n": n}
 
 
-def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence[str] = STAGES,
-                    progress: bool = True) -> dict[str, Any]:
-    """The five-way table (ID, rule-OOD, KL to Init), the paired RL-vs-SFT comparison and the
-    snapshot curves; written to `root/findings.json` and returned."""
+CURVE_STAGES = ("sft", "rl", "sft-diverse")
+
+
+def evaluate_stage(root: "str | Path", stage: str, cfg: PipelineConfig, *, curve: bool = True,
+                   progress: bool = False) -> dict[str, Any]:
+    """One stage's table row (ID / rule-OOD success ± SE, KL(Init ‖ stage), compute), its
+    per-hand outcomes (for paired comparisons) and, for `CURVE_STAGES`, its snapshot curve."""
+    import torch
     from tqdm.auto import tqdm
 
     from .common import read_record
 
+    torch.set_num_threads(max(1, cfg.threads))
     root = Path(root)
-    init_model, tok = load_checkpoint(root / "init")
-    table: dict[str, Any] = {}
-    outcomes: dict[str, dict[str, list[int]]] = {}
-    for stage in tqdm(stages, desc="evaluate stages", disable=not progress):
-        model, tok = load_checkpoint(root / stage)
-        row: dict[str, Any] = {}
-        outcomes[stage] = {}
+    init_model, _ = load_checkpoint(root / "init")
+    model, tok = load_checkpoint(root / stage)
+    row: dict[str, Any] = {}
+    outcomes: dict[str, list[int]] = {}
+    for split in SPLITS:
+        o = episode_outcomes(model, tok, split, cfg.eval_n, seed=cfg.seed)
+        outcomes[split] = o
+        p = sum(o) / len(o)
+        row[split] = {"success": p, "se": binomial_se(p, len(o)), "n": len(o)}
+    row["kl_from_init"] = kl_to_init(init_model, model, tok, cfg.kl_prompts, cfg.seed)
+    rec = read_record(root / stage)
+    row["compute"] = rec.get("compute")
+    params = n_params(model)
+    pts = []
+    for s in (rec.get("snapshots") or []) if curve and stage in CURVE_STAGES else []:
+        snap, stok = load_checkpoint(s["path"])
+        train, infer = s.get("train_tokens") or 0, s.get("infer_tokens") or 0
+        pt = {"step": s["step"], "train_tokens": train, "infer_tokens": infer,
+              "flops": 2.0 * params * (3 * train + infer)}
         for split in SPLITS:
-            o = episode_outcomes(model, tok, split, cfg.eval_n, seed=cfg.seed)
-            outcomes[stage][split] = o
-            p = sum(o) / len(o)
-            row[split] = {"success": p, "se": binomial_se(p, len(o)), "n": len(o)}
-        row["kl_from_init"] = kl_to_init(init_model, model, tok, cfg.kl_prompts, cfg.seed)
-        rec = read_record(root / stage)
-        row["compute"] = rec.get("compute")
-        table[stage] = row
+            o = episode_outcomes(snap, stok, split, cfg.curve_n, seed=cfg.seed)
+            pt[split] = sum(o) / len(o)
+        pt["kl_from_init"] = kl_to_init(init_model, snap, stok, min(cfg.kl_prompts, 64), cfg.seed)
+        pts.append(pt)
+        if progress:
+            tqdm.write(f"curve {stage} step {s['step']}: " + ", ".join(f"{k} {pt[k]:.3f}" for k in SPLITS))
+    return {"stage": stage, "row": row, "outcomes": outcomes, "curve": pts}
+
+
+def _evaluate_stage_job(args) -> dict[str, Any]:
+    root, stage, cfg = args
+    return evaluate_stage(root, stage, cfg, progress=True)
+
+
+def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence[str] = STAGES,
+                    progress: bool = True, workers: int = 1) -> dict[str, Any]:
+    """The five-way table (ID, rule-OOD, KL to Init), the paired comparisons and the snapshot
+    curves; written to `root/findings.json` and returned. `workers` > 1 evaluates stages in that
+    many processes (one torch thread each)."""
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    if workers > 1:
+        import multiprocessing as mp
+
+        job_cfg = replace(cfg, threads=1)
+        with mp.get_context("spawn").Pool(workers) as pool:
+            results = pool.map(_evaluate_stage_job, [(str(root), st, job_cfg) for st in stages], chunksize=1)
+    else:
+        results = [evaluate_stage(root, st, cfg, progress=progress)
+                   for st in tqdm(stages, desc="evaluate stages", disable=not progress)]
+    table = {r["stage"]: r["row"] for r in results}
+    outcomes = {r["stage"]: r["outcomes"] for r in results}
+    curves = {r["stage"]: r["curve"] for r in results if r["curve"]}
     comparisons = {}
-    if "rl" in outcomes and "sft" in outcomes:
-        comparisons["rl_minus_sft"] = {s: paired(outcomes["rl"][s], outcomes["sft"][s]) for s in SPLITS}
-    if "rl" in outcomes and "init" in outcomes:
-        comparisons["rl_minus_init"] = {s: paired(outcomes["rl"][s], outcomes["init"][s]) for s in SPLITS}
-    if "sft-diverse" in outcomes and "sft" in outcomes:
-        comparisons["sft_diverse_minus_sft"] = {s: paired(outcomes["sft-diverse"][s], outcomes["sft"][s])
-                                                for s in SPLITS}
-    curves: dict[str, list] = {}
-    for stage in ("sft", "rl", "sft-diverse", "base"):
-        snaps = read_record(root / stage).get("snapshots") or []
-        pts = []
-        for s in tqdm(snaps, desc=f"curve {stage}", disable=not progress):
-            model, tok = load_checkpoint(s["path"])
-            pt = {"step": s["step"], "train_tokens": s.get("train_tokens"), "infer_tokens": s.get("infer_tokens")}
-            for split in SPLITS:
-                o = episode_outcomes(model, tok, split, cfg.curve_n, seed=cfg.seed)
-                pt[split] = sum(o) / len(o)
-            pt["kl_from_init"] = kl_to_init(init_model, model, tok, min(cfg.kl_prompts, 64), cfg.seed) \
-                if stage != "base" else None
-            pts.append(pt)
-        if pts:
-            curves[stage] = pts
+    for name, a, b in (("rl_minus_sft", "rl", "sft"), ("rl_minus_init", "rl", "init"),
+                       ("sft_minus_init", "sft", "init"), ("sft_diverse_minus_sft", "sft-diverse", "sft")):
+        if a in outcomes and b in outcomes:
+            comparisons[name] = {s: paired(outcomes[a][s], outcomes[b][s]) for s in SPLITS}
     findings = {"task": cfg.task, "protocol": {"episodes_per_split": cfg.eval_n, "curve_episodes": cfg.curve_n,
                                                "decoding": "checkpoint default (T=0.6, top-p 0.9)",
                                                "splits": {s: get_task("gp-l").split(s).description for s in SPLITS},
                                                "hands": "protocol.instances (seed-42 language_id / language_rule_ood)"},
-                "table": table, "paired": comparisons, "curves": curves, "environment": environment()}
+                "table": table, "paired": comparisons, "curves": curves, "config": asdict(cfg),
+                "environment": environment()}
     (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
     return findings
