@@ -81,6 +81,7 @@ class Batcher:
                 raise RuntimeError(f"model {self.name!r} is busy: {len(self._pending)} requests are waiting; "
                                    "try again shortly")
             self._pending.append(request)
+            self._cv.notify_all()
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._run, name=f"generate-{self.name}", daemon=True).start()
@@ -89,6 +90,11 @@ class Batcher:
         """Block until the worker has nothing to do and has exited (True), or `timeout` passes."""
         with self._cv:
             return self._cv.wait_for(lambda: not self._running, timeout)
+
+    def wait_pending(self, n: int, timeout: float | None = None) -> bool:
+        """Block until at least `n` requests wait for a row (True) or `timeout` passes (False)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: len(self._pending) >= n, timeout)
 
     @property
     def busy(self) -> bool:
