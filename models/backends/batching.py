@@ -69,9 +69,12 @@ class Batcher:
         self._cv = threading.Condition()
         self._running = False
         self._rows: list[BatchRequest] = []   # the running batch's rows (worker thread only)
-        # statistics, for tests and benchmarks: the largest batch seen and rows that joined mid-batch
+        # statistics, for tests and benchmarks: the largest batch seen, rows that joined a running
+        # batch, decoding steps and tokens generated (tokens / steps = the mean batch size)
         self.max_rows_seen = 0
         self.joined_rows = 0
+        self.steps = 0
+        self.tokens = 0
 
     # ------------------------------------------------------------------ caller side (any thread)
     def submit(self, request: BatchRequest) -> None:
@@ -153,6 +156,8 @@ class Batcher:
             if not rows:
                 return
             tokens = _sample(state.logits, rows, state.eos).tolist()
+            self.steps += 1
+            self.tokens += len(rows)
             keep: list[int] = []
             for i, (req, tok) in enumerate(zip(rows, tokens)):
                 req.generated += 1
