@@ -53,18 +53,20 @@ class BatchRequest:
     cancel: threading.Event = field(default_factory=threading.Event)
     generated: int = 0             # tokens generated so far (read by the caller after the end)
     generator: Any = None          # the row's torch.Generator when seeded (set by the worker)
+    out: list[int] = field(default_factory=list)   # generated token ids (worker thread only)
 
 
 class Batcher:
     """The batching worker of one loaded text model (see the module docstring)."""
 
     def __init__(self, model, *, eos_ids: set[int], pad_id: int, name: str, lock: threading.Lock,
-                 max_batch: int = 32, max_pending: int = 256) -> None:
-        if max_batch < 1 or max_pending < 1:
-            raise ValueError("max_batch and max_pending must be at least 1")
+                 max_batch: int = 32, max_pending: int = 256, prefix_cache_tokens: int = 8192) -> None:
+        if max_batch < 1 or max_pending < 1 or prefix_cache_tokens < 0:
+            raise ValueError("max_batch and max_pending must be at least 1, prefix_cache_tokens at least 0")
         self.model, self.eos_ids, self.pad_id, self.name = model, set(eos_ids), pad_id, name
         self.lock = lock               # held while a batch runs (shows "busy")
         self.max_batch, self.max_pending = max_batch, max_pending
+        self.prefixes = _PrefixCache(prefix_cache_tokens)
         self._pending: deque[BatchRequest] = deque()
         self._cv = threading.Condition()
         self._running = False
@@ -75,6 +77,8 @@ class Batcher:
         self.joined_rows = 0
         self.steps = 0
         self.tokens = 0
+        self.prompt_tokens = 0         # prompt tokens admitted
+        self.reused_tokens = 0         # of which taken from the prefix cache instead of computed
 
     # ------------------------------------------------------------------ caller side (any thread)
     def submit(self, request: BatchRequest) -> None:
@@ -142,7 +146,7 @@ class Batcher:
                 new = self._take(room)
                 if new:
                     try:
-                        fresh = self._prefill(new)
+                        fresh = self._admit(new)
                         if state is not None:
                             state.join(fresh)
                             self.joined_rows += len(new)
@@ -161,10 +165,13 @@ class Batcher:
             keep: list[int] = []
             for i, (req, tok) in enumerate(zip(rows, tokens)):
                 req.generated += 1
+                req.out.append(tok)
                 req.streamer.add(tok)
                 if tok in self.eos_ids or req.generated >= req.sampling.max_new_tokens or req.cancel.is_set():
                     req.streamer.end()
                     req.finish(None)
+                    if state.can_join:
+                        self.prefixes.put(req.ids + req.out[:-1], state.row_kv(i))
                 else:
                     keep.append(i)
             if len(keep) < len(rows):
@@ -176,26 +183,68 @@ class Batcher:
             with torch.inference_mode():
                 state.step(self.model, torch.tensor([tokens[i] for i in keep], device=state.mask.device))
 
-    def _prefill(self, reqs: list[BatchRequest]) -> "_State":
+    def _admit(self, reqs: list[BatchRequest]) -> "_State":
+        """Prefill new rows in one forward pass. A row whose prompt starts with a cached prefix
+        computes only the rest: the cached keys/values (left-padded to the longest prefix) form
+        the pass's cache, and each row's remaining tokens (left-padded) follow them; padding
+        between the two is masked, and positions are per row."""
         import torch
+        from transformers import DynamicCache
 
         device = next(self.model.parameters()).device
-        width = max(len(r.ids) for r in reqs)
-        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(reqs), width), dtype=torch.long)
-        for row, req in enumerate(reqs):
-            ids[row, width - len(req.ids):] = torch.tensor(req.ids, dtype=torch.long)
-            mask[row, width - len(req.ids):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        hits = []
         for req in reqs:
             if req.sampling.seed is not None and req.sampling.do_sample:
                 req.generator = torch.Generator(device=device).manual_seed(int(req.sampling.seed))
+            hit = self.prefixes.longest(req.ids)
+            hits.append(hit)
+            self.prompt_tokens += len(req.ids)
+            self.reused_tokens += hit[0] if hit else 0
+        known = [hit[0] if hit else 0 for hit in hits]
+        width_known = max(known)
+        width_new = max(len(r.ids) - n for r, n in zip(reqs, known))
+        ids = torch.full((len(reqs), width_new), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), width_known + width_new), dtype=torch.long)
+        for row, (req, n) in enumerate(zip(reqs, known)):
+            rest = req.ids[n:]
+            ids[row, width_new - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            mask[row, width_known - n:width_known] = 1
+            mask[row, mask.shape[1] - len(rest):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, width_known:]
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        cache = None
+        if width_known:
+            cache = DynamicCache()
+            for layer in range(len(next(hit for hit in hits if hit)[1])):
+                keys, values = [], []
+                for hit in hits:
+                    k, v = hit[1][layer] if hit else _empty_kv(next(h for h in hits if h)[1][layer])
+                    keys.append(_left_pad(k, width_known, -2))
+                    values.append(_left_pad(v, width_known, -2))
+                cache.update(torch.cat(keys).to(device), torch.cat(values).to(device), layer)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                             use_cache=True, logits_to_keep=1)
         eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
         return _State(out.cache, mask, positions[:, -1] + 1, out.logits[:, -1], eos)
+
+
+def _left_pad(t, width: int, dim: int):
+    """`t` with zeros prepended along `dim` up to `width`."""
+    import torch
+
+    short = width - t.shape[dim]
+    if short <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = short
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _empty_kv(like: tuple) -> tuple:
+    """Zero-length keys/values shaped like one row of `like`."""
+    k, v = like
+    return k[:1, :, :0, :], v[:1, :, :0, :]
 
 
 class _State:
@@ -204,6 +253,12 @@ class _State:
     def __init__(self, cache, mask, next_pos, logits, eos) -> None:
         self.cache, self.mask, self.next_pos, self.logits, self.eos = cache, mask, next_pos, logits, eos
         self.can_join = _plain_kv(cache)
+
+    def row_kv(self, i: int) -> list[tuple]:
+        """Row `i`'s keys and values over its real (unmasked) tokens, per layer (copies)."""
+        real = self.mask[i].bool()
+        return [(layer.keys[i:i + 1, :, real, :].clone(), layer.values[i:i + 1, :, real, :].clone())
+                for layer in self.cache.layers]
 
     def select(self, keep: list[int]) -> None:
         """Keep only rows `keep`, and drop left columns that are padding in every remaining row."""
@@ -224,13 +279,8 @@ class _State:
 
         width = max(self.mask.shape[1], other.mask.shape[1])
 
-        def pad(t, dim):  # left-pad dimension `dim` with zeros to `width`
-            short = width - t.shape[dim]
-            if not short:
-                return t
-            shape = list(t.shape)
-            shape[dim] = short
-            return torch.cat([t.new_zeros(shape), t], dim=dim)
+        def pad(t, dim):
+            return _left_pad(t, width, dim)
 
         # everything is built before anything is assigned: a failure (out of memory) leaves us intact
         kv = [(torch.cat([pad(mine.keys, -2), pad(theirs.keys, -2)], dim=0),
@@ -252,6 +302,70 @@ class _State:
                     cache=self.cache, use_cache=True)
         self.cache, self.logits = out.cache, out.logits[:, -1]
         self.next_pos = self.next_pos + 1
+
+
+class _PrefixCache:
+    """Keys/values of recently finished rows (prompt + reply), least recently used first out,
+    bounded by `budget` tokens in all. A new prompt that starts with a cached row's tokens reuses
+    their keys/values: a multi-turn episode's next prompt is its previous prompt and reply plus
+    feedback, and every prompt of a task shares its instructions. Worker thread only."""
+
+    MIN_REUSE = 8  # shorter shared prefixes are not worth a separate forward pass
+
+    def __init__(self, budget: int) -> None:
+        from collections import OrderedDict
+
+        self.budget, self.used = budget, 0
+        self.entries: "OrderedDict[bytes, tuple[list[int], list]]" = OrderedDict()
+
+    def put(self, ids: list[int], kv: list) -> None:
+        if not ids or len(ids) > self.budget or not kv or kv[0][0].shape[-2] != len(ids):
+            return
+        key = _pack(ids)
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return
+        self.entries[key] = (ids, kv)
+        self.used += len(ids)
+        while self.used > self.budget:
+            _, (old, _) = self.entries.popitem(last=False)
+            self.used -= len(old)
+
+    def longest(self, ids: list[int]) -> tuple[int, list] | None:
+        """The longest cached prefix of `ids` (at most all but the last token: the last one's
+        logits must be computed) as (length, keys/values cut to it), or None."""
+        target = _pack(ids)
+        best, best_key = 0, None
+        for key in self.entries:
+            n = _common_prefix(key, target) // 4
+            if n > best:
+                best, best_key = n, key
+        best = min(best, len(ids) - 1)
+        if best_key is None or best < self.MIN_REUSE:
+            return None
+        self.entries.move_to_end(best_key)
+        kv = self.entries[best_key][1]
+        return best, [(k[:, :, :best, :], v[:, :, :best, :]) for k, v in kv]
+
+
+def _pack(ids: list[int]) -> bytes:
+    import array
+
+    return array.array("i", ids).tobytes()
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length in bytes of the common prefix of `a` and `b` (binary search on C-speed compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while lo < hi:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo - lo % 4
 
 
 def _plain_kv(cache) -> bool:
