@@ -177,3 +177,20 @@ def test_waiting_requests_are_bounded():
     too_long = asyncio.run(backend.complete(_chats(1)[0], settings=DecodingSettings(max_tokens=10**6)))
     assert not too_long.ok and "max_tokens" in too_long.error
     assert backend.wait_idle(60)
+
+
+def test_a_prompt_extending_a_recent_one_reuses_its_keys_and_values(local):
+    """The next turn of an episode (previous prompt + reply + feedback) computes only the new
+    tokens, and decodes exactly as a backend without the prefix cache."""
+    cold = LocalBackend(name="cold", path=str(CKPT), prefix_cache_tokens=0)
+    prompt = gp_prompt(["9", "4", "Q", "2"])
+    first = asyncio.run(local.complete(gp_chat(prompt), settings=GREEDY))
+    second_turn = gp_chat(prompt, [(first.text, "the formula does not use every card.")])
+    reused_before = local.batcher.reused_tokens
+    warm = asyncio.run(local.complete(second_turn, settings=GREEDY))
+    assert local.batcher.reused_tokens - reused_before >= first.prompt_tokens
+    reference = asyncio.run(cold.complete(second_turn, settings=GREEDY))
+    assert cold.batcher.reused_tokens == 0
+    assert warm.ok and warm.text == reference.text and warm.completion_tokens == reference.completion_tokens
+    assert local.batcher.prefixes.used <= local.batcher.prefixes.budget
+    assert cold.wait_idle(60)
