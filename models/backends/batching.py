@@ -12,6 +12,13 @@ end-of-turn token, its `max_new_tokens`, or its caller cancelled or hit a stop s
 cache keeps only the remaining rows. Nothing here depends on timing: grouping decides only which
 rows share a forward pass, never a row's tokens (up to floating-point rounding).
 
+Finished rows leave their keys/values in a small prefix cache (bounded in tokens, least recently
+used out): a new prompt that starts with a cached row's tokens (the next turn of an episode is its
+previous prompt and reply plus feedback; every prompt of a task shares its instructions) computes
+only the rest. In the admitting pass, cached keys/values are left-padded to the longest prefix and
+each row's remaining tokens follow them; the padding in between is masked and positions are per
+row, so a row's attention sees exactly its own tokens.
+
 Sampling is per row (`Sampling`): greedy, or temperature / top-k / top-p in transformers' order,
 `min_new_tokens` (end-of-turn suppressed until then), and a `torch.Generator` per seeded request,
 so a seeded request gets the same tokens whatever it is batched with.
