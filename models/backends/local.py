@@ -17,7 +17,7 @@ special tokens skipped.
 from __future__ import annotations
 
 import asyncio
-import functools
+import collections
 import io
 import json
 import threading
@@ -260,8 +260,8 @@ class LocalBackend(Backend):
         inputs = await asyncio.to_thread(lm.encode, messages, images)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        post = functools.partial(_post, loop, queue)
+        mailbox = _Mailbox(loop)
+        post = mailbox.post
         streamer = _TokenStreamer(lm.tokenizer, lm.eos_ids, post, timer)
         if lm.batcher is not None:
             cancel = self._submit(lm, inputs, settings, streamer, post)
@@ -271,7 +271,7 @@ class LocalBackend(Backend):
         stopped_on = None
         try:
             while True:
-                kind, value = await queue.get()
+                kind, value = await mailbox.get()
                 if kind == "delta":
                     piece = value
                     if settings.stop:
@@ -359,12 +359,38 @@ class LocalBackend(Backend):
         return Health(True, f"checkpoint found ({model_type}), loads on first use", (self.name,))
 
 
-def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
-    """Hand `item` to the consumer's loop from the worker thread; a no-op once the loop is gone."""
-    try:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
-    except RuntimeError:  # the consumer's event loop has closed (the user left)
-        pass
+class _Mailbox:
+    """Items from a generating thread to one consumer on an event loop, in order. A post wakes the
+    loop only when no wake-up is already pending, so a busy loop takes several deltas per wake-up
+    instead of trading the GIL with the generating thread once per token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: collections.deque = collections.deque()
+        self.scheduled = False
+        self.ready = asyncio.Event()
+
+    def post(self, item) -> None:
+        """Called from any thread; a no-op once the consumer's loop has closed (the user left)."""
+        with self.lock:
+            self.items.append(item)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self.ready.set)
+        except RuntimeError:  # the consumer's event loop has closed
+            pass
+
+    async def get(self):
+        while True:
+            with self.lock:
+                if self.items:
+                    return self.items.popleft()
+                self.scheduled = False
+                self.ready.clear()
+            await self.ready.wait()
 
 
 def _first_stop(text: str, stops) -> int | None:
