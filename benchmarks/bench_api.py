@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import report
+from run import report, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 50
@@ -153,10 +153,7 @@ def bench_eval_concurrency(tmp: Path, episodes: int = 8) -> None:
 def bench_local_eval_concurrency(tmp: Path, episodes: int = 96) -> None:
     """The in-process `local` backend on the in-repo GP-L SFT checkpoint, with its own decoding
     (the paper's: sampling from the checkpoint's generation config, 256 new tokens), as
-    `sftvsrl eval` runs it. One torch thread, as the server rows: on a small shared machine more
-    intra-op threads only add barrier stalls for a 1 M-parameter model."""
-    import torch
-
+    `sftvsrl eval` runs it, with one torch thread (`run.torch_threads`)."""
     from models.backends.local import LocalBackend
     from models.decoding import PAPER_EVAL
 
@@ -169,14 +166,12 @@ def bench_local_eval_concurrency(tmp: Path, episodes: int = 96) -> None:
         made.append((conc, backend))
         return backend
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        rates = _eval_rates(tmp, "local", fresh, PAPER_EVAL, episodes)
+        with torch_threads(1):
+            rates = _eval_rates(tmp, "local", fresh, PAPER_EVAL, episodes)
     finally:
         for _, backend in made:
             backend.wait_idle()
-        torch.set_num_threads(threads)
     batched = [b.batcher for conc, b in made if conc == 16]
     steps, tokens = sum(b.steps for b in batched), sum(b.tokens for b in batched)
     prompt, reused = sum(b.prompt_tokens for b in batched), sum(b.reused_tokens for b in batched)

