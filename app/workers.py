@@ -13,6 +13,7 @@ process that holds threads and model weights) and start on first use.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures as cf
 import multiprocessing
 import threading
@@ -109,6 +110,14 @@ def shared_pool() -> WorkerPool:
     if _shared is None:
         _shared = WorkerPool()
     return _shared
+
+
+def _close_shared() -> None:
+    if _shared is not None:
+        _shared.close()
+
+
+atexit.register(_close_shared)
 
 
 def configure(workers: int, timeout_s: float) -> WorkerPool:

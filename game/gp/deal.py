@@ -44,6 +44,9 @@ class UnreachableTarget(DealError):
     def __init__(self, message: str, nearest: list[int]) -> None:
         super().__init__(message)
         self.nearest = nearest
+
+    def __reduce__(self):  # picklable (it crosses the worker-pool boundary)
+        return (type(self), (str(self), self.nearest))
 _ID_RE = re.compile(r"^((?:[HSDC](?:[2-9AJQKT]|10)){4})(?:-(\d{1,9}))?$")
 
 
