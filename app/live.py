@@ -5,6 +5,11 @@ A `LiveGroup` runs `runner.play_paired` in a background task and appends every e
 in-memory log; subscribers read the log from any index (SSE `Last-Event-ID`) and wait for more.
 Finished groups stay in memory for a while (`keep`), after which the API replays them from the
 store instead. Human players of a group are reachable by episode id for `submit`.
+
+A group without human players that nobody watches (no SSE subscriber) for `unwatched_s` seconds
+is cancelled: its episodes are stored `interrupted` with what they committed. The watchdog waits
+on subscribe/unsubscribe events (no polling), so `unwatched_s=0` cancels at once — which is how
+the tests drive it.
 """
 from __future__ import annotations
 
@@ -91,37 +96,53 @@ class LiveGroup:
     finished_at: float | None = None
     humans: dict[str, HumanPlayer] = field(default_factory=dict)
     task: asyncio.Task | None = None
+    watchdog: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
+    client: str = ""                      # who started it (fair-use caps)
+    watchers: int = 0                     # SSE subscribers right now
+    watch_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_reason: str | None = None        # why the server cancelled it (e.g. nobody watched)
 
     def _append(self, event: dict) -> None:
         self.events.append(event)
         self.changed.set()
         self.changed = asyncio.Event()
 
+    def _watch_change(self, delta: int) -> None:
+        self.watchers += delta
+        self.watch_changed.set()
+        self.watch_changed = asyncio.Event()
+
     async def subscribe(self, after: int = 0, episode_id: str | None = None, ping_s: float = 15.0):
         """Yield (index, event) from index `after` on until the group is done; (index, None)
-        every `ping_s` seconds without events (a keep-alive for SSE, and a disconnect check)."""
-        i = after
-        while True:
-            while i < len(self.events):
-                ev = self.events[i]
-                i += 1
-                if episode_id is None or ev.get("episode_id") == episode_id:
-                    yield i, ev
-            if self.done:
-                return
-            try:
-                await asyncio.wait_for(self.changed.wait(), ping_s)
-            except asyncio.TimeoutError:
-                yield i, None
+        every `ping_s` seconds without events (a keep-alive for SSE, and a disconnect check).
+        `after` is an SSE `Last-Event-ID`: 0..len(events) (the caller validates it)."""
+        i = max(0, min(int(after), len(self.events)))
+        self._watch_change(+1)
+        try:
+            while True:
+                while i < len(self.events):
+                    ev = self.events[i]
+                    i += 1
+                    if episode_id is None or ev.get("episode_id") == episode_id or ev.get("type") == "group_finished":
+                        yield i, ev
+                if self.done:
+                    return
+                try:
+                    await asyncio.wait_for(self.changed.wait(), ping_s)
+                except asyncio.TimeoutError:
+                    yield i, None
+        finally:
+            self._watch_change(-1)
 
 
 class LiveRegistry:
-    def __init__(self, store: Store, keep: int = 256) -> None:
+    def __init__(self, store: Store, keep: int = 256, unwatched_s: float | None = 60.0) -> None:
         self.store = store
         self.keep = keep
+        self.unwatched_s = unwatched_s
         self.groups: OrderedDict[str, LiveGroup] = OrderedDict()
         self.by_episode: dict[str, str] = {}
 
@@ -136,9 +157,13 @@ class LiveRegistry:
         g = self.group_of(episode_id)
         return g.humans.get(episode_id) if g else None
 
-    async def start(self, participants: list, instance: Instance, settings: dict | None = None) -> LiveGroup:
+    def running(self, client: str | None = None) -> int:
+        return sum(1 for g in self.groups.values() if not g.done and (client is None or g.client == client))
+
+    async def start(self, participants: list, instance: Instance, settings: dict | None = None,
+                    client: str = "") -> LiveGroup:
         """Start a group in the background; returns once every participant's episode exists."""
-        group = LiveGroup(new_id(), instance)
+        group = LiveGroup(new_id(), instance, client=client)
         self.groups[group.group_id] = group
         humans = {p.name: p for p in participants if isinstance(p, HumanPlayer)}
         n = len(participants)
@@ -162,12 +187,31 @@ class LiveRegistry:
                 group.done = True
                 group.finished_at = time.time()
                 group.started.set()
-                group._append({"type": "group_finished", "group_id": group.group_id})
+                group._append({"type": "group_finished", "group_id": group.group_id,
+                               **({"reason": group.stop_reason} if group.stop_reason else {})})
+                group._watch_change(0)  # wakes the watchdog
                 self._evict()
 
         group.task = asyncio.create_task(run())
         await group.started.wait()
+        if not humans and self.unwatched_s is not None and not group.done:
+            group.watchdog = asyncio.create_task(self._watchdog(group))
         return group
+
+    async def _watchdog(self, group: LiveGroup) -> None:
+        """Cancel a model-only group once nobody has watched it for `unwatched_s` seconds."""
+        while not group.done:
+            changed = group.watch_changed
+            if group.watchers > 0:
+                await changed.wait()
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), self.unwatched_s)
+            except asyncio.TimeoutError:
+                if group.watchers == 0 and not group.done and group.task is not None:
+                    group.stop_reason = f"nobody watched this game for {self.unwatched_s:g} s"
+                    group.task.cancel()
+                return
 
     def _evict(self) -> None:
         finished = [g for g in self.groups.values() if g.done]
@@ -177,7 +221,7 @@ class LiveRegistry:
                 self.by_episode.pop(eid, None)
 
     async def shutdown(self) -> None:
-        tasks = [g.task for g in self.groups.values() if g.task and not g.task.done()]
+        tasks = [t for g in self.groups.values() for t in (g.task, g.watchdog) if t and not t.done()]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,9 +2,11 @@
 groups and evaluations into one app. API routers live under `/api`, OpenAPI docs at `/docs`;
 `/` is left for the UI (issue 7 mounts Gradio there) and serves a small placeholder page until then.
 
-Cross-cutting concerns owned here: request body size limit (413), clear JSON errors (4xx with a
-`detail` message, 500 without a stack trace), start-up recovery (episodes left `running` by a
-crash become `interrupted`), and shutdown (running groups and evaluations are cancelled).
+Cross-cutting concerns owned here: the edge guard (request head limit 431, body limit 413, JSON
+bodies with NaN/Infinity, lone surrogates or over-long numbers refused with 422), clear JSON errors
+(4xx with a `detail` message, 500 without a stack trace), start-up recovery (episodes left
+`running` by a crash become `interrupted`), and shutdown (running groups and evaluations are
+cancelled, the worker pool is stopped).
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from .access import Access, load_secret
 from .live import LiveRegistry, ModelPool
 from .settings import Settings
 from .store import Store, StoreError
+from .workers import WorkerPool
 
 log = logging.getLogger("sftvsrl.app")
 
@@ -29,25 +33,34 @@ class AppContext:
     store: Store
     pool: ModelPool
     live: LiveRegistry
+    access: Access | None = None        # None: no public-demo rules (a CLI context)
+    workers: WorkerPool | None = None
     evals: dict[str, asyncio.Task] = field(default_factory=dict)
 
 
-class BodyLimit:
-    """ASGI middleware: reject request bodies over `limit` bytes with 413 (declared or streamed)."""
+class EdgeGuard:
+    """ASGI middleware for every HTTP request: a request head over `header_limit` bytes is a 431;
+    a body over `limit` bytes (declared or streamed) a 413; a JSON body (`/api/…`) that Python's
+    `json` would accept but no client should send — NaN/Infinity, lone surrogates, integers
+    over 4,300 digits — a 422 naming the problem. Bodies are read here once and replayed."""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, header_limit: int = 16 * 1024) -> None:
+        self.app, self.limit, self.header_limit = app, limit, header_limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        head += sum(len(k) + len(v) + 4 for k, v in raw_headers)
+        if head > self.header_limit:
+            return await _error(send, 431, f"request head too large (limit {self.header_limit} bytes)")
+        headers = dict(raw_headers)
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await _too_large(send, self.limit)
-        if declared is not None or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
-        # A streamed (chunked) body: read it here, up to the limit, then hand it on in one piece.
         body, more = b"", True
         while more:
             message = await receive()
@@ -57,7 +70,56 @@ class BodyLimit:
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 return await _too_large(send, self.limit)
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if body and ctype == b"application/json" and scope.get("path", "").startswith("/api/"):
+            problem = json_problem(body)
+            if problem:
+                return await _error(send, 422, problem)
         await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why this JSON body is refused (None: fine, or malformed JSON left to the app's own 422)."""
+    import json
+    import math
+
+    def constant(name: str):
+        raise _Refused(f"{name} is not a valid JSON number (send a finite number)")
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the request body is not valid UTF-8"
+    try:
+        doc = json.loads(text, parse_constant=constant)
+    except _Refused as exc:
+        return str(exc)
+    except ValueError as exc:
+        if "int" in str(exc) and "digits" in str(exc):
+            return "a number in the request has too many digits"
+        return None  # malformed JSON: FastAPI answers 422 with the position
+    except RecursionError:
+        return "the request body is nested too deeply"
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string in the request holds a lone surrogate (\\ud800-\\udfff); send valid Unicode"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "numbers in the request must be finite (1e999 overflows to infinity)"
+    return None
+
+
+class _Refused(ValueError):
+    pass
 
 
 def _replay(messages: list, then=None):
@@ -74,10 +136,14 @@ def _replay(messages: list, then=None):
 
 
 async def _too_large(send, limit: int) -> None:
+    await _error(send, 413, f"request body too large (limit {limit} bytes)")
+
+
+async def _error(send, status: int, detail: str) -> None:
     import json
 
-    body = json.dumps({"detail": f"request body too large (limit {limit} bytes)"}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
@@ -99,7 +165,16 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
     if recovered:
         log.warning("%d episode(s) left running by a previous process marked interrupted", recovered)
     pool = pool or ModelPool.from_file(settings.models_config, settings.model_concurrency)
-    ctx = AppContext(settings, store, pool, LiveRegistry(store))
+    access = Access(load_secret(settings.data_dir), public=settings.public, gallery=settings.show_gallery,
+                    admin_token=settings.admin_token, max_live_groups=settings.max_live_games,
+                    max_games_per_client=settings.max_games_per_client)
+    from . import sources
+    from . import workers as workers_mod
+
+    sources.configure(settings)
+
+    ctx = AppContext(settings, store, pool, LiveRegistry(store, unwatched_s=settings.unwatched_s), access,
+                     workers_mod.configure(settings.cpu_workers, settings.cpu_timeout_s))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -109,6 +184,7 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
             t.cancel()
         await asyncio.gather(*ctx.evals.values(), return_exceptions=True)
         await pool.aclose()
+        ctx.workers.close()
 
     app = FastAPI(title="SFT-vs-RL playground API", version=__version__, lifespan=lifespan,
                   description="GeneralPoints and V-IRL episodes, models, stored episodes and evaluations "
@@ -130,5 +206,5 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
         async def index() -> str:
             return PLACEHOLDER
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(EdgeGuard, limit=settings.max_body_bytes, header_limit=settings.max_header_bytes)
     return app

@@ -208,7 +208,8 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
             call = n_steps + 1
             messages = conv.messages_for(session.prompt())
             n_images = count_images(messages)
-            images = [session.image()] * n_images if n_images else []
+            # Rendering and grading are CPU work: off the event loop (the session is ours alone).
+            images = [await asyncio.to_thread(session.image)] * n_images if n_images else []
             yield PromptSent(episode_id, call, messages, n_images)
             if kind == "human":
                 yield Waiting(episode_id, call)
@@ -222,7 +223,7 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
                 status, error = "error", (final.error if final else "no reply")
                 break
             text = instance.spec.person_reply(session, final.text) if kind == "human" else final.text
-            result = session.step(text)
+            result = await asyncio.to_thread(session.step, text)
             conv.record(text, result.feedback)
             step = asdict(StepRecord(**asdict(result), output=text, timing=_timing(final), prompt=messages))
             store.add_step(episode_id, step)  # committed before it is reported

@@ -147,6 +147,8 @@ class GroupStarted(BaseModel):
     instance_key: str
     episodes: list[EpisodeRef]
     events_url: str
+    token: str = Field(description="the game's capability: X-Game-Token header (or ?token= for SSE) "
+                                   "to play, cancel or read it")
 
 
 class SubmitRequest(BaseModel):

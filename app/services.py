@@ -2,17 +2,19 @@
 input, applies the caps and picks each model's checkpoint for the task, the same way whoever calls:
 
 - `live_instance` / `route_source`: an instance or a V-IRL route set a client may open (over the
-  API and the UI, route sources are bundled sets or the server's configured source, never paths);
+  API and the UI, route sources follow the one policy of `app.sources`: bundled sets, the server's
+  configured source, directories under the operator's `SFTVSRL_VIRL_DIRS`);
 - `model_player`: a configured model as a participant for a task (its per-task checkpoint, its
   decoding merged with any overrides);
-- `start_group`: start a live group of participants on one instance (at most `MAX_LIVE_GROUPS`
-  running at once);
-- `start_evaluation` / `cancel_evaluation`: one evaluation at a time per server, resumable, whole
-  or one shard of it; `merge_shards`: the finished shards into one run (see `app.shards`).
+- `start_group`: start a live group of participants on one instance, under the fair-use caps of
+  `app.access` (per client and in all; `MAX_LIVE_GROUPS` without an access policy, e.g. the CLI);
+- `start_evaluation` / `cancel_evaluation`: one evaluation at a time per server (a second: 409),
+  resumable, whole or one shard of it; `merge_shards`: the finished shards into one run (see
+  `app.shards`).
 
 Operations take the `AppContext` (settings, store, model pool, live groups, running evaluations);
-the CLI builds one with `cli_context`. Errors are `ServiceError` (400) or `Busy` (429), with a
-message shown as is.
+the CLI builds one with `cli_context`. Errors are `ServiceError` (400), `Busy` (429, with
+`retry_after`) or `Conflict` (409), with a message shown as is.
 """
 from __future__ import annotations
 
@@ -38,6 +40,13 @@ class Busy(ServiceError):
     """The server is at a cap; try again later."""
 
     status = 429
+    retry_after = 30
+
+
+class Conflict(ServiceError):
+    """The request conflicts with the server's state (e.g. an evaluation is already running)."""
+
+    status = 409
 
 
 def cli_context(settings, store, pool):
@@ -50,11 +59,14 @@ def cli_context(settings, store, pool):
 
 # ------------------------------------------------------------------------------- instances
 def check_source(ctx, source: str) -> str:
-    """Clients name bundled route sets or the server's configured source only (no paths)."""
-    if not (source.startswith("bundled:") or source == ctx.settings.virl_source):
-        raise ServiceError("V-IRL sources are bundled sets (bundled:helsinki, bundled:helsinki-ood) or the "
-                           "server's configured source")
-    return source
+    """The route-source policy (`app.sources.check_source`) for clients of this server."""
+    from .sources import SourceRefused
+    from .sources import check_source as policy
+
+    try:
+        return policy(source, ctx.settings)
+    except SourceRefused as exc:
+        raise ServiceError(str(exc)) from None
 
 
 def route_source(ctx, source: str | None = None):
@@ -96,17 +108,25 @@ def model_player(ctx, name: str, task: str, overrides: dict | None = None) -> Mo
 
 
 # ----------------------------------------------------------------------------- live groups
-async def start_group(ctx, instance: Instance, participants: list, settings: dict | None = None):
-    """Start `participants` on `instance` in the background (a `LiveGroup`), under the live cap."""
+async def start_group(ctx, instance: Instance, participants: list, settings: dict | None = None,
+                      client: str = ""):
+    """Start `participants` on `instance` in the background (a `LiveGroup`), under the live caps
+    (`client` is the caller's address for the per-client cap)."""
     names = [p.name for p in participants]
     if len(set(names)) != len(names):
         raise ServiceError("a participant appears twice (give humans distinct names)")
     if not participants:
         raise ServiceError("name at least one participant")
-    running = sum(1 for g in ctx.live.groups.values() if not g.done)
-    if running >= MAX_LIVE_GROUPS:
-        raise Busy(f"{running} games are running; try again when one ends")
-    group = await ctx.live.start(participants, instance, settings)
+    access = getattr(ctx, "access", None)
+    if access is not None:
+        # An empty `client` (the in-process UI, which cannot tell visitors apart here) is held to
+        # the global cap only.
+        problem = access.capacity_problem(ctx.live.running(), ctx.live.running(client) if client else 0)
+        if problem:
+            raise Busy(problem)
+    elif ctx.live.running() >= MAX_LIVE_GROUPS:
+        raise Busy(f"{ctx.live.running()} games are running; try again when one ends")
+    group = await ctx.live.start(participants, instance, settings, client=client)
     if group.error and not group.episode_ids:
         raise ServiceError(group.error)
     return group
@@ -123,7 +143,7 @@ def start_evaluation(ctx, config: EvalConfig, *, resume: bool | str = False,
     for m in config.models:
         model_player(ctx, m, config.task)  # validates the name and the task
     if any(not t.done() for t in ctx.evals.values()):
-        raise Busy("an evaluation is already running on this server; wait for it or cancel it")
+        raise Conflict("an evaluation is already running on this server; wait for it or cancel it")
     try:
         shard = shards.check_shard(*shard) if shard is not None else None
         for split in config.split_objs():  # resolve the instances now: bad sources fail before any call

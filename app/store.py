@@ -339,27 +339,30 @@ class Store:
                     None if exact_success is None else int(exact_success), error, time.time(), episode_id))
 
     def mark_interrupted(self, episode_ids: Iterable[str] | None = None) -> int:
-        """Episodes still `running` become `interrupted`: the given ones, or (None, at start-up after a
-        crash) every one whose owner is gone — on SQLite all of them, on PostgreSQL those whose owner
-        no longer holds its advisory lock (another live replica's episodes are left alone)."""
+        """Episodes still `running` become `interrupted` (with a `finished_at`): the given ones, or
+        (None, at start-up after a crash) every one whose owner is gone — on SQLite all of them, on
+        PostgreSQL those whose owner no longer holds its advisory lock (another live replica's
+        episodes are left alone)."""
+        # Interruption is an end: it gets a finished_at (a number we made, never user input).
+        stop = f"status = 'interrupted', finished_at = COALESCE(finished_at, {time.time():.6f})"
         if episode_ids is None:
             if not self.postgres:
-                return self._exec("UPDATE episodes SET status = 'interrupted' WHERE status = 'running'")
+                return self._exec(f"UPDATE episodes SET {stop} WHERE status = 'running'")
             with self._tx():  # try each owner's lock: taking it means its connection is gone
                 owners = [r["owner"] for r in self._x("SELECT DISTINCT owner FROM episodes WHERE status = 'running' "
                                                       "AND owner IS NOT NULL").fetchall()]
                 dead = [o for o in owners if o != self.owner and (not o.isdigit() or self._x(
                     "SELECT pg_try_advisory_xact_lock(?, ?) AS free", (PG_LOCK_CLASS, int(o))).fetchone()["free"])]
-                n = self._x("UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND owner IS NULL"
+                n = self._x(f"UPDATE episodes SET {stop} WHERE status = 'running' AND owner IS NULL"
                             ).rowcount
                 if dead:
-                    n += self._x(f"UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND owner IN "
+                    n += self._x(f"UPDATE episodes SET {stop} WHERE status = 'running' AND owner IN "
                                  f"({','.join('?' * len(dead))})", dead).rowcount
                 return n
         ids = list(episode_ids)
         if not ids:
             return 0
-        return self._exec(f"UPDATE episodes SET status = 'interrupted' WHERE status = 'running' AND id IN "
+        return self._exec(f"UPDATE episodes SET {stop} WHERE status = 'running' AND id IN "
                           f"({','.join('?' * len(ids))})", ids)
 
     def reopen_episode(self, episode_id: str) -> None:
@@ -402,8 +405,16 @@ class Store:
     def list_episodes(self, *, task: str | None = None, participant: str | None = None, status: str | None = None,
                       success: bool | None = None, outcome: str | None = None, group_id: str | None = None,
                       eval_run_id: str | None = None, eval_split: str | None = None,
-                      instance_key: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
+                      instance_key: str | None = None, limit: int = 100, offset: int = 0,
+                      visible_groups: Iterable[str] | None = None) -> list[dict]:
+        """Filtered episodes, oldest first. `visible_groups` (when given) restricts the result to
+        evaluation episodes and these groups (a caller's own games, `app.access`)."""
         where, args = [], []
+        if visible_groups is not None:
+            groups = sorted(set(visible_groups))[:256]
+            where.append("(eval_run_id IS NOT NULL" + (f" OR group_id IN ({','.join('?' * len(groups))})"
+                                                       if groups else "") + ")")
+            args.extend(groups)
         for col, val in (("task", task), ("participant", participant), ("status", status), ("outcome", outcome),
                          ("group_id", group_id), ("eval_run_id", eval_run_id), ("eval_split", eval_split),
                          ("instance_key", instance_key)):

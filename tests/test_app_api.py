@@ -192,13 +192,15 @@ def test_human_and_model_side_by_side(client):
             events.append(ev)
             if ev["type"] == "waiting":
                 text = "10*2+4" if ev["call"] == 1 else "10+5*2+4"
-                assert client.post(f"/api/episodes/{alice}/submit", json={"text": text}).status_code == 200
+                assert client.post(f"/api/episodes/{alice}/submit", json={"text": text}).status_code == 403
+                assert client.post(f"/api/episodes/{alice}/submit", json={"text": text},
+                                   headers={"X-Game-Token": r["token"]}).status_code == 200
             if ev["type"] == "finished":
                 break
     steps = [e for e in events if e["type"] == "step"]
     assert [s["outcome"] for s in steps] == ["wrong_numbers", "correct"]
     assert all(e["episode_id"] == alice for e in events)
-    again = client.post(f"/api/episodes/{alice}/submit", json={"text": "1"})
+    again = client.post(f"/api/episodes/{alice}/submit", json={"text": "1"}, headers={"X-Game-Token": r["token"]})
     assert again.status_code == 400 and "no live human player" in again.text
     ok = client.get("/api/episodes", params={"participant": "alice", "success": True}).json()["episodes"]
     assert [e["id"] for e in ok] == [alice]

@@ -1,6 +1,7 @@
 """Property tests (hypothesis): the verifier is total and safe; evaluators agree when they must."""
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 from hypothesis import HealthCheck, given, settings
@@ -69,3 +70,42 @@ def test_paper_and_exact_agree_whenever_float_arithmetic_is_exact(expr):
 def test_every_canonical_solution_verifies_exactly(values, target):
     for sol in distinct_solutions(values, target):
         assert is_solution(sol, values, target)
+
+
+# ------------------------------------------------------------------ over-long literals and results
+@settings(max_examples=60, deadline=None)
+@given(st.integers(4290, 4400), st.integers(2000, 2300), st.sampled_from(["0", "9", "1"]),
+       st.sampled_from(["*", "+", "/", "-"]), st.booleans())
+def test_verifier_grades_literals_and_results_beyond_python_int_limit(n, half, digit, op, json_form):
+    """CPython refuses int<->str conversions over 4,300 digits; the verifier must still grade."""
+    for formula in (digit * n, digit * half + op + digit * half, "0" * n + "1+2+3+4",
+                    "(" + digit * half + ")" + op + "(" + "9" * half + ")", "1+2+3+4*" + "0" * n + "1"):
+        text = json.dumps({"formula": formula}) if json_form else '"formula": "' + formula + '"'
+        v = verify(text, [1, 2, 3, 4])
+        assert isinstance(v.reward, float) and v.verify_info.endswith(".")
+        json.dumps(v.to_dict())  # every field serialises (no over-long int inside)
+
+
+def test_over_long_literals_are_graded_like_the_reference():
+    # 4,301 zeros is the number 0 (not a card): an invalid number, like any other.
+    v = verify('"formula": "' + "0" * 4301 + '"', [1, 2, 3, 4])
+    assert v.reward == -4.0 and v.verify_info == "you used invalid numbers: [0], you didn't use numbers: [1, 2, 3, 4]."
+    # 2,200-digit factors: invalid numbers; the exact second opinion is shown approximately.
+    v = verify('"formula": "' + "9" * 2200 + "*" + "9" * 2200 + '"', [1, 2, 3, 4])
+    assert v.reward == -4.0 and v.exact_value.startswith("≈") and v.exact_value == "≈1.0000e+4400"  # 10**4400 - 1
+    # Leading zeros on a card value: Python's eval raises (SyntaxError), so the prefix walk grades it.
+    v = verify('"formula": "' + "0" * 4400 + '1+2+3+4"', [1, 2, 3, 4])
+    assert v.reward == -1.0 and v.verify_info == "your formula does not match any solution."
+
+
+_CARDS_ALPHABET = st.sampled_from(['"cards": [', '"cards": []', "]", "[", "'K'", ", ", "5", "\n", "x", '"'])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_CARDS_ALPHABET, max_size=30).map("".join))
+def test_linear_cards_scan_matches_the_reference_regex(text):
+    from game.gp.verifier import _CARDS_RE, cards_search
+
+    m = _CARDS_RE.search(text)
+    assert cards_search(text) == (m.group(1) if m else None)
+

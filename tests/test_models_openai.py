@@ -123,33 +123,68 @@ def test_connection_refused_is_a_quick_clean_error():
     assert not asyncio.run(b.health()).ok
 
 
-def test_server_killed_mid_stream(tiny_llama_dir, tmp_path):
-    chat = gp_chat(gp_prompt(["A", "2", "3", "4"]))
-    srv = our_server(tiny_llama_dir, "tiny", log_path=tmp_path / "kill.log").start()
-    try:
-        assert srv.wait_healthy(120), srv.log_tail()
-        b = _backend(srv)
+class StallingUpstream:
+    """A controlled OpenAI-compatible upstream on loopback for the mid-stream failure: it answers
+    a streaming chat request with the SSE head and `n` deltas, then stalls until the test says
+    `cut()`, which resets the connection. The client has seen exactly `n` deltas when the
+    connection dies: no race with socket buffers (a real server killed with SIGKILL may already
+    have written the whole reply)."""
 
-        async def go():
-            got, final = [], None
-            async for item in b.stream(chat, (), DecodingSettings(max_tokens=1500, min_tokens=1500,
-                                                                      temperature=0.0)):
-                if isinstance(item, TextDelta):
-                    got.append(item.text)
-                    if len(got) == 2:
-                        srv.kill()
-                else:
-                    final = item
-            await b.aclose()
-            return got, final
+    def __init__(self, n: int = 2) -> None:
+        self.n = n
+        self._cut = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
 
-        got, final = asyncio.run(go())
-        assert final is not None and not final.ok and final.finish_reason == "error"
-        assert "mid-stream" in final.error or "ended before" in final.error, final.error
-        print(final.error)
-        assert final.text.startswith("".join(got[:2]))
-    finally:
-        srv.stop()
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    def cut(self) -> None:
+        self._cut.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import json as _json
+
+        self.writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        for i in range(self.n):
+            chunk = {"choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]}
+            writer.write(b"data: " + _json.dumps(chunk).encode() + b"\n\n")
+        await writer.drain()
+        await self._cut.wait()
+        writer.transport.abort()  # a reset, as when the server process dies
+
+    async def close(self) -> None:
+        self.server.close()
+        for w in self.writers:
+            w.transport.abort()
+
+
+def test_connection_lost_mid_stream_is_a_clean_error():
+    async def go():
+        upstream = StallingUpstream(n=2)
+        b = OpenAIBackend(name="stall", base_url=await upstream.start(), retries=0)
+        got, final = [], None
+        async for item in b.stream(gp_chat("hi"), (), GREEDY):
+            if isinstance(item, TextDelta):
+                got.append(item.text)
+                if len(got) == 2:
+                    upstream.cut()  # only now, with two deltas in hand, does the upstream die
+            else:
+                final = item
+        await b.aclose()
+        await upstream.close()
+        return got, final
+
+    got, final = asyncio.run(go())
+    assert got == ["tok0 ", "tok1 "]
+    assert final is not None and not final.ok and final.finish_reason == "error"
+    assert "mid-stream after 10 characters" in final.error or "ended before" in final.error, final.error
+    assert final.text == "tok0 tok1 "
 
 
 def test_payload_building():

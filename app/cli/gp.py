@@ -132,9 +132,9 @@ def cmd_deal(args) -> int:
         rule = _rule(args.rule, Rule.FACE_JQK if args.ood else Rule.FACE10)
         try:
             config = DealConfig(rule, args.ood, args.suits, args.mode, _target(args.target))
+            hands = Dealer(args.seed, config).take(args.count)  # unreachable targets refused at once
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        hands = Dealer(args.seed, config).take(args.count)
     for hand in hands:
         info = _describe(hand, rule)
         if args.json:

@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--root-path", default="",
                    help="external URL prefix when served behind a reverse proxy that strips it (e.g. /playground)")
     p.add_argument("--no-ui", action="store_true", help="serve the REST API only")
+    p.add_argument("--public", action="store_true",
+                   help="public-demo mode: evaluations and bulk export need $SFTVSRL_ADMIN_TOKEN, "
+                        "no public gallery of games (see README)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -29,7 +32,7 @@ def cmd_serve(args) -> int:
         raise CliError(f"--port must be 1..65535, got {args.port}")
     try:
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
-                                     models_config=args.models)
+                                     models_config=args.models, public=True if args.public else None)
         if args.root_path and not args.root_path.startswith("/"):
             raise CliError(f"--root-path must start with '/', got {args.root_path!r}")
         root_path = args.root_path.rstrip("/")
@@ -46,5 +49,10 @@ def cmd_serve(args) -> int:
     store = app.state.ctx.store.safe_url  # never print a database password
     print(f"sftvsrl: serving on http://{args.host}:{args.port} (API docs at /docs, store {store})",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path)
+    if settings.public and not settings.admin_token:
+        print("sftvsrl: warning: --public without SFTVSRL_ADMIN_TOKEN: evaluations and bulk export are disabled")
+    # h11 refuses request heads over this size (the app also answers 431 past max_header_bytes).
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path,
+                http="h11", h11_max_incomplete_event_size=settings.max_header_bytes,
+                timeout_graceful_shutdown=5)
     return 0

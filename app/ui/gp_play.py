@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from game.gp import arith
 from game.gp.cards import Rule
-from game.gp.deal import Deal, DealConfig, Dealer
+from game.gp.deal import Deal, DealConfig
 from game.gp.solver import distinct_solutions
 from game.gp.verifier import sequence_violations, verify
 from game.tasks import formula_reply, normalise_formula
@@ -70,12 +70,15 @@ def parse_seed(value) -> int:
 
 
 def parse_target(value) -> int:
-    try:
-        target = int(float(str(value).strip()))
-    except ValueError:
-        raise InputError(f"the target must be a whole number, got {value!r}") from None
-    if target <= 0 or target > 10**6:
-        raise InputError("the target must be a positive whole number (at most 1,000,000)")
+    """The Target field / deep-link `target`, under the one limit every entry uses (`MAX_TARGET`)."""
+    from game.gp.deal import MAX_TARGET
+
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise InputError(f"the target must be a whole number from 1 to {MAX_TARGET}, got {text[:20]!r}")
+    target = int(text)
+    if not 1 <= target <= MAX_TARGET:
+        raise InputError(f"the target must be a whole number from 1 to {MAX_TARGET}, got {target}")
     return target
 
 
@@ -83,12 +86,18 @@ def deal_table(seed, rule: str, target, suits: str, mode: str) -> Table:
     """Deal the first hand of `seed`'s stream. Rule OOD deals force a J/Q/K, as the paper does."""
     seed_i = parse_seed(seed)
     rule_obj = Rule.parse(rule)
+    from .. import jobs
+    from ..workers import WorkerUnavailable, WorkTimeout, shared_pool
+
+    target_i = parse_target(target)
     try:
-        config = DealConfig(rule_obj, rule_obj is Rule.FACE_JQK, suits, mode, parse_target(target))
-    except ValueError as exc:
+        DealConfig(rule_obj, rule_obj is Rule.FACE_JQK, suits, mode, target_i)  # validates the choices
+        # Dealing is CPU work: the worker pool runs it under a time limit (never a stuck page).
+        info = shared_pool().run_sync(jobs.gp_deal, seed_i, rule_obj.value, rule_obj is Rule.FACE_JQK, suits,
+                                      mode, target_i)
+    except (ValueError, WorkTimeout, WorkerUnavailable) as exc:
         raise InputError(str(exc)) from None
-    hand = Dealer(seed_i, config).next()
-    return Table(hand.id, rule_obj.value, seed_i, suits, mode)
+    return Table(info["deal_id"], rule_obj.value, seed_i, suits, mode)
 
 
 def table_from_link(params: dict[str, str]) -> Table | None:

@@ -84,15 +84,18 @@ def build(*, default_seed: int = 7) -> dict:
 
     def on_load(request: gr.Request):
         params = query_params(request)
-        table = None
+        table, problem = None, None
         try:
             table = play.table_from_link(params)
-        except play.InputError:
-            table = None
+        except play.InputError as exc:  # the same message the Target field gives (e.g. target=461)
+            problem = str(exc)
         if table is None:
             table = play.deal_table(default_seed, "face10", "24", "mixed", "paper")
         seed_value = str(table.seed) if table.seed is not None else ""
-        return (seed_value, table.rule, str(table.deal.target), *show(table))
+        shown = list(show(table))
+        if problem:
+            shown[outputs.index(error)] = error_html(problem)
+        return (seed_value, table.rule, str(table.deal.target), *shown)
 
     inputs = [seed, rule, target, suits, mode]
     deal_btn.click(on_deal, inputs, outputs).then(None, link, None, js=URL_UPDATE_JS)

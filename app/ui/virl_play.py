@@ -28,10 +28,13 @@ class InputError(ValueError):
 
 
 def data_for(source: str) -> VirlData:
-    """The route set (opened once per process by the registry)."""
+    """The route set (opened once per process by the registry), if the route-source policy
+    (`app.sources`) lets a visitor open it — deep links included."""
+    from ..sources import SourceRefused, check_source
+
     try:
-        return route_data(source)
-    except InstanceError as exc:
+        return route_data(check_source(source))
+    except (SourceRefused, InstanceError) as exc:
         raise InputError(str(exc)) from None
 
 
@@ -68,13 +71,12 @@ def new_walk(source: str, route, absolute: bool, seed=0) -> Walk:
 
 
 def walk_from_link(params: dict[str, str]) -> Walk | None:
+    """The walk a deep link names, None without one; `InputError` (shown on the page) for a link
+    the policy refuses, e.g. `source=/etc`."""
     if params.get("tab") != "virl":
         return None
-    try:
-        return new_walk(params.get("source", "bundled:helsinki"), params.get("route", "0"),
-                        params.get("actions", "absolute") != "relative", params.get("seed", "0"))
-    except InputError:
-        return None
+    return new_walk(params.get("source", "bundled:helsinki"), params.get("route", "0"),
+                    params.get("actions", "absolute") != "relative", params.get("seed", "0"))
 
 
 def episode_of(walk: Walk) -> VirlEpisode:

@@ -91,7 +91,12 @@ def build() -> dict:
     oracle.click(on_oracle, state, hint)
 
     def on_load(request: gr.Request):
-        walk = vp.walk_from_link(query_params(request))
+        try:
+            walk = vp.walk_from_link(query_params(request))
+        except vp.InputError as exc:  # e.g. a deep link naming a server directory
+            skip = [gr.skip()] * (4 + len(outputs))
+            skip[4 + outputs.index(error)] = error_html(str(exc))
+            return tuple(skip)
         if walk is None:
             return (gr.skip(),) * (4 + len(outputs))
         return (walk.source, str(walk.route), "absolute" if walk.absolute else "relative", "text",

@@ -52,9 +52,14 @@ MAX_LITERAL_DIGITS = 4000  # below CPython's int/str conversion limit (4300 digi
 
 
 def literal_int(token: str) -> int | None:
-    """`int(token)` for a digit run, or None when it is too long to convert safely."""
-    if len(token) > MAX_LITERAL_DIGITS and len(token.lstrip("0")) > MAX_LITERAL_DIGITS:
-        return None
+    """`int(token)` for a digit run, or None when its value has too many digits to convert safely.
+
+    Leading zeros do not count (`"0" * 5000` is 0): CPython's 4,300-digit conversion limit counts
+    them, so they are stripped before converting."""
+    if len(token) > MAX_LITERAL_DIGITS:
+        token = token.lstrip("0") or "0"
+        if len(token) > MAX_LITERAL_DIGITS:
+            return None
     return int(token)
 
 
@@ -202,8 +207,31 @@ def equals_target(value: Number, target: int) -> bool:
     return value == target
 
 
+MAX_SHOWN_BITS = 3300  # about 1,000 decimal digits; larger values are shown in scientific notation
+
+
 def format_number(value: Number) -> str:
-    """Human-readable value: integers plainly, fractions as `a/b`, floats by repr."""
-    if isinstance(value, Fraction):
-        return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    """Human-readable value: integers plainly, fractions as `a/b`, floats by repr. Integers or
+    fractions with more than about 1,000 digits are shown approximately (`≈1.2345e+4399`): never
+    a conversion over CPython's 4,300-digit limit, never a megabyte string."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, (int, Fraction)):
+        num, den = (value, 1) if isinstance(value, int) else (value.numerator, value.denominator)
+        if abs(num).bit_length() > MAX_SHOWN_BITS or den.bit_length() > MAX_SHOWN_BITS:
+            return _approximate(num, den)
+        return str(num) if den == 1 else f"{num}/{den}"
     return repr(value)
+
+
+def _approximate(num: int, den: int) -> str:
+    from math import floor, log10
+
+    if num == 0:
+        return "0"
+    exp10 = log10(abs(num)) - log10(den)
+    exponent = floor(exp10)
+    mantissa = 10 ** (exp10 - exponent)
+    if round(mantissa, 4) >= 10:  # 9.99999…e+N rounds to 1.0000e+(N+1)
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{'-' if num < 0 else ''}≈{mantissa:.4f}e{exponent:+d}"

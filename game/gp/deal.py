@@ -10,12 +10,19 @@ Two dealing modes:
 
 Global random state is never touched. A `Deal` is just four cards and a target; the face-card
 rule is applied on top (`Deal.numbers(rule)`), so one hand can be flipped between rules.
+
+Dealing always terminates. A target no hand can make under the chosen rule and dealing mode
+(178 targets in 1..1000 under J/Q/K = 10, e.g. 461) is refused before any card is drawn
+(`check_target`: `UnreachableTarget`, naming the nearest reachable targets), every target is
+bounded by `MAX_TARGET`, and a dealer gives up after `MAX_DRAWS` raw hands (`DealError`).
 """
 from __future__ import annotations
 
 import random
 import re
 from dataclasses import dataclass
+from bisect import bisect_left
+from functools import lru_cache
 from itertools import permutations
 from typing import Iterator, Literal
 
@@ -23,6 +30,23 @@ from .cards import SUIT_SETS, Card, Rule
 from .solver import reference_solutions
 
 DealMode = Literal["paper", "deck"]
+MAX_TARGET = 1000      # the one target limit of every entry (API, UI, CLI) that deals hands
+MAX_DRAWS = 200_000    # raw hands one dealer may draw for one solvable hand (a backstop)
+
+
+class DealError(ValueError):
+    """Dealing cannot produce a hand for this configuration (message shown to the user as is)."""
+
+
+class UnreachableTarget(DealError):
+    """No four cards make the target under this rule and dealing mode."""
+
+    def __init__(self, message: str, nearest: list[int]) -> None:
+        super().__init__(message)
+        self.nearest = nearest
+
+    def __reduce__(self):  # picklable (it crosses the worker-pool boundary)
+        return (type(self), (str(self), self.nearest))
 _ID_RE = re.compile(r"^((?:[HSDC](?:[2-9AJQKT]|10)){4})(?:-(\d{1,9}))?$")
 
 
@@ -114,6 +138,92 @@ class DealConfig:
             raise ValueError(f"dealing mode must be 'paper' or 'deck', got {self.mode!r}")
         if isinstance(self.target, bool) or not isinstance(self.target, int) or self.target <= 0:
             raise ValueError(f"target must be a positive integer, got {self.target!r}")
+        if self.target > MAX_TARGET:
+            raise DealError(f"target must be between 1 and {MAX_TARGET}, got {self.target}")
+
+    def describe(self) -> str:
+        rule = "J/Q/K = 10" if self.rule is Rule.FACE10 else "J/Q/K = 11/12/13"
+        how = "paper dealing" if self.mode == "paper" else f"a real {self.suits} deck"
+        return f"{rule}, {how}" + (", a J/Q/K forced" if self.ood else "")
+
+
+# ------------------------------------------------------------------------- reachable targets
+_CODE_BASE = 14          # a sorted rank 4-tuple as one integer (base 14)
+_VALUE_BASE = 1 << 16    # above the largest makeable value (13**4 = 28561)
+
+
+@lru_cache(maxsize=1)
+def _value_table() -> dict[int, frozenset[int]]:
+    """Every positive integer each sorted 4-tuple of values in 1..13 makes under the reference
+    solver's 7 bracket shapes and 64 operator triples (one vectorised pass, ~1 s, then cached)."""
+    import numpy as np
+    from itertools import product
+
+    from .solver import OPS, _shape_value
+
+    tuples = np.array(list(product(range(1, 14), repeat=4)), dtype=np.int64)
+    srt = np.sort(tuples, axis=1)
+    code = ((srt[:, 0] * _CODE_BASE + srt[:, 1]) * _CODE_BASE + srt[:, 2]) * _CODE_BASE + srt[:, 3]
+    one = np.ones(len(tuples), dtype=np.int64)
+    cols = [(tuples[:, i].copy(), one) for i in range(4)]
+    parts = []
+    for o1, o2, o3 in product(OPS, repeat=3):
+        for shape in range(7):
+            num, den = _shape_value(shape, *cols, o1, o2, o3)
+            ok = den != 0
+            sign = np.where(ok, np.sign(den), 1)
+            num, den = np.where(ok, num * sign, 0), np.where(ok, den * sign, 1)
+            hit = ok & (num > 0) & (num % den == 0)
+            parts.append(code[hit] * _VALUE_BASE + num[hit] // den[hit])
+    table: dict[int, set[int]] = {}
+    for packed in np.unique(np.concatenate(parts)).tolist():
+        table.setdefault(packed // _VALUE_BASE, set()).add(packed % _VALUE_BASE)
+    return {k: frozenset(v) for k, v in table.items()}
+
+
+def _code(values) -> int:
+    a, b, c, d = sorted(values)
+    return ((a * _CODE_BASE + b) * _CODE_BASE + c) * _CODE_BASE + d
+
+
+@lru_cache(maxsize=64)
+def reachable_targets(config: "DealConfig") -> tuple[int, ...]:
+    """Sorted targets (1..MAX_TARGET) some hand of this configuration can make: the rank
+    multisets the mode can deal (a colour deck holds each rank twice; OOD forces a J/Q/K),
+    mapped by the rule, solved by the reference solver's expression set."""
+    from itertools import combinations_with_replacement
+
+    table = _value_table()
+    per_rank = 4 if config.mode == "paper" or config.suits == "mixed" else len(SUIT_SETS[config.suits])
+    out: set[int] = set()
+    for ranks in combinations_with_replacement(range(1, 14), 4):
+        if config.ood and max(ranks) < 11:
+            continue
+        if config.mode == "deck" and max(ranks.count(r) for r in ranks) > per_rank:
+            continue
+        out |= table.get(_code([config.rule.value_of(r) for r in ranks]), frozenset())
+    return tuple(sorted(t for t in out if t <= MAX_TARGET))
+
+
+def nearest_reachable(config: "DealConfig", target: int, n: int = 2) -> list[int]:
+    """Up to `n` reachable targets on each side of `target`, nearest first."""
+    reach = reachable_targets(config)
+    i = bisect_left(reach, target)
+    below, above = list(reach[max(0, i - n):i]), list(reach[i:i + n])
+    return sorted(below + above, key=lambda t: (abs(t - target), t))
+
+
+def check_target(config: "DealConfig") -> None:
+    """Raise `UnreachableTarget` (with the nearest reachable targets) when no hand of this
+    configuration can make its target; cheap after the first call (cached)."""
+    reach = reachable_targets(config)
+    i = bisect_left(reach, config.target)
+    if i < len(reach) and reach[i] == config.target:
+        return
+    nearest = nearest_reachable(config, config.target)
+    raise UnreachableTarget(
+        f"no four cards make {config.target} under {config.describe()}; nearest reachable targets: "
+        + ", ".join(str(t) for t in nearest), nearest)
 
 
 class Dealer:
@@ -144,7 +254,10 @@ class Dealer:
 
     def next(self) -> Deal:
         cfg = self.config
-        while True:
+        if self.draws == 0:
+            check_target(cfg)
+        table = _value_table()
+        for _ in range(MAX_DRAWS):
             cards = self._draw()
             self.draws += 1
             values = [cfg.rule.value_of(c.rank) for c in cards]
@@ -153,8 +266,12 @@ class Dealer:
                 self._rng.shuffle(sorted(set(permutations(values))))
             elif cfg.ood and not any(c.is_face for c in cards):
                 continue
-            if reference_solutions(values, cfg.target):
+            # The table is built from the reference solver's own expression set: same verdict as
+            # `reference_solutions(values, target)`, without solving each rejected hand.
+            if cfg.target in table.get(_code(values), ()):
                 return Deal(cards, cfg.target)  # type: ignore[arg-type]
+        raise DealError(f"no solvable hand for target {cfg.target} in {MAX_DRAWS} draws ({cfg.describe()}); "
+                        "try a more common target")
 
     def __iter__(self) -> Iterator[Deal]:
         while True:

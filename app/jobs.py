@@ -1,0 +1,80 @@
+"""The CPU-bound instance computations the API and UI run in the worker pool (`app.workers`):
+plain top-level functions of plain arguments that return plain data (picklable both ways).
+
+Each raises `ValueError` (including `game.gp.deal.DealError`) with a message for the user.
+"""
+from __future__ import annotations
+
+
+def _info(hand, rule) -> dict:
+    sols = hand.solutions(rule)
+    return dict(deal_id=hand.id, cards=hand.labels, card_ids=hand.card_ids, numbers=hand.numbers(rule),
+                target=hand.target, rule=rule.value, solvable=bool(sols), n_solutions=len(sols))
+
+
+def gp_deal(seed: int, rule: str, ood: bool, suits: str, mode: str, target: int) -> dict:
+    """The first solvable hand of `seed`'s stream (unreachable targets refused at once)."""
+    from game.gp.cards import Rule
+    from game.gp.deal import DealConfig, deal
+
+    r = Rule.parse(rule)
+    return _info(deal(seed, DealConfig(r, ood=ood, suits=suits, mode=mode, target=target)), r)
+
+
+def gp_inspect(deal_id: str, rule: str) -> dict:
+    from game.gp.cards import Rule
+    from game.gp.deal import Deal
+
+    return _info(Deal.from_id(deal_id), Rule.parse(rule))
+
+
+def gp_solve(deal_id: str, rule: str, limit: int) -> dict:
+    from game.gp.cards import Rule
+    from game.gp.deal import Deal
+    from game.gp.solver import distinct_solutions
+
+    hand, r = Deal.from_id(deal_id), Rule.parse(rule)
+    nums = hand.numbers(r)
+    return dict(deal_id=hand.id, rule=r.value, numbers=nums, target=hand.target,
+                solutions=list(distinct_solutions(nums, hand.target))[:limit],
+                reference_count=len(hand.solutions(r)))
+
+
+def gp_image_png(deal_id: str, resolution: int) -> bytes:
+    from game.gp.deal import Deal
+    from game.gp.render import encode, table_image
+
+    return encode(table_image(Deal.from_id(deal_id).cards, resolution=resolution), "png")
+
+
+def gp_verify(deal_id: str, rule: str, formula: str | None, reply: str | None, vision: bool,
+              lenient: bool) -> dict:
+    from game.gp.cards import Rule
+    from game.gp.deal import Deal
+    from game.gp.verifier import verify
+    from game.tasks import formula_reply
+
+    hand, r = Deal.from_id(deal_id), Rule.parse(rule)
+    if (formula is None) == (reply is None):
+        raise ValueError("give exactly one of 'formula' (a bare formula) or 'reply' (a raw model reply)")
+    text = reply if reply is not None else formula_reply(hand.labels, hand.numbers(r), formula, hand.target)
+    v = verify(text, hand.numbers(r), hand.labels, target=hand.target, language_only=not vision, lenient=lenient)
+    d = v.to_dict()
+    return dict(deal_id=hand.id, rule=r.value, numbers=hand.numbers(r), reward=v.reward, feedback=v.verify_info,
+                outcome=d["outcome"], terminated=v.terminated,
+                formula=v.formula if isinstance(v.formula, (str, type(None))) else str(v.formula),
+                cards=[str(c) for c in v.cards], exact_value=v.exact_value, exact_correct=v.exact_correct,
+                float_rejected=v.float_rejected, verdict=d)
+
+
+def gp_evaluation_hands(config: str, n: int, seed: int) -> list[str]:
+    from game.gp.deal import evaluation_hands
+
+    return [h.id for h in evaluation_hands(config, n, seed)]
+
+
+def gp_check_target(rule: str, ood: bool, suits: str, mode: str, target: int) -> None:
+    """Raise `UnreachableTarget` / `DealError` when this configuration cannot deal `target`."""
+    from game.gp.deal import DealConfig, check_target
+
+    check_target(DealConfig(rule, ood=ood, suits=suits, mode=mode, target=target))
