@@ -177,11 +177,12 @@ def run_episodes(model, codec: ChatCodec, sessions: Sequence, *, batch_size: int
 def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, seed: int = 0,
              instance_seed: int | None = None, sources: dict[str, str] | None = None, batch_size: int = 64,
              max_new_tokens: int = 256, temperature: float | None = None, top_p: float | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, keep_episodes: bool = False) -> dict[str, Any]:
     """The protocol's metrics of one checkpoint on one split (`protocol.split_metrics`), plus the
     run's facts: the split, its description, the decoding, the torch `seed`, and per-episode
     success in instance order (`successes`, for paired comparisons). `n` None: the paper's count;
-    `instance_seed` None: the protocol's stream seed (GP 42, V-IRL 0)."""
+    `instance_seed` None: the protocol's stream seed (GP 42, V-IRL 0). `keep_episodes`: also
+    `episodes`, one `episode_record` per instance (what Inspect shows)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -200,7 +201,27 @@ def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, s
                first_instance=instances[0].key if instances else None, seed=seed,
                decoding=_decoding_label(model, temperature, top_p), max_new_tokens=max_new_tokens,
                successes=[int(s.success) for s in sessions])
+    if keep_episodes:
+        out["episodes"] = [episode_record(s, [t for t in batch.turns if t.episode == i], tokenizer)
+                           for i, s in enumerate(sessions)]
     return out
+
+
+def episode_record(session, turns: Sequence[Turn], tokenizer) -> dict[str, Any]:
+    """A played session as plain data: the instance, success, and one `StepRecord` dict per call
+    (the reply text decoded from the generated ids; the ignored closing call has no reply)."""
+    from dataclasses import asdict
+
+    from game.tasks import StepRecord
+
+    replies = iter(turns)
+    steps = []
+    for r in session.results:
+        turn = next(replies, None) if r.graded else None
+        text = tokenizer.decode(turn.reply, skip_special_tokens=True) if turn is not None else ""
+        steps.append(asdict(StepRecord(**asdict(r), output=text)))
+    return {**session.instance.to_dict(), "instance_key": session.instance.key, "success": bool(session.success),
+            "steps": steps}
 
 
 def evaluate_gp(model, tokenizer, split: str = "id", n: int = 500, **kw) -> dict[str, Any]:

@@ -435,13 +435,19 @@ def evaluate_stage(root: "str | Path", stage: str, cfg: PipelineConfig, *, curve
     root = Path(root)
     init_model, _ = load_checkpoint(root / "init")
     model, tok = load_checkpoint(root / stage)
+    from .evaluate import evaluate
+
     row: dict[str, Any] = {}
     outcomes: dict[str, list[int]] = {}
+    episodes: list[dict] = []
     for split in SPLITS:
-        o = episode_outcomes(model, tok, split, cfg.eval_n, seed=cfg.seed)
+        res = evaluate(model, tok, "gp-l", split, cfg.eval_n, seed=cfg.seed, max_new_tokens=96, keep_episodes=True)
+        o = res["successes"]
         outcomes[split] = o
         p = sum(o) / len(o)
-        row[split] = {"success": p, "se": binomial_se(p, len(o)), "n": len(o)}
+        row[split] = {"success": p, "se": binomial_se(p, len(o)), "n": len(o),
+                      "first_try_success": res.get("first_try_success")}
+        episodes += [{"stage": stage, "split": split, "index": i, **ep} for i, ep in enumerate(res["episodes"])]
     row["kl_from_init"] = kl_to_init(init_model, model, tok, cfg.kl_prompts, cfg.seed)
     rec = read_record(root / stage)
     row["compute"] = rec.get("compute")
@@ -459,7 +465,7 @@ def evaluate_stage(root: "str | Path", stage: str, cfg: PipelineConfig, *, curve
         pts.append(pt)
         if progress:
             tqdm.write(f"curve {stage} step {s['step']}: " + ", ".join(f"{k} {pt[k]:.3f}" for k in SPLITS))
-    return {"stage": stage, "row": row, "outcomes": outcomes, "curve": pts}
+    return {"stage": stage, "row": row, "outcomes": outcomes, "curve": pts, "episodes": episodes}
 
 
 def _evaluate_stage_job(args) -> dict[str, Any]:
@@ -499,4 +505,19 @@ def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence
                 "table": table, "paired": comparisons, "curves": curves, "config": asdict(cfg),
                 "environment": environment()}
     (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
+    write_episodes(root / EPISODES_FILE, [ep for r in results for ep in r["episodes"]])
     return findings
+
+
+EPISODES_FILE = "episodes.jsonl.gz"
+
+
+def write_episodes(path: Path, episodes: Sequence[dict]) -> None:
+    """The evaluated episodes of the five-way table, one JSON object per line (stage, split,
+    index in the split's instance list, task, params, instance_key, success, steps), gzipped
+    deterministically (no timestamp) so a re-run with the same results is byte-identical."""
+    import gzip
+
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        for ep in episodes:
+            gz.write((json.dumps(ep, separators=(",", ":")) + "\n").encode("utf-8"))
