@@ -178,6 +178,7 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(ctx.workers.warm)   # workers up before the first request
         yield
         await ctx.live.shutdown()
         for t in ctx.evals.values():

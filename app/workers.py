@@ -9,6 +9,11 @@ return its result, or raise:
 - `WorkerUnavailable` when the pool broke (e.g. a worker was killed while this call waited).
 Exceptions raised by `fn` itself come back unchanged. Workers are spawned (never forked from a
 process that holds threads and model weights) and start on first use.
+
+The time limit measures the work, not the pool's start: a fresh pool first starts every worker
+and runs `_warm_worker` in each (imports, the reachable-target table) before any caller's clock
+starts, so a busy machine that is slow to spawn processes never turns into a spurious timeout.
+The server warms its pool at start-up (`warm`).
 """
 from __future__ import annotations
 
@@ -33,14 +38,32 @@ class WorkerPool:
         self.workers = max(1, int(workers))
         self.timeout_s = float(timeout_s)
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._ready: cf.Future | None = None      # completes when every worker of `_pool` is up
         self._lock = threading.Lock()
         self.recycled = 0  # pools killed after a timeout (for tests and health)
 
-    def _executor(self) -> cf.ProcessPoolExecutor:
+    def _executor(self) -> tuple[cf.ProcessPoolExecutor, cf.Future]:
+        """The current pool and a future that completes once all its workers have started."""
         with self._lock:
             if self._pool is None:
-                self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            return self._pool
+                pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_warm_worker)
+                starts = [pool.submit(_started, self.workers) for _ in range(self.workers)]
+                ready: cf.Future = cf.Future()
+
+                def _one_done(_f, left=[len(starts)]):  # noqa: B006 - a shared countdown
+                    left[0] -= 1
+                    if left[0] == 0 and not ready.done():
+                        ready.set_result(None)
+                for f in starts:
+                    f.add_done_callback(_one_done)
+                self._pool, self._ready = pool, ready
+            return self._pool, self._ready
+
+    def warm(self) -> None:
+        """Start every worker now (blocking, no time limit): the server calls this at start-up."""
+        _pool, ready = self._executor()
+        ready.result()
 
     def _recycle(self, pool: cf.ProcessPoolExecutor) -> None:
         """Kill `pool`'s workers (if it is still the current pool) so spinning work stops."""
@@ -62,7 +85,9 @@ class WorkerPool:
 
     async def run(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
         timeout = self.timeout_s if timeout is None else timeout
-        pool = self._executor()
+        pool, ready = self._executor()
+        if not ready.done():
+            await asyncio.wrap_future(ready)
         try:
             future = pool.submit(fn, *args)
         except (cf.process.BrokenProcessPool, RuntimeError):
@@ -79,7 +104,8 @@ class WorkerPool:
 
     def run_sync(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
         timeout = self.timeout_s if timeout is None else timeout
-        pool = self._executor()
+        pool, ready = self._executor()
+        ready.result()
         try:
             return pool.submit(fn, *args).result(timeout)
         except cf.TimeoutError:
@@ -130,6 +156,19 @@ def configure(workers: int, timeout_s: float) -> WorkerPool:
 
 
 # ------------------------------------------------------------------ the jobs (top-level, picklable)
+def _warm_worker() -> None:
+    """Worker initializer: import the engines and build the reachable-target tables once."""
+    from game.gp.deal import DealConfig, reachable_targets
+
+    reachable_targets(DealConfig())
+
+
+def _started(n: int) -> None:
+    """Start-up job: held until `n` of them run at once, so the pool starts all `n` workers."""
+    import time
+
+    time.sleep(0.05)
+
 def spin(seconds: float) -> None:
     """Busy-loop for `seconds` of CPU (tests: a job that must be stopped by the time limit)."""
     import time

@@ -123,13 +123,14 @@ class PipelineConfig:
     intermediate: int = 384
     vocab_size: int = 1024
     # base: SFT from random weights on mapping-stated hands (the stand-in for pretraining)
-    base_steps: int = 500
+    base_steps: int = 3000
     base_batch: int = 32
     base_lr: float = 2e-3
     base_face_prob: float = 0.5       # share of base hands forced to hold a face card
     # init: short SFT on the ID task from the base (the answer format RL starts from)
-    init_steps: int = 20
-    init_lr: float = 5e-4
+    init_steps: int = 8               # 256 hands: enough to learn the ID phrasing, short of memorising
+    init_lr: float = 2e-4
+    init_warmup_steps: int = 1
     # sft and sft-diverse: continued SFT from init
     sft_steps: int = 400
     sft_batch: int = 32
@@ -150,9 +151,9 @@ class PipelineConfig:
     # evaluation
     eval_n: int = 500                 # episodes per split for the final table
     curve_n: int = 100                # episodes per split for each snapshot along training
-    snapshots: int = 5                # snapshots along SFT / RL (plus the start)
+    snapshots: int = 6                # snapshots along SFT / RL (plus the start)
     kl_prompts: int = 128             # ID prompts for KL(Init ‖ model)
-    threads: int = 2
+    threads: int = 1                  # torch threads per process (1: robust next to other busy processes)
 
     @classmethod
     def quick(cls, seed: int = 0) -> "PipelineConfig":
@@ -276,7 +277,8 @@ def _snapshotter(root: Path, tok, steps: int, n: int, compute: Compute, record: 
 
 
 def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, out: Path, *, steps: int,
-                  batch_size: int, lr: float, progress: bool, snapshots: bool = False) -> dict[str, Any]:
+                  batch_size: int, lr: float, progress: bool, snapshots: bool = False,
+                  warmup_steps: int | None = None) -> dict[str, Any]:
     """Train one supervised stage (from `start`, or from random weights when None) and save it."""
     watch = Stopwatch()
     setup_torch(cfg.seed, cfg.threads)
@@ -294,7 +296,8 @@ def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, ou
     snaps: list[dict] = []
     hook = _snapshotter(out.parent / f"{stage}-snapshots", tok, steps, cfg.snapshots, compute, snaps) \
         if snapshots else None
-    losses = fit(model, tok, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=cfg.warmup_steps,
+    losses = fit(model, tok, pairs, steps=steps, batch_size=batch_size, lr=lr,
+                 warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
                  min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
                  seed=cfg.seed, desc=stage, progress=progress, compute=compute, on_step=hook)
     params = n_params(model)
@@ -357,7 +360,8 @@ def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[s
         elif stage == "init":
             pairs = id_pairs(cfg.init_steps * cfg.sft_batch, cfg.seed + 200)
             records[stage] = run_sft_stage(cfg, stage, out / "base", pairs, dest, steps=cfg.init_steps,
-                                           batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress)
+                                           batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress,
+                                           warmup_steps=cfg.init_warmup_steps)
         elif stage == "sft":
             pairs = id_pairs(cfg.sft_steps * cfg.sft_batch, cfg.seed + 300)
             records[stage] = run_sft_stage(cfg, stage, out / "init", pairs, dest, steps=cfg.sft_steps,
