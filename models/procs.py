@@ -26,7 +26,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 @dataclass
 class ManagedServer:
     """One server process. `start()` launches it in its own process group; `wait_healthy()` polls
-    `health_url` until it answers 200, the process dies, or the timeout passes."""
+    `health_url` until it answers 200, the process dies, or the timeout passes. The default timeout
+    (540 s, under the test suite's 600 s per-test limit) only bounds a hung start; it is no
+    performance check, so a slow start on a busy machine never fails a test."""
 
     name: str
     cmd: Sequence[str]
@@ -50,7 +52,7 @@ class ManagedServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_healthy(self, timeout: float = 120.0, interval: float = 0.2) -> bool:
+    def wait_healthy(self, timeout: float = 540.0, interval: float = 0.2) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive:

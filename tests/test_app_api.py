@@ -38,7 +38,7 @@ def start_server(tmp: Path, ckpt: Path, max_tokens: int = 16) -> ManagedServer:
     srv.base = f"http://127.0.0.1:{port}"
     srv.db = tmp / "data" / "playground.db"
     srv.start()
-    assert srv.wait_healthy(120), f"server did not start:\n{srv.log_tail()}"
+    assert srv.wait_healthy(), f"server did not start:\n{srv.log_tail()}"
     return srv
 
 
@@ -315,7 +315,7 @@ def test_default_models_are_the_shipped_tiny_checkpoints(private_tmp, monkeypatc
                         log_path=home / "server.log", cwd=home)
     srv.start()
     try:
-        assert srv.wait_healthy(120), f"server did not start:\n{srv.log_tail()}"
+        assert srv.wait_healthy(), f"server did not start:\n{srv.log_tail()}"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=120) as c:
             models = {m["name"]: m for m in c.get("/api/models", params={"check": True}).json()}
             for name in ("sft", "rl"):

@@ -24,7 +24,7 @@ GREEDY = DecodingSettings(max_tokens=20, temperature=0.0)
 def server(tiny_llama_dir, tmp_path_factory):
     srv = our_server(tiny_llama_dir, "tiny", log_path=tmp_path_factory.mktemp("srv") / "server.log").start()
     try:
-        assert srv.wait_healthy(120), f"server did not come up:\n{srv.log_tail()}"
+        assert srv.wait_healthy(), f"server did not come up:\n{srv.log_tail()}"
         yield srv
     finally:
         srv.stop()

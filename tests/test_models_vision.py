@@ -53,7 +53,7 @@ def test_local_mllama_with_images(local):
 def test_images_over_http_reach_the_model_unchanged(mllama_dir, local, tmp_path):
     srv = our_server(mllama_dir, "vl", log_path=tmp_path / "vl.log").start()
     try:
-        assert srv.wait_healthy(120), srv.log_tail()
+        assert srv.wait_healthy(), srv.log_tail()
         remote = OpenAIBackend(name="vl", base_url=srv.health_url.rsplit("/health", 1)[0])
         chat = gp_chat(gp_prompt(None, vision=True), image=True)
         for image in (GREEN, NOISE):

@@ -40,7 +40,7 @@ def server(tmp_path_factory):
     srv.base = f"http://127.0.0.1:{port}"
     srv.db = tmp / "data" / "playground.db"
     srv.start()
-    assert srv.wait_healthy(120), f"server did not start:\n{srv.log_tail()}"
+    assert srv.wait_healthy(), f"server did not start:\n{srv.log_tail()}"
     yield srv
     srv.stop()
 

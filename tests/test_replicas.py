@@ -27,7 +27,7 @@ def _start(tmp: Path, name: str, db_url: str, cfg: Path) -> ManagedServer:
                         f"http://127.0.0.1:{port}/api/health", env={"PYTHONPATH": str(ROOT),
                                                                      "SFTVSRL_DATA_DIR": str(tmp / name)},
                         log_path=tmp / f"{name}.log").start()
-    assert srv.wait_healthy(120), f"{name} did not start:\n{srv.log_tail()}"
+    assert srv.wait_healthy(), f"{name} did not start:\n{srv.log_tail()}"
     srv.base = f"http://127.0.0.1:{port}"
     return srv
 

@@ -36,7 +36,7 @@ def replicas(tiny_llama_dir, tmp_path_factory):
     servers = [our_server(tiny_llama_dir, "tiny", log_path=logs / f"r{i}.log", threads=1).start() for i in range(2)]
     try:
         for s in servers:
-            assert s.wait_healthy(180), f"replica did not come up:\n{s.log_tail()}"
+            assert s.wait_healthy(), f"replica did not come up:\n{s.log_tail()}"
         yield servers
     finally:
         for s in servers:
@@ -95,7 +95,7 @@ def test_router_keeps_each_episode_on_one_replica(replicas, tmp_path):
                            f"http://127.0.0.1:{port}/health", log_path=tmp_path / "router.log").start()
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     try:
-        assert router.wait_healthy(120), f"router did not come up:\n{router.log_tail()}"
+        assert router.wait_healthy(), f"router did not come up:\n{router.log_tail()}"
         before = [_sessions(r) for r in replicas]
         steps = _play_groups(f"http://127.0.0.1:{port}", store)
         seen = [{k: v for k, v in _sessions(r).items() if k not in b} for r, b in zip(replicas, before)]

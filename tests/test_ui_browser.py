@@ -59,7 +59,7 @@ def _serve(tmp: Path, ckpt: Path, *extra: str) -> tuple[ManagedServer, int]:
                                    "--models", str(_models_toml(tmp / "models.toml", ckpt)), *extra],
                            f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
     server.start()
-    if not server.wait_healthy(timeout=180):
+    if not server.wait_healthy():
         server.stop()
         pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
     return server, port
