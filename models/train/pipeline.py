@@ -510,6 +510,7 @@ def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence
                 "environment": environment()}
     (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
     write_episodes(root / EPISODES_FILE, [ep for r in results for ep in r["episodes"]])
+    write_stage_cards(root, findings)
     return findings
 
 
@@ -525,3 +526,75 @@ def write_episodes(path: Path, episodes: Sequence[dict]) -> None:
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         for ep in episodes:
             gz.write((json.dumps(ep, separators=(",", ":")) + "\n").encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model cards
+
+STAGE_TEXT = {
+    "base": ("the stand-in for a pretrained model",
+             "SFT from random weights on {base_examples:,} GP-L hands whose rule line states a random "
+             "face-card mapping: J/Q/K = (a, b, c) with a, b, c in 6..13, 511 mappings, target 24, the "
+             "paper's exact prompt template, a face card forced into half of the hands; expert answers "
+             "in the paper's `ResponseEqn` format.",
+             "the rule-OOD mapping J/Q/K = 11/12/13 (excluded from its corpus); the verifier's feedback "
+             "turns; any multi-turn episode."),
+    "init": ("the paper's Init",
+             "the base, then {init_examples:,} in-distribution expert answers (frozen ID prompt, J/Q/K = "
+             "10), {init_steps} steps at lr {init_lr:g}: the ID phrasing and answer format RL starts from.",
+             "the rule-OOD mapping; the verifier's feedback."),
+    "sft": ("the paper's SFT",
+            "Init, then {sft_examples:,} more ID expert answers with the frozen ID prompt ({sft_steps} "
+            "steps at lr {sft_lr:g}).",
+            "the rule-OOD mapping; any other mapping after the base; the verifier's feedback."),
+    "rl": ("the paper's RL",
+           "Init, then GRPO on ID hands only: {rl_updates} updates x {rl_hands} hands x {rl_group} episodes, "
+           "multi-turn with up to {rl_verify_iter} tries and the verifier's feedback, sampled at T = 1, "
+           "lr {rl_lr:g}; reward = the paper's step rewards.",
+           "the rule-OOD mapping; any other mapping after the base; no expert answers after Init."),
+    "sft-diverse": ("the rebuttal's diverse-prompt SFT (arXiv 2510.00237)",
+                    "Init, then {sft_examples:,} expert answers whose prompts state varied face-card "
+                    "mappings (the base's 511, never 11/12/13), {sft_steps} steps at lr {sft_lr:g}.",
+                    "the rule-OOD mapping; the verifier's feedback."),
+}
+
+
+def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> str:
+    """The model card (README.md) of one pipeline stage: what it saw, what it never saw, how it
+    was trained, and its row of the five-way table with the command that made it."""
+    cfg = findings.get("config") or {}
+    facts = dict(cfg, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
+                 init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
+                 sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0))
+    role, saw, never = STAGE_TEXT[stage]
+    row = findings["table"].get(stage, {})
+    compute = record.get("compute") or {}
+    lines = [
+        f"# gp-l-{stage}: {role}", "",
+        "A ~0.9 M-parameter Llama (`models.tiny.build_tiny_llama`) trained on a CPU by the staged pipeline "
+        "(`sftvsrl train pipeline --task gp-l`, `models/train/pipeline.py`). It reads the paper's exact GP-L "
+        "prompt and answers in the paper's format.", "",
+        f"**Saw:** {saw.format(**facts)}", "",
+        f"**Never saw:** {never}", "",
+        f"**Training:** {record.get('wall_s', '?')} s wall; {compute.get('train_tokens', 0):,} trained token "
+        f"positions, {compute.get('infer_tokens', 0):,} forward-only; ~{compute.get('flops', 0):.2e} FLOPs "
+        "(`training.json` has the full record: config, curves, environment).", "",
+        "| split | episode success (± binomial SE) |", "|---|---|",
+        *[f"| {s} | {100 * row[s]['success']:.1f} ± {100 * row[s]['se']:.1f} % (n = {row[s]['n']}) |"
+          for s in SPLITS if s in row],
+        "", f"KL(Init ‖ this model) on ID prompts: {row.get('kl_from_init', 0):.3f} nats per reply.", "",
+        f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes per "
+        f"split, {findings['protocol']['decoding']}, made by `sftvsrl train pipeline --task gp-l` "
+        "(`findings.json`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_stage_cards(root: "str | Path", findings: dict[str, Any]) -> None:
+    """README.md (the model card) in every evaluated stage's checkpoint directory."""
+    from .common import read_record
+
+    root = Path(root)
+    for stage in findings["table"]:
+        (root / stage / "README.md").write_text(stage_card(stage, findings, read_record(root / stage)),
+                                                encoding="utf-8")
