@@ -109,7 +109,7 @@ def test_shipped_sft_checkpoint_solves_a_hand():
 
     model, tok = load_checkpoint(ROOT / "models" / "checkpoints" / "gp-l-sft")
     result = evaluate_gp(model, tok, "id", 8, temperature=0)
-    assert result["success"] >= 1 and result["episodes"] == len(result["successes"]) == 8
+    assert result["success"] > 0 and result["episodes"] == len(result["successes"]) == 8
 
 
 def test_evaluation_table_and_cards_come_from_the_protocol(quick_pair):
