@@ -23,6 +23,27 @@ SHORTCUTS_JS = """
     return false;
   };
   const help = () => document.getElementById('sv-help');
+  const TABS = ['gp', 'virl', 'inspect', 'evaluate', 'models'];
+  window.svTabInUrl = () => {
+    const t = new URL(window.location.href).searchParams.get('tab');
+    return TABS.includes(t) ? t : 'gp';
+  };
+  window.svWriteLink = (params) => {
+    const url = new URL(window.location.href);
+    const keep = new URLSearchParams();
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== null && v !== undefined && v !== '') keep.set(k, String(v));
+    }
+    url.search = keep.toString();
+    window.history.replaceState(null, '', url.toString());
+  };
+  // Clicking a tab puts that tab's link (its controls, remembered by URL_UPDATE_JS) in the URL.
+  document.addEventListener('click', (ev) => {
+    const btn = ev.target.closest && ev.target.closest('[role=tab][id^="tab-"]');
+    if (!btn) return;
+    const tab = btn.id.replace(/^tab-/, '').replace(/-button$/, '');
+    if (TABS.includes(tab)) window.svWriteLink((window.__svLinks || {})[tab] || {tab});
+  }, true);
   window.svToggleHelp = (force) => {
     const h = help(); if (!h) return;
     const open = force === undefined ? h.hidden : force;
@@ -91,13 +112,13 @@ def build_ui(services=None):
     for a people-only UI, e.g. in tests of the engines' tabs). Each tab registers its own load
     handler (restoring its deep link) and writes its link into the address bar when selected."""
     from . import gp_tab, virl_tab
-    from .common import URL_SWITCH_JS, URL_UPDATE_JS, query_params, serving, tab_link_js, unserved_text
+    from .common import URL_UPDATE_JS, query_params, serving, unserved_text
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         with gr.Row(elem_id="sv-header", equal_height=True):
-            gr.HTML(f'<div class="sv-title"><h1>{TITLE}</h1><p>Chu et al., 2025: "SFT Memorizes, RL '
-                    'Generalizes" — the paper\'s two tasks, played by you and by the SFT and RL models, '
-                    'under in-distribution and out-of-distribution rules. Press <kbd>?</kbd> for shortcuts.</p>'
+            gr.HTML(f'<div class="sv-title"><h1>{TITLE}</h1><p>Chu et al., 2025, "SFT Memorizes, RL '
+                    'Generalizes": you and the SFT and RL models on the paper\'s two tasks, in and out of '
+                    'distribution. <kbd>?</kbd> shortcuts</p>'
                     f'</div>{HELP_HTML}')
             presenter = gr.Checkbox(label="Presenter mode (P)", value=False, elem_id="sv-presenter-toggle",
                                     scale=0, min_width=200)
@@ -114,7 +135,7 @@ def build_ui(services=None):
             with gr.Tab("V-IRL", id="virl", elem_id="tab-virl") as tab:
                 note = None
                 if services is not None and not serving(services.pool, "virl-vl"):
-                    note = "Models: text only. " + unserved_text("virl-vl")
+                    note = "The models play text only. " + unserved_text("virl-vl")
                 virl = virl_tab.build(vision_note=note)
                 if services is not None:
                     from .models_panel import add_virl_models
@@ -126,12 +147,10 @@ def build_ui(services=None):
 
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab:
                     tabbed.append((tab, inspect_tab.build(services, tab)))
-                with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as tab:
+                with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                     evaluate_tab.build(services)
-                    tab.select(None, None, None, js=tab_link_js("evaluate"))
                 with gr.Tab("Models", id="models", elem_id="tab-models") as tab:
                     models_tab.build(services, tab)
-                    tab.select(None, None, None, js=tab_link_js("models"))
         gr.HTML(FOOTER)
 
         valid = {"gp", "virl"} | ({"inspect", "evaluate", "models"} if services is not None else set())
@@ -143,7 +162,6 @@ def build_ui(services=None):
         demo.load(select_tab, None, tabs)
         for tab, part in tabbed:
             demo.load(part["on_load"], None, part["load_outputs"]).then(None, part["link"], None, js=URL_UPDATE_JS)
-            tab.select(None, part["link"], None, js=URL_SWITCH_JS)
     return demo
 
 

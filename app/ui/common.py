@@ -76,32 +76,18 @@ def note_html(message: str) -> str:
     return f'<div class="sv-note" role="status">{esc(message)}</div>' if message else ""
 
 
-_URL_WRITE = """
+# Write a tab's link (its controls) into the address bar. Every tab remembers its latest link in
+# `window.__svLinks`, but only the tab the URL names writes, so a tab's load or a late update never
+# overwrites another tab's link; clicking a tab writes that tab's link (see SHORTCUTS_JS).
+URL_UPDATE_JS = """
+(params) => {
   try {
-    const url = new URL(window.location.href);
-    const known = ['gp', 'virl', 'inspect', 'evaluate', 'models'];
-    const inUrl = url.searchParams.get('tab');
-    const onScreen = known.includes(inUrl) ? inUrl : 'gp';
-    if (!FORCE && params && params.tab && params.tab !== onScreen) return [];
-    const keep = new URLSearchParams();
-    for (const [k, v] of Object.entries(params || {})) {
-      if (v !== null && v !== undefined && v !== '') keep.set(k, String(v));
-    }
-    url.search = keep.toString();
-    window.history.replaceState(null, '', url.toString());
+    if (params && params.tab) (window.__svLinks = window.__svLinks || {})[params.tab] = params;
+    if (window.svWriteLink && params && params.tab === window.svTabInUrl()) window.svWriteLink(params);
   } catch (e) { /* deep links are a convenience; never break the page */ }
   return [];
+}
 """
-# Write a tab's link (its controls) into the address bar. Only the tab the URL names writes, so a
-# tab's load or a late update never overwrites another tab's link; switching tabs writes with force.
-URL_UPDATE_JS = "(params) => {" + _URL_WRITE.replace("FORCE", "false") + "}"
-URL_SWITCH_JS = "(params) => {" + _URL_WRITE.replace("FORCE", "true") + "}"
-
-
-def tab_link_js(tab: str) -> str:
-    """JS for a tab without controls in its link: switching to it writes `?tab=NAME`."""
-    return "() => { const params = {tab: %r};" % tab + _URL_WRITE.replace("FORCE", "true") + "}"
-
 
 
 def link_params(values: Mapping[str, object]) -> dict[str, str]:
@@ -122,6 +108,5 @@ def serving(pool, task: str) -> list[str]:
 
 def unserved_text(task: str) -> str:
     """Why a task's option is off, and what to run to turn it on."""
-    return (f"No configured model serves {task}. To try it, serve vision checkpoints with "
-            f"`sftvsrl vllm up --sft PATH --rl PATH` (it writes a models.toml listing {task}), "
-            "then restart `sftvsrl serve`.")
+    return (f"No configured model serves {task}: serve vision checkpoints with "
+            "`sftvsrl vllm up --sft PATH --rl PATH`, then restart `sftvsrl serve` with the models.toml it writes.")

@@ -65,17 +65,18 @@ def build(ctx) -> dict:
                                   elem_id="eval-splits")
         models = gr.CheckboxGroup(ctx.pool.names, value=[n for n in ("sft", "rl") if n in ctx.pool.names],
                                   label="Models", elem_id="eval-models")
-        episodes = gr.Number(value=20, precision=0, minimum=1, label="Episodes per split (paper: 234 GP, 48 V-IRL)",
+        episodes = gr.Number(value=20, precision=0, minimum=1, label="Episodes per split",
+                             info="the paper: 234 (GP), 48 (V-IRL)",
                              elem_id="eval-episodes")
     with gr.Row(elem_classes="sv-actions"):
         start = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
         stop = gr.Button("Stop", elem_id="eval-stop")
-    task_note = gr.HTML("", elem_id="eval-task-note")
-    progress = gr.HTML("", elem_id="eval-progress")
+    task_note = gr.HTML("", elem_id="eval-task-note", elem_classes="sv-collapse")
+    progress = gr.HTML("", elem_id="eval-progress", elem_classes="sv-collapse")
     table = gr.Markdown("", elem_id="eval-table")
     chart = gr.Image(label="ID vs OOD (binomial error bars)", type="filepath", interactive=False,
                      visible=False, elem_id="eval-plot")
-    links = gr.HTML("", elem_id="eval-links")
+    links = gr.HTML("", elem_id="eval-links", elem_classes="sv-collapse")
     running = gr.State(None)  # the run id this page started, for Stop
 
     def on_task(t):
@@ -129,7 +130,7 @@ def build(ctx) -> dict:
     async def on_stop(run_id):
         """Cancel this page's run and show where it stopped (its finished episodes stay stored)."""
         if not run_id:
-            return {}
+            return gr.skip()
         await _cancel(ctx, run_id)
         run = ctx.store.get_run(run_id)
         return {running: None, progress: _progress_html(run, stopped=True) if run else ""}

@@ -23,7 +23,7 @@ FAILURE_CLASSES = [
     ("V-IRL: wrong observation", "wrong_observation"), ("V-IRL: budget exceeded", "budget_exceeded"),
 ]
 SCAN_LIMIT = 2000
-COLUMNS = ["episode", "task", "model", "instance", "result", "tries", "return", "failures"]
+COLUMNS = ["id", "task", "model", "instance", "result", "tries", "return", "failures"]
 RESULTS = ["any", "solved", "failed"]
 
 
@@ -137,14 +137,14 @@ def build(ctx, tab=None) -> dict:
         exp_jsonl = gr.Button("Export JSONL", elem_id="inspect-export-jsonl")
         exp_md = gr.Button("Export Markdown", elem_id="inspect-export-md")
         exp_zip = gr.Button("Export replay bundle (zip)", elem_id="inspect-export-zip")
-    summary = gr.HTML("", elem_id="inspect-summary")
+    summary = gr.HTML("", elem_id="inspect-summary", elem_classes="sv-collapse")
     table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True, elem_id="inspect-table",
-                         max_height=360, column_widths=["9%", "7%", "7%", "22%", "9%", "6%", "7%", "33%"])
+                         max_height=360)
     download = gr.File(label="Download", visible=False, elem_id="inspect-download")
     with gr.Row():
         pick = gr.Dropdown([], label="Episode to replay", scale=3, elem_id="inspect-pick")
         step = gr.Slider(1, 6, value=1, step=1, label="Try", scale=2, elem_id="inspect-step")
-    replay = gr.HTML("", elem_id="inspect-replay")
+    replay = gr.HTML("", elem_id="inspect-replay", elem_classes="sv-collapse")
     scope = gr.State({})  # run / split / episode from a link (no control of their own)
 
     def show(filters: dict, note: str = "") -> dict:
@@ -196,8 +196,9 @@ def build(ctx, tab=None) -> dict:
     def exporter(kind):
         def run(eps):
             if not eps:
-                return gr.File(visible=False), error_html("Nothing to export: show some episodes first.")
-            return gr.File(value=_export(eps, kind), visible=True), gr.skip()
+                return {download: gr.File(visible=False),
+                        summary: error_html("Nothing to export: show some episodes first.")}
+            return {download: gr.File(value=_export(eps, kind), visible=True)}
         return run
 
     exp_jsonl.click(exporter("jsonl"), current, [download, summary])
@@ -208,7 +209,7 @@ def build(ctx, tab=None) -> dict:
         """The link's filters (or none: the newest episodes); unknown values are named, not dropped."""
         params = query_params(request)
         if params.get("tab") != "inspect":
-            return {}  # listed when the tab is opened (no store scan for every page load)
+            return gr.skip()  # listed when the tab is opened (no store scan for every page load)
         filters = {"task": "any", "model": "any", "result": "any", "failure": "any", "disagree": False}
         problems = []
         allowed = {"task": TASKS, "result": RESULTS, "failure": [v for _, v in FAILURE_CLASSES]}
@@ -233,7 +234,7 @@ def build(ctx, tab=None) -> dict:
 
     if tab is not None:
         def on_open(eps, summary_v, *controls):
-            return {} if eps or summary_v else on_refresh(*controls)
+            return gr.skip() if eps or summary_v else on_refresh(*controls)
 
         tab.select(on_open, [current, summary, task, model, result, failure, disagree, scope], outputs
                    ).then(None, link, None, js=URL_UPDATE_JS)

@@ -44,9 +44,9 @@ def add(panel, gp: dict) -> None:
 
     def finish(table, formula, race_v):
         if not race_v or table is None or race_v[:2] != (table.deal_id, table.rule):
-            return {}
+            return gr.skip()
         if not play.check_html(table, formula)[1]:
-            return {}
+            return gr.skip()
         return {race: None, out: f'<div class="sv-race-result">You solved it in <b>{time.time() - race_v[2]:.1f} s'
                                  '</b> — compare with the models\' times in their columns.</div>'}
 
@@ -57,7 +57,7 @@ def add(panel, gp: dict) -> None:
 
     def on_new_hand(table, race_v):  # another hand or rule ends the race (hints keep it)
         if table is not None and race_v and race_v[:2] == (table.deal_id, table.rule):
-            return {}
+            return gr.skip()
         return {out: "", race: None}
 
     gp["state"].change(on_new_hand, [gp["state"], race], [out, race], show_progress="hidden")
