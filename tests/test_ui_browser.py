@@ -209,7 +209,7 @@ def test_inspect_filters_to_a_failure_class(page, app_url):
     cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
     n_rows = cells.count("gp-l")  # one task cell per episode row
     assert n_rows >= 1
-    assert sum("step_limit" in c for c in cells) == n_rows, cells
+    assert sum("Step limit" in c for c in cells) == n_rows, cells
 
 
 def _proxy_app(upstream: str, prefix: str):

@@ -84,7 +84,7 @@ def table_rows(episodes: list[dict]) -> list[list]:
     for ep in episodes:
         result = {True: "solved", False: "failed"}.get(ep.get("success"), ep.get("status"))
         rows.append([ep["id"][:8], ep["task"], ep["participant"], ep["instance_key"], result, ep["n_steps"],
-                     round(ep["episode_return"], 2), ", ".join(f'{outcome_label(c)} ({c})' for c in ep["classes"])])
+                     round(ep["episode_return"], 2), ", ".join(outcome_label(c) for c in ep["classes"])])
     return rows
 
 
