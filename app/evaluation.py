@@ -268,10 +268,11 @@ def markdown_table(summary: dict) -> str:
             else:
                 cells.append(f"{_pct(m['success_rate'])} ± {_pct(m['success_se'])} (n={m['episodes']})")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    exact = spec.exact_arithmetic  # exact success is a GeneralPoints notion (no column for V-IRL)
     lines += ["", "**details**", "",
-              "| model | split | episodes | success % | exact success % | per-step acc % |"
-              + (" recognition % |" if spec.recognition else "") + " step outcomes |",
-              "|---|---|---|---|---|---|" + ("---|" if spec.recognition else "") + "---|"]
+              "| model | split | episodes | success % |" + (" exact success % |" if exact else "")
+              + " per-step acc % |" + (" recognition % |" if spec.recognition else "") + " step outcomes |",
+              "|---|---|---|---|" + ("---|" if exact else "") + "---|" + ("---|" if spec.recognition else "") + "---|"]
     for model in models:
         for split in splits:
             m = summary["metrics"].get(model, {}).get(split)
@@ -279,7 +280,7 @@ def markdown_table(summary: dict) -> str:
                 continue
             outcomes = ", ".join(f"{k} {_pct(v)}%" for k, v in m["outcome_rates"].items())
             row = (f"| {model} | {split} | {m['episodes']} | {_pct(m['success_rate'])} ± {_pct(m['success_se'])} | "
-                   f"{_pct(m['exact_success_rate'])} | {_pct(m['per_step_accuracy'])} |")
+                   + (f"{_pct(m['exact_success_rate'])} | " if exact else "") + f"{_pct(m['per_step_accuracy'])} |")
             if spec.recognition:
                 row += f" {_pct(m.get('recognition_accuracy', 0.0))} |"
             lines.append(row + f" {outcomes} |")

@@ -2,6 +2,9 @@
 groups and evaluations into one app. API routers live under `/api`, OpenAPI docs at `/docs`;
 `/` is left for the UI (issue 7 mounts Gradio there) and serves a small placeholder page until then.
 
+The API docs (`/docs` Swagger UI, `/redoc` ReDoc) are served from local files (the
+`fastapi-offline` package ships them) without web fonts: nothing is fetched from the internet.
+
 Cross-cutting concerns owned here: the edge guard (request head limit 431, body limit 413, JSON
 bodies with NaN/Infinity, lone surrogates or over-long numbers refused with 422), clear JSON errors
 (4xx with a `detail` message, 500 without a stack trace), start-up recovery (episodes left
@@ -14,9 +17,11 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .access import Access, load_secret
 from .live import LiveRegistry, ModelPool
@@ -153,6 +158,59 @@ PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>SFT vs 
 <p>The user interface is not installed yet. The REST API is live: see <a href="/docs">/docs</a>.</p></body></html>"""
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """`/docs` and `/redoc` from the Swagger UI and ReDoc files in the `fastapi-offline` package."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+
+    @app.get(DOCS_ASSETS + "/redoc.standalone.js", include_in_schema=False)
+    async def redoc_js():
+        # ReDoc's menu shows a logo from its CDN: point it at an inline image so nothing leaves.
+        return Response(_redoc_js(str(assets / "redoc.standalone.js")), media_type="application/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    def root(request: Request) -> str:
+        return request.scope.get("root_path", "").rstrip("/")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request):
+        r = root(request)
+        return get_swagger_ui_html(
+            openapi_url=r + app.openapi_url, title=app.title + " — Swagger UI",
+            oauth2_redirect_url=r + "/docs/oauth2-redirect",
+            swagger_js_url=f"{r}{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{r}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{r}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None})  # no badge from the online validator
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect():
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request):
+        r = root(request)
+        return get_redoc_html(openapi_url=r + app.openapi_url, title=app.title + " — ReDoc",
+                              redoc_js_url=f"{r}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{r}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+BLANK_SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/%3E"
+
+
+@lru_cache(maxsize=1)
+def _redoc_js(path: str) -> bytes:
+    return Path(path).read_text(encoding="utf-8").replace(REDOC_LOGO, BLANK_SVG).encode("utf-8")
+
+
 def create_app(settings: Settings | None = None, *, pool: ModelPool | None = None, store: Store | None = None,
                placeholder: bool = True) -> FastAPI:
     """The app. Pass `placeholder=False` when a UI is mounted at `/` (e.g. `gr.mount_gradio_app`)."""
@@ -188,10 +246,12 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
         ctx.workers.close()
 
     app = FastAPI(title="SFT-vs-RL playground API", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # served offline below
                   description="GeneralPoints and V-IRL episodes, models, stored episodes and evaluations "
                               "(Chu et al. 2025, 'SFT Memorizes, RL Generalizes').")
     app.state.ctx = ctx
     app.include_router(api_router())
+    _offline_docs(app)
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError):

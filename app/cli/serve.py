@@ -1,6 +1,8 @@
 """`sftvsrl serve`: the REST API and the Gradio UI in one uvicorn process."""
 from __future__ import annotations
 
+import errno
+
 from . import CliError
 
 
@@ -30,6 +32,7 @@ def cmd_serve(args) -> int:
 
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be 1..65535, got {args.port}")
+    sock = bind(args.host, args.port)  # first: a busy port fails at once, before "serving on"
     try:
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
                                      models_config=args.models, public=True if args.public else None)
@@ -52,7 +55,25 @@ def cmd_serve(args) -> int:
     if settings.public and not settings.admin_token:
         print("sftvsrl: warning: --public without SFTVSRL_ADMIN_TOKEN: evaluations and bulk export are disabled")
     # h11 refuses request heads over this size (the app also answers 431 past max_header_bytes).
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path,
-                http="h11", h11_max_incomplete_event_size=settings.max_header_bytes,
-                timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path,
+                            http="h11", h11_max_incomplete_event_size=settings.max_header_bytes,
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def bind(host: str, port: int):
+    """A listening socket on host:port, or a CliError that says what to do when it is taken."""
+    import socket
+
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+        return socket.create_server(address, family=family)
+    except socket.gaierror as exc:
+        raise CliError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(f"port {port} on {host} is already in use (another `sftvsrl serve`?): stop that "
+                           f"server, or pick a free port with --port (`make run PORT=7861`)") from None
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -2,8 +2,9 @@
 
 `build_ui(services)` builds the Blocks; `mount_ui(app, services)` mounts it with our CSS, a
 theme that uses only local fonts (nothing is fetched from a CDN), presenter mode and keyboard
-shortcuts. Deep links (`?tab=gp&deal=HKC5D2C4&rule=face_jqk`, `?tab=virl&route=3`) restore a hand
-or a route on load, and the URL follows what is on screen.
+shortcuts (acting on the tab on screen; `?` lists them). Deep links (`?tab=gp&deal=HKC5D2C4&rule=face_jqk`,
+`?tab=virl&route=3`) restore every control of a tab on load, a bad one says why, and the URL
+follows what is on screen. The footer links to our REST API docs (`/docs`, served offline).
 """
 from pathlib import Path
 
@@ -15,24 +16,84 @@ TITLE = "SFT vs RL — Playground"
 SHORTCUTS_JS = """
 <script>
 (() => {
-  const click = (id) => { const el = document.getElementById(id); if (el) { el.click(); return true; } return false; };
+  // A shortcut clicks a button only when it is on screen: buttons of hidden tabs are ignored.
+  const shown = (el) => !!el && el.offsetParent !== null && el.getClientRects().length > 0;
+  const click = (...ids) => {
+    for (const id of ids) { const el = document.getElementById(id); if (shown(el)) { el.click(); return true; } }
+    return false;
+  };
+  const help = () => document.getElementById('sv-help');
+  const TABS = ['gp', 'virl', 'inspect', 'evaluate', 'models'];
+  window.svTabInUrl = () => {
+    const t = new URL(window.location.href).searchParams.get('tab');
+    return TABS.includes(t) ? t : 'gp';
+  };
+  window.svWriteLink = (params) => {
+    const url = new URL(window.location.href);
+    const keep = new URLSearchParams();
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== null && v !== undefined && v !== '') keep.set(k, String(v));
+    }
+    url.search = keep.toString();
+    window.history.replaceState(null, '', url.toString());
+  };
+  // Clicking a tab puts that tab's link (its controls, remembered by URL_UPDATE_JS) in the URL.
+  document.addEventListener('click', (ev) => {
+    const btn = ev.target.closest && ev.target.closest('[role=tab][id^="tab-"]');
+    if (!btn) return;
+    const tab = btn.id.replace(/^tab-/, '').replace(/-button$/, '');
+    if (TABS.includes(tab)) window.svWriteLink((window.__svLinks || {})[tab] || {tab});
+  }, true);
+  window.svToggleHelp = (force) => {
+    const h = help(); if (!h) return;
+    const open = force === undefined ? h.hidden : force;
+    h.hidden = !open;
+    if (open) h.querySelector('button')?.focus();
+  };
+  window.svSetPresenter = (on) => {
+    const b = document.body;
+    if (on && !b.classList.contains('sv-presenter')) window.__svWasDark = b.classList.contains('dark');
+    b.classList.toggle('sv-presenter', !!on);
+    b.classList.toggle('dark', !!on || !!window.__svWasDark);
+  };
   document.addEventListener('keydown', (ev) => {
     const t = ev.target;
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+    if (ev.key === 'Escape') { window.svToggleHelp(false); return; }
+    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
     const key = ev.key.toLowerCase();
-    if (key === 'n' && click('gp-next')) ev.preventDefault();
-    else if (key === 'f' && click('gp-flip')) ev.preventDefault();
-    else if (key === 'r' && click('gp-run')) ev.preventDefault();
-    else if (key === 'p') { const box = document.querySelector('#sv-presenter-toggle input'); if (box) { box.click(); ev.preventDefault(); } }
+    let done = false;
+    if (ev.key === '?') { window.svToggleHelp(); done = true; }
+    else if (key === 'n') done = click('gp-next');
+    else if (key === 'f') done = click('gp-flip');
+    else if (key === 'r') done = click('gp-run', 'virl-run');
+    else if (key === 'p') { const box = document.querySelector('#sv-presenter-toggle input'); if (box) { box.click(); done = true; } }
+    if (done) ev.preventDefault();
   });
 })();
 </script>
 """
 
-PRESENTER_JS = """
-(on) => { document.body.classList.toggle('sv-presenter', !!on); return []; }
+HELP_HTML = """
+<div id="sv-help" class="sv-help" role="dialog" aria-label="Keyboard shortcuts" hidden>
+  <div class="sv-help-box"><h2>Keyboard shortcuts</h2>
+  <table><tr><td><kbd>N</kbd></td><td>next deal (24 Points)</td></tr>
+  <tr><td><kbd>F</kbd></td><td>flip the rule ID ⇄ OOD (24 Points)</td></tr>
+  <tr><td><kbd>R</kbd></td><td>run the models on the tab on screen</td></tr>
+  <tr><td><kbd>P</kbd></td><td>presenter mode (large type, high contrast)</td></tr>
+  <tr><td><kbd>?</kbd></td><td>this help</td></tr><tr><td><kbd>Esc</kbd></td><td>close it</td></tr></table>
+  <p>Shortcuts act on the tab on screen only, and not while you type in a field.</p>
+  <button type="button" onclick="window.svToggleHelp(false)">Close</button></div>
+</div>
 """
+
+PRESENTER_JS = "(on) => { window.svSetPresenter(on); return []; }"
+
+FOOTER = ('<footer class="sv-footer"><a href="docs" target="_blank">REST API (/docs)</a> · '
+          '<a href="redoc" target="_blank">ReDoc</a> · '
+          '<a href="#" onclick="window.svToggleHelp(true); return false;">keyboard shortcuts (?)</a> · '
+          'Map data © OpenStreetMap contributors (ODbL) · card art and street views drawn by this project '
+          '· runs offline</footer>')
 
 
 def css() -> str:
@@ -48,65 +109,59 @@ def theme():
 
 def build_ui(services=None):
     """The Blocks app. `services` gives model runs, the episode store and evaluations (may be None
-    for a people-only UI, e.g. in tests of the engines' tabs)."""
+    for a people-only UI, e.g. in tests of the engines' tabs). Each tab registers its own load
+    handler (restoring its deep link) and writes its link into the address bar when selected."""
     from . import gp_tab, virl_tab
+    from .common import URL_UPDATE_JS, query_params, serving, unserved_text
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        with gr.Row(elem_id="sv-header"):
-            gr.HTML(f'<div class="sv-title"><h1>{TITLE}</h1><p>Chu et al., 2025: "SFT Memorizes, RL '
-                    'Generalizes" — the paper\'s two tasks, played by you and by the SFT and RL models, '
-                    'under in-distribution and out-of-distribution rules.</p></div>')
+        with gr.Row(elem_id="sv-header", equal_height=True):
+            gr.HTML(f'<div class="sv-title"><h1>{TITLE}</h1><p>Chu et al., 2025, "SFT Memorizes, RL '
+                    'Generalizes": you and the SFT and RL models on the paper\'s two tasks, in and out of '
+                    'distribution. <kbd>?</kbd> shortcuts</p>'
+                    f'</div>{HELP_HTML}')
             presenter = gr.Checkbox(label="Presenter mode (P)", value=False, elem_id="sv-presenter-toggle",
-                                    scale=0, min_width=180)
+                                    scale=0, min_width=200)
         presenter.change(None, presenter, None, js=PRESENTER_JS)
+        tabbed = []  # (tab, part) for the tabs with a load handler and a link
         with gr.Tabs(selected="gp", elem_id="sv-tabs") as tabs:
-            with gr.Tab("24 Points", id="gp", elem_id="tab-gp"):
+            with gr.Tab("24 Points", id="gp", elem_id="tab-gp") as tab:
                 gp = gp_tab.build()
                 if services is not None:
                     from .models_panel import add_gp_models
 
                     add_gp_models(services, gp)
-            with gr.Tab("V-IRL", id="virl", elem_id="tab-virl"):
-                virl = virl_tab.build()
+                tabbed.append((tab, gp))
+            with gr.Tab("V-IRL", id="virl", elem_id="tab-virl") as tab:
+                note = None
+                if services is not None and not serving(services.pool, "virl-vl"):
+                    note = "The models play text only. " + unserved_text("virl-vl")
+                virl = virl_tab.build(vision_note=note)
                 if services is not None:
                     from .models_panel import add_virl_models
 
                     add_virl_models(services, virl)
+                tabbed.append((tab, virl))
             if services is not None:
                 from . import evaluate_tab, inspect_tab, models_tab
 
-                with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
-                    inspect = inspect_tab.build(services)
+                with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab:
+                    tabbed.append((tab, inspect_tab.build(services, tab)))
                 with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                     evaluate_tab.build(services)
-                with gr.Tab("Models", id="models", elem_id="tab-models") as models_ui:
-                    models_tab.build(services, models_ui)
-        gr.HTML('<footer class="sv-footer">Map data © OpenStreetMap contributors (ODbL) · card art and '
-                'street views drawn by this project · runs offline</footer>')
+                with gr.Tab("Models", id="models", elem_id="tab-models") as tab:
+                    models_tab.build(services, tab)
+        gr.HTML(FOOTER)
 
-        def on_load(request: gr.Request):
-            from .common import query_params
+        valid = {"gp", "virl"} | ({"inspect", "evaluate", "models"} if services is not None else set())
 
-            params = query_params(request)
-            tab = params.get("tab", "gp")
-            valid = {"gp", "virl"} | ({"inspect", "evaluate", "models"} if services is not None else set())
-            return (gr.Tabs(selected=tab if tab in valid else "gp"), *gp["on_load"](request),
-                    *virl["on_load"](request))
+        def select_tab(request: gr.Request):
+            tab = query_params(request).get("tab", "gp")
+            return gr.Tabs(selected=tab if tab in valid else "gp")
 
-        extra_loads = []
-        if services is not None:
-            extra_loads = [inspect]
-        load_outputs = [tabs, *gp["load_outputs"], *virl["load_outputs"]]
-        for part in extra_loads:
-            load_outputs += part["load_outputs"]
-
-        def on_load_all(request: gr.Request):
-            out = list(on_load(request))
-            for part in extra_loads:
-                out += list(part["on_load"](request))
-            return tuple(out)
-
-        demo.load(on_load_all, None, load_outputs)
+        demo.load(select_tab, None, tabs)
+        for tab, part in tabbed:
+            demo.load(part["on_load"], None, part["load_outputs"]).then(None, part["link"], None, js=URL_UPDATE_JS)
     return demo
 
 
@@ -114,7 +169,8 @@ def mount_ui(app, services=None, *, path: str = "/", root_path: str | None = Non
     """Mount the UI on a FastAPI app (API routes stay where they are)."""
     demo = build_ui(services)
     return gr.mount_gradio_app(app, demo, path=path, root_path=root_path, theme=theme(), css=css(),
-                               head=SHORTCUTS_JS, footer_links=["api"], show_error=False)
+                               head=SHORTCUTS_JS, footer_links=[], show_error=False,
+                               favicon_path=str(STATIC_DIR / "favicon.png"))
 
 
 def create_app_with_ui(settings=None, *, root_path: str | None = None):

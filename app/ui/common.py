@@ -21,6 +21,9 @@ OUTCOME_STYLE = {
     "illegal_formula": ("bad", "Illegal formula"),
     "aggregated_error": ("bad", "Several errors"),
     "step_limit": ("bad", "Step limit"),
+    "wrong_action": ("bad", "Wrong move"),
+    "wrong_observation": ("bad", "Misread the view"),
+    "budget_exceeded": ("bad", "Out of tries"),
 }
 
 
@@ -33,8 +36,13 @@ def badge(kind: str, text: str) -> str:
     return f'<span class="sv-badge sv-{esc(kind)}">{esc(text)}</span>'
 
 
+def outcome_label(outcome: str) -> str:
+    """A person-readable label for an outcome class (`wrong_action` → 'Wrong move')."""
+    return OUTCOME_STYLE.get(outcome, ("info", str(outcome).replace("_", " ").capitalize()))[1]
+
+
 def outcome_badge(outcome: str) -> str:
-    kind, text = OUTCOME_STYLE.get(outcome, ("info", outcome))
+    kind, text = OUTCOME_STYLE.get(outcome, ("bad", outcome_label(outcome)))
     return badge(kind, text)
 
 
@@ -63,16 +71,19 @@ def error_html(message: str) -> str:
     return f'<div class="sv-error" role="alert">{esc(message)}</div>'
 
 
+def note_html(message: str) -> str:
+    """A neutral notice (not an error), e.g. why Flip rule dealt another hand."""
+    return f'<div class="sv-note" role="status">{esc(message)}</div>' if message else ""
+
+
+# Write a tab's link (its controls) into the address bar. Every tab remembers its latest link in
+# `window.__svLinks`, but only the tab the URL names writes, so a tab's load or a late update never
+# overwrites another tab's link; clicking a tab writes that tab's link (see SHORTCUTS_JS).
 URL_UPDATE_JS = """
 (params) => {
   try {
-    const url = new URL(window.location.href);
-    const keep = new URLSearchParams();
-    for (const [k, v] of Object.entries(params || {})) {
-      if (v !== null && v !== undefined && v !== '') keep.set(k, String(v));
-    }
-    url.search = keep.toString();
-    window.history.replaceState(null, '', url.toString());
+    if (params && params.tab) (window.__svLinks = window.__svLinks || {})[params.tab] = params;
+    if (window.svWriteLink && params && params.tab === window.svTabInUrl()) window.svWriteLink(params);
   } catch (e) { /* deep links are a convenience; never break the page */ }
   return [];
 }
@@ -81,3 +92,21 @@ URL_UPDATE_JS = """
 
 def link_params(values: Mapping[str, object]) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v not in (None, "")}
+
+
+def serving(pool, task: str) -> list[str]:
+    """The configured models that serve `task` (the model pool's per-task availability)."""
+    out = []
+    for name in pool.names:
+        try:
+            if pool.spec(name).supports(task):
+                out.append(name)
+        except Exception:  # noqa: BLE001 - a broken entry serves nothing
+            continue
+    return out
+
+
+def unserved_text(task: str) -> str:
+    """Why a task's option is off, and what to run to turn it on."""
+    return (f"No configured model serves {task}: serve vision checkpoints with "
+            "`sftvsrl vllm up --sft PATH --rl PATH`, then restart `sftvsrl serve` with the models.toml it writes.")

@@ -13,16 +13,22 @@ from game.tasks import TASKS
 
 from .. import services
 from ..evaluation import EvalConfig, EvalError, markdown_table, plot, summarize
-from .common import error_html, esc
+from .common import error_html, esc, note_html, serving, unserved_text
 
 POLL_S = 0.5
 
 
-def _progress_html(run: dict) -> str:
+def _progress_html(run: dict, stopped: bool = False) -> str:
     total, done = run.get("total") or 0, run.get("done") or 0
     pct = 100 * done / total if total else 0
-    return (f'<div class="sv-info" data-status="{esc(run["status"])}">Run <code>{esc(run["id"])}</code>: '
-            f'{esc(run["status"])} — {done}/{total} episodes ({pct:.0f}%)'
+    status = run["status"]
+    words = {"interrupted": "stopped", "running": "running"}.get(status, status)
+    if stopped and status == "running":  # the job is gone: it cannot go on
+        status, words = "interrupted", "stopped"
+    resume = (' <span class="sv-dim">Its finished episodes stay stored (the Inspect links below list them).'
+              '</span>') if status == "interrupted" else ""
+    return (f'<div class="sv-info" data-status="{esc(status)}">Run <code>{esc(run["id"])}</code>: '
+            f'{esc(words)} — {done}/{total} episodes ({pct:.0f}%){resume}'
             f'<progress max="{total or 1}" value="{done}" style="width:100%"></progress></div>')
 
 
@@ -47,63 +53,97 @@ def _split_names(task: str) -> list[str]:
     return list(TASKS[task].split_names)
 
 
+def _task_choices(ctx) -> list[tuple[str, str]]:
+    """Tasks, each labelled with why it cannot run when no configured model serves it."""
+    return [(t if serving(ctx.pool, t) else f"{t} — no configured model serves it", t) for t in TASKS]
+
+
 def build(ctx) -> dict:
-    task_names = list(TASKS)
     with gr.Row(elem_classes="sv-controls"):
-        task = gr.Dropdown(task_names, value="gp-l", label="Task", elem_id="eval-task")
+        task = gr.Dropdown(_task_choices(ctx), value="gp-l", label="Task", elem_id="eval-task")
         splits = gr.CheckboxGroup(_split_names("gp-l"), value=_split_names("gp-l"), label="Splits",
                                   elem_id="eval-splits")
         models = gr.CheckboxGroup(ctx.pool.names, value=[n for n in ("sft", "rl") if n in ctx.pool.names],
                                   label="Models", elem_id="eval-models")
-        episodes = gr.Number(value=20, precision=0, minimum=1, label="Episodes per split (paper: 234 GP, 48 V-IRL)",
+        episodes = gr.Number(value=20, precision=0, minimum=1, label="Episodes per split",
+                             info="the paper: 234 (GP), 48 (V-IRL)",
                              elem_id="eval-episodes")
     with gr.Row(elem_classes="sv-actions"):
         start = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
         stop = gr.Button("Stop", elem_id="eval-stop")
-    progress = gr.HTML("", elem_id="eval-progress")
+    task_note = gr.HTML("", elem_id="eval-task-note", elem_classes="sv-collapse")
+    progress = gr.HTML("", elem_id="eval-progress", elem_classes="sv-collapse")
     table = gr.Markdown("", elem_id="eval-table")
     chart = gr.Image(label="ID vs OOD (binomial error bars)", type="filepath", interactive=False,
                      visible=False, elem_id="eval-plot")
-    links = gr.HTML("", elem_id="eval-links")
+    links = gr.HTML("", elem_id="eval-links", elem_classes="sv-collapse")
+    running = gr.State(None)  # the run id this page started, for Stop
 
-    task.change(lambda t: gr.CheckboxGroup(choices=_split_names(t), value=_split_names(t)), task, splits)
+    def on_task(t):
+        names = _split_names(t)
+        return {splits: gr.CheckboxGroup(choices=names, value=names),
+                task_note: "" if serving(ctx.pool, t) else note_html(unserved_text(t))}
+
+    task.change(on_task, task, [splits, task_note])
 
     async def on_run(task_v, splits_v, models_v, n):
+        if not serving(ctx.pool, task_v):
+            yield {progress: note_html(unserved_text(task_v))}
+            return
         try:
             run_id, job = launch(ctx, task_v, splits_v, models_v, n)
         except (EvalError, ValueError, TypeError) as exc:  # ServiceError is a ValueError
-            yield error_html(str(exc)), gr.skip(), gr.skip(), gr.skip()
+            yield {progress: error_html(str(exc))}
             return
+        yield {running: run_id, table: "", links: "", chart: gr.Image(visible=False)}
         try:
             while not job.done():
                 run = ctx.store.get_run(run_id)
                 if run:
-                    yield _progress_html(run), gr.skip(), gr.skip(), gr.skip()
+                    yield {progress: _progress_html(run)}
                 await asyncio.sleep(POLL_S)
             job.result()
         except asyncio.CancelledError:
-            job.cancel()
-            await asyncio.gather(job, return_exceptions=True)
+            await _cancel(ctx, run_id)
             raise
         except Exception as exc:  # noqa: BLE001 - shown inline, the run stays resumable
-            yield error_html(f"evaluation failed: {exc}"), gr.skip(), gr.skip(), gr.skip()
+            yield {progress: error_html(f"evaluation failed: {exc}"), running: None}
             return
         progress_now = _progress_html(ctx.store.get_run(run_id))
         try:
             summary = summarize(ctx.store, run_id)
             table_md = markdown_table(summary)
         except Exception as exc:  # noqa: BLE001 - shown inline; the stored episodes stay
-            yield progress_now + error_html(f"could not summarise the run: {exc}"), gr.skip(), gr.skip(), gr.skip()
+            yield {progress: progress_now + error_html(f"could not summarise the run: {exc}"), running: None}
             return
+        out = {progress: progress_now, table: table_md, links: _links_html(ctx, run_id, summary), running: None}
         try:
             png = plot(summary, Path(tempfile.mkdtemp(prefix="sftvsrl-eval-")) / "plot.png")
-            chart_update = gr.Image(value=str(png), visible=True)
+            out[chart] = gr.Image(value=str(png), visible=True)
         except Exception as exc:  # noqa: BLE001 - the table is still worth showing
-            progress_now += error_html(f"could not draw the chart: {exc}")
-            chart_update = gr.skip()
-        yield progress_now, table_md, chart_update, _links_html(ctx, run_id, summary)
+            out[progress] = progress_now + error_html(f"could not draw the chart: {exc}")
+        yield out
 
-    event = start.click(on_run, [task, splits, models, episodes], [progress, table, chart, links],
+    event = start.click(on_run, [task, splits, models, episodes], [progress, table, chart, links, running],
                         concurrency_limit=None)
-    stop.click(None, None, None, cancels=[event])
+
+    async def on_stop(run_id):
+        """Cancel this page's run and show where it stopped (its finished episodes stay stored)."""
+        if not run_id:
+            return gr.skip()
+        await _cancel(ctx, run_id)
+        run = ctx.store.get_run(run_id)
+        return {running: None, progress: _progress_html(run, stopped=True) if run else ""}
+
+    stop.click(on_stop, running, [running, progress], cancels=[event])
     return {}
+
+
+async def _cancel(ctx, run_id: str) -> None:
+    """Cancel a running evaluation (the service layer's cancel) and wait until it has recorded
+    that it was interrupted."""
+    job = ctx.evals.get(run_id)
+    if job is None or job.done():
+        return
+    services.cancel_evaluation(ctx, run_id)
+    await asyncio.gather(job, return_exceptions=True)

@@ -10,17 +10,22 @@ from dataclasses import dataclass, replace
 
 from game.gp import arith
 from game.gp.cards import Rule
-from game.gp.deal import Deal, DealConfig
+from game.gp.deal import Deal, DealConfig, Dealer
 from game.gp.solver import distinct_solutions
 from game.gp.verifier import sequence_violations, verify
 from game.tasks import formula_reply, normalise_formula
 
 from .common import badge, card_uri, esc, outcome_badge
 
-RULE_CHOICES = [("J/Q/K = 10 (in-distribution)", "face10"), ("J/Q/K = 11/12/13 (rule OOD)", "face_jqk")]
+RULE_CHOICES = [("J/Q/K = 10 (ID)", "face10"), ("J/Q/K = 11/12/13 (OOD)", "face_jqk")]
 SUIT_CHOICES = [("Mixed suits", "mixed"), ("Black suits (paper VL)", "black"), ("Red suits (visual OOD)", "red")]
 MODE_CHOICES = [("Paper generator", "paper"), ("Real deck", "deck")]
 MAX_SEED = 2**31 - 1
+MAX_FIELD_CHARS = 32       # seed / target fields: longer input is refused before parsing
+MAX_FORMULA_CHARS = 120    # a four-card formula needs ~20; longer input is refused, not checked
+DEFAULT_SEED = 1           # K 4 2 8: a face card, solvable under both rules (11 vs 2 solutions)
+FLIP_SEARCH = 500          # hands of a seed's stream searched for one solvable under both rules
+SUIT_NAMES = {"H": "hearts", "S": "spades", "D": "diamonds", "C": "clubs"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,9 @@ class Table:
         return self.deal.numbers(self.rule_obj)
 
     def link(self) -> dict[str, str]:
-        out = {"tab": "gp", "deal": self.deal_id, "rule": self.rule}
+        """Every control of the tab, so a deep link restores the hand and what Next deal does."""
+        out = {"tab": "gp", "deal": self.deal_id, "rule": self.rule, "target": str(self.deal.target),
+               "suits": self.suits, "mode": self.mode}
         if self.seed is not None:
             out["seed"] = str(self.seed)
         return out
@@ -57,15 +64,34 @@ class InputError(ValueError):
     """Bad input from the page: shown inline, never as a stack trace."""
 
 
+def shown(value, limit: int = 24) -> str:
+    """A user's input as quoted in a message: repr, cut to `limit` characters."""
+    text = str(value)
+    if len(text) > limit:
+        return repr(text[:limit]) + f"… ({len(text):,} characters)"
+    return repr(text)
+
+
+def _whole_number(value, what: str) -> int:
+    text = str(value).strip()
+    if len(text) > MAX_FIELD_CHARS:
+        raise InputError(f"the {what} is too long ({len(text):,} characters): type a whole number "
+                         f"of at most {MAX_FIELD_CHARS} characters")
+    try:
+        number = float(text)
+        if number != int(number):
+            raise ValueError
+        return int(number)
+    except (ValueError, OverflowError):  # 'abc', 'nan', '1e400' (inf), '2.5'
+        raise InputError(f"the {what} must be a whole number, got {shown(value)}") from None
+
+
 def parse_seed(value) -> int:
     if value is None or str(value).strip() == "":
         return random.SystemRandom().randrange(MAX_SEED)
-    try:
-        seed = int(float(str(value).strip()))
-    except ValueError:
-        raise InputError(f"the seed must be a whole number, got {value!r}") from None
+    seed = _whole_number(value, "seed")
     if not 0 <= seed <= MAX_SEED:
-        raise InputError(f"the seed must be between 0 and {MAX_SEED}")
+        raise InputError(f"the seed must be between 0 and {MAX_SEED:,}, got {shown(value)}")
     return seed
 
 
@@ -75,61 +101,117 @@ def parse_target(value) -> int:
 
     text = str(value).strip()
     if not text.isascii() or not text.isdigit() or len(text) > 9:
-        raise InputError(f"the target must be a whole number from 1 to {MAX_TARGET}, got {text[:20]!r}")
+        raise InputError(f"the target must be a whole number from 1 to {MAX_TARGET}, got {shown(text, 20)}")
     target = int(text)
     if not 1 <= target <= MAX_TARGET:
         raise InputError(f"the target must be a whole number from 1 to {MAX_TARGET}, got {target}")
     return target
 
 
+def _choice(value: str, choices: list[tuple[str, str]], what: str) -> str:
+    allowed = [v for _, v in choices]
+    if value not in allowed:
+        raise InputError(f"unknown {what} {shown(value)}: use one of {', '.join(allowed)}")
+    return value
+
+
 def deal_table(seed, rule: str, target, suits: str, mode: str) -> Table:
     """Deal the first hand of `seed`'s stream. Rule OOD deals force a J/Q/K, as the paper does."""
-    seed_i = parse_seed(seed)
-    rule_obj = Rule.parse(rule)
     from .. import jobs
     from ..workers import WorkerUnavailable, WorkTimeout, shared_pool
 
-    target_i = parse_target(target)
-    try:
-        DealConfig(rule_obj, rule_obj is Rule.FACE_JQK, suits, mode, target_i)  # validates the choices
-        # Dealing is CPU work: the worker pool runs it under a time limit (never a stuck page).
-        info = shared_pool().run_sync(jobs.gp_deal, seed_i, rule_obj.value, rule_obj is Rule.FACE_JQK, suits,
-                                      mode, target_i)
+    seed_i, rule, target_i = parse_seed(seed), parse_rule(rule), parse_target(target)
+    _dealer(seed_i, rule, target_i, suits, mode)  # validates the choices
+    try:  # dealing is CPU work: the worker pool runs it under a time limit (never a stuck page)
+        info = shared_pool().run_sync(jobs.gp_deal, seed_i, rule, rule == "face_jqk", suits, mode, target_i)
     except (ValueError, WorkTimeout, WorkerUnavailable) as exc:
         raise InputError(str(exc)) from None
-    return Table(info["deal_id"], rule_obj.value, seed_i, suits, mode)
+    return Table(info["deal_id"], rule, seed_i, suits, mode)
+
+
+def parse_rule(value: str) -> str:
+    return _choice(str(value), RULE_CHOICES, "rule")
+
+
+def _dealer(seed: int, rule: str, target: int, suits: str, mode: str) -> Dealer:
+    rule_obj = Rule.parse(rule)
+    suits, mode = _choice(suits, SUIT_CHOICES, "suits"), _choice(mode, MODE_CHOICES, "dealing mode")
+    try:
+        return Dealer(seed, DealConfig(rule_obj, rule_obj is Rule.FACE_JQK, suits, mode, target))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def default_table() -> Table:
+    return deal_table(DEFAULT_SEED, "face10", "24", "mixed", "paper")
 
 
 def table_from_link(params: dict[str, str]) -> Table | None:
-    """Restore a table from deep-link parameters (`deal`, `rule`, `seed`), or None."""
-    rule = params.get("rule", "face10")
-    try:
-        rule = Rule.parse(rule).value
-    except ValueError:
-        rule = "face10"
+    """Restore a table from deep-link parameters (`deal`, `rule`, `seed`, `target`, `suits`,
+    `mode`); None when the link names no hand. A bad parameter raises InputError (shown)."""
+    if not params.get("deal") and not params.get("seed"):
+        return None
+    rule = parse_rule(params.get("rule", "face10"))
+    suits = _choice(params.get("suits", "mixed"), SUIT_CHOICES, "suits")
+    mode = _choice(params.get("mode", "paper"), MODE_CHOICES, "dealing mode")
+    seed = parse_seed(params["seed"]) if params.get("seed") else None
     if params.get("deal"):
         try:
-            hand = Deal.from_id(params["deal"])
+            hand = Deal.from_id(params["deal"][:64])
         except ValueError:
-            return None
-        seed = params.get("seed")
-        return Table(hand.id, rule, int(seed) if seed and seed.isdigit() else None)
-    if params.get("seed", "").isdigit():
-        return deal_table(params["seed"], rule, params.get("target", "24"), "mixed", "paper")
-    return None
+            raise InputError(f"the link's deal {shown(params['deal'])} is not a hand: a deal id is four "
+                             "cards such as HKC5D2C4 (suit letter + rank), optionally -TARGET") from None
+        if params.get("target") and parse_target(params["target"]) != hand.target:
+            raise InputError(f"the link's target {shown(params['target'])} does not match deal {hand.id}")
+        return Table(hand.id, rule, seed, suits, mode)
+    return deal_table(seed, rule, params.get("target", "24"), suits, mode)
 
 
-def flip_rule(table: Table) -> Table:
-    return replace(table, rule="face_jqk" if table.rule == "face10" else "face10", hint_level=0)
+def solvable(deal: Deal, rule: str) -> bool:
+    return bool(distinct_solutions(deal.numbers(Rule.parse(rule)), deal.target))
+
+
+def flip_rule(table: Table) -> tuple[Table, str]:
+    """The same table under the other rule, and a note for the page ('' when nothing to say).
+
+    The cards stay when the hand is solvable under both rules (the contrast the paper studies).
+    Otherwise, for a seeded table, the nearest hand of the seed's rule-OOD stream (which always holds
+    a J/Q/K, so the flip shows a contrast) that is solvable under both rules is dealt instead; a hand
+    from a link without a seed stays, and the note says why."""
+    new_rule = "face_jqk" if table.rule == "face10" else "face10"
+    flipped = replace(table, rule=new_rule, hint_level=0)
+    if solvable(table.deal, new_rule) or table.seed is None:
+        return flipped, ("" if solvable(table.deal, new_rule) else
+                         "This hand has no solution under the other rule. Press Next deal for a seeded hand "
+                         "that is solvable under both.")
+    dealer = _dealer(table.seed, "face_jqk", table.deal.target, table.suits, table.mode)
+    for _ in range(FLIP_SEARCH):
+        hand = dealer.next()
+        if solvable(hand, "face10") and solvable(hand, "face_jqk"):
+            old = " ".join(c.label for c in table.deal.cards)
+            return (replace(flipped, deal_id=hand.id),
+                    f"{old} has no solution under {_rule_text(new_rule)}, so this is the nearest hand of seed "
+                    f"{table.seed}'s stream that is solvable under both rules.")
+    return flipped, ""
+
+
+def _rule_text(rule: str) -> str:
+    return "J/Q/K = 10" if rule == "face10" else "J/Q/K = 11/12/13"
 
 
 def hand_html(table: Table) -> str:
     deal = table.deal
     cards = "".join(
-        f'<figure class="sv-card"><img src="{card_uri(c)}" alt="{esc(c.label)} of {esc(c.suit)}" '
+        f'<figure class="sv-card"><img src="{card_uri(c)}" alt="{esc(card_name(c))}" '
         f'data-card="{esc(c.card_id)}"/><figcaption>{esc(c.label)} = {v}</figcaption></figure>'
         for c, v in zip(deal.cards, table.numbers))
     return f'<div class="sv-hand" data-deal="{esc(deal.id)}">{cards}</div>'
+
+
+def card_name(card) -> str:
+    """Alt text a screen reader says: 'king of hearts', '6 of spades'."""
+    names = {1: "ace", 11: "jack", 12: "queen", 13: "king"}
+    return f"{names.get(card.rank, str(card.rank))} of {SUIT_NAMES.get(card.suit, card.suit)}"
 
 
 def info_html(table: Table) -> str:
@@ -145,15 +227,23 @@ def info_html(table: Table) -> str:
 
 
 def subtotal_html(table: Table | None, formula: str) -> str:
-    """Live feedback while typing: value so far, numbers used and left."""
+    """Live feedback while typing: value so far, numbers used and left. It reads the formula as the
+    verifier does (no spaces), so it never shows a value the verdict then rejects."""
     if table is None or not formula or not formula.strip():
         return '<div class="sv-subtotal sv-dim">Type a formula with + − × ÷ and parentheses.</div>'
-    text = formula.replace("×", "*").replace("÷", "/").replace("−", "-").replace(" ", "")
+    if len(formula) > MAX_FORMULA_CHARS:
+        return (f'<div class="sv-subtotal sv-bad-text">Too long ({len(formula):,} characters): a formula '
+                f'uses each of the four cards once, at most {MAX_FORMULA_CHARS} characters.</div>')
+    text = normalise_formula(formula)
+    if " " in text.strip() or "\t" in text:
+        return ('<div class="sv-subtotal sv-bad-text">Remove the spaces: the paper\'s verifier rejects any '
+                'character other than numbers, + − × ÷ and parentheses.</div>')
+    text = text.strip()
     tokens = arith.tokenize(text)
     if not arith.is_clean(text, tokens):
-        return '<div class="sv-subtotal sv-bad">Only numbers, + − × ÷ and parentheses are allowed.</div>'
+        return '<div class="sv-subtotal sv-bad-text">Only numbers, + − × ÷ and parentheses are allowed.</div>'
     value = _value_so_far(tokens)
-    used = [int(t) for t in tokens if t.isdigit()]
+    used = [int(t) for t in tokens if t.isdigit() and len(t) <= 6]
     left = list(table.numbers)
     extra = []
     for u in used:
@@ -166,7 +256,7 @@ def subtotal_html(table: Table | None, formula: str) -> str:
         parts.append(f"= <b>{esc(arith.format_number(value))}</b>")
     parts.append(f"cards left: {' '.join(map(str, left)) or '—'}")
     if extra:
-        parts.append(f'<span class="sv-bad">not in your hand: {" ".join(map(str, extra))}</span>')
+        parts.append(f'<span class="sv-bad-text">not in your hand: {" ".join(map(str, extra))}</span>')
     return f'<div class="sv-subtotal">{" · ".join(parts)}</div>'
 
 
@@ -185,15 +275,21 @@ def _value_so_far(tokens: list[str]):
 
 
 def check_html(table: Table, formula: str) -> tuple[str, bool]:
-    """The paper's verdict on a person's formula plus our exact second opinion. (html, solved)."""
+    """The paper's verdict on a person's formula (verbatim: it is what the models read), a plain
+    explanation beside it, and our exact second opinion. Returns (html, solved)."""
     f = normalise_formula(formula)
     if not f:
         return '<div class="sv-verdict sv-dim">Enter a formula first.</div>', False
+    if len(f) > MAX_FORMULA_CHARS:
+        return (f'<div class="sv-verdict">{badge("bad", "Too long")} The formula has {len(f):,} characters; '
+                f'a four-card formula needs about 20 (at most {MAX_FORMULA_CHARS} are checked). '
+                'Shorten it and check again.</div>'), False
     deal = table.deal
     reply = formula_reply(deal.labels, table.numbers, f, deal.target)
     v = verify(reply, table.numbers, deal.labels, target=deal.target)
     lines = [f'{outcome_badge(v.outcome.value)} <span class="sv-reward">reward {v.reward:+g}</span>',
-             f'<div class="sv-feedback">Verifier (paper): <q>{esc(v.verify_info)}</q></div>']
+             f'<div class="sv-feedback">Verifier (paper, what the models read): <q>{esc(v.verify_info)}</q></div>',
+             f'<div class="sv-explain">In plain words: {esc(explain(v, deal.target))}</div>']
     if v.exact_value is not None:
         verdict = "correct" if v.exact_correct else "not a solution"
         lines.append(f'<div class="sv-exact">Exact arithmetic: {esc(v.formula)} = '
@@ -202,6 +298,36 @@ def check_html(table: Table, formula: str) -> tuple[str, bool]:
         lines.append('<div class="sv-exact sv-warn-text">Correct, rejected by float rounding: the paper\'s '
                      'verifier compares IEEE doubles, so this exact solution scores as the paper did.</div>')
     return f'<div class="sv-verdict" data-outcome="{v.outcome.value}">{"".join(lines)}</div>', v.terminated
+
+
+def explain(v, target: int) -> str:
+    """A person-readable reading of a verdict (the paper's feedback text is terse)."""
+    outcome = v.outcome.value
+    if outcome == "correct":
+        return f"your formula makes {target} using each card once."
+    if outcome == "step_limit":
+        return "the try budget was spent, so this reply was not graded."
+    if outcome == "wrong_cards":
+        return "the model read the cards on the table wrongly."
+    if outcome == "illegal_formula":
+        if any(m.startswith("invalid sequence") or "parenthesis" in m for m in v.messages):
+            return ("the formula is not well formed: put an operator between two numbers, and open every "
+                    "parenthesis before closing it.")
+        return "only numbers, + − × ÷ and parentheses are allowed (no spaces or other characters)."
+    if outcome in ("wrong_numbers", "aggregated_error"):
+        return "use each card's value exactly once — no other numbers, none left out, none twice."
+    if outcome == "partial":
+        return "this is the start of a solution but not finished yet (the paper gives +1 for it)."
+    if outcome == "float_rounding":
+        return (f"the paper's check gives no message here: every part matches a solution, but computed in "
+                f"floating point the value is not exactly {target}.")
+    if v.exact_value is None and v.paper_value is None:
+        return "the formula divides by zero, so it has no value."
+    value = f" it equals {v.exact_value}, not {target}." if v.exact_value is not None else ""
+    if "partially correct" in v.verify_info:
+        start = v.verify_info.split(" is partially correct")[0]
+        return f"it starts like a solution ({start}) but then goes a different way;{value}"
+    return f"the formula is legal but does not lead to {target};{value}"
 
 
 def hint_html(table: Table) -> tuple[str, Table]:

@@ -1,122 +1,112 @@
 """The 24 Points tab (Gradio): deal, play yourself, hints, flip the rule, deep links.
 
-Model columns (SFT vs RL side by side) are added by `app.ui.models_panel.add_model_columns`,
-which drives the shared episode runner; this module owns the person-facing part.
+This module owns the person-facing part and the tab's layout. It leaves two empty slots that
+`app.ui.models_panel` fills when models are configured: `models_slot` (pick models, Run, Stop,
+right under the hand so it is on screen at 1366×768) and `columns_slot` (the models' columns,
+beside "You play"), plus `race_slot` inside "You play" for `app.ui.race`.
+Handlers return dicts keyed by component, so each one names exactly what it changes.
 """
 from __future__ import annotations
-
-import time
 
 import gradio as gr
 
 from . import gp_play as play
-from .common import URL_UPDATE_JS, error_html, query_params
+from .common import URL_UPDATE_JS, error_html, note_html, query_params
 
 
-def _render(table: play.Table):
-    return play.hand_html(table), play.info_html(table)
-
-
-def build(*, default_seed: int = 7) -> dict:
+def build() -> dict:
     """Build the tab's components inside the current Blocks context; returns them by name."""
     state = gr.State(None)
-    with gr.Row(elem_classes="sv-controls"):
-        seed = gr.Textbox(label="Seed", value=str(default_seed), max_lines=1, scale=1, elem_id="gp-seed")
-        rule = gr.Radio(play.RULE_CHOICES, value="face10", label="Face cards", scale=3, elem_id="gp-rule")
-        target = gr.Textbox(label="Target", value="24", max_lines=1, scale=1, elem_id="gp-target")
-        suits = gr.Dropdown(play.SUIT_CHOICES, value="mixed", label="Suits", scale=2, elem_id="gp-suits")
-        mode = gr.Dropdown(play.MODE_CHOICES, value="paper", label="Dealing", scale=2, elem_id="gp-mode")
+    with gr.Row(elem_classes="sv-controls", equal_height=True):
+        seed = gr.Textbox(label="Seed", value=str(play.DEFAULT_SEED), max_lines=1, min_width=90, scale=2,
+                          max_length=play.MAX_FIELD_CHARS * 4, elem_id="gp-seed")
+        rule = gr.Radio(play.RULE_CHOICES, value="face10", label="Face cards (rule)", min_width=400, scale=5,
+                        elem_id="gp-rule")
+        target = gr.Textbox(label="Target", value="24", max_lines=1, min_width=80, scale=2,
+                            max_length=play.MAX_FIELD_CHARS * 4, elem_id="gp-target")
+        suits = gr.Dropdown(play.SUIT_CHOICES, value="mixed", label="Suits", min_width=150, scale=3,
+                            elem_id="gp-suits")
+        mode = gr.Dropdown(play.MODE_CHOICES, value="paper", label="Dealing", min_width=140, scale=3,
+                           elem_id="gp-mode")
     with gr.Row(elem_classes="sv-actions"):
         deal_btn = gr.Button("Deal", variant="primary", elem_id="gp-deal")
         next_btn = gr.Button("Next deal (N)", elem_id="gp-next")
         flip_btn = gr.Button("Flip rule ID ⇄ OOD (F)", elem_id="gp-flip")
-    error = gr.HTML("", elem_id="gp-error")
-    hand = gr.HTML("", elem_id="gp-hand")
+    message = gr.HTML("", elem_id="gp-error", elem_classes="sv-collapse")
     info = gr.HTML("", elem_id="gp-info")
+    hand = gr.HTML("", elem_id="gp-hand")
     link = gr.JSON(visible=False)
+    models_slot = gr.Column(elem_id="gp-models-slot")
 
-    with gr.Accordion("You play", open=True, elem_id="gp-you"):
-        with gr.Row():
-            card_btns = [gr.Button("", size="sm", elem_id=f"gp-card-{i}", elem_classes="sv-card-btn")
-                         for i in range(4)]
-            op_btns = [gr.Button(sym, size="sm", elem_classes="sv-op-btn", elem_id=f"gp-op-{name}")
-                       for sym, name in (("+", "plus"), ("−", "minus"), ("×", "times"), ("÷", "div"),
-                                         ("(", "lpar"), (")", "rpar"))]
-            back_btn = gr.Button("⌫", size="sm", elem_id="gp-back")
-        with gr.Row():
-            formula = gr.Textbox(label="Your formula", placeholder="e.g. (10+2*5)+4", max_lines=1, scale=4,
-                                 elem_id="gp-formula")
-            check_btn = gr.Button("Check", variant="primary", scale=1, elem_id="gp-check")
-        subtotal = gr.HTML(play.subtotal_html(None, ""), elem_id="gp-subtotal")
-        verdict = gr.HTML("", elem_id="gp-verdict")
-        with gr.Row():
-            hint_btn = gr.Button("Hint", size="sm", elem_id="gp-hint")
-            all_btn = gr.Button("Show all solutions", size="sm", elem_id="gp-all")
-            clear_btn = gr.Button("Clear", size="sm", elem_id="gp-clear")
-        hint = gr.HTML("", elem_id="gp-hint-out")
+    with gr.Row(equal_height=False, elem_classes="sv-play-row"):
+        with gr.Column(scale=2, min_width=340):
+            with gr.Accordion("You play", open=True, elem_id="gp-you"):
+                with gr.Row():
+                    card_btns = [gr.Button("", size="sm", min_width=60, elem_id=f"gp-card-{i}", elem_classes="sv-card-btn")
+                                 for i in range(4)]
+                with gr.Row():
+                    op_btns = [gr.Button(sym, size="sm", min_width=36, elem_classes="sv-op-btn", elem_id=f"gp-op-{name}")
+                               for sym, name in (("+", "plus"), ("−", "minus"), ("×", "times"), ("÷", "div"),
+                                                 ("(", "lpar"), (")", "rpar"))]
+                    back_btn = gr.Button("⌫", size="sm", min_width=36, elem_id="gp-back")
+                with gr.Row():
+                    formula = gr.Textbox(label="Your formula", placeholder="e.g. (10+2*5)+4", max_lines=1,
+                                         scale=4, max_length=play.MAX_FORMULA_CHARS * 2, elem_id="gp-formula")
+                    check_btn = gr.Button("Check", variant="primary", scale=1, min_width=80, elem_id="gp-check")
+                subtotal = gr.HTML(play.subtotal_html(None, ""), elem_id="gp-subtotal")
+                verdict = gr.HTML("", elem_id="gp-verdict", elem_classes="sv-collapse")
+                race_slot = gr.Column(elem_id="gp-race-slot")
+                with gr.Row():
+                    hint_btn = gr.Button("Hint", size="sm", min_width=60, elem_id="gp-hint")
+                    all_btn = gr.Button("Show all solutions", size="sm", min_width=60, elem_id="gp-all")
+                    clear_btn = gr.Button("Clear", size="sm", min_width=60, elem_id="gp-clear")
+                hint = gr.HTML("", elem_id="gp-hint-out", elem_classes="sv-collapse")
+        columns_slot = gr.Column(scale=3, min_width=400, elem_id="gp-columns-slot")
 
-    def show(table: play.Table):
+    def show(table: play.Table, note: str = "") -> dict:
+        """Everything that follows the table on screen, controls included (so they match the link)."""
         labels = [f"{c.label} → {v}" for c, v in zip(table.deal.cards, table.numbers)]
-        return (table, *_render(table), "", table.link(), "", play.subtotal_html(table, ""), "", "",
-                *[gr.Button(value=lab) for lab in labels])
+        out = {state: table, hand: play.hand_html(table), info: play.info_html(table), message: note_html(note),
+               link: table.link(), formula: "", subtotal: play.subtotal_html(table, ""), verdict: "", hint: "",
+               seed: str(table.seed) if table.seed is not None else "", rule: table.rule,
+               target: str(table.deal.target), suits: table.suits, mode: table.mode}
+        out.update({btn: gr.Button(value=lab) for btn, lab in zip(card_btns, labels)})
+        return out
 
-    outputs = [state, hand, info, error, link, formula, subtotal, verdict, hint, *card_btns]
+    outputs = [state, hand, info, message, link, formula, subtotal, verdict, hint, seed, rule, target, suits,
+               mode, *card_btns]
+    inputs = [seed, rule, target, suits, mode]
 
     def on_deal(seed_v, rule_v, target_v, suits_v, mode_v):
         try:
             return show(play.deal_table(seed_v, rule_v, target_v, suits_v, mode_v))
         except play.InputError as exc:
-            return (gr.skip(),) * 3 + (error_html(str(exc)),) + (gr.skip(),) * (len(outputs) - 4)
+            return {message: error_html(str(exc))}
 
     def on_next(seed_v, rule_v, target_v, suits_v, mode_v):
         try:
-            nxt = play.parse_seed(seed_v) + 1 if str(seed_v).strip() else None
+            nxt = str(play.parse_seed(seed_v) + 1) if str(seed_v).strip() else ""
         except play.InputError:
-            nxt = None
-        new_seed = str(nxt if nxt is not None else play.parse_seed(None))
-        return (new_seed, *on_deal(new_seed, rule_v, target_v, suits_v, mode_v))
+            nxt = ""  # a bad seed in the box: Next deal starts a fresh random stream
+        return on_deal(nxt, rule_v, target_v, suits_v, mode_v)
 
     def on_flip(table):
         if table is None:
-            return (gr.skip(),) * (len(outputs) + 1)
-        flipped = play.flip_rule(table)
-        return (flipped.rule, *show(flipped))
+            return {message: error_html("Deal a hand first.")}
+        flipped, note = play.flip_rule(table)
+        return show(flipped, note)
 
-    def on_load(request: gr.Request):
-        params = query_params(request)
-        table, problem = None, None
-        try:
-            table = play.table_from_link(params)
-        except play.InputError as exc:  # the same message the Target field gives (e.g. target=461)
-            problem = str(exc)
+    for trigger, fn in (([deal_btn.click, seed.submit, target.submit], on_deal), ([next_btn.click], on_next)):
+        gr.on(trigger, fn, inputs, outputs).then(None, link, None, js=URL_UPDATE_JS)
+    flip_btn.click(on_flip, state, outputs).then(None, link, None, js=URL_UPDATE_JS)
+
+    def on_check(table, f):
         if table is None:
-            table = play.deal_table(default_seed, "face10", "24", "mixed", "paper")
-        seed_value = str(table.seed) if table.seed is not None else ""
-        shown = list(show(table))
-        if problem:
-            shown[outputs.index(error)] = error_html(problem)
-        return (seed_value, table.rule, str(table.deal.target), *shown)
+            return error_html("Deal a hand first.")
+        return play.check_html(table, f)[0]
 
-    inputs = [seed, rule, target, suits, mode]
-    deal_btn.click(on_deal, inputs, outputs).then(None, link, None, js=URL_UPDATE_JS)
-    seed.submit(on_deal, inputs, outputs).then(None, link, None, js=URL_UPDATE_JS)
-    next_btn.click(on_next, inputs, [seed, *outputs]).then(None, link, None, js=URL_UPDATE_JS)
-    flip_btn.click(on_flip, state, [rule, *outputs]).then(None, link, None, js=URL_UPDATE_JS)
-
-    race = gr.State(None)  # (deal_id, rule, start time) while a race is on
-
-    def on_check(table, f, race_v):
-        if table is None:
-            return error_html("Deal a hand first."), gr.skip()
-        html, solved = play.check_html(table, f)
-        if solved and race_v and race_v[:2] == (table.deal_id, table.rule):
-            html += (f'<div class="sv-race-result">You solved it in <b>{time.time() - race_v[2]:.1f} s</b> — '
-                     'compare with the models\' times below.</div>')
-            return html, None
-        return html, gr.skip()
-
-    check_btn.click(on_check, [state, formula, race], [verdict, race])
-    formula.submit(on_check, [state, formula, race], [verdict, race])
+    check_triggers = [check_btn.click, formula.submit]
+    gr.on(check_triggers, on_check, [state, formula], verdict)
     formula.change(lambda t, f: play.subtotal_html(t, f), [state, formula], subtotal, show_progress="hidden")
 
     for i, btn in enumerate(card_btns):
@@ -128,16 +118,26 @@ def build(*, default_seed: int = 7) -> dict:
 
     def on_hint(table):
         if table is None:
-            return gr.skip(), gr.skip()
+            return {hint: error_html("Deal a hand first.")}
         html, new = play.hint_html(table)
-        return html, new
+        return {hint: html, state: new}
 
     hint_btn.click(on_hint, state, [hint, state])
-    all_btn.click(lambda t: play.all_solutions_html(t) if t else "", state, hint)
+    all_btn.click(lambda t: play.all_solutions_html(t) if t else error_html("Deal a hand first."), state, hint)
 
-    return {"state": state, "race": race, "formula": formula, "verdict": verdict, "seed": seed, "rule": rule, "target": target, "suits": suits, "mode": mode,
-            "hand": hand, "info": info, "link": link, "on_load": on_load,
-            "load_outputs": [seed, rule, target, *outputs], "flip": flip_btn, "next": next_btn}
+    def on_load(request: gr.Request):
+        """Restore the hand and every control from the link; a bad link says why and deals the default."""
+        try:
+            table = play.table_from_link(query_params(request))
+        except play.InputError as exc:
+            out = show(play.default_table())
+            out[message] = error_html(f"This link could not be restored: {exc}. Showing the default hand.")
+            return out
+        return show(table or play.default_table())
+
+    return {"state": state, "formula": formula, "verdict": verdict, "hand": hand, "info": info, "link": link,
+            "check_triggers": check_triggers, "models_slot": models_slot, "columns_slot": columns_slot,
+            "race_slot": race_slot, "on_load": on_load, "load_outputs": outputs}
 
 
 def _backspace(formula: str) -> str:

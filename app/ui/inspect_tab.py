@@ -1,6 +1,7 @@
 """The Inspect tab: stored episodes with filters (task, model, outcome, failure class, "only where
 the models disagree"), a step-by-step replay that needs no model, and JSONL / Markdown / bundle
-exports of what is shown."""
+exports of what is shown. It lists the newest episodes when opened; its filters live in the link
+(`?tab=inspect&model=sft&result=failed`), so an Evaluate link lands with the filters it applied."""
 from __future__ import annotations
 
 import tempfile
@@ -8,10 +9,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..export import bundle, episode_jsonl, episode_markdown
-from .common import badge, error_html, esc, outcome_badge, query_params
+from game.tasks import TASKS as REGISTRY
 
-TASKS = ["any", "gp-l", "gp-vl", "virl-l", "virl-vl"]
+from ..export import bundle, episode_jsonl, episode_markdown
+from .common import URL_UPDATE_JS, badge, error_html, esc, outcome_badge, outcome_label, query_params
+
+TASKS = ["any", *REGISTRY]
 FAILURE_CLASSES = [
     ("any", "any"), ("GP: wrong cards read", "wrong_cards"), ("GP: illegal formula", "illegal_formula"),
     ("GP: wrong numbers", "wrong_numbers"), ("GP: several errors", "aggregated_error"),
@@ -20,7 +23,8 @@ FAILURE_CLASSES = [
     ("V-IRL: wrong observation", "wrong_observation"), ("V-IRL: budget exceeded", "budget_exceeded"),
 ]
 SCAN_LIMIT = 2000
-COLUMNS = ["episode", "task", "model", "instance", "result", "tries", "return", "failure classes"]
+COLUMNS = ["id", "task", "model", "instance", "result", "tries", "return", "failures"]
+RESULTS = ["any", "solved", "failed"]
 
 
 def filtered_episodes(store, *, task="any", model="any", result="any", failure="any",
@@ -52,10 +56,12 @@ def filtered_episodes(store, *, task="any", model="any", result="any", failure="
         if failure != "any" and failure not in full["classes"]:
             continue
         out.append(full)
-    if disagree:
+    if disagree:  # finished episodes only: an interrupted one has no result to disagree with
+        out = [e for e in out if e.get("status") == "finished"]
         groups: dict[str, set] = {}
         for ep in store_group_results(store, {e["group_id"] for e in out}):
-            groups.setdefault(ep["group_id"], set()).add(bool(ep["success"]))
+            if ep.get("status") == "finished":
+                groups.setdefault(ep["group_id"], set()).add(bool(ep["success"]))
         out = [e for e in out if len(groups.get(e["group_id"], ())) > 1]
     return out
 
@@ -77,8 +83,8 @@ def table_rows(episodes: list[dict]) -> list[list]:
     rows = []
     for ep in episodes:
         result = {True: "solved", False: "failed"}.get(ep.get("success"), ep.get("status"))
-        rows.append([ep["id"], ep["task"], ep["participant"], ep["instance_key"], result, ep["n_steps"],
-                     round(ep["episode_return"], 2), ", ".join(ep["classes"])])
+        rows.append([ep["id"][:8], ep["task"], ep["participant"], ep["instance_key"], result, ep["n_steps"],
+                     round(ep["episode_return"], 2), ", ".join(outcome_label(c) for c in ep["classes"])])
     return rows
 
 
@@ -113,41 +119,61 @@ def _export(episodes: list[dict], kind: str) -> str:
     return str(path)
 
 
-def build(ctx) -> dict:
+def build(ctx, tab=None) -> dict:
+    """The tab's content; `tab` (its gr.Tab) lists episodes when it is opened and nothing is listed."""
     store = ctx.store
     current = gr.State([])
+    link = gr.JSON({"tab": "inspect"}, visible=False)
     with gr.Row(elem_classes="sv-controls"):
-        task = gr.Dropdown(TASKS, value="any", label="Task", elem_id="inspect-task")
+        task = gr.Dropdown(TASKS, value="any", label="Task", elem_id="inspect-task", min_width=120)
         model = gr.Dropdown(["any", *ctx.pool.names, "human"], value="any", label="Model",
-                            allow_custom_value=True, elem_id="inspect-model")
-        result = gr.Dropdown(["any", "solved", "failed"], value="any", label="Result", elem_id="inspect-result")
-        failure = gr.Dropdown(FAILURE_CLASSES, value="any", label="Failure class", elem_id="inspect-failure")
+                            allow_custom_value=True, elem_id="inspect-model", min_width=120)
+        result = gr.Dropdown(RESULTS, value="any", label="Result", elem_id="inspect-result", min_width=110)
+        failure = gr.Dropdown(FAILURE_CLASSES, value="any", label="Failure class", elem_id="inspect-failure",
+                              min_width=200)
         disagree = gr.Checkbox(label="Only where the models disagree", value=False, elem_id="inspect-disagree")
     with gr.Row(elem_classes="sv-actions"):
         refresh = gr.Button("Show episodes", variant="primary", elem_id="inspect-refresh")
         exp_jsonl = gr.Button("Export JSONL", elem_id="inspect-export-jsonl")
         exp_md = gr.Button("Export Markdown", elem_id="inspect-export-md")
         exp_zip = gr.Button("Export replay bundle (zip)", elem_id="inspect-export-zip")
-    summary = gr.HTML("", elem_id="inspect-summary")
+    summary = gr.HTML("", elem_id="inspect-summary", elem_classes="sv-collapse")
     table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, wrap=True, elem_id="inspect-table",
                          max_height=360)
     download = gr.File(label="Download", visible=False, elem_id="inspect-download")
     with gr.Row():
         pick = gr.Dropdown([], label="Episode to replay", scale=3, elem_id="inspect-pick")
         step = gr.Slider(1, 6, value=1, step=1, label="Try", scale=2, elem_id="inspect-step")
-    replay = gr.HTML("", elem_id="inspect-replay")
+    replay = gr.HTML("", elem_id="inspect-replay", elem_classes="sv-collapse")
+    scope = gr.State({})  # run / split / episode from a link (no control of their own)
 
-    def on_refresh(task_v, model_v, result_v, failure_v, disagree_v):
-        eps = filtered_episodes(store, task=task_v, model=model_v, result=result_v, failure=failure_v,
-                                disagree=disagree_v)
+    def show(filters: dict, note: str = "") -> dict:
+        """List what the filters select; every filter goes back into its control and the link."""
+        eps = filtered_episodes(store, task=filters["task"], model=filters["model"], result=filters["result"],
+                                failure=filters["failure"], disagree=filters["disagree"],
+                                episode_id=filters.get("episode"), run=filters.get("run"),
+                                split=filters.get("split"))
         n = len(eps)
         choices = [(f'{e["participant"]} · {e["instance_key"]} · {e["id"][:8]}', e["id"]) for e in eps[:500]]
-        msg = f'<div class="sv-info">{n} episode{"s" * (n != 1)} match.</div>'
-        return (eps, msg, table_rows(eps), gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
-                gr.File(visible=False))
+        scoped = " · ".join(f"{k} {esc(filters[k])}" for k in ("run", "split", "episode") if filters.get(k))
+        msg = (f'<div class="sv-info">{n} episode{"s" * (n != 1)} match'
+               f'{" (" + scoped + ")" if scoped else ""}.</div>')
+        params = {"tab": "inspect", **{k: v for k, v in filters.items() if v not in ("any", False, None, "")}}
+        params["disagree"] = "1" if filters["disagree"] else ""
+        return {current: eps, summary: note + msg, table: table_rows(eps),
+                pick: gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
+                download: gr.File(visible=False), link: params, task: filters["task"], model: filters["model"],
+                result: filters["result"], failure: filters["failure"], disagree: filters["disagree"],
+                scope: {k: filters[k] for k in ("run", "split", "episode") if filters.get(k)}}
 
-    outputs = [current, summary, table, pick, download]
-    refresh.click(on_refresh, [task, model, result, failure, disagree], outputs)
+    outputs = [current, summary, table, pick, download, link, task, model, result, failure, disagree, scope]
+
+    def on_refresh(task_v, model_v, result_v, failure_v, disagree_v, scope_v):
+        return show({"task": task_v, "model": model_v, "result": result_v, "failure": failure_v,
+                     "disagree": bool(disagree_v), **(scope_v or {})})
+
+    refresh.click(on_refresh, [task, model, result, failure, disagree, scope], outputs
+                  ).then(None, link, None, js=URL_UPDATE_JS)
 
     def on_pick(eps, episode_id):
         ep = next((e for e in eps if e["id"] == episode_id), None)
@@ -170,8 +196,9 @@ def build(ctx) -> dict:
     def exporter(kind):
         def run(eps):
             if not eps:
-                return gr.File(visible=False), error_html("Nothing to export: show some episodes first.")
-            return gr.File(value=_export(eps, kind), visible=True), gr.skip()
+                return {download: gr.File(visible=False),
+                        summary: error_html("Nothing to export: show some episodes first.")}
+            return {download: gr.File(value=_export(eps, kind), visible=True)}
         return run
 
     exp_jsonl.click(exporter("jsonl"), current, [download, summary])
@@ -179,18 +206,36 @@ def build(ctx) -> dict:
     exp_zip.click(exporter("zip"), current, [download, summary])
 
     def on_load(request: gr.Request):
+        """The link's filters (or none: the newest episodes); unknown values are named, not dropped."""
         params = query_params(request)
-        episode_id, run = params.get("episode"), params.get("run")
-        if not episode_id and not run:
-            return (gr.skip(),) * 5
-        if episode_id:
-            eps = filtered_episodes(store, episode_id=episode_id)
-        else:
-            eps = filtered_episodes(store, run=run, model=params.get("model", "any"), split=params.get("split"))
-        if not eps:
-            what = f"episode {episode_id!r}" if episode_id else f"episodes of run {run!r}"
-            return ([], error_html(f"No stored {what}."), [], gr.skip(), gr.skip())
-        choices = [(f'{e["participant"]} · {e["instance_key"]} · {e["id"][:8]}', e["id"]) for e in eps]
-        return (eps, "", table_rows(eps), gr.Dropdown(choices=choices, value=eps[0]["id"]), gr.skip())
+        if params.get("tab") != "inspect":
+            return gr.skip()  # listed when the tab is opened (no store scan for every page load)
+        filters = {"task": "any", "model": "any", "result": "any", "failure": "any", "disagree": False}
+        problems = []
+        allowed = {"task": TASKS, "result": RESULTS, "failure": [v for _, v in FAILURE_CLASSES]}
+        for key in ("task", "model", "result", "failure"):
+            value = params.get(key)
+            if value is None:
+                continue
+            if key in allowed and value not in allowed[key]:
+                problems.append(f"unknown {key} {value[:30]!r}")
+            else:
+                filters[key] = value[:64]
+        filters["disagree"] = params.get("disagree") in ("1", "true")
+        for key in ("run", "split", "episode"):
+            if params.get(key):
+                filters[key] = params[key][:64]
+        note = error_html("This link could not be fully restored: " + "; ".join(problems) + ".") if problems else ""
+        out = show(filters, note)
+        if (filters.get("episode") or filters.get("run")) and not out[current]:
+            what = f"episode {filters['episode']!r}" if filters.get("episode") else f"episodes of run {filters['run']!r}"
+            out[summary] = error_html(f"No stored {what}: it may come from another database.")
+        return out
 
-    return {"on_load": on_load, "load_outputs": outputs}
+    if tab is not None:
+        def on_open(eps, summary_v, *controls):
+            return gr.skip() if eps or summary_v else on_refresh(*controls)
+
+        tab.select(on_open, [current, summary, task, model, result, failure, disagree, scope], outputs
+                   ).then(None, link, None, js=URL_UPDATE_JS)
+    return {"on_load": on_load, "load_outputs": outputs, "link": link}

@@ -3,12 +3,14 @@ side and at the same time, as a live group started through the service layer (`a
 
 Each column is rebuilt from the runner's events: one collapsible step per try with the reply
 (streaming), the parsed fields, the reward and its failure class, the verifier's feedback and
-timing, then the final outcome badge. Columns are independent: a slow or dead model only
-affects its own column (its error is shown there).
+timing, then the final outcome. Columns are independent: a slow or dead model only affects its
+own column. Stop cancels the run and marks the unfinished columns "Stopped". On V-IRL each
+model's walk is drawn on the tab's map in its column's colour, step by step.
 """
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -16,22 +18,13 @@ import gradio as gr
 from game.tasks import Instance, InstanceError, get_task
 
 from .. import services
-from .common import badge, error_html, esc, outcome_badge
+from .common import badge, error_html, esc, note_html, outcome_badge, serving, unserved_text
 
 MAX_COLUMNS = 3
-RACE_CLOCK_JS = """
-(...args) => {
-  const start = Date.now();
-  clearInterval(window.__svRaceTimer);
-  window.__svRaceTimer = setInterval(() => {
-    const clock = document.getElementById('gp-race-clock');
-    if (document.querySelector('#gp-verdict .sv-race-result') || !clock) { clearInterval(window.__svRaceTimer); return; }
-    clock.textContent = ((Date.now() - start) / 1000).toFixed(1) + ' s';
-  }, 100);
-  return args;
-}
-"""
+COLOURS = [(230, 120, 20), (37, 99, 235), (168, 60, 200)]  # column 0, 1, 2: the walks on the map
 REFRESH_S = 0.08  # at most ~12 screen updates per second while text streams
+_LIVE: "OrderedDict[tuple, list[Column]]" = OrderedDict()  # (session, tab) -> columns on screen
+_LIVE_MAX = 256
 
 
 @dataclass
@@ -47,12 +40,17 @@ class Column:
 
     name: str
     label: str
+    index: int = 0
+    instance: Instance | None = None
     episode_id: str | None = None
     steps: list[StepView] = field(default_factory=list)
     finished: dict | None = None
     error: str | None = None
+    stopped: bool = False
     started_at: float = field(default_factory=time.perf_counter)
     solved_after_s: float | None = None
+    positions: list = field(default_factory=list)  # V-IRL: where the model's walk has been
+    _session: object = None
 
     def apply(self, ev: dict) -> None:
         kind = ev["type"]
@@ -69,14 +67,32 @@ class Column:
             self.steps[-1].result = ev
             if ev.get("terminated") and ev.get("reward", 0) > 0 and self.solved_after_s is None:
                 self.solved_after_s = time.perf_counter() - self.started_at
+            self._follow(ev["output"])
         elif kind == "finished":
             self.finished = ev
             if ev.get("error"):
                 self.error = ev["error"]
 
+    def _follow(self, output: str) -> None:
+        """V-IRL: replay the model's reply on our own copy of its episode to know where it walked."""
+        if self.instance is None or self.instance.spec.family != "virl":
+            return
+        if self._session is None:
+            self._session = self.instance.spec.session(self.instance)
+        session = self._session
+        if not session.done:
+            session.step(output)
+        ep = session.episode
+        self.positions = [ep.rail.entries[i].position for i in ep.visited]
+
     def html(self, task: str) -> str:
-        head = f'<div class="sv-col-head"><b>{esc(self.label)}</b> {self._outcome(task)}</div>'
-        body = "".join(self._step_html(s, i == len(self.steps) - 1, task) for i, s in enumerate(self.steps)
+        colour = "rgb({},{},{})".format(*COLOURS[self.index % len(COLOURS)])
+        swatch = "" if get_task(task).family != "virl" else \
+            f'<span class="sv-swatch" style="background:{colour}" title="its walk on the map"></span>'
+        head = f'<div class="sv-col-head">{swatch}<b>{esc(self.label)}</b> {self._outcome(task)}</div>'
+        graded = [s for s in self.steps if s.result is not None and s.result.get("graded", True)]
+        informative = graded[-1] if graded else (self.steps[-1] if self.steps else None)
+        body = "".join(self._step_html(s, s is informative, task) for s in self.steps
                        if s.result is not None or not self.error)
         if self.error:
             body += error_html(f"{self.label}: {self.error}")
@@ -84,29 +100,34 @@ class Column:
         if self.episode_id and self.finished:
             link = (f'<div class="sv-dim"><a href="?tab=inspect&episode={esc(self.episode_id)}" '
                     f'target="_self">inspect episode {esc(self.episode_id[:8])}</a></div>')
-        return f'<div class="sv-col" data-model="{esc(self.name)}" data-done="{str(bool(self.finished)).lower()}">' \
-               f'{head}{body}{link}</div>'
+        done = bool(self.finished) or self.stopped
+        stopped = ' data-stopped="true"' if self.stopped else ""
+        return (f'<div class="sv-col" data-model="{esc(self.name)}" data-done="{str(done).lower()}"{stopped}>'
+                f'{head}{body}{link}</div>')
 
     def _outcome(self, task: str) -> str:
         if self.error:
             return badge("bad", "Error")
+        if self.stopped and not self.finished:
+            return badge("warn", "Stopped")
         if not self.finished:
             return badge("info", f"try {len(self.steps)}…" if self.steps else "waiting…")
+        won, lost = get_task(task).words
         if self.finished.get("success"):
             n = sum(1 for s in self.steps if s.result)
             when = f" in {self.solved_after_s:.1f} s" if self.solved_after_s else ""
-            won, _lost = get_task(task).words
             return badge("ok", f"{won} at try {n}{when}")
-        return badge("bad", get_task(task).words[1])
+        return badge("bad", lost)
 
-    def _step_html(self, step: StepView, last: bool, task: str) -> str:
+    def _step_html(self, step: StepView, open_: bool, task: str) -> str:
         r = step.result
         if r is None:
-            return (f'<details class="sv-step" open><summary>Try {step.call} · generating…</summary>'
+            state = "stopped" if self.stopped else "generating…"
+            return (f'<details class="sv-step" open><summary>Try {step.call} · {state}</summary>'
                     f'<pre>{esc(step.text)}</pre></details>')
         ok = r.get("reward", 0) > 0
         parsed = r.get("parsed") or {}
-        fields = " · ".join(f"{label} <code>{esc(value)}</code>" for label, value in get_task(task).step_fields(parsed))
+        fields = " · ".join(f"{label} {_field(value, label)}" for label, value in get_task(task).step_fields(parsed))
         timing = r.get("timing") or {}
         t_bits = []
         if timing.get("time_to_first_token_s") is not None:
@@ -118,11 +139,17 @@ class Column:
         extra = ""
         if r.get("float_rejected"):
             extra = '<div class="sv-warn-text">correct, rejected by float rounding</div>'
-        return (f'<details class="sv-step {"sv-step-ok" if ok else "sv-step-bad"}"{" open" if last else ""}>'
+        return (f'<details class="sv-step {"sv-step-ok" if ok else "sv-step-bad"}"{" open" if open_ else ""}>'
                 f'<summary>Try {r["call"]} · {outcome_badge(r.get("outcome", ""))} reward {r.get("reward", 0):+g}'
                 f'</summary><pre>{esc(step.text)}</pre><div>{fields}</div>'
                 f'<div>Feedback: <q>{esc(r.get("feedback"))}</q></div>{extra}'
                 f'<div class="sv-dim">{" · ".join(t_bits)}</div></details>')
+
+
+def _field(value, label: str) -> str:
+    if value in (None, "None", "", []):
+        return f'<span class="sv-dim">(no {esc(label)} found)</span>'
+    return f"<code>{esc(value)}</code>"
 
 
 def _labels(ctx, names: list[str]) -> dict[str, str]:
@@ -135,22 +162,35 @@ def _labels(ctx, names: list[str]) -> dict[str, str]:
     return out
 
 
-async def stream_columns(ctx, instance: Instance, names: list[str]):
-    """Yield a tuple of column HTML (MAX_COLUMNS long) as the runner's events arrive."""
+def _remember(key, columns: list[Column]) -> None:
+    _LIVE[key] = columns
+    _LIVE.move_to_end(key)
+    while len(_LIVE) > _LIVE_MAX:
+        _LIVE.popitem(last=False)
+
+
+async def stream_columns(ctx, instance: Instance, names: list[str], key=None):
+    """Yield a list of column HTML (MAX_COLUMNS long) as the runner's events arrive; with a `key`
+    (session, tab) the columns stay reachable for Stop (`stopped_columns`)."""
     names = list(dict.fromkeys(names))[:MAX_COLUMNS]
     labels = _labels(ctx, names)
-    columns = {n: Column(n, labels[n]) for n in names}
-    blank = [""] * MAX_COLUMNS
+    columns = {n: Column(n, labels[n], i, instance) for i, n in enumerate(names)}
+    if key is not None:
+        _remember(key, list(columns.values()))
 
-    def render() -> tuple:
+    def render() -> list:
         out = [columns[n].html(instance.task) for n in names]
-        return tuple(out + blank[len(out):])
+        return out + [""] * (MAX_COLUMNS - len(out))
 
     players = []
     for n in names:
         try:
+            if not ctx.pool.spec(n).supports(instance.task):
+                columns[n].error = f"this model does not serve {instance.task}. {unserved_text(instance.task)}"
+                columns[n].finished = {}
+                continue
             players.append(services.model_player(ctx, n, instance.task))
-        except Exception as exc:  # noqa: BLE001 - not configured for the task, a missing checkpoint: its column
+        except Exception as exc:  # noqa: BLE001 - an unknown model, a missing checkpoint: its column
             columns[n].error = str(exc) or type(exc).__name__
             columns[n].finished = {}
     yield render()
@@ -184,74 +224,143 @@ async def stream_columns(ctx, instance: Instance, names: list[str]):
     yield render()
 
 
-def _model_controls(ctx, prefix: str, task_hint: str):
+def stopped_columns(key) -> list[Column] | None:
+    """The columns of the run `key` showed, marked stopped (None when there was no run)."""
+    columns = _LIVE.pop(key, None)
+    for c in columns or []:
+        if not c.finished:
+            c.stopped = True
+    return columns
+
+
+def walks(columns: list[Column]) -> list[tuple]:
+    """The models' V-IRL walks for the map, in their columns' colours."""
+    return [(c.positions, COLOURS[c.index % len(COLOURS)]) for c in columns if c.positions]
+
+
+@dataclass
+class Panel:
+    """One tab's model controls and columns (the race builds on the GP one)."""
+
+    prefix: str
+    pick: gr.CheckboxGroup
+    vision: gr.Checkbox | None
+    run: gr.Button
+    stop: gr.Button
+    actions: gr.Row
+    cols: list
+    run_models: object
+    inputs: list
+    outputs: list
+    events: list
+
+
+def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: str, make_instance, nothing_yet: str,
+           key_of, draw_map=None, map_output=None, columns_in=None) -> Panel:
+    """Controls + columns for one tab. `make_instance(state_value, vision)` builds the instance;
+    on V-IRL `draw_map(state_value, walks)` redraws the tab's map (`map_output`) with the walks."""
     names = ctx.pool.names
     default = [n for n in ("sft", "rl") if n in names] or names[:2]
-    with gr.Row(elem_classes="sv-actions"):
-        pick = gr.CheckboxGroup(names, value=default, label="Models", scale=3,
+    with gr.Row(elem_classes="sv-actions sv-model-actions") as actions:
+        pick = gr.CheckboxGroup(names, value=default, label="Models on this " + ("hand" if prefix == "gp" else "route"),
+                                scale=3, min_width=200,
                                 elem_id=f"{prefix}-model-pick")
-        vision = gr.Checkbox(label=task_hint, value=False, scale=2, elem_id=f"{prefix}-vision")
-        run = gr.Button("Run models (R)", variant="primary", scale=1, elem_id=f"{prefix}-run")
-        race = gr.Button("Race them", scale=1, elem_id=f"{prefix}-race", visible=prefix == "gp")
-        stop = gr.Button("Stop", scale=1, elem_id=f"{prefix}-stop")
+        vision = None
+        if vision_task is not None:
+            served = serving(ctx.pool, vision_task)
+            vision = gr.Checkbox(label=vision_label, value=False, scale=2, min_width=220, interactive=bool(served),
+                                 info=None if served else unserved_text(vision_task), elem_id=f"{prefix}-vision")
+        run = gr.Button("Run models (R)", variant="primary", scale=1, min_width=140, elem_id=f"{prefix}-run")
+        stop = gr.Button("Stop", scale=1, min_width=80, elem_id=f"{prefix}-stop")
     if ctx.pool.error:
         gr.HTML(error_html(f"Model configuration problem: {ctx.pool.error}"))
-    with gr.Row(elem_classes="sv-columns", equal_height=False):
-        cols = [gr.HTML("", elem_id=f"{prefix}-col-{i}", elem_classes="sv-model-col") for i in range(MAX_COLUMNS)]
-    return pick, vision, run, race, stop, cols
+    with columns_in or gr.Column():
+        with gr.Row(elem_classes="sv-columns", equal_height=False):
+            cols = [gr.HTML("", elem_id=f"{prefix}-col-{i}", elem_classes="sv-model-col", min_width=260)
+                    for i in range(MAX_COLUMNS)]
+    outputs = cols + ([map_output] if map_output is not None else [])
 
-
-def _wire(ctx, state, prefix: str, vision_label: str, make_instance, nothing_yet: str, key_of):
-    """Controls + columns for one tab: `make_instance(state_value, vision)` builds the instance.
-    Returns (race button, the models' run function, inputs, columns) for the tab to build on."""
-    pick, vision, run, race, stop, cols = _model_controls(ctx, prefix, vision_label)
-
-    async def run_models(value, names, vl):
-        if value is None or not names:
-            msg = nothing_yet if value is None else "Pick at least one model."
-            yield (error_html(msg),) + ("",) * (MAX_COLUMNS - 1)
+    async def run_models(value, names_v, vl, request: gr.Request):
+        if value is None or not names_v:
+            yield {cols[0]: error_html(nothing_yet if value is None else "Pick at least one model.")}
             return
         try:
             instance = make_instance(value, vl)
         except InstanceError as exc:
-            yield (error_html(str(exc)),) + ("",) * (MAX_COLUMNS - 1)
+            yield {cols[0]: error_html(str(exc))}
             return
-        async for update in stream_columns(ctx, instance, names):
-            yield update
+        if not serving(ctx.pool, instance.task):
+            yield {cols[0]: note_html(unserved_text(instance.task)), cols[1]: "", cols[2]: ""}
+            return
+        key = (getattr(request, "session_hash", None), prefix)
+        last_walks = None
+        async for update in stream_columns(ctx, instance, names_v, key):
+            out = dict(zip(cols, update))
+            if draw_map is not None:
+                now = walks(_LIVE.get(key, []))
+                if now != last_walks:
+                    last_walks = now
+                    out[map_output] = draw_map(value, now)
+            yield out
+        _LIVE.pop(key, None)
 
-    event = run.click(run_models, [state, pick, vision], cols, concurrency_limit=None)
-    stop.click(None, None, None, cancels=[event])
-    # A new hand, a flipped rule or another route clears the columns (they showed the old instance).
+    inputs = [state, pick] + ([vision] if vision is not None else [])
+    if vision is None:
+        async def run_text(value, names_v, request: gr.Request):
+            async for out in run_models(value, names_v, False, request):
+                yield out
+        fn = run_text
+    else:
+        fn = run_models
+    event = run.click(fn, inputs, outputs, concurrency_limit=None)
     _clear_on_new_instance(state, cols, key_of)
-    return race, stop, run_models, [state, pick, vision], cols
+    return Panel(prefix, pick, vision, run, stop, actions, cols, fn, inputs, outputs, [event])
+
+
+def wire_stop(panel: Panel, draw_map=None, state=None, map_output=None) -> None:
+    """Stop cancels every run of the panel (Run and, on GP, the race) and marks the columns stopped."""
+    def on_stop(value, request: gr.Request):
+        columns = stopped_columns((getattr(request, "session_hash", None), panel.prefix))
+        if columns is None:
+            return gr.skip()
+        out = {col: c.html(c.instance.task) for col, c in zip(panel.cols, columns)}
+        if draw_map is not None and value is not None:
+            out[map_output] = draw_map(value, walks(columns))
+        return out
+
+    panel.stop.click(on_stop, [state] if state is not None else None, panel.outputs, cancels=panel.events)
 
 
 def add_gp_models(ctx, gp: dict) -> None:
-    gr.Markdown("### Models on this hand", elem_id="gp-models-title")
-    race, stop, run_models, inputs, cols = _wire(
-        ctx, gp["state"], "gp", "Vision variant (GP-VL: the model sees the table image)",
-        lambda t, vl: Instance("gp-vl" if vl else "gp-l", {"deal_id": t.deal_id, "rule": t.rule}),
-        "Deal a hand first.", lambda t: (t.deal_id, t.rule))
+    from . import race
 
-    # Race: you against the models on this hand. The page shows a running clock; your time is
-    # measured on the server from the start to your correct check, the models' in their columns.
-    def start_race(table):
-        if table is None:
-            return None, gr.skip(), gr.skip()
-        return ((table.deal_id, table.rule, time.time()), "",
-                '<div class="sv-race">Race on: <b id="gp-race-clock">0.0 s</b> — solve it before the models do!</div>')
-
-    race_event = race.click(start_race, gp["state"], [gp["race"], gp["formula"], gp["verdict"]], js=RACE_CLOCK_JS
-                            ).then(run_models, inputs, cols, concurrency_limit=None)
-    stop.click(None, None, None, cancels=[race_event])
+    with gp["models_slot"]:
+        panel = _panel(ctx, gp["state"], "gp", vision_task="gp-vl",
+                       vision_label="Vision variant (GP-VL: table image)",
+                       make_instance=lambda t, vl: Instance("gp-vl" if vl else "gp-l",
+                                                            {"deal_id": t.deal_id, "rule": t.rule}),
+                       nothing_yet="Deal a hand first.", key_of=lambda t: (t.deal_id, t.rule),
+                       columns_in=gp["columns_slot"])  # the columns sit beside "You play"
+    race.add(panel, gp)
+    wire_stop(panel, state=gp["state"])
 
 
 def add_virl_models(ctx, virl: dict) -> None:
-    gr.Markdown("### Models on this route", elem_id="virl-models-title")
-    _wire(ctx, virl["state"], "virl", "Vision variant (V-IRL-VL: street views)",
-          lambda w, vl: Instance("virl-vl" if vl else "virl-l", {"source": w.source, "route": w.route,
-                                                                 "seed": w.seed, "absolute_action": w.absolute}),
-          "Start a route first.", lambda w: (w.source, w.route, w.absolute, w.seed))
+    from . import virl_play as vp
+
+    def draw_map(walk, model_walks):
+        return vp.map_image(vp.episode_of(walk), walk.source, model_walks)
+
+    with virl["models_slot"]:
+        # One vision toggle on this tab: the Observation choice (text / street views) is what you
+        # see and what the models get.
+        panel = _panel(ctx, virl["state"], "virl", vision_task=None, vision_label="",
+                       make_instance=lambda w, vl: Instance(
+                           "virl-vl" if w.view == "image" else "virl-l",
+                           {"source": w.source, "route": w.route, "seed": w.seed, "absolute_action": w.absolute}),
+                       nothing_yet="Start a route first.", key_of=lambda w: (w.source, w.route, w.absolute, w.seed),
+                       draw_map=draw_map, map_output=virl["map"], columns_in=virl["columns_slot"])
+    wire_stop(panel, draw_map=draw_map, state=virl["state"], map_output=virl["map"])
 
 
 def _clear_on_new_instance(state, cols, key_of) -> None:
@@ -260,7 +369,7 @@ def _clear_on_new_instance(state, cols, key_of) -> None:
     def maybe_clear(value, previous):
         key = key_of(value) if value is not None else None
         if key == previous:
-            return (gr.skip(),) * MAX_COLUMNS + (previous,)
-        return ("",) * MAX_COLUMNS + (key,)
+            return gr.skip()
+        return {**{c: "" for c in cols}, last: key}
 
     state.change(maybe_clear, [state, last], [*cols, last], show_progress="hidden")

@@ -45,38 +45,50 @@ class Walk:
     absolute: bool = True
     seed: int = 0
     actions: tuple[str, ...] = field(default_factory=tuple)
+    view: str = "text"  # "text" (V-IRL-L) or "image" (V-IRL-VL): what you see and the models get
 
     def link(self) -> dict[str, str]:
         return {"tab": "virl", "source": self.source, "route": str(self.route),
-                "actions": "absolute" if self.absolute else "relative", "seed": str(self.seed)}
+                "actions": "absolute" if self.absolute else "relative", "seed": str(self.seed),
+                "view": self.view}
 
 
 def route_count(source: str) -> int:
     return len(data_for(source).routes)
 
 
-def new_walk(source: str, route, absolute: bool, seed=0) -> Walk:
+def new_walk(source: str, route, absolute: bool, seed=0, view: str = "text") -> Walk:
+    if view not in ("text", "image"):
+        raise InputError(f"unknown view {str(view)[:20]!r}: use text or image")
     data = data_for(source)
     try:
+        if len(str(route)) > 12:
+            raise ValueError
         index = int(float(str(route).strip()))
-    except ValueError:
-        raise InputError(f"the route must be a number from 0 to {len(data.routes) - 1}") from None
+    except (ValueError, OverflowError):
+        raise InputError(f"the route must be a number from 0 to {len(data.routes) - 1}, "
+                         f"got {str(route)[:24]!r}") from None
     if not 0 <= index < len(data.routes):
         raise InputError(f"route {index} does not exist: {source} has routes 0 to {len(data.routes) - 1}")
     try:
+        if len(str(seed)) > 12:
+            raise ValueError
         seed_i = int(float(str(seed).strip() or 0))
-    except ValueError:
-        raise InputError("the seed must be a whole number") from None
-    return Walk(source, index, bool(absolute), seed_i)
+    except (ValueError, OverflowError):
+        raise InputError(f"the seed must be a whole number, got {str(seed)[:24]!r}") from None
+    return Walk(source, index, bool(absolute), seed_i, view=view)
 
 
 def walk_from_link(params: dict[str, str]) -> Walk | None:
-    """The walk a deep link names, None without one; `InputError` (shown on the page) for a link
-    the policy refuses, e.g. `source=/etc`."""
+    """The walk a V-IRL link names (None for a link to another tab); bad parameters, or a source the
+    route-source policy refuses (e.g. `source=/etc`), raise InputError (shown on the page)."""
     if params.get("tab") != "virl":
         return None
+    if params.get("actions", "absolute") not in ("absolute", "relative"):
+        raise InputError(f"unknown action space {params['actions'][:20]!r}: use absolute or relative")
     return new_walk(params.get("source", "bundled:helsinki"), params.get("route", "0"),
-                    params.get("actions", "absolute") != "relative", params.get("seed", "0"))
+                    params.get("actions", "absolute") != "relative", params.get("seed", "0"),
+                    params.get("view", "text"))
 
 
 def episode_of(walk: Walk) -> VirlEpisode:
@@ -137,8 +149,9 @@ def observation_text(ep: VirlEpisode) -> str:
     return ep.obs_act_seq(language_only=True)
 
 
-def map_image(ep: VirlEpisode, source: str) -> Image.Image:
-    img = episode_map(ep, data_for(source).features)
+def map_image(ep: VirlEpisode, source: str, walks=()) -> Image.Image:
+    """The map of the person's walk; `walks` adds the models' walks, `(positions, rgb)` each."""
+    img = episode_map(ep, data_for(source).features, walks=walks)
     return img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
 
 

@@ -214,6 +214,7 @@ class Task:
     default_seed: ClassVar[int]        # seed of the evaluation instance streams
     headline: ClassVar[str]            # the paper's headline metric: success_rate / per_step_accuracy
     recognition: ClassVar[bool] = False   # reports recognition accuracy (GP-VL)
+    exact_arithmetic: ClassVar[bool] = False  # has an exact-arithmetic second opinion (GP: exact success)
     words: ClassVar[tuple[str, str]]   # an episode's outcome for people: (success, failure)
     reference_classes: ClassVar[dict[float, str]]   # the reference logger's class of a step reward
 

@@ -103,6 +103,7 @@ class GPTask(Task):
     outcome_type = Outcome
     default_seed = 42
     headline = "success_rate"
+    exact_arithmetic = True
     words = ("Solved", "Not solved")
     reference_classes = {5.0: "CORRECT_SOLUTION", 1.0: "PARTIAL_SOLUTION", -1.0: "NO_SOLUTION",
                          -1.5: "INCORRECT_VISION", -2.0: "INCORRECT_NUMBER", -3.0: "ILLEGAL_FORMULA"}

@@ -69,8 +69,11 @@ def _layers(features, rail_positions, visited, position, size, margin_m):
 
 def render_map_png(features: MapFeatures | None = None, *, rail_positions: Sequence = (),
                    visited: Sequence = (), position=None, heading: float | None = None,
-                   size: int = 720, margin_m: float = 45.0, attribution: str | None = None) -> Image.Image:
-    """The map as a Pillow image (RGB). `visited` are the positions reached so far, in order."""
+                   size: int = 720, margin_m: float = 45.0, attribution: str | None = None,
+                   walks: Sequence = ()) -> Image.Image:
+    """The map as a Pillow image (RGB). `visited` are the positions reached so far, in order;
+    `walks` are other walkers' paths, `(positions, rgb)` each (e.g. the models' walks), drawn
+    slightly offset so that several walks along one street stay apart."""
     fr = _layers(features, rail_positions, visited, position, size, margin_m)
     im = Image.new("RGB", (size, size), BG)
     d = ImageDraw.Draw(im)
@@ -92,6 +95,13 @@ def render_map_png(features: MapFeatures | None = None, *, rail_positions: Seque
         for p in rail_positions:
             x, y = fr.px(p)
             d.ellipse([x - 3, y - 3, x + 3, y + 3], outline=ROUTE, width=2)
+    for k, (positions, colour) in enumerate(walks):
+        off = 4 * (k + 1) * (1 if k % 2 == 0 else -1)
+        pts = [(x + off, y + off) for x, y in (fr.px(p) for p in positions)]
+        if len(pts) > 1:
+            d.line(pts, fill=tuple(colour), width=4)
+        for x, y in pts:
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=tuple(colour), outline=(255, 255, 255))
     if visited:
         pts = [fr.px(p) for p in visited]
         if len(pts) > 1:
