@@ -104,6 +104,11 @@ class Episode:
         """None right after reset (the chat is rebuilt then), else the last feedback string."""
         return self.steps[-1].verify_info if self.steps else None
 
+    def verdict(self, output: str) -> Verdict:
+        """The verifier's verdict on one reply for this hand, without spending a try."""
+        return verify(output, self.numbers, self.deal.labels, target=self.target,
+                      language_only=self.language_only, lenient=self.lenient)
+
     def step(self, output: str) -> StepRecord:
         """Grade one raw model reply; raises `EpisodeOver` once the episode has ended."""
         if self.done:
@@ -112,9 +117,7 @@ class Episode:
         if self.remaining == -1:
             verdict, truncated = step_limit_verdict(), True
         else:
-            verdict = verify(output, self.numbers, self.deal.labels, target=self.target,
-                             language_only=self.language_only, lenient=self.lenient)
-            truncated = False
+            verdict, truncated = self.verdict(output), False
         record = StepRecord(len(self.steps) + 1, output, verdict, truncated, self.remaining)
         self.steps.append(record)
         return record

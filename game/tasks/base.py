@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar
+from itertools import islice
+from typing import Any, ClassVar, Iterator
 
 
 class InstanceError(ValueError):
@@ -20,8 +21,9 @@ class InstanceError(ValueError):
 
 # ------------------------------------------------------------------------------- typed configs
 def param(default: Any, kind: str, doc: str, lo: int | None = None, hi: int | None = None):
-    """A config field: `kind` is `bool`, `int`, `str`, `int?` (int or None) or `route` (index,
-    id or None); `lo`/`hi` bound ints (inclusive). `default=...` makes the parameter required."""
+    """A config field: `kind` is `bool`, `int`, `float`, `str`, `int?` (int or None) or `route`
+    (index, id or None); `lo`/`hi` bound numbers (inclusive). `default=...` makes the parameter
+    required."""
     meta = {"kind": kind, "doc": doc, "lo": lo, "hi": hi}
     return field(metadata=meta) if default is ... else field(default=default, metadata=meta)
 
@@ -46,6 +48,12 @@ def _coerce(task: str, name: str, kind: str, value: Any, lo, hi) -> Any:
         if not value or len(value) > 256:
             raise bad("a route index or id")
         return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise bad("a number")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise bad(f"between {lo} and {hi}")
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise bad("a whole number")
     try:
@@ -195,6 +203,21 @@ class EpisodeSession:
         V-IRL `budget_exceeded`)."""
         return self.episode.remaining > 0
 
+    @property
+    def positions(self) -> int:
+        """How many positions the episode visits, each with its own budget (GP 1; V-IRL the rail)."""
+        raise NotImplementedError
+
+    @property
+    def max_graded(self) -> int:
+        """The most graded calls (model replies) an episode can take: the budget at every position."""
+        return self.positions * self.episode.verify_iter
+
+    def verdict(self, text: str):
+        """The verdict the engine would give `text` now (`.reward`, `.verify_info`), without
+        stepping or spending a try (single-turn scoring)."""
+        return self.episode.verdict(text)
+
     def _record(self, result: StepResult) -> StepResult:
         self.results.append(result)
         return result
@@ -212,6 +235,7 @@ class Task:
     outcome_type: ClassVar[type[Enum]]
     splits: ClassVar[tuple[Split, ...]]
     default_seed: ClassVar[int]        # seed of the evaluation instance streams
+    training_seed: ClassVar[int] = 1_000_000   # default seed of the training stream (`training_stream`)
     headline: ClassVar[str]            # the paper's headline metric: success_rate / per_step_accuracy
     recognition: ClassVar[bool] = False   # reports recognition accuracy (GP-VL)
     exact_arithmetic: ClassVar[bool] = False  # has an exact-arithmetic second opinion (GP: exact success)
@@ -251,6 +275,18 @@ class Task:
                   sources: dict[str, str] | None = None, **overrides) -> list[Instance]:
         """The first `n` instances of a split's seeded stream (deterministic: a shard is a slice)."""
         raise NotImplementedError
+
+    def training_stream(self, seed: int, **overrides) -> Iterator[Instance]:
+        """The endless seeded stream of in-distribution training instances (the `id` split's
+        settings, other draws than the evaluation streams); `overrides` are instance parameters."""
+        raise NotImplementedError
+
+    def training_instances(self, n: int, seed: int | None = None, offset: int = 0, **overrides) -> list[Instance]:
+        """Instances `offset .. offset + n - 1` of the training stream (`training_seed` by default)."""
+        if n < 0 or offset < 0:
+            raise InstanceError("n and offset must be non-negative")
+        stream = self.training_stream(self.training_seed if seed is None else seed, **overrides)
+        return list(islice(stream, offset, offset + n))
 
     def person_reply(self, session, text: str) -> str:
         """A person's move (a bare formula / action, or a full JSON reply) as the reply graded."""

@@ -10,10 +10,10 @@ Outcomes (`game.gp.verifier.Outcome`, from the paper's reward classes): `correct
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..gp.cards import Rule
-from ..gp.deal import EVAL_CONFIGS, Deal, evaluation_hands
+from ..gp.deal import EVAL_CONFIGS, Deal, Dealer, evaluation_hands
 from ..gp.episode import DEFAULT_VERIFY_ITER, Episode
 from ..gp.verifier import Outcome
 from ..prompts import gp_prompt, response_eqn
@@ -73,13 +73,13 @@ class GPSession(EpisodeSession):
             self._image = table_image(self.episode.deal.cards)
         return self._image
 
-
-
     @property
     def exact_success(self) -> bool:
         return any(s.verdict.exact_correct for s in self.episode.steps if s.graded)
 
-
+    @property
+    def positions(self) -> int:
+        return 1
 
     def step(self, text: str) -> StepResult:
         rec = self.episode.step(text)
@@ -121,6 +121,14 @@ class GPTask(Task):
         hands = evaluation_hands(s.stream, n, self.default_seed if seed is None else seed)
         return [Instance(self.name, {"deal_id": h.id, **s.params, **overrides}) for h in hands]
 
+    def training_stream(self, seed: int, **overrides) -> Iterator[Instance]:
+        """Hands from `Dealer(seed)` dealt as the `id` split's (its rule and suits: GP-VL black)."""
+        split = self.split("id")
+        params = {**split.params, **overrides}
+        dealer = Dealer(seed, EVAL_CONFIGS[split.stream])
+        while True:
+            yield Instance(self.name, {"deal_id": dealer.next().id, **params})
+
     def person_reply(self, session: GPSession, text: str) -> str:
         ep = session.episode
         return formula_reply(ep.deal.labels, ep.numbers, text, ep.target)
@@ -138,14 +146,12 @@ def _split(name: str, config: str, description: str) -> Split:
 
 class GPLanguage(GPTask):
     name, vision, label = "gp-l", False, "GeneralPoints, text (GP-L)"
-    suits = "mixed"                    # in-distribution dealing (`game.gp.deal.DealConfig.suits`)
     splits = (_split("id", "language_id", "J/Q/K = 10"),
               _split("rule-ood", "language_rule_ood", "J/Q/K = 11/12/13, at least one face card"))
 
 
 class GPVision(GPTask):
     name, vision, label = "gp-vl", True, "GeneralPoints, table image (GP-VL)"
-    suits = "black"                    # the paper's VL configs deal black suits in distribution
     recognition = True
     splits = (_split("id", "vl_id_black", "black suits, J/Q/K = 10"),
               _split("rule-ood", "vl_rule_ood_black", "black suits, J/Q/K = 11/12/13"),

@@ -10,16 +10,19 @@ Route sets are opened once per process (`route_data`, cached): bundled sets by n
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterator
 
 from ..prompts import virl_prompt
-from ..virl.episode import DEFAULT_VERIFY_ITER, start_episode
+from ..virl.episode import DEFAULT_DROP_RATE, DEFAULT_VERIFY_ITER, start_episode
 from ..virl.verifier import Outcome
 from .base import EpisodeSession, Instance, InstanceError, Split, StepResult, Task, jsonable, param
 
 DEFAULT_SOURCES = {"id": "bundled:helsinki", "ood": "bundled:helsinki-ood"}
+TRAINING_SEED_BASE = 1_000_000     # training episode seeds start here (evaluation: seed + i, i < 10,000)
+RNG_MODES = ("native", "reference")
 
 
 @lru_cache(maxsize=8)
@@ -60,6 +63,13 @@ class VirlConfig:
     absolute_action: bool = param(True, "bool", "true: compass actions (ID); false: relative turns (rule OOD)")
     verify_iter: int = param(DEFAULT_VERIFY_ITER, "int", "tries per position (the paper: 2)", 1, 10)
     eg: bool = param(False, "bool", "the `_EG` prompt variant")
+    drop_rate: float = param(DEFAULT_DROP_RATE, "float", "chance of dropping each interpolated rail candidate", 0, 1)
+    rng_mode: str = param("native", "str", "native (a generator per draw) or reference (the reference's one "
+                                           "global stream: a seed equal to its `random.seed` replays its rail)")
+
+    def __post_init__(self) -> None:
+        if self.rng_mode not in RNG_MODES:
+            raise InstanceError(f"rng_mode must be one of {', '.join(RNG_MODES)}, got {self.rng_mode!r}")
 
 
 class VirlSession(EpisodeSession):
@@ -68,10 +78,13 @@ class VirlSession(EpisodeSession):
     def __init__(self, task: "VirlTask", instance: Instance) -> None:
         cfg = instance.config
         self.data = route_data(cfg.source)
+        if task.vision and not self.data.has_images:
+            raise InstanceError(f"{self.data.name}: no street views or map features to show for {task.name}")
         idx = route_index(self.data, cfg.route)
         super().__init__(task, instance, start_episode(
             self.data.routes, seed=cfg.seed, route_idx=idx, heading=cfg.heading, absolute_action=cfg.absolute_action,
-            mapping=self.data.mapping, verify_iter=cfg.verify_iter, language_only=not task.vision))
+            mapping=self.data.mapping, verify_iter=cfg.verify_iter, language_only=not task.vision,
+            drop_rate=cfg.drop_rate, rng_mode=cfg.rng_mode))
         self._grid: tuple[int, Any] | None = None
 
     def prompt(self) -> str:
@@ -92,13 +105,13 @@ class VirlSession(EpisodeSession):
             self._grid = (ep.index, Image.fromarray(street_view_grid(pano, ep.entry.heading, rotation=rotation)))
         return self._grid[1]
 
-
-
     @property
     def exact_success(self) -> None:
         return None
 
-
+    @property
+    def positions(self) -> int:
+        return len(self.episode.rail.entries)
 
     def step(self, text: str) -> StepResult:
         rec = self.episode.step(text)
@@ -154,6 +167,16 @@ class VirlTask(Task):
         base = self.default_seed if seed is None else seed
         return [Instance(self.name, {"source": source, "route": i % n_routes, "seed": base + i, **s.params,
                                      **overrides}) for i in range(n)]
+
+    def training_stream(self, seed: int, **overrides) -> Iterator[Instance]:
+        """Episodes on the `id` split's route set and action space, each with its own episode
+        seed (from `TRAINING_SEED_BASE`, drawn from `seed`); the route is drawn from the episode
+        seed, so instances that share a seed share route, heading and rail."""
+        split = self.split("id")
+        rng = random.Random(f"virl-rl:{seed}")
+        params = {"source": DEFAULT_SOURCES[split.stream], **split.params, **overrides}
+        while True:
+            yield Instance(self.name, {**params, "seed": TRAINING_SEED_BASE + rng.randrange(10 ** 9)})
 
     def person_reply(self, session: VirlSession, text: str) -> str:
         return action_reply(text)

@@ -15,6 +15,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from ..prompts import response_virl
 from .rail import Rail, RailEntry, build_rail
 from .routes import PanoMapping, Route
 from .verifier import VERIFY_EXCEEDED, Outcome, Verdict, outcome_of, verify
@@ -159,6 +160,11 @@ class VirlEpisode:
             "is_success": self.is_success,
         }
 
+    def verdict(self, model_output: str) -> Verdict:
+        """The verifier's verdict on one reply at the current position, without spending a try."""
+        entry = self.entry
+        return verify(model_output, entry.gt_action, entry.observation)
+
     def step(self, model_output: str) -> StepRecord:
         if self.done:
             raise EpisodeOver("the episode is over; start a new one")
@@ -182,7 +188,7 @@ class VirlEpisode:
             self._info["Verify Info"] = self.verify_info
             self._info["is_success"] = False
         else:
-            verdict = verify(model_output, entry.gt_action, entry.observation)
+            verdict = self.verdict(model_output)
             reward, self.verify_info = verdict.reward, verdict.verify_info
             if verdict.correct:
                 if entry.is_stop:
@@ -217,9 +223,7 @@ class VirlEpisode:
     def oracle_reply(self) -> str:
         """The SFT-format reply (`ResponseVIRL`) that is correct at the current position."""
         e = self.entry
-        return ('\n{\n  "current observation": "' + e.oracle_observation + '",\n'
-                '  "current instruction": "' + e.instruction + '",\n'
-                '  "action": "' + e.gt_action + '",\n}\n')
+        return response_virl(e.oracle_observation, e.instruction, e.gt_action)
 
 
 def start_episode(routes: Sequence[Route], *, seed: int = 0, route_idx: int | None = None,

@@ -36,11 +36,13 @@ from game.gp.cards import Rule
 from game.gp.deal import Deal, DealConfig, Dealer
 from game.gp.solver import distinct_solutions, reference_solutions
 from game.gp.verifier import verify
+from game.tasks.virl import DEFAULT_SOURCES, TRAINING_SEED_BASE
 
 from ..chat import gp_chat
 from ..prompts import feedback_text, gp_prompt, response_eqn, response_virl, virl_prompt
 from ..tiny import EOT, SPECIAL_TOKENS
-from .tasks import VIRL_TRAIN_SEED_BASE, VIRL_TRAIN_SOURCE
+
+VIRL_TRAIN_SOURCE = DEFAULT_SOURCES["id"]             # the registry's in-distribution route set
 
 
 @lru_cache(maxsize=None)
@@ -166,7 +168,7 @@ def virl_sft_pairs(n_episodes: int, seed: int, absolute: bool = True,
     rng = random.Random(f"virl-sft:{seed}")
     out: list[VirlPair] = []
     for _ in range(n_episodes):
-        out += virl_episode_pairs(data, None, VIRL_TRAIN_SEED_BASE + rng.randrange(10 ** 9), absolute)
+        out += virl_episode_pairs(data, None, TRAINING_SEED_BASE + rng.randrange(10 ** 9), absolute)
     return out
 
 

@@ -7,8 +7,9 @@ training a tiny checkpoint on it needs and nothing else branches on a task name 
 - `corpus(seed, size)`: the text the compact tokenizer is trained on; `tokenizer_split`: the
   pre-tokenizer rule (`models.tiny.train_tokenizer(compact=…)`);
 - `expert_pairs(n, seed)`: `n` single-turn expert (prompt, answer) pairs and facts for the record;
-- `rollouts(cfg)`: the seeded stream of in-distribution training instances GRPO plays
-  (`game.tasks.Instance`s, opened as registry sessions like every evaluation episode);
+- `rollouts(cfg)`: the seeded stream of in-distribution training instances GRPO plays: the
+  registry's `training_stream` (`game.tasks`, the one definition the trainer adapters use too),
+  opened as registry sessions like every evaluation episode;
 - `model_card(...)`: the model card text of a checkpoint trained on the task.
 
     from models.train.tasks import training_task
@@ -19,8 +20,8 @@ Only the text tasks have tiny checkpoints (`TRAINING`: gp-l, virl-l).
 """
 from __future__ import annotations
 
-import random
 from collections import Counter
+from itertools import islice
 from typing import Any, Callable, ClassVar
 
 from game.tasks import Instance, get_task
@@ -28,8 +29,6 @@ from game.tasks import Instance, get_task
 # Seed bases of the training streams (evaluation streams: GP seed 42, V-IRL episode seeds < 10,000).
 SFT_SEED_OFFSET = 1000        # SFT expert data: config seed + 1000
 RL_SEED_OFFSET = 2000         # GRPO hands (GP-L): config seed + 2000
-VIRL_TRAIN_SOURCE = "bundled:helsinki"
-VIRL_TRAIN_SEED_BASE = 1_000_000   # V-IRL training episode seeds start here
 
 
 class TrainingTask:
@@ -40,6 +39,7 @@ class TrainingTask:
     grpo: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = ({}, {})
     tokenizer_split: ClassVar["bool | str"] = True
     label: ClassVar[str]            # short name in model cards, e.g. "GP-L"
+    rl_seed_offset: ClassVar[int] = 0   # GRPO's training stream seed: config seed + this
 
     @property
     def spec(self):
@@ -52,8 +52,10 @@ class TrainingTask:
         raise NotImplementedError
 
     def rollouts(self, cfg) -> Callable[[int], list[Instance]]:
-        """A seeded `take(n)` of in-distribution training instances for GRPO config `cfg`."""
-        raise NotImplementedError
+        """A seeded `take(n)` of in-distribution training instances for GRPO config `cfg`: the next
+        `n` of the registry's training stream (seed `cfg.seed + rl_seed_offset`)."""
+        stream = self.spec.training_stream(cfg.seed + self.rl_seed_offset, verify_iter=cfg.verify_iter)
+        return lambda n: list(islice(stream, n))
 
     def model_card(self, path, rec: dict, evaluation: dict | None, *, name: str, repro: str) -> str:
         raise NotImplementedError
@@ -63,6 +65,7 @@ class GPLTraining(TrainingTask):
     """GP-L: hands from seeded `Dealer`s under J/Q/K = 10, expert formulas from our solver."""
 
     name, label = "gp-l", "GP-L"
+    rl_seed_offset = RL_SEED_OFFSET
 
     def corpus(self, seed: int, size: int) -> list[str]:
         from .data import gp_corpus
@@ -75,14 +78,6 @@ class GPLTraining(TrainingTask):
         pairs = sft_pairs(n, seed)
         return pairs, {"distinct_hands": len({p.deal.id for p in pairs}),
                        "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs})}
-
-    def rollouts(self, cfg) -> Callable[[int], list[Instance]]:
-        from game.gp.cards import Rule
-        from game.gp.deal import DealConfig, Dealer
-
-        dealer = Dealer(cfg.seed + RL_SEED_OFFSET, DealConfig(rule=Rule.FACE10))
-        params = {"rule": Rule.FACE10.value, "verify_iter": cfg.verify_iter}
-        return lambda n: [Instance(self.name, {"deal_id": d.id, **params}) for d in dealer.take(n)]
 
     def model_card(self, path, rec, evaluation, *, name, repro):
         from .card import gp_model_card
@@ -126,13 +121,6 @@ class VirlLTraining(TrainingTask):
         walked = {(p.route_index, p.seed) for p in pairs}
         return pairs, {"episodes": len(walked), "distinct_routes": len({r for r, _ in walked}),
                        "actions": dict(sorted(Counter(p.gt_action.split("(")[0] for p in pairs).items()))}
-
-    def rollouts(self, cfg) -> Callable[[int], list[Instance]]:
-        rng = random.Random(f"virl-rl:{cfg.seed}")
-        params = {"source": VIRL_TRAIN_SOURCE, "absolute_action": True, "verify_iter": cfg.verify_iter}
-        # the route is drawn from the episode seed, so a GRPO group shares route, heading and rail
-        return lambda n: [Instance(self.name, {**params, "seed": VIRL_TRAIN_SEED_BASE + rng.randrange(10 ** 9)})
-                          for _ in range(n)]
 
     def model_card(self, path, rec, evaluation, *, name, repro):
         from .card import virl_model_card
