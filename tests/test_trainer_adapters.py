@@ -21,11 +21,14 @@ from game.gp.cards import Card, Rule
 from game.gp.deal import Deal
 from game.gp.episode import Episode as GPEpisode
 from game.gp.verifier import parse_reply
+from game import protocol
+from game.tasks import TASKS, get_task, route_data
 from game.virl.env import VirlEnv
 from game.virl.episode import start_episode
+from game.virl.routes import ROUTE_FILE, exact_mapping, parse_route_infos
 from game.virl.verifier import re_match
-from models.adapters import _engine
-from models.adapters._engine import EpisodeOver, Instance, InstanceError, gp_reply, instances, open_episode, virl_reply
+from models.adapters._engine import (EpisodeOver, Instance, InstanceError, gp_reply, instance_json, instances,
+                                     open_episode, splits, virl_reply)
 from models.adapters.dataset import max_user_turns, trl_rows, verl_rows, write_parquet
 from models.adapters.trl import ENVIRONMENTS, GeneralPointsEnvironment, VirlEnvironment, reply_reward
 from models.adapters.verl import GeneralPointsInteraction, VirlInteraction, compute_score
@@ -120,10 +123,10 @@ def test_golden_trl_verl_gym_engine_agree_on_gp_conformance_episodes():
         # 4. the TRL environment: the same replies as tool calls (where a reply is expressible
         #    as tool arguments, i.e. its re-serialised form grades identically)
         trl_env = GeneralPointsEnvironment()
-        trl_env.reset(instance=inst.to_json())
+        trl_env.reset(instance=instance_json(inst))
         probe = open_episode(inst)
         args = [_gp_tool_args(o) for o in outputs[:len(graded)]]
-        if any(probe.verdict_only(gp_reply(**a)) != probe.verdict_only(o) for a, o in zip(args, outputs)):
+        if any(probe.verdict(gp_reply(**a)) != probe.verdict(o) for a, o in zip(args, outputs)):
             continue
         tool_texts = [trl_env.submit_answer(**a) for a in args]
         with pytest.raises(EpisodeOver):
@@ -137,9 +140,14 @@ def test_golden_trl_verl_gym_engine_agree_on_gp_conformance_episodes():
 
 
 def _virl_source(tmp_path: Path, line) -> str:
-    path = tmp_path / f"route_{line['episode_id']}.json"
-    path.write_text(json.dumps([[line["route"]], 1]))
-    return str(path)
+    """The line's route as a route set in the released layout, with the exact mapping the
+    conformance episodes were recorded with (start, key points, interpolation candidates)."""
+    root = tmp_path / f"route_{line['episode_id']}"
+    root.mkdir()
+    (root / ROUTE_FILE).write_text(json.dumps([[line["route"]], 1]))
+    route = parse_route_infos([[line["route"]], 1])[0][0]
+    exact_mapping(route, line["straight_line_length"]).save(root / "gps_pano_mapping.json")
+    return str(root)
 
 
 def test_golden_trl_verl_gym_engine_agree_on_virl_conformance_episodes(tmp_path):
@@ -148,15 +156,16 @@ def test_golden_trl_verl_gym_engine_agree_on_virl_conformance_episodes(tmp_path)
     for line in lines:
         want = [(s["reward"], s["verify_info"], s["terminated"], s["truncated"]) for s in line["steps"]]
         outputs = [c["model_output"] for c in line["calls"]]
-        settings = {"relocation": line["relocation"], "drop_rate": line["drop_rate"],
-                    "straight_line_length": line["straight_line_length"], "rng_mode": "reference"}
+        # the registry plays with relocation on and 5 candidates per leg, as every line was recorded
+        assert (line["relocation"], line["straight_line_length"]) == (True, 5)
+        settings = {"drop_rate": line["drop_rate"], "rng_mode": "reference"}
         # grading does not depend on the modality; the routes have no panoramas, so the L task
         inst = Instance("virl-l", {"source": _virl_source(tmp_path, line), "route": 0,
                                    "seed": line["global_random_seed_before_reset"],
                                    "absolute_action": line["absolute_action"], "verify_iter": line["verify_iter"],
                                    **settings})
-        data = _engine.virl_data(inst.params["source"])
-        # 1. the task engine
+        data = route_data(inst.params["source"])
+        # 1. the task engine (with the exact mapping of its own, not the route set's)
         ep = start_episode(data.routes, seed=inst.params["seed"], route_idx=0,
                            absolute_action=line["absolute_action"], verify_iter=line["verify_iter"], **settings)
         engine = []
@@ -197,7 +206,7 @@ def test_golden_trl_verl_gym_engine_agree_on_virl_conformance_episodes(tmp_path)
         for out in outputs[:n_turns]:
             args = {"current_observation": re_match(out, "current observation"),
                     "current_instruction": re_match(out, "current instruction"), "action": re_match(out, "action")}
-            if probe.verdict_only(virl_reply(**args)) != probe.verdict_only(out):
+            if probe.verdict(virl_reply(**args)) != probe.verdict(out):
                 ok = False
                 break
             args_list.append(args)
@@ -211,6 +220,31 @@ def test_golden_trl_verl_gym_engine_agree_on_virl_conformance_episodes(tmp_path)
         tool_covered += 1
     assert len(lines) == 122
     assert tool_covered >= 100, tool_covered
+
+
+# ------------------------------------------------------------------------------ splits
+
+
+def test_trl_verl_splits_are_the_protocols_plus_the_training_stream():
+    from types import SimpleNamespace
+
+    from models.train.tasks import training_task
+
+    for task in TASKS:
+        assert splits(task) == ("train", *protocol.splits(task))
+        for split in protocol.splits(task):
+            assert instances(task, split, 3) == protocol.instances(task, split, 3)
+            assert instances(task, split, 2, offset=1) == protocol.instances(task, split, 3)[1:]
+        train = instances(task, "train", 4)
+        assert train == get_task(task).training_instances(4) and instances(task, "train", 2, offset=2) == train[2:]
+        assert {i.params[k] for i in train for k in get_task(task).split("id").params} <= {True, "face10"}
+    # the tiny GRPO trainer plays the same stream (its own seed)
+    cfg = SimpleNamespace(seed=0, verify_iter=2)
+    assert training_task("virl-l").rollouts(cfg)(3) == get_task("virl-l").training_instances(3, seed=0, verify_iter=2)
+    with pytest.raises(InstanceError, match="unknown split 'ood'"):
+        instances("gp-l", "ood", 1)
+    with pytest.raises(InstanceError, match="unknown split 'streets'"):
+        trl_rows("virl-vl", "streets", 1)
 
 
 # ------------------------------------------------------------------------------ TRL contract
@@ -233,22 +267,22 @@ def test_trl_tool_schemas_accept_every_tool_method():
             seen[name] = fn
     assert set(seen) == {"submit_answer", "take_action"}
     assert seen["submit_answer"]["parameters"]["properties"]["number"]["items"] == {"type": "integer"}
-    assert set(ENVIRONMENTS) == set(_engine.TASKS)
+    assert {task: cls._family for task, cls in ENVIRONMENTS.items()} == {t: get_task(t).family for t in TASKS}
 
 
 def test_trl_reset_leaks_no_state_between_episodes():
     a, b = instances("gp-l", "id", 2)
     env = GeneralPointsEnvironment()
-    env.reset(instance=a.to_json())
+    env.reset(instance=instance_json(a))
     for _ in range(3):
         env.submit_answer(["1"], [1], "1+1")
     assert len(env.steps) == 3
     before = set(vars(env))
-    prompt_b = env.reset(instance=b.to_json())
+    prompt_b = env.reset(instance=instance_json(b))
     assert set(vars(env)) == before and env.steps == ()
     assert prompt_b == open_episode(b).prompt() and b.params["deal_id"] != a.params["deal_id"]
     fresh = GeneralPointsEnvironment()
-    assert fresh.reset(instance=b.to_json()) == prompt_b
+    assert fresh.reset(instance=instance_json(b)) == prompt_b
     for e in (env, fresh):
         e.submit_answer(["x"], [0], "1+1")
     expected = open_episode(b).grade_only(gp_reply(["x"], [0], "1+1"))
@@ -260,7 +294,7 @@ def test_trl_reset_leaks_no_state_between_episodes():
     with pytest.raises(RuntimeError):
         env.get_reward()
     with pytest.raises(InstanceError):
-        env.reset(instance=instances("virl-l", "id", 1)[0].to_json())
+        env.reset(instance=instance_json(instances("virl-l", "id", 1)[0]))
 
 
 def test_trl_rewards_modes_and_unanswered_rollout():
@@ -271,7 +305,7 @@ def test_trl_rewards_modes_and_unanswered_rollout():
     results = {}
     for mode in ("return", "final", "success"):
         env = GeneralPointsEnvironment(reward=mode)
-        env.reset(instance=inst.to_json())
+        env.reset(instance=instance_json(inst))
         assert env.get_reward() == -3.0          # no tool call: graded as one empty reply
         assert env.submit_answer(["K"], numbers, "1+1").startswith("You failed this trial because ")
         assert env.submit_answer(ep.describe()["cards"], numbers, solution + "=24") == "Correct solution."
@@ -291,8 +325,8 @@ def test_trl_reply_reward_grades_completions_single_turn():
 
     good = response_eqn(deal.labels, deal.numbers(), deal.solutions()[0])
     virl_ep = open_episode(insts[2])
-    completions = [[{"role": "assistant", "content": good}], "no formula here", virl_ep._ep.oracle_reply()]
-    rewards = reply_reward(completions=completions, instance=[i.to_json() for i in insts])
+    completions = [[{"role": "assistant", "content": good}], "no formula here", virl_ep.session.episode.oracle_reply()]
+    rewards = reply_reward(completions=completions, instance=[instance_json(i) for i in insts])
     assert rewards == [5.0, -3.0, 1.0]
 
 
@@ -305,12 +339,12 @@ def test_trl_vl_rows_carry_the_first_image_and_moves_return_image_blocks():
     assert "You are observing these four cards in the image." in prompt and "Cards:" not in prompt
     vinst = instances("virl-vl", "id", 1)[0]
     venv = VirlEnvironment()
-    venv.reset(instance=vinst.to_json())
+    venv.reset(instance=instance_json(vinst))
     gt = open_episode(vinst)
-    entry = gt._ep.entry
+    entry = gt.session.episode.entry
     out = venv.take_action(entry.oracle_observation, entry.instruction, entry.gt_action)
     assert isinstance(out, list) and [p["type"] for p in out] == ["image", "text"]
-    gt.step(gt._ep.oracle_reply())
+    gt.step(gt.session.episode.oracle_reply())
     assert out[1]["text"] == gt.prompt()
     assert out[0]["image"].size == gt.image().size
     wrong = venv.take_action("No landmark nearby", "", "spin()")
@@ -392,13 +426,13 @@ def test_verl_interaction_yaml_loads_by_dotted_path_with_the_paper_budgets(monke
 
     monkeypatch.delitem(sys.modules, "models.adapters.verl", raising=False)
     items = yaml.safe_load(YAML_PATH.read_text())["interaction"]
-    assert [i["name"] for i in items] == list(_engine.TASKS)
+    assert [i["name"] for i in items] == list(TASKS)
     interactions = {}
     for item in items:
         cls = _load_like_verl(item["class_name"])
         config = dict(item["config"], name=item["name"])
         interactions[item["name"]] = cls(config=config)
-        assert config["verify_iter"] == {"gp": 5, "virl": 2}[_engine.family(item["name"])]
+        assert config["verify_iter"] == {"gp": 5, "virl": 2}[get_task(item["name"]).family]
     assert "verl" not in sys.modules       # duck-typed: nothing imported verl
     # the YAML's budget is what the interactions enforce on rows that do not set one
     gp = interactions["gp-l"]
@@ -439,7 +473,7 @@ def test_verl_interactions_interleave_two_instance_ids():
         run(inter.calculate_score(ia))
     assert run(inter.calculate_score(ib)) == 5.0
     # V-IRL: two routes at once
-    va, vb = instances("virl-l", "ood", 2)
+    va, vb = instances("virl-l", "rule-ood", 2)
     vi = VirlInteraction({"name": "virl-l"})
     for iid, inst in (("x", va), ("y", vb)):
         run(vi.start_interaction(iid, **inst.to_dict()))
@@ -448,7 +482,7 @@ def test_verl_interactions_interleave_two_instance_ids():
         for iid, g in (("x", gx), ("y", gy)):
             if g.done:
                 continue
-            reply = g._ep.oracle_reply()
+            reply = g.session.episode.oracle_reply()
             g.step(reply)
             done, text, score, meta = run(vi.generate_response(iid, [{"role": "user", "content": "p"},
                                                                       {"role": "assistant", "content": reply}]))
@@ -465,34 +499,37 @@ def test_verl_parquet_rows_and_compute_score(tmp_path):
 
     from models.prompts import gp_prompt, response_eqn
 
-    gp_path = write_parquet(verl_rows("gp-l", "ood", 5), tmp_path / "gp-l-ood.parquet")
+    gp_path = write_parquet(verl_rows("gp-l", "rule-ood", 5), tmp_path / "gp-l-rule-ood.parquet")
     virl_path = write_parquet(verl_rows("virl-l", "id", 3), tmp_path / "virl-l-id.parquet")
     gp_rows = pq.read_table(gp_path).to_pylist()
     assert len(gp_rows) == 5
     for i, row in enumerate(gp_rows):
         kw = row["extra_info"]["interaction_kwargs"]
         assert row["data_source"] == "sftvsrl/gp-l" and row["agent_name"] == "tool_agent"
-        assert kw["name"] == "gp-l" and kw["rule"] == "face_jqk" and row["extra_info"]["index"] == i
-        deal = Deal.from_id(kw["deal_id"])
+        assert kw["name"] == kw["task"] == "gp-l" and kw["params"]["rule"] == "face_jqk"
+        assert row["extra_info"] == {"split": "rule-ood", "index": i, "interaction_kwargs": kw}
+        deal = Deal.from_id(kw["params"]["deal_id"])
         assert deal.has_face_card          # rule-OOD dealing
         assert row["prompt"] == [{"role": "user", "content": gp_prompt(deal.labels, Rule.FACE_JQK)}]
         truth = json.loads(row["reward_model"]["ground_truth"])
-        assert truth["deal_id"] == kw["deal_id"] and row["reward_model"]["style"] == "rule"
+        assert truth == {"task": "gp-l", "params": kw["params"]} and row["reward_model"]["style"] == "rule"
         good = response_eqn(deal.labels, deal.numbers(Rule.FACE_JQK), deal.solutions(Rule.FACE_JQK)[0])
         assert compute_score(row["data_source"], good, row["reward_model"]["ground_truth"], row["extra_info"]) == 5.0
         assert compute_score(row["data_source"], "nothing", None, row["extra_info"]) == -3.0
     # the first 234 ID rows are the paper's evaluation hands (seed 42)
     from game.gp.deal import evaluation_hands
 
-    assert [r["extra_info"]["interaction_kwargs"]["deal_id"] for r in verl_rows("gp-l", "id", 3)] == \
+    assert [r["extra_info"]["interaction_kwargs"]["params"]["deal_id"] for r in verl_rows("gp-l", "id", 3)] == \
         [h.id for h in evaluation_hands("language_id", 3)]
     virl_rows_ = pq.read_table(virl_path).to_pylist()
     for i, row in enumerate(virl_rows_):
         kw = row["extra_info"]["interaction_kwargs"]
-        assert (kw["route"], kw["seed"], kw["absolute_action"]) == (i, i, True)
+        params = kw["params"]
+        assert (params["route"], params["seed"], params["absolute_action"]) == (i, i, True)
         ep = open_episode(row["reward_model"]["ground_truth"])
         assert row["prompt"][0]["content"] == ep.prompt()
-        assert compute_score("sftvsrl/virl-l", ep._ep.oracle_reply(), row["reward_model"]["ground_truth"]) == 1.0
+        assert compute_score("sftvsrl/virl-l", ep.session.episode.oracle_reply(),
+                             row["reward_model"]["ground_truth"]) == 1.0
     with pytest.raises(InstanceError):
         compute_score("sftvsrl/gp-l", "x", virl_rows_[0]["reward_model"]["ground_truth"])
     vl = verl_rows("gp-vl", "id", 1)[0]
@@ -504,7 +541,7 @@ def test_verl_max_user_turns_never_cuts_an_episode_short():
     turn, before the interaction); with our value the interaction always ends the episode first."""
     for task, split, n in (("gp-l", "id", 3), ("virl-l", "id", 6), ("virl-l", "train", 4)):
         rows = verl_rows(task, split, n)
-        limit = max_user_turns(task, rows)
+        limit = max_user_turns(rows)
         if task == "gp-l":
             assert limit == 5
         inter = (GeneralPointsInteraction if task.startswith("gp") else VirlInteraction)({"name": task})
@@ -512,12 +549,12 @@ def test_verl_max_user_turns_never_cuts_an_episode_short():
             kw = row["extra_info"]["interaction_kwargs"]
             iid = run(inter.start_interaction(None, **kw))
             # worst case: fail once at every position, then answer right (GP: always wrong)
-            oracle = open_episode(kw, auto_close=False)
+            oracle = open_episode(row["reward_model"]["ground_truth"], auto_close=False)
             user_turns, done, failed_here = 0, False, False
             while not done:
                 assert user_turns < limit, (task, kw)        # verl would cut the rollout here
                 if task.startswith("gp") or failed_here:
-                    reply = "?" if task.startswith("gp") else oracle._ep.oracle_reply()
+                    reply = "?" if task.startswith("gp") else oracle.session.episode.oracle_reply()
                     failed_here = False
                 else:
                     reply, failed_here = "?", True
@@ -529,5 +566,5 @@ def test_verl_max_user_turns_never_cuts_an_episode_short():
                 assert run(inter.calculate_score(iid)) == pytest.approx(
                     sum(s.reward for s in oracle.steps))
         if task.startswith("virl"):
-            assert limit == max(2 * open_episode(r["extra_info"]["interaction_kwargs"]).describe()["rail_length"]
+            assert limit == max(2 * open_episode(r["reward_model"]["ground_truth"]).describe()["rail_length"]
                                 for r in rows)

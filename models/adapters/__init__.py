@@ -6,7 +6,8 @@
 - `models.adapters.verl`: verl multi-turn `Interaction` classes (loaded by dotted path from an
   interaction YAML) and `compute_score`;
 - `models.adapters.dataset`: rows for the paper's instance streams (TRL datasets, verl parquet);
-- `models.adapters._engine`: the one internal layer that touches the engines.
+- `models.adapters._engine`: the thin layer over the task registry (`game.tasks`) and the evaluation
+  protocol (`game.protocol`) that both adapters share.
 
 Neither trainer is imported at module load: the classes are duck-typed to their interfaces.
 """

@@ -1,189 +1,97 @@
-"""The trainer adapters' only door to the games: instances, episodes, replies, splits.
+"""The trainer adapters' thin layer over the task protocol: what TRL and verl need on top of a
+registry session, and nothing task-specific.
 
-Everything `models.adapters.trl` and `models.adapters.verl` need from the engines goes through
-this module, so that moving onto the task registry (`game.tasks`) changes this file only:
+Everything that differs between tasks — typed configs, splits and instance streams, prompts,
+images, grading, budgets, route sets — is asked of the registry (`game.tasks`) and the evaluation
+protocol (`game.protocol`). This module adds only the trainer-side pieces:
 
-- `Instance`: one seeded task instance as plain JSON (task + parameters), the thing a dataset row
-  carries (TRL: a column; verl: `extra_info.interaction_kwargs`);
-- `open_episode(instance) -> Episode`: prompt, image, `step(text)`, budget, return, success —
-  graded by the exact engines (`game.gp.episode`, `game.virl.episode`), prompts from
-  `models.prompts` (byte-exact paper templates);
+- `parse_instance(value)` / `instance_json(instance)`: a `game.tasks.Instance` from what a dataset
+  row carries (TRL: the `instance` column; verl: `extra_info.interaction_kwargs` and
+  `reward_model.ground_truth`): the registry's JSON form `{"task", "params"}`, the flat form
+  `{"task", **params}`, or their JSON text (JSON only: nothing is evaluated);
+- `splits(task)` / `instances(task, split, n, offset=)`: `train` (the registry's training stream,
+  `Task.training_instances`, the same stream the tiny GRPO trainer plays) plus exactly the
+  protocol's evaluation splits and instance lists (gp-l: id, rule-ood; gp-vl: id, rule-ood,
+  visual-ood; virl-l: id, rule-ood, streets; virl-vl: id, rule-ood, visual-ood);
+- `open_episode(instance) -> Episode`: a registry session that makes the reference's ignored
+  budget-exhausted call itself, tells what the model reads next, and scores the rollout;
 - `gp_reply` / `virl_reply`: tool arguments → the paper's reply text (`ResponseEqn` /
-  `ResponseVIRL`), so a tool call is graded by the same verifier as a raw reply;
-- `instances(task, split, n)`: the paper's instance streams per split (GP: the seed-42 evaluation
-  hand lists; V-IRL: route i mod R with episode seed i) plus a disjoint training stream.
+  `ResponseVIRL`), so a tool call is graded by the same verifier as a raw reply.
 
-Budgets follow the paper: 5 graded tries per GP hand, 2 per V-IRL position. The reference then
-makes one more call whose text it ignores (GP −1 `step_limit_reached`, V-IRL −1 `Exceed maximum
-verify steps`, `truncated`); a trainer must not spend a generation on it, so `Episode.step`
-makes that call itself once the graded budget is spent (`auto_close`). The step records are then
-exactly those of the Gymnasium env driven with one extra (ignored) reply.
+Budgets are the registry's (the paper's 5 graded tries per GP hand, 2 per V-IRL position). The
+reference then makes one more call whose text it ignores (GP −1 `step_limit_reached`, V-IRL −1
+`Exceed maximum verify steps`, `truncated`); a trainer must not spend a generation on it, so
+`Episode.step` makes that call itself once the graded budget is spent (`auto_close`). The step
+records (`game.tasks.StepResult`) are then exactly those of the Gymnasium env driven with one
+extra (ignored) reply.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Iterable, Sequence
 
+from game import protocol
+from game.prompts import cards_repr, feedback_text, response_virl
 from game.tasks import TASKS as REGISTRY
-from game.tasks import get_task
+from game.tasks import Instance, InstanceError, StepResult, get_task, open_session
 
 TASKS = tuple(REGISTRY)
-FAMILIES = {name: task.family for name, task in REGISTRY.items()}
-VERIFY_ITER = {"gp": 5, "virl": 2}          # the paper's graded tries (GP: per hand; V-IRL: per position)
+TRAIN = "train"                             # the training split (not an evaluation split)
 REWARD_MODES = ("return", "final", "success")
-
-# split -> deal-stream name in game.gp.deal.EVAL_CONFIGS, per modality (the paper's configs)
-GP_SPLITS = {
-    "gp-l": {"id": "language_id", "ood": "language_rule_ood"},
-    "gp-vl": {"id": "vl_id_black", "ood": "vl_rule_ood_black", "visual-ood": "vl_visual_ood_red"},
-}
-GP_TRAIN_SEED = 1_000_000                   # training hands: another stream than the seed-42 lists
-# split -> (route source, absolute actions); evaluation episode i walks route i mod R with seed i
-VIRL_SPLITS = {"id": ("bundled:helsinki", True), "ood": ("bundled:helsinki", False),
-               "streets": ("bundled:helsinki-ood", True)}
-VIRL_TRAIN_SEED_BASE = 1_000_000            # training episode seeds (evaluation uses seeds < 10,000)
-MAX_TEXT = 65_536                           # longest reply or tool argument we grade
-
-
-class InstanceError(ValueError):
-    """A malformed instance (the message says what is wrong)."""
-
-
-def family(task: str) -> str:
-    if task not in FAMILIES:
-        raise InstanceError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    return FAMILIES[task]
+MAX_TEXT = 65_536                           # longest reply, tool argument or instance text we accept
 
 
 def splits(task: str) -> tuple[str, ...]:
-    """The splits `instances` knows for a task (`train` first)."""
-    names = GP_SPLITS[task] if family(task) == "gp" else VIRL_SPLITS
-    return ("train", *names)
+    """`train` and the protocol's evaluation splits of a task."""
+    return (TRAIN, *protocol.splits(task))
 
 
 # ------------------------------------------------------------------------------ instances
 
-@dataclass(frozen=True)
-class Instance:
-    """One task instance: `task` and JSON parameters.
+def parse_instance(value: "Instance | dict | str | bytes", task: str | None = None) -> Instance:
+    """A registry `Instance` from an `Instance`, a mapping (`{"task", "params"}` or flat
+    `{"task", **params}`) or its JSON text; `task` fills in or checks the task."""
+    if isinstance(value, Instance):
+        data: Any = value.to_dict()
+    elif isinstance(value, (str, bytes)):
+        if len(value) > MAX_TEXT:
+            raise InstanceError("instance text too long")
+        try:
+            data = json.loads(value)
+        except ValueError as exc:
+            raise InstanceError(f"instance is not valid JSON: {exc}") from None
+    else:
+        data = value
+    if not isinstance(data, dict):
+        raise InstanceError(f"an instance is a mapping with a 'task', got {type(data).__name__}")
+    data = dict(data)
+    name = data.pop("task", None) or task
+    if name is None:
+        raise InstanceError("an instance needs a 'task'")
+    if task is not None and name != task:
+        raise InstanceError(f"instance is for task {name!r}, expected {task!r}")
+    params = data["params"] if set(data) == {"params"} and isinstance(data["params"], dict) else data
+    return Instance(str(name), params)
 
-    GP: `deal_id` (`HKC5D2C4`, `-30` suffix for another target), `rule` (`face10` | `face_jqk`),
-    optional `verify_iter` (5). V-IRL: `source` (`bundled:helsinki`, a release directory or a
-    `route_infos.json` file), `route` (index or id), `seed`, optional `absolute_action` (true),
-    `heading`, `verify_iter` (2), `drop_rate`, `relocation`, `straight_line_length`, `rng_mode`.
-    `split` and `index` are bookkeeping only."""
 
-    task: str
-    params: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        family(self.task)
-        if not isinstance(self.params, dict):
-            raise InstanceError("instance parameters must be a mapping")
-
-    @property
-    def family(self) -> str:
-        return FAMILIES[self.task]
-
-    @property
-    def vision(self) -> bool:
-        return get_task(self.task).vision
-
-    def to_dict(self) -> dict:
-        """Flat JSON: `{"task": ..., **params}` (a TRL column value, verl interaction kwargs)."""
-        return {"task": self.task, **self.params}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def parse(cls, value: "Instance | dict | str", task: str | None = None) -> "Instance":
-        """From an `Instance`, a flat dict or its JSON text (JSON only: nothing is evaluated)."""
-        if isinstance(value, Instance):
-            return value
-        if isinstance(value, (str, bytes)):
-            if len(value) > MAX_TEXT:
-                raise InstanceError("instance text too long")
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise InstanceError(f"instance is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise InstanceError(f"an instance is a mapping with a 'task', got {type(value).__name__}")
-        data = dict(value)
-        name = data.pop("task", None) or task
-        if name is None:
-            raise InstanceError("an instance needs a 'task'")
-        if task is not None and name != task:
-            raise InstanceError(f"instance is for task {name!r}, expected {task!r}")
-        return cls(str(name), data)
+def instance_json(instance: Instance) -> str:
+    """The instance as JSON text (`{"task", "params"}`, the registry's form)."""
+    return json.dumps(instance.to_dict(), sort_keys=True)
 
 
 def instances(task: str, split: str, n: int, *, offset: int = 0) -> list[Instance]:
-    """Instances `offset .. offset+n-1` of a split's stream.
-
-    GP `id`/`ood`/`visual-ood`: the paper's evaluation hand lists (seed 42; the first 234 are the
-    paper's episodes), J/Q/K = 10 for `id`/`visual-ood` and 11/12/13 for `ood`. GP `train`: ID
-    hands from another seed. V-IRL `id`/`ood`/`streets`: episode i walks route i mod R with seed
-    i (`ood` = the same walks with relative actions). V-IRL `train`: seeds from 1,000,000 with the
-    route drawn by the seed, absolute actions."""
+    """Instances `offset .. offset + n - 1` of a split: `train` is the registry's training stream;
+    the evaluation splits are the protocol's lists (GP: the seed-42 hand lists, the first 234 the
+    paper's episodes; V-IRL: episode i walks route i mod R with seed i; `streets` plays each
+    held-out route once, so it has as many instances as routes)."""
     if n < 0 or offset < 0:
-        raise ValueError("n and offset must be non-negative")
+        raise InstanceError("n and offset must be non-negative")
     if split not in splits(task):
         raise InstanceError(f"unknown split {split!r} for {task}; use one of {', '.join(splits(task))}")
-    if family(task) == "gp":
-        return _gp_instances(task, split, n, offset)
-    return _virl_instances(task, split, n, offset)
-
-
-def _gp_instances(task: str, split: str, n: int, offset: int) -> list[Instance]:
-    from game.gp.deal import EVAL_CONFIGS, PAPER_SEED, DealConfig, Dealer, evaluation_hands
-
-    if split == "train":
-        config = DealConfig(suits=get_task(task).suits)
-        dealer = Dealer(GP_TRAIN_SEED, config)
-        hands = dealer.take(offset + n)[offset:]
-        rule = config.rule
-    else:
-        name = GP_SPLITS[task][split]
-        hands = evaluation_hands(name, offset + n, PAPER_SEED)[offset:]
-        rule = EVAL_CONFIGS[name].rule
-    return [Instance(task, {"deal_id": h.id, "rule": rule.value, "split": split, "index": offset + i})
-            for i, h in enumerate(hands)]
-
-
-def _virl_instances(task: str, split: str, n: int, offset: int) -> list[Instance]:
-    out = []
-    if split == "train":
-        for i in range(offset, offset + n):
-            out.append(Instance(task, {"source": VIRL_SPLITS["id"][0], "seed": VIRL_TRAIN_SEED_BASE + i,
-                                       "absolute_action": True, "split": split, "index": i}))
-        return out
-    source, absolute = VIRL_SPLITS[split]
-    n_routes = len(virl_data(source).routes)
-    for i in range(offset, offset + n):
-        out.append(Instance(task, {"source": source, "route": i % n_routes, "seed": i,
-                                   "absolute_action": absolute, "split": split, "index": i}))
-    return out
-
-
-@lru_cache(maxsize=8)
-def virl_data(source: str):
-    """Routes (and panoramas) of a source: `bundled:NAME`, a release directory, or a
-    `route_infos.json[.gz]` file (exact positions, no panoramas)."""
-    from game.virl.datasets import VirlData, open_source
-    from game.virl.routes import RouteDataError, load_routes
-
-    try:
-        path = Path(source)
-        if not source.startswith("bundled:") and path.is_file():
-            return VirlData(str(path), load_routes(path), None, description="route_infos file")
-        return open_source(source)
-    except (RouteDataError, OSError, ValueError) as exc:
-        raise InstanceError(f"cannot open V-IRL source {source!r}: {exc}") from None
+    if split == TRAIN:
+        return get_task(task).training_instances(n, offset=offset)
+    return protocol.instances(task, split, offset + n)[offset:] if n else []
 
 
 # ------------------------------------------------------------------------------ replies
@@ -193,10 +101,8 @@ def _cell(value: Any) -> str:
 
 
 def gp_reply(cards: Sequence[Any] | Any, number: Sequence[Any] | Any, formula: Any) -> str:
-    """The paper's GP reply (`ResponseEqn` layout) for tool arguments, written as given
-    (no `=24` is appended: the verifier cuts the formula at `=` anyway)."""
-    from models.prompts import cards_repr
-
+    """The paper's GP reply (`ResponseEqn` layout) for tool arguments, written as given (no
+    `=24` is appended, numbers are not coerced: the verifier judges what the model wrote)."""
     cards_list = [_cell(c) for c in cards] if isinstance(cards, (list, tuple)) else [_cell(cards)]
     nums = number if isinstance(number, (list, tuple)) else [number]
     return ("\n{\n"
@@ -208,8 +114,6 @@ def gp_reply(cards: Sequence[Any] | Any, number: Sequence[Any] | Any, formula: A
 
 def virl_reply(current_observation: Any, current_instruction: Any, action: Any) -> str:
     """The paper's V-IRL reply (`ResponseVIRL`) for tool arguments."""
-    from models.prompts import response_virl
-
     return response_virl(_cell(current_observation), _cell(current_instruction), _cell(action))
 
 
@@ -220,75 +124,30 @@ def bounded_text(text: Any) -> str:
     return text
 
 
+def step_dict(step: StepResult) -> dict:
+    """A step record as JSON (the registry's names: call, reward, feedback, outcome, graded, ...)."""
+    return asdict(step)
+
+
 # ------------------------------------------------------------------------------ episodes
-
-@dataclass(frozen=True)
-class Step:
-    """One engine call as every driver must see it."""
-    call: int
-    reward: float
-    feedback: str            # the engine's Verify Info, verbatim
-    terminated: bool
-    truncated: bool
-    graded: bool             # False for the budget-exhausted call (its text is ignored)
-
-    def to_dict(self) -> dict:
-        return {"call": self.call, "reward": self.reward, "feedback": self.feedback,
-                "terminated": self.terminated, "truncated": self.truncated, "graded": self.graded}
-
 
 class EpisodeOver(RuntimeError):
     """A reply was sent after the episode ended."""
 
 
 class Episode:
-    """One episode of a task behind one interface (the registry's `session` shape)."""
+    """One episode of a task: a registry session (`session`) plus what a trainer needs."""
 
     def __init__(self, instance: Instance, *, auto_close: bool = True) -> None:
         self.instance = instance
         self.auto_close = auto_close
-        self.steps: list[Step] = []
-        self._image_cache: tuple[int, Any] | None = None
-        p = instance.params
+        self.moved = False          # the last reply moved the agent on (V-IRL: a correct move)
         try:
-            if instance.family == "gp":
-                self._open_gp(p)
-            else:
-                self._open_virl(p)
+            self.session = open_session(instance)
         except InstanceError:
             raise
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
+        except (ValueError, TypeError, LookupError, OSError) as exc:
             raise InstanceError(f"bad {instance.task} instance: {exc}") from None
-
-    def _open_gp(self, p: dict) -> None:
-        from game.gp.cards import Rule
-        from game.gp.deal import Deal
-        from game.gp.episode import Episode as GPEpisode
-
-        verify_iter = int(p.get("verify_iter", VERIFY_ITER["gp"]))
-        if not 1 <= verify_iter <= 20:
-            raise InstanceError("verify_iter must be between 1 and 20")
-        self._ep = GPEpisode(Deal.from_id(str(p.get("deal_id", ""))), Rule.parse(p.get("rule", "face10")),
-                             language_only=not self.instance.vision, verify_iter=verify_iter)
-
-    def _open_virl(self, p: dict) -> None:
-        from game.virl.episode import start_episode
-
-        self.data = virl_data(str(p.get("source") or VIRL_SPLITS["id"][0]))
-        if self.instance.vision and not self.data.has_images:
-            raise InstanceError(f"{self.data.name}: no street views or map features for the VL task")
-        route = p.get("route")
-        idx = None if route is None else self.data.route(route).index
-        verify_iter = int(p.get("verify_iter", VERIFY_ITER["virl"]))
-        if not 1 <= verify_iter <= 10:
-            raise InstanceError("verify_iter must be between 1 and 10")
-        heading = p.get("heading")
-        kw = {k: p[k] for k in ("drop_rate", "straight_line_length", "relocation", "rng_mode") if k in p}
-        self._ep = start_episode(self.data.routes, seed=int(p.get("seed", 0)), route_idx=idx,
-                                 heading=None if heading is None else int(heading),
-                                 absolute_action=bool(p.get("absolute_action", True)),
-                                 mapping=self.data.mapping, verify_iter=verify_iter,
-                                 language_only=not self.instance.vision, **kw)
 
     # ---- what the model sees ---------------------------------------------------------
     @property
@@ -297,142 +156,91 @@ class Episode:
 
     @property
     def vision(self) -> bool:
-        return self.instance.vision
+        return self.session.vision
 
     def prompt(self) -> str:
         """The paper's prompt for the current state (V-IRL: the current position)."""
-        from models.prompts import gp_prompt, virl_prompt
-
-        ep = self._ep
-        if self.instance.family == "gp":
-            return gp_prompt(ep.deal.labels, ep.rule, ep.target, vision=self.vision)
-        return virl_prompt(ep.instruction_text, ep.obs_act_seq(), ep.action_space_text, vision=self.vision)
+        return self.session.prompt()
 
     def image(self):
         """The VL observation (PIL image) for the current state; None for the L tasks."""
-        if not self.vision:
-            return None
-        key = 0 if self.instance.family == "gp" else self._ep.index
-        if self._image_cache is None or self._image_cache[0] != key:
-            from PIL import Image
+        return self.session.image()
 
-            if self.instance.family == "gp":
-                from game.gp.render import table_image
-
-                img = table_image(self._ep.deal.cards)
-            else:
-                from game.virl.render import street_view_grid
-
-                pano, rotation = self.data.panorama(self._ep.entry)
-                img = Image.fromarray(street_view_grid(pano, self._ep.entry.heading, rotation=rotation))
-            self._image_cache = (key, img)
-        return self._image_cache[1]
+    def describe(self) -> dict:
+        return self.session.describe()
 
     # ---- stepping ----------------------------------------------------------------------
     @property
+    def steps(self) -> list[StepResult]:
+        """The engine calls so far (the registry's step records)."""
+        return self.session.results
+
+    @property
     def done(self) -> bool:
-        return self._ep.done
+        return self.session.done
 
     @property
     def success(self) -> bool:
-        return bool(self._ep.success)
+        return bool(self.session.success)
 
     @property
     def budget_spent(self) -> bool:
-        """The graded tries of the current hand / position are used up (the next call is the
+        """The graded tries of the current position are used up (the next call is the
         reference's ignored one)."""
-        return not self.done and self._ep.remaining == 0
+        return not self.done and not self.session.graded_next
 
-    def _record(self, rec) -> Step:
-        step = Step(rec.call, float(rec.reward), rec.verify_info, bool(rec.terminated), bool(rec.truncated),
-                    bool(rec.graded))
-        self.steps.append(step)
-        return step
-
-    def step(self, text: Any) -> list[Step]:
+    def step(self, text: Any) -> list[StepResult]:
         """Grade one reply; returns the engine calls it caused (two when it spent the last graded
         try and `auto_close` makes the reference's ignored call)."""
         if self.done:
             raise EpisodeOver("the episode is over (solved or out of tries); start a new one")
-        made = [self._record(self._ep.step(bounded_text(text)))]
+        text = bounded_text(text)
+        before = self.session.prompt()
+        made = [self.session.step(text)]
         if self.auto_close and self.budget_spent:
-            made.append(self._record(self._ep.step("")))
+            made.append(self.session.step(""))
+        self.moved = not self.done and self.session.prompt() != before
         return made
 
-    def verdict_only(self, text: Any) -> tuple[float, str]:
+    def verdict(self, text: Any) -> tuple[float, str]:
         """(reward, Verify Info) one reply would get now, without stepping."""
-        text = bounded_text(text)
-        ep = self._ep
-        if self.instance.family == "gp":
-            from game.gp.verifier import verify
-
-            v = verify(text, ep.numbers, ep.deal.labels, target=ep.target, language_only=ep.language_only)
-        else:
-            from game.virl.verifier import verify
-
-            v = verify(text, ep.entry.gt_action, ep.entry.observation)
+        v = self.session.verdict(bounded_text(text))
         return float(v.reward), v.verify_info
 
     def grade_only(self, text: Any) -> float:
         """The reward one reply would get now, without stepping (single-turn scoring)."""
-        return self.verdict_only(text)[0]
-
-    @property
-    def episode_return(self) -> float:
-        return float(sum(s.reward for s in self.steps))
+        return self.verdict(text)[0]
 
     def reward(self, mode: str = "return") -> float:
         """`return`: the sum of the step rewards (the paper's RL return with gamma 1);
         `final`: the last step's reward; `success`: 1.0 if the episode succeeded else 0.0."""
         if mode == "return":
-            return self.episode_return
+            return float(sum(s.reward for s in self.steps))
         if mode == "final":
-            return self.steps[-1].reward if self.steps else 0.0
+            return float(self.steps[-1].reward) if self.steps else 0.0
         if mode == "success":
             return 1.0 if self.success else 0.0
         raise ValueError(f"unknown reward mode {mode!r}; use one of {', '.join(REWARD_MODES)}")
 
-    def message_after(self, made: Sequence[Step]) -> str:
+    def message_after(self, made: Sequence[StepResult]) -> str:
         """What the model reads after a reply: the paper's `You failed this trial because …`
-        turn after a failed try; after a V-IRL move, the prompt for the new position (the
-        paper's fresh chat); at the end, the last Verify Info."""
-        from models.prompts import feedback_text
-
+        turn after a failed try; after a move to a new position (V-IRL), that position's prompt
+        (the paper's fresh chat); at the end, the last Verify Info."""
         last = made[-1]
         if self.done:
-            return last.feedback if last.terminated and last.graded and last.reward > 0 else feedback_text(last.feedback)
-        if self.moved(made):            # a correct V-IRL move: the next position's prompt
-            return self.prompt()
-        return feedback_text(last.feedback)
-
-    def moved(self, made: Sequence[Step]) -> bool:
-        """Whether these calls took a correct V-IRL move (the observation changed)."""
-        return self.instance.family == "virl" and bool(made) and made[-1].graded and made[-1].reward > 0
-
-    @property
-    def max_calls(self) -> int:
-        """The most engine calls an episode can take (bounds a trainer's turn limit)."""
-        return self.max_graded + 1
+            solved = last.terminated and last.graded and last.reward > 0
+            return last.feedback if solved else feedback_text(last.feedback)
+        return self.prompt() if self.moved else feedback_text(last.feedback)
 
     @property
     def max_graded(self) -> int:
         """The most graded replies (model generations) an episode can take."""
-        if self.instance.family == "gp":
-            return self._ep.verify_iter
-        return len(self._ep.rail.entries) * self._ep.verify_iter
-
-    def describe(self) -> dict:
-        ep = self._ep
-        if self.instance.family == "gp":
-            return {"deal_id": ep.deal.id, "cards": ep.deal.labels, "numbers": ep.numbers,
-                    "target": ep.target, "rule": ep.rule.value}
-        return {"route_id": ep.rail.route.route_id, "rail_length": len(ep.rail.entries),
-                "gt_actions": ep.rail.gt_actions}
+        return self.session.max_graded
 
 
 def open_episode(instance: "Instance | dict | str", *, task: str | None = None, auto_close: bool = True) -> Episode:
-    """A fresh episode for an instance (an `Instance`, a flat dict or its JSON)."""
-    return Episode(Instance.parse(instance, task), auto_close=auto_close)
+    """A fresh episode for an instance (an `Instance`, a mapping or its JSON)."""
+    return Episode(parse_instance(instance, task), auto_close=auto_close)
 
 
 def text_of(content: Any) -> str:
@@ -444,6 +252,6 @@ def text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-__all__ = ["TASKS", "FAMILIES", "VERIFY_ITER", "REWARD_MODES", "Instance", "InstanceError", "Episode",
-           "EpisodeOver", "Step", "instances", "open_episode", "gp_reply", "virl_reply", "splits", "family",
-           "text_of", "virl_data"]
+__all__ = ["TASKS", "TRAIN", "REWARD_MODES", "Instance", "InstanceError", "Episode", "EpisodeOver", "gp_reply",
+           "instance_json", "instances", "open_episode", "parse_instance", "splits", "step_dict", "text_of",
+           "virl_reply"]

@@ -1,5 +1,9 @@
 """Dataset rows for the trainer adapters: the paper's instance streams as TRL rows and verl parquet.
 
+Splits are `train` and the evaluation protocol's (`_engine.splits`: gp-l id, rule-ood; gp-vl id,
+rule-ood, visual-ood; virl-l id, rule-ood, streets; virl-vl id, rule-ood, visual-ood). Instances
+are the registry's JSON form `{"task", "params"}`.
+
 - `trl_rows(task, split, n)`: rows for `GRPOTrainer(environment_factory=...)`: an empty user
   `prompt` (the environment's `reset` appends the paper's prompt), `task`, `instance` (JSON),
   `environment` (for `trl.ENVIRONMENTS` routing) and, for the VL tasks, `images` (the first
@@ -7,10 +11,10 @@
 - `verl_rows(task, split, n)`: rows in verl's RL dataset layout: `data_source`
   (`sftvsrl/<task>`), `prompt` (the paper's prompt as one user message; `<image>` first for VL),
   `ability`, `reward_model` (`style: rule`, `ground_truth`: the instance JSON), `extra_info`
-  (`split`, `index`, `interaction_kwargs` = `{"name": <task>, **instance}`), `agent_name`
-  (`tool_agent`), and for VL `images` (PNG bytes).
-- `max_user_turns(task, rows)`: the smallest verl `max_user_turns` that never cuts an episode short
-  (GP: the 5 tries; V-IRL: 2 tries × the longest rail).
+  (`split`, `index`, `interaction_kwargs` = `{"name": <task>, "task": <task>, "params": {...}}`),
+  `agent_name` (`tool_agent`), and for VL `images` (PNG bytes).
+- `max_user_turns(rows)`: the smallest verl `max_user_turns` that never cuts an episode of
+  `rows` short (GP: the 5 tries; V-IRL: 2 tries × the longest rail).
 
 CLI: `python -m models.adapters.dataset --task gp-l --split train --n 2000 --out data/verl`
 writes `data/verl/gp-l-train.parquet` and prints the `max_user_turns` to use.
@@ -23,26 +27,26 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._engine import VERIFY_ITER, Instance, family, instances, open_episode, splits
+from game.tasks import TASKS, get_task
 
-ABILITY = {"gp": "arithmetic", "virl": "navigation"}
+from ._engine import instance_json, instances, open_episode
+
+ABILITY = {"gp": "arithmetic", "virl": "navigation"}     # verl's `ability` per task family
 MAX_ROWS = 1_000_000
 
 
-def _check(task: str, split: str, n: int) -> None:
-    if split not in splits(task):
-        raise ValueError(f"unknown split {split!r} for {task}; use one of {', '.join(splits(task))}")
+def _instances(task: str, split: str, n: int, offset: int):
     if not 0 <= n <= MAX_ROWS:
         raise ValueError(f"n must be between 0 and {MAX_ROWS}")
+    return instances(task, split, n, offset=offset)
 
 
 def trl_rows(task: str, split: str, n: int, *, offset: int = 0) -> list[dict[str, Any]]:
     """Rows for TRL's `environment_factory` (see the module docstring)."""
-    _check(task, split, n)
     rows = []
-    for inst in instances(task, split, n, offset=offset):
+    for inst in _instances(task, split, n, offset):
         row: dict[str, Any] = {"prompt": [{"role": "user", "content": ""}], "task": task,
-                               "instance": inst.to_json(), "environment": task}
+                               "instance": instance_json(inst), "environment": task}
         if inst.vision:
             row["images"] = [open_episode(inst).image()]
         rows.append(row)
@@ -64,17 +68,16 @@ def _png(image) -> bytes:
 
 def verl_rows(task: str, split: str, n: int, *, offset: int = 0) -> list[dict[str, Any]]:
     """Rows in verl's multi-turn RL dataset layout (see the module docstring)."""
-    _check(task, split, n)
     rows = []
-    for inst in instances(task, split, n, offset=offset):
+    for index, inst in enumerate(_instances(task, split, n, offset), start=offset):
         ep = open_episode(inst)
         prompt = ep.prompt()
         row: dict[str, Any] = {
             "data_source": f"sftvsrl/{task}",
             "prompt": [{"role": "user", "content": ("<image>" + prompt) if inst.vision else prompt}],
-            "ability": ABILITY[inst.family],
-            "reward_model": {"style": "rule", "ground_truth": inst.to_json()},
-            "extra_info": {"split": split, "index": int(inst.params["index"]),
+            "ability": ABILITY[get_task(task).family],
+            "reward_model": {"style": "rule", "ground_truth": instance_json(inst)},
+            "extra_info": {"split": split, "index": index,
                            "interaction_kwargs": {"name": task, **inst.to_dict()}},
             "agent_name": "tool_agent",
         }
@@ -95,14 +98,12 @@ def write_parquet(rows: Sequence[dict], path: str | Path) -> Path:
     return path
 
 
-def max_user_turns(task: str, rows: Sequence[dict] = ()) -> int:
-    """The verl `max_user_turns` that lets every episode of `rows` use its whole budget: GP 5
-    (one user turn per graded try); V-IRL 2 × the longest rail (2 tries per position)."""
-    if family(task) == "gp":
-        budgets = [int(Instance.parse(_instance_of(r)).params.get("verify_iter", VERIFY_ITER["gp"])) for r in rows]
-        return max(budgets, default=VERIFY_ITER["gp"])
+def max_user_turns(rows: Sequence[dict]) -> int:
+    """The verl `max_user_turns` that lets every episode of `rows` use its whole budget (one user
+    turn per graded reply): GP 5 (the tries per hand); V-IRL 2 × the longest rail (2 tries per
+    position)."""
     if not rows:
-        raise ValueError("V-IRL needs the rows: the turn limit depends on the longest rail")
+        raise ValueError("max_user_turns needs the rows (V-IRL's limit depends on the longest rail)")
     return max(open_episode(_instance_of(r)).max_graded for r in rows)
 
 
@@ -117,9 +118,9 @@ def _instance_of(row: dict) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.adapters.dataset",
                                  description="Write verl parquet files for the paper's instance streams.")
-    ap.add_argument("--task", action="append", choices=["gp-l", "gp-vl", "virl-l", "virl-vl"], required=True,
-                    help="task (repeatable)")
-    ap.add_argument("--split", action="append", required=True, help="split (repeatable): train, id, ood, ...")
+    ap.add_argument("--task", action="append", choices=list(TASKS), required=True, help="task (repeatable)")
+    ap.add_argument("--split", action="append", required=True,
+                    help="split (repeatable): train or an evaluation split (id, rule-ood, visual-ood, streets)")
     ap.add_argument("--n", type=int, default=234, help="rows per task and split (default 234)")
     ap.add_argument("--out", default="data/verl", help="output directory (default data/verl)")
     args = ap.parse_args(argv)
@@ -128,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for split in args.split:
                 rows = verl_rows(task, split, args.n)
                 path = write_parquet(rows, Path(args.out) / f"{task}-{split}.parquet")
-                print(f"{path}: {len(rows)} rows; max_user_turns={max_user_turns(task, rows)}")
+                turns = f"; max_user_turns={max_user_turns(rows)}" if rows else ""
+                print(f"{path}: {len(rows)} rows{turns}")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

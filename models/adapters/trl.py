@@ -33,20 +33,22 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ._engine import REWARD_MODES, Episode, EpisodeOver, Instance, InstanceError, family, open_episode, text_of
+from game.tasks import get_task
+
+from ._engine import (REWARD_MODES, TASKS, Episode, EpisodeOver, Instance, InstanceError, gp_reply, open_episode,
+                      parse_instance, step_dict, text_of, virl_reply)
+
+ROW_COLUMNS = ("prompt", "images", "image", "environment")    # dataset columns that are not instance fields
 
 
 def _row_instance(family_name: str, instance: Any, task: Any, row: dict) -> Instance:
     """The instance a dataset row describes: its `instance` column (JSON text or a mapping), else
     the row's own keys (`task`, `deal_id`, ...)."""
     if instance is not None:
-        inst = Instance.parse(instance)
+        inst = parse_instance(instance)
     else:
-        fields = {k: v for k, v in row.items() if k not in ("prompt", "images", "image", "environment")}
-        if task is not None:
-            fields["task"] = task
-        inst = Instance.parse(fields)
-    if family(inst.task) != family_name:
+        inst = parse_instance({k: v for k, v in row.items() if k not in ROW_COLUMNS}, task)
+    if get_task(inst.task).family != family_name:
         raise InstanceError(f"{inst.task} instance given to a {family_name} environment")
     return inst
 
@@ -78,7 +80,7 @@ class _Environment:
     @property
     def steps(self) -> tuple[dict, ...]:
         """The engine calls of the current episode (a property, so TRL does not expose it as a tool)."""
-        return tuple(s.to_dict() for s in self._episode.steps) if self._episode is not None else ()
+        return tuple(step_dict(s) for s in self._episode.steps) if self._episode is not None else ()
 
     def _need_episode(self) -> Episode:
         if self._episode is None:
@@ -91,7 +93,7 @@ class _Environment:
             raise EpisodeOver("the episode is over; no more answers are graded")
         made = ep.step(reply)
         text = ep.message_after(made)
-        if ep.vision and not ep.done and ep.moved(made):      # moved: the new street views
+        if ep.vision and ep.moved:                          # moved on: the new street views
             return [{"type": "image", "image": ep.image()}, {"type": "text", "text": text}]
         return text
 
@@ -113,8 +115,6 @@ class GeneralPointsEnvironment(_Environment):
         Returns:
             The verdict: "Correct solution." or "You failed this trial because ..." with the reason.
         """
-        from ._engine import gp_reply
-
         return self._play(gp_reply(cards, number, formula))
 
 
@@ -135,13 +135,12 @@ class VirlEnvironment(_Environment):
         Returns:
             After a correct move, the prompt for the new position (with a street-view image for the vision task); after a wrong one, "You failed this trial because ..." with the reason; at the end, the final verdict.
         """
-        from ._engine import virl_reply
-
         return self._play(virl_reply(current_observation, current_instruction, action))
 
 
-ENVIRONMENTS = {"gp-l": GeneralPointsEnvironment, "gp-vl": GeneralPointsEnvironment,
-                "virl-l": VirlEnvironment, "virl-vl": VirlEnvironment}
+# task name -> environment class (for a dataset `environment` column), from the registry's families
+ENVIRONMENTS = {name: env for name in TASKS for env in (GeneralPointsEnvironment, VirlEnvironment)
+                if get_task(name).family == env._family}
 
 
 def _completion_text(completion: Any) -> str:

@@ -25,11 +25,12 @@ next *user* turn — the paper's `You failed this trial because <Verify Info>` p
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import uuid4
 
-from ._engine import REWARD_MODES, Episode, Instance, InstanceError, family, open_episode, text_of
+from game.tasks import get_task
+
+from ._engine import REWARD_MODES, Episode, Instance, InstanceError, open_episode, parse_instance, step_dict, text_of
 
 MAX_LIVE = 65_536          # rollouts one interaction object holds at once (bounded memory)
 
@@ -57,14 +58,12 @@ class _Interaction:
     def _instance(self, kwargs: dict) -> Instance:
         fields = {k: v for k, v in kwargs.items() if k not in ("name", "agent_data")}
         if "instance" in fields:
-            inst = Instance.parse(fields["instance"])
+            inst = parse_instance(fields["instance"])
         else:
-            if "task" not in fields and self.default_task:
-                fields["task"] = self.default_task
-            inst = Instance.parse(fields)
+            inst = parse_instance(fields, None if "task" in fields else self.default_task)
         if self.verify_iter is not None and "verify_iter" not in inst.params:
             inst = Instance(inst.task, {**inst.params, "verify_iter": int(self.verify_iter)})
-        if family(inst.task) != self._family:
+        if get_task(inst.task).family != self._family:
             raise InstanceError(f"{inst.task} instance given to the {self.name} interaction")
         return inst
 
@@ -91,7 +90,7 @@ class _Interaction:
             return True, "", 0.0, {"steps": [], "done": True, "success": ep.success}
         made = ep.step(_last_assistant_text(messages))
         text = ep.message_after(made)
-        meta = {"steps": [s.to_dict() for s in made], "done": ep.done, "success": ep.success}
+        meta = {"steps": [step_dict(s) for s in made], "done": ep.done, "success": ep.success}
         return ep.done, text, float(sum(s.reward for s in made)), meta
 
     async def calculate_score(self, instance_id: str, **kwargs: Any) -> float:
@@ -129,9 +128,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     if not source and extra_info:
         source = dict(extra_info.get("interaction_kwargs") or {})
         source.pop("name", None)
-    if isinstance(source, (bytes, str)):
-        source = json.loads(source)
-    inst = Instance.parse(source)
+    inst = parse_instance(source)
     expected = str(data_source or "")
     if expected.startswith("sftvsrl/") and expected.split("/", 1)[1] != inst.task:
         raise InstanceError(f"data_source {expected!r} does not match the instance's task {inst.task!r}")
