@@ -59,7 +59,47 @@ class StepRecord:
 
 @dataclass
 class Episode:
-    """State of one GeneralPoints episode (the engine behind the env, runner and UI)."""
+    """## Description
+
+    One GeneralPoints episode: one hand, a verify budget and sequential revision — the engine
+    behind the Gymnasium env (`GeneralPointsEnv`), the task registry's sessions
+    (`game.tasks.GPSession`, used by the runner, the evaluation and training) and the UI. It
+    neither deals nor prompts: it grades the replies to one given `deal`.
+
+    ## Action
+
+    `step(output)`: one raw model reply (text), graded by the reference verifier
+    (`game.gp.verifier.verify`) against the hand's cards and rule-mapped numbers; `verdict(output)`
+    grades without spending a try.
+
+    ## Observation
+
+    What the prompt is filled from: `deal.labels` (the cards as the GP-L prompt shows them),
+    `numbers` (their values under `rule`), `target`; and after a failed try `last_verify_info`
+    (the paper's feedback turn `You failed this trial because <Verify Info>`).
+
+    ## Rewards
+
+    The verifier's (see `GeneralPointsEnv`): +5 correct, +1 partial, −1 wrong value, −1.5 wrong
+    cards (image variant), −2 per number fault, −3 illegal formula, penalties adding up; −1
+    `step_limit_reached` for the call after the budget ran out. `episode_return` sums them.
+
+    ## Episode End
+
+    `done` after a +5 (`success`), after the budget-exhausted call (`verify_iter` + 1-th call, its
+    text ignored, `truncated`), or after the first call when `enable_verification` is False (the
+    recognition protocol). `step` after the end raises `EpisodeOver`.
+
+    ## Arguments
+
+    - `deal`: the hand (`Deal`, with its target); `rule`: `Rule.FACE10` (J/Q/K = 10) or
+      `Rule.FACE_JQK` (11/12/13, rule OOD).
+    - `language_only`: False grades the cards read from the image too (−1.5 when wrong).
+    - `verify_iter`: graded tries (the paper: 5). `enable_verification`: False for one attempt.
+    - `lenient`: the opt-in friendlier formula parser (not the paper's).
+
+    `steps` holds one `StepRecord` per call; `remaining` is the budget left.
+    """
 
     deal: Deal
     rule: Rule = Rule.FACE10

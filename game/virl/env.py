@@ -1,14 +1,5 @@
-"""`sftvsrl/VIRL-v0`: the V-IRL episode as a Gymnasium environment.
-
-Action: the model's raw reply text. Observation: a dict of the strings the prompts are filled
-from (`instruction`, `action_space`, `obs_act_seq`) plus, for VL, the 2×2 street-view grid
-(`image`, (2·resolution + 5)² × 3 uint8). Reward and termination follow the reference step; `info`
-carries the reference's info keys plus `step` (the structured `StepRecord`) and `rail_index`.
-`render()` (render_mode "rgb_array") returns the top-down map synchronised with the episode.
-
-`reset(seed=s, options={'route_idx': i, 'heading': h})`: the seed fixes route, heading and drops.
-With `rng_mode="reference"`, `s` plays the role of the reference's global `random.seed` value.
-"""
+"""Gymnasium environment `sftvsrl/VIRL-v0` (registered by `game.envs`): the V-IRL episode behind
+Gymnasium's interface (`VirlEnv`; its docstring documents the spaces, rewards and arguments)."""
 from __future__ import annotations
 
 import string
@@ -35,6 +26,75 @@ def _charset(data: VirlData) -> str:
 
 
 class VirlEnv(gym.Env):
+    """## Description
+
+    V-IRL navigation, the second task of "SFT Memorizes, RL Generalizes" (Chu et al., 2025): the
+    agent follows a route's step-by-step instructions ("Turn right to face north. Move forward
+    until you reach the destination …") through real streets, one action per position on the
+    route's rail. At every position it answers in the paper's reply format (a JSON-like block with
+    `"current observation"`, `"current instruction"` and `"action"`) and is graded by the
+    reference verifier; a wrong answer may be retried with the verifier's feedback while the
+    position's verify budget lasts. Text variant (`language_only=True`): the observation is the
+    oracle landmark text; vision variant: a 2×2 street-view grid at the current position.
+
+    ## Action Space
+
+    `Text(max_length=65536)` over the printable characters and the route set's street names: the
+    raw model reply. Fields are extracted exactly as the reference does (JSON first, else the
+    `"<key>": "…"` regex, else the string `None`); the action is compared with the ground truth
+    exactly (case- and space-sensitive).
+
+    ## Observation Space
+
+    A `Dict` of the strings the paper's prompt is filled from:
+
+    | key | space | meaning |
+    |---|---|---|
+    | `instruction` | `Text` | the route's numbered instruction sentences |
+    | `action_space` | `Text` | the actions allowed: compass turns (`absolute_action=True`, ID) or left/right turns (rule OOD), `forward()`, `stop()` |
+    | `obs_act_seq` | `Text` | `O_i:` / `A_i:` lines of the moves so far, then `O_k:` for the current position |
+    | `image` | `Box(0, 255, (2·resolution + 5, 2·resolution + 5, 3), uint8)` | only when `language_only=False`: the 2×2 street-view grid |
+
+    ## Rewards
+
+    The reference table: +1 correct action; −1 wrong action; −1.5 wrong observation (the reply's
+    intersection claim disagrees with the truth); −1 for the call after a position's budget ran
+    out (its text is ignored).
+
+    ## Episode End
+
+    `terminated` when `stop()` is answered correctly at the destination (`info["is_success"]`
+    True when no budget was exhausted on the way), or on the budget-exhausted call at the last
+    position. `truncated` on the call after `verify_iter` graded attempts at one position, and
+    after `max_episode_steps` calls. Stepping after `terminated` or a budget truncation raises
+    `EpisodeOver`.
+
+    ## Arguments
+
+    ```python
+    gym.make("sftvsrl/VIRL-v0", source="bundled:helsinki", language_only=True, absolute_action=True,
+             verify_iter=2, drop_rate=0.5, straight_line_length=5, relocation=True, rng_mode="native",
+             resolution=RESOLUTION, max_episode_steps=300, trust_pickle=False)
+    ```
+
+    - `source`: a route set: `bundled:helsinki` (ID), `bundled:helsinki-ood` (held-out streets),
+      a released directory (`nyc_1k_routes/`, `VLN_mini/`), or an opened `VirlData`.
+    - `language_only`: False adds the street-view grid (the source needs street views or map features).
+    - `absolute_action`: compass directions (ID) or relative turns (the paper's rule OOD).
+    - `verify_iter`: graded attempts per position (the paper: 2).
+    - `drop_rate`, `straight_line_length`, `relocation`: how the rail is built from the route
+      (each interpolated candidate is dropped with `drop_rate`; positions snap to panoramas).
+    - `rng_mode`: `"native"` (a generator per draw) or `"reference"` (one stream in the
+      reference's call order: a seed equal to its global `random.seed` replays its rail).
+    - `trust_pickle`: allow a released directory's pickled panorama mapping (trusted data only).
+
+    `reset(seed=s, options={"route_idx": i, "heading": h})`: the seed fixes route (unless given),
+    initial heading (unless given) and rail drops. `info` carries the reference's info keys
+    (`global_instruction`, `current_instruction`, `gt_action`, `Verify Info`, `is_success`, …)
+    plus `step` (the structured `StepRecord`), `rail_index` and `route_id`. `render()`
+    (render_mode `"rgb_array"`) returns the top-down map synchronised with the episode.
+    """
+
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
 
     def __init__(self, source: str | VirlData | None = None, *, language_only: bool = True,

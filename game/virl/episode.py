@@ -69,7 +69,46 @@ def obs_act_text(history: Sequence[tuple[str, str]], current_oracle: str, *, lan
 
 
 class VirlEpisode:
-    """Walk one rail. `step(model_output)` grades raw model text and returns a `StepRecord`."""
+    """## Description
+
+    One V-IRL episode: a walk along one route's rail (`Rail`: positions with their ground-truth
+    action, instruction sentence and oracle observation) with a verify budget per position — the
+    engine behind the Gymnasium env (`VirlEnv`), the task registry's sessions
+    (`game.tasks.VirlSession`, used by the runner, the evaluation and training) and the UI. Make
+    one with `start_episode` (route, heading and drops drawn from a seed).
+
+    ## Action
+
+    `step(model_output)`: one raw model reply (text), graded by the reference verifier
+    (`game.virl.verifier.verify`) against the current position's ground-truth action and
+    observation; `verdict(model_output)` grades without spending a try.
+
+    ## Observation
+
+    What the prompt is filled from: `instruction_text`, `action_space_text` and `obs_act_seq()`
+    (the `O_i:` / `A_i:` history and the current observation: oracle text for L, the image line
+    for VL); `entry` is the current rail position (for the street-view grid); `info` is the
+    reference's info dict.
+
+    ## Rewards
+
+    +1 correct action; −1 wrong action; −1.5 wrong observation (an intersection claim that
+    disagrees with the truth); −1 `Exceed maximum verify steps` for the call after a position's
+    budget ran out (its text ignored).
+
+    ## Episode End
+
+    `terminated` after a correct `stop()` at the destination, or on the budget-exhausted call at
+    the last position; `truncated` on any budget-exhausted call. `success`: terminated without
+    ever exhausting a budget. `step` after the end raises `EpisodeOver`.
+
+    ## Arguments
+
+    - `rail`: the positions to walk (`build_rail`); `verify_iter`: graded tries per position (the
+      paper: 2); `language_only`: the observation line for L or VL prompts; `seed`: recorded only.
+
+    `records` holds one `StepRecord` per call; `per_step_accuracy` is the paper's V-IRL metric.
+    """
 
     def __init__(self, rail: Rail, *, verify_iter: int = DEFAULT_VERIFY_ITER, language_only: bool = True,
                  seed: int | None = None):
