@@ -96,6 +96,16 @@ def test_compact_tokenizer_keeps_cards_and_numbers_whole():
     assert len(pieces) < 150
 
 
+def test_tokenizer_corpus_feedback_comes_from_the_verifier():
+    from models.train.data import _FEEDBACK_REPLIES, gp_feedback_messages
+
+    msgs = gp_feedback_messages()
+    assert len(set(msgs)) == len(msgs) == len(_FEEDBACK_REPLIES) + 1 and msgs[-1] == "step_limit_reached"
+    kinds = {verify(f'"formula": "{f}"', list(n)).outcome.value for n, f in _FEEDBACK_REPLIES}
+    assert kinds == {"correct", "partial", "illegal_formula", "wrong_value", "wrong_numbers"}
+    assert "your formula does not match any solution." in msgs      # the first token already off
+
+
 def test_group_advantages():
     adv = group_advantages([5.0, -6.0, 5.0, 5.0], 2, 1e-4)
     assert adv[0] > 0 > adv[1] and adv[2] == adv[3] == 0.0

@@ -300,7 +300,7 @@ def test_trl_reset_leaks_no_state_between_episodes():
 def test_trl_rewards_modes_and_unanswered_rollout():
     inst = instances("gp-l", "id", 1)[0]
     ep = open_episode(inst)
-    numbers = ep.describe()["numbers"]
+    numbers = ep.session.describe()["numbers"]
     solution = Deal.from_id(inst.params["deal_id"]).solutions()[0]
     results = {}
     for mode in ("return", "final", "success"):
@@ -308,7 +308,7 @@ def test_trl_rewards_modes_and_unanswered_rollout():
         env.reset(instance=instance_json(inst))
         assert env.get_reward() == -3.0          # no tool call: graded as one empty reply
         assert env.submit_answer(["K"], numbers, "1+1").startswith("You failed this trial because ")
-        assert env.submit_answer(ep.describe()["cards"], numbers, solution + "=24") == "Correct solution."
+        assert env.submit_answer(ep.session.describe()["cards"], numbers, solution + "=24") == "Correct solution."
         results[mode] = env.get_reward()
     first = open_episode(inst).grade_only(gp_reply([], [], "1+1"))
     assert results == {"return": first + 5.0, "final": 5.0, "success": 1.0}
@@ -389,7 +389,7 @@ def test_trl_grpo_trainer_runs_on_our_environment_with_the_tiny_checkpoint(tmp_p
     pool = trainer._environment_pool[None]
     assert pool and all(isinstance(e, GeneralPointsEnvironment) and e._episode is not None for e in pool)
     dealt = {json.loads(r["instance"])["deal_id"] for r in rows}
-    assert {e._episode.describe()["deal_id"] for e in pool} <= dealt
+    assert {e._episode.session.describe()["deal_id"] for e in pool} <= dealt
     for h in logs:
         assert math.isfinite(h["rewards/GeneralPointsEnvironment/mean"])
 
@@ -566,5 +566,5 @@ def test_verl_max_user_turns_never_cuts_an_episode_short():
                 assert run(inter.calculate_score(iid)) == pytest.approx(
                     sum(s.reward for s in oracle.steps))
         if task.startswith("virl"):
-            assert limit == max(2 * open_episode(r["reward_model"]["ground_truth"]).describe()["rail_length"]
+            assert limit == max(2 * open_episode(r["reward_model"]["ground_truth"]).session.describe()["rail_length"]
                                 for r in rows)

@@ -150,14 +150,6 @@ class Episode:
             raise InstanceError(f"bad {instance.task} instance: {exc}") from None
 
     # ---- what the model sees ---------------------------------------------------------
-    @property
-    def task(self) -> str:
-        return self.instance.task
-
-    @property
-    def vision(self) -> bool:
-        return self.session.vision
-
     def prompt(self) -> str:
         """The paper's prompt for the current state (V-IRL: the current position)."""
         return self.session.prompt()
@@ -165,9 +157,6 @@ class Episode:
     def image(self):
         """The VL observation (PIL image) for the current state; None for the L tasks."""
         return self.session.image()
-
-    def describe(self) -> dict:
-        return self.session.describe()
 
     # ---- stepping ----------------------------------------------------------------------
     @property
@@ -183,12 +172,6 @@ class Episode:
     def success(self) -> bool:
         return bool(self.session.success)
 
-    @property
-    def budget_spent(self) -> bool:
-        """The graded tries of the current position are used up (the next call is the
-        reference's ignored one)."""
-        return not self.done and not self.session.graded_next
-
     def step(self, text: Any) -> list[StepResult]:
         """Grade one reply; returns the engine calls it caused (two when it spent the last graded
         try and `auto_close` makes the reference's ignored call)."""
@@ -197,8 +180,8 @@ class Episode:
         text = bounded_text(text)
         before = self.session.prompt()
         made = [self.session.step(text)]
-        if self.auto_close and self.budget_spent:
-            made.append(self.session.step(""))
+        if self.auto_close and not self.done and not self.session.graded_next:
+            made.append(self.session.step(""))      # the budget is spent: the reference's ignored call
         self.moved = not self.done and self.session.prompt() != before
         return made
 
@@ -231,11 +214,6 @@ class Episode:
             solved = last.terminated and last.graded and last.reward > 0
             return last.feedback if solved else feedback_text(last.feedback)
         return self.prompt() if self.moved else feedback_text(last.feedback)
-
-    @property
-    def max_graded(self) -> int:
-        """The most graded replies (model generations) an episode can take."""
-        return self.session.max_graded
 
 
 def open_episode(instance: "Instance | dict | str", *, task: str | None = None, auto_close: bool = True) -> Episode:

@@ -104,7 +104,7 @@ def max_user_turns(rows: Sequence[dict]) -> int:
     position)."""
     if not rows:
         raise ValueError("max_user_turns needs the rows (V-IRL's limit depends on the longest rail)")
-    return max(open_episode(_instance_of(r)).max_graded for r in rows)
+    return max(open_episode(_instance_of(r)).session.max_graded for r in rows)
 
 
 def _instance_of(row: dict) -> Any:

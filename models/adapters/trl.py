@@ -93,7 +93,7 @@ class _Environment:
             raise EpisodeOver("the episode is over; no more answers are graded")
         made = ep.step(reply)
         text = ep.message_after(made)
-        if ep.vision and ep.moved:                          # moved on: the new street views
+        if ep.session.vision and ep.moved:                          # moved on: the new street views
             return [{"type": "image", "image": ep.image()}, {"type": "text", "text": text}]
         return text
 

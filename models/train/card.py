@@ -183,31 +183,52 @@ def _evaluation_section(evaluation: dict | None, notes: list[str], task: str) ->
                     *findings(evaluation), "", *notes]
 
 
-def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, name: str, repro: str) -> str:
-    """The README.md text for a V-IRL-L checkpoint directory."""
-    cfg, kind = rec.get("config", {}), rec.get("kind", "?")
-    lines = [
+def _card_head(path: Path, rec: dict[str, Any], *, name: str, label: str, tags: str, intro: str) -> list[str]:
+    """Front matter, title, the introduction and the facts table's first rows (both tasks' cards)."""
+    kind = rec.get("kind", "?")
+    return [
         "---", "license: mit", "library_name: transformers", "pipeline_tag: text-generation",
-        "tags: [sftvsrl, virl, navigation, tiny-llama]", "---", "",
-        f"# {name}: tiny V-IRL-L {'SFT' if kind == 'sft' else 'RL (GRPO)'} checkpoint",
+        f"tags: [{tags}]", "---", "",
+        f"# {name}: tiny {label} {'SFT' if kind == 'sft' else 'RL (GRPO)'} checkpoint",
         "",
-        "A ~1 M-parameter Llama-architecture model trained in this repository on CPU, for the V-IRL-L "
-        "(V-IRL navigation, language-only) task of \"SFT Memorizes, RL Generalizes\" (Chu et al., 2025), on the "
-        "bundled offline Helsinki routes (`bundled:helsinki`). It reads the paper's exact `Q_VIRL_L` prompt "
-        "through its chat template and answers in the paper's `ResponseVIRL` format, so it runs through the "
-        "same prompt → backend → verifier path as the 11B checkpoints (`AutoModelForCausalLM`, the `local` "
-        "backend, vLLM).",
+        "A ~1 M-parameter Llama-architecture model trained in this repository on CPU, for the " + intro,
         "",
         "| | |", "|---|---|", *_facts_rows(rec, path),
     ]
+
+
+def _sft_rows(rec: dict[str, Any], data: str) -> list[str]:
+    """The SFT facts: data (the task's words), steps and speed."""
+    cfg = rec.get("config", {})
+    return [
+        f"| data | {data} |",
+        f"| steps | {rec.get('steps', '?')} AdamW steps × batch {cfg.get('batch_size', '?')}, LR {cfg.get('lr', '?')} "
+        f"(warm-up {cfg.get('warmup_steps', '?')}, cosine to {cfg.get('min_lr_ratio', '?')}×) |",
+        f"| speed | {rec.get('steps_per_s', '?')} steps/s; final loss {rec.get('final_loss', 0):.4f} (answer tokens) |",
+    ]
+
+
+def _card_tail(repro: str, decoding: str) -> list[str]:
+    return ["", "## Reproduce", "", "```bash", repro, "```", "",
+            "Decoding defaults (`generation_config.json`): sampling T = 0.6, top-p = 0.9 " + decoding + ", "
+            "stop on `<|eot_id|>`.", ""]
+
+
+def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, name: str, repro: str) -> str:
+    """The README.md text for a V-IRL-L checkpoint directory."""
+    cfg, kind = rec.get("config", {}), rec.get("kind", "?")
+    lines = _card_head(path, rec, name=name, label="V-IRL-L", tags="sftvsrl, virl, navigation, tiny-llama", intro=(
+        "V-IRL-L (V-IRL navigation, language-only) task of \"SFT Memorizes, RL Generalizes\" (Chu et al., 2025), on the "
+        "bundled offline Helsinki routes (`bundled:helsinki`). It reads the paper's exact `Q_VIRL_L` prompt "
+        "through its chat template and answers in the paper's `ResponseVIRL` format, so it runs through the "
+        "same prompt → backend → verifier path as the 11B checkpoints (`AutoModelForCausalLM`, the `local` "
+        "backend, vLLM)."))
     if kind == "sft":
-        lines += [
-            f"| data | {rec.get('examples', '?'):,} single-turn expert examples (one per rail position) from "
+        lines += _sft_rows(rec, (
+            f"{rec.get('examples', '?'):,} single-turn expert examples (one per rail position) from "
             f"{rec.get('episodes', '?'):,} training episodes on {rec.get('distinct_routes', '?')} of the 508 "
-            f"`bundled:helsinki` routes, absolute actions only (actions: {rec.get('actions', '?')}), one pass |",
-            f"| steps | {rec.get('steps', '?')} AdamW steps × batch {cfg.get('batch_size', '?')}, LR {cfg.get('lr', '?')} "
-            f"(warm-up {cfg.get('warmup_steps', '?')}, cosine to {cfg.get('min_lr_ratio', '?')}×) |",
-            f"| speed | {rec.get('steps_per_s', '?')} steps/s; final loss {rec.get('final_loss', 0):.4f} (answer tokens) |",
+            f"`bundled:helsinki` routes, absolute actions only (actions: {rec.get('actions', '?')}), one pass"))
+        lines += [
             "", "**Data.** Every training episode is the reference's: a random route, a random initial heading, the "
             "drop-rate-0.5 rail (`game.virl.episode.start_episode`), walked with the golden action at every position. "
             "Prompt = `models.prompts.virl_prompt(instruction, obs_act_seq, absolute action space)` byte-exact with "
@@ -242,9 +263,7 @@ def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *,
         "longitude 24.947; every ID route lies entirely west of it), absolute actions. The paper's headline V-IRL-L "
         "result is rule-OOD per-step accuracy (11B: SFT 1.3 %, RL 91.8 %); a ~1 M-parameter model trained for "
         "minutes is not expected to reproduce it."], "virl-l")
-    lines += ["", "## Reproduce", "", "```bash", repro, "```", "",
-              "Decoding defaults (`generation_config.json`): sampling T = 0.6, top-p = 0.9 (as the GP-L pair), "
-              "stop on `<|eot_id|>`.", ""]
+    lines += _card_tail(repro, "(as the GP-L pair)")
     return "\n".join(lines)
 
 
@@ -260,29 +279,16 @@ def model_card(path: "str | Path", *, name: str, repro: str) -> str:
 
 def gp_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, name: str, repro: str) -> str:
     """The README.md text for a GP-L checkpoint directory."""
-    cfg = rec.get("config", {})
-    kind = rec.get("kind", "?")
-    lines = [
-        "---", "license: mit", "library_name: transformers", "pipeline_tag: text-generation",
-        "tags: [sftvsrl, generalpoints, tiny-llama]", "---", "",
-        f"# {name}: tiny GP-L {'SFT' if kind == 'sft' else 'RL (GRPO)'} checkpoint",
-        "",
-        "A ~1 M-parameter Llama-architecture model trained in this repository on CPU, for the GP-L "
-        "(GeneralPoints, language-only) task of \"SFT Memorizes, RL Generalizes\" (Chu et al., 2025). It reads "
+    cfg, kind = rec.get("config", {}), rec.get("kind", "?")
+    lines = _card_head(path, rec, name=name, label="GP-L", tags="sftvsrl, generalpoints, tiny-llama", intro=(
+        "GP-L (GeneralPoints, language-only) task of \"SFT Memorizes, RL Generalizes\" (Chu et al., 2025). It reads "
         "the paper's exact prompt through its chat template and answers in the paper's `ResponseEqn` format, "
         "so it runs through the same prompt → backend → verifier path as the 11B checkpoints "
-        "(`AutoModelForCausalLM`, the `local` backend, vLLM).",
-        "",
-        "| | |", "|---|---|", *_facts_rows(rec, path),
-    ]
+        "(`AutoModelForCausalLM`, the `local` backend, vLLM)."))
     if kind == "sft":
-        lines += [
-            f"| data | {rec.get('examples', '?'):,} single-turn expert examples on fresh in-distribution hands "
-            f"(J/Q/K = 10; {rec.get('distinct_value_multisets', '?')} distinct value multisets), one pass |",
-            f"| steps | {rec.get('steps', '?')} AdamW steps × batch {cfg.get('batch_size', '?')}, LR {cfg.get('lr', '?')} "
-            f"(warm-up {cfg.get('warmup_steps', '?')}, cosine to {cfg.get('min_lr_ratio', '?')}×) |",
-            f"| speed | {rec.get('steps_per_s', '?')} steps/s; final loss {rec.get('final_loss', 0):.4f} (answer tokens) |",
-        ]
+        lines += _sft_rows(rec, (
+            f"{rec.get('examples', '?'):,} single-turn expert examples on fresh in-distribution hands "
+            f"(J/Q/K = 10; {rec.get('distinct_value_multisets', '?')} distinct value multisets), one pass"))
         lines += ["", "**Data.** Prompt = `models.prompts.gp_prompt(cards, 'face10')` byte-exact in the chat template; "
                   "answer = `response_eqn(cards, numbers, formula)` + `<|eot_id|>`, where the formula is the canonical "
                   "expert solution of the hand's values (`models.train.data.expert_formula`: the shortest "
@@ -306,9 +312,7 @@ def gp_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, n
         "The in-distribution game is finite (566 solvable value multisets under J/Q/K = 10) and SFT saw almost all "
         "of them, so ID success measures how well the mapping was learned, not generalisation to unseen hands. "
         "Rule-OOD changes the prompt text and the values of J/Q/K."], "gp-l")
-    lines += ["", "## Reproduce", "", "```bash", repro, "```", "",
-              "Decoding defaults (`generation_config.json`): sampling T = 0.6, top-p = 0.9 (what the paper's "
-              "evaluation is believed to have used), stop on `<|eot_id|>`.", ""]
+    lines += _card_tail(repro, "(what the paper's evaluation is believed to have used)")
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ from typing import Sequence
 from game.gp.cards import Rule
 from game.gp.deal import Deal, DealConfig, Dealer
 from game.gp.solver import distinct_solutions, reference_solutions
-from game.gp.verifier import verify
+from game.gp.verifier import step_limit_verdict, verify
 from game.tasks.virl import DEFAULT_SOURCES, TRAINING_SEED_BASE
 
 from ..chat import gp_chat
@@ -85,11 +85,18 @@ def sft_pairs(n: int, seed: int, rule: Rule | str = Rule.FACE10) -> list[SFTPair
     return out
 
 
-_FEEDBACK = [
-    "Correct solution.", "partial solution.", "illegal characters.", "your formula does not match any solution.",
-    "you used invalid numbers: [13].", "you didn't use numbers: [10, 5].", "you used numbers: [1] too many times.",
-    "invalid sequence after operator.", "unmatched closing parenthesis.", "step_limit_reached",
-]
+# One reply per kind of verifier message (correct, partial, illegal characters, no match, invalid /
+# unused / repeated numbers, sequence, parenthesis): the corpus's feedback turns are made by the
+# verifier itself, so they never drift from what the model is shown.
+_FEEDBACK_REPLIES = [((10, 5, 1, 8), "10+5+1+8"), ((10, 5, 1, 8), "10+8+(5+1"), ((10, 5, 1, 8), "10+5+1+8a"),
+                     ((1, 1, 1, 1), "1+1+1+1"), ((10, 5, 1, 8), "10+5+1+8+13-13"), ((10, 5, 1, 8), "1+8"),
+                     ((10, 5, 1, 8), "10+5+1+8+1-1"), ((10, 5, 1, 8), "10+5+1+*8"), ((10, 5, 1, 8), "10+5+1+8)")]
+
+
+def gp_feedback_messages() -> list[str]:
+    """The verifier's message of each kind, then the budget-exhausted call's."""
+    return [verify(f'"formula": "{formula}"', list(numbers)).verify_info for numbers, formula in _FEEDBACK_REPLIES] \
+        + [step_limit_verdict().verify_info]
 
 
 def gp_corpus(seed: int = 0, n: int = 600) -> list[str]:
@@ -102,7 +109,7 @@ def gp_corpus(seed: int = 0, n: int = 600) -> list[str]:
             formula = pair.answer.split('"formula": "')[1].split('"')[0].split("=")[0]
             cut = rng.randint(1, len(formula))
             out.append(feedback_text(f"{formula[:cut]} is partially correct but the full formula does not match any solution."))
-    out += [feedback_text(m) for m in _FEEDBACK] * 20
+    out += [feedback_text(m) for m in gp_feedback_messages()] * 20
     out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
     return out
 
