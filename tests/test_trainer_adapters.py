@@ -388,7 +388,7 @@ def test_trl_grpo_trainer_runs_on_our_environment_with_the_tiny_checkpoint(tmp_p
     assert len(logs) == 2
     pool = trainer._environment_pool[None]
     assert pool and all(isinstance(e, GeneralPointsEnvironment) and e._episode is not None for e in pool)
-    dealt = {json.loads(r["instance"])["deal_id"] for r in rows}
+    dealt = {json.loads(r["instance"])["params"]["deal_id"] for r in rows}
     assert {e._episode.session.describe()["deal_id"] for e in pool} <= dealt
     for h in logs:
         assert math.isfinite(h["rewards/GeneralPointsEnvironment/mean"])
