@@ -26,10 +26,20 @@ writes a ./models.toml for the 11B pair). Format:
     gp-l = "checkpoints/gp-l-sft"
     virl-l = "checkpoints/virl-l-sft"
 
+    [models.init]
+    backend = "local"
+    path = "checkpoints/gp-l-init"
+    tasks = ["gp-l"]
+    optional = true                    # left out (not an error) while its checkpoint is missing
+
 A model with `paths` is still one model (one name, label, decoding and concurrency limit); the app
 asks for it per task (`ModelSpec.make_backend(task)`, `ModelPool.player(name, task=…)`) and gets
 the backend of that task's checkpoint, so a V-IRL episode runs the V-IRL checkpoint. Without a
 task (health checks, `sftvsrl models test`) the `path`, else the first `paths` entry, is used.
+
+An `optional` local model whose checkpoint directory (any of them) does not exist is left out of
+the configuration (`ModelsConfig.skipped` says why) rather than listed as broken: the default file
+offers the pipeline's `init` and `sft-diverse` checkpoints this way, for whoever has them.
 
 Environment overrides, `SFTVSRL_MODEL_<NAME>_<FIELD>` (NAME upper-cased, `-` as `_`), e.g.
 `SFTVSRL_MODEL_SFT_BASE_URL`, `SFTVSRL_MODEL_RL_PATH`, `SFTVSRL_MODEL_SFT_TASKS=gp-l,gp-vl`,
@@ -59,6 +69,7 @@ BACKENDS = ("openai", "local")
 _DECODING_FIELDS = {f.name for f in fields(DecodingSettings)}
 _INT_FIELDS = {"max_tokens", "min_tokens", "top_k", "seed", "retries"}
 _FLOAT_FIELDS = {"temperature", "top_p", "connect_timeout_s", "read_timeout_s"}
+_BOOL_FIELDS = {"optional"}
 
 
 class ConfigError(ValueError):
@@ -84,6 +95,7 @@ class ModelSpec:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
     retries: int = 2
+    optional: bool = False                # local: leave the model out while a checkpoint is missing
 
     @property
     def where(self) -> str:
@@ -96,6 +108,13 @@ class ModelSpec:
 
     def supports(self, task: str) -> bool:
         return task in self.tasks
+
+    def missing_checkpoints(self) -> list[str]:
+        """The local checkpoint directories (for its tasks) that do not exist."""
+        if self.backend != "local":
+            return []
+        paths = dict.fromkeys(p for p in (self.path_for(t) for t in self.tasks) if p)
+        return [p for p in paths if not Path(p).is_dir()]
 
     def path_for(self, task: str | None = None) -> str | None:
         """The checkpoint for `task` (local backend): its `paths` entry, else `path`; without a
@@ -143,7 +162,7 @@ class ModelSpec:
 
     def to_toml_table(self) -> dict[str, Any]:
         data: dict[str, Any] = {"backend": self.backend}
-        for key in ("base_url", "served_name", "path", "label", "api_key_env", "device"):
+        for key in ("base_url", "served_name", "path", "label", "api_key_env", "device", "optional"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
         data["tasks"] = list(self.tasks)
@@ -157,6 +176,7 @@ class ModelSpec:
 class ModelsConfig:
     models: dict[str, ModelSpec]
     source: str
+    skipped: dict[str, str] = field(default_factory=dict)   # optional models left out: name -> why
 
     def __getitem__(self, name: str) -> ModelSpec:
         try:
@@ -205,6 +225,8 @@ def _spec(name: str, table: Mapping[str, Any], base_dir: Path, source: str) -> M
         allowed = sorted(known | {"backend", "decoding", "tasks", "paths"})
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {allowed}")
     spec = ModelSpec(name=name, backend=backend, tasks=tuple(tasks), decoding=decoding, **data)
+    if not isinstance(spec.optional, bool):
+        raise ConfigError(f"{where}: optional must be true or false, got {spec.optional!r}")
     if backend == "openai" and not spec.base_url:
         raise ConfigError(f"{where}: an openai backend needs base_url")
     if backend == "local":
@@ -251,8 +273,13 @@ def _env_overrides(tables: dict[str, dict], env: Mapping[str, str]) -> None:
                 value = int(value)
             elif field_name in _FLOAT_FIELDS:
                 value = float(value)
+            elif field_name in _BOOL_FIELDS:
+                if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError
+                value = value.strip().lower() in ("1", "true", "yes")
         except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            what = "true or false" if field_name in _BOOL_FIELDS else "a number"
+            raise ConfigError(f"{key}: expected {what}, got {value!r}") from None
         table = tables[name]
         if field_name in _DECODING_FIELDS:
             table["decoding"] = {**(table.get("decoding") or {}), field_name: value}
@@ -289,7 +316,13 @@ def load_config(path: "str | Path | None" = None, env: Mapping[str, str] | None 
     tables = {str(n): dict(t) for n, t in (data.get("models") or {}).items()}
     _env_overrides(tables, env)
     models = {n: _spec(n, t, file.resolve().parent, str(file)) for n, t in tables.items()}
-    return ModelsConfig(models, str(file))
+    skipped = {}
+    for name, spec in list(models.items()):
+        missing = spec.missing_checkpoints() if spec.optional else []
+        if missing:
+            skipped[name] = f"optional model left out: no checkpoint at {', '.join(missing)}"
+            del models[name]
+    return ModelsConfig(models, str(file), skipped)
 
 
 def dump_toml(models: Mapping[str, ModelSpec], header: str = "") -> str:
