@@ -491,6 +491,59 @@ class Store:
             rows = self._rows("SELECT * FROM eval_runs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [self._run_row(r) for r in rows]
 
+    def import_run(self, run: dict, episodes: list[dict]) -> bool:
+        """Write a finished run and its finished episodes with their steps, all in one transaction,
+        unless a run with `run["id"]` is already stored (then nothing is written: importing twice,
+        or from two replicas at once, stores each episode once). Returns whether it wrote.
+
+        `run`: id, task, config, config_key, summary. Each episode: id, group_id, task, instance,
+        instance_key, participant, participant_kind, settings, success, exact_success, eval_split,
+        eval_index and `steps` (step records as `add_step` takes them)."""
+        now = time.time()
+        with self._tx():
+            written = self._x(
+                "INSERT INTO eval_runs (id, task, config, config_key, status, total, done, summary, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, 'finished', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (run["id"], run["task"], _json(run["config"]), run["config_key"], len(episodes), len(episodes),
+                 _json(run.get("summary")), now, now)).rowcount
+            if not written:
+                return False
+            ep_rows, step_rows = [], []
+            for ep in episodes:
+                steps = ep.get("steps") or []
+                ep_rows.append((ep["id"], ep["group_id"], ep["task"], ep["instance_key"], _json(ep["instance"]),
+                                ep["participant"], ep.get("participant_kind", "model"), _json(ep.get("settings") or {}),
+                                "finished", None if ep.get("success") is None else int(ep["success"]),
+                                None if ep.get("exact_success") is None else int(ep["exact_success"]),
+                                len(steps), float(sum(s["reward"] for s in steps)),
+                                steps[-1]["outcome"] if steps else None, now, now, run["id"], ep.get("eval_split"),
+                                ep.get("eval_index")))
+                for s in steps:
+                    step_rows.append((ep["id"], s["call"], _json(s.get("prompt", [])), s["output"],
+                                      _json(s.get("parsed", {})), s["reward"], s["feedback"], s["outcome"],
+                                      int(s["graded"]), int(s["terminated"]), int(s["truncated"]),
+                                      None if s.get("exact_correct") is None else int(s["exact_correct"]),
+                                      None if s.get("float_rejected") is None else int(s["float_rejected"]),
+                                      _json(s.get("timing", {})), now))
+            self._xmany("INSERT INTO episodes (id, group_id, task, instance_key, instance, participant, "
+                        "participant_kind, settings, status, success, exact_success, n_steps, episode_return, "
+                        "outcome, created_at, finished_at, eval_run_id, eval_split, eval_index) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ep_rows)
+            self._xmany("INSERT INTO steps (episode_id, call, prompt, output, parsed, reward, feedback, outcome, "
+                        "graded, terminated, truncated, exact_correct, float_rejected, timing, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", step_rows)
+        return True
+
+    def _xmany(self, sql: str, rows: list) -> None:
+        """Execute one statement for many rows (the caller holds the lock, inside `_tx`)."""
+        if not rows:
+            return
+        if self.postgres:
+            with self._conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self._conn.executemany(sql, rows)
+
     def run_episodes(self, run_id: str) -> list[dict]:
         rows = self._rows("SELECT * FROM episodes WHERE eval_run_id = ? ORDER BY eval_split, eval_index, participant, "
                           "created_at", (run_id,))
