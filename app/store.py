@@ -202,6 +202,11 @@ class Store:
         if self.postgres and (self._conn.closed or self._conn.broken):
             self._connect_pg()
 
+    def _text(self, value: str) -> str:
+        """A model's raw text for a TEXT column: PostgreSQL cannot hold NUL (0x00) characters, so
+        there they become U+FFFD (SQLite stores the text as is). JSON columns escape them anyway."""
+        return value.replace("\x00", "\ufffd") if self.postgres else value
+
     def _sql(self, sql: str) -> str:
         return sql.replace("%", "%%").replace("?", "%s") if self.postgres else sql
 
@@ -320,8 +325,8 @@ class Store:
                 "INSERT INTO steps (episode_id, call, prompt, output, parsed, reward, feedback, outcome, graded, "
                 "terminated, truncated, exact_correct, float_rejected, timing, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (episode_id, step["call"], _json(step.get("prompt", [])), step["output"],
-                 _json(step.get("parsed", {})), step["reward"], step["feedback"], step["outcome"],
+                (episode_id, step["call"], _json(step.get("prompt", [])), self._text(step["output"]),
+                 _json(step.get("parsed", {})), step["reward"], self._text(step["feedback"]), step["outcome"],
                  int(step["graded"]), int(step["terminated"]), int(step["truncated"]),
                  None if step.get("exact_correct") is None else int(step["exact_correct"]),
                  None if step.get("float_rejected") is None else int(step["float_rejected"]),
@@ -519,8 +524,9 @@ class Store:
                                 steps[-1]["outcome"] if steps else None, now, now, run["id"], ep.get("eval_split"),
                                 ep.get("eval_index")))
                 for s in steps:
-                    step_rows.append((ep["id"], s["call"], _json(s.get("prompt", [])), s["output"],
-                                      _json(s.get("parsed", {})), s["reward"], s["feedback"], s["outcome"],
+                    step_rows.append((ep["id"], s["call"], _json(s.get("prompt", [])), self._text(s["output"]),
+                                      _json(s.get("parsed", {})), s["reward"], self._text(s["feedback"]),
+                                      s["outcome"],
                                       int(s["graded"]), int(s["terminated"]), int(s["truncated"]),
                                       None if s.get("exact_correct") is None else int(s["exact_correct"]),
                                       None if s.get("float_rejected") is None else int(s["float_rejected"]),

@@ -109,3 +109,13 @@ def test_postgres_url_errors_are_clear_and_hide_the_password(postgres_server, tm
     assert "s3cret" not in str(err.value) and "***" in str(err.value) and "no_such_db" in str(err.value)
     with pytest.raises(StoreError, match="use sqlite:///PATH or postgresql://"):
         Store("mysql://u:pw@h/db")
+
+
+def test_a_nul_character_in_model_text_is_stored(store):
+    """A model may emit NUL (tiny random models do): SQLite keeps it, PostgreSQL (which cannot
+    hold it in text) stores U+FFFD instead of failing the step; the JSON columns keep it escaped."""
+    eid = _episode(store)
+    store.add_step(eid, {**STEP, "output": "a\x00b", "feedback": "f\x00", "parsed": {"formula": "\x00"}})
+    step = store.get_episode(eid)["steps"][0]
+    nul = "\ufffd" if store.postgres else "\x00"
+    assert step["output"] == f"a{nul}b" and step["feedback"] == f"f{nul}" and step["parsed"] == {"formula": "\x00"}
