@@ -8,6 +8,8 @@ evaluation; nothing else reads these variables:
 - `SFTVSRL_MODELS_CONFIG`: the models file (see `models.config`);
 - `SFTVSRL_MAX_BODY_BYTES` (default 65536): the largest request body the API accepts;
 - `SFTVSRL_MODEL_CONCURRENCY` (default 4): concurrent requests per model (API episodes and eval).
+- `SFTVSRL_FINDINGS_DIR` (default `models/checkpoints/findings`): the shipped pipeline evaluation the
+  Findings tab shows (`<task>/findings.json`, `<task>/episodes.jsonl.gz`; see `app.findings`).
 Public-demo rules (`app.access`):
 - `SFTVSRL_PUBLIC` (`1`/`0`, default 0; `serve --public`): operator token needed for evaluations
   and bulk export, no public gallery unless asked for;
@@ -47,6 +49,7 @@ class Settings:
     cpu_workers: int = 2
     cpu_timeout_s: float = 10.0
     max_header_bytes: int = 16 * 1024
+    findings_dir: Path | None = None
 
     @property
     def show_gallery(self) -> bool:
@@ -67,6 +70,8 @@ class Settings:
             values["data_dir"] = Path(env["SFTVSRL_DATA_DIR"])
         if env.get("DATABASE_URL"):
             values["database_url"] = env["DATABASE_URL"]
+        if env.get("SFTVSRL_FINDINGS_DIR"):
+            values["findings_dir"] = Path(env["SFTVSRL_FINDINGS_DIR"])
         if env.get("SFTVSRL_MODELS_CONFIG"):
             values["models_config"] = env["SFTVSRL_MODELS_CONFIG"]
         for key, name, kind in (("max_body_bytes", "SFTVSRL_MAX_BODY_BYTES", int),

@@ -167,6 +167,26 @@ def test_train_pipeline_quick_end_to_end(tmp_path):
     assert "rl_minus_sft" in findings["paired"]
     assert findings["curves"]["sft"] and findings["curves"]["rl"]
     assert "rule-ood" in proc.stdout  # the protocol's split names
+    # the final table's episodes ship next to findings.json and import into a store as one run
+    # whose per-stage, per-split success reproduces the table (the Findings view's links)
+    from app import findings as fd
+    from app.evaluation import summarize
+    from app.store import Store
+
+    assert findings["episodes_file"] == "episodes.jsonl.gz"
+    (tmp_path / "shipped" / "gp-l").mkdir(parents=True)
+    for name in ("findings.json", "episodes.jsonl.gz"):
+        (tmp_path / "shipped" / "gp-l" / name).write_bytes((out / name).read_bytes())
+    f = fd.load("gp-l", tmp_path / "shipped")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    result = fd.import_episodes(store, f)
+    assert result.written and result.mismatches == 0
+    summary = summarize(store, result.run_id)
+    for stage, row in findings["table"].items():
+        for split in ("id", "rule-ood"):
+            assert summary["metrics"][stage][split]["episodes"] == row[split]["n"]
+            assert summary["metrics"][stage][split]["success_rate"] == pytest.approx(row[split]["success"])
+    store.close()
     # resumable: a second run keeps the trained stages
     again = subprocess.run([sys.executable, "-m", "app.cli", "train", "pipeline", "--quick", "--out", str(out),
                             "--no-progress", "--no-eval"], capture_output=True, text=True, cwd=ROOT)

@@ -1,0 +1,456 @@
+"""The Findings view's data: the shipped evaluation of the staged tiny-model pipeline
+(`models.train.pipeline.evaluate_stages` → `findings.json`), the paper's reported numbers beside
+it, the compute curves, and the import of the evaluated episodes into the store, so that every
+number of the view links to its episodes in the Inspect tab.
+
+Files, per task, under the findings directory (`Settings.findings_dir`, default
+`models/checkpoints/findings`): `<task>/findings.json` (the five-way table, paired comparisons,
+snapshot curves) and `<task>/episodes.jsonl.gz` (every final-table episode: stage, split, index,
+instance, the replies, success). Both are read offline; nothing is fetched.
+
+Import: the episodes are replayed through the task registry's sessions with their stored replies
+(the runner's resume path: `open_session`, `Conversation`), which rebuilds every step record —
+prompt, output, parsed, reward, feedback, outcome — exactly as a live run stores it. They become
+one finished evaluation run, `findings-<task>-<digest>` (digest: the episodes file's SHA-256, so a
+new shipped file is a new run and old links stay valid), with one participant per stage and the
+stages of one hand in one group (Inspect's "only where the models disagree" pairs them). The run
+and all its episodes are written in one transaction (`Store.import_run`), once: a second start, a
+second replica, or a second click writes nothing. `Importer.ensure` runs it off the event loop (the
+UI calls it from a worker thread) the first time the view or one of its links is opened.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlencode
+
+from game.tasks import Instance, InstanceError, StepRecord, get_task, open_session
+
+FINDINGS_FILE = "findings.json"
+EPISODES_FILE = "episodes.jsonl.gz"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "findings"
+STAGES = ("base", "init", "sft", "rl", "sft-diverse")
+STAGE_LABELS = {"base": "Base", "init": "Init", "sft": "SFT", "rl": "RL", "sft-diverse": "SFT-diverse"}
+STAGE_NOTES = {
+    "base": "the stand-in for pretraining: reads a stated face-card rule (never the OOD one)",
+    "init": "a short SFT on the ID task from the base (the paper's Init)",
+    "sft": "continued SFT on ID expert answers, frozen ID prompt",
+    "rl": "GRPO on the ID task from Init, multi-turn with the verifier's feedback",
+    "sft-diverse": "SFT from Init on prompts stating varied rules (the rebuttal, arXiv 2510.00237)",
+}
+SPLIT_LABELS = {"id": "in-distribution (J/Q/K = 10)", "rule-ood": "rule-OOD (J/Q/K = 11/12/13)"}
+RUN_PREFIX = "findings-"
+PAPER_LABEL = "reported in the paper, Llama-3.2-11B"
+# The paper's headline numbers (spec generalpoints.md §6; paper §5.1, Fig. 6): Init / SFT / RL at equal compute.
+PAPER = {
+    "gp-l": {"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+             "values": {"init": 0.115, "sft": 0.034, "rl": 0.150}},
+    "virl-l": {"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+               "values": {"init": 0.808, "sft": 0.013, "rl": 0.918}},
+}
+PRODUCE_COMMAND = "sftvsrl train pipeline --task {task}"
+# Bounds on what is read: the files ship with the app, but a bad copy must fail clearly, not hang.
+MAX_FINDINGS_BYTES = 8 * 1024 * 1024
+MAX_EPISODES = 50_000
+MAX_LINE_CHARS = 256 * 1024
+MAX_OUTPUTS = 32
+MAX_OUTPUT_CHARS = 32 * 1024
+
+
+class FindingsError(ValueError):
+    """A findings.json or episodes file that cannot be read (message shown as is)."""
+
+
+def findings_dir(settings=None) -> Path:
+    """Where the shipped findings live: `settings.findings_dir`, else the packaged default."""
+    configured = getattr(settings, "findings_dir", None)
+    return Path(configured) if configured else DEFAULT_DIR
+
+
+@dataclass
+class Findings:
+    """One task's shipped findings: the parsed findings.json and where its episodes file is."""
+
+    task: str
+    data: dict
+    folder: Path
+    _digest: str | None = field(default=None, repr=False)
+
+    @property
+    def episodes_path(self) -> Path | None:
+        path = self.folder / str(self.data.get("episodes_file") or EPISODES_FILE)
+        return path if path.is_file() else None
+
+    def digest(self) -> str | None:
+        """SHA-256 of the episodes file (None without one): names the imported run."""
+        if self._digest is None and self.episodes_path is not None:
+            h = hashlib.sha256()
+            with open(self.episodes_path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            self._digest = h.hexdigest()
+        return self._digest
+
+    @property
+    def run_id(self) -> str | None:
+        digest = self.digest()
+        return f"{RUN_PREFIX}{self.task}-{digest[:12]}" if digest else None
+
+    @property
+    def stages(self) -> list[str]:
+        table = self.data.get("table") or {}
+        return [s for s in STAGES if s in table] + [s for s in table if s not in STAGES]
+
+    @property
+    def splits(self) -> list[str]:
+        return list(get_task(self.task).split_names)
+
+
+def load(task: str = "gp-l", folder: Path | None = None) -> Findings | None:
+    """The task's findings from `folder/<task>/findings.json` (None when the file is absent).
+    Raises `FindingsError` for a file that is too large, not JSON, or lacks the table."""
+    get_task(task)  # an unknown task is an InstanceError (a ValueError), named
+    base = (folder or DEFAULT_DIR) / task
+    path = base / FINDINGS_FILE
+    if not path.is_file():
+        return None
+    if path.stat().st_size > MAX_FINDINGS_BYTES:
+        raise FindingsError(f"{path}: larger than {MAX_FINDINGS_BYTES} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FindingsError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("table"), dict) or not data["table"]:
+        raise FindingsError(f"{path}: no evaluation table (expected evaluate_stages' output)")
+    if data.get("task", task) != task:
+        raise FindingsError(f"{path}: findings of task {data.get('task')!r}, expected {task!r}")
+    for stage, row in data["table"].items():
+        for split in get_task(task).split_names:
+            cell = row.get(split) if isinstance(row, dict) else None
+            if cell is not None and not (isinstance(cell, dict) and _number(cell.get("success"))):
+                raise FindingsError(f"{path}: table[{stage!r}][{split!r}] has no success rate")
+    return Findings(task, data, base)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def inspect_link(run_id: str, stage: str, split: str) -> str:
+    """The Inspect tab's deep link to one stage's episodes on one split."""
+    return "?" + urlencode({"tab": "inspect", "run": run_id, "model": stage, "split": split})
+
+
+# ---------------------------------------------------------------------------------- the view
+@dataclass
+class Bar:
+    stage: str
+    split: str
+    value: float            # success rate (0..1)
+    se: float | None
+    n: int | None
+    link: str | None        # Inspect deep link (None when no episodes file ships)
+
+
+def bars(f: Findings) -> list[Bar]:
+    """One bar per (stage, split) of the five-way table, in stage order."""
+    out = []
+    for stage in f.stages:
+        row = f.data["table"][stage]
+        for split in f.splits:
+            cell = row.get(split)
+            if not cell:
+                continue
+            se = cell.get("se")
+            out.append(Bar(stage, split, float(cell["success"]), float(se) if _number(se) else None,
+                           cell.get("n"), inspect_link(f.run_id, stage, split) if f.run_id else None))
+    return out
+
+
+def paper_bars(task: str) -> list[tuple[str, float]]:
+    """The paper's reported (stage, value) on its headline split, Init / SFT / RL."""
+    paper = PAPER.get(task)
+    return list(paper["values"].items()) if paper else []
+
+
+def paired(f: Findings, name: str, split: str) -> dict | None:
+    """A paired comparison from findings.json (`rl_minus_sft`, `rl_minus_init`, `sft_minus_init`,
+    `sft_diverse_minus_sft`), or None."""
+    cell = (f.data.get("paired") or {}).get(name, {}).get(split)
+    return cell if isinstance(cell, dict) and _number(cell.get("diff")) else None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f} points"
+
+
+def verdict(f: Findings) -> str:
+    """What the RL-vs-SFT paired comparison on rule-OOD says, in one honest sentence."""
+    p = paired(f, "rl_minus_sft", "rule-ood")
+    if p is None:
+        return "There is no paired RL-vs-SFT comparison in this evaluation."
+    z = p["diff"] / p["se"] if p.get("se") else 0.0
+    head = f"RL − SFT on the flipped rule: {_pts(p['diff'])} ± {100 * p['se']:.1f} (paired, z = {z:.1f}, n = {p['n']})"
+    if z >= 2:
+        return head + ": RL generalizes better than SFT here, as the paper found."
+    if z <= -2:
+        return head + ": SFT is ahead here — the opposite of the paper's finding."
+    return head + ": within two standard errors — this evaluation cannot tell them apart."
+
+
+def explanation(f: Findings) -> list[str]:
+    """A few plain sentences a speaker can read out, with this evaluation's numbers."""
+    t = f.data["table"]
+
+    def val(stage: str, split: str) -> str | None:
+        cell = (t.get(stage) or {}).get(split)
+        return _pct(cell["success"]) if cell else None
+
+    lines = ["The paper post-trains one pretrained model two ways: SFT imitates expert answers, RL learns from "
+             "the game's own verdicts. Both train on the in-distribution rule only (J, Q and K count as 10). "
+             "The test is a rule neither has seen: J, Q and K count as 11, 12 and 13."]
+    if val("base", "rule-ood"):
+        lines.append(f"Our stand-in for a pretrained model, a tiny model trained from scratch on hands under many "
+                     f"stated rules (never the test rule), reads the rule line: {val('base', 'id')} in "
+                     f"distribution, {val('base', 'rule-ood')} on the flipped rule.")
+    parts = [f"{STAGE_LABELS[s]} {val(s, 'id')} / {val(s, 'rule-ood')}" for s in ("init", "sft", "rl", "sft-diverse")
+             if val(s, "id") and val(s, "rule-ood")]
+    if parts:
+        lines.append("In distribution / on the flipped rule: " + "; ".join(parts) + ".")
+    lines.append(verdict(f))
+    learned = paired(f, "rl_minus_init", "id")
+    if learned is not None and learned.get("se"):
+        z = learned["diff"] / learned["se"]
+        lines.append(f"Did RL learn at all? RL − Init in distribution: {_pts(learned['diff'])} "
+                     f"± {100 * learned['se']:.1f} (z = {z:.1f})"
+                     + (" — it did." if z >= 2 else " — not significantly: any OOD advantage may come from "
+                                                     "moving the model less, not from learning."))
+    div = paired(f, "sft_diverse_minus_sft", "rule-ood")
+    if div is not None:
+        lines.append(f"The rebuttal: SFT on prompts that state varied rules (SFT-diverse) vs plain SFT on the "
+                     f"flipped rule: {_pts(div['diff'])} ± {100 * div['se']:.1f}. Whether SFT forgets depends on "
+                     "what it is trained on.")
+    paper = PAPER.get(f.task)
+    if paper:
+        v = paper["values"]
+        lines.append(f"For scale, the paper ({PAPER_LABEL}) reports on the flipped rule Init {_pct(v['init'])}, "
+                     f"SFT {_pct(v['sft'])}, RL {_pct(v['rl'])}.")
+    return lines
+
+
+def curves_points(f: Findings) -> dict[str, list[dict]]:
+    """Per trained stage (sft, rl, sft-diverse), its snapshot points with `flops`: training compute
+    2·N·(3·train tokens + inference tokens) as recorded, else with N recovered from the stage's
+    final compute record (None when neither is there: the points then carry tokens only)."""
+    out: dict[str, list[dict]] = {}
+    for stage in ("sft", "rl", "sft-diverse"):
+        pts = (f.data.get("curves") or {}).get(stage) or []
+        comp = (f.data["table"].get(stage) or {}).get("compute") or {}
+        denom = 2 * (3 * (comp.get("train_tokens") or 0) + (comp.get("infer_tokens") or 0))
+        params = comp["flops"] / denom if _number(comp.get("flops")) and denom else None
+        rows = []
+        for p in pts:
+            tokens = 3 * (p.get("train_tokens") or 0) + (p.get("infer_tokens") or 0)
+            flops = p["flops"] if _number(p.get("flops")) else (2 * params * tokens if params else None)
+            rows.append({**p, "flops": flops, "work": tokens})
+        if rows:
+            out[stage] = rows
+    return out
+
+
+def curves_plot(f: Findings, path: Path) -> Path | None:
+    """ID and rule-OOD success against training compute along SFT, RL and SFT-diverse (the shape
+    of the paper's Figure 5), as a PNG at `path`; None when findings.json has no curves."""
+    pts = curves_points(f)
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"sft": "#c44e52", "rl": "#4c72b0", "sft-diverse": "#8c8c8c"}
+    use_flops = all(p["flops"] is not None for rows in pts.values() for p in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), dpi=110, sharey=True)
+    for ax, split in zip(axes, ("id", "rule-ood")):
+        for stage, rows in pts.items():
+            xs = [p["flops"] if use_flops else p["work"] for p in rows]
+            ys = [100 * p[split] for p in rows if split in p]
+            if len(ys) != len(xs):
+                continue
+            ax.plot(xs, ys, marker="o", label=STAGE_LABELS[stage], color=colors[stage],
+                    linestyle="--" if stage == "sft-diverse" else "-")
+        ax.set_title(SPLIT_LABELS.get(split, split), fontsize=10)
+        ax.set_xlabel("training compute (FLOPs)" if use_flops else "training compute (token passes)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("episode success (%)")
+    axes[0].legend(frameon=False, fontsize=9)
+    n = f.data.get("protocol", {}).get("curve_episodes")
+    fig.suptitle(f"{f.task}: success along training from Init" + (f" ({n} episodes per point)" if n else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------- the import
+def read_episodes(path: Path) -> Iterator[dict]:
+    """The episodes file's records, validated and bounded (a bad line raises `FindingsError`)."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if number > MAX_EPISODES:
+                    raise FindingsError(f"{path}: more than {MAX_EPISODES} episodes")
+                if len(line) > MAX_LINE_CHARS:
+                    raise FindingsError(f"{path}: line {number} longer than {MAX_LINE_CHARS} characters")
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FindingsError(f"{path}: line {number} is not JSON ({exc})") from None
+                outputs = rec.get("outputs") if isinstance(rec, dict) else None
+                if not (isinstance(rec, dict) and isinstance(rec.get("stage"), str) and isinstance(rec.get("split"), str)
+                        and isinstance(rec.get("index"), int) and isinstance(rec.get("instance"), dict)
+                        and isinstance(outputs, list) and len(outputs) <= MAX_OUTPUTS
+                        and all(isinstance(o, str) and len(o) <= MAX_OUTPUT_CHARS for o in outputs)):
+                    raise FindingsError(f"{path}: line {number} is not an episode record "
+                                        "(stage, split, index, instance, outputs)")
+                yield rec
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise FindingsError(f"{path}: cannot read ({exc})") from None
+
+
+def replay(instance: Instance, outputs: list[str]) -> tuple[list[dict], bool, bool | None]:
+    """Play `instance` with the stored replies through the registry session and the reference's
+    chat flow (as the runner resumes an episode): every step record with its prompt, the success
+    and the exact success. Raises `FindingsError` when the replies do not make one whole episode."""
+    from models.chat import Conversation
+
+    session = open_session(instance)
+    conv = Conversation(image=session.vision)
+    steps = []
+    for text in outputs:
+        if session.done:
+            raise FindingsError(f"{instance.key}: more replies than the episode takes")
+        messages = conv.messages_for(session.prompt())
+        result = session.step(text)
+        conv.record(text, result.feedback)
+        steps.append(asdict(StepRecord(**asdict(result), output=text, timing={}, prompt=messages)))
+    if not session.done:
+        raise FindingsError(f"{instance.key}: the stored replies end before the episode does")
+    return steps, bool(session.success), session.exact_success
+
+
+@dataclass
+class ImportResult:
+    run_id: str
+    episodes: int
+    written: bool            # False: the run was already stored (nothing written)
+    mismatches: int = 0      # episodes whose replayed success differs from the recorded one
+
+
+def import_episodes(store, f: Findings) -> ImportResult:
+    """Replay the episodes file into the store as run `f.run_id` (see the module doc); idempotent."""
+    run_id = f.run_id
+    if run_id is None:
+        raise FindingsError(f"no {EPISODES_FILE} next to {f.folder / FINDINGS_FILE}: the Findings numbers "
+                            f"cannot link to episodes (re-run `{PRODUCE_COMMAND.format(task=f.task)}`)")
+    if store.get_run(run_id) is not None:
+        return ImportResult(run_id, 0, False)
+    episodes, mismatches, stages, splits = [], 0, [], []
+    counts: dict[tuple[str, str], int] = {}
+    for rec in read_episodes(f.episodes_path):
+        try:
+            instance = Instance.from_dict(rec["instance"])
+        except (InstanceError, TypeError) as exc:
+            raise FindingsError(f"{f.episodes_path}: episode {rec['stage']}/{rec['split']}/{rec['index']}: {exc}") from None
+        if instance.task != f.task:
+            raise FindingsError(f"{f.episodes_path}: an episode of task {instance.task!r} in {f.task!r} findings")
+        try:
+            steps, success, exact = replay(instance, rec["outputs"])
+        except InstanceError as exc:
+            raise FindingsError(f"{f.episodes_path}: episode {rec['stage']}/{rec['split']}/{rec['index']}: {exc}") from None
+        if "success" in rec and bool(rec["success"]) != success:
+            mismatches += 1
+        stage, split, index = rec["stage"][:64], rec["split"][:64], rec["index"]
+        for name, seen in ((stage, stages), (split, splits)):
+            if name not in seen:
+                seen.append(name)
+        counts[(stage, split)] = counts.get((stage, split), 0) + 1
+        episodes.append({
+            "id": f"{run_id}-{stage}-{split}-{index}", "group_id": f"{run_id}:{split}:{index}", "task": f.task,
+            "instance": instance.to_dict(), "instance_key": instance.key, "participant": stage,
+            "participant_kind": "model", "success": success, "exact_success": exact, "eval_split": split,
+            "eval_index": index, "steps": steps,
+            "settings": {"eval_run_id": run_id, "imported": "findings", "checkpoint": f"{f.task}-{stage}"}})
+    n = max(counts.values(), default=0)
+    config = {"task": f.task, "models": stages, "splits": splits, "episodes": n, "imported": True,
+              "source": f"{f.task}/{EPISODES_FILE}", "sha256": f.digest()}
+    summary = {"imported": True, "episodes": len(episodes), "replay_mismatches": mismatches}
+    written = store.import_run({"id": run_id, "task": f.task, "config": config, "config_key": f"findings:{f.digest()}",
+                                "summary": summary}, episodes)
+    return ImportResult(run_id, len(episodes), written, mismatches)
+
+
+class Importer:
+    """Imports each task's findings episodes into one store at most once per process (thread-safe;
+    the store's transaction makes it once across processes too). Call `ensure` from a worker thread."""
+
+    def __init__(self, store, folder: Path | None = None) -> None:
+        self.store, self.folder = store, folder
+        self._lock = threading.Lock()
+        self._done: dict[str, ImportResult] = {}
+
+    def ensure(self, task: str = "gp-l") -> ImportResult | None:
+        """The import of `task`'s findings (None when no findings.json ships). Raises `FindingsError`."""
+        with self._lock:
+            f = load(task, self.folder)
+            if f is None or f.run_id is None:
+                return None
+            done = self._done.get(task)
+            if done is not None and done.run_id == f.run_id:
+                return done
+            result = import_episodes(self.store, f)
+            self._done[task] = result
+            return result
+
+
+_CREATE = threading.Lock()
+
+
+def importer_for(ctx) -> Importer:
+    """The app's importer (one per app context, created on first use)."""
+    with _CREATE:
+        imp = getattr(ctx, "findings_importer", None)
+        if imp is None:
+            imp = ctx.findings_importer = Importer(ctx.store, findings_dir(ctx.settings))
+        return imp
+
+
+def ensure_for_run(ctx, run_id: str | None) -> None:
+    """Before Inspect lists run `run_id`: import the findings it names, if that is one (a deep link
+    followed before the Findings view was opened). Errors are left to the Findings view to show."""
+    if not run_id or not run_id.startswith(RUN_PREFIX):
+        return
+    from game.tasks import TASKS
+
+    task = next((t for t in sorted(TASKS, key=len, reverse=True) if run_id.startswith(f"{RUN_PREFIX}{t}-")), None)
+    if task is None:
+        return
+    try:
+        importer_for(ctx).ensure(task)
+    except (FindingsError, ValueError):
+        pass
+

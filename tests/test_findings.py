@@ -1,0 +1,212 @@
+"""The Findings view's data and the import of its episodes (`app.findings`), and the default model
+configuration that serves the pipeline's stages.
+
+The fixture `tests/fixtures/findings/gp-l/` is the real output of `sftvsrl train pipeline --task
+gp-l --quick` (findings.json and episodes.jsonl.gz, 6 episodes per stage and split);
+`test_pipeline.py::test_train_pipeline_quick_end_to_end` imports a freshly produced one too."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+
+from app import findings as fd
+from app.evaluation import summarize
+from app.store import Store
+from app.ui.inspect_tab import filtered_episodes
+from conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "findings"
+
+
+def _lines(path: Path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_load_the_shipped_format():
+    f = fd.load("gp-l", FIXTURE)
+    assert f is not None and f.stages == ["base", "init", "sft", "rl", "sft-diverse"]
+    assert f.run_id.startswith("findings-gp-l-") and len(f.run_id) == len("findings-gp-l-") + 12
+    bars = fd.bars(f)
+    assert {(b.stage, b.split) for b in bars} == {(s, sp) for s in f.stages for sp in ("id", "rule-ood")}
+    for b in bars:
+        q = parse_qs(b.link[1:])
+        assert q == {"tab": ["inspect"], "run": [f.run_id], "model": [b.stage], "split": [b.split]}
+        assert b.value == f.data["table"][b.stage][b.split]["success"]
+    assert fd.paper_bars("gp-l") == [("init", 0.115), ("sft", 0.034), ("rl", 0.150)]
+    assert fd.load("gp-l", FIXTURE / "nowhere") is None
+
+
+def test_import_replays_every_episode_once(store):
+    """Imported once (a second call, a restarted app and a second replica write nothing); the
+    replayed episodes reproduce findings.json's table exactly; Inspect's run/model/split filter
+    (what a bar's link applies) lists one stage's episodes on one split."""
+    f = fd.load("gp-l", FIXTURE)
+    records = _lines(f.episodes_path)
+    first = fd.import_episodes(store, f)
+    assert first.written and first.episodes == len(records) and first.mismatches == 0
+    again = fd.import_episodes(store, f)
+    assert not again.written and store.count_episodes(eval_run_id=f.run_id) == len(records)
+    other = Store(store.url)  # a restarted app / another replica on the same database
+    try:
+        assert fd.Importer(other, FIXTURE).ensure("gp-l").written is False
+        assert other.count_episodes(eval_run_id=f.run_id) == len(records)
+    finally:
+        other.close()
+    summary = summarize(store, f.run_id)
+    assert summary["errors"] == 0
+    for stage in f.stages:
+        for split in ("id", "rule-ood"):
+            assert summary["metrics"][stage][split]["success_rate"] == pytest.approx(
+                f.data["table"][stage][split]["success"])
+    n = f.data["table"]["rl"]["rule-ood"]["n"]
+    eps = filtered_episodes(store, run=f.run_id, model="rl", split="rule-ood")
+    assert len(eps) == n and {e["participant"] for e in eps} == {"rl"} and {e["eval_split"] for e in eps} == {"rule-ood"}
+
+
+def test_imported_steps_are_the_registry_step_records(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    f = fd.load("gp-l", FIXTURE)
+    fd.import_episodes(store, f)
+    rec = next(r for r in _lines(f.episodes_path) if r["stage"] == "sft" and r["split"] == "rule-ood")
+    ep = store.get_episode(f"{f.run_id}-sft-rule-ood-{rec['index']}")
+    assert [s["output"] for s in ep["steps"]] == rec["outputs"] and ep["success"] == rec["success"]
+    first = ep["steps"][0]
+    assert first["prompt"][0]["role"] == "user"
+    assert "'J', 'Q', and 'K' count as '11', '12', and '13' respectively" in first["prompt"][0]["content"][0]["text"]
+    assert first["outcome"] in ("correct", "partial", "wrong_value", "float_rounding", "wrong_cards",
+                                "wrong_numbers", "illegal_formula", "aggregated_error", "step_limit")
+    if len(ep["steps"]) > 1:  # a failed try: the reply and the verifier's feedback are in the next chat
+        second = ep["steps"][1]["prompt"]
+        assert second[1] == {"role": "assistant", "content": [{"type": "text", "text": rec["outputs"][0]}]}
+        assert second[2]["content"][0]["text"].startswith("You failed this trial because")
+    # the stages of one hand share a group: Inspect's "models disagree" compares them
+    group = store.list_episodes(group_id=ep["group_id"])
+    assert {e["participant"] for e in group} == set(f.stages)
+    store.close()
+
+
+def _copy_fixture(tmp_path: Path) -> Path:
+    root = tmp_path / "findings"
+    shutil.copytree(FIXTURE, root)
+    return root
+
+
+def _rewrite_episodes(root: Path, lines: list[str]) -> None:
+    with gzip.open(root / "gp-l" / fd.EPISODES_FILE, "wt", encoding="utf-8") as f:
+        f.write("".join(lines))
+
+
+@pytest.mark.parametrize("line, message", [
+    ("not json\n", "not JSON"),
+    ('{"stage": "sft", "split": "id", "index": 0, "instance": {}, "outputs": "x"}\n', "not an episode record"),
+    ('{"stage": "sft", "split": "id", "index": 0, "instance": {"task": "gp-l", "params": {"nope": 1}}, '
+     '"outputs": ["x"]}\n', "unknown parameter"),
+    ('{"stage": "sft", "split": "id", "index": 0, "instance": {"task": "gp-l", "params": {"deal_id": "HKC5D2C4"}}, '
+     '"outputs": []}\n', "end before the episode does"),
+])
+def test_a_bad_episodes_file_is_a_clear_error_and_writes_nothing(tmp_path, line, message):
+    root = _copy_fixture(tmp_path)
+    _rewrite_episodes(root, [line])
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    f = fd.load("gp-l", root)
+    with pytest.raises(fd.FindingsError, match=message):
+        fd.import_episodes(store, f)
+    assert store.get_run(f.run_id) is None and store.count_episodes() == 0
+    store.close()
+
+
+def test_bad_or_missing_findings_json(tmp_path):
+    root = tmp_path / "findings"
+    (root / "gp-l").mkdir(parents=True)
+    (root / "gp-l" / "findings.json").write_text("{", encoding="utf-8")
+    with pytest.raises(fd.FindingsError, match="not valid JSON"):
+        fd.load("gp-l", root)
+    (root / "gp-l" / "findings.json").write_text('{"task": "gp-l", "table": {}}', encoding="utf-8")
+    with pytest.raises(fd.FindingsError, match="no evaluation table"):
+        fd.load("gp-l", root)
+    (root / "gp-l" / "findings.json").write_text('{"table": {"sft": {"id": {"success": "high"}}}}', encoding="utf-8")
+    with pytest.raises(fd.FindingsError, match="no success rate"):
+        fd.load("gp-l", root)
+    (root / "gp-l" / "findings.json").write_text('{"table": {"sft": {"id": {"success": 0.5, "se": 0.1}}}}',
+                                                 encoding="utf-8")
+    f = fd.load("gp-l", root)  # numbers without an episodes file: shown, not linked
+    assert f.run_id is None and fd.bars(f)[0].link is None
+    with pytest.raises(fd.FindingsError, match="cannot link to episodes"):
+        fd.import_episodes(None, f)
+
+
+def _with_paired(diff: float, se: float) -> fd.Findings:
+    data = {"table": {"sft": {"id": {"success": 0.9, "se": 0.01}, "rule-ood": {"success": 0.1, "se": 0.01}}},
+            "paired": {"rl_minus_sft": {"rule-ood": {"diff": diff, "se": se, "z": diff / se, "n": 500}}}}
+    return fd.Findings("gp-l", data, Path("."))
+
+
+def test_the_verdict_follows_the_paired_difference():
+    assert "RL generalizes better" in fd.verdict(_with_paired(0.10, 0.02))
+    assert "opposite of the paper" in fd.verdict(_with_paired(-0.10, 0.02))
+    assert "cannot tell them apart" in fd.verdict(_with_paired(0.02, 0.02))
+    lines = fd.explanation(_with_paired(0.10, 0.02))
+    assert any("reported in the paper, Llama-3.2-11B" in line and "11.5 %" in line for line in lines)
+
+
+def test_view_html_draws_the_view_and_says_how_to_produce_it(tmp_path):
+    from types import SimpleNamespace
+
+    from app.settings import Settings
+    from app.ui.findings_tab import view_html
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ctx = SimpleNamespace(settings=Settings(findings_dir=FIXTURE), store=store)
+    html = view_html(ctx)
+    f = fd.load("gp-l", FIXTURE)
+    assert 'data-testid="bar-rl-rule-ood"' in html and "reported in the paper, Llama-3.2-11B" in html
+    assert "11.5 %" in html and "data:image/png;base64," in html and "RL − SFT" in html
+    assert store.count_episodes(eval_run_id=f.run_id) > 0  # opening the view imported the episodes
+    empty = SimpleNamespace(settings=Settings(findings_dir=tmp_path / "none"), store=store)
+    assert "sftvsrl train pipeline --task gp-l" in view_html(empty)
+    store.close()
+
+
+# ------------------------------------------------------------------------- default model config
+def test_default_config_offers_the_pipeline_stages(tmp_path):
+    """`sft` and `rl` (GP-L from the pipeline's gp-l-sft / gp-l-rl, V-IRL-L as before) always;
+    `init` and `sft-diverse` (GP-L only) when their checkpoints exist, left out otherwise."""
+    from models.config import DEFAULT_FILE, load_config
+
+    home = tmp_path / "models"
+    home.mkdir()
+    shutil.copy(DEFAULT_FILE, home / "models.toml")
+    for name in ("gp-l-sft", "gp-l-rl", "gp-l-init", "gp-l-sft-diverse", "virl-l-sft", "virl-l-rl"):
+        (home / "checkpoints" / name).mkdir(parents=True)
+    cfg = load_config(home / "models.toml", env={})
+    assert list(cfg.models) == ["sft", "rl", "init", "sft-diverse"] and not cfg.skipped
+    for name in ("sft", "rl"):
+        assert cfg[name].path_for("gp-l") == str(home / "checkpoints" / f"gp-l-{name}")
+        assert cfg[name].path_for("virl-l") == str(home / "checkpoints" / f"virl-l-{name}")
+    for name in ("init", "sft-diverse"):
+        assert cfg[name].tasks == ("gp-l",) and cfg[name].optional
+        assert cfg[name].path_for("gp-l") == str(home / "checkpoints" / f"gp-l-{name}")
+    shutil.rmtree(home / "checkpoints" / "gp-l-init")
+    cfg = load_config(home / "models.toml", env={})
+    assert list(cfg.models) == ["sft", "rl", "sft-diverse"] and "gp-l-init" in cfg.skipped["init"]
+    # the packaged file itself parses, and lists sft and rl whatever else is present
+    assert list(load_config(DEFAULT_FILE, env={}).models)[:2] == ["sft", "rl"]
+
+
+def test_optional_is_a_checked_boolean(tmp_path):
+    from models.config import ConfigError, load_config
+
+    f = tmp_path / "models.toml"
+    f.write_text('[models.x]\nbackend = "local"\npath = "gone"\noptional = "yes"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="optional must be true or false"):
+        load_config(f, env={})
+    f.write_text('[models.x]\nbackend = "local"\npath = "gone"\n', encoding="utf-8")
+    assert list(load_config(f, env={"SFTVSRL_MODEL_X_OPTIONAL": "true"}).models) == []
+    with pytest.raises(ConfigError, match="expected true or false"):
+        load_config(f, env={"SFTVSRL_MODEL_X_OPTIONAL": "perhaps"})
