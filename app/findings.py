@@ -5,12 +5,15 @@ number of the view links to its episodes in the Inspect tab.
 
 Files, per task, under the findings directory (`Settings.findings_dir`, default
 `models/checkpoints/findings`): `<task>/findings.json` (the five-way table, paired comparisons,
-snapshot curves) and `<task>/episodes.jsonl.gz` (every final-table episode: stage, split, index,
-instance, the replies, success). Both are read offline; nothing is fetched.
+snapshot curves) and `<task>/episodes.jsonl.gz` (`models.train.pipeline.write_episodes`: every
+final-table episode as stage, split, index, task, params, instance_key, success and one step
+record per call). Both are read offline; nothing is fetched.
 
-Import: the episodes are replayed through the task registry's sessions with their stored replies
-(the runner's resume path: `open_session`, `Conversation`), which rebuilds every step record —
-prompt, output, parsed, reward, feedback, outcome — exactly as a live run stores it. They become
+Import: the episodes are replayed through the task registry's sessions with their recorded
+replies (the runner's resume path: `open_session`, `Conversation`), which rebuilds every step
+record — with the exact chat sent (`prompt`), which the file leaves out — as a live run stores it;
+an episode whose replay disagrees with its record (reward, outcome or success: the engine changed
+since the evaluation) is counted in `ImportResult.mismatches` and the view says so. They become
 one finished evaluation run, `findings-<task>-<digest>` (digest: the episodes file's SHA-256, so a
 new shipped file is a new run and old links stay valid), with one participant per stage and the
 stages of one hand in one group (Inspect's "only where the models disagree" pairs them). The run
@@ -84,7 +87,7 @@ class Findings:
 
     @property
     def episodes_path(self) -> Path | None:
-        path = self.folder / str(self.data.get("episodes_file") or EPISODES_FILE)
+        path = self.folder / EPISODES_FILE
         return path if path.is_file() else None
 
     def digest(self) -> str | None:
@@ -308,7 +311,8 @@ def curves_plot(f: Findings, path: Path) -> Path | None:
 
 # ---------------------------------------------------------------------------------- the import
 def read_episodes(path: Path) -> Iterator[dict]:
-    """The episodes file's records, validated and bounded (a bad line raises `FindingsError`)."""
+    """The episodes file's records, validated and bounded (a bad line raises `FindingsError`), each
+    with `instance` ({task, params}) and `outputs` (every call's reply) added."""
     try:
         with gzip.open(path, "rt", encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):
@@ -320,13 +324,16 @@ def read_episodes(path: Path) -> Iterator[dict]:
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise FindingsError(f"{path}: line {number} is not JSON ({exc})") from None
-                outputs = rec.get("outputs") if isinstance(rec, dict) else None
+                steps = rec.get("steps") if isinstance(rec, dict) else None
                 if not (isinstance(rec, dict) and isinstance(rec.get("stage"), str) and isinstance(rec.get("split"), str)
-                        and isinstance(rec.get("index"), int) and isinstance(rec.get("instance"), dict)
-                        and isinstance(outputs, list) and len(outputs) <= MAX_OUTPUTS
-                        and all(isinstance(o, str) and len(o) <= MAX_OUTPUT_CHARS for o in outputs)):
+                        and isinstance(rec.get("index"), int) and isinstance(rec.get("task"), str)
+                        and isinstance(rec.get("params"), dict) and isinstance(steps, list) and len(steps) <= MAX_OUTPUTS
+                        and all(isinstance(s, dict) and isinstance(s.get("output"), str)
+                                and len(s["output"]) <= MAX_OUTPUT_CHARS for s in steps)):
                     raise FindingsError(f"{path}: line {number} is not an episode record "
-                                        "(stage, split, index, instance, outputs)")
+                                        "(stage, split, index, task, params, steps with their output)")
+                rec["instance"] = {"task": rec["task"], "params": rec["params"]}
+                rec["outputs"] = [s["output"] for s in steps]
                 yield rec
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise FindingsError(f"{path}: cannot read ({exc})") from None
@@ -362,7 +369,8 @@ class ImportResult:
 
 
 def import_episodes(store, f: Findings) -> ImportResult:
-    """Replay the episodes file into the store as run `f.run_id` (see the module doc); idempotent."""
+    """Replay the episodes file into the store as run `f.run_id` (see the module doc); idempotent.
+    Nothing is written unless every line reads and replays."""
     run_id = f.run_id
     if run_id is None:
         raise FindingsError(f"no {EPISODES_FILE} next to {f.folder / FINDINGS_FILE}: the Findings numbers "
@@ -382,7 +390,8 @@ def import_episodes(store, f: Findings) -> ImportResult:
             steps, success, exact = replay(instance, rec["outputs"])
         except InstanceError as exc:
             raise FindingsError(f"{f.episodes_path}: episode {rec['stage']}/{rec['split']}/{rec['index']}: {exc}") from None
-        if "success" in rec and bool(rec["success"]) != success:
+        recorded = [(s.get("reward"), s.get("outcome")) for s in rec["steps"]]
+        if bool(rec.get("success")) != success or recorded != [(s["reward"], s["outcome"]) for s in steps]:
             mismatches += 1
         stage, split, index = rec["stage"][:64], rec["split"][:64], rec["index"]
         for name, seen in ((stage, stages), (split, splits)):

@@ -75,7 +75,10 @@ def test_imported_steps_are_the_registry_step_records(tmp_path):
     fd.import_episodes(store, f)
     rec = next(r for r in _lines(f.episodes_path) if r["stage"] == "sft" and r["split"] == "rule-ood")
     ep = store.get_episode(f"{f.run_id}-sft-rule-ood-{rec['index']}")
-    assert [s["output"] for s in ep["steps"]] == rec["outputs"] and ep["success"] == rec["success"]
+    outputs = [s["output"] for s in rec["steps"]]
+    assert [s["output"] for s in ep["steps"]] == outputs and ep["success"] == rec["success"]
+    assert [(s["reward"], s["outcome"], s["feedback"]) for s in ep["steps"]] == [
+        (s["reward"], s["outcome"], s["feedback"]) for s in rec["steps"]]
     first = ep["steps"][0]
     assert first["prompt"][0]["role"] == "user"
     assert "'J', 'Q', and 'K' count as '11', '12', and '13' respectively" in first["prompt"][0]["content"][0]["text"]
@@ -83,7 +86,7 @@ def test_imported_steps_are_the_registry_step_records(tmp_path):
                                 "wrong_numbers", "illegal_formula", "aggregated_error", "step_limit")
     if len(ep["steps"]) > 1:  # a failed try: the reply and the verifier's feedback are in the next chat
         second = ep["steps"][1]["prompt"]
-        assert second[1] == {"role": "assistant", "content": [{"type": "text", "text": rec["outputs"][0]}]}
+        assert second[1] == {"role": "assistant", "content": [{"type": "text", "text": outputs[0]}]}
         assert second[2]["content"][0]["text"].startswith("You failed this trial because")
     # the stages of one hand share a group: Inspect's "models disagree" compares them
     group = store.list_episodes(group_id=ep["group_id"])
@@ -104,11 +107,12 @@ def _rewrite_episodes(root: Path, lines: list[str]) -> None:
 
 @pytest.mark.parametrize("line, message", [
     ("not json\n", "not JSON"),
-    ('{"stage": "sft", "split": "id", "index": 0, "instance": {}, "outputs": "x"}\n', "not an episode record"),
-    ('{"stage": "sft", "split": "id", "index": 0, "instance": {"task": "gp-l", "params": {"nope": 1}}, '
-     '"outputs": ["x"]}\n', "unknown parameter"),
-    ('{"stage": "sft", "split": "id", "index": 0, "instance": {"task": "gp-l", "params": {"deal_id": "HKC5D2C4"}}, '
-     '"outputs": []}\n', "end before the episode does"),
+    ('{"stage": "sft", "split": "id", "index": 0, "task": "gp-l", "params": {}, "steps": "x"}\n',
+     "not an episode record"),
+    ('{"stage": "sft", "split": "id", "index": 0, "task": "gp-l", "params": {"nope": 1}, '
+     '"steps": [{"output": "x"}]}\n', "unknown parameter"),
+    ('{"stage": "sft", "split": "id", "index": 0, "task": "gp-l", "params": {"deal_id": "HKC5D2C4"}, '
+     '"steps": []}\n', "end before the episode does"),
 ])
 def test_a_bad_episodes_file_is_a_clear_error_and_writes_nothing(tmp_path, line, message):
     root = _copy_fixture(tmp_path)
@@ -118,6 +122,21 @@ def test_a_bad_episodes_file_is_a_clear_error_and_writes_nothing(tmp_path, line,
     with pytest.raises(fd.FindingsError, match=message):
         fd.import_episodes(store, f)
     assert store.get_run(f.run_id) is None and store.count_episodes() == 0
+    store.close()
+
+
+def test_a_record_the_engine_no_longer_reproduces_is_counted(tmp_path):
+    """An episode whose recorded result differs from its replay (the engine changed since the
+    evaluation) is imported as replayed, and counted, so the view can say so."""
+    root = _copy_fixture(tmp_path)
+    path = root / "gp-l" / fd.EPISODES_FILE
+    records = _lines(path)
+    records[0]["success"] = not records[0]["success"]
+    records[1]["steps"][0]["reward"] = 123.0
+    _rewrite_episodes(root, [json.dumps(r) + "\n" for r in records])
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    result = fd.import_episodes(store, fd.load("gp-l", root))
+    assert result.written and result.mismatches == 2 and result.episodes == len(records)
     store.close()
 
 

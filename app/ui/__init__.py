@@ -23,7 +23,7 @@ SHORTCUTS_JS = """
     return false;
   };
   const help = () => document.getElementById('sv-help');
-  const TABS = ['gp', 'virl', 'inspect', 'evaluate', 'models'];
+  const TABS = ['gp', 'virl', 'findings', 'inspect', 'evaluate', 'models'];
   window.svTabInUrl = () => {
     const t = new URL(window.location.href).searchParams.get('tab');
     return TABS.includes(t) ? t : 'gp';
@@ -143,8 +143,10 @@ def build_ui(services=None):
                     add_virl_models(services, virl)
                 tabbed.append((tab, virl))
             if services is not None:
-                from . import evaluate_tab, inspect_tab, models_tab
+                from . import evaluate_tab, findings_tab, inspect_tab, models_tab
 
+                with gr.Tab("Findings", id="findings", elem_id="tab-findings") as tab:
+                    tabbed.append((tab, findings_tab.build(services, tab)))
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab:
                     tabbed.append((tab, inspect_tab.build(services, tab)))
                 with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
@@ -153,7 +155,7 @@ def build_ui(services=None):
                     models_tab.build(services, tab)
         gr.HTML(FOOTER)
 
-        valid = {"gp", "virl"} | ({"inspect", "evaluate", "models"} if services is not None else set())
+        valid = {"gp", "virl"} | ({"findings", "inspect", "evaluate", "models"} if services is not None else set())
 
         def select_tab(request: gr.Request):
             tab = query_params(request).get("tab", "gp")

@@ -11,6 +11,7 @@ import gradio as gr
 
 from game.tasks import TASKS as REGISTRY
 
+from .. import findings
 from ..export import bundle, episode_jsonl, episode_markdown
 from .common import URL_UPDATE_JS, badge, error_html, esc, outcome_badge, outcome_label, query_params
 
@@ -225,6 +226,7 @@ def build(ctx, tab=None) -> dict:
         for key in ("run", "split", "episode"):
             if params.get(key):
                 filters[key] = params[key][:64]
+        findings.ensure_for_run(ctx, filters.get("run"))  # a Findings link: its episodes are imported on first use
         note = error_html("This link could not be fully restored: " + "; ".join(problems) + ".") if problems else ""
         out = show(filters, note)
         if (filters.get("episode") or filters.get("run")) and not out[current]:

@@ -1,0 +1,132 @@
+"""Browser test of the Findings tab: a real `sftvsrl serve` on loopback, Debian's Chromium via
+Playwright. It opens the Findings view (the quick-pipeline fixture in tests/fixtures/findings),
+checks the five-way table, the bars and the paper's numbers, follows a bar into Inspect where that
+stage's episodes are listed, and checks that the pipeline's extra models are offered but not ticked.
+Screenshots go to tests/artifacts/; the page must fetch nothing from outside loopback."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = os.environ.get("SFTVSRL_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+FIXTURE = ROOT / "tests" / "fixtures" / "findings"
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"Chromium not found at {CHROMIUM}", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from models.procs import ManagedServer, free_port  # noqa: E402
+
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_llama_dir):
+    tmp = tmp_path_factory.mktemp("findings-ui")
+    shutil.copytree(FIXTURE, tmp / "findings")
+    models = "\n".join(f'[models.{name}]\nbackend = "local"\npath = "{tiny_llama_dir}"\ntasks = ["gp-l"]\n'
+                       for name in ("sft", "rl", "init", "sft-diverse"))
+    (tmp / "models.toml").write_text(models, encoding="utf-8")
+    port = free_port()
+    env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"),
+           "SFTVSRL_FINDINGS_DIR": str(tmp / "findings"), "SFTVSRL_CPU_TIMEOUT_S": "120",  # a busy machine
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
+                                   "--models", str(tmp / "models.toml")],
+                           f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
+    server.start()
+    if not server.wait_healthy(timeout=480):  # a busy CI machine imports gradio slowly
+        server.stop()
+        pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    outside: list[str] = []
+    pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
+    yield pg
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    finally:
+        context.close()
+    assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
+
+
+def test_findings_view_and_a_bar_into_inspect(page, served):
+    findings = json.loads((FIXTURE / "gp-l" / "findings.json").read_text(encoding="utf-8"))
+    page.goto(served + "/?tab=gp")
+    page.get_by_role("tab", name="Findings").click()
+    page.wait_for_selector("#findings-root")
+    rows = page.locator("#findings-table tbody tr")
+    assert rows.count() == 5
+    assert [rows.nth(i).get_attribute("data-stage") for i in range(5)] == ["base", "init", "sft", "rl", "sft-diverse"]
+    sft_id = findings["table"]["sft"]["id"]
+    assert f"{100 * sft_id['success']:.1f} ± {100 * sft_id['se']:.1f} %" in page.inner_text("#findings-table")
+    bars = page.inner_text("#findings-bars")
+    assert "reported in the paper, Llama-3.2-11B" in bars
+    for value in ("11.5 %", "3.4 %", "15.0 %"):
+        assert value in bars
+    assert page.locator("#findings-curves img").count() == 1
+    assert "RL − SFT" in page.inner_text("#findings-paired")
+    assert page.locator("#findings-explain li").count() >= 3
+
+    bar = page.locator('[data-testid="bar-rl-rule-ood"]')
+    n = findings["table"]["rl"]["rule-ood"]["n"]
+    assert f"{100 * findings['table']['rl']['rule-ood']['success']:.1f} %" in bar.inner_text()
+    bar.click()
+    page.wait_for_url("**tab=inspect**")
+    q = parse_qs(urlparse(page.url).query)
+    assert q["model"] == ["rl"] and q["split"] == ["rule-ood"] and q["run"][0].startswith("findings-gp-l-")
+    page.wait_for_function("/^[0-9]+ episodes? match/.test(document.querySelector('#inspect-summary')"
+                           "?.innerText.trim())")
+    assert page.inner_text("#inspect-summary").strip().startswith(f"{n} episode")
+    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
+    assert cells.count("gp-l") == n and "sft" not in cells and "init" not in cells
+    page.wait_for_function("document.querySelector('#inspect-replay')?.innerText.includes('rl')")
+
+
+def test_findings_link_before_the_view_was_opened(page, served):
+    """A shared Inspect link of a findings bar works on a fresh page (the import runs on demand)."""
+    from app import findings as fd
+
+    f = fd.load("gp-l", FIXTURE)
+    page.goto(served + "/" + fd.inspect_link(f.run_id, "sft-diverse", "id"))
+    page.wait_for_function("/^[0-9]+ episodes? match/.test(document.querySelector('#inspect-summary')"
+                           "?.innerText.trim())")
+    n = f.data["table"]["sft-diverse"]["id"]["n"]
+    assert page.inner_text("#inspect-summary").strip().startswith(f"{n} episode")
+
+
+def test_extra_pipeline_models_are_offered_not_ticked(page, served):
+    page.goto(served + "/?tab=gp")
+    page.wait_for_selector("#gp-model-pick input[type=checkbox]", state="attached")
+    boxes = page.locator("#gp-model-pick label")
+    ticked = {boxes.nth(i).inner_text().strip(): boxes.nth(i).locator("input").is_checked()
+              for i in range(boxes.count())}
+    assert ticked == {"sft": True, "rl": True, "init": False, "sft-diverse": False}, ticked
