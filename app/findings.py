@@ -18,8 +18,9 @@ one finished evaluation run, `findings-<task>-<digest>` (digest: the episodes fi
 new shipped file is a new run and old links stay valid), with one participant per stage and the
 stages of one hand in one group (Inspect's "only where the models disagree" pairs them). The run
 and all its episodes are written in one transaction (`Store.import_run`), once: a second start, a
-second replica, or a second click writes nothing. `Importer.ensure` runs it off the event loop (the
-UI calls it from a worker thread) the first time the view or one of its links is opened.
+second replica, or a second click writes nothing. The first opening of the view starts it in a
+background thread (`Importer.start`); a link followed into Inspect waits for it (`Importer.ensure`,
+from Gradio's worker thread), so a bar never lands on a half-imported run.
 """
 from __future__ import annotations
 
@@ -238,6 +239,11 @@ def explanation(f: Findings) -> list[str]:
                      f"± {100 * learned['se']:.1f} (z = {z:.1f})"
                      + (" — it did." if z >= 2 else " — not significantly: any OOD advantage may come from "
                                                      "moving the model less, not from learning."))
+    rl_ood, sft_ood = paired(f, "rl_minus_init", "rule-ood"), paired(f, "sft_minus_init", "rule-ood")
+    if rl_ood is not None and sft_ood is not None and rl_ood.get("se") and rl_ood["diff"] / rl_ood["se"] <= -2:
+        lines.append(f"Neither keeps all of Init's reach on the flipped rule: against Init, RL {_pts(rl_ood['diff'])} "
+                     f"± {100 * rl_ood['se']:.1f}, SFT {_pts(sft_ood['diff'])} ± {100 * sft_ood['se']:.1f}. "
+                     "RL forgets less, not nothing.")
     div = paired(f, "sft_diverse_minus_sft", "rule-ood")
     if div is not None:
         lines.append(f"The rebuttal: SFT on prompts that state varied rules (SFT-diverse) vs plain SFT on the "
@@ -246,7 +252,7 @@ def explanation(f: Findings) -> list[str]:
     paper = PAPER.get(f.task)
     if paper:
         v = paper["values"]
-        lines.append(f"For scale, the paper ({PAPER_LABEL}) reports on the flipped rule Init {_pct(v['init'])}, "
+        lines.append(f"For scale, {PAPER_LABEL}, on the flipped rule: Init {_pct(v['init'])}, "
                      f"SFT {_pct(v['sft'])}, RL {_pct(v['rl'])}.")
     return lines
 
@@ -415,12 +421,47 @@ def import_episodes(store, f: Findings) -> ImportResult:
 
 class Importer:
     """Imports each task's findings episodes into one store at most once per process (thread-safe;
-    the store's transaction makes it once across processes too). Call `ensure` from a worker thread."""
+    the store's transaction makes it once across processes too). `start` runs it in a background
+    thread (the view does not wait: 5,000 episodes take seconds); `ensure` runs it or waits for the
+    running one (Inspect, before listing a findings run). Never call either on the event loop."""
 
     def __init__(self, store, folder: Path | None = None) -> None:
         self.store, self.folder = store, folder
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()         # one import at a time; `ensure` waits for a running one
+        self._state = threading.Lock()        # guards _running
         self._done: dict[str, ImportResult] = {}
+        self._running: set[str] = set()
+        self._failed: dict[str, str] = {}
+
+    def start(self, task: str = "gp-l") -> bool:
+        """Run `ensure(task)` in a background thread unless it is done or running; returns whether
+        the import is still to finish (the view says so; a link's `ensure` waits for it)."""
+        with self._state:
+            if task in self._done:
+                return False
+            if task in self._running:
+                return True
+            self._running.add(task)
+
+        def run() -> None:
+            try:
+                self.ensure(task)
+            except Exception as exc:  # noqa: BLE001 - kept for the view to show
+                self._failed[task] = str(exc)
+            finally:
+                with self._state:
+                    self._running.discard(task)
+
+        threading.Thread(target=run, name=f"findings-import-{task}", daemon=True).start()
+        return True
+
+    def done(self, task: str = "gp-l") -> ImportResult | None:
+        """The finished import of `task` in this process, if any."""
+        return self._done.get(task)
+
+    def failure(self, task: str = "gp-l") -> str | None:
+        """Why the last background import of `task` failed (None if it did not)."""
+        return self._failed.get(task)
 
     def ensure(self, task: str = "gp-l") -> ImportResult | None:
         """The import of `task`'s findings (None when no findings.json ships). Raises `FindingsError`."""
@@ -433,6 +474,7 @@ class Importer:
                 return done
             result = import_episodes(self.store, f)
             self._done[task] = result
+            self._failed.pop(task, None)
             return result
 
 

@@ -186,7 +186,10 @@ def test_view_html_draws_the_view_and_says_how_to_produce_it(tmp_path):
     f = fd.load("gp-l", FIXTURE)
     assert 'data-testid="bar-rl-rule-ood"' in html and "reported in the paper, Llama-3.2-11B" in html
     assert "11.5 %" in html and "data:image/png;base64," in html and "RL − SFT" in html
-    assert store.count_episodes(eval_run_id=f.run_id) > 0  # opening the view imported the episodes
+    assert 'id="findings-importing"' in html  # the view does not wait for the import it started
+    assert fd.importer_for(ctx).ensure("gp-l").run_id == f.run_id  # waits for it (as an Inspect link does)
+    assert store.count_episodes(eval_run_id=f.run_id) == sum(1 for _ in fd.read_episodes(f.episodes_path))
+    assert 'id="findings-importing"' not in view_html(ctx)
     empty = SimpleNamespace(settings=Settings(findings_dir=tmp_path / "none"), store=store)
     assert "sftvsrl train pipeline --task gp-l" in view_html(empty)
     store.close()

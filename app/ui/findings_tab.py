@@ -2,8 +2,8 @@
 (`app.findings`: findings.json, offline). The five-way table, ID / rule-OOD bars with ± SE for
 Base, Init, SFT, RL and SFT-diverse, the paper's reported numbers beside ours, the paired RL − SFT
 difference, the compute curves and a plain-language explanation a speaker can read out. Every bar
-and table cell links to its episodes in the Inspect tab; opening the tab imports them into the
-store once (in a worker thread, never on the event loop)."""
+and table cell links to its episodes in the Inspect tab; opening the tab starts importing them
+into the store once, in a background thread (`app.findings.Importer`), never on the event loop."""
 from __future__ import annotations
 
 import base64
@@ -129,7 +129,7 @@ def missing_html(task: str, folder: Path) -> str:
 
 
 def view_html(ctx, task: str = TASK) -> str:
-    """The whole view for `task`, importing its episodes first (call from a worker thread)."""
+    """The whole view for `task`; starts the import of its episodes (call from a worker thread)."""
     folder = fd.findings_dir(ctx.settings)
     try:
         f = fd.load(task, folder)
@@ -138,13 +138,16 @@ def view_html(ctx, task: str = TASK) -> str:
     if f is None:
         return missing_html(task, folder)
     note = ""
-    try:
-        result = fd.importer_for(ctx).ensure(task)
-        if result is not None and result.mismatches:
-            note = error_html(f"{result.mismatches} imported episode(s) replay to a different result than was "
-                              "recorded: the game engine changed since this evaluation; re-run the pipeline.")
-    except (fd.FindingsError, ValueError) as exc:
-        note = error_html(f"The numbers are shown, but their episodes could not be imported: {exc}")
+    importer = fd.importer_for(ctx)
+    if f.run_id is not None and importer.start(task):
+        note = ('<div class="sv-dim" id="findings-importing">Copying these episodes into the episode store for '
+                'Inspect (first opening only; a link followed meanwhile waits for it).</div>')
+    result = importer.done(task)
+    if importer.failure(task):
+        note = error_html(f"The numbers are shown, but their episodes could not be imported: {importer.failure(task)}")
+    elif result is not None and result.mismatches:
+        note = error_html(f"{result.mismatches} imported episode(s) replay to a different result than was "
+                          "recorded: the game engine changed since this evaluation; re-run the pipeline.")
     if f.run_id is None:
         note += ('<div class="sv-dim">No episodes file ships with these findings, so the numbers do not link to '
                  'episodes.</div>')
