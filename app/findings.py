@@ -366,6 +366,12 @@ def replay(instance: Instance, outputs: list[str]) -> tuple[list[dict], bool, bo
     return steps, bool(session.success), session.exact_success
 
 
+def episode_id(run_id: str, stage: str, split: str, index: int) -> str:
+    """The stored id of an imported episode: deterministic (a re-import finds the same ids) and
+    distinct in its first characters, as Inspect shows them (24 hex digits of a SHA-256)."""
+    return hashlib.sha256(f"{run_id}/{stage}/{split}/{index}".encode()).hexdigest()[:24]
+
+
 @dataclass
 class ImportResult:
     run_id: str
@@ -405,7 +411,7 @@ def import_episodes(store, f: Findings) -> ImportResult:
                 seen.append(name)
         counts[(stage, split)] = counts.get((stage, split), 0) + 1
         episodes.append({
-            "id": f"{run_id}-{stage}-{split}-{index}", "group_id": f"{run_id}:{split}:{index}", "task": f.task,
+            "id": episode_id(run_id, stage, split, index), "group_id": f"{run_id}:{split}:{index}", "task": f.task,
             "instance": instance.to_dict(), "instance_key": instance.key, "participant": stage,
             "participant_kind": "model", "success": success, "exact_success": exact, "eval_split": split,
             "eval_index": index, "steps": steps,

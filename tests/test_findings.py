@@ -74,7 +74,7 @@ def test_imported_steps_are_the_registry_step_records(tmp_path):
     f = fd.load("gp-l", FIXTURE)
     fd.import_episodes(store, f)
     rec = next(r for r in _lines(f.episodes_path) if r["stage"] == "sft" and r["split"] == "rule-ood")
-    ep = store.get_episode(f"{f.run_id}-sft-rule-ood-{rec['index']}")
+    ep = store.get_episode(fd.episode_id(f.run_id, "sft", "rule-ood", rec["index"]))
     outputs = [s["output"] for s in rec["steps"]]
     assert [s["output"] for s in ep["steps"]] == outputs and ep["success"] == rec["success"]
     assert [(s["reward"], s["outcome"], s["feedback"]) for s in ep["steps"]] == [
