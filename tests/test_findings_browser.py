@@ -47,7 +47,7 @@ def served(tmp_path_factory, tiny_llama_dir):
                                    "--models", str(tmp / "models.toml")],
                            f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
     server.start()
-    if not server.wait_healthy(timeout=480):  # a busy CI machine imports gradio slowly
+    if not server.wait_healthy():  # a busy CI machine imports gradio slowly
         server.stop()
         pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
     yield f"http://127.0.0.1:{port}"
