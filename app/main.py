@@ -202,6 +202,8 @@ def _offline_docs(app: FastAPI) -> None:
                               redoc_favicon_url=f"{r}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
+# The vendored ReDoc bundle references its logo on a CDN; `_redoc_js` replaces that address with an
+# inline blank image, so the docs page never fetches it (a browser test asserts zero outside requests).
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 BLANK_SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/%3E"
 
