@@ -125,6 +125,38 @@ def split_metrics(task: str, episodes: Sequence[EpisodeScore]) -> dict:
     return m
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Paired difference mean(a − b) of per-instance values (1/0 success) on the same instances,
+    its standard error, z = diff / SE and n."""
+    n = len(a)
+    if n != len(b) or n == 0:
+        raise ValueError(f"paired difference needs two equal, non-empty lists (got {len(a)} and {len(b)})")
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / max(1, n - 1)
+    se = math.sqrt(var / n)
+    return {"diff": mean, "se": se, "z": mean / se if se else 0.0, "n": n}
+
+
+def paired_ratio_difference(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Paired difference of two pooled ratios on the same episodes — per-step accuracy, Σcorrect /
+    Σsteps, where each model walks its own number of steps per episode. `a[i] = (correct, steps)`
+    of episode i. The SE linearises each ratio (delta method) and treats episodes, not steps, as
+    the independent units, so steps of one episode are not counted as independent evidence."""
+    n = len(a)
+    if n != len(b) or n == 0:
+        raise ValueError(f"paired difference needs two equal, non-empty lists (got {len(a)} and {len(b)})")
+    sa, sb = sum(s for _, s in a), sum(s for _, s in b)
+    if not sa or not sb:
+        return {"diff": 0.0, "se": 0.0, "z": 0.0, "n": n, "steps_a": sa, "steps_b": sb}
+    ra, rb = sum(c for c, _ in a) / sa, sum(c for c, _ in b) / sb
+    ma, mb = sa / n, sb / n
+    u = [(ca - ra * na) / ma - (cb - rb * nb) / mb for (ca, na), (cb, nb) in zip(a, b)]
+    var = sum(x * x for x in u) / max(1, n - 1)
+    se = math.sqrt(var / n)
+    return {"diff": ra - rb, "se": se, "z": (ra - rb) / se if se else 0.0, "n": n, "steps_a": sa, "steps_b": sb}
+
+
 def paired(split: str, results: Mapping[str, Mapping[int, bool]]) -> list[dict]:
     """The paired comparison of every two models on the instances both finished: per split,
     how many episodes both / only A / only B / neither solved. `results[model][index] = success`."""

@@ -191,3 +191,67 @@ def test_train_pipeline_quick_end_to_end(tmp_path):
     again = subprocess.run([sys.executable, "-m", "app.cli", "train", "pipeline", "--quick", "--out", str(out),
                             "--no-progress", "--no-eval"], capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# V-IRL-L: the synthetic training cities and the pipeline's corpora
+
+
+def test_paired_ratio_difference_is_the_pooled_per_step_difference():
+    from game.protocol import paired_ratio_difference
+
+    a, b = [[3, 4], [2, 2], [0, 3]], [[1, 4], [2, 3], [1, 3]]
+    r = paired_ratio_difference(a, b)
+    assert r["diff"] == pytest.approx(5 / 9 - 4 / 10) and r["n"] == 3 and r["se"] > 0
+    same = paired_ratio_difference(a, a)
+    assert same["diff"] == 0 and same["se"] == 0
+    with pytest.raises(ValueError):
+        paired_ratio_difference(a, b[:2])
+
+
+def test_training_cities_share_no_place_with_helsinki():
+    """The base's cities are Helsinki's street graph turned into other towns: no place name of the
+    evaluation map survives, bearings are rotated (so compass words change), and both left- and
+    right-handed turn patterns occur."""
+    from game.virl.cities import CITY_TRANSFORMS, training_city
+    from game.virl.datasets import _bundled_features
+
+    helsinki = {p.name for p in _bundled_features("helsinki.map.json.gz").places}
+    city = training_city(1)
+    assert len(city.routes) > 300 and city.name == "city:1"
+    assert not {p.name for p in city.features.places} & helsinki
+    seen = {m.landmark.split(" is on your")[0].removeprefix("The destination ") for r in city.routes
+            for m in r.milestones}
+    assert len(seen) > 100 and not seen & helsinki
+    assert len(CITY_TRANSFORMS) == 8 and all(angle % 360 for angle, _ in CITY_TRANSFORMS)
+
+
+def test_virl_base_corpus_never_shows_the_rule_ood_configuration():
+    """The V-IRL-L base walks the synthetic cities under both action spaces and never a Helsinki
+    route; Init/SFT data are Helsinki ID routes with absolute actions only; every token of a
+    rule-OOD prompt that its ID twin lacks (the relative action-space line) occurs in the base corpus."""
+    from game.tasks import get_task, open_session
+    from models.train.data import ChatCodec
+    from models.train.pipeline import build_tokenizer
+    from models.train.tasks import training_task
+
+    cfg = PipelineConfig.for_task("virl-l", quick=True)
+    task = training_task("virl-l")
+    base = task.stage_pairs("base", 300, 0, cfg)
+    ids = task.stage_pairs("id", 200, 0, cfg)
+    relative = "x could be any following ['left', 'right', 'slightly left', 'slightly right']"
+    assert sum(relative in p for p, _ in base) > 50 and sum(relative not in p for p, _ in base) > 50
+    assert not any(relative in p for p, _ in ids)
+    spec = get_task("virl-l")
+    ood = [open_session(x) for x in spec.instances("rule-ood", n=48)]
+    instructions = {s.describe()["instruction"] for s in ood}
+    assert not any(text in p for p, _ in base for text in instructions)
+    codec = ChatCodec(build_tokenizer(cfg))
+    seen = set()
+    for p, a in base:
+        seen.update(codec.encode_text(p + a))
+    # what a rule-OOD prompt adds to the ID prompt of the same episode (the action-space line) is
+    # made of tokens the base trained on
+    for x, y in zip(spec.instances("rule-ood", n=20), spec.instances("id", n=20)):
+        extra = set(codec.encode_text(open_session(x).prompt())) - set(codec.encode_text(open_session(y).prompt()))
+        assert extra and extra <= seen, [codec.tok.decode([i]) for i in extra - seen]

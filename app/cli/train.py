@@ -56,7 +56,7 @@ def register(sub) -> None:
 
     pl = tsub.add_parser("pipeline", help="the staged pipeline: base -> init -> sft / rl / sft-diverse, then the "
                                           "five-way evaluation (findings.json)")
-    pl.add_argument("--task", default="gp-l", help="gp-l (the only task the staged pipeline supports so far)")
+    pl.add_argument("--task", default="gp-l", help="gp-l or virl-l")
     pl.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
     pl.add_argument("--out", default=None, help="output directory (default: runs/pipeline/<task>)")
     pl.add_argument("--stages", default=",".join(("base", "init", "sft", "rl", "sft-diverse")),
@@ -153,16 +153,16 @@ def _cmd_eval(args) -> int:
 def _cmd_pipeline(args) -> int:
     from dataclasses import replace
 
-    from models.train.pipeline import SPLITS, STAGES, TASKS as PIPELINE_TASKS, PipelineConfig, evaluate_stages, \
+    from models.train.pipeline import STAGES, TASKS as PIPELINE_TASKS, PipelineConfig, cell_value, evaluate_stages, \
         train_pipeline
 
     if args.task not in PIPELINE_TASKS:
-        raise CliError(f"the staged pipeline supports {', '.join(PIPELINE_TASKS)} only so far, not {args.task!r}")
+        raise CliError(f"the staged pipeline supports {', '.join(PIPELINE_TASKS)}, not {args.task!r}")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise CliError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
-    cfg = PipelineConfig.quick(args.seed) if args.quick else PipelineConfig(seed=args.seed)
+    cfg = PipelineConfig.for_task(args.task, quick=args.quick, seed=args.seed)
     if args.threads:
         cfg = replace(cfg, threads=args.threads)
     out = Path(args.out or f"runs/pipeline/{args.task}{'-quick' if args.quick else ''}")
@@ -174,7 +174,7 @@ def _cmd_pipeline(args) -> int:
     findings = evaluate_stages(out, cfg, stages=[s for s in STAGES if (out / s / "config.json").is_file()],
                                progress=not args.no_progress, workers=max(1, args.workers))
     for stage, row in findings["table"].items():
-        cells = "   ".join(f"{s} {100 * row[s]['success']:5.1f} ± {100 * row[s]['se']:.1f} %" for s in SPLITS)
+        cells = "   ".join(f"{s} {100 * cell_value(row[s]):5.1f} ± {100 * row[s]['se']:.1f} %" for s in cfg.splits)
         print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")
     print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     return 0

@@ -20,6 +20,9 @@ V-IRL-L (expert answers from the rail, `game.virl`):
 - `virl_sft_pairs(n_episodes, seed)`: pairs from `n_episodes` training episodes on
   `bundled:helsinki`, absolute actions (the ID rule); episode seeds never overlap the evaluation's.
 - `virl_corpus(seed)`: tokenizer text (prompts of both action spaces, answers, feedback turns).
+- `virl_city_pairs(n, seed)`: expert pairs from the synthetic training cities (`game.virl.cities`)
+  under both action spaces (the staged pipeline's V-IRL-L base corpus); `virl_id_pairs(n, seed)`:
+  Helsinki ID pairs, absolute actions.
 
 - `ChatCodec`: renders chats with the checkpoint's own chat template and tokenises them the way the
   `local` backend does (`add_special_tokens=False`); SFT examples are prompt ids + answer ids + EOT,
@@ -177,6 +180,41 @@ def virl_sft_pairs(n_episodes: int, seed: int, absolute: bool = True,
     for _ in range(n_episodes):
         out += virl_episode_pairs(data, None, TRAINING_SEED_BASE + rng.randrange(10 ** 9), absolute)
     return out
+
+
+def virl_city_pairs(n: int, seed: int, relative_share: float = 0.5) -> list[tuple[str, str]]:
+    """`n` expert (prompt, answer) pairs from episodes in the synthetic training cities
+    (`game.virl.cities`: Helsinki's street graph rotated/mirrored, every place renamed), each
+    episode on a random city and route under the relative action space with probability
+    `relative_share`, else the absolute one. Never a Helsinki route."""
+    from game.virl.cities import CITY_TRANSFORMS, training_city
+
+    rng = random.Random(f"virl-city-pairs:{seed}")
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        city = training_city(rng.randrange(len(CITY_TRANSFORMS)))
+        absolute = rng.random() >= relative_share
+        ep_seed = TRAINING_SEED_BASE + rng.randrange(10 ** 9)
+        out += [(p.prompt, p.answer) for p in virl_episode_pairs(city, None, ep_seed, absolute)]
+    return out[:n]
+
+
+def virl_id_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """`n` in-distribution expert pairs: Helsinki ID routes, absolute actions (the paper's SFT data)."""
+    episodes = n // 4 + 1
+    pairs = virl_sft_pairs(episodes, seed)
+    while len(pairs) < n:
+        episodes *= 2
+        pairs = virl_sft_pairs(episodes, seed)
+    return [(p.prompt, p.answer) for p in pairs[:n]]
+
+
+def virl_feedback_texts() -> list[str]:
+    from game.virl.verifier import (VERIFY_AT_INTERSECTION, VERIFY_CORRECT, VERIFY_EXCEEDED,
+                                    VERIFY_NOT_AT_INTERSECTION, VERIFY_WRONG_ACTION)
+
+    return [feedback_text(m) for m in (VERIFY_CORRECT, VERIFY_WRONG_ACTION, VERIFY_NOT_AT_INTERSECTION,
+                                       VERIFY_AT_INTERSECTION, VERIFY_EXCEEDED)]
 
 
 def virl_corpus(seed: int = 0, n_episodes: int = 400) -> list[str]:

@@ -180,7 +180,8 @@ def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, s
              progress: bool = False, keep_episodes: bool = False) -> dict[str, Any]:
     """The protocol's metrics of one checkpoint on one split (`protocol.split_metrics`), plus the
     run's facts: the split, its description, the decoding, the torch `seed`, and per-episode
-    success in instance order (`successes`, for paired comparisons). `n` None: the paper's count;
+    success and (correct calls, calls) in instance order (`successes`, `episode_steps`: for paired
+    comparisons). `n` None: the paper's count;
     `instance_seed` None: the protocol's stream seed (GP 42, V-IRL 0). `keep_episodes`: also
     `episodes`, one `episode_record` per instance (what Inspect shows)."""
     import torch
@@ -200,7 +201,8 @@ def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, s
     out.update(task=task, split=split, description=spec.split(split).description,
                first_instance=instances[0].key if instances else None, seed=seed,
                decoding=_decoding_label(model, temperature, top_p), max_new_tokens=max_new_tokens,
-               successes=[int(s.success) for s in sessions])
+               successes=[int(s.success) for s in sessions],
+               episode_steps=[[sum(o == "correct" for o in e.outcomes), len(e.outcomes)] for e in batch.scores()])
     if keep_episodes:
         out["episodes"] = [episode_record(s, [t for t in batch.turns if t.episode == i], tokenizer)
                            for i, s in enumerate(sessions)]

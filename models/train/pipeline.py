@@ -1,4 +1,4 @@
-"""The staged tiny-model pipeline for GP-L: base → Init → SFT / RL / SFT-diverse, at CPU scale.
+"""The staged tiny-model pipeline for GP-L and V-IRL-L: base → Init → SFT / RL / SFT-diverse, at CPU scale.
 
 The paper post-trains a *pretrained* model that already reads rules. A tiny model trained from
 random weights on the ID task alone has nothing to keep or forget, so this pipeline first builds a
@@ -17,6 +17,15 @@ stand-in for pretraining, then mirrors the paper's stages on top of it:
 5. **sft-diverse** (the rebuttal, arXiv 2510.00237): SFT from Init on ID-target hands whose prompts
    state varied mappings (never the OOD one), same steps as SFT.
 
+V-IRL-L follows the same stages (`--task virl-l`); what differs per task is the training
+registry's (`models.train.tasks`: `pipeline` config changes, `stage_pairs`, `stage_text`). Its base
+walks 8 synthetic training cities (`game.virl.cities`: Helsinki's street graph rotated/mirrored,
+every place renamed) under both action spaces, so "read the action-space line" is general
+knowledge it may have; it never sees a Helsinki route, hence never the rule-OOD configuration
+(relative actions on the Helsinki routes). Init and SFT train on Helsinki ID routes with absolute
+actions, RL plays them, SFT-diverse mixes them with other-city episodes of both action spaces. The
+headline is the task's (`game.tasks`: GP-L episode success, V-IRL-L per-step accuracy).
+
 Every stage is a Hugging Face checkpoint with `training.json` (config, environment, curves, compute
 as model-token passes and approximate FLOPs). `evaluate_stages` scores them all with the protocol's
 batched executor (`models.train.evaluate`): ID and rule-OOD episode success (± binomial SE), a
@@ -25,11 +34,11 @@ SFT and RL give the success-vs-compute curves (the shape of the paper's Figure 5
 
     sftvsrl train pipeline --task gp-l --out runs/pipeline/gp-l           # full run (~1-2 h on 2 cores)
     sftvsrl train pipeline --task gp-l --quick --out /tmp/p               # seconds, for tests
+    sftvsrl train pipeline --task virl-l --out runs/pipeline/virl-l       # V-IRL-L
 """
 from __future__ import annotations
 
 import json
-import math
 import random
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -38,16 +47,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from game.gp.cards import Rule
-from game.protocol import binomial_se, splits
+from game.protocol import paired_difference, paired_ratio_difference, splits
 from game.tasks import get_task
 
 from ..prompts import FACE_CARD_MSG, gp_prompt, response_eqn
 from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
-from .data import ChatCodec, expert_formula, gp_corpus, sft_pairs
+from .data import ChatCodec, expert_formula, sft_pairs
+from .tasks import training_task
 
 STAGES = ("base", "init", "sft", "rl", "sft-diverse")
-TASKS = ("gp-l",)                        # the tasks the staged pipeline supports
-SPLITS = splits("gp-l")                  # the protocol's GP-L splits: id, rule-ood
+TASKS = ("gp-l", "virl-l")               # the tasks the staged pipeline supports
 
 # ---------------------------------------------------------------------------------------------
 # The base corpus: the paper's prompt with a stated face-card mapping
@@ -156,6 +165,27 @@ class PipelineConfig:
     threads: int = 1                  # torch threads per process (1: robust next to other busy processes)
 
     @classmethod
+    def for_task(cls, task: str = "gp-l", *, quick: bool = False, seed: int = 0) -> "PipelineConfig":
+        """The shipped configuration of `task` (its training entry's `pipeline` changes), or the
+        seconds-long `--quick` one."""
+        if task not in TASKS:
+            raise ValueError(f"the staged pipeline supports {', '.join(TASKS)}, not {task!r}")
+        full, fast = training_task(task).pipeline
+        if quick:
+            return replace(cls.quick(seed), task=task, **fast)
+        return cls(task=task, seed=seed, **full)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The protocol's splits of the task (GP-L: id, rule-ood; V-IRL-L: id, rule-ood, streets)."""
+        return splits(self.task)
+
+    @property
+    def headline(self) -> str:
+        """The task's headline metric (`success_rate` or `per_step_accuracy`)."""
+        return get_task(self.task).headline
+
+    @classmethod
     def quick(cls, seed: int = 0) -> "PipelineConfig":
         """A seconds-long run for tests: a very small model, a handful of steps per stage."""
         return cls(seed=seed, hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab_size=700,
@@ -247,19 +277,13 @@ def _curve(losses: list[float], every: int = 25) -> list[float]:
 
 
 def build_tokenizer(cfg: PipelineConfig):
-    """The compact BPE tokenizer, trained on the base corpus's text only (plus the ID answers'
-    corpus) — never on an OOD prompt. Raises if the rule-OOD prompt would need a token the base
-    corpus never produced (it would then fail OOD for a trivial reason)."""
+    """The compact BPE tokenizer, trained on the base and ID corpora's text only
+    (`TrainingTask.pipeline_tokenizer_text`) — never on an OOD prompt."""
     from ..tiny import SPECIAL_TOKENS, train_tokenizer
 
-    text: list[str] = []
-    for prompt, answer in mapping_pairs(600 if cfg.base_steps > 50 else 60, cfg.seed + 17, base_mappings(),
-                                        face_prob=cfg.base_face_prob):
-        text += [prompt, answer]
-    text += [t for t in gp_corpus(cfg.seed, 600 if cfg.base_steps > 50 else 60)
-             if "'11', '12', and '13' respectively" not in t]
-    text.append(" ".join(SPECIAL_TOKENS))
-    return train_tokenizer(text, cfg.vocab_size, compact=True)
+    task = training_task(cfg.task)
+    text = task.pipeline_tokenizer_text(cfg) + [" ".join(SPECIAL_TOKENS)]
+    return train_tokenizer(text, cfg.vocab_size, compact=task.tokenizer_split)
 
 
 def _snapshotter(root: Path, tok, steps: int, n: int, compute: Compute, record: list) -> Callable:
@@ -314,7 +338,7 @@ def run_rl_stage(cfg: PipelineConfig, start: Path, out: Path, *, progress: bool)
     """GRPO from `start` on the ID task (multi-turn, the verifier's feedback), with snapshots."""
     from .grpo import GRPOConfig, train_grpo
 
-    gcfg = GRPOConfig(task="gp-l", seed=cfg.seed, updates=cfg.rl_updates, hands_per_update=cfg.rl_hands,
+    gcfg = GRPOConfig(task=cfg.task, seed=cfg.seed, updates=cfg.rl_updates, hands_per_update=cfg.rl_hands,
                       group_size=cfg.rl_group, verify_iter=cfg.rl_verify_iter, lr=cfg.rl_lr,
                       epochs=cfg.rl_epochs, max_new_tokens=cfg.rl_max_new_tokens, threads=cfg.threads)
     snaps: list[dict] = []
@@ -344,6 +368,7 @@ def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[s
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     records: dict[str, Any] = {}
+    task = training_task(cfg.task)
     for stage in STAGES:
         if stage not in stages:
             continue
@@ -352,24 +377,22 @@ def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[s
             records[stage] = read_record(dest)
             continue
         if stage == "base":
-            pairs = mapping_pairs(cfg.base_steps * cfg.base_batch, cfg.seed + 100, base_mappings(),
-                                  face_prob=cfg.base_face_prob)
+            pairs = task.stage_pairs("base", cfg.base_steps * cfg.base_batch, cfg.seed + 100, cfg)
             records[stage] = run_sft_stage(cfg, stage, None, pairs, dest, steps=cfg.base_steps,
                                            batch_size=cfg.base_batch, lr=cfg.base_lr, progress=progress,
                                            snapshots=True)
         elif stage == "init":
-            pairs = id_pairs(cfg.init_steps * cfg.sft_batch, cfg.seed + 200)
+            pairs = task.stage_pairs("id", cfg.init_steps * cfg.sft_batch, cfg.seed + 200, cfg)
             records[stage] = run_sft_stage(cfg, stage, out / "base", pairs, dest, steps=cfg.init_steps,
                                            batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress,
                                            warmup_steps=cfg.init_warmup_steps)
         elif stage == "sft":
-            pairs = id_pairs(cfg.sft_steps * cfg.sft_batch, cfg.seed + 300)
+            pairs = task.stage_pairs("id", cfg.sft_steps * cfg.sft_batch, cfg.seed + 300, cfg)
             records[stage] = run_sft_stage(cfg, stage, out / "init", pairs, dest, steps=cfg.sft_steps,
                                            batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
                                            snapshots=True)
         elif stage == "sft-diverse":
-            pairs = mapping_pairs(cfg.sft_steps * cfg.sft_batch, cfg.seed + 400, base_mappings(),
-                                  face_prob=cfg.base_face_prob)
+            pairs = task.stage_pairs("diverse", cfg.sft_steps * cfg.sft_batch, cfg.seed + 400, cfg)
             records[stage] = run_sft_stage(cfg, stage, out / "init", pairs, dest, steps=cfg.sft_steps,
                                            batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
                                            snapshots=True)
@@ -382,17 +405,34 @@ def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[s
 # Evaluation of the stages
 
 
-def episode_outcomes(model, tok, split: str, n: int, *, seed: int = 0, batch_size: int = 64) -> list[int]:
-    """1/0 episode success per hand of the protocol's GP-L `split` list (`id`, `rule-ood`; paper
-    multi-turn protocol, the checkpoint's own decoding), in list order — what paired comparisons need."""
-    from .evaluate import evaluate
-
-    return evaluate(model, tok, "gp-l", split, n, seed=seed, batch_size=batch_size, max_new_tokens=96)["successes"]
+EVAL_MAX_NEW_TOKENS = 96     # replies are ~30 (GP-L) / ~20 (V-IRL-L) tokens; a longer one is cut and graded
 
 
-def kl_to_init(init_model, model, tok, n: int, seed: int = 0) -> float:
+def split_result(res: dict[str, Any], headline: str) -> tuple[dict[str, Any], list]:
+    """A table cell and the per-instance outcomes of one evaluated split: `value` is the task's
+    headline (GP-L episode success, V-IRL-L per-step accuracy) with its binomial SE; outcomes are
+    1/0 successes (GP-L) or [correct, calls] per episode (V-IRL-L), what paired comparisons need."""
+    cell = {"value": res[headline], "se": res["headline_se"], "metric": headline, "n": len(res["successes"]),
+            "success": res["success_rate"], "success_se": res["success_se"],
+            "first_try_success": res.get("first_try_success")}
+    if headline == "per_step_accuracy":
+        cell.update(steps=res["steps"], correct_steps=res["correct_steps"])
+        return cell, res["episode_steps"]
+    return cell, res["successes"]
+
+
+def paired(a: Sequence, b: Sequence) -> dict[str, float]:
+    """Paired difference of two models' outcomes on the same instances (`split_result`): of 1/0
+    successes, or of pooled per-step accuracy from [correct, calls] per episode."""
+    if a and isinstance(a[0], (list, tuple)):
+        return paired_ratio_difference(a, b)
+    return paired_difference(a, b)
+
+
+def kl_to_init(init_model, model, tok, n: int, seed: int = 0, task: str = "gp-l") -> float:
     """Monte-Carlo KL(Init ‖ model) in nats per reply: replies sampled from Init (T = 1) on `n`
-    ID prompts, log Init(y|x) − log model(y|x) summed over the reply tokens, averaged."""
+    ID prompts of `task` (its pipeline `id` corpus), log Init(y|x) − log model(y|x) summed over the
+    reply tokens, averaged."""
     import torch
 
     from .evaluate import Turn, generate_batch
@@ -400,7 +440,8 @@ def kl_to_init(init_model, model, tok, n: int, seed: int = 0) -> float:
 
     codec = ChatCodec(tok)
     torch.manual_seed(seed)
-    contexts = [codec.prompt_ids(p) for p, _ in id_pairs(n, seed + 999)]
+    prompts = training_task(task).stage_pairs("id", n, seed + 999, PipelineConfig(task=task))
+    contexts = [codec.prompt_ids(p) for p, _ in prompts]
     total = 0.0
     for i in range(0, n, 32):
         ctx = contexts[i:i + 32]
@@ -413,46 +454,32 @@ def kl_to_init(init_model, model, tok, n: int, seed: int = 0) -> float:
     return total / n
 
 
-def paired(a: Sequence[int], b: Sequence[int]) -> dict[str, float]:
-    """Paired difference mean(a − b) on the same instances, its SE and z = diff / SE."""
-    n = len(a)
-    d = [x - y for x, y in zip(a, b)]
-    mean = sum(d) / n
-    var = sum((x - mean) ** 2 for x in d) / max(1, n - 1)
-    se = math.sqrt(var / n)
-    return {"diff": mean, "se": se, "z": mean / se if se else 0.0, "n": n}
-
-
-CURVE_STAGES = ("sft", "rl", "sft-diverse")
+CURVE_STAGES = ("base", "sft", "rl", "sft-diverse")
 
 
 def evaluate_stage(root: "str | Path", stage: str, cfg: PipelineConfig, *, curve: bool = True,
                    progress: bool = False) -> dict[str, Any]:
-    """One stage's table row (ID / rule-OOD success ± SE, KL(Init ‖ stage), compute), its
-    per-hand outcomes (for paired comparisons) and, for `CURVE_STAGES`, its snapshot curve."""
+    """One stage's table row (every split's headline ± SE, KL(Init ‖ stage), compute), its
+    per-instance outcomes (for paired comparisons) and, for `CURVE_STAGES`, its snapshot curve."""
     import torch
     from tqdm.auto import tqdm
 
     from .common import read_record
+    from .evaluate import evaluate
 
     torch.set_num_threads(max(1, cfg.threads))
     root = Path(root)
     init_model, _ = load_checkpoint(root / "init")
     model, tok = load_checkpoint(root / stage)
-    from .evaluate import evaluate
-
     row: dict[str, Any] = {}
-    outcomes: dict[str, list[int]] = {}
+    outcomes: dict[str, list] = {}
     episodes: list[dict] = []
-    for split in SPLITS:
-        res = evaluate(model, tok, "gp-l", split, cfg.eval_n, seed=cfg.seed, max_new_tokens=96, keep_episodes=True)
-        o = res["successes"]
-        outcomes[split] = o
-        p = sum(o) / len(o)
-        row[split] = {"success": p, "se": binomial_se(p, len(o)), "n": len(o),
-                      "first_try_success": res.get("first_try_success")}
+    for split in cfg.splits:
+        res = evaluate(model, tok, cfg.task, split, cfg.eval_n, seed=cfg.seed, max_new_tokens=EVAL_MAX_NEW_TOKENS,
+                       keep_episodes=True)
+        row[split], outcomes[split] = split_result(res, cfg.headline)
         episodes += [{"stage": stage, "split": split, "index": i, **ep} for i, ep in enumerate(res["episodes"])]
-    row["kl_from_init"] = kl_to_init(init_model, model, tok, cfg.kl_prompts, cfg.seed)
+    row["kl_from_init"] = kl_to_init(init_model, model, tok, cfg.kl_prompts, cfg.seed, cfg.task)
     rec = read_record(root / stage)
     row["compute"] = rec.get("compute")
     params = n_params(model)
@@ -462,13 +489,13 @@ def evaluate_stage(root: "str | Path", stage: str, cfg: PipelineConfig, *, curve
         train, infer = s.get("train_tokens") or 0, s.get("infer_tokens") or 0
         pt = {"step": s["step"], "train_tokens": train, "infer_tokens": infer,
               "flops": 2.0 * params * (3 * train + infer)}
-        for split in SPLITS:
-            o = episode_outcomes(snap, stok, split, cfg.curve_n, seed=cfg.seed)
-            pt[split] = sum(o) / len(o)
-        pt["kl_from_init"] = kl_to_init(init_model, snap, stok, min(cfg.kl_prompts, 64), cfg.seed)
+        for split in cfg.splits:
+            res = evaluate(snap, stok, cfg.task, split, cfg.curve_n, seed=cfg.seed, max_new_tokens=EVAL_MAX_NEW_TOKENS)
+            pt[split] = res[cfg.headline]
+        pt["kl_from_init"] = kl_to_init(init_model, snap, stok, min(cfg.kl_prompts, 64), cfg.seed, cfg.task)
         pts.append(pt)
         if progress:
-            tqdm.write(f"curve {stage} step {s['step']}: " + ", ".join(f"{k} {pt[k]:.3f}" for k in SPLITS))
+            tqdm.write(f"curve {stage} step {s['step']}: " + ", ".join(f"{k} {pt[k]:.3f}" for k in cfg.splits))
     return {"stage": stage, "row": row, "outcomes": outcomes, "curve": pts, "episodes": episodes}
 
 
@@ -477,11 +504,15 @@ def _evaluate_stage_job(args) -> dict[str, Any]:
     return evaluate_stage(root, stage, cfg, progress=True)
 
 
+COMPARISONS = (("rl_minus_sft", "rl", "sft"), ("rl_minus_init", "rl", "init"), ("sft_minus_init", "sft", "init"),
+               ("sft_diverse_minus_sft", "sft-diverse", "sft"))
+
+
 def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence[str] = STAGES,
                     progress: bool = True, workers: int = 1) -> dict[str, Any]:
-    """The five-way table (ID, rule-OOD, KL to Init), the paired comparisons and the snapshot
-    curves; written to `root/findings.json` and returned. `workers` > 1 evaluates stages in that
-    many processes (one torch thread each)."""
+    """The five-way table (every split's headline, KL to Init), the paired comparisons and the
+    snapshot curves; written to `root/findings.json` and returned. `workers` > 1 evaluates stages
+    in that many processes (one torch thread each)."""
     from tqdm.auto import tqdm
 
     root = Path(root)
@@ -497,15 +528,14 @@ def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence
     table = {r["stage"]: r["row"] for r in results}
     outcomes = {r["stage"]: r["outcomes"] for r in results}
     curves = {r["stage"]: r["curve"] for r in results if r["curve"]}
-    comparisons = {}
-    for name, a, b in (("rl_minus_sft", "rl", "sft"), ("rl_minus_init", "rl", "init"),
-                       ("sft_minus_init", "sft", "init"), ("sft_diverse_minus_sft", "sft-diverse", "sft")):
-        if a in outcomes and b in outcomes:
-            comparisons[name] = {s: paired(outcomes[a][s], outcomes[b][s]) for s in SPLITS}
-    findings = {"task": cfg.task, "protocol": {"episodes_per_split": cfg.eval_n, "curve_episodes": cfg.curve_n,
-                                               "decoding": "checkpoint default (T=0.6, top-p 0.9)",
-                                               "splits": {s: get_task("gp-l").split(s).description for s in SPLITS},
-                                               "hands": "protocol.instances (seed-42 language_id / language_rule_ood)"},
+    comparisons = {name: {s: paired(outcomes[a][s], outcomes[b][s]) for s in cfg.splits}
+                   for name, a, b in COMPARISONS if a in outcomes and b in outcomes}
+    spec = get_task(cfg.task)
+    findings = {"task": cfg.task, "metric": cfg.headline,
+                "protocol": {"episodes_per_split": cfg.eval_n, "curve_episodes": cfg.curve_n,
+                             "decoding": "checkpoint default (T=0.6, top-p 0.9)",
+                             "splits": {s: spec.split(s).description for s in cfg.splits},
+                             "instances": "protocol.instances (the registry's seeded evaluation streams)"},
                 "table": table, "paired": comparisons, "curves": curves, "config": asdict(cfg),
                 "environment": environment()}
     (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
@@ -531,60 +561,45 @@ def write_episodes(path: Path, episodes: Sequence[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Model cards
 
-STAGE_TEXT = {
-    "base": ("the stand-in for a pretrained model",
-             "SFT from random weights on {base_examples:,} GP-L hands whose rule line states a random "
-             "face-card mapping: J/Q/K = (a, b, c) with a, b, c in 6..13, 511 mappings, target 24, the "
-             "paper's exact prompt template, a face card forced into half of the hands; expert answers "
-             "in the paper's `ResponseEqn` format.",
-             "the rule-OOD mapping J/Q/K = 11/12/13 (excluded from its corpus); the verifier's feedback "
-             "turns; any multi-turn episode."),
-    "init": ("the paper's Init",
-             "the base, then {init_examples:,} in-distribution expert answers (frozen ID prompt, J/Q/K = "
-             "10), {init_steps} steps at lr {init_lr:g}: the ID phrasing and answer format RL starts from.",
-             "the rule-OOD mapping; the verifier's feedback."),
-    "sft": ("the paper's SFT",
-            "Init, then {sft_examples:,} more ID expert answers with the frozen ID prompt ({sft_steps} "
-            "steps at lr {sft_lr:g}).",
-            "the rule-OOD mapping; any other mapping after the base; the verifier's feedback."),
-    "rl": ("the paper's RL",
-           "Init, then GRPO on ID hands only: {rl_updates} updates x {rl_hands} hands x {rl_group} episodes, "
-           "multi-turn with up to {rl_verify_iter} tries and the verifier's feedback, sampled at T = 1, "
-           "lr {rl_lr:g}; reward = the paper's step rewards.",
-           "the rule-OOD mapping; any other mapping after the base; no expert answers after Init."),
-    "sft-diverse": ("the rebuttal's diverse-prompt SFT (arXiv 2510.00237)",
-                    "Init, then {sft_examples:,} expert answers whose prompts state varied face-card "
-                    "mappings (the base's 511, never 11/12/13), {sft_steps} steps at lr {sft_lr:g}.",
-                    "the rule-OOD mapping; the verifier's feedback."),
-}
+METRIC_WORDS = {"success_rate": "episode success", "per_step_accuracy": "per-step accuracy"}
+
+
+def cell_value(cell: dict[str, Any]) -> float:
+    """A table cell's headline value (`value`; findings written before V-IRL-L carry `success`)."""
+    return cell["value"] if "value" in cell else cell["success"]
 
 
 def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> str:
     """The model card (README.md) of one pipeline stage: what it saw, what it never saw, how it
     was trained, and its row of the five-way table with the command that made it."""
     cfg = findings.get("config") or {}
+    task = findings.get("task", "gp-l")
+    entry = training_task(task)
     facts = dict(cfg, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
                  init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
                  sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0))
-    role, saw, never = STAGE_TEXT[stage]
+    role, saw, never = entry.stage_text[stage]
     row = findings["table"].get(stage, {})
     compute = record.get("compute") or {}
+    metric = METRIC_WORDS.get(findings.get("metric", "success_rate"), "episode success")
+    params = record.get("parameters") or 0
     lines = [
-        f"# gp-l-{stage}: {role}", "",
-        "A ~0.9 M-parameter Llama (`models.tiny.build_tiny_llama`) trained on a CPU by the staged pipeline "
-        "(`sftvsrl train pipeline --task gp-l`, `models/train/pipeline.py`). It reads the paper's exact GP-L "
-        "prompt and answers in the paper's format.", "",
+        f"# {task}-{stage}: {role}", "",
+        f"A ~{params / 1e6:.1f} M-parameter Llama (`models.tiny.build_tiny_llama`) trained on a CPU by the staged "
+        f"pipeline (`sftvsrl train pipeline --task {task}`, `models/train/pipeline.py`). It reads the paper's exact "
+        f"{entry.label} prompt and answers in the paper's format.", "",
         f"**Saw:** {saw.format(**facts)}", "",
         f"**Never saw:** {never}", "",
         f"**Training:** {record.get('wall_s', '?')} s wall; {compute.get('train_tokens', 0):,} trained token "
         f"positions, {compute.get('infer_tokens', 0):,} forward-only; ~{compute.get('flops', 0):.2e} FLOPs "
         "(`training.json` has the full record: config, curves, environment).", "",
-        "| split | episode success (± binomial SE) |", "|---|---|",
-        *[f"| {s} | {100 * row[s]['success']:.1f} ± {100 * row[s]['se']:.1f} % (n = {row[s]['n']}) |"
-          for s in SPLITS if s in row],
+        f"| split | {metric} (± binomial SE) |", "|---|---|",
+        *[f"| {s} | {100 * cell_value(row[s]):.1f} ± {100 * row[s]['se']:.1f} % (n = {row[s]['n']} episodes"
+          + (f", {row[s]['steps']} steps" if "steps" in row[s] else "") + ") |"
+          for s in splits(task) if s in row],
         "", f"KL(Init ‖ this model) on ID prompts: {row.get('kl_from_init', 0):.3f} nats per reply.", "",
         f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes per "
-        f"split, {findings['protocol']['decoding']}, made by `sftvsrl train pipeline --task gp-l` "
+        f"split, {findings['protocol']['decoding']}, made by `sftvsrl train pipeline --task {task}` "
         "(`findings.json`).",
     ]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,10 @@ training a tiny checkpoint on it needs and nothing else branches on a task name 
 - `rollouts(cfg)`: the seeded stream of in-distribution training instances GRPO plays: the
   registry's `training_stream` (`game.tasks`, the one definition the trainer adapters use too),
   opened as registry sessions like every evaluation episode;
-- `model_card(...)`: the model card text of a checkpoint trained on the task.
+- `model_card(...)`: the model card text of a checkpoint trained on the task;
+- the staged pipeline (`models.train.pipeline`): `pipeline` (its `PipelineConfig` changes, as
+  (full, `--quick`)), `stage_pairs(corpus, n, seed, cfg)` (the `base`, `id` and `diverse` corpora),
+  `pipeline_tokenizer_text(cfg)` and `stage_text` (each stage's model-card prose).
 
     from models.train.tasks import training_task
     t = training_task("virl-l")      # ValueError naming the trainable tasks otherwise
@@ -60,6 +63,18 @@ class TrainingTask:
     def model_card(self, path, rec: dict, evaluation: dict | None, *, name: str, repro: str) -> str:
         raise NotImplementedError
 
+    # ---- the staged pipeline -------------------------------------------------------------
+    pipeline: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = ({}, {})
+    stage_text: ClassVar[dict[str, tuple[str, str, str]]] = {}   # stage -> (role, saw, never saw)
+
+    def stage_pairs(self, corpus: str, n: int, seed: int, cfg) -> list[tuple[str, str]]:
+        """`n` (prompt, expert answer) pairs of a pipeline corpus: `base` (the stand-in for
+        pretraining), `id` (the frozen ID prompt: Init and SFT) or `diverse` (SFT-diverse)."""
+        raise ValueError(f"the staged pipeline does not support {self.name}")
+
+    def pipeline_tokenizer_text(self, cfg) -> list[str]:
+        raise ValueError(f"the staged pipeline does not support {self.name}")
+
 
 class GPLTraining(TrainingTask):
     """GP-L: hands from seeded `Dealer`s under J/Q/K = 10, expert formulas from our solver."""
@@ -78,6 +93,52 @@ class GPLTraining(TrainingTask):
         pairs = sft_pairs(n, seed)
         return pairs, {"distinct_hands": len({p.deal.id for p in pairs}),
                        "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs})}
+
+    stage_text = {
+        "base": ("the stand-in for a pretrained model",
+                 "SFT from random weights on {base_examples:,} GP-L hands whose rule line states a random "
+                 "face-card mapping: J/Q/K = (a, b, c) with a, b, c in 6..13, 511 mappings, target 24, the "
+                 "paper's exact prompt template, a face card forced into half of the hands; expert answers "
+                 "in the paper's `ResponseEqn` format.",
+                 "the rule-OOD mapping J/Q/K = 11/12/13 (excluded from its corpus); the verifier's feedback "
+                 "turns; any multi-turn episode."),
+        "init": ("the paper's Init",
+                 "the base, then {init_examples:,} in-distribution expert answers (frozen ID prompt, J/Q/K = "
+                 "10), {init_steps} steps at lr {init_lr:g}: the ID phrasing and answer format RL starts from.",
+                 "the rule-OOD mapping; the verifier's feedback."),
+        "sft": ("the paper's SFT",
+                "Init, then {sft_examples:,} more ID expert answers with the frozen ID prompt ({sft_steps} "
+                "steps at lr {sft_lr:g}).",
+                "the rule-OOD mapping; any other mapping after the base; the verifier's feedback."),
+        "rl": ("the paper's RL",
+               "Init, then GRPO on ID hands only: {rl_updates} updates x {rl_hands} hands x {rl_group} episodes, "
+               "multi-turn with up to {rl_verify_iter} tries and the verifier's feedback, sampled at T = 1, "
+               "lr {rl_lr:g}; reward = the paper's step rewards.",
+               "the rule-OOD mapping; any other mapping after the base; no expert answers after Init."),
+        "sft-diverse": ("the rebuttal's diverse-prompt SFT (arXiv 2510.00237)",
+                        "Init, then {sft_examples:,} expert answers whose prompts state varied face-card "
+                        "mappings (the base's 511, never 11/12/13), {sft_steps} steps at lr {sft_lr:g}.",
+                        "the rule-OOD mapping; the verifier's feedback."),
+    }
+
+    def stage_pairs(self, corpus, n, seed, cfg):
+        from .pipeline import base_mappings, id_pairs, mapping_pairs
+
+        if corpus == "id":
+            return id_pairs(n, seed)
+        if corpus in ("base", "diverse"):
+            return mapping_pairs(n, seed, base_mappings(), face_prob=cfg.base_face_prob)
+        raise ValueError(f"unknown pipeline corpus {corpus!r}")
+
+    def pipeline_tokenizer_text(self, cfg):
+        from .data import gp_corpus
+        from .pipeline import base_mappings, mapping_pairs
+
+        size = 600 if cfg.base_steps > 50 else 60
+        text: list[str] = []
+        for prompt, answer in mapping_pairs(size, cfg.seed + 17, base_mappings(), face_prob=cfg.base_face_prob):
+            text += [prompt, answer]
+        return text + [t for t in gp_corpus(cfg.seed, size) if "'11', '12', and '13' respectively" not in t]
 
     def model_card(self, path, rec, evaluation, *, name, repro):
         from .card import gp_model_card
@@ -121,6 +182,67 @@ class VirlLTraining(TrainingTask):
         walked = {(p.route_index, p.seed) for p in pairs}
         return pairs, {"episodes": len(walked), "distinct_routes": len({r for r, _ in walked}),
                        "actions": dict(sorted(Counter(p.gt_action.split("(")[0] for p in pairs).items()))}
+
+    # The pipeline's V-IRL-L model is the shipped V-IRL-L size (~1.0 M parameters, 2,048-token
+    # vocabulary for the street and place names); the base learns the skill in synthetic cities.
+    pipeline = (dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, vocab_size=2048,
+                     base_steps=2400, base_batch=24, base_lr=2e-3, init_steps=8, init_lr=2e-4,
+                     sft_steps=400, sft_batch=24, sft_lr=5e-4, rl_updates=30, rl_hands=8, rl_group=6,
+                     rl_verify_iter=2, rl_lr=1e-4, rl_max_new_tokens=64, eval_n=500, curve_n=100),
+                dict(vocab_size=900, rl_verify_iter=2, rl_max_new_tokens=40))
+    stage_text = {
+        "base": ("the stand-in for a pretrained model",
+                 "SFT from random weights on {base_examples:,} single-step V-IRL-L expert pairs walked in 8 "
+                 "synthetic training cities (`game.virl.cities`: Helsinki's street graph rotated and mirrored, "
+                 "every place renamed; ~5,500 routes drawn with V-IRL's collection rules), half the episodes "
+                 "under the absolute (compass) action space and half under the relative (left/right) one, in "
+                 "the paper's exact prompt template with golden actions from the rail.",
+                 "any Helsinki route (the ID routes, the held-out streets) or Helsinki place name; hence never "
+                 "the rule-OOD configuration (relative actions on the Helsinki routes); the verifier's feedback "
+                 "turns."),
+        "init": ("the paper's Init",
+                 "the base, then {init_examples:,} in-distribution expert pairs (Helsinki ID routes, absolute "
+                 "actions), {init_steps} steps at lr {init_lr:g}: the ID routes and phrasing RL starts from.",
+                 "relative actions on any Helsinki route (rule-OOD); the held-out streets; the verifier's "
+                 "feedback."),
+        "sft": ("the paper's SFT",
+                "Init, then {sft_examples:,} more ID expert pairs (Helsinki ID routes, absolute actions; "
+                "{sft_steps} steps at lr {sft_lr:g}).",
+                "relative actions after the base; the held-out streets; the verifier's feedback."),
+        "rl": ("the paper's RL",
+               "Init, then GRPO on ID episodes only (Helsinki ID routes, absolute actions): {rl_updates} updates "
+               "x {rl_hands} episodes x {rl_group} rollouts, multi-turn with up to {rl_verify_iter} tries per "
+               "position and the verifier's feedback, sampled at T = 1, lr {rl_lr:g}; reward = the paper's "
+               "step rewards.",
+               "relative actions after the base; the held-out streets; no expert answers after Init."),
+        "sft-diverse": ("a diverse-prompt SFT (after arXiv 2510.00237)",
+                        "Init, then {sft_examples:,} expert pairs, half ID (Helsinki, absolute actions) and half "
+                        "from the synthetic cities under both action spaces, {sft_steps} steps at lr {sft_lr:g}.",
+                        "relative actions on any Helsinki route (rule-OOD); the held-out streets; the verifier's "
+                        "feedback."),
+    }
+
+    def stage_pairs(self, corpus, n, seed, cfg):
+        from .data import virl_city_pairs, virl_id_pairs
+
+        if corpus == "id":
+            return virl_id_pairs(n, seed)
+        if corpus == "base":
+            return virl_city_pairs(n, seed)
+        if corpus == "diverse":                    # interleaved: ID pairs and other-city pairs
+            ids, cities = virl_id_pairs(n - n // 2, seed), virl_city_pairs(n // 2, seed + 1)
+            return [p for pair in zip(ids, cities) for p in pair] + ids[len(cities):]
+        raise ValueError(f"unknown pipeline corpus {corpus!r}")
+
+    def pipeline_tokenizer_text(self, cfg):
+        from ..tiny import SPECIAL_TOKENS
+        from .data import virl_city_pairs, virl_feedback_texts, virl_id_pairs
+
+        size = 4000 if cfg.base_steps > 50 else 300
+        text = [t for p in virl_city_pairs(size, cfg.seed + 17) + virl_id_pairs(size, cfg.seed + 18) for t in p]
+        return text + virl_feedback_texts() * 20 + [
+            " ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: "
+            "26 Jul 2024"]
 
     def model_card(self, path, rec, evaluation, *, name, repro):
         from .card import virl_model_card
