@@ -19,8 +19,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/sftvsrl serve --port $(PORT)
 
+# One torch thread per process: tests run model servers and trainers side by side on 2 cores,
+# where 2 intra-op threads each are several times slower than 1.
 test: $(STAMP) browser postgresql
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 # The UI tests drive Debian's Chromium (never a browser download). Install it when missing and we
 # can (root + apt); otherwise those tests skip and say why.

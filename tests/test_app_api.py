@@ -71,7 +71,7 @@ def server(ckpt, private_tmp):
 
 @pytest.fixture
 def client(server):
-    with httpx.Client(base_url=server.base, trust_env=False, timeout=60) as c:
+    with httpx.Client(base_url=server.base, trust_env=False, timeout=300) as c:
         yield c
 
 
@@ -212,7 +212,7 @@ def test_killed_server_keeps_every_reported_step(ckpt, private_tmp):
     tmp_path.mkdir()
     srv = start_server(tmp_path, ckpt, max_tokens=160)
     try:
-        with httpx.Client(base_url=srv.base, trust_env=False, timeout=60) as c:
+        with httpx.Client(base_url=srv.base, trust_env=False, timeout=300) as c:
             r = c.post("/api/episodes", json={"task": "gp-l", "instance": {"deal_id": "HKC5D2C4"},
                                               "participants": [{"model": "sft"}, {"model": "rl"}]}).json()
             reported = []
@@ -237,7 +237,7 @@ def test_killed_server_keeps_every_reported_step(ckpt, private_tmp):
         # a restarted server marks the dead episodes interrupted and serves what was kept
         srv2 = start_server(tmp_path, ckpt)
         try:
-            with httpx.Client(base_url=srv2.base, trust_env=False, timeout=60) as c:
+            with httpx.Client(base_url=srv2.base, trust_env=False, timeout=300) as c:
                 for ev in reported:
                     ep = c.get(f"/api/episodes/{ev['episode_id']}").json()
                     assert ep["status"] == "interrupted"
@@ -316,7 +316,7 @@ def test_default_models_are_the_shipped_tiny_checkpoints(private_tmp, monkeypatc
     srv.start()
     try:
         assert srv.wait_healthy(), f"server did not start:\n{srv.log_tail()}"
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=120) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=300) as c:
             models = {m["name"]: m for m in c.get("/api/models", params={"check": True}).json()}
             for name in ("sft", "rl"):
                 m = models[name]

@@ -122,33 +122,105 @@ def _cli(root: Path, *extra: str) -> list[str]:
             "--data-dir", str(root / "data"), *extra]
 
 
-def test_eval_cli_interrupted_then_resumed(eval_dir):
+class GatedUpstream:
+    """A controlled OpenAI-compatible upstream on loopback (a real HTTP server, stdlib) for the
+    Ctrl-C test: it answers the first `open_for` chat requests at once with a wrong GP-L reply,
+    then holds every further request until `release()`. Once a request is held the evaluation
+    cannot finish, so the test's Ctrl-C always lands mid-run, however loaded the machine is."""
+
+    def __init__(self, open_for: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.open_for, self.served, self.held = open_for, 0, 0
+        self.cond, self.gate = threading.Condition(), threading.Event()
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._send(200, json.dumps({"data": [{"id": "gate"}]}).encode(), "application/json")
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                with gate.cond:
+                    hold = gate.served >= gate.open_for and not gate.gate.is_set()
+                    gate.held += hold
+                    gate.served += not hold
+                    gate.cond.notify_all()
+                if hold:
+                    gate.gate.wait()
+                chunk = {"choices": [{"index": 0, "delta": {"content": "nope"}, "finish_reason": "stop"}]}
+                body = (b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n")
+                try:
+                    self._send(200, body, "text/event-stream")
+                except OSError:
+                    pass                      # the client is gone (interrupted): nothing to answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_held(self, proc) -> None:
+        """Until a request is held (or the process `proc` has exited: the caller then reports it)."""
+        with self.cond:
+            while not self.held and proc.poll() is None:
+                self.cond.wait(1.0)           # wakes on every request; the 1 s only re-checks proc
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_eval_cli_interrupted_then_resumed(tmp_path):
+    """Ctrl-C mid-run, then `--resume`. The models sit behind `GatedUpstream`: 12 episodes of
+    wrong replies need at least 60 calls; the gate answers 40 (enough to finish some episodes),
+    then holds the rest, so the interrupt is certain to land before the run ends."""
+    upstream = GatedUpstream(open_for=40)
+    try:
+        _interrupt_and_resume(tmp_path, upstream)
+    finally:
+        upstream.close()
+
+
+def _interrupt_and_resume(root: Path, upstream: GatedUpstream) -> None:
+    (root / "models.toml").write_text("".join(
+        f'[models.{n}]\nbackend = "openai"\nbase_url = "{upstream.url}"\nread_timeout_s = 3600\n\n'
+        for n in ("sft", "rl")))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen(_cli(eval_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db = eval_dir / "data" / "playground.db"
-    deadline = time.monotonic() + 120
-    finished_before = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists():
-            store = Store(f"sqlite:///{db}")
-            finished_before = [e for e in store.list_episodes(limit=100) if e["status"] == "finished"]
-            store.close()
-            if len(finished_before) >= 2:
-                break
-        time.sleep(0.2)
+    proc = subprocess.Popen(_cli(root), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = root / "data" / "playground.db"
+    upstream.wait_held(proc)             # from now on the run cannot finish until the gate opens
     assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)      # Ctrl-C
+    out, err = proc.communicate()
     assert proc.returncode == 130, err
     assert "--resume" in err
+    upstream.release()
     store = Store(f"sqlite:///{db}")
     before = {e["id"]: e for e in store.list_episodes(limit=100)}
     assert any(e["status"] != "finished" for e in before.values()) or len(before) < 12
     run = store.list_runs()[0]
     assert run["status"] == "interrupted" and run["done"] < run["total"] == 12
 
-    done = subprocess.run(_cli(eval_dir, "--resume", "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_cli(root, "--resume", "--quiet"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "resuming run" in done.stderr and "| sft |" in done.stdout and "paired comparison" in done.stdout
     after = store.run_episodes(run["id"])
@@ -161,17 +233,17 @@ def test_eval_cli_interrupted_then_resumed(eval_dir):
             assert now["n_steps"] == e["n_steps"] and now["finished_at"] == e["finished_at"]
         else:
             assert now["n_steps"] >= e["n_steps"]
-    out_dir = eval_dir / "data" / "eval" / run["id"]
+    out_dir = root / "data" / "eval" / run["id"]
     assert (out_dir / "plot.png").exists() and (out_dir / "table.md").exists()
     assert store.get_run(run["id"])["status"] == "finished"
     # replay and bundle the run without a model
-    rep = subprocess.run([sys.executable, "-m", "app.cli", "episodes", "--data-dir", str(eval_dir / "data"), "replay",
-                          "--run", run["id"]], env=env, capture_output=True, text=True, timeout=60)
+    rep = subprocess.run([sys.executable, "-m", "app.cli", "episodes", "--data-dir", str(root / "data"), "replay",
+                          "--run", run["id"]], env=env, capture_output=True, text=True)
     assert rep.returncode == 0 and rep.stdout.count("== ") == 12 and "call 6" in rep.stdout
-    zpath = eval_dir / "run.zip"
-    exp = subprocess.run([sys.executable, "-m", "app.cli", "episodes", "--data-dir", str(eval_dir / "data"), "export",
+    zpath = root / "run.zip"
+    exp = subprocess.run([sys.executable, "-m", "app.cli", "episodes", "--data-dir", str(root / "data"), "export",
                           "--run", run["id"], "--format", "bundle", "-o", str(zpath)], env=env, capture_output=True,
-                         text=True, timeout=60)
+                         text=True)
     assert exp.returncode == 0, exp.stderr
     import zipfile
 
@@ -184,14 +256,14 @@ def test_play_cli_human_against_a_model(eval_dir):
     env.pop("DATABASE_URL", None)
     r = subprocess.run([sys.executable, "-m", "app.cli", "play", "--human", "--models", "sft", "--config",
                         str(eval_dir / "models.toml"), "--data-dir", str(eval_dir / "play")],
-                       input="10*2+4\n10+5*2+4\n", env=env, capture_output=True, text=True, timeout=120)
+                       input="10*2+4\n10+5*2+4\n", env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "[you] call 2: correct (+5)" in r.stdout and "[sft] finished" in r.stdout
     store = Store(f"sqlite:///{eval_dir / 'play' / 'playground.db'}")
     eps = store.list_episodes()
     assert {e["participant"] for e in eps} == {"you", "sft"} and len({e["group_id"] for e in eps}) == 1
     bad = subprocess.run([sys.executable, "-m", "app.cli", "play", "--human", "--deal", "XX"], env=env,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True)
     assert bad.returncode == 2 and "malformed deal id" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -66,7 +66,7 @@ def browser():
 def page(browser, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     pg = context.new_page()
-    pg.set_default_timeout(60_000)
+    pg.set_default_timeout(300_000)
     outside: list[str] = []
     pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     yield pg

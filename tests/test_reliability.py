@@ -47,7 +47,7 @@ def server(tmp_path_factory):
 
 def _client(server, source_ip: str = "127.0.0.1") -> httpx.Client:
     transport = httpx.HTTPTransport(local_address=source_ip)
-    return httpx.Client(base_url=server.base, trust_env=False, timeout=60, transport=transport)
+    return httpx.Client(base_url=server.base, trust_env=False, timeout=300, transport=transport)
 
 
 @pytest.fixture
@@ -439,7 +439,7 @@ def test_concurrent_clients_all_get_answers(server):
         return codes
 
     async def go():
-        async with httpx.AsyncClient(base_url=server.base, trust_env=False, timeout=120,
+        async with httpx.AsyncClient(base_url=server.base, trust_env=False, timeout=300,
                                      limits=httpx.Limits(max_connections=40)) as client:
             return await asyncio.gather(*(one(i, client) for i in range(40)))
 

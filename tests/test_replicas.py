@@ -56,7 +56,7 @@ def test_two_replicas_on_one_postgres_share_episodes_and_runs(postgres_server, t
     a = _start(tmp_path, "a", url, cfg)
     b = None
     try:
-        with httpx.Client(base_url=a.base, trust_env=False, timeout=60) as ca:
+        with httpx.Client(base_url=a.base, trust_env=False, timeout=300) as ca:
             r = ca.post("/api/episodes", json={"task": "gp-l", "instance": GP,
                                                "participants": [{"human": True, "name": "alice"}, {"model": "sft"}]})
             assert r.status_code == 201, r.text
@@ -64,7 +64,7 @@ def test_two_replicas_on_one_postgres_share_episodes_and_runs(postgres_server, t
             alice = next(e["episode_id"] for e in group["episodes"] if e["participant"] == "alice")
             # b starts while alice's episode runs on a: it must not mark a live replica's episode interrupted
             b = _start(tmp_path, "b", url, cfg)
-            with httpx.Client(base_url=b.base, trust_env=False, timeout=60) as cb:
+            with httpx.Client(base_url=b.base, trust_env=False, timeout=300) as cb:
                 assert cb.get(f"/api/episodes/{alice}").json()["status"] == "running"
                 assert ca.post(f"/api/episodes/{alice}/submit", json={"text": "10+5*2+4"},
                                headers={"X-Game-Token": group["token"]}).status_code == 200

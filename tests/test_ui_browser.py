@@ -85,7 +85,7 @@ def browser():
 def page(browser, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     pg = context.new_page()
-    pg.set_default_timeout(60_000)
+    pg.set_default_timeout(300_000)
     outside: list[str] = []
     pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     yield pg
@@ -136,8 +136,8 @@ def test_wrong_formula_and_bad_input_are_inline_messages(page, app_url):
 def test_run_both_models_side_by_side(page, app_url):
     _open(page, app_url + "/?tab=gp&deal=SAHQDQS5")
     page.click("#gp-run")
-    page.wait_for_selector("#gp-col-0 .sv-col[data-done='true']", timeout=180_000)
-    page.wait_for_selector("#gp-col-1 .sv-col[data-done='true']", timeout=180_000)
+    page.wait_for_selector("#gp-col-0 .sv-col[data-done='true']", timeout=300_000)
+    page.wait_for_selector("#gp-col-1 .sv-col[data-done='true']", timeout=300_000)
     for col, name in (("#gp-col-0", "SFT"), ("#gp-col-1", "RL")):
         text = page.inner_text(col)
         assert name in text and "Try 1" in text
@@ -153,7 +153,7 @@ def test_race_you_against_the_models(page, app_url):
     page.wait_for_selector("#gp-race-out .sv-race-result")
     assert "You solved it in" in page.inner_text("#gp-race-out")
     for col in ("#gp-col-0", "#gp-col-1"):
-        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=300_000)
 
 
 def test_flip_the_same_hand_to_the_ood_rule(page, app_url):
@@ -200,7 +200,7 @@ def test_inspect_filters_to_a_failure_class(page, app_url):
     _open(page, app_url + "/?tab=gp&deal=D7S5C2C4")
     page.click("#gp-run")  # tiny random models fail, so there are failures to inspect
     for col in ("#gp-col-0", "#gp-col-1"):
-        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=300_000)
     page.get_by_role("tab", name="Inspect").click()
     page.locator("#inspect-failure input").click()
     page.get_by_role("option", name="GP: step limit").click()
@@ -316,7 +316,7 @@ def test_virl_models_walk_the_same_route_and_bad_route_is_inline(page, app_url):
     page.wait_for_selector("#virl-status .sv-info")
     page.click("#virl-run")
     for col in ("#virl-col-0", "#virl-col-1"):
-        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=300_000)
         assert "Try 1" in page.inner_text(col)
     page.fill("#virl-route input", "99999")
     page.click("#virl-start")
@@ -407,7 +407,7 @@ def test_presenter_mode_is_high_contrast_and_large(page, app_url):
     page.click("#gp-check")
     page.wait_for_selector("#gp-verdict .sv-verdict")
     page.click("#gp-run")
-    page.wait_for_selector("#gp-col-0 .sv-col[data-done='true'] details[open] pre", timeout=180_000)
+    page.wait_for_selector("#gp-col-0 .sv-col[data-done='true'] details[open] pre", timeout=300_000)
     normal = page.evaluate(SIZES_JS)
     _presenter(page)
     big = page.evaluate(SIZES_JS)
@@ -428,11 +428,11 @@ def test_api_docs_and_redoc_render_offline(page, app_url):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(app_url + "/docs")
-    page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+    page.wait_for_selector(".opblock-summary-path", timeout=300_000)
     paths = page.locator(".opblock-summary-path").all_inner_texts()
     assert any("/api/episodes" in p for p in paths) and any("/api/health" in p for p in paths)
     page.goto(app_url + "/redoc")
-    page.wait_for_selector("[data-section-id]", state="attached", timeout=60_000)
+    page.wait_for_selector("[data-section-id]", state="attached", timeout=300_000)
     assert "SFT-vs-RL playground API" in page.inner_text("body")
     outside = [u for u in requests if not u.startswith(LOCAL)]
     assert not outside and len(requests) > 3, outside[:5]
@@ -454,7 +454,7 @@ def test_shortcuts_act_on_the_visible_tab_only(page, app_url):
     for key in ("n", "f"):
         page.keyboard.press(key)
     page.keyboard.press("r")  # runs the V-IRL models, not the 24 Points ones
-    page.wait_for_selector("#virl-col-0 .sv-col", timeout=60_000)
+    page.wait_for_selector("#virl-col-0 .sv-col", timeout=300_000)
     assert (_deal_id(page), page.locator("#gp-info").inner_text()) == gp_before
     assert page.locator("#gp-col-0 .sv-col").count() == 0
     assert "tab=virl" in page.url
@@ -464,7 +464,7 @@ def test_shortcuts_act_on_the_visible_tab_only(page, app_url):
     page.keyboard.press("Escape")
     page.wait_for_selector("#sv-help[hidden]", state="attached")
     for col in ("#virl-col-0", "#virl-col-1"):
-        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=300_000)
 
 
 def test_deep_link_restores_suits_dealing_and_target(page, app_url):
@@ -524,7 +524,7 @@ def test_a_models_virl_walk_is_drawn_on_the_map(page, app_url):
     assert colour_pixels() == 0
     page.click("#virl-run")
     for col in ("#virl-col-0", "#virl-col-1"):
-        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=180_000)
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=300_000)
         assert page.locator(f"{col} .sv-swatch").count() == 1
     page.wait_for_function("!document.querySelector('#virl-map .pending')")
     assert colour_pixels() > 20
@@ -536,7 +536,7 @@ def test_stop_leaves_no_column_generating(page, app_url):
     page.wait_for_selector("#gp-col-0 .sv-col")
     page.click("#gp-stop")
     for col in ("#gp-col-0", "#gp-col-1"):
-        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=120_000)
+        page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=300_000)
         text = page.inner_text(col)
         assert "generating" not in text and "waiting" not in text
         assert ("Stopped" in text) or ("Solved" in text) or ("Not solved" in text)
@@ -571,7 +571,7 @@ def test_screenshots_of_each_tab_and_the_fold(browser, app_url, size):
     width, height = size
     context = browser.new_context(viewport={"width": width, "height": height})
     pg = context.new_page()
-    pg.set_default_timeout(60_000)
+    pg.set_default_timeout(300_000)
     try:
         pg.goto(app_url + "/")
         pg.wait_for_selector("#gp-hand .sv-hand img")

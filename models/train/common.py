@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import random
 import time
@@ -13,10 +14,15 @@ from typing import Any, Mapping
 
 
 def setup_torch(seed: int, threads: int = 2) -> None:
-    """Seed Python, numpy and torch; cap torch at `threads` CPU threads (shared machines)."""
+    """Seed Python, numpy and torch; cap torch at `threads` CPU threads (shared machines), and
+    never above the process's `OMP_NUM_THREADS` when that is set (the test suite sets 1: on a
+    busy 2-core machine, 2 intra-op threads run several times slower than 1)."""
     import numpy as np
     import torch
 
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        threads = min(int(threads), int(limit))
     torch.set_num_threads(max(1, int(threads)))
     random.seed(seed)
     np.random.seed(seed)
