@@ -454,7 +454,7 @@ def kl_to_init(init_model, model, tok, n: int, seed: int = 0, task: str = "gp-l"
     return total / n
 
 
-CURVE_STAGES = ("base", "sft", "rl", "sft-diverse")
+CURVE_STAGES = ("sft", "rl", "sft-diverse")
 
 
 def evaluate_stage(root: "str | Path", stage: str, cfg: PipelineConfig, *, curve: bool = True,
