@@ -223,6 +223,20 @@ def test_load_virl_findings_every_split_and_the_per_step_headline():
     assert png is not None and png.stat().st_size > 1000
 
 
+def test_every_shipped_findings_file_loads():
+    """What ships in models/checkpoints/findings (GP-L; V-IRL-L once its run is copied there) reads
+    with the task's headline, a bar for every (stage, split) of its table and the paper beside it."""
+    from game.tasks import get_task
+
+    shipped = fd.available()
+    assert "gp-l" in shipped
+    for task in shipped:
+        f = fd.load(task)
+        assert f.metric == get_task(task).headline and set(f.splits) <= set(get_task(task).split_names)
+        assert len(fd.bars(f)) == sum(1 for s in f.stages for sp in f.splits if f.data["table"][s].get(sp))
+        assert fd.paper_bars(task) and fd.explanation(f)
+
+
 def test_the_value_is_the_headline_and_success_the_fallback():
     """Bars and sentences show `value` (the task's headline); files written before V-IRL-L have
     only `success`, which is their value."""
