@@ -249,7 +249,8 @@ def load(task: str = "gp-l", folder: Path | None = None) -> Findings | None:
     if metric not in METRICS:
         raise FindingsError(f"{path}: unknown metric {str(metric)[:40]!r} (expected {' or '.join(METRICS)})")
     what = {"success_rate": "success rate", "per_step_accuracy": "per-step accuracy"}[metric]
-    if not isinstance(data.get("protocol", {}), dict) or not isinstance((data.get("protocol") or {}).get("splits", {}), dict):
+    protocol = data.get("protocol", {})
+    if not isinstance(protocol, dict) or not isinstance(protocol.get("splits", {}), dict):
         raise FindingsError(f"{path}: protocol.splits is not a mapping of split names")
     for stage, row in data["table"].items():
         if not isinstance(row, dict):
