@@ -3,6 +3,11 @@
 it, the compute curves, and the import of the evaluated episodes into the store, so that every
 number of the view links to its episodes in the Inspect tab.
 
+Every pipeline task (`models.train.pipeline.TASKS`: gp-l, virl-l) goes through the same code: the
+numbers are the file's headline `value` (GP-L episode success, V-IRL-L per-step accuracy; files
+written before V-IRL-L carry `success`: `cell_value`) on every split the file has; what a task
+says in words (split labels, the rule flip, speaker notes) is its `TaskView` in `VIEWS`.
+
 Files, per task, under the findings directory (`Settings.findings_dir`, default
 `models/checkpoints/findings`): `<task>/findings.json` (the five-way table, paired comparisons,
 snapshot curves) and `<task>/episodes.jsonl.gz` (`models.train.pipeline.write_episodes`: every
@@ -35,22 +40,84 @@ from typing import Any, Iterator
 from urllib.parse import urlencode
 
 from game.tasks import Instance, InstanceError, StepRecord, get_task, open_session
+from models.train.pipeline import METRIC_WORDS, TASKS, cell_value
 
 FINDINGS_FILE = "findings.json"
 EPISODES_FILE = "episodes.jsonl.gz"
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "findings"
 STAGES = ("base", "init", "sft", "rl", "sft-diverse")
 STAGE_LABELS = {"base": "Base", "init": "Init", "sft": "SFT", "rl": "RL", "sft-diverse": "SFT-diverse"}
-STAGE_NOTES = {
-    "base": "the stand-in for pretraining: reads a stated face-card rule (never the OOD one)",
-    "init": "a short SFT on the ID task from the base (the paper's Init)",
-    "sft": "continued SFT on ID expert answers, frozen ID prompt",
-    "rl": "GRPO on the ID task from Init, multi-turn with the verifier's feedback",
-    "sft-diverse": "SFT from Init on prompts stating varied rules (the rebuttal, arXiv 2510.00237)",
-}
-SPLIT_LABELS = {"id": "in-distribution (J/Q/K = 10)", "rule-ood": "rule-OOD (J/Q/K = 11/12/13)"}
 RUN_PREFIX = "findings-"
 PAPER_LABEL = "reported in the paper, Llama-3.2-11B"
+METRICS = ("success_rate", "per_step_accuracy")   # a findings file's `metric` (absent: success_rate)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the view says about one pipeline task: the one place its words live (the numbers,
+    bars, table, curves and links are computed the same way for every task)."""
+
+    short: str                       # the selector's label
+    split_labels: dict[str, str]     # split → heading
+    ood: str                         # the rule-OOD split, in words ("the flipped rule")
+    instances: str                   # what a paired comparison pairs ("hands")
+    stage_notes: dict[str, str]      # stage → what it is (the table's row titles)
+    intro: str                       # the speaker's first sentence(s)
+    base_line: str                   # the base's result: {id} {ood}
+    split_line: str                  # "In distribution / on the flipped rule: " (+ per-stage values)
+    diverse_line: str                # the rebuttal's sentence: {diff} {se}
+
+
+_COMMON_NOTES = {
+    "init": "a short SFT on the ID task from the base (the paper's Init)",
+    "rl": "GRPO on the ID task from Init, multi-turn with the verifier's feedback",
+}
+VIEWS = {
+    "gp-l": TaskView(
+        short="GP-L",
+        split_labels={"id": "in-distribution (J/Q/K = 10)", "rule-ood": "rule-OOD (J/Q/K = 11/12/13)"},
+        ood="the flipped rule", instances="hands",
+        stage_notes={**_COMMON_NOTES,
+                     "base": "the stand-in for pretraining: reads a stated face-card rule (never the OOD one)",
+                     "sft": "continued SFT on ID expert answers, frozen ID prompt",
+                     "sft-diverse": "SFT from Init on prompts stating varied rules (the rebuttal, arXiv 2510.00237)"},
+        intro="The paper post-trains one pretrained model two ways: SFT imitates expert answers, RL learns from "
+              "the game's own verdicts. Both train on the in-distribution rule only (J, Q and K count as 10). "
+              "The test is a rule neither has seen: J, Q and K count as 11, 12 and 13.",
+        base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on hands under many "
+                  "stated rules (never the test rule), reads the rule line: {id} in distribution, {ood} on the "
+                  "flipped rule.",
+        split_line="In distribution / on the flipped rule: ",
+        diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse) vs plain SFT on the "
+                     "flipped rule: {diff} ± {se}. Whether SFT forgets depends on what it is trained on."),
+    "virl-l": TaskView(
+        short="V-IRL-L",
+        split_labels={"id": "absolute actions (ID)", "rule-ood": "relative actions (rule-OOD)",
+                      "streets": "held-out streets"},
+        ood="relative actions", instances="episodes",
+        stage_notes={**_COMMON_NOTES,
+                     "base": "the stand-in for pretraining: walks 8 synthetic cities under both action spaces "
+                             "(never a Helsinki route)",
+                     "sft": "continued SFT on ID expert actions (Helsinki routes, compass actions)",
+                     "sft-diverse": "SFT from Init on ID actions mixed with other-city walks under both action "
+                                    "spaces (after the rebuttal, arXiv 2510.00237)"},
+        intro="The paper post-trains one pretrained model two ways: SFT imitates expert actions, RL learns from "
+              "the environment's own verdicts. Both train on navigation with absolute actions only (turn to "
+              "face north, east, ...). The test is a rule neither has seen: the same routes with relative "
+              "actions instead of compass actions (turn left, turn right). The score is per-step accuracy: the "
+              "share of the model's actions that were correct.",
+        base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on walks through 8 "
+                  "synthetic cities (Helsinki's streets rotated and renamed) under both action spaces, never on a "
+                  "Helsinki route, reads the action-space line: {id} with compass actions, {ood} with relative "
+                  "actions on the Helsinki routes.",
+        split_line="With compass actions / with relative actions: ",
+        diverse_line="The rebuttal: SFT on ID actions mixed with other-city walks under both action spaces "
+                     "(SFT-diverse) vs plain SFT with relative actions: {diff} ± {se}. Whether SFT forgets "
+                     "depends on what it is trained on."),
+}
+# Kept for callers that name GP-L's words directly.
+STAGE_NOTES = VIEWS["gp-l"].stage_notes
+SPLIT_LABELS = VIEWS["gp-l"].split_labels
 # The paper's headline numbers (spec generalpoints.md §6; paper §5.1, Fig. 6): Init / SFT / RL at equal compute.
 PAPER = {
     "gp-l": {"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
@@ -113,13 +180,57 @@ class Findings:
 
     @property
     def splits(self) -> list[str]:
-        return list(get_task(self.task).split_names)
+        """The file's splits (its protocol's, else its table's), in the registry's order first."""
+        return file_splits(self.task, self.data)
+
+    @property
+    def metric(self) -> str:
+        """The headline the table's `value` holds: `success_rate` (GP-L; files written before
+        V-IRL-L have no `metric`) or `per_step_accuracy` (V-IRL-L)."""
+        return self.data.get("metric") or "success_rate"
+
+    @property
+    def metric_words(self) -> str:
+        return METRIC_WORDS.get(self.metric, self.metric)
+
+    @property
+    def view(self) -> TaskView:
+        return VIEWS[self.task]
+
+    def value(self, stage: str, split: str) -> float | None:
+        """The headline of one table cell (None when the cell is absent)."""
+        cell = (self.data["table"].get(stage) or {}).get(split)
+        return float(cell_value(cell)) if isinstance(cell, dict) else None
+
+
+def split_label(task: str, split: str) -> str:
+    view = VIEWS.get(task)
+    return view.split_labels.get(split, split) if view else split
+
+
+def file_splits(task: str, data: dict) -> list[str]:
+    named = list((data.get("protocol") or {}).get("splits") or {})
+    if not named:
+        for row in (data.get("table") or {}).values():
+            named += [k for k, v in (row.items() if isinstance(row, dict) else ())
+                      if isinstance(v, dict) and ("value" in v or "success" in v) and k not in named]
+    known = [s for s in get_task(task).split_names if s in named]
+    return known + [s for s in named if s not in known]
+
+
+def available(folder: Path | None = None) -> list[str]:
+    """The pipeline tasks whose findings.json is in `folder` (the view's task selector)."""
+    base = folder or DEFAULT_DIR
+    return [t for t in TASKS if (base / t / FINDINGS_FILE).is_file()]
 
 
 def load(task: str = "gp-l", folder: Path | None = None) -> Findings | None:
     """The task's findings from `folder/<task>/findings.json` (None when the file is absent).
-    Raises `FindingsError` for a file that is too large, not JSON, or lacks the table."""
+    Raises `FindingsError` for a file that is too large, not JSON, or lacks the table, and a
+    ValueError naming the pipeline's tasks for any other task."""
     get_task(task)  # an unknown task is an InstanceError (a ValueError), named
+    if task not in TASKS:
+        raise FindingsError(f"no staged-pipeline findings for {task!r}: the pipeline's tasks are {', '.join(TASKS)}")
     base = (folder or DEFAULT_DIR) / task
     path = base / FINDINGS_FILE
     if not path.is_file():
@@ -134,11 +245,20 @@ def load(task: str = "gp-l", folder: Path | None = None) -> Findings | None:
         raise FindingsError(f"{path}: no evaluation table (expected evaluate_stages' output)")
     if data.get("task", task) != task:
         raise FindingsError(f"{path}: findings of task {data.get('task')!r}, expected {task!r}")
+    metric = data.get("metric") or "success_rate"
+    if metric not in METRICS:
+        raise FindingsError(f"{path}: unknown metric {str(metric)[:40]!r} (expected {' or '.join(METRICS)})")
+    what = {"success_rate": "success rate", "per_step_accuracy": "per-step accuracy"}[metric]
+    protocol = data.get("protocol", {})
+    if not isinstance(protocol, dict) or not isinstance(protocol.get("splits", {}), dict):
+        raise FindingsError(f"{path}: protocol.splits is not a mapping of split names")
     for stage, row in data["table"].items():
-        for split in get_task(task).split_names:
-            cell = row.get(split) if isinstance(row, dict) else None
-            if cell is not None and not (isinstance(cell, dict) and _number(cell.get("success"))):
-                raise FindingsError(f"{path}: table[{stage!r}][{split!r}] has no success rate")
+        if not isinstance(row, dict):
+            raise FindingsError(f"{path}: table[{stage!r}] is not a row of splits")
+        for split in file_splits(task, data):
+            cell = row.get(split)
+            if cell is not None and not (isinstance(cell, dict) and _number(cell.get("value", cell.get("success")))):
+                raise FindingsError(f"{path}: table[{stage!r}][{split!r}] has no {what}")
     return Findings(task, data, base)
 
 
@@ -156,14 +276,14 @@ def inspect_link(run_id: str, stage: str, split: str) -> str:
 class Bar:
     stage: str
     split: str
-    value: float            # success rate (0..1)
+    value: float            # the task's headline (0..1): episode success or per-step accuracy
     se: float | None
-    n: int | None
+    n: int | None           # episodes
     link: str | None        # Inspect deep link (None when no episodes file ships)
 
 
 def bars(f: Findings) -> list[Bar]:
-    """One bar per (stage, split) of the five-way table, in stage order."""
+    """One bar per (stage, split) of the five-way table, in stage order, every split of the file."""
     out = []
     for stage in f.stages:
         row = f.data["table"][stage]
@@ -172,7 +292,7 @@ def bars(f: Findings) -> list[Bar]:
             if not cell:
                 continue
             se = cell.get("se")
-            out.append(Bar(stage, split, float(cell["success"]), float(se) if _number(se) else None,
+            out.append(Bar(stage, split, float(cell_value(cell)), float(se) if _number(se) else None,
                            cell.get("n"), inspect_link(f.run_id, stage, split) if f.run_id else None))
     return out
 
@@ -204,7 +324,8 @@ def verdict(f: Findings) -> str:
     if p is None:
         return "There is no paired RL-vs-SFT comparison in this evaluation."
     z = p["diff"] / p["se"] if p.get("se") else 0.0
-    head = f"RL − SFT on the flipped rule: {_pts(p['diff'])} ± {100 * p['se']:.1f} (paired, z = {z:.1f}, n = {p['n']})"
+    head = (f"RL − SFT on {f.view.ood}: {_pts(p['diff'])} ± {100 * p['se']:.1f} "
+            f"(paired, z = {z:.1f}, n = {p['n']}{'' if f.metric == 'success_rate' else ' episodes'})")
     if z >= 2:
         return head + ": RL generalizes better than SFT here, as the paper found."
     if z <= -2:
@@ -213,24 +334,25 @@ def verdict(f: Findings) -> str:
 
 
 def explanation(f: Findings) -> list[str]:
-    """A few plain sentences a speaker can read out, with this evaluation's numbers."""
-    t = f.data["table"]
+    """A few plain sentences a speaker can read out, with this evaluation's numbers (the task's
+    words from `VIEWS`, the same sentences for every task)."""
+    view = f.view
 
     def val(stage: str, split: str) -> str | None:
-        cell = (t.get(stage) or {}).get(split)
-        return _pct(cell["success"]) if cell else None
+        v = f.value(stage, split)
+        return None if v is None else _pct(v)
 
-    lines = ["The paper post-trains one pretrained model two ways: SFT imitates expert answers, RL learns from "
-             "the game's own verdicts. Both train on the in-distribution rule only (J, Q and K count as 10). "
-             "The test is a rule neither has seen: J, Q and K count as 11, 12 and 13."]
+    lines = [view.intro]
     if val("base", "rule-ood"):
-        lines.append(f"Our stand-in for a pretrained model, a tiny model trained from scratch on hands under many "
-                     f"stated rules (never the test rule), reads the rule line: {val('base', 'id')} in "
-                     f"distribution, {val('base', 'rule-ood')} on the flipped rule.")
+        lines.append(view.base_line.format(id=val("base", "id"), ood=val("base", "rule-ood")))
     parts = [f"{STAGE_LABELS[s]} {val(s, 'id')} / {val(s, 'rule-ood')}" for s in ("init", "sft", "rl", "sft-diverse")
              if val(s, "id") and val(s, "rule-ood")]
     if parts:
-        lines.append("In distribution / on the flipped rule: " + "; ".join(parts) + ".")
+        lines.append(view.split_line + "; ".join(parts) + ".")
+    for split in (sp for sp in f.splits if sp not in ("id", "rule-ood")):   # V-IRL-L's held-out streets
+        cells = [f"{STAGE_LABELS.get(s, s)} {val(s, split)}" for s in f.stages if val(s, split)]
+        if cells:
+            lines.append(f"On {split_label(f.task, split)}: " + "; ".join(cells) + ".")
     lines.append(verdict(f))
     learned = paired(f, "rl_minus_init", "id")
     if learned is not None and learned.get("se"):
@@ -241,34 +363,37 @@ def explanation(f: Findings) -> list[str]:
                                                      "moving the model less, not from learning."))
     rl_ood, sft_ood = paired(f, "rl_minus_init", "rule-ood"), paired(f, "sft_minus_init", "rule-ood")
     if rl_ood is not None and sft_ood is not None and rl_ood.get("se") and rl_ood["diff"] / rl_ood["se"] <= -2:
-        lines.append(f"Neither keeps all of Init's reach on the flipped rule: against Init, RL {_pts(rl_ood['diff'])} "
+        lines.append(f"Neither keeps all of Init's reach on {view.ood}: against Init, RL {_pts(rl_ood['diff'])} "
                      f"± {100 * rl_ood['se']:.1f}, SFT {_pts(sft_ood['diff'])} ± {100 * sft_ood['se']:.1f}. "
                      "RL forgets less, not nothing.")
     div = paired(f, "sft_diverse_minus_sft", "rule-ood")
     if div is not None:
-        lines.append(f"The rebuttal: SFT on prompts that state varied rules (SFT-diverse) vs plain SFT on the "
-                     f"flipped rule: {_pts(div['diff'])} ± {100 * div['se']:.1f}. Whether SFT forgets depends on "
-                     "what it is trained on.")
+        lines.append(view.diverse_line.format(diff=_pts(div["diff"]), se=f"{100 * div['se']:.1f}"))
     paper = PAPER.get(f.task)
     if paper:
         v = paper["values"]
-        lines.append(f"For scale, {PAPER_LABEL}, on the flipped rule: Init {_pct(v['init'])}, "
+        lines.append(f"For scale, {PAPER_LABEL}, on {view.ood}: Init {_pct(v['init'])}, "
                      f"SFT {_pct(v['sft'])}, RL {_pct(v['rl'])}.")
     return lines
 
 
-def curves_points(f: Findings) -> dict[str, list[dict]]:
-    """Per trained stage (sft, rl, sft-diverse), its snapshot points with `flops`: training compute
+CURVE_STAGES = ("sft", "rl", "sft-diverse")   # post-training from Init: one compute axis (the paper's Fig. 5)
+
+
+def curves_points(f: Findings, stages: tuple[str, ...] = CURVE_STAGES) -> dict[str, list[dict]]:
+    """Per stage of `stages` with a curve, its snapshot points with `flops`: training compute
     2·N·(3·train tokens + inference tokens) as recorded, else with N recovered from the stage's
     final compute record (None when neither is there: the points then carry tokens only)."""
     out: dict[str, list[dict]] = {}
-    for stage in ("sft", "rl", "sft-diverse"):
+    for stage in stages:
         pts = (f.data.get("curves") or {}).get(stage) or []
         comp = (f.data["table"].get(stage) or {}).get("compute") or {}
         denom = 2 * (3 * (comp.get("train_tokens") or 0) + (comp.get("infer_tokens") or 0))
         params = comp["flops"] / denom if _number(comp.get("flops")) and denom else None
         rows = []
         for p in pts:
+            if not isinstance(p, dict):
+                continue
             tokens = 3 * (p.get("train_tokens") or 0) + (p.get("infer_tokens") or 0)
             flops = p["flops"] if _number(p.get("flops")) else (2 * params * tokens if params else None)
             rows.append({**p, "flops": flops, "work": tokens})
@@ -278,10 +403,13 @@ def curves_points(f: Findings) -> dict[str, list[dict]]:
 
 
 def curves_plot(f: Findings, path: Path) -> Path | None:
-    """ID and rule-OOD success against training compute along SFT, RL and SFT-diverse (the shape
-    of the paper's Figure 5), as a PNG at `path`; None when findings.json has no curves."""
+    """Every split's headline against training compute along SFT, RL and SFT-diverse (the shape
+    of the paper's Figure 5), one panel per split, plus the base's own training curve (every split
+    in one panel: it starts from random weights, so it has its own compute axis) when findings.json
+    has one; a PNG at `path`, None when findings.json has no curves."""
     pts = curves_points(f)
-    if not pts:
+    base = curves_points(f, ("base",)).get("base")
+    if not pts and not base:
         return None
     import matplotlib
 
@@ -289,24 +417,49 @@ def curves_plot(f: Findings, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     colors = {"sft": "#c44e52", "rl": "#4c72b0", "sft-diverse": "#8c8c8c"}
-    use_flops = all(p["flops"] is not None for rows in pts.values() for p in rows)
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), dpi=110, sharey=True)
-    for ax, split in zip(axes, ("id", "rule-ood")):
-        for stage, rows in pts.items():
-            xs = [p["flops"] if use_flops else p["work"] for p in rows]
-            ys = [100 * p[split] for p in rows if split in p]
-            if len(ys) != len(xs):
-                continue
-            ax.plot(xs, ys, marker="o", label=STAGE_LABELS[stage], color=colors[stage],
-                    linestyle="--" if stage == "sft-diverse" else "-")
-        ax.set_title(SPLIT_LABELS.get(split, split), fontsize=10)
+    split_colors = ["#4c72b0", "#c44e52", "#55a868", "#8172b2", "#937860"]
+    splits = f.splits
+    panels = (len(splits) if pts else 0) + (1 if base else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 1.2, 3.6), dpi=110, squeeze=False)
+    axes = list(axes[0])
+
+    def xlabel(ax, rows_by_stage) -> bool:
+        use_flops = all(p["flops"] is not None for rows in rows_by_stage for p in rows)
         ax.set_xlabel("training compute (FLOPs)" if use_flops else "training compute (token passes)")
+        return use_flops
+
+    unit = f"{f.metric_words} (%)"
+    if pts:
+        for ax, split in zip(axes, splits):
+            use_flops = xlabel(ax, pts.values())
+            for stage, rows in pts.items():
+                xs = [p["flops"] if use_flops else p["work"] for p in rows]
+                ys = [100 * p[split] for p in rows if _number(p.get(split))]
+                if len(ys) != len(xs):
+                    continue
+                ax.plot(xs, ys, marker="o", label=STAGE_LABELS[stage], color=colors[stage],
+                        linestyle="--" if stage == "sft-diverse" else "-")
+            ax.set_title(split_label(f.task, split), fontsize=10)
+            ax.set_ylim(-2, 102)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(unit)
+        axes[0].legend(frameon=False, fontsize=9)
+    if base:
+        ax = axes[-1]
+        use_flops = xlabel(ax, [base])
+        xs = [p["flops"] if use_flops else p["work"] for p in base]
+        for i, split in enumerate(splits):
+            ys = [100 * p[split] for p in base if _number(p.get(split))]
+            if len(ys) == len(xs):
+                ax.plot(xs, ys, marker="o", label=split_label(f.task, split), color=split_colors[i % len(split_colors)])
+        ax.set_title("Base, from random weights", fontsize=10)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("episode success (%)")
-    axes[0].legend(frameon=False, fontsize=9)
+        ax.legend(frameon=False, fontsize=8)
+        if not pts:
+            ax.set_ylabel(unit)
     n = f.data.get("protocol", {}).get("curve_episodes")
-    fig.suptitle(f"{f.task}: success along training from Init" + (f" ({n} episodes per point)" if n else ""),
+    fig.suptitle(f"{f.task}: {f.metric_words} along training" + (f" ({n} episodes per point)" if n else ""),
                  fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
 """The Findings view's data and the import of its episodes (`app.findings`), and the default model
 configuration that serves the pipeline's stages.
 
-The fixture `tests/fixtures/findings/gp-l/` is the real output of `sftvsrl train pipeline --task
-gp-l --quick` (findings.json and episodes.jsonl.gz, 6 episodes per stage and split);
-`test_pipeline.py::test_train_pipeline_quick_end_to_end` imports a freshly produced one too."""
+The fixtures `tests/fixtures/findings/{gp-l,virl-l}/` are the real output of `sftvsrl train
+pipeline --task <task> --quick` (findings.json and episodes.jsonl.gz, 6 episodes per stage and
+split; V-IRL-L's untrained quick stages act correctly nowhere);
+`tests/fixtures/findings-checkpoints/virl-l/` is `evaluate_stages` on the shipped V-IRL-L SFT and RL
+checkpoints (correct actions in distribution; its README says how it was made).
+`test_pipeline.py::test_train_pipeline_quick_end_to_end` imports a freshly produced GP-L one too."""
 from __future__ import annotations
 
 import gzip
@@ -21,6 +24,7 @@ from app.ui.inspect_tab import filtered_episodes
 from conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "findings"
+CHECKPOINTS_FIXTURE = ROOT / "tests" / "fixtures" / "findings-checkpoints"
 
 
 def _lines(path: Path) -> list[dict]:
@@ -192,6 +196,142 @@ def test_view_html_draws_the_view_and_says_how_to_produce_it(tmp_path):
     assert 'id="findings-importing"' not in view_html(ctx)
     empty = SimpleNamespace(settings=Settings(findings_dir=tmp_path / "none"), store=store)
     assert "sftvsrl train pipeline --task gp-l" in view_html(empty)
+    store.close()
+
+
+# ------------------------------------------------------------------------- V-IRL-L and the task selector
+def test_load_virl_findings_every_split_and_the_per_step_headline():
+    f = fd.load("virl-l", FIXTURE)
+    assert f.metric == "per_step_accuracy" and f.metric_words == "per-step accuracy"
+    assert f.splits == ["id", "rule-ood", "streets"] and f.stages == ["base", "init", "sft", "rl", "sft-diverse"]
+    assert f.run_id.startswith("findings-virl-l-")
+    bars = fd.bars(f)
+    assert {(b.stage, b.split) for b in bars} == {(s, sp) for s in f.stages for sp in f.splits}
+    for b in bars:
+        assert b.value == f.data["table"][b.stage][b.split]["value"] and b.n == 6
+        assert parse_qs(b.link[1:])["split"] == [b.split]
+    assert fd.paper_bars("virl-l") == [("init", 0.808), ("sft", 0.013), ("rl", 0.918)]
+    assert [fd.split_label("virl-l", s) for s in f.splits] == [
+        "absolute actions (ID)", "relative actions (rule-OOD)", "held-out streets"]
+    assert "RL − SFT on relative actions" in fd.verdict(f)
+    lines = fd.explanation(f)
+    assert "relative actions instead of compass actions" in lines[0] and "per-step accuracy" in lines[0]
+    assert any(line.startswith("On held-out streets: Base 0.0 %") for line in lines)
+    assert any("on relative actions: Init 80.8 %, SFT 1.3 %, RL 91.8 %" in line for line in lines)
+    assert not any("J, Q and K" in line or "face card" in line or "flipped rule" in line for line in lines)
+    png = fd.curves_plot(f, ROOT / "tests" / "artifacts" / "findings-virl-l-curves.png")
+    assert png is not None and png.stat().st_size > 1000
+
+
+def test_every_shipped_findings_file_loads():
+    """What ships in models/checkpoints/findings (GP-L; V-IRL-L once its run is copied there) reads
+    with the task's headline, a bar for every (stage, split) of its table and the paper beside it."""
+    from game.tasks import get_task
+
+    shipped = fd.available()
+    assert "gp-l" in shipped
+    for task in shipped:
+        f = fd.load(task)
+        assert f.metric == get_task(task).headline and set(f.splits) <= set(get_task(task).split_names)
+        assert len(fd.bars(f)) == sum(1 for s in f.stages for sp in f.splits if f.data["table"][s].get(sp))
+        assert fd.paper_bars(task) and fd.explanation(f)
+
+
+def test_the_value_is_the_headline_and_success_the_fallback():
+    """Bars and sentences show `value` (the task's headline); files written before V-IRL-L have
+    only `success`, which is their value."""
+    new = {"task": "virl-l", "metric": "per_step_accuracy",
+           "table": {"sft": {"id": {"value": 0.75, "success": 0.25, "se": 0.01, "n": 4}}}}
+    f = fd.Findings("virl-l", new, Path("."))
+    assert [b.value for b in fd.bars(f)] == [0.75] and f.value("sft", "id") == 0.75
+    old = fd.Findings("gp-l", {"table": {"sft": {"id": {"success": 0.25, "se": 0.01}}}}, Path("."))
+    assert [b.value for b in fd.bars(old)] == [0.25] and old.metric == "success_rate"
+
+
+@pytest.mark.parametrize("folder", [FIXTURE, CHECKPOINTS_FIXTURE], ids=["quick-pipeline", "shipped-checkpoints"])
+def test_virl_import_reproduces_the_per_step_table(store, folder):
+    """V-IRL-L episodes replay through the registry into one run whose per-stage, per-split
+    per-step accuracy (and its step counts, episode success, first-try success) equals the table."""
+    f = fd.load("virl-l", folder)
+    result = fd.import_episodes(store, f)
+    assert result.written and result.mismatches == 0
+    assert result.episodes == sum(f.data["table"][s][sp]["n"] for s in f.stages for sp in f.splits)
+    summary = summarize(store, f.run_id)
+    assert summary["errors"] == 0 and summary["headline"] == "per_step_accuracy"
+    correct = 0
+    for stage in f.stages:
+        for split in f.splits:
+            m, cell = summary["metrics"][stage][split], f.data["table"][stage][split]
+            assert m["per_step_accuracy"] == pytest.approx(cell["value"])
+            assert (m["episodes"], m["steps"], m["correct_steps"]) == (cell["n"], cell["steps"], cell["correct_steps"])
+            assert m["success_rate"] == pytest.approx(cell["success"])
+            assert m["first_try_success"] == pytest.approx(cell["first_try_success"])
+            correct += m["correct_steps"]
+    if folder == CHECKPOINTS_FIXTURE:
+        assert correct > 0  # the checkpoints act correctly in distribution: non-zero counts agree
+    eps = filtered_episodes(store, run=f.run_id, model="rl", split="streets")
+    assert len(eps) == f.data["table"]["rl"]["streets"]["n"] and {e["task"] for e in eps} == {"virl-l"}
+    ep = store.get_episode(eps[0]["id"])
+    assert "turn_direction(" in ep["steps"][0]["prompt"][0]["content"][0]["text"]
+    rule_ood = filtered_episodes(store, run=f.run_id, model="rl", split="rule-ood")
+    assert all(e["instance"]["params"]["absolute_action"] is False for e in rule_ood)
+
+
+def _findings_dirs(tmp_path: Path, tasks: tuple[str, ...]) -> Path:
+    root = tmp_path / "findings"
+    root.mkdir(parents=True)
+    for task in tasks:
+        shutil.copytree(FIXTURE / task, root / task)
+    return root
+
+
+def test_only_tasks_with_findings_are_offered(tmp_path):
+    from app.ui.findings_tab import pick_task, task_choices
+
+    only_gp = _findings_dirs(tmp_path / "a", ("gp-l",))
+    both = _findings_dirs(tmp_path / "b", ("gp-l", "virl-l"))
+    only_virl = _findings_dirs(tmp_path / "c", ("virl-l",))
+    assert fd.available(only_gp) == ["gp-l"] and task_choices(only_gp) == [("GP-L", "gp-l")]
+    assert task_choices(both) == [("GP-L", "gp-l"), ("V-IRL-L", "virl-l")]
+    assert fd.available(tmp_path / "none") == []
+    assert pick_task(None, only_gp) == ("gp-l", "") and pick_task(None, only_virl) == ("virl-l", "")
+    assert pick_task("virl-l", both) == ("virl-l", "")
+    assert pick_task("virl-l", only_gp) == ("virl-l", "")  # a pipeline task without findings: says how to make them
+    task, note = pick_task("gp-vl", both)
+    assert task == "gp-l" and "has no pipeline findings" in note
+    with pytest.raises(fd.FindingsError, match="the pipeline's tasks are gp-l, virl-l"):
+        fd.load("gp-vl", both)
+
+
+@pytest.mark.parametrize("dirs", [("gp-l",), ("gp-l", "virl-l")], ids=["gp-l-only", "both"])
+def test_view_html_per_task_with_one_or_both_findings(tmp_path, dirs):
+    from types import SimpleNamespace
+
+    from app.settings import Settings
+    from app.ui.findings_tab import view_html
+
+    root = _findings_dirs(tmp_path, dirs)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ctx = SimpleNamespace(settings=Settings(findings_dir=root), store=store)
+    gp = view_html(ctx, "gp-l")
+    assert 'data-task="gp-l"' in gp and "in-distribution (J/Q/K = 10)" in gp and "Episode success" in gp
+    assert "held-out streets" not in gp and "11.5 %" in gp
+    virl = view_html(ctx, "virl-l")
+    if "virl-l" not in dirs:
+        assert 'id="findings-missing"' in virl and "sftvsrl train pipeline --task virl-l" in virl
+    else:
+        f = fd.load("virl-l", root)
+        for split in ("id", "rule-ood", "streets"):
+            assert f'data-testid="bar-rl-{split}"' in virl
+        for label in ("absolute actions (ID)", "relative actions (rule-OOD)", "held-out streets",
+                      "Per-step accuracy", "Paired differences of per-step accuracy (same episodes)"):
+            assert label in virl
+        assert "80.8 %" in virl and "91.8 %" in virl and "data:image/png;base64," in virl
+        assert "0 of 18 actions correct" in virl and "J/Q/K" not in virl
+        assert fd.importer_for(ctx).ensure("virl-l").run_id == f.run_id
+        assert store.count_episodes(eval_run_id=f.run_id) == 90
+    # the GP-L import the first view started is waited for (as an Inspect link does)
+    assert fd.importer_for(ctx).ensure("gp-l").run_id == fd.load("gp-l", root).run_id
     store.close()
 
 

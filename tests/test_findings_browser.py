@@ -1,7 +1,9 @@
 """Browser test of the Findings tab: a real `sftvsrl serve` on loopback, Debian's Chromium via
 Playwright. It opens the Findings view (the quick-pipeline fixture in tests/fixtures/findings),
 checks the five-way table, the bars and the paper's numbers, follows a bar into Inspect where that
-stage's episodes are listed, and checks that the pipeline's extra models are offered but not ticked.
+stage's episodes are listed, switches the view to V-IRL-L (its three splits, per-step accuracy)
+and follows one of its bars into Inspect, and checks that the pipeline's extra models are offered
+but not ticked.
 Screenshots go to tests/artifacts/; the page must fetch nothing from outside loopback."""
 from __future__ import annotations
 
@@ -120,6 +122,52 @@ def test_findings_link_before_the_view_was_opened(page, served):
                            "?.innerText.trim())")
     n = f.data["table"]["sft-diverse"]["id"]["n"]
     assert page.inner_text("#inspect-summary").strip().startswith(f"{n} episode")
+
+
+def test_switch_to_virl_and_a_bar_into_inspect(page, served):
+    """The task selector (only tasks with findings: here both) redraws the view for V-IRL-L, puts
+    the task in the link, and a V-IRL-L bar opens its episodes in Inspect, where one replays."""
+    findings = json.loads((FIXTURE / "virl-l" / "findings.json").read_text(encoding="utf-8"))
+    page.goto(served + "/?tab=findings")
+    page.wait_for_selector('#findings-root[data-task="gp-l"]')
+    options = page.locator("#findings-task label")
+    assert [options.nth(i).inner_text().strip() for i in range(options.count())] == ["GP-L", "V-IRL-L"]
+    page.locator("#findings-task label", has_text="V-IRL-L").click()
+    page.wait_for_selector('#findings-root[data-task="virl-l"]')
+    page.wait_for_url("**task=virl-l**")
+    assert parse_qs(urlparse(page.url).query) == {"tab": ["findings"], "task": ["virl-l"]}
+    groups = page.locator("#findings-bars .sv-fd-group")
+    assert [groups.nth(i).get_attribute("data-split") for i in range(groups.count())] == ["id", "rule-ood", "streets"]
+    bars = page.inner_text("#findings-bars")
+    for text in ("absolute actions (ID)", "relative actions (rule-OOD)", "held-out streets", "Per-step accuracy",
+                 "80.8 %", "1.3 %", "91.8 %"):
+        assert text in bars, text
+    head = page.inner_text("#findings-table thead")
+    assert "held-out streets" in head and "J/Q/K" not in page.inner_text("#findings-root")
+    assert "relative actions instead of compass actions" in page.inner_text("#findings-explain")
+    assert page.locator("#findings-curves img").count() == 1
+
+    bar = page.locator('[data-testid="bar-rl-streets"]')
+    n = findings["table"]["rl"]["streets"]["n"]
+    bar.click()
+    page.wait_for_url("**tab=inspect**")
+    q = parse_qs(urlparse(page.url).query)
+    assert q["model"] == ["rl"] and q["split"] == ["streets"] and q["run"][0].startswith("findings-virl-l-")
+    page.wait_for_function("/^[0-9]+ episodes? match/.test(document.querySelector('#inspect-summary')"
+                           "?.innerText.trim())")
+    assert page.inner_text("#inspect-summary").strip().startswith(f"{n} episode")
+    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
+    assert cells.count("virl-l") == n and "gp-l" not in cells and "sft" not in cells
+    page.wait_for_function("document.querySelector('#inspect-replay')?.innerText.includes('bundled:helsinki')")
+    assert "virl-l" in page.inner_text("#inspect-replay")
+
+
+def test_virl_findings_by_link(page, served):
+    """`?tab=findings&task=virl-l` opens the V-IRL-L view directly, its selector set."""
+    page.goto(served + "/?tab=findings&task=virl-l")
+    page.wait_for_selector('#findings-root[data-task="virl-l"]')
+    assert page.locator("#findings-task input[value='virl-l']").is_checked()
+    assert page.locator('[data-testid="bar-sft-rule-ood"]').count() == 1
 
 
 def test_extra_pipeline_models_are_offered_not_ticked(page, served):

@@ -1,9 +1,12 @@
 """The Findings tab: the paper's finding in one screen, from the shipped pipeline evaluation
-(`app.findings`: findings.json, offline). The five-way table, ID / rule-OOD bars with ± SE for
-Base, Init, SFT, RL and SFT-diverse, the paper's reported numbers beside ours, the paired RL − SFT
-difference, the compute curves and a plain-language explanation a speaker can read out. Every bar
-and table cell links to its episodes in the Inspect tab; opening the tab starts importing them
-into the store once, in a background thread (`app.findings.Importer`), never on the event loop."""
+(`app.findings`: findings.json, offline), for each pipeline task with findings (GP-L, V-IRL-L: a
+selector, in the tab's link as `?tab=findings&task=virl-l`). The five-way table, bars with ± SE of
+the task's headline (GP-L episode success, V-IRL-L per-step accuracy) on every split for Base,
+Init, SFT, RL and SFT-diverse, the paper's reported numbers beside ours, the paired differences,
+the compute curves and a plain-language explanation a speaker can read out. Every bar and table
+cell links to its episodes in the Inspect tab; opening a task's view starts importing them into
+the store once, in a background thread (`app.findings.Importer`), never on the event loop. One
+code path draws every task; what differs is `app.findings.VIEWS` (words) and the file's numbers."""
 from __future__ import annotations
 
 import base64
@@ -13,9 +16,9 @@ from pathlib import Path
 import gradio as gr
 
 from .. import findings as fd
-from .common import error_html, esc
+from .common import URL_UPDATE_JS, error_html, esc
 
-TASK = "gp-l"
+DEFAULT_TASK = "gp-l"
 
 
 def _pct(x: float) -> str:
@@ -39,8 +42,20 @@ def _bar_html(label: str, value: float, se: float | None, href: str | None, kind
     return f'<div class="sv-fd-bar" title="{esc(title)}" data-testid="{esc(test_id)}">{inner}</div>'
 
 
+def _cell_title(f: fd.Findings, cell: dict) -> str:
+    """A V-IRL-L cell's detail (steps behind the per-step accuracy, and episode success)."""
+    if f.metric == "success_rate":
+        return ""
+    parts = []
+    if isinstance(cell.get("correct_steps"), int) and isinstance(cell.get("steps"), int):
+        parts.append(f"{cell['correct_steps']} of {cell['steps']} actions correct")
+    if isinstance(cell.get("success"), (int, float)):
+        parts.append(f"episodes arrived: {_pct(cell['success'])} %")
+    return "; ".join(parts)
+
+
 def _table_html(f: fd.Findings) -> str:
-    head = "".join(f"<th>{esc(fd.SPLIT_LABELS.get(s, s))}</th>" for s in f.splits)
+    head = "".join(f"<th>{esc(fd.split_label(f.task, s))}</th>" for s in f.splits)
     rows = []
     for stage in f.stages:
         row = f.data["table"][stage]
@@ -50,22 +65,29 @@ def _table_html(f: fd.Findings) -> str:
             if not cell:
                 cells.append("<td>—</td>")
                 continue
-            text = f"{_pct(cell['success'])} ± {_pct(cell.get('se') or 0)} %"
+            text = f"{_pct(f.value(stage, split))} ± {_pct(cell.get('se') or 0)} %"
+            title = _cell_title(f, cell)
+            attr = f' title="{esc(title)}"' if title else ""
             link = fd.inspect_link(f.run_id, stage, split) if f.run_id else None
-            cells.append(f'<td><a href="{esc(link)}" target="_self">{esc(text)}</a></td>' if link
-                         else f"<td>{esc(text)}</td>")
+            cells.append(f'<td{attr}><a href="{esc(link)}" target="_self">{esc(text)}</a></td>' if link
+                         else f"<td{attr}>{esc(text)}</td>")
         kl = row.get("kl_from_init")
         flops = (row.get("compute") or {}).get("flops")
-        rows.append(f'<tr data-stage="{esc(stage)}"><th title="{esc(fd.STAGE_NOTES.get(stage, ""))}">'
+        rows.append(f'<tr data-stage="{esc(stage)}"><th title="{esc(f.view.stage_notes.get(stage, ""))}">'
                     f'{esc(fd.STAGE_LABELS.get(stage, stage))}</th>{"".join(cells)}'
                     f'<td>{"—" if kl is None else f"{kl:.2f}"}</td>'
                     f'<td>{"—" if not flops else f"{flops:.2e}"}</td></tr>')
     n = f.data.get("protocol", {}).get("episodes_per_split")
+    if f.metric == "per_step_accuracy":
+        what = ("Per-step accuracy (correct actions of all the model's calls, pooled over the episodes), ± binomial "
+                f"standard error over the calls{f'; {n} episodes per split' if n else ''}; the routes and "
+                "episode seeds are the protocol's seeded lists, the same for every stage.")
+    else:
+        what = (f"Episode success, ± binomial standard error{f', {n} episodes per split' if n else ''}; the hands "
+                "are the protocol's seeded lists, the same for every stage.")
     return (f'<table class="sv-fd-table" id="findings-table"><thead><tr><th>stage</th>{head}'
             f'<th>KL(Init ‖ model), nats</th><th>training FLOPs</th></tr></thead><tbody>{"".join(rows)}</tbody>'
-            f'</table><div class="sv-dim">Episode success, ± binomial standard error'
-            f'{f", {n} episodes per split" if n else ""}; the hands are the protocol\'s seeded lists, the '
-            f'same for every stage. Each number opens its episodes in Inspect.</div>')
+            f'</table><div class="sv-dim">{esc(what)} Each number opens its episodes in Inspect.</div>')
 
 
 def _bars_html(f: fd.Findings) -> str:
@@ -82,9 +104,10 @@ def _bars_html(f: fd.Findings) -> str:
             items += [_bar_html(f"{fd.STAGE_LABELS[s]} (paper)", v, None, None, "paper",
                                 f"{fd.PAPER_LABEL}: {fd.STAGE_LABELS[s]} {_pct(v)} %", f"paper-{s}")
                       for s, v in fd.paper_bars(f.task)]
-        groups.append(f'<div class="sv-fd-group"><h3>{esc(fd.SPLIT_LABELS.get(split, split))}</h3>'
-                      f'{"".join(items)}</div>')
-    return f'<div class="sv-fd-bars" id="findings-bars">{"".join(groups)}</div>'
+        groups.append(f'<div class="sv-fd-group" data-split="{esc(split)}"><h3>{esc(fd.split_label(f.task, split))}'
+                      f'</h3>{"".join(items)}</div>')
+    return (f'<div class="sv-fd-bars" id="findings-bars"><div class="sv-dim">{esc(f.metric_words.capitalize())}, '
+            f'± one standard error; each bar opens its episodes in Inspect.</div>{"".join(groups)}</div>')
 
 
 def _paired_html(f: fd.Findings) -> str:
@@ -102,8 +125,8 @@ def _paired_html(f: fd.Findings) -> str:
                          f'{" — beyond 2 SE" if strong else " — within 2 SE"}</li>')
     if not items:
         return ""
-    return ('<div class="sv-fd-paired" id="findings-paired"><h3>Paired differences (same hands)</h3><ul>'
-            + "".join(items) + "</ul></div>")
+    return (f'<div class="sv-fd-paired" id="findings-paired"><h3>Paired differences of {esc(f.metric_words)} '
+            f'(same {esc(f.view.instances)})</h3><ul>' + "".join(items) + "</ul></div>")
 
 
 def _curves_html(f: fd.Findings) -> str:
@@ -112,10 +135,12 @@ def _curves_html(f: fd.Findings) -> str:
         if png is None:
             return '<div class="sv-dim">No snapshot curves in this evaluation.</div>'
         data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return (f'<figure class="sv-fd-curves" id="findings-curves"><img alt="ID and rule-OOD success against '
-            f'training compute along SFT, RL and SFT-diverse" src="data:image/png;base64,{data}">'
-            f'<figcaption class="sv-dim">Success along training from Init against training compute (the shape '
-            f'of the paper\'s Figure 5). Snapshots are scored on fewer episodes than the table.</figcaption></figure>')
+    splits = ", ".join(fd.split_label(f.task, s) for s in f.splits)
+    return (f'<figure class="sv-fd-curves" id="findings-curves"><img alt="{esc(f.metric_words)} ({esc(splits)}) '
+            f'against training compute along SFT, RL and SFT-diverse" src="data:image/png;base64,{data}">'
+            f'<figcaption class="sv-dim">{esc(f.metric_words.capitalize())} along training from Init against '
+            f'training compute (the shape of the paper\'s Figure 5), and the base\'s own training where recorded. '
+            f'Snapshots are scored on fewer episodes than the table.</figcaption></figure>')
 
 
 def missing_html(task: str, folder: Path) -> str:
@@ -128,12 +153,12 @@ def missing_html(task: str, folder: Path) -> str:
             f'</div>')
 
 
-def view_html(ctx, task: str = TASK) -> str:
+def view_html(ctx, task: str = DEFAULT_TASK) -> str:
     """The whole view for `task`; starts the import of its episodes (call from a worker thread)."""
     folder = fd.findings_dir(ctx.settings)
     try:
         f = fd.load(task, folder)
-    except fd.FindingsError as exc:
+    except (fd.FindingsError, ValueError) as exc:
         return error_html(str(exc))
     if f is None:
         return missing_html(task, folder)
@@ -152,7 +177,7 @@ def view_html(ctx, task: str = TASK) -> str:
         note += ('<div class="sv-dim">No episodes file ships with these findings, so the numbers do not link to '
                  'episodes.</div>')
     speaker = "".join(f"<li>{esc(line)}</li>" for line in fd.explanation(f))
-    return (f'<div class="sv-fd" id="findings-root" data-run="{esc(f.run_id or "")}">'
+    return (f'<div class="sv-fd" id="findings-root" data-task="{esc(task)}" data-run="{esc(f.run_id or "")}">'
             f'<h2>{esc(task)}: does SFT memorize and RL generalize? Our tiny models, and the paper</h2>'
             f'<div class="sv-verdict" id="findings-verdict">{esc(fd.verdict(f))}</div>{note}'
             f'<div class="sv-fd-row">{_bars_html(f)}<div class="sv-fd-side">{_table_html(f)}{_paired_html(f)}'
@@ -161,21 +186,62 @@ def view_html(ctx, task: str = TASK) -> str:
             f'</summary><ul>{speaker}</ul></details></div>')
 
 
+def task_choices(folder: Path) -> list[tuple[str, str]]:
+    """The selector's (label, task) pairs: the pipeline tasks whose findings are in `folder`."""
+    return [(fd.VIEWS[t].short, t) for t in fd.available(folder)]
+
+
+def pick_task(requested: str | None, folder: Path) -> tuple[str, str]:
+    """The task to show for a link's `task` (or none) and a note when the link names an unknown one:
+    a pipeline task is shown even without findings (the view says how to produce them); anything
+    else falls back to the first task with findings."""
+    offered = fd.available(folder)
+    default = offered[0] if offered else DEFAULT_TASK
+    if not requested:
+        return default, ""
+    if requested in fd.TASKS:
+        return requested, ""
+    return default, error_html(f"This link names task {requested[:30]!r}, which has no pipeline findings; "
+                               f"the tasks are {', '.join(fd.TASKS)}. Showing {default}.")
+
+
 def build(ctx, tab=None) -> dict:
-    """The tab's content; the view is drawn when the tab is opened (or a link lands on it)."""
+    """The tab's content; the view is drawn when the tab is opened (or a link lands on it). The
+    task selector lists the tasks whose findings exist (hidden when there is only one); the task
+    is in the tab's link (`?tab=findings&task=virl-l`)."""
+    folder = fd.findings_dir(ctx.settings)
+    choices = task_choices(folder)
+    task = gr.Radio(choices or [(fd.VIEWS[DEFAULT_TASK].short, DEFAULT_TASK)],
+                    value=choices[0][1] if choices else DEFAULT_TASK, label="Task", elem_id="findings-task",
+                    visible=len(choices) > 1, interactive=True)
     view = gr.HTML('<div class="sv-dim">Open this tab to load the findings.</div>', elem_id="findings-view")
     link = gr.JSON({"tab": "findings"}, visible=False)
 
-    def show():
-        return {view: view_html(ctx)}
+    def show(chosen: str | None, note: str = "") -> dict:
+        offered = task_choices(folder)  # files copied in after start-up are offered too
+        labels = dict((t, label) for label, t in offered)
+        chosen = chosen or (offered[0][1] if offered else DEFAULT_TASK)
+        shown = offered if chosen in labels else offered + [(fd.VIEWS[chosen].short, chosen)]
+        return {view: note + view_html(ctx, chosen),
+                task: gr.Radio(choices=shown or [(fd.VIEWS[chosen].short, chosen)], value=chosen,
+                               visible=len(shown) > 1),
+                link: {"tab": "findings", "task": chosen}}
+
+    outputs = [view, task, link]
+
+    def on_pick(chosen):
+        return show(chosen if chosen in fd.TASKS else None)
 
     def on_load(request: gr.Request):
         from .common import query_params
 
-        if query_params(request).get("tab") != "findings":
+        params = query_params(request)
+        if params.get("tab") != "findings":
             return gr.skip()
-        return show()
+        chosen, note = pick_task(params.get("task"), folder)
+        return show(chosen, note)
 
+    task.input(on_pick, task, outputs).then(None, link, None, js=URL_UPDATE_JS)
     if tab is not None:
-        tab.select(show, None, [view])
-    return {"on_load": on_load, "load_outputs": [view], "link": link}
+        tab.select(on_pick, task, outputs).then(None, link, None, js=URL_UPDATE_JS)
+    return {"on_load": on_load, "load_outputs": outputs, "link": link}
