@@ -333,6 +333,20 @@ def verdict(f: Findings) -> str:
     return head + ": within two standard errors — this evaluation cannot tell them apart."
 
 
+def forgetting(rl: dict, sft: dict) -> str:
+    """Who lost how much of Init's OOD reach, in words that follow the numbers (a drop counts
+    when it is at least 2 SE)."""
+    rl_lost, sft_lost = rl["diff"] / rl["se"] <= -2, sft["diff"] / sft["se"] <= -2
+    if rl_lost and sft_lost:
+        return ("Both forget; RL forgets less, not nothing." if rl["diff"] > sft["diff"]
+                else "Both forget, and RL forgets more.")
+    if rl_lost:
+        return "RL forgets and SFT does not: the opposite of the paper."
+    if sft_lost:
+        return "SFT forgets and RL does not, as in the paper."
+    return "Neither loses it significantly."
+
+
 def explanation(f: Findings) -> list[str]:
     """A few plain sentences a speaker can read out, with this evaluation's numbers (the task's
     words from `VIEWS`, the same sentences for every task)."""
@@ -362,10 +376,9 @@ def explanation(f: Findings) -> list[str]:
                      + (" — it did." if z >= 2 else " — not significantly: any OOD advantage may come from "
                                                      "moving the model less, not from learning."))
     rl_ood, sft_ood = paired(f, "rl_minus_init", "rule-ood"), paired(f, "sft_minus_init", "rule-ood")
-    if rl_ood is not None and sft_ood is not None and rl_ood.get("se") and rl_ood["diff"] / rl_ood["se"] <= -2:
-        lines.append(f"Neither keeps all of Init's reach on {view.ood}: against Init, RL {_pts(rl_ood['diff'])} "
-                     f"± {100 * rl_ood['se']:.1f}, SFT {_pts(sft_ood['diff'])} ± {100 * sft_ood['se']:.1f}. "
-                     "RL forgets less, not nothing.")
+    if rl_ood is not None and sft_ood is not None and rl_ood.get("se") and sft_ood.get("se"):
+        lines.append(f"Against Init on {view.ood}: RL {_pts(rl_ood['diff'])} ± {100 * rl_ood['se']:.1f}, "
+                     f"SFT {_pts(sft_ood['diff'])} ± {100 * sft_ood['se']:.1f}. " + forgetting(rl_ood, sft_ood))
     div = paired(f, "sft_diverse_minus_sft", "rule-ood")
     if div is not None:
         lines.append(view.diverse_line.format(diff=_pts(div["diff"]), se=f"{100 * div['se']:.1f}"))
