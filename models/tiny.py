@@ -170,16 +170,26 @@ def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None,
 
 def build_tiny_mllama(out_dir: "str | Path", corpus: Sequence[str] | None = None, *, hidden: int = 64,
                       layers: int = 2, image_size: int = 56, patch_size: int = 14, vocab_size: int = 1024,
-                      seed: int = 0) -> Path:
-    """Write a randomly initialised tiny `MllamaForConditionalGeneration` (the architecture of the
-    paper's Llama-3.2-11B-Vision checkpoints) + `MllamaProcessor` + chat template to `out_dir`.
+                      seed: int = 0, tokenizer=None, text_from: "str | Path | None" = None,
+                      max_image_tiles: int = 4, vision_hidden: int | None = None, vision_layers: int = 2,
+                      vision_global_layers: int = 1, cross_attention_layers: Sequence[int] | None = None,
+                      gate: float = 1.0, init_std: float = 0.2, generation: dict | None = None) -> Path:
+    """Write a tiny `MllamaForConditionalGeneration` (the architecture of the paper's
+    Llama-3.2-11B-Vision checkpoints) + `MllamaProcessor` (its own `MllamaImageProcessor`, tiles of
+    `image_size` px, at most `max_image_tiles`) + chat template + generation config to `out_dir`,
+    in Hugging Face layout: the `local` backend loads it like the 11B checkpoints.
 
-    Exercises the vision path of the `local` backend on CPU; a cross-attention layer makes the
-    image change the reply. Deterministic for a given corpus and seed.
+    Randomly initialised by default (exercises the vision path on CPU; deterministic for a corpus and
+    seed). `text_from` builds it the way Llama-3.2-Vision was built from Llama-3.1: the language
+    model is a trained text checkpoint (a tiny `LlamaForCausalLM`: its tokenizer, embeddings,
+    self-attention layers, final norm and generation config, copied unchanged), with
+    cross-attention layers inserted at `cross_attention_layers` (indices in the new stack) and a
+    fresh vision encoder. Cross-attention gates start at `gate` (0 makes the new model reproduce the
+    text model exactly until trained; the default 1 makes the image matter at once).
     """
     import torch
-    from transformers import (GenerationConfig, MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor,
-                              MllamaTextConfig, MllamaVisionConfig)
+    from transformers import (GenerationConfig, LlamaConfig, MllamaConfig, MllamaForConditionalGeneration,
+                              MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)
     try:
         from transformers import MllamaImageProcessorPil as ImageProcessor
     except ImportError:  # older transformers
@@ -187,28 +197,77 @@ def build_tiny_mllama(out_dir: "str | Path", corpus: Sequence[str] | None = None
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size)
+    source = None
+    if text_from is not None:
+        from transformers import AutoTokenizer, LlamaForCausalLM
+
+        source = LlamaForCausalLM.from_pretrained(text_from, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(text_from)
+        src: LlamaConfig = source.config
+        hidden, heads, kv_heads = src.hidden_size, src.num_attention_heads, src.num_key_value_heads
+        intermediate, layers, init_std = src.intermediate_size, src.num_hidden_layers, src.initializer_range
+        max_positions, rope_theta = src.max_position_embeddings, (src.rope_parameters or {}).get("rope_theta", 500000.0)
+        eps = src.rms_norm_eps
+    else:
+        heads, kv_heads, intermediate, max_positions, rope_theta, eps = 2, 1, 2 * hidden, 4096, 500000.0, 1e-5
+        if tokenizer is None:
+            tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(seed=seed), vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    vision = MllamaVisionConfig(hidden_size=hidden, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
-                                intermediate_size=2 * hidden, vision_output_dim=hidden * 3, image_size=image_size,
-                                patch_size=patch_size, max_num_tiles=4, intermediate_layers_indices=[0, 1],
-                                supported_aspect_ratios=[[1, 1], [1, 2], [2, 1], [1, 3], [3, 1], [1, 4], [2, 2], [4, 1]],
-                                initializer_range=0.2)
-    text = MllamaTextConfig(vocab_size=len(tokenizer) + 8, hidden_size=hidden, num_hidden_layers=layers + 1,
-                            num_attention_heads=2, num_key_value_heads=1, intermediate_size=2 * hidden,
-                            max_position_embeddings=4096, cross_attention_layers=[1], bos_token_id=ids[BOS],
-                            eos_token_id=[ids[EOT], ids[EOS]], pad_token_id=ids[PAD], initializer_range=0.2)
+    cross = list(cross_attention_layers) if cross_attention_layers is not None else [1]
+    n_text = layers + len(cross)
+    if any(not 0 <= i < n_text for i in cross):
+        raise ValueError(f"cross_attention_layers {cross} outside the {n_text}-layer stack")
+    vh = vision_hidden or hidden
+    vision = MllamaVisionConfig(hidden_size=vh, num_hidden_layers=vision_layers, num_global_layers=vision_global_layers,
+                                attention_heads=2 if vh <= 64 else 4, intermediate_size=2 * vh,
+                                vision_output_dim=vh * (1 + min(2, vision_layers)), image_size=image_size,
+                                patch_size=patch_size, max_num_tiles=max_image_tiles,
+                                intermediate_layers_indices=list(range(min(2, vision_layers))),
+                                supported_aspect_ratios=[[w, h] for w in range(1, max_image_tiles + 1)
+                                                         for h in range(1, max_image_tiles + 1)
+                                                         if w * h <= max_image_tiles],
+                                initializer_range=init_std)
+    text = MllamaTextConfig(vocab_size=len(tokenizer) if source is None else source.config.vocab_size,
+                            hidden_size=hidden, num_hidden_layers=n_text, num_attention_heads=heads,
+                            num_key_value_heads=kv_heads, intermediate_size=intermediate,
+                            max_position_embeddings=max_positions, cross_attention_layers=cross,
+                            rope_parameters={"rope_theta": rope_theta, "rope_type": "default"}, rms_norm_eps=eps,
+                            bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]],
+                            pad_token_id=ids[PAD], initializer_range=init_std)
+    if source is None:  # the random model keeps its historical vocabulary margin
+        text.vocab_size = len(tokenizer) + 8
     config = MllamaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=ids[IMAGE])
     torch.manual_seed(seed)
     model = MllamaForConditionalGeneration(config)
-    with torch.no_grad():  # open the cross-attention gates (zero at init) so the image matters
+    with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
-                param.fill_(1.0)
-    model.generation_config = GenerationConfig(bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]],
-                                               pad_token_id=ids[PAD], do_sample=False, max_new_tokens=256)
+                param.fill_(gate)   # zero at init in transformers: the image would not matter at all
+        if source is not None:
+            _copy_text_weights(source, model, cross)
+    if source is not None:
+        model.generation_config = GenerationConfig.from_dict(source.generation_config.to_dict())
+    else:
+        model.generation_config = GenerationConfig(bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]],
+                                                   pad_token_id=ids[PAD], do_sample=False, max_new_tokens=256)
+    for key, value in (generation or {}).items():
+        setattr(model.generation_config, key, value)
     model.save_pretrained(out, safe_serialization=True)
-    image_processor = ImageProcessor(size={"height": image_size, "width": image_size}, max_image_tiles=4)
+    image_processor = ImageProcessor(size={"height": image_size, "width": image_size}, max_image_tiles=max_image_tiles)
     processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(out)
     return out
+
+
+def _copy_text_weights(source, model, cross: Sequence[int]) -> None:
+    """Copy a `LlamaForCausalLM`'s weights into an Mllama language model whose stack has the same
+    self-attention layers, in order, with cross-attention layers at the indices `cross`."""
+    lm = model.model.language_model
+    src = source.model
+    vocab = src.embed_tokens.weight.shape[0]
+    lm.embed_tokens.weight[:vocab].copy_(src.embed_tokens.weight)
+    model.lm_head.weight.copy_(source.lm_head.weight)
+    self_layers = [layer for i, layer in enumerate(lm.layers) if i not in cross]
+    for dst, layer in zip(self_layers, src.layers):
+        dst.load_state_dict(layer.state_dict())
+    lm.norm.load_state_dict(src.norm.state_dict())

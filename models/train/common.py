@@ -38,10 +38,18 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 
 def load_checkpoint(path: "str | Path"):
-    """(model, tokenizer) from a Hugging Face checkpoint directory, float32 on CPU."""
+    """(model, tokenizer) from a Hugging Face checkpoint directory, float32 on CPU. A vision
+    checkpoint (`model_type` mllama) gives (`MllamaForConditionalGeneration`, its processor): the
+    processor tokenises like its tokenizer and `ChatCodec` takes its image processor from it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") == "mllama":
+        from transformers import AutoProcessor, MllamaForConditionalGeneration
+
+        return (MllamaForConditionalGeneration.from_pretrained(path, dtype=torch.float32),
+                AutoProcessor.from_pretrained(path))
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return model, tok

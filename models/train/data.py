@@ -31,6 +31,7 @@ V-IRL-L (expert answers from the rail, `game.virl`):
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -43,7 +44,7 @@ from game.tasks.virl import DEFAULT_SOURCES, TRAINING_SEED_BASE
 
 from ..chat import gp_chat
 from ..prompts import feedback_text, gp_prompt, response_eqn, response_virl, virl_prompt
-from ..tiny import EOT, SPECIAL_TOKENS
+from ..tiny import EOT, IMAGE, SPECIAL_TOKENS
 
 VIRL_TRAIN_SOURCE = DEFAULT_SOURCES["id"]             # the registry's in-distribution route set
 
@@ -233,9 +234,19 @@ def virl_corpus(seed: int = 0, n_episodes: int = 400) -> list[str]:
 
 
 class ChatCodec:
-    """Chat rendering and tokenisation exactly as the `local` backend does it, plus SFT encoding."""
+    """Chat rendering and tokenisation exactly as the `local` backend does it, plus SFT encoding.
+
+    Given a vision checkpoint's processor (`MllamaProcessor`) instead of a tokenizer, it also turns
+    images into the model's pixel inputs with the checkpoint's own image processor (`pixels`), as
+    the `local` backend's processor call does (`vision` is then True)."""
 
     def __init__(self, tokenizer) -> None:
+        self.image_processor = getattr(tokenizer, "image_processor", None)
+        self.vision = self.image_processor is not None
+        if self.vision:
+            tokenizer = tokenizer.tokenizer
+        self.image_id = tokenizer.convert_tokens_to_ids(IMAGE)
+        self._pixels: "OrderedDict[int, tuple]" = OrderedDict()
         self.tok = tokenizer
         self.eot_id = tokenizer.convert_tokens_to_ids(EOT)
         self.pad_id = tokenizer.pad_token_id
@@ -260,3 +271,38 @@ class ChatCodec:
         p = self.prompt_ids(prompt)
         a = self.encode_text(answer) + [self.eot_id]
         return p + a, [-100] * len(p) + a
+
+    def pixels(self, image) -> dict:
+        """The image processor's tensors for one image (`pixel_values` [1, 1, tiles, 3, H, W],
+        `aspect_ratio_ids` [1, 1], `aspect_ratio_mask` [1, 1, tiles]); the last few thousand images
+        are cached (a GP table is shown at every try of its episode)."""
+        hit = self._pixels.get(id(image))
+        if hit is not None and hit[0] is image:
+            self._pixels.move_to_end(id(image))
+            return hit[1]
+        from ..backends.local import to_pil
+
+        out = self.image_processor(images=[[to_pil(image)]], return_tensors="pt")
+        value = {k: out[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
+        self._pixels[id(image)] = (image, value)
+        if len(self._pixels) > 4096:
+            self._pixels.popitem(last=False)
+        return value
+
+    def image_position(self, ids: Sequence[int]) -> int:
+        """Index of the (first) image token in a tokenised chat."""
+        return list(ids).index(self.image_id)
+
+
+def vision_inputs(pixels: Sequence[dict], image_starts: Sequence[int], width: int) -> dict:
+    """Batched Mllama inputs for rows of `width` tokens, one image per row: the stacked pixel
+    tensors and the cross-attention mask [B, width, 1, tiles], which lets every token from the
+    row's image token (`image_starts`, in padded coordinates) on attend to the image's tiles and no
+    token before it, as `MllamaProcessor` builds it for one image per chat."""
+    import torch
+
+    out = {k: torch.cat([p[k] for p in pixels]) for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
+    tiles = out["aspect_ratio_mask"][:, 0]                                  # [B, T]
+    rows = (torch.arange(width).unsqueeze(0) >= torch.tensor(list(image_starts)).unsqueeze(1)).long()  # [B, W]
+    out["cross_attention_mask"] = (rows[:, :, None] * tiles[:, None, :]).unsqueeze(2)  # [B, W, 1, T]
+    return out

@@ -56,12 +56,17 @@ def _pick(logits, temperature: float, top_p: float):
 
 
 def generate_batch(model, codec: ChatCodec, contexts: Sequence[list[int]], *, max_new_tokens: int = 256,
-                   temperature: float | None = None, top_p: float | None = None) -> list[Generated]:
+                   temperature: float | None = None, top_p: float | None = None,
+                   pixels: Sequence[dict] | None = None) -> list[Generated]:
     """Generate one reply per context (token id lists): left-padded, one KV cache, stops when every
     row has produced a stop token. `temperature=None` uses the checkpoint's generation config
     (sampling settings); `0` is greedy. A lean loop: `model.generate` costs far more per token on
-    a tiny model, and evaluation and RL rollouts are generation-bound."""
+    a tiny model, and evaluation and RL rollouts are generation-bound. A vision checkpoint gets
+    each row's image as `pixels` (`ChatCodec.pixels`): encoded once with the prompt, its
+    cross-attention keys and values then stay in the cache."""
     import torch
+
+    from .data import vision_inputs
 
     g = model.generation_config
     if temperature is None:
@@ -80,9 +85,15 @@ def generate_batch(model, codec: ChatCodec, contexts: Sequence[list[int]], *, ma
         mask[row, width - len(ctx):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+    extra: dict = {}
+    if pixels is not None:
+        starts = [width - len(ctx) + codec.image_position(ctx) for ctx in contexts]
+        extra = {k: v.to(device) for k, v in vision_inputs(pixels, starts, width).items()}
+    step_extra = {"cross_attention_mask": extra["cross_attention_mask"][:, -1:]} if extra else {}
     steps: list = []
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                    **extra)
         cache, logits = out.cache, out.logits[:, -1]
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         pos = positions[:, -1:]
@@ -96,7 +107,7 @@ def generate_batch(model, codec: ChatCodec, contexts: Sequence[list[int]], *, ma
             mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
             pos = pos + 1
             out = model(input_ids=tok.unsqueeze(1), attention_mask=mask, position_ids=pos, cache=cache,
-                        use_cache=True)
+                        use_cache=True, **step_extra)
             cache, logits = out.cache, out.logits[:, -1]
     eos_set = set(eos_t.tolist())
     generated = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(batch)]
@@ -114,12 +125,14 @@ def generate_batch(model, codec: ChatCodec, contexts: Sequence[list[int]], *, ma
 
 @dataclass
 class Turn:
-    """One generated, graded call, with what RL needs: the context ids, the reply ids, the reward."""
+    """One generated, graded call, with what RL needs: the context ids, the reply ids, the reward
+    (and, for a vision checkpoint, the image's pixel inputs, `ChatCodec.pixels`)."""
 
     episode: int
     context: list[int]
     reply: list[int]
     reward: float
+    pixels: dict | None = None
 
 
 @dataclass
@@ -146,7 +159,11 @@ def run_episodes(model, codec: ChatCodec, sessions: Sequence, *, batch_size: int
                  temperature: float | None = None, top_p: float | None = None, progress=None) -> EpisodeBatch:
     """Play registry sessions (`game.tasks.open_session`) to the end with the reference's chat
     flow; returns them with every generated, graded call as a `Turn` (`Turn.episode` indexes
-    `sessions`). `progress(k)` is called after every generated chunk of k calls."""
+    `sessions`). `progress(k)` is called after every generated chunk of k calls. A vision task
+    needs a vision checkpoint (its processor as the codec's tokenizer): the session's image goes
+    to the model with the chat."""
+    if any(s.vision for s in sessions) and not codec.vision:
+        raise ValueError("a vision task needs a vision checkpoint (this one is text-only)")
     convs = [Conversation(image=s.vision) for s in sessions]
     batch = EpisodeBatch(list(sessions))
     while True:
@@ -163,11 +180,12 @@ def run_episodes(model, codec: ChatCodec, sessions: Sequence, *, batch_size: int
         for start in range(0, len(need), batch_size):
             chunk = need[start:start + batch_size]
             contexts = [codec.chat_ids(convs[i].messages_for(sessions[i].prompt())) for i in chunk]
+            pixels = [codec.pixels(sessions[i].image()) for i in chunk] if codec.vision else None
             replies = generate_batch(model, codec, contexts, max_new_tokens=max_new_tokens,
-                                     temperature=temperature, top_p=top_p)
-            for i, ctx, reply in zip(chunk, contexts, replies):
+                                     temperature=temperature, top_p=top_p, pixels=pixels)
+            for k, (i, ctx, reply) in enumerate(zip(chunk, contexts, replies)):
                 result = sessions[i].step(reply.text)
-                batch.turns.append(Turn(i, ctx, reply.ids, result.reward))
+                batch.turns.append(Turn(i, ctx, reply.ids, result.reward, pixels[k] if pixels else None))
                 convs[i].record(reply.text, result.feedback)
             if progress is not None:
                 progress(len(chunk))

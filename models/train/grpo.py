@@ -118,7 +118,13 @@ def reply_logprobs(model, turns: list[Turn], pad_id: int):
     for row, s in enumerate(seqs):
         ids[row, :len(s)] = torch.tensor(s)
         attn[row, :len(s)] = 1
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+    extra = {}
+    if turns and turns[0].pixels is not None:   # a vision checkpoint: the image each turn was generated with
+        from .data import vision_inputs
+
+        extra = vision_inputs([t.pixels for t in turns], [t.context.index(model.config.image_token_index)
+                                                          for t in turns], width)
+    logits = model(input_ids=ids, attention_mask=attn, **extra).logits[:, :-1].float()
     logp_all = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     reply_mask = torch.zeros_like(logp_all)
     for row, t in enumerate(turns):
