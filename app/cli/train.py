@@ -68,6 +68,20 @@ def register(sub) -> None:
     pl.add_argument("--no-progress", action="store_true")
     pl.set_defaults(func=_cmd_pipeline)
 
+    v = tsub.add_parser("vision", help="the tiny vision-language pipeline (Mllama): base -> init -> sft / rl on "
+                                       "GP-VL, then the evaluation with recognition accuracy (findings.json)")
+    v.add_argument("--task", default="gp-vl", help="gp-vl")
+    v.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
+    v.add_argument("--out", default=None, help="output directory (default: runs/vision/<task>)")
+    v.add_argument("--stages", default="base,init,sft,rl",
+                   help="comma-separated stages to train (existing ones are kept: resumable)")
+    v.add_argument("--n", type=int, default=None, help="episodes per split (default 100; 3 with --quick)")
+    v.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=_cmd_vision)
+
     t = tsub.add_parser("table", help="evaluate init/SFT/RL, write eval.json and the model cards")
     t.add_argument("--task", default=None, help="checked against the SFT checkpoint's training.json")
     t.add_argument("--sft", required=True)
@@ -176,6 +190,34 @@ def _cmd_pipeline(args) -> int:
     for stage, row in findings["table"].items():
         cells = "   ".join(f"{s} {100 * cell_value(row[s]):5.1f} ± {100 * row[s]['se']:.1f} %" for s in cfg.splits)
         print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")
+    print(f"wrote {out / 'findings.json'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_vision(args) -> int:
+    from dataclasses import replace
+
+    from models.train.vision import STAGES, TASKS as VISION_TASKS, VisionConfig, evaluate_vision, train_vision
+
+    if args.task not in VISION_TASKS:
+        raise CliError(f"the vision pipeline supports {', '.join(VISION_TASKS)}, not {args.task!r}")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise CliError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
+    cfg = VisionConfig.quick(args.seed) if args.quick else VisionConfig(seed=args.seed)
+    cfg = replace(cfg, task=args.task, **{k: v for k, v in (("threads", args.threads), ("eval_n", args.n)) if v})
+    out = Path(args.out or f"runs/vision/{args.task}{'-quick' if args.quick else ''}")
+    records = train_vision(cfg, out, stages=stages, progress=not args.no_progress)
+    for stage, rec in records.items():
+        print(f"{stage:<6} {rec.get('wall_s', 0):>7} s  {out / stage}")
+    if args.no_eval:
+        return 0
+    findings = evaluate_vision(out, cfg, progress=not args.no_progress)
+    for stage, row in findings["table"].items():
+        cells = "   ".join(f"{s} {100 * r['success']:5.1f} ± {100 * r['se']:.1f} % (recognition "
+                           f"{100 * r['recognition']:.1f} %)" for s, r in row.items())
+        print(f"{stage:<6} {cells}")
     print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     return 0
 

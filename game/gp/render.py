@@ -161,13 +161,16 @@ def _resized(card: Card, w: int, h: int) -> Image.Image:
 
 
 def table_image(cards, *, resolution: int = TABLE_SIZE, caption: bool = False) -> Image.Image:
-    """The reference's GP-VL observation image (RGB) for four cards in dealing order."""
+    """The reference's GP-VL observation image (RGB) for four cards in dealing order; a None
+    leaves its slot empty (the tiny vision checkpoints' training layouts)."""
     cards = list(cards)
     if len(cards) != 4:
         raise ValueError(f"the table shows exactly 4 cards, got {len(cards)}")
     canvas = Image.new("RGB", (resolution, resolution), TABLE_GREEN)
     w, h, positions = table_layout(resolution)
     for card, pos in zip(cards, positions):
+        if card is None:
+            continue
         # No mask: transparent pixels are pasted as their RGB value (black), as in the reference.
         canvas.paste(_resized(card, w, h), pos)
     if caption:

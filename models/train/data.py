@@ -259,16 +259,21 @@ class ChatCodec:
     def encode_text(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """Token ids of the one-turn chat holding `prompt` (fast path for the SFT data)."""
+    def prompt_ids(self, prompt: str, image: bool = False) -> list[int]:
+        """Token ids of the one-turn chat holding `prompt` (fast path for the SFT data); `image`:
+        the image placeholder first, as GP-VL and V-IRL-VL chats start."""
+        if image:
+            if not hasattr(self, "_single_image"):
+                self._single_image = self.render(gp_chat("\x00PROMPT\x00", image=True))
+            return self.encode_text(self._single_image.replace("\x00PROMPT\x00", prompt))
         return self.encode_text(self._single.replace("\x00PROMPT\x00", prompt))
 
     def chat_ids(self, messages: list) -> list[int]:
         return self.encode_text(self.render(messages))
 
-    def sft_example(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    def sft_example(self, prompt: str, answer: str, image: bool = False) -> tuple[list[int], list[int]]:
         """(input ids, labels): labels are -100 on the prompt, the answer ids then EOT."""
-        p = self.prompt_ids(prompt)
+        p = self.prompt_ids(prompt, image)
         a = self.encode_text(answer) + [self.eot_id]
         return p + a, [-100] * len(p) + a
 

@@ -19,7 +19,8 @@ training a tiny checkpoint on it needs and nothing else branches on a task name 
     t = training_task("virl-l")      # ValueError naming the trainable tasks otherwise
     t.grpo[0]["verify_iter"]         # 2: the paper's tries per V-IRL position
 
-Only the text tasks have tiny checkpoints (`TRAINING`: gp-l, virl-l).
+The text tasks (`TRAINING`: gp-l, virl-l) are trained by the text trainers; the vision tasks
+(`VISION_TRAINING`: gp-vl, virl-vl) by `models.train.vision`, with GRPO's rollouts from here.
 """
 from __future__ import annotations
 
@@ -250,12 +251,35 @@ class VirlLTraining(TrainingTask):
         return virl_model_card(path, rec, evaluation, name=name, repro=repro)
 
 
+class VisionTraining(TrainingTask):
+    """A vision task (gp-vl, virl-vl): its checkpoints come from the vision pipeline
+    (`models.train.vision`, `sftvsrl train vision`), which builds its own image-text data; here
+    only what GRPO needs (the registry's training stream)."""
+
+    def corpus(self, seed: int, size: int) -> list[str]:
+        raise ValueError(f"{self.name} is trained by `sftvsrl train vision`, not by the text trainers")
+
+    def expert_pairs(self, n: int, seed: int) -> tuple[list, dict[str, Any]]:
+        raise ValueError(f"{self.name} is trained by `sftvsrl train vision`, not by the text trainers")
+
+
+class GPVLTraining(VisionTraining):
+    name, label = "gp-vl", "GP-VL"
+    rl_seed_offset = RL_SEED_OFFSET
+
+
+class VirlVLTraining(VisionTraining):
+    name, label = "virl-vl", "V-IRL-VL"
+
+
 TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPLTraining(), VirlLTraining())}
+VISION_TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPVLTraining(), VirlVLTraining())}
 
 
 def training_task(task: str, what: str = "tiny trainer") -> TrainingTask:
-    """The training entry of `task`; a `ValueError` naming the trainable tasks otherwise."""
+    """The training entry of `task` (a text task, or a vision task for GRPO's rollouts); a
+    `ValueError` naming the trainable tasks otherwise."""
     try:
-        return TRAINING[task]
+        return TRAINING[task] if task in TRAINING else VISION_TRAINING[task]
     except (KeyError, TypeError):
         raise ValueError(f"the {what} supports tasks {', '.join(TRAINING)}, not {task!r}") from None

@@ -1,0 +1,509 @@
+"""The staged tiny vision-language pipeline for GP-VL: base → Init → SFT / RL, at CPU scale, with
+tiny `MllamaForConditionalGeneration` checkpoints (the paper's Llama-3.2-Vision architecture).
+
+The paper post-trains Llama-3.2-11B-Vision, a text model given a vision encoder and
+cross-attention layers and trained on image-text data. This pipeline builds the same thing in
+miniature, then mirrors the paper's stages on top of it:
+
+1. **base** (the "pretrained VLM"): the GP-L pipeline's text base (`gp-l-base`: a tiny Llama that
+   reads a stated face-card mapping and answers in the paper's format) becomes the language model
+   of a tiny Mllama (`models.tiny.build_tiny_mllama(text_from=…)`: its tokenizer, embeddings and
+   self-attention layers copied, cross-attention layers inserted, a fresh vision encoder), then
+   everything is trained on image-text data of two kinds, cards of all four suits:
+   - *card reading*: a table image with 1–4 cards in random slots (suits drawn from all four,
+     ranks uniform) and a reading prompt (`READ_PROMPT`); the answer lists the cards;
+   - *GP-VL with a stated mapping*: the paper's exact GP-VL prompt whose rule line states a face-card
+     mapping J/Q/K = (a, b, c), a, b, c in 6..13, never the ID mapping 10/10/10 nor the rule-OOD
+     11/12/13; four cards with suits drawn from all four; the expert `ResponseEqn` answer.
+   So the base knows red and black cards, but has never seen the GP-VL prompt with J/Q/K = 10
+   (hence neither the ID nor the visual-OOD configuration) nor the rule-OOD mapping.
+2. **init**: a short SFT on the ID task (the paper's GP-VL prompt, black suits, J/Q/K = 10: the
+   registry's `gp-vl` training stream) from the base.
+3. **sft**: continued SFT from Init on more ID expert answers.
+4. **rl**: GRPO from Init on the ID task only (`models.train.grpo`, the same trainer and rollout
+   executor as GP-L: multi-turn, the verifier's feedback, the image in the first user message).
+
+Images go through each checkpoint's own image processor (`MllamaImageProcessor`, one 224-px tile).
+Training tables are composed from per-slot pieces processed by that image processor
+(`TablePixels`: the processor's resize and normalisation are linear, so the processed table is the
+processed empty table plus each card's processed difference, exact up to uint8 rounding of the
+resize); evaluation and play process the real 1200 × 1200 table image, as the `local` backend does.
+
+Every stage is a Hugging Face checkpoint with `training.json`; `evaluate_vision` scores them all with
+the protocol's batched executor on GP-VL id, rule-ood and visual-ood (episode success and
+recognition accuracy, binomial SEs) and writes `findings.json` and the model cards.
+
+    sftvsrl train vision --task gp-vl --out runs/vision/gp-vl          # full run (~1 h on 1 core)
+    sftvsrl train vision --task gp-vl --quick --out /tmp/v             # seconds, for tests
+"""
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from game.gp.cards import Card, Rule
+from game.protocol import binomial_se, splits
+from game.tasks import get_task
+
+from ..prompts import FACE_CARD_MSG, cards_repr, gp_prompt, response_eqn
+from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, read_record, save_checkpoint, \
+    setup_torch
+from .data import ChatCodec, expert_answer, expert_formula, vision_inputs
+
+STAGES = ("base", "init", "sft", "rl")
+TASKS = ("gp-vl",)
+REPO = Path(__file__).resolve().parents[2]
+SUITS = ("S", "H", "D", "C")
+ID_MAPPING, OOD_MAPPING = (10, 10, 10), (11, 12, 13)
+_RANK_LABEL = {1: "A", 11: "J", 12: "Q", 13: "K"}
+
+READ_PROMPT = "\nRead the cards in the image, from left to right. Answer in json.\n"
+
+
+def read_answer(labels: Sequence[str]) -> str:
+    """The card-reading answer: the `cards` line of `ResponseEqn` alone."""
+    return "\n{\n" f"  \"cards\": {cards_repr(labels)},\n" "}"
+
+
+def label(rank: int) -> str:
+    return _RANK_LABEL.get(rank, str(rank))
+
+
+def vl_mapped_prompt(mapping: Sequence[int], target: int = 24) -> str:
+    """The paper-exact GP-VL prompt with the face-card clause for `mapping` in both its places."""
+    from .pipeline import mapping_message
+
+    return gp_prompt(None, Rule.FACE10, target, vision=True).replace(FACE_CARD_MSG[Rule.FACE10],
+                                                                    mapping_message(mapping))
+
+
+def base_mappings() -> list[tuple[int, int, int]]:
+    """The mappings the base's GP-VL examples state: (a, b, c) in 6..13, minus 10/10/10 and 11/12/13 (510)."""
+    from .pipeline import base_mappings as text_mappings
+
+    return [m for m in text_mappings() if m != ID_MAPPING]
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples: (slots, prompt, answer); slots = 4 cards or None (empty slot) in table order
+
+
+@dataclass(frozen=True)
+class Example:
+    slots: tuple            # 4 × (Card | None), left to right
+    prompt: str
+    answer: str
+    kind: str               # read / mapped / id
+
+
+def base_examples(n: int, seed: int, read_share: float, face_prob: float = 0.5) -> list[Example]:
+    """The base's image-text data (see the module doc): reading and mapped GP-VL, all four suits."""
+    rng = random.Random(f"vl-base:{seed}")
+    mappings = base_mappings()
+    out: list[Example] = []
+    while len(out) < n:
+        if rng.random() < read_share:
+            k = 4 if rng.random() < 0.5 else rng.randint(1, 3)
+            where = sorted(rng.sample(range(4), k))
+            slots = [None] * 4
+            for i in where:
+                slots[i] = Card(rng.randint(1, 13), rng.choice(SUITS))
+            labels = [label(c.rank) for c in slots if c is not None]
+            out.append(Example(tuple(slots), READ_PROMPT, read_answer(labels), "read"))
+            continue
+        mapping = mappings[rng.randrange(len(mappings))]
+        ranks = [rng.randint(1, 13) for _ in range(4)]
+        if rng.random() < face_prob and max(ranks) <= 10:
+            ranks[rng.randrange(4)] = rng.randint(11, 13)
+        values = [r if r <= 10 else mapping[r - 11] for r in ranks]
+        formula = expert_formula(values)
+        if formula is None:
+            continue
+        labels = [label(r) for r in ranks]
+        slots = tuple(Card(r, rng.choice(SUITS)) for r in ranks)
+        out.append(Example(slots, vl_mapped_prompt(mapping), response_eqn(labels, values, formula), "mapped"))
+    return out
+
+
+def id_examples(n: int, seed: int) -> list[Example]:
+    """`n` in-distribution GP-VL expert examples: hands of the registry's `gp-vl` training stream
+    (black suits, J/Q/K = 10), the session's own prompt, the canonical expert answer."""
+    from itertools import islice
+
+    from game.gp.deal import Deal
+    from game.tasks import open_session
+
+    out: list[Example] = []
+    for inst in islice(get_task("gp-vl").training_stream(seed), 4 * n + 100):
+        deal = Deal.from_id(inst.params["deal_id"])
+        answer = expert_answer(deal, Rule.FACE10)
+        if answer is None:
+            continue
+        out.append(Example(tuple(deal.cards), open_session(inst).prompt(), answer, "id"))
+        if len(out) == n:
+            return out
+    raise RuntimeError("the training stream ran out of solvable hands")
+
+
+class TablePixels:
+    """Processed table images for slot layouts, composed from per-slot pieces processed by the
+    checkpoint's own image processor (see the module doc); pieces are cached (52 cards × 4 slots)."""
+
+    def __init__(self, codec: ChatCodec) -> None:
+        from game.gp.render import table_image
+
+        self.codec, self.render = codec, table_image
+        self.blank = self._process([None] * 4)
+        self.pieces: dict[tuple[int, int, str], Any] = {}
+
+    def _process(self, slots):
+        from ..backends.local import to_pil
+
+        out = self.codec.image_processor(images=[[to_pil(self.render(slots))]], return_tensors="pt")
+        return {k: out[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
+
+    def __call__(self, slots: Sequence) -> dict:
+        pix = self.blank["pixel_values"].clone()
+        for i, card in enumerate(slots):
+            if card is None:
+                continue
+            key = (i, card.rank, card.suit)
+            if key not in self.pieces:
+                one = [None] * 4
+                one[i] = card
+                self.pieces[key] = self._process(one)["pixel_values"] - self.blank["pixel_values"]
+            pix += self.pieces[key]
+        return {**self.blank, "pixel_values": pix}
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Every knob of the vision pipeline, with the value the shipped checkpoints used."""
+
+    task: str = "gp-vl"
+    seed: int = 0
+    text_from: str = "models/checkpoints/gp-l-base"   # the language model (relative to the repo root)
+    # vision tower and cross-attention (`models.tiny.build_tiny_mllama`)
+    image_size: int = 224
+    patch_size: int = 16
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_global_layers: int = 1
+    cross_attention_layers: tuple[int, ...] = (1, 3)
+    # base: image-text SFT of the grafted model (reading + mapped GP-VL, all suits)
+    base_steps: int = 900
+    base_batch: int = 16
+    base_lr: float = 1e-3
+    base_read_share: float = 0.4
+    # init: short SFT on ID from the base
+    init_steps: int = 16
+    init_lr: float = 2e-4
+    init_warmup_steps: int = 1
+    # sft: continued SFT from init on ID
+    sft_steps: int = 250
+    sft_batch: int = 16
+    sft_lr: float = 5e-4
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    # rl: GRPO from init (`models.train.grpo.GRPOConfig`)
+    rl_updates: int = 16
+    rl_hands: int = 8
+    rl_group: int = 6
+    rl_verify_iter: int = 5
+    rl_lr: float = 1e-4
+    rl_epochs: int = 2
+    rl_max_new_tokens: int = 48
+    # evaluation
+    eval_n: int = 100
+    threads: int = 1
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "VisionConfig":
+        """A seconds-long run for tests (the text model is the shipped gp-l-base)."""
+        return cls(seed=seed, image_size=64, patch_size=16, vision_hidden=32, vision_layers=1, base_steps=3,
+                   base_batch=4, init_steps=2, sft_steps=3, sft_batch=4, warmup_steps=1, rl_updates=1, rl_hands=2,
+                   rl_group=2, rl_verify_iter=2, rl_max_new_tokens=24, rl_epochs=1, eval_n=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Supervised stages
+
+
+def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, batch_size: int, lr: float,
+           warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float, seed: int, desc: str,
+           progress: bool, compute, on_step: Callable[[int, Any], None] | None = None) -> list[float]:
+    """Cross-entropy on the answers of `steps * batch_size` image-text examples, one pass, AdamW with
+    warm-up and cosine decay (the vision analogue of `pipeline.fit`). Returns per-step losses."""
+    import torch
+    from tqdm.auto import tqdm
+
+    pixels = TablePixels(codec)
+    order = list(examples[:steps * batch_size])
+    random.Random(seed).shuffle(order)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
+    if on_step:
+        on_step(0, model)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        chunk = order[step * batch_size:(step + 1) * batch_size]
+        if len(chunk) < batch_size:
+            break
+        encoded = [codec.sft_example(ex.prompt, ex.answer, image=True) for ex in chunk]
+        width = max(len(x) for x, _ in encoded)
+        ids = torch.full((len(chunk), width), codec.pad_id, dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (x, y) in enumerate(encoded):
+            ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+        extra = vision_inputs([pixels(ex.slots) for ex in chunk], [codec.image_position(x) for x, _ in encoded],
+                              width)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels, **extra).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        compute.train_tokens += int(mask.sum())
+        if step % 5 == 0 or step == steps - 1:
+            recent = losses[-20:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+        if on_step:
+            model.eval()
+            on_step(step + 1, model)
+            model.train()
+    bar.close()
+    model.eval()
+    return losses
+
+
+def _curve(losses: list[float], every: int = 25) -> list[float]:
+    return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
+
+
+def build_base_model(cfg: VisionConfig, out: Path) -> Path:
+    """The grafted, untrained base: `cfg.text_from`'s language model + a fresh vision tower."""
+    from ..tiny import build_tiny_mllama
+
+    text_from = Path(cfg.text_from)
+    text_from = text_from if text_from.is_absolute() else REPO / text_from
+    return build_tiny_mllama(out, text_from=text_from, image_size=cfg.image_size, patch_size=cfg.patch_size,
+                             max_image_tiles=1, vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers,
+                             vision_global_layers=cfg.vision_global_layers,
+                             cross_attention_layers=list(cfg.cross_attention_layers), gate=1.0, init_std=0.02,
+                             seed=cfg.seed)
+
+
+def run_sft_stage(cfg: VisionConfig, stage: str, start: Path | None, examples: Sequence[Example], out: Path, *,
+                  steps: int, batch_size: int, lr: float, progress: bool,
+                  warmup_steps: int | None = None) -> dict[str, Any]:
+    """Train one supervised stage (from `start`, or from the freshly grafted model) and save it."""
+    from collections import Counter
+
+    from .pipeline import Compute
+
+    watch = Stopwatch()
+    setup_torch(cfg.seed, cfg.threads)
+    if start is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            model, proc = load_checkpoint(build_base_model(cfg, Path(tmp) / "graft"))
+    else:
+        model, proc = load_checkpoint(start)
+    codec = ChatCodec(proc)
+    compute = Compute()
+    losses = fit_vl(model, codec, examples, steps=steps, batch_size=batch_size, lr=lr,
+                    warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
+                    min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                    seed=cfg.seed, desc=stage, progress=progress, compute=compute)
+    params = n_params(model)
+    seen = examples[:steps * batch_size]
+    record = {"kind": "sft", "stage": stage, "task": cfg.task,
+              "start": str(start) if start else f"grafted from {cfg.text_from}",
+              "parameters": params, "vision_parameters": n_params(model.model.vision_model),
+              "examples": len(seen), "example_kinds": dict(Counter(e.kind for e in seen)),
+              "red_suit_examples": sum(any(c is not None and c.suit in "HD" for c in e.slots) for e in seen),
+              "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+              "loss_curve": _curve(losses), "compute": compute.as_dict(params),
+              "wall_s": round(watch.elapsed(), 1), "config": asdict(cfg), "environment": environment()}
+    save_checkpoint(model, proc, out, record)
+    return record
+
+
+def run_rl_stage(cfg: VisionConfig, start: Path, out: Path, *, progress: bool) -> dict[str, Any]:
+    """GRPO from Init on GP-VL ID hands (`models.train.grpo.train_grpo`, task gp-vl)."""
+    from .grpo import GRPOConfig, train_grpo
+
+    gcfg = GRPOConfig(task=cfg.task, seed=cfg.seed, updates=cfg.rl_updates, hands_per_update=cfg.rl_hands,
+                      group_size=cfg.rl_group, verify_iter=cfg.rl_verify_iter, lr=cfg.rl_lr, epochs=cfg.rl_epochs,
+                      max_new_tokens=cfg.rl_max_new_tokens, threads=cfg.threads)
+    record = train_grpo(gcfg, start, out, progress=progress)
+    record.update(stage="rl", vision_config=asdict(cfg))
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] = STAGES,
+                 progress: bool = True) -> dict[str, Any]:
+    """Run the requested stages in order under `out/<stage>/`; a stage whose checkpoint already
+    exists is kept (resumable). Returns {stage: training record}."""
+    if cfg.task not in TASKS:
+        raise ValueError(f"the vision pipeline supports {', '.join(TASKS)}, not {cfg.task!r}")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    out = Path(out)
+    records: dict[str, Any] = {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        dest = out / stage
+        if (dest / "training.json").is_file():
+            records[stage] = read_record(dest)
+            continue
+        if stage == "base":
+            ex = base_examples(cfg.base_steps * cfg.base_batch, cfg.seed + 100, cfg.base_read_share)
+            records[stage] = run_sft_stage(cfg, stage, None, ex, dest, steps=cfg.base_steps,
+                                           batch_size=cfg.base_batch, lr=cfg.base_lr, progress=progress)
+        elif stage == "init":
+            ex = id_examples(cfg.init_steps * cfg.sft_batch, cfg.seed + 200)
+            records[stage] = run_sft_stage(cfg, stage, out / "base", ex, dest, steps=cfg.init_steps,
+                                           batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress,
+                                           warmup_steps=cfg.init_warmup_steps)
+        elif stage == "sft":
+            ex = id_examples(cfg.sft_steps * cfg.sft_batch, cfg.seed + 300)
+            records[stage] = run_sft_stage(cfg, stage, out / "init", ex, dest, steps=cfg.sft_steps,
+                                           batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress)
+        elif stage == "rl":
+            records[stage] = run_rl_stage(cfg, out / "init", dest, progress=progress)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[str] = STAGES,
+                    progress: bool = True) -> dict[str, Any]:
+    """Every stage on every split of the task (the protocol's batched executor, the checkpoint's
+    own decoding): episode success and recognition accuracy with binomial SEs, paired RL − SFT
+    differences; written to `root/findings.json` and the stages' model cards."""
+    import torch
+
+    from .evaluate import evaluate
+    from .pipeline import paired
+
+    torch.set_num_threads(max(1, cfg.threads))
+    root = Path(root)
+    table: dict[str, Any] = {}
+    outcomes: dict[str, dict[str, list[int]]] = {}
+    for stage in stages:
+        if not (root / stage / "config.json").is_file():
+            continue
+        model, proc = load_checkpoint(root / stage)
+        row: dict[str, Any] = {}
+        outcomes[stage] = {}
+        for split in splits(cfg.task):
+            res = evaluate(model, proc, cfg.task, split, cfg.eval_n, seed=cfg.seed, max_new_tokens=96,
+                           progress=progress)
+            n = res["episodes"]
+            row[split] = {"success": res["success_rate"], "se": res["success_se"], "n": n,
+                          "recognition": res.get("recognition_accuracy"), "steps": res["steps"],
+                          "recognition_se": binomial_se(res.get("recognition_accuracy") or 0.0, res["steps"]),
+                          "first_try_success": res["first_try_success"], "outcomes": res["outcomes"]}
+            outcomes[stage][split] = res["successes"]
+        table[stage] = row
+    comparisons = {}
+    for name, a, b in (("rl_minus_sft", "rl", "sft"), ("rl_minus_init", "rl", "init"),
+                       ("sft_minus_init", "sft", "init")):
+        if a in outcomes and b in outcomes:
+            comparisons[name] = {s: paired(outcomes[a][s], outcomes[b][s]) for s in splits(cfg.task)}
+    findings = {"task": cfg.task,
+                "protocol": {"episodes_per_split": cfg.eval_n, "decoding": "checkpoint default (T=0.6, top-p 0.9)",
+                             "splits": {s: get_task(cfg.task).split(s).description for s in splits(cfg.task)},
+                             "hands": "protocol.instances (seed-42 vl_id_black / vl_rule_ood_black / "
+                                      "vl_visual_ood_red)",
+                             "recognition": "1 - calls with wrong cards / calls (paper §5.3), SE over calls"},
+                "table": table, "paired": comparisons, "config": asdict(cfg), "environment": environment()}
+    (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
+    for stage in table:
+        (root / stage / "README.md").write_text(stage_card(stage, findings, read_record(root / stage)),
+                                                encoding="utf-8")
+    return findings
+
+
+STAGE_TEXT = {
+    "base": ("the stand-in for a pretrained vision-language model",
+             "the GP-L pipeline's text base (`{text_from}`) as its language model, cross-attention layers at "
+             "{cross_attention_layers} and a fresh {vision_layers}+{vision_global_layers}-layer vision encoder "
+             "({image_size}-px tile, {patch_size}-px patches), then {base_examples:,} image-text examples with cards of all four "
+             "suits: {read_pct:.0f} % card reading (1-4 cards in random slots of the table, a reading prompt) and "
+             "the rest the paper's GP-VL prompt stating a random face-card mapping J/Q/K = (a, b, c), a, b, c in "
+             "6..13, never 10/10/10 or 11/12/13, with expert answers.",
+             "the GP-VL prompt with J/Q/K = 10 (so neither the ID nor the visual-OOD configuration); the "
+             "rule-OOD mapping 11/12/13; the verifier's feedback."),
+    "init": ("the paper's Init",
+             "the base, then {init_examples:,} ID expert answers (the paper's GP-VL prompt, black suits, "
+             "J/Q/K = 10), {init_steps} steps at lr {init_lr:g}.",
+             "red suits with J/Q/K = 10; the rule-OOD mapping; the verifier's feedback."),
+    "sft": ("the paper's SFT",
+            "Init, then {sft_examples:,} more ID expert answers (black suits, J/Q/K = 10), {sft_steps} steps at "
+            "lr {sft_lr:g}.",
+            "red suits after the base; the rule-OOD mapping; the verifier's feedback."),
+    "rl": ("the paper's RL",
+           "Init, then GRPO on ID hands only (black suits, J/Q/K = 10): {rl_updates} updates x {rl_hands} hands x "
+           "{rl_group} episodes, multi-turn with up to {rl_verify_iter} tries and the verifier's feedback, "
+           "sampled at T = 1, lr {rl_lr:g}.",
+           "red suits after the base; the rule-OOD mapping; no expert answers after Init."),
+}
+
+
+def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> str:
+    """The model card (README.md) of one vision stage: what it saw, what it never saw, how it was
+    trained, and its row of the table."""
+    cfg = findings.get("config") or {}
+    facts = dict(cfg, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
+                 init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
+                 sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0),
+                 read_pct=100 * cfg.get("base_read_share", 0))
+    role, saw, never = STAGE_TEXT[stage]
+    row = findings["table"].get(stage, {})
+    compute = record.get("compute") or {}
+
+    def pct(x, se):
+        return f"{100 * x:.1f} ± {100 * se:.1f} %"
+
+    lines = [
+        f"# gp-vl-{stage}: {role}", "",
+        f"A ~{record.get('parameters', 0) / 1e6:.1f} M-parameter `MllamaForConditionalGeneration` (the paper's "
+        "Llama-3.2-Vision architecture in miniature; `models.tiny.build_tiny_mllama`) trained on a CPU by the vision "
+        "pipeline (`sftvsrl train vision --task gp-vl`, `models/train/vision.py`). It sees the 1200 × 1200 table "
+        f"image through its own `MllamaImageProcessor` (one {cfg.get('image_size')}-px tile) and the paper's exact GP-VL prompt; the card "
+        "labels are never in its text input.", "",
+        f"**Saw:** {saw.format(**facts)}", "",
+        f"**Never saw:** {never}", "",
+        f"**Training:** {record.get('wall_s', '?')} s wall on one CPU thread; {compute.get('train_tokens', 0):,} "
+        f"trained token positions, {compute.get('infer_tokens', 0):,} forward-only (`training.json`).", "",
+        "| split | episode success | recognition accuracy (per call) |", "|---|---|---|",
+        *[f"| {s} | {pct(row[s]['success'], row[s]['se'])} (n = {row[s]['n']}) | "
+          f"{pct(row[s]['recognition'], row[s]['recognition_se'])} ({row[s]['steps']} calls) |"
+          for s in splits(findings["task"]) if s in row],
+        "", f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes "
+            f"per split, {findings['protocol']['decoding']} (`findings.json`).",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,137 @@
+"""The tiny vision-language checkpoints (`models.train.vision`, `models.tiny.build_tiny_mllama`):
+the grafted Mllama reproduces its text model, the training inputs equal what the checkpoint's own
+processor makes, and a `--quick` pipeline's checkpoints play GP-VL and V-IRL-VL through the `local`
+backend exactly as the batched executor plays them."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from game import protocol
+from game.tasks import open_session
+from models.backends.local import LocalBackend
+from models.chat import gp_chat, user_message
+from models.decoding import DecodingSettings
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT_BASE = REPO / "models" / "checkpoints" / "gp-l-base"
+GREEDY = DecodingSettings(max_tokens=40, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from models.train.vision import VisionConfig, evaluate_vision, train_vision
+
+    torch.set_num_threads(1)
+    cfg = VisionConfig.quick()
+    root = tmp_path_factory.mktemp("vision") / "gp-vl"
+    records = train_vision(cfg, root, progress=False)
+    findings = evaluate_vision(root, cfg, progress=False)
+    return root, records, findings
+
+
+def test_graft_reproduces_the_text_model_until_the_gates_open(tmp_path):
+    from transformers import AutoTokenizer, LlamaForCausalLM, MllamaForConditionalGeneration
+
+    from models.prompts import gp_prompt
+    from models.tiny import build_tiny_mllama
+
+    path = build_tiny_mllama(tmp_path / "graft", text_from=TEXT_BASE, image_size=64, patch_size=16,
+                             max_image_tiles=1, vision_hidden=32, vision_layers=1, cross_attention_layers=[1, 3],
+                             gate=0.0)
+    text = LlamaForCausalLM.from_pretrained(TEXT_BASE).eval()
+    vl = MllamaForConditionalGeneration.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(TEXT_BASE)
+    ids = tok(tok.apply_chat_template(gp_chat(gp_prompt(["K", "5", "10", "A"])), add_generation_prompt=True,
+                                      tokenize=False), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(text(**ids).logits, vl(**ids).logits, atol=1e-5)
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "mllama" and config["text_config"]["cross_attention_layers"] == [1, 3]
+    assert (path / "processor_config.json").is_file() and (path / "chat_template.jinja").is_file()
+
+
+def test_training_inputs_equal_the_processors(quick_run):
+    """`vision_inputs` (cross-attention mask, pixels) and `TablePixels` (composed tables) give
+    what `MllamaProcessor` gives for the real chat and the real 1200 x 1200 table."""
+    from game.gp.cards import Card
+    from game.gp.render import table_image
+    from models.train.common import load_checkpoint
+    from models.train.data import ChatCodec, vision_inputs
+    from models.train.vision import TablePixels
+
+    root, _, _ = quick_run
+    _, proc = load_checkpoint(root / "sft")
+    codec = ChatCodec(proc)
+    session = open_session(protocol.instances("gp-vl", "visual-ood", 1)[0])
+    chat = gp_chat(session.prompt(), image=True)
+    want = proc(images=[session.image()], text=proc.apply_chat_template(chat, add_generation_prompt=True),
+                add_special_tokens=False, return_tensors="pt")
+    ids = codec.chat_ids(chat)
+    assert ids == want["input_ids"][0].tolist()
+    got = vision_inputs([codec.pixels(session.image())], [codec.image_position(ids)], len(ids))
+    for key in ("cross_attention_mask", "aspect_ratio_ids", "aspect_ratio_mask"):
+        assert torch.equal(got[key], want[key]), key
+    assert torch.allclose(got["pixel_values"], want["pixel_values"])
+    # left padding shifts the mask with the row
+    padded = vision_inputs([codec.pixels(session.image())], [3 + codec.image_position(ids)], 3 + len(ids))
+    assert torch.equal(padded["cross_attention_mask"][:, 3:], want["cross_attention_mask"])
+    assert not padded["cross_attention_mask"][:, :3].any()
+    slots = (Card(13, "H"), None, Card(10, "S"), Card(1, "D"))
+    composed = TablePixels(codec)(slots)["pixel_values"]
+    assert torch.allclose(composed, codec.pixels(table_image(slots))["pixel_values"], atol=1e-5)
+
+
+def test_quick_pipeline_records_and_cards(quick_run):
+    root, records, findings = quick_run
+    assert set(records) == {"base", "init", "sft", "rl"}
+    base = records["base"]
+    assert base["example_kinds"].keys() <= {"read", "mapped"} and base["red_suit_examples"] > 0
+    assert records["init"]["example_kinds"] == {"id": records["init"]["examples"]}
+    assert records["init"]["red_suit_examples"] == 0 and records["sft"]["red_suit_examples"] == 0
+    assert records["rl"]["task"] == "gp-vl" and records["rl"]["kind"] == "rl"
+    for stage in records:
+        row = findings["table"][stage]
+        assert set(row) == {"id", "rule-ood", "visual-ood"}
+        for cell in row.values():
+            assert cell["n"] == 3 and 0.0 <= cell["recognition"] <= 1.0 and cell["steps"] >= 3
+        card = (root / stage / "README.md").read_text()
+        assert card.startswith(f"# gp-vl-{stage}") and "Never saw" in card and "| visual-ood |" in card
+    assert {"rl_minus_sft", "sft_minus_init"} <= set(findings["paired"])
+    assert (root / "findings.json").is_file()
+
+
+@pytest.mark.parametrize("task", ["gp-vl", "virl-vl"])
+def test_local_backend_plays_the_trained_checkpoint_like_the_executor(quick_run, task):
+    """The `local` backend loads the pipeline's checkpoint through its Mllama path and answers a
+    vision prompt with its image; greedy, its reply equals the batched executor's."""
+    from models.train.common import load_checkpoint
+    from models.train.data import ChatCodec
+    from models.train.evaluate import generate_batch
+
+    root, _, _ = quick_run
+    session = open_session(protocol.instances(task, "id", 1)[0])
+    chat = [user_message(session.prompt(), image=True)]
+    backend = LocalBackend(name="vl", path=str(root / "rl"))
+    reply = asyncio.run(backend.complete(chat, [session.image()], GREEDY))
+    assert reply.ok, reply.error
+    assert reply.prompt_tokens > 50 and reply.completion_tokens > 0
+    model, proc = load_checkpoint(root / "rl")
+    codec = ChatCodec(proc)
+    ours = generate_batch(model, codec, [codec.chat_ids(chat)], max_new_tokens=40, temperature=0,
+                          pixels=[codec.pixels(session.image())])[0]
+    assert ours.text == reply.text
+
+
+def test_a_vision_task_refuses_a_text_checkpoint():
+    from models.train.common import load_checkpoint
+    from models.train.evaluate import evaluate
+
+    model, tok = load_checkpoint(TEXT_BASE)
+    with pytest.raises(ValueError, match="vision checkpoint"):
+        evaluate(model, tok, "gp-vl", "id", 1)
