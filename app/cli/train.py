@@ -70,7 +70,7 @@ def register(sub) -> None:
 
     v = tsub.add_parser("vision", help="the tiny vision-language pipeline (Mllama): base -> init -> sft / rl on "
                                        "GP-VL, then the evaluation with recognition accuracy (findings.json)")
-    v.add_argument("--task", default="gp-vl", help="gp-vl")
+    v.add_argument("--task", default="gp-vl", help="gp-vl (base, init, sft, rl) or virl-vl (init, sft, rl)")
     v.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
     v.add_argument("--out", default=None, help="output directory (default: runs/vision/<task>)")
     v.add_argument("--stages", default="base,init,sft,rl",
@@ -197,16 +197,17 @@ def _cmd_pipeline(args) -> int:
 def _cmd_vision(args) -> int:
     from dataclasses import replace
 
-    from models.train.vision import STAGES, TASKS as VISION_TASKS, VisionConfig, evaluate_vision, train_vision
+    from models.train.vision import STAGES, TASK_STAGES, TASKS as VISION_TASKS, VisionConfig, evaluate_vision, \
+        train_vision
 
     if args.task not in VISION_TASKS:
         raise CliError(f"the vision pipeline supports {', '.join(VISION_TASKS)}, not {args.task!r}")
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in STAGES]
+    stages = [s.strip() for s in args.stages.split(",") if s.strip() and s.strip() in TASK_STAGES[args.task]]
+    bad = [s for s in args.stages.split(",") if s.strip() and s.strip() not in STAGES]
     if bad:
         raise CliError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
-    cfg = VisionConfig.quick(args.seed) if args.quick else VisionConfig(seed=args.seed)
-    cfg = replace(cfg, task=args.task, **{k: v for k, v in (("threads", args.threads), ("eval_n", args.n)) if v})
+    cfg = VisionConfig.for_task(args.task, args.quick, args.seed)
+    cfg = replace(cfg, **{k: v for k, v in (("threads", args.threads), ("eval_n", args.n)) if v})
     out = Path(args.out or f"runs/vision/{args.task}{'-quick' if args.quick else ''}")
     records = train_vision(cfg, out, stages=stages, progress=not args.no_progress)
     for stage, rec in records.items():
@@ -215,8 +216,10 @@ def _cmd_vision(args) -> int:
         return 0
     findings = evaluate_vision(out, cfg, progress=not args.no_progress)
     for stage, row in findings["table"].items():
-        cells = "   ".join(f"{s} {100 * r['success']:5.1f} ± {100 * r['se']:.1f} % (recognition "
-                           f"{100 * r['recognition']:.1f} %)" for s, r in row.items())
+        cells = "   ".join(f"{s} {100 * r['success']:5.1f} ± {100 * r['se']:.1f} % (per step "
+                           f"{100 * r['per_step_accuracy']:.1f} %" + (f", recognition {100 * r['recognition']:.1f} %"
+                                                                     if r['recognition'] is not None else "") + ")"
+                           for s, r in row.items())
         print(f"{stage:<6} {cells}")
     print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
@@ -50,6 +52,33 @@ def route_index(data, route) -> int | None:
         return data.route(route).index
     except (KeyError, ValueError, LookupError) as exc:
         raise InstanceError(str(exc)) from None
+
+
+_GRIDS: "OrderedDict[tuple, Any]" = OrderedDict()
+_GRIDS_LOCK = threading.Lock()
+GRID_CACHE = 32        # street-view grids kept (a 2405² RGB grid is ~17 MB as a PIL image)
+
+
+def grid_image(data, entry):
+    """The 2×2 street-view grid (PIL) at a rail entry: the same image for every session standing at
+    the same place with the same heading (a GRPO group, the id and rule-ood splits of one episode),
+    so the last `GRID_CACHE` grids are kept (rendering one takes seconds on a CPU)."""
+    from PIL import Image
+
+    from ..virl.render import street_view_grid
+
+    key = (data.name, entry.pano_id, round(entry.position[0], 7), round(entry.position[1], 7), entry.heading)
+    with _GRIDS_LOCK:
+        if key in _GRIDS:
+            _GRIDS.move_to_end(key)
+            return _GRIDS[key]
+    pano, rotation = data.panorama(entry)
+    image = Image.fromarray(street_view_grid(pano, entry.heading, rotation=rotation))
+    with _GRIDS_LOCK:
+        _GRIDS[key] = image
+        while len(_GRIDS) > GRID_CACHE:
+            _GRIDS.popitem(last=False)
+    return image
 
 
 @dataclass(frozen=True)
@@ -97,12 +126,7 @@ class VirlSession(EpisodeSession):
             return None
         ep = self.episode
         if self._grid is None or self._grid[0] != ep.index:
-            from PIL import Image
-
-            from ..virl.render import street_view_grid
-
-            pano, rotation = self.data.panorama(ep.entry)
-            self._grid = (ep.index, Image.fromarray(street_view_grid(pano, ep.entry.heading, rotation=rotation)))
+            self._grid = (ep.index, grid_image(self.data, ep.entry))
         return self._grid[1]
 
     @property

@@ -279,7 +279,7 @@ class ChatCodec:
 
     def pixels(self, image) -> dict:
         """The image processor's tensors for one image (`pixel_values` [1, 1, tiles, 3, H, W],
-        `aspect_ratio_ids` [1, 1], `aspect_ratio_mask` [1, 1, tiles]); the last few thousand images
+        `aspect_ratio_ids` [1, 1], `aspect_ratio_mask` [1, 1, tiles]); the last 1,024 images
         are cached (a GP table is shown at every try of its episode)."""
         hit = self._pixels.get(id(image))
         if hit is not None and hit[0] is image:
@@ -290,7 +290,7 @@ class ChatCodec:
         out = self.image_processor(images=[[to_pil(image)]], return_tensors="pt")
         value = {k: out[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
         self._pixels[id(image)] = (image, value)
-        if len(self._pixels) > 4096:
+        if len(self._pixels) > 1024:
             self._pixels.popitem(last=False)
         return value
 

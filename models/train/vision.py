@@ -55,7 +55,8 @@ from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params
 from .data import ChatCodec, expert_answer, expert_formula, vision_inputs
 
 STAGES = ("base", "init", "sft", "rl")
-TASKS = ("gp-vl",)
+TASKS = ("gp-vl", "virl-vl")
+TASK_STAGES = {"gp-vl": STAGES, "virl-vl": ("init", "sft", "rl")}   # V-IRL-VL: no visual base (see below)
 REPO = Path(__file__).resolve().parents[2]
 SUITS = ("S", "H", "D", "C")
 ID_MAPPING, OOD_MAPPING = (10, 10, 10), (11, 12, 13)
@@ -94,10 +95,11 @@ def base_mappings() -> list[tuple[int, int, int]]:
 
 @dataclass(frozen=True)
 class Example:
-    slots: tuple            # 4 × (Card | None), left to right
+    slots: tuple | None     # GP: 4 × (Card | None), left to right (the table is composed from them)
     prompt: str
     answer: str
-    kind: str               # read / mapped / id
+    kind: str               # read / mapped / id / virl
+    image: Any = None       # V-IRL: the street-view grid (PIL)
 
 
 def base_examples(n: int, seed: int, read_share: float, face_prob: float = 0.5) -> list[Example]:
@@ -147,6 +149,44 @@ def id_examples(n: int, seed: int) -> list[Example]:
         if len(out) == n:
             return out
     raise RuntimeError("the training stream ran out of solvable hands")
+
+
+def virl_examples(n: int, seed: int, *, pano_width: int = 1024, view: int = 112) -> list[Example]:
+    """`n` expert V-IRL-VL examples: registry `virl-vl` training episodes (bundled Helsinki routes,
+    absolute actions, episode seeds from `TRAINING_SEED_BASE`) walked with the golden reply at every
+    rail position — the session's own prompt, `ResponseVIRL` with the oracle observation, the
+    current sentence and the golden action, as the V-IRL-L SFT data. The grid is drawn by the same
+    renderer at reduced resolution (a `pano_width`-px panorama, `view`-px views: what one 224-px
+    tile holds of the full 2405-px grid), since a full-resolution grid takes seconds on a CPU."""
+    from itertools import islice
+
+    from game.tasks import open_session
+    from game.virl.panorama import SyntheticPanoramas
+    from game.virl.render import street_view_grid
+    from PIL import Image
+
+    from ..prompts import response_virl
+
+    out: list[Example] = []
+    renderers: dict[str, Any] = {}
+    for inst in islice(get_task("virl-vl").training_stream(seed), 10 * n + 100):
+        session = open_session(inst)
+        data = session.data
+        if data.name not in renderers:
+            renderers[data.name] = SyntheticPanoramas(data.features, width=pano_width, height=pano_width // 2,
+                                                      style=data.panorama_style)
+        while not session.done and len(out) < n:
+            entry = session.episode.entry
+            pano, rotation = renderers[data.name].load(entry.position)
+            grid = Image.fromarray(street_view_grid(pano, entry.heading, rotation=rotation, resolution=view,
+                                                    size=2 * view))
+            answer = response_virl(entry.oracle_observation, entry.instruction, entry.gt_action)
+            out.append(Example(None, session.prompt(), answer, "virl", grid))
+            if session.step(answer).reward != 1.0:
+                raise AssertionError("the golden V-IRL reply was not graded correct")
+        if len(out) == n:
+            return out
+    raise RuntimeError("the V-IRL training stream ran out")
 
 
 class TablePixels:
@@ -234,6 +274,23 @@ class VisionConfig:
                    base_batch=4, init_steps=2, sft_steps=3, sft_batch=4, warmup_steps=1, rl_updates=1, rl_hands=2,
                    rl_group=2, rl_verify_iter=2, rl_max_new_tokens=24, rl_epochs=1, eval_n=3)
 
+    @classmethod
+    def for_task(cls, task: str, quick: bool = False, seed: int = 0) -> "VisionConfig":
+        """The task's configuration. V-IRL-VL grafts the shipped V-IRL-L SFT checkpoint's language
+        model (there is no V-IRL-L base checkpoint to start from) and trains Init, SFT and RL on
+        the ID task (absolute actions); its street-view grids cost seconds each to draw, so its
+        stages are short and RL plays few, small groups (2 tries per position, as the paper)."""
+        if task not in TASKS:
+            raise ValueError(f"the vision pipeline supports {', '.join(TASKS)}, not {task!r}")
+        cfg = cls.quick(seed) if quick else cls(seed=seed)
+        if task == "virl-vl":
+            cfg = replace(cfg, task=task, text_from="models/checkpoints/virl-l-sft", rl_verify_iter=2,
+                          **(dict(init_steps=2, sft_steps=2, eval_n=2) if quick else
+                             dict(init_steps=30, init_lr=5e-4, init_warmup_steps=5, sft_batch=12, sft_steps=100,
+                                  warmup_steps=10, rl_updates=4, rl_hands=4, rl_group=4, rl_max_new_tokens=64,
+                                  eval_n=16)))
+        return cfg
+
 
 # ---------------------------------------------------------------------------------------------
 # Supervised stages
@@ -247,7 +304,7 @@ def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, 
     import torch
     from tqdm.auto import tqdm
 
-    pixels = TablePixels(codec)
+    pixels = TablePixels(codec) if any(ex.slots is not None for ex in examples) else None
     order = list(examples[:steps * batch_size])
     random.Random(seed).shuffle(order)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -271,8 +328,8 @@ def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, 
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, (x, y) in enumerate(encoded):
             ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-        extra = vision_inputs([pixels(ex.slots) for ex in chunk], [codec.image_position(x) for x, _ in encoded],
-                              width)
+        extra = vision_inputs([codec.pixels(ex.image) if ex.image is not None else pixels(ex.slots) for ex in chunk],
+                              [codec.image_position(x) for x, _ in encoded], width)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels, **extra).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -337,7 +394,7 @@ def run_sft_stage(cfg: VisionConfig, stage: str, start: Path | None, examples: S
               "start": str(start) if start else f"grafted from {cfg.text_from}",
               "parameters": params, "vision_parameters": n_params(model.model.vision_model),
               "examples": len(seen), "example_kinds": dict(Counter(e.kind for e in seen)),
-              "red_suit_examples": sum(any(c is not None and c.suit in "HD" for c in e.slots) for e in seen),
+              "red_suit_examples": sum(any(c is not None and c.suit in "HD" for c in e.slots or ()) for e in seen),
               "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
               "loss_curve": _curve(losses), "compute": compute.as_dict(params),
               "wall_s": round(watch.elapsed(), 1), "config": asdict(cfg), "environment": environment()}
@@ -364,12 +421,13 @@ def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] 
     exists is kept (resumable). Returns {stage: training record}."""
     if cfg.task not in TASKS:
         raise ValueError(f"the vision pipeline supports {', '.join(TASKS)}, not {cfg.task!r}")
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in TASK_STAGES[cfg.task]]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        raise ValueError(f"unknown stage(s) {unknown}; {cfg.task} stages are {', '.join(TASK_STAGES[cfg.task])}")
     out = Path(out)
     records: dict[str, Any] = {}
-    for stage in STAGES:
+    virl = cfg.task == "virl-vl"
+    for stage in TASK_STAGES[cfg.task]:
         if stage not in stages:
             continue
         dest = out / stage
@@ -381,12 +439,14 @@ def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] 
             records[stage] = run_sft_stage(cfg, stage, None, ex, dest, steps=cfg.base_steps,
                                            batch_size=cfg.base_batch, lr=cfg.base_lr, progress=progress)
         elif stage == "init":
-            ex = id_examples(cfg.init_steps * cfg.sft_batch, cfg.seed + 200)
-            records[stage] = run_sft_stage(cfg, stage, out / "base", ex, dest, steps=cfg.init_steps,
+            n = cfg.init_steps * cfg.sft_batch
+            ex = virl_examples(n, cfg.seed + 200) if virl else id_examples(n, cfg.seed + 200)
+            records[stage] = run_sft_stage(cfg, stage, None if virl else out / "base", ex, dest, steps=cfg.init_steps,
                                            batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress,
                                            warmup_steps=cfg.init_warmup_steps)
         elif stage == "sft":
-            ex = id_examples(cfg.sft_steps * cfg.sft_batch, cfg.seed + 300)
+            n = cfg.sft_steps * cfg.sft_batch
+            ex = virl_examples(n, cfg.seed + 300) if virl else id_examples(n, cfg.seed + 300)
             records[stage] = run_sft_stage(cfg, stage, out / "init", ex, dest, steps=cfg.sft_steps,
                                            batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress)
         elif stage == "rl":
@@ -412,8 +472,8 @@ def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[s
     root = Path(root)
     table: dict[str, Any] = {}
     outcomes: dict[str, dict[str, list[int]]] = {}
-    for stage in stages:
-        if not (root / stage / "config.json").is_file():
+    for stage in TASK_STAGES[cfg.task]:
+        if stage not in stages or not (root / stage / "config.json").is_file():
             continue
         model, proc = load_checkpoint(root / stage)
         row: dict[str, Any] = {}
@@ -423,6 +483,7 @@ def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[s
                            progress=progress)
             n = res["episodes"]
             row[split] = {"success": res["success_rate"], "se": res["success_se"], "n": n,
+                          "per_step_accuracy": res["per_step_accuracy"], "per_step_se": res["per_step_se"],
                           "recognition": res.get("recognition_accuracy"), "steps": res["steps"],
                           "recognition_se": binomial_se(res.get("recognition_accuracy") or 0.0, res["steps"]),
                           "first_try_success": res["first_try_success"], "outcomes": res["outcomes"]}
@@ -436,9 +497,10 @@ def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[s
     findings = {"task": cfg.task,
                 "protocol": {"episodes_per_split": cfg.eval_n, "decoding": "checkpoint default (T=0.6, top-p 0.9)",
                              "splits": {s: get_task(cfg.task).split(s).description for s in splits(cfg.task)},
-                             "hands": "protocol.instances (seed-42 vl_id_black / vl_rule_ood_black / "
-                                      "vl_visual_ood_red)",
-                             "recognition": "1 - calls with wrong cards / calls (paper §5.3), SE over calls"},
+                             "instances": "protocol.instances (GP-VL: seed-42 vl_id_black / vl_rule_ood_black / "
+                                          "vl_visual_ood_red hands; V-IRL-VL: episode i = route i mod R, seed i)",
+                             "recognition": "GP-VL: 1 - calls with wrong cards / calls (paper §5.3), SE over calls",
+                             "per_step_accuracy": "correct calls / calls (the paper's V-IRL metric), SE over calls"},
                 "table": table, "paired": comparisons, "config": asdict(cfg), "environment": environment()}
     (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
     for stage in table:
@@ -473,6 +535,28 @@ STAGE_TEXT = {
 }
 
 
+VIRL_STAGE_TEXT = {
+    "init": ("Init",
+             "the shipped V-IRL-L SFT checkpoint (`{text_from}`) as its language model, cross-attention layers at "
+             "{cross_attention_layers} and a fresh {vision_layers}+{vision_global_layers}-layer vision encoder "
+             "({image_size}-px tile), then {init_examples:,} V-IRL-VL expert single-turn pairs (the paper's VL "
+             "prompt at every rail position of training episodes on the bundled Helsinki routes, absolute actions, "
+             "the 2x2 street-view grid drawn at reduced resolution, `ResponseVIRL` with the golden action), "
+             "{init_steps} steps at lr {init_lr:g}.",
+             "relative actions (rule OOD) after its text model's pretraining; the held-out routes; the verifier's "
+             "feedback."),
+    "sft": ("the paper's SFT",
+            "Init, then {sft_examples:,} more V-IRL-VL expert pairs (absolute actions), {sft_steps} steps at lr "
+            "{sft_lr:g}.",
+            "relative actions; the held-out routes; the verifier's feedback."),
+    "rl": ("the paper's RL",
+           "Init, then GRPO on ID training episodes only (absolute actions): {rl_updates} updates x {rl_hands} "
+           "episodes x {rl_group} rollouts, multi-step and multi-turn with {rl_verify_iter} tries per position and "
+           "the verifier's feedback, full-resolution grids, sampled at T = 1, lr {rl_lr:g}.",
+           "relative actions; the held-out routes; no expert answers after Init."),
+}
+
+
 def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> str:
     """The model card (README.md) of one vision stage: what it saw, what it never saw, how it was
     trained, and its row of the table."""
@@ -481,12 +565,12 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
                  init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
                  sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0),
                  read_pct=100 * cfg.get("base_read_share", 0))
+    task = findings["task"]
+    if task == "virl-vl":
+        return _virl_card(stage, findings, record, facts)
     role, saw, never = STAGE_TEXT[stage]
     row = findings["table"].get(stage, {})
     compute = record.get("compute") or {}
-
-    def pct(x, se):
-        return f"{100 * x:.1f} ± {100 * se:.1f} %"
 
     lines = [
         f"# gp-vl-{stage}: {role}", "",
@@ -503,6 +587,34 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
         *[f"| {s} | {pct(row[s]['success'], row[s]['se'])} (n = {row[s]['n']}) | "
           f"{pct(row[s]['recognition'], row[s]['recognition_se'])} ({row[s]['steps']} calls) |"
           for s in splits(findings["task"]) if s in row],
+        "", f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes "
+            f"per split, {findings['protocol']['decoding']} (`findings.json`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pct(x: float, se: float) -> str:
+    return f"{100 * x:.1f} ± {100 * se:.1f} %"
+
+
+def _virl_card(stage: str, findings: dict[str, Any], record: dict[str, Any], facts: dict[str, Any]) -> str:
+    role, saw, never = VIRL_STAGE_TEXT[stage]
+    row = findings["table"].get(stage, {})
+    compute = record.get("compute") or {}
+    lines = [
+        f"# virl-vl-{stage}: {role}", "",
+        f"A ~{record.get('parameters', 0) / 1e6:.1f} M-parameter `MllamaForConditionalGeneration` "
+        "(`models.tiny.build_tiny_mllama`) trained on a CPU by the vision pipeline (`sftvsrl train vision --task "
+        "virl-vl`, `models/train/vision.py`). It sees the 2x2 street-view grid through its own "
+        f"`MllamaImageProcessor` (one {facts.get('image_size')}-px tile) and the paper's exact V-IRL-VL prompt, "
+        "whose history has no landmark text.", "",
+        f"**Saw:** {saw.format(**facts)}", "",
+        f"**Never saw:** {never}", "",
+        f"**Training:** {record.get('wall_s', '?')} s wall on one CPU thread; {compute.get('train_tokens', 0):,} "
+        f"trained token positions, {compute.get('infer_tokens', 0):,} forward-only (`training.json`).", "",
+        "| split | per-step accuracy (± SE over calls) | episode success |", "|---|---|---|",
+        *[f"| {s} | {pct(row[s]['per_step_accuracy'], row[s]['per_step_se'])} ({row[s]['steps']} calls) | "
+          f"{pct(row[s]['success'], row[s]['se'])} (n = {row[s]['n']}) |" for s in splits(findings["task"]) if s in row],
         "", f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes "
             f"per split, {findings['protocol']['decoding']} (`findings.json`).",
     ]
