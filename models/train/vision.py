@@ -233,13 +233,17 @@ class VisionConfig:
     text_from: str = "models/checkpoints/gp-l-base"   # the language model (relative to the repo root)
     # vision tower and cross-attention (`models.tiny.build_tiny_mllama`)
     image_size: int = 224
-    patch_size: int = 16
-    vision_hidden: int = 64
+    patch_size: int = 56              # a 4 x 4 patch grid: a card spans one patch column (the table's pitch)
+    vision_hidden: int = 128
     vision_layers: int = 2
     vision_global_layers: int = 1
     cross_attention_layers: tuple[int, ...] = (1, 3)
-    # base: image-text SFT of the grafted model (reading + mapped GP-VL, all suits)
-    base_steps: int = 900
+    # base, first: the vision encoder alone on card layouts (all suits), a linear probe per slot
+    vision_pretrain_steps: int = 500
+    vision_pretrain_batch: int = 32
+    vision_pretrain_lr: float = 3e-3
+    # base, then: image-text SFT of the grafted model (reading + mapped GP-VL, all suits)
+    base_steps: int = 500
     base_batch: int = 16
     base_lr: float = 1e-3
     base_read_share: float = 0.4
@@ -248,7 +252,7 @@ class VisionConfig:
     init_lr: float = 2e-4
     init_warmup_steps: int = 1
     # sft: continued SFT from init on ID
-    sft_steps: int = 250
+    sft_steps: int = 200
     sft_batch: int = 16
     sft_lr: float = 5e-4
     warmup_steps: int = 30
@@ -256,7 +260,7 @@ class VisionConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     # rl: GRPO from init (`models.train.grpo.GRPOConfig`)
-    rl_updates: int = 16
+    rl_updates: int = 8
     rl_hands: int = 8
     rl_group: int = 6
     rl_verify_iter: int = 5
@@ -270,7 +274,8 @@ class VisionConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> "VisionConfig":
         """A seconds-long run for tests (the text model is the shipped gp-l-base)."""
-        return cls(seed=seed, image_size=64, patch_size=16, vision_hidden=32, vision_layers=1, base_steps=3,
+        return cls(seed=seed, image_size=64, patch_size=16, vision_hidden=32, vision_layers=1, vision_pretrain_steps=3,
+                   vision_pretrain_batch=4, base_steps=3,
                    base_batch=4, init_steps=2, sft_steps=3, sft_batch=4, warmup_steps=1, rl_updates=1, rl_hands=2,
                    rl_group=2, rl_verify_iter=2, rl_max_new_tokens=24, rl_epochs=1, eval_n=3)
 
@@ -286,9 +291,9 @@ class VisionConfig:
         if task == "virl-vl":
             cfg = replace(cfg, task=task, text_from="models/checkpoints/virl-l-sft", rl_verify_iter=2,
                           **(dict(init_steps=2, sft_steps=2, eval_n=2) if quick else
-                             dict(init_steps=30, init_lr=5e-4, init_warmup_steps=5, sft_batch=12, sft_steps=100,
-                                  warmup_steps=10, rl_updates=4, rl_hands=4, rl_group=4, rl_max_new_tokens=64,
-                                  eval_n=16)))
+                             dict(patch_size=16, vision_hidden=64, init_steps=20, init_lr=5e-4, init_warmup_steps=5,
+                                  sft_batch=8, sft_steps=40, warmup_steps=5, rl_updates=2, rl_hands=3, rl_group=4,
+                                  rl_max_new_tokens=64, eval_n=8)))
         return cfg
 
 
@@ -350,6 +355,56 @@ def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, 
     return losses
 
 
+def random_layout(rng: random.Random) -> tuple:
+    """1-4 cards in random slots of the table, ranks uniform, suits from all four."""
+    slots: list = [None] * 4
+    for i in rng.sample(range(4), rng.randint(1, 4)):
+        slots[i] = Card(rng.randint(1, 13), rng.choice(SUITS))
+    return tuple(slots)
+
+
+def pretrain_vision(model, codec: ChatCodec, *, steps: int, batch_size: int, lr: float, seed: int,
+                    progress: bool) -> dict[str, Any]:
+    """Pretrain the vision encoder alone, as Llama-3.2-Vision's image encoder was pretrained before
+    the cross-attention layers were trained: table layouts of 1-4 cards (all four suits), and a
+    linear probe on the mean of the encoder's output tokens that names the rank in each of the four
+    slots (or "empty"); the probe is discarded. Through the cross-attention layers alone a fresh
+    encoder learns next to nothing in the same steps (its card signal is diluted over the patches);
+    this gives the image-text stage features that already name the cards."""
+    import torch
+    from tqdm.auto import tqdm
+
+    vm = model.model.vision_model
+    head = torch.nn.Linear(vm.config.vision_output_dim, 4 * 14)
+    pixels = TablePixels(codec)
+    rng = random.Random(f"vision-pretrain:{seed}")
+    opt = torch.optim.AdamW(list(vm.parameters()) + list(head.parameters()), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20), 0.1))
+    vm.train()
+    losses, accs = [], []
+    bar = tqdm(range(steps), desc="vision", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        layouts = [random_layout(rng) for _ in range(batch_size)]
+        px = vision_inputs([pixels(lay) for lay in layouts], [0] * batch_size, 1)
+        out = vm(pixel_values=px["pixel_values"], aspect_ratio_ids=px["aspect_ratio_ids"],
+                 aspect_ratio_mask=px["aspect_ratio_mask"]).last_hidden_state
+        logits = head(out.mean(dim=(1, 2, 3))).view(batch_size, 4, 14)
+        target = torch.tensor([[0 if c is None else c.rank for c in lay] for lay in layouts])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 14), target.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        accs.append(float((logits.argmax(-1) == target).float().mean()))
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", acc=f"{sum(accs[-20:]) / len(accs[-20:]):.2f}")
+    bar.close()
+    vm.eval()
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "layouts": steps * batch_size,
+            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+            "final_slot_accuracy": sum(accs[-20:]) / max(1, len(accs[-20:])), "loss_curve": _curve(losses)}
+
+
 def _curve(losses: list[float], every: int = 25) -> list[float]:
     return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
 
@@ -383,6 +438,11 @@ def run_sft_stage(cfg: VisionConfig, stage: str, start: Path | None, examples: S
     else:
         model, proc = load_checkpoint(start)
     codec = ChatCodec(proc)
+    vision_pretraining = None
+    if start is None and cfg.vision_pretrain_steps and cfg.task == "gp-vl":
+        vision_pretraining = pretrain_vision(model, codec, steps=cfg.vision_pretrain_steps,
+                                             batch_size=cfg.vision_pretrain_batch, lr=cfg.vision_pretrain_lr,
+                                             seed=cfg.seed, progress=progress)
     compute = Compute()
     losses = fit_vl(model, codec, examples, steps=steps, batch_size=batch_size, lr=lr,
                     warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
@@ -397,6 +457,7 @@ def run_sft_stage(cfg: VisionConfig, stage: str, start: Path | None, examples: S
               "red_suit_examples": sum(any(c is not None and c.suit in "HD" for c in e.slots or ()) for e in seen),
               "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
               "loss_curve": _curve(losses), "compute": compute.as_dict(params),
+              "vision_pretraining": vision_pretraining,
               "wall_s": round(watch.elapsed(), 1), "config": asdict(cfg), "environment": environment()}
     save_checkpoint(model, proc, out, record)
     return record
@@ -468,19 +529,30 @@ def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[s
     from .evaluate import evaluate
     from .pipeline import paired
 
+    import game.tasks.virl as virl_task
+
     torch.set_num_threads(max(1, cfg.threads))
     root = Path(root)
     table: dict[str, Any] = {}
     outcomes: dict[str, dict[str, list[int]]] = {}
-    for stage in TASK_STAGES[cfg.task]:
-        if stage not in stages or not (root / stage / "config.json").is_file():
-            continue
-        model, proc = load_checkpoint(root / stage)
+    loaded = {stage: load_checkpoint(root / stage) for stage in TASK_STAGES[cfg.task]
+              if stage in stages and (root / stage / "config.json").is_file()}
+    # split by split, every stage on the same episodes: a V-IRL grid (seconds to draw) is drawn once
+    # per split when the grid cache holds a split's rail positions (~7 per episode)
+    cache_size = virl_task.GRID_CACHE
+    if cfg.task == "virl-vl":
+        virl_task.GRID_CACHE = max(cache_size, 8 * cfg.eval_n + 16)
+    try:
+        results = {(split, stage): evaluate(model, proc, cfg.task, split, cfg.eval_n, seed=cfg.seed,
+                                            max_new_tokens=96, progress=progress)
+                   for split in splits(cfg.task) for stage, (model, proc) in loaded.items()}
+    finally:
+        virl_task.GRID_CACHE = cache_size
+    for stage in loaded:
         row: dict[str, Any] = {}
         outcomes[stage] = {}
         for split in splits(cfg.task):
-            res = evaluate(model, proc, cfg.task, split, cfg.eval_n, seed=cfg.seed, max_new_tokens=96,
-                           progress=progress)
+            res = results[(split, stage)]
             n = res["episodes"]
             row[split] = {"success": res["success_rate"], "se": res["success_se"], "n": n,
                           "per_step_accuracy": res["per_step_accuracy"], "per_step_se": res["per_step_se"],
