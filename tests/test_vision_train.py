@@ -92,6 +92,8 @@ def test_quick_pipeline_records_and_cards(quick_run):
     assert set(records) == {"base", "init", "sft", "rl"}
     base = records["base"]
     assert base["example_kinds"].keys() <= {"read", "mapped"} and base["red_suit_examples"] > 0
+    assert base["vision_pretraining"]["layouts"] == 3 * 4 and "vision_pretraining" in records["init"]
+    assert records["init"]["vision_pretraining"] is None   # only the base pretrains the encoder
     assert records["init"]["example_kinds"] == {"id": records["init"]["examples"]}
     assert records["init"]["red_suit_examples"] == 0 and records["sft"]["red_suit_examples"] == 0
     assert records["rl"]["task"] == "gp-vl" and records["rl"]["kind"] == "rl"

@@ -291,8 +291,8 @@ class VisionConfig:
         if task == "virl-vl":
             cfg = replace(cfg, task=task, text_from="models/checkpoints/virl-l-sft", rl_verify_iter=2,
                           **(dict(init_steps=2, sft_steps=2, eval_n=2) if quick else
-                             dict(patch_size=16, vision_hidden=64, init_steps=20, init_lr=5e-4, init_warmup_steps=5,
-                                  sft_batch=8, sft_steps=40, warmup_steps=5, rl_updates=2, rl_hands=3, rl_group=4,
+                             dict(patch_size=16, vision_hidden=64, init_steps=30, init_lr=5e-4, init_warmup_steps=5,
+                                  sft_batch=8, sft_steps=120, warmup_steps=10, rl_updates=3, rl_hands=3, rl_group=4,
                                   rl_max_new_tokens=64, eval_n=8)))
         return cfg
 
@@ -513,6 +513,17 @@ def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] 
         elif stage == "rl":
             records[stage] = run_rl_stage(cfg, out / "init", dest, progress=progress)
     return records
+
+
+def store_bfloat16(path: "str | Path") -> None:
+    """Rewrite a checkpoint's weights in bfloat16 (the paper's checkpoints' dtype; half the bytes in
+    the repository). Every loader here reads them back in float32 on a CPU, so what is evaluated
+    after this is exactly what is shipped."""
+    import torch
+    from transformers import MllamaForConditionalGeneration
+
+    model = MllamaForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    model.to(torch.bfloat16).save_pretrained(path, safe_serialization=True)
 
 
 # ---------------------------------------------------------------------------------------------
