@@ -137,3 +137,18 @@ def test_a_vision_task_refuses_a_text_checkpoint():
     model, tok = load_checkpoint(TEXT_BASE)
     with pytest.raises(ValueError, match="vision checkpoint"):
         evaluate(model, tok, "gp-vl", "id", 1)
+
+
+def test_text_trainers_refuse_vision_tasks_but_grpo_plays_them():
+    from models.train.tasks import training_task
+
+    with pytest.raises(ValueError, match="gp-l"):
+        training_task("gp-vl", "tiny SFT")
+    entry = training_task("gp-vl", "tiny RL", vision=True)
+    with pytest.raises(ValueError, match="sftvsrl train vision"):
+        entry.corpus(0, 10)
+    from models.train.grpo import GRPOConfig
+
+    take = entry.rollouts(GRPOConfig(task="gp-vl"))
+    first = take(2)
+    assert [x.task for x in first] == ["gp-vl", "gp-vl"] and first[0].params["rule"] == "face10"

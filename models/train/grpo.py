@@ -78,7 +78,7 @@ class Rollouts:
 
     def __init__(self, cfg: "GRPOConfig", codec: ChatCodec) -> None:
         self.cfg, self.codec = cfg, codec
-        self.instances = training_task(cfg.task, "tiny RL").rollouts(cfg)   # take(n) -> [Instance]
+        self.instances = training_task(cfg.task, "tiny RL", vision=True).rollouts(cfg)   # take(n) -> [Instance]
 
     def play(self, model, instances: list) -> EpisodeBatch:
         """One episode per instance (a group = the same instance repeated), sampled on-policy."""

@@ -276,10 +276,11 @@ TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPLTraining(), VirlLTra
 VISION_TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPVLTraining(), VirlVLTraining())}
 
 
-def training_task(task: str, what: str = "tiny trainer") -> TrainingTask:
-    """The training entry of `task` (a text task, or a vision task for GRPO's rollouts); a
-    `ValueError` naming the trainable tasks otherwise."""
+def training_task(task: str, what: str = "tiny trainer", *, vision: bool = False) -> TrainingTask:
+    """The training entry of a text task (or, with `vision`, of a vision task too: GRPO's rollouts
+    for `models.train.vision`); a `ValueError` naming the trainable tasks otherwise."""
+    table = {**TRAINING, **VISION_TRAINING} if vision else TRAINING
     try:
-        return TRAINING[task] if task in TRAINING else VISION_TRAINING[task]
+        return table[task]
     except (KeyError, TypeError):
-        raise ValueError(f"the {what} supports tasks {', '.join(TRAINING)}, not {task!r}") from None
+        raise ValueError(f"the {what} supports tasks {', '.join(table)}, not {task!r}") from None
