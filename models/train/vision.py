@@ -1,5 +1,6 @@
-"""The staged tiny vision-language pipeline for GP-VL: base → Init → SFT / RL, at CPU scale, with
-tiny `MllamaForConditionalGeneration` checkpoints (the paper's Llama-3.2-Vision architecture).
+"""The staged tiny vision-language pipeline — GP-VL: base → Init → SFT / RL; V-IRL-VL: Init → SFT
+/ RL — at CPU scale, with tiny `MllamaForConditionalGeneration` checkpoints (the paper's
+Llama-3.2-Vision architecture).
 
 The paper post-trains Llama-3.2-11B-Vision, a text model given a vision encoder and
 cross-attention layers and trained on image-text data. This pipeline builds the same thing in
@@ -8,8 +9,11 @@ miniature, then mirrors the paper's stages on top of it:
 1. **base** (the "pretrained VLM"): the GP-L pipeline's text base (`gp-l-base`: a tiny Llama that
    reads a stated face-card mapping and answers in the paper's format) becomes the language model
    of a tiny Mllama (`models.tiny.build_tiny_mllama(text_from=…)`: its tokenizer, embeddings and
-   self-attention layers copied, cross-attention layers inserted, a fresh vision encoder), then
-   everything is trained on image-text data of two kinds, cards of all four suits:
+   self-attention layers copied, cross-attention layers inserted, a fresh vision encoder). The
+   vision encoder is first pretrained alone (`pretrain_vision`: table layouts of 1–4 cards of all
+   four suits, a per-slot rank probe that is then discarded — as Llama-3.2-Vision's image encoder
+   was pretrained before its cross-attention layers), then everything is trained on image-text
+   data of two kinds, cards of all four suits:
    - *card reading*: a table image with 1–4 cards in random slots (suits drawn from all four,
      ranks uniform) and a reading prompt (`READ_PROMPT`); the answer lists the cards;
    - *GP-VL with a stated mapping*: the paper's exact GP-VL prompt whose rule line states a face-card
@@ -26,14 +30,21 @@ miniature, then mirrors the paper's stages on top of it:
 Images go through each checkpoint's own image processor (`MllamaImageProcessor`, one 224-px tile).
 Training tables are composed from per-slot pieces processed by that image processor
 (`TablePixels`: the processor's resize and normalisation are linear, so the processed table is the
-processed empty table plus each card's processed difference, exact up to uint8 rounding of the
-resize); evaluation and play process the real 1200 × 1200 table image, as the `local` backend does.
+processed empty table plus each card's processed difference; measured equal to within 1e-7);
+evaluation and play process the real 1200 × 1200 table image, as the `local` backend does.
+
+V-IRL-VL (`VisionConfig.for_task("virl-vl")`): the shipped V-IRL-L SFT checkpoint is the language
+model (no V-IRL-L base exists to start from), no visual pretraining; Init and SFT on expert
+single-turn pairs of registry `virl-vl` training episodes (`virl_examples`, grids drawn at reduced
+resolution), RL = GRPO from Init on full-resolution grids, 2 tries per position.
 
 Every stage is a Hugging Face checkpoint with `training.json`; `evaluate_vision` scores them all with
-the protocol's batched executor on GP-VL id, rule-ood and visual-ood (episode success and
-recognition accuracy, binomial SEs) and writes `findings.json` and the model cards.
+the protocol's batched executor on the task's splits (episode success, per-step accuracy and, for
+GP-VL, recognition accuracy, binomial SEs) and writes `findings.json` and the model cards; the
+shipped weights are stored in bfloat16 (`store_bfloat16`) before they are evaluated.
 
-    sftvsrl train vision --task gp-vl --out runs/vision/gp-vl          # full run (~1 h on 1 core)
+    sftvsrl train vision --task gp-vl --out runs/vision/gp-vl          # ~13 min training + ~3 min eval, 1 thread
+    sftvsrl train vision --task virl-vl --out runs/vision/virl-vl      # ~5 min training + grids
     sftvsrl train vision --task gp-vl --quick --out /tmp/v             # seconds, for tests
 """
 from __future__ import annotations
@@ -41,7 +52,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -488,6 +499,7 @@ def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] 
     out = Path(out)
     records: dict[str, Any] = {}
     virl = cfg.task == "virl-vl"
+    trained: list[Path] = []
     for stage in TASK_STAGES[cfg.task]:
         if stage not in stages:
             continue
@@ -512,6 +524,9 @@ def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] 
                                            batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress)
         elif stage == "rl":
             records[stage] = run_rl_stage(cfg, out / "init", dest, progress=progress)
+        trained.append(dest)
+    for dest in trained:   # after every stage has trained (RL starts from the float32 Init)
+        store_bfloat16(dest)
     return records
 
 
