@@ -166,7 +166,7 @@ def test_virl_findings_by_link(page, served):
     """`?tab=findings&task=virl-l` opens the V-IRL-L view directly, its selector set."""
     page.goto(served + "/?tab=findings&task=virl-l")
     page.wait_for_selector('#findings-root[data-task="virl-l"]')
-    page.wait_for_selector("#findings-task input[value='virl-l']:checked")
+    page.wait_for_selector("#findings-task input[value='virl-l']:checked", state="attached")
     assert page.locator('[data-testid="bar-sft-rule-ood"]').count() == 1
 
 

@@ -39,23 +39,23 @@ def test_vllm_up_starts_both_writes_config_and_stops_on_ctrl_c(tiny_llama_dir, t
 
     import httpx
 
-    CLI = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())"]
+    # the default Ctrl-C handler even when this test runs with SIGINT ignored (a background CI job)
+    CLI = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from app.cli import main; sys.exit(main())"]
     ports = [free_port(), free_port()]
     config = tmp_path / "models.toml"
     proc = subprocess.Popen(
         [*CLI, "vllm", "up", "--cpu", "--kv-cache-gib", "1", "--python", VLLM_PYTHON,
          "--sft", str(tiny_llama_dir), "--rl", str(tiny_llama_dir), "--ports", *map(str, ports),
-         "--write-config", str(config), "--log-dir", str(tmp_path / "logs"), "--timeout", "600"],
-        cwd=str(Path(__file__).resolve().parents[1]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True)
+         "--write-config", str(config), "--log-dir", str(tmp_path / "logs"), "--timeout", "1500"],
+        cwd=str(Path(__file__).resolve().parents[1]), stdout=(tmp_path / "up.log").open("wb"),
+        stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 660
-        while not config.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not config.exists() and proc.poll() is None:   # `vllm up` gives up by itself (--timeout)
             time.sleep(0.5)
-        assert config.exists(), proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "timeout"
+        assert config.exists(), (tmp_path / "up.log").read_text(errors="replace")
         out = subprocess.run([*CLI, "models", "--config", str(config), "--json"],
-                             capture_output=True, text=True, timeout=120,
-                             cwd=str(Path(__file__).resolve().parents[1]))
+                             capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]))
         rows = {r["name"]: r for r in json.loads(out.stdout)["models"]}
         assert rows["sft"]["healthy"] and rows["rl"]["healthy"], rows
         assert rows["sft"]["where"] == f"http://127.0.0.1:{ports[0]}/v1"
@@ -63,7 +63,7 @@ def test_vllm_up_starts_both_writes_config_and_stops_on_ctrl_c(tiny_llama_dir, t
             gp_chat(gp_prompt(["K", "5", "10", "A"])), settings=GREEDY))
         assert reply.ok, reply.error
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(120) == 0
+        assert proc.wait() == 0
         for port in ports:
             with pytest.raises(httpx.HTTPError):
                 httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False)
