@@ -241,7 +241,18 @@ def build(ctx, tab=None) -> dict:
         chosen, note = pick_task(params.get("task"), folder)
         return show(chosen, note)
 
+    def on_select(chosen, current: str, request: gr.Request):
+        # A findings link selects this tab on load while `on_load` draws the linked task; until
+        # that view is in, the selector still holds the default task, so leave the first draw to it
+        # (drawing the stale default could land after it and replace the linked task).
+        from .common import query_params
+
+        drawn = 'id="findings-root"' in (current or "") or 'id="findings-missing"' in (current or "")
+        if not drawn and query_params(request).get("tab") == "findings":
+            return gr.skip()
+        return on_pick(chosen)
+
     task.input(on_pick, task, outputs).then(None, link, None, js=URL_UPDATE_JS)
     if tab is not None:
-        tab.select(on_pick, task, outputs).then(None, link, None, js=URL_UPDATE_JS)
+        tab.select(on_select, [task, view], outputs).then(None, link, None, js=URL_UPDATE_JS)
     return {"on_load": on_load, "load_outputs": outputs, "link": link}
