@@ -40,7 +40,8 @@ from typing import Any, Iterator
 from urllib.parse import urlencode
 
 from game.tasks import Instance, InstanceError, StepRecord, get_task, open_session
-from models.train.pipeline import METRIC_WORDS, TASKS, cell_value
+from models.train.pipeline import METRIC_WORDS, TASKS as PIPELINE_TASKS, cell_value
+from models.train.vision import TASKS as VISION_TASKS
 
 FINDINGS_FILE = "findings.json"
 EPISODES_FILE = "episodes.jsonl.gz"
@@ -50,6 +51,9 @@ STAGE_LABELS = {"base": "Base", "init": "Init", "sft": "SFT", "rl": "RL", "sft-d
 RUN_PREFIX = "findings-"
 PAPER_LABEL = "reported in the paper, Llama-3.2-11B"
 METRICS = ("success_rate", "per_step_accuracy")   # a findings file's `metric` (absent: success_rate)
+# The tasks with staged findings: the text pipeline's (`sftvsrl train pipeline`) and the vision
+# pipeline's (`sftvsrl train vision`); both write the same findings.json / episodes.jsonl.gz.
+TASKS = PIPELINE_TASKS + VISION_TASKS
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class TaskView:
     base_line: str                   # the base's result: {id} {ood}
     split_line: str                  # "In distribution / on the flipped rule: " (+ per-stage values)
     diverse_line: str                # the rebuttal's sentence: {diff} {se}
+    produce: str = "sftvsrl train pipeline --task {task}"   # the command that writes the findings
+    more_ood: dict[str, str] = field(default_factory=dict)  # other OOD splits the verdict covers → words
 
 
 _COMMON_NOTES = {
@@ -114,18 +120,72 @@ VIEWS = {
         diverse_line="The rebuttal: SFT on ID actions mixed with other-city walks under both action spaces "
                      "(SFT-diverse) vs plain SFT with relative actions: {diff} ± {se}. Whether SFT forgets "
                      "depends on what it is trained on."),
+    "gp-vl": TaskView(
+        short="GP-VL",
+        split_labels={"id": "in-distribution (black suits, J/Q/K = 10)",
+                      "rule-ood": "rule-OOD (black suits, J/Q/K = 11/12/13)",
+                      "visual-ood": "visual-OOD (red suits, J/Q/K = 10)"},
+        ood="the flipped rule", instances="hands",
+        stage_notes={**_COMMON_NOTES,
+                     "base": "the stand-in for a pretrained VLM: GP-L's text base given a vision encoder, trained to "
+                             "read cards of all four suits and to play under stated rules (never J/Q/K = 10 or "
+                             "11/12/13)",
+                     "init": "a short SFT on the ID task from the base (the paper's Init): black suits, J/Q/K = 10",
+                     "sft": "continued SFT on ID expert answers (black suits, J/Q/K = 10)",
+                     "rl": "GRPO on ID hands from Init (black suits), multi-turn with the verifier's feedback",
+                     "sft-diverse": "SFT from Init with prompts stating varied rules, black suits only (after the "
+                                    "rebuttal, arXiv 2510.00237)"},
+        intro="GP-VL is the same 24-points game, but the model reads the four cards from a picture of the table. "
+              "Both post-trainings see only black cards (spades, clubs) with J, Q and K counting as 10. Two tests: "
+              "a rule neither has seen (J, Q, K = 11, 12, 13) and a look neither has seen (red hearts and "
+              "diamonds). A model that misreads the cards gets nothing, so the score also measures seeing.",
+        base_line="Our stand-in for a pretrained vision-language model, a tiny Mllama taught to read cards of all "
+                  "four suits and to play under many stated rules (never the ID or the test rule), reads the rule "
+                  "line: {id} in distribution, {ood} on the flipped rule.",
+        split_line="In distribution / on the flipped rule: ",
+        diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse, black suits) vs plain SFT "
+                     "on the flipped rule: {diff} ± {se}.",
+        produce="sftvsrl train vision --task {task}",
+        more_ood={"visual-ood": "red suits"}),
+    "virl-vl": TaskView(
+        short="V-IRL-VL",
+        split_labels={"id": "absolute actions (ID)", "rule-ood": "relative actions (rule-OOD)",
+                      "visual-ood": "held-out routes (visual-OOD)"},
+        ood="relative actions", instances="episodes",
+        stage_notes={"init": "the V-IRL-L SFT model given a vision encoder, then a short SFT on ID street-view "
+                             "grids (absolute actions)",
+                     "sft": "continued SFT on ID expert actions from the 2×2 street-view grid",
+                     "rl": "GRPO on ID routes from Init, from the street-view grid, with the verifier's feedback"},
+        intro="V-IRL-VL is navigation from pictures: at every step the model sees a 2×2 grid of street views and "
+              "must find the landmarks itself. Both post-trainings walk with compass actions only. The tests: the "
+              "same routes with relative actions (turn left / right), and routes it never walked. The score is "
+              "per-step accuracy: the share of its actions that were correct.",
+        base_line="", split_line="With compass actions / with relative actions: ",
+        diverse_line="",
+        produce="sftvsrl train vision --task {task}",
+        more_ood={"visual-ood": "held-out routes"}),
 }
 # Kept for callers that name GP-L's words directly.
 STAGE_NOTES = VIEWS["gp-l"].stage_notes
 SPLIT_LABELS = VIEWS["gp-l"].split_labels
 # The paper's headline numbers (spec generalpoints.md §6; paper §5.1, Fig. 6): Init / SFT / RL at equal compute.
+# One entry per (task, split) the paper reports; V-IRL-VL's visual-OOD (VLN mini: 16.7 / 11.1 / 77.8 %)
+# is episode success, not the per-step accuracy our V-IRL-VL bars show, so it is told in words only.
 PAPER = {
-    "gp-l": {"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
-             "values": {"init": 0.115, "sft": 0.034, "rl": 0.150}},
-    "virl-l": {"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
-               "values": {"init": 0.808, "sft": 0.013, "rl": 0.918}},
+    "gp-l": ({"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+              "values": {"init": 0.115, "sft": 0.034, "rl": 0.150}},),
+    "virl-l": ({"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+                "values": {"init": 0.808, "sft": 0.013, "rl": 0.918}},),
+    "gp-vl": ({"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+               "values": {"init": 0.112, "sft": 0.056, "rl": 0.142}},
+              {"metric": "episode success", "split": "visual-ood", "source": "paper §5.2, Fig. 7",
+               "values": {"init": 0.236, "sft": 0.137, "rl": 0.412}}),
+    "virl-vl": ({"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+                 "values": {"init": 0.357, "sft": 0.025, "rl": 0.450}},),
 }
-PRODUCE_COMMAND = "sftvsrl train pipeline --task {task}"
+PAPER_WORDS = {"virl-vl": "On held-out routes (the VLN mini benchmark, 18 routes) the paper reports episode "
+                          "success Init 16.7 %, SFT 11.1 %, RL 77.8 %."}
+PRODUCE_COMMAND = "sftvsrl train pipeline --task {task}"   # the text tasks'; `TaskView.produce` per task
 # Bounds on what is read: the files ship with the app, but a bad copy must fail clearly, not hang.
 MAX_FINDINGS_BYTES = 8 * 1024 * 1024
 MAX_EPISODES = 50_000
@@ -297,17 +357,43 @@ def bars(f: Findings) -> list[Bar]:
     return out
 
 
-def paper_bars(task: str) -> list[tuple[str, float]]:
-    """The paper's reported (stage, value) on its headline split, Init / SFT / RL."""
-    paper = PAPER.get(task)
+def paper_entry(task: str, split: str | None = None) -> dict | None:
+    """The paper's reported numbers for `task` on `split` (default: its first reported split)."""
+    entries = PAPER.get(task, ())
+    return next((e for e in entries if split is None or e["split"] == split), None)
+
+
+def paper_bars(task: str, split: str | None = None) -> list[tuple[str, float]]:
+    """The paper's reported (stage, value) on `split` (default its headline split), Init / SFT / RL."""
+    paper = paper_entry(task, split)
     return list(paper["values"].items()) if paper else []
 
 
-def paired(f: Findings, name: str, split: str) -> dict | None:
+def recognition_rows(f: Findings) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """GP-VL's recognition accuracy (paper §5.3) per stage and split as (value, SE); {} when the
+    file has none."""
+    out: dict[str, dict[str, tuple[float, float | None]]] = {}
+    for stage in f.stages:
+        row = f.data["table"][stage]
+        cells = {split: (float(row[split]["recognition"]),
+                         float(row[split]["recognition_se"]) if _number(row[split].get("recognition_se")) else None)
+                 for split in f.splits if isinstance(row.get(split), dict) and _number(row[split].get("recognition"))}
+        if cells:
+            out[stage] = cells
+    return out
+
+
+def paired(f: Findings, name: str, split: str, of: str = "paired") -> dict | None:
     """A paired comparison from findings.json (`rl_minus_sft`, `rl_minus_init`, `sft_minus_init`,
-    `sft_diverse_minus_sft`), or None."""
-    cell = (f.data.get("paired") or {}).get(name, {}).get(split)
+    `sft_diverse_minus_sft`) of the headline (`of="paired"`) or of recognition
+    (`of="paired_recognition"`, GP-VL), or None."""
+    cell = ((f.data.get(of) or {}).get(name) or {}).get(split)
     return cell if isinstance(cell, dict) and _number(cell.get("diff")) else None
+
+
+def ood_splits(f: Findings) -> list[tuple[str, str]]:
+    """The OOD splits a verdict speaks of, with their words: rule-OOD, then the task's others."""
+    return [(s, w) for s, w in (("rule-ood", f.view.ood), *f.view.more_ood.items()) if s in f.splits]
 
 
 def _pct(x: float) -> str:
@@ -319,18 +405,23 @@ def _pts(x: float) -> str:
 
 
 def verdict(f: Findings) -> str:
-    """What the RL-vs-SFT paired comparison on rule-OOD says, in one honest sentence."""
-    p = paired(f, "rl_minus_sft", "rule-ood")
-    if p is None:
-        return "There is no paired RL-vs-SFT comparison in this evaluation."
-    z = p["diff"] / p["se"] if p.get("se") else 0.0
-    head = (f"RL − SFT on {f.view.ood}: {_pts(p['diff'])} ± {100 * p['se']:.1f} "
-            f"(paired, z = {z:.1f}, n = {p['n']}{'' if f.metric == 'success_rate' else ' episodes'})")
-    if z >= 2:
-        return head + ": RL generalizes better than SFT here, as the paper found."
-    if z <= -2:
-        return head + ": SFT is ahead here — the opposite of the paper's finding."
-    return head + ": within two standard errors — this evaluation cannot tell them apart."
+    """What the RL-vs-SFT paired comparison on each OOD split (`ood_splits`: rule-OOD, and GP-VL's
+    red suits) says, one honest sentence each."""
+    out = []
+    for split, words in ood_splits(f):
+        p = paired(f, "rl_minus_sft", split)
+        if p is None:
+            continue
+        z = p["diff"] / p["se"] if p.get("se") else 0.0
+        head = (f"RL − SFT on {words}: {_pts(p['diff'])} ± {100 * p['se']:.1f} "
+                f"(paired, z = {z:.1f}, n = {p['n']}{'' if f.metric == 'success_rate' else ' episodes'})")
+        if z >= 2:
+            out.append(head + ": RL generalizes better than SFT here, as the paper found.")
+        elif z <= -2:
+            out.append(head + ": SFT is ahead here — the opposite of the paper's finding.")
+        else:
+            out.append(head + ": within two standard errors — this evaluation cannot tell them apart.")
+    return " ".join(out) or "There is no paired RL-vs-SFT comparison in this evaluation."
 
 
 def forgetting(rl: dict, sft: dict) -> str:
@@ -357,7 +448,7 @@ def explanation(f: Findings) -> list[str]:
         return None if v is None else _pct(v)
 
     lines = [view.intro]
-    if val("base", "rule-ood"):
+    if val("base", "rule-ood") and view.base_line:
         lines.append(view.base_line.format(id=val("base", "id"), ood=val("base", "rule-ood")))
     parts = [f"{STAGE_LABELS[s]} {val(s, 'id')} / {val(s, 'rule-ood')}" for s in ("init", "sft", "rl", "sft-diverse")
              if val(s, "id") and val(s, "rule-ood")]
@@ -375,18 +466,32 @@ def explanation(f: Findings) -> list[str]:
                      f"± {100 * learned['se']:.1f} (z = {z:.1f})"
                      + (" — it did." if z >= 2 else " — not significantly: any OOD advantage may come from "
                                                      "moving the model less, not from learning."))
-    rl_ood, sft_ood = paired(f, "rl_minus_init", "rule-ood"), paired(f, "sft_minus_init", "rule-ood")
-    if rl_ood is not None and sft_ood is not None and rl_ood.get("se") and sft_ood.get("se"):
-        lines.append(f"Against Init on {view.ood}: RL {_pts(rl_ood['diff'])} ± {100 * rl_ood['se']:.1f}, "
-                     f"SFT {_pts(sft_ood['diff'])} ± {100 * sft_ood['se']:.1f}. " + forgetting(rl_ood, sft_ood))
+    for split, words in ood_splits(f):
+        rl_ood, sft_ood = paired(f, "rl_minus_init", split), paired(f, "sft_minus_init", split)
+        if rl_ood is not None and sft_ood is not None and rl_ood.get("se") and sft_ood.get("se"):
+            lines.append(f"Against Init on {words}: RL {_pts(rl_ood['diff'])} ± {100 * rl_ood['se']:.1f}, "
+                         f"SFT {_pts(sft_ood['diff'])} ± {100 * sft_ood['se']:.1f}. " + forgetting(rl_ood, sft_ood))
+    recog = recognition_rows(f)
+    if recog:
+        parts = [f"{STAGE_LABELS.get(s, s)} " + " / ".join(_pct(cells[sp][0]) for sp in f.splits if sp in cells)
+                 for s, cells in recog.items()]
+        line = ("Seeing the cards (recognition: the share of replies that name the four cards right, paper §5.3; "
+                + " / ".join(split_label(f.task, sp).split(" (")[0] for sp in f.splits) + "): " + "; ".join(parts) + ".")
+        for split, words in ood_splits(f):
+            p = paired(f, "rl_minus_sft", split, of="paired_recognition")
+            if p is not None and p.get("se"):
+                z = p["diff"] / p["se"]
+                line += (f" RL − SFT on {words}: {_pts(p['diff'])} ± {100 * p['se']:.1f} (z = {z:.1f}).")
+        lines.append(line + " The paper found that RL improves recognition and SFT erodes it.")
     div = paired(f, "sft_diverse_minus_sft", "rule-ood")
-    if div is not None:
+    if div is not None and view.diverse_line:
         lines.append(view.diverse_line.format(diff=_pts(div["diff"]), se=f"{100 * div['se']:.1f}"))
-    paper = PAPER.get(f.task)
-    if paper:
+    for paper in PAPER.get(f.task, ()):
         v = paper["values"]
-        lines.append(f"For scale, {PAPER_LABEL}, on {view.ood}: Init {_pct(v['init'])}, "
-                     f"SFT {_pct(v['sft'])}, RL {_pct(v['rl'])}.")
+        lines.append(f"For scale, {PAPER_LABEL}, {paper['metric']} on {split_label(f.task, paper['split'])}: "
+                     f"Init {_pct(v['init'])}, SFT {_pct(v['sft'])}, RL {_pct(v['rl'])}.")
+    if f.task in PAPER_WORDS:
+        lines.append(PAPER_WORDS[f.task])
     return lines
 
 

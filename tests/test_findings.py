@@ -217,7 +217,7 @@ def test_load_virl_findings_every_split_and_the_per_step_headline():
     lines = fd.explanation(f)
     assert "relative actions instead of compass actions" in lines[0] and "per-step accuracy" in lines[0]
     assert any(line.startswith("On held-out streets: Base 0.0 %") for line in lines)
-    assert any("on relative actions: Init 80.8 %, SFT 1.3 %, RL 91.8 %" in line for line in lines)
+    assert any("on relative actions (rule-OOD): Init 80.8 %, SFT 1.3 %, RL 91.8 %" in line for line in lines)
     assert not any("J, Q and K" in line or "face card" in line or "flipped rule" in line for line in lines)
     png = fd.curves_plot(f, ROOT / "tests" / "artifacts" / "findings-virl-l-curves.png")
     assert png is not None and png.stat().st_size > 1000
@@ -297,10 +297,11 @@ def test_only_tasks_with_findings_are_offered(tmp_path):
     assert pick_task(None, only_gp) == ("gp-l", "") and pick_task(None, only_virl) == ("virl-l", "")
     assert pick_task("virl-l", both) == ("virl-l", "")
     assert pick_task("virl-l", only_gp) == ("virl-l", "")  # a pipeline task without findings: says how to make them
-    task, note = pick_task("gp-vl", both)
+    assert pick_task("gp-vl", both) == ("gp-vl", "")  # a vision pipeline task: also says how to make them
+    task, note = pick_task("gp-l-sft", both)
     assert task == "gp-l" and "has no pipeline findings" in note
-    with pytest.raises(fd.FindingsError, match="the pipeline's tasks are gp-l, virl-l"):
-        fd.load("gp-vl", both)
+    with pytest.raises(ValueError, match="cards"):
+        fd.load("cards", both)
 
 
 @pytest.mark.parametrize("dirs", [("gp-l",), ("gp-l", "virl-l")], ids=["gp-l-only", "both"])

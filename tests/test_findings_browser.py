@@ -131,7 +131,7 @@ def test_switch_to_virl_and_a_bar_into_inspect(page, served):
     page.goto(served + "/?tab=findings")
     page.wait_for_selector('#findings-root[data-task="gp-l"]')
     options = page.locator("#findings-task label")
-    assert [options.nth(i).inner_text().strip() for i in range(options.count())] == ["GP-L", "V-IRL-L"]
+    assert [options.nth(i).inner_text().strip() for i in range(options.count())] == ["GP-L", "V-IRL-L", "GP-VL"]
     page.locator("#findings-task label", has_text="V-IRL-L").click()
     page.wait_for_selector('#findings-root[data-task="virl-l"]')
     page.wait_for_url("**task=virl-l**")
@@ -168,6 +168,37 @@ def test_virl_findings_by_link(page, served):
     page.wait_for_selector('#findings-root[data-task="virl-l"]')
     page.wait_for_selector("#findings-task input[value='virl-l']:checked", state="attached")
     assert page.locator('[data-testid="bar-sft-rule-ood"]').count() == 1
+
+
+def test_gp_vl_findings_recognition_and_a_red_suit_bar_into_inspect(page, served):
+    """`?tab=findings&task=gp-vl`: the vision pipeline's findings in the same view — bars on the
+    three splits with the paper's rule-OOD and visual-OOD numbers, a verdict per OOD split, the
+    recognition table — and a visual-OOD bar opens its GP-VL episodes in Inspect."""
+    findings = json.loads((FIXTURE / "gp-vl" / "findings.json").read_text(encoding="utf-8"))
+    page.goto(served + "/?tab=findings&task=gp-vl")
+    page.wait_for_selector('#findings-root[data-task="gp-vl"]')
+    page.wait_for_selector("#findings-task input[value='gp-vl']:checked", state="attached")
+    groups = page.locator("#findings-bars .sv-fd-group")
+    assert [groups.nth(i).get_attribute("data-split") for i in range(groups.count())] == [
+        "id", "rule-ood", "visual-ood"]
+    bars = page.inner_text("#findings-bars")
+    for text in ("visual-OOD (red suits, J/Q/K = 10)", "Episode success", "23.6 %", "13.7 %", "41.2 %", "14.2 %"):
+        assert text in bars, text
+    verdict = page.inner_text("#findings-verdict")
+    assert "RL − SFT on the flipped rule" in verdict and "RL − SFT on red suits" in verdict
+    recognition = page.inner_text("#findings-recognition")
+    assert "Recognition accuracy" in recognition and "SFT-diverse" in recognition
+
+    bar = page.locator('[data-testid="bar-rl-visual-ood"]')
+    n = findings["table"]["rl"]["visual-ood"]["n"]
+    bar.click()
+    page.wait_for_url("**tab=inspect**")
+    q = parse_qs(urlparse(page.url).query)
+    assert q["model"] == ["rl"] and q["split"] == ["visual-ood"] and q["run"][0].startswith("findings-gp-vl-")
+    page.wait_for_function("n => new RegExp('^' + n + ' episodes? match').test("
+                           "document.querySelector('#inspect-summary')?.innerText.trim() ?? '')", arg=n)
+    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
+    assert cells.count("gp-vl") == n and "sft" not in cells
 
 
 def test_extra_pipeline_models_are_offered_not_ticked(page, served):

@@ -89,7 +89,7 @@ def test_training_inputs_equal_the_processors(quick_run):
 
 def test_quick_pipeline_records_and_cards(quick_run):
     root, records, findings = quick_run
-    assert set(records) == {"base", "init", "sft", "rl"}
+    assert set(records) == {"base", "init", "sft", "rl", "sft-diverse"}
     base = records["base"]
     assert base["example_kinds"].keys() <= {"read", "mapped"} and base["red_suit_examples"] > 0
     assert base["vision_pretraining"]["layouts"] == 3 * 4 and "vision_pretraining" in records["init"]
@@ -97,15 +97,33 @@ def test_quick_pipeline_records_and_cards(quick_run):
     assert records["init"]["example_kinds"] == {"id": records["init"]["examples"]}
     assert records["init"]["red_suit_examples"] == 0 and records["sft"]["red_suit_examples"] == 0
     assert records["rl"]["task"] == "gp-vl" and records["rl"]["kind"] == "rl"
+    # SFT-diverse: varied stated mappings, black suits only (the visual-OOD configuration stays unseen)
+    assert records["sft-diverse"]["example_kinds"] == {"mapped": records["sft-diverse"]["examples"]}
+    assert records["sft-diverse"]["red_suit_examples"] == 0
+    assert findings["metric"] == "success_rate"
     for stage in records:
         row = findings["table"][stage]
-        assert set(row) == {"id", "rule-ood", "visual-ood"}
-        for cell in row.values():
+        assert set(row) == {"id", "rule-ood", "visual-ood", "compute"}
+        for split in ("id", "rule-ood", "visual-ood"):
+            cell = row[split]
             assert cell["n"] == 3 and 0.0 <= cell["recognition"] <= 1.0 and cell["steps"] >= 3
+            assert cell["value"] == cell["success"] and cell["metric"] == "success_rate"
         card = (root / stage / "README.md").read_text()
         assert card.startswith(f"# gp-vl-{stage}") and "Never saw" in card and "| visual-ood |" in card
-    assert {"rl_minus_sft", "sft_minus_init"} <= set(findings["paired"])
-    assert (root / "findings.json").is_file()
+    assert {"rl_minus_sft", "sft_minus_init", "sft_diverse_minus_sft"} <= set(findings["paired"])
+    assert set(findings["paired_recognition"]) == set(findings["paired"])
+    # every evaluated episode ships for the Findings view's links into Inspect, and replays the same
+    from app import findings as fd
+
+    f = fd.load("gp-vl", root.parent)
+    assert f is not None and f.run_id is not None and f.splits == ["id", "rule-ood", "visual-ood"]
+    episodes = list(fd.read_episodes(f.episodes_path))
+    assert len(episodes) == 5 * 3 * 3
+    for rec in episodes:
+        from game.tasks import Instance
+
+        _, success, _ = fd.replay(Instance.from_dict(rec["instance"]), rec["outputs"])
+        assert success == rec["success"]
 
 
 @pytest.mark.parametrize("task", ["gp-vl", "virl-vl"])
@@ -152,3 +170,31 @@ def test_text_trainers_refuse_vision_tasks_but_grpo_plays_them():
     take = entry.rollouts(GRPOConfig(task="gp-vl"))
     first = take(2)
     assert [x.task for x in first] == ["gp-vl", "gp-vl"] and first[0].params["rule"] == "face10"
+
+
+def test_findings_view_shows_vision_findings_with_recognition_and_the_papers_numbers(quick_run, tmp_path):
+    """The Findings view draws GP-VL's evaluation like the text tasks' — bars on every split, the
+    paper's rule-OOD and visual-OOD numbers beside them, a verdict per OOD split — plus the
+    recognition table (paper §5.3)."""
+    from types import SimpleNamespace
+
+    from app import findings as fd
+    from app.settings import Settings
+    from app.store import Store
+    from app.ui.findings_tab import view_html
+
+    root, _, findings = quick_run
+    f = fd.load("gp-vl", root.parent)
+    assert set(fd.recognition_rows(f)) == {"base", "init", "sft", "rl", "sft-diverse"}
+    assert fd.paper_bars("gp-vl", "visual-ood") == [("init", 0.236), ("sft", 0.137), ("rl", 0.412)]
+    verdict = fd.verdict(f)
+    assert "RL − SFT on the flipped rule" in verdict and "RL − SFT on red suits" in verdict
+    lines = fd.explanation(f)
+    assert any(line.startswith("Seeing the cards") for line in lines)
+    assert any("episode success on visual-OOD (red suits, J/Q/K = 10): Init 23.6 %" in line for line in lines)
+    ctx = SimpleNamespace(settings=Settings(findings_dir=root.parent), store=Store(f"sqlite:///{tmp_path / 'db'}"))
+    html = view_html(ctx, "gp-vl")
+    assert 'data-task="gp-vl"' in html and 'id="findings-recognition"' in html
+    assert 'data-testid="paper-rl-visual-ood"' in html and 'data-testid="bar-sft-diverse-visual-ood"' in html
+    rl = findings["table"]["rl"]["visual-ood"]
+    assert f"{100 * rl['recognition']:.1f} ± {100 * rl['recognition_se']:.1f} %" in html

@@ -68,12 +68,13 @@ def register(sub) -> None:
     pl.add_argument("--no-progress", action="store_true")
     pl.set_defaults(func=_cmd_pipeline)
 
-    v = tsub.add_parser("vision", help="the tiny vision-language pipeline (Mllama): base -> init -> sft / rl on "
-                                       "GP-VL, then the evaluation with recognition accuracy (findings.json)")
-    v.add_argument("--task", default="gp-vl", help="gp-vl (base, init, sft, rl) or virl-vl (init, sft, rl)")
+    v = tsub.add_parser("vision", help="the tiny vision-language pipeline (Mllama): base -> init -> sft / rl / "
+                                       "sft-diverse on GP-VL, then the evaluation with recognition accuracy "
+                                       "(findings.json, episodes.jsonl.gz)")
+    v.add_argument("--task", default="gp-vl", help="gp-vl (base, init, sft, rl, sft-diverse) or virl-vl (init, sft, rl)")
     v.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
     v.add_argument("--out", default=None, help="output directory (default: runs/vision/<task>)")
-    v.add_argument("--stages", default="base,init,sft,rl",
+    v.add_argument("--stages", default="base,init,sft,rl,sft-diverse",
                    help="comma-separated stages to train (existing ones are kept: resumable)")
     v.add_argument("--n", type=int, default=None, help="episodes per split (default 100; 3 with --quick)")
     v.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
@@ -216,10 +217,10 @@ def _cmd_vision(args) -> int:
         return 0
     findings = evaluate_vision(out, cfg, progress=not args.no_progress)
     for stage, row in findings["table"].items():
-        cells = "   ".join(f"{s} {100 * r['success']:5.1f} ± {100 * r['se']:.1f} % (per step "
+        cells = "   ".join(f"{s} {100 * r['success']:5.1f} ± {100 * r['success_se']:.1f} % (per step "
                            f"{100 * r['per_step_accuracy']:.1f} %" + (f", recognition {100 * r['recognition']:.1f} %"
-                                                                     if r['recognition'] is not None else "") + ")"
-                           for s, r in row.items())
+                                                                     if r.get('recognition') is not None else "") + ")"
+                           for s, r in row.items() if s in findings["protocol"]["splits"])
         print(f"{stage:<6} {cells}")
     print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     return 0

@@ -98,12 +98,12 @@ def _bars_html(f: fd.Findings) -> str:
                            f"{fd.STAGE_LABELS.get(b.stage, b.stage)} on {split}: open its {b.n} episodes in Inspect",
                            f"bar-{b.stage}-{b.split}")
                  for b in all_bars if b.split == split]
-        paper = fd.PAPER.get(f.task)
-        if paper and paper["split"] == split:
+        paper = fd.paper_entry(f.task, split)
+        if paper:
             items.append(f'<div class="sv-fd-paper-head">{esc(fd.PAPER_LABEL)} ({esc(paper["source"])})</div>')
             items += [_bar_html(f"{fd.STAGE_LABELS[s]} (paper)", v, None, None, "paper",
-                                f"{fd.PAPER_LABEL}: {fd.STAGE_LABELS[s]} {_pct(v)} %", f"paper-{s}")
-                      for s, v in fd.paper_bars(f.task)]
+                                f"{fd.PAPER_LABEL}: {fd.STAGE_LABELS[s]} {_pct(v)} %", f"paper-{s}-{split}")
+                      for s, v in fd.paper_bars(f.task, split)]
         groups.append(f'<div class="sv-fd-group" data-split="{esc(split)}"><h3>{esc(fd.split_label(f.task, split))}'
                       f'</h3>{"".join(items)}</div>')
     return (f'<div class="sv-fd-bars" id="findings-bars"><div class="sv-dim">{esc(f.metric_words.capitalize())}, '
@@ -129,6 +129,33 @@ def _paired_html(f: fd.Findings) -> str:
             f'(same {esc(f.view.instances)})</h3><ul>' + "".join(items) + "</ul></div>")
 
 
+def _recognition_html(f: fd.Findings) -> str:
+    """GP-VL's recognition accuracy (paper §5.3) per stage and split, and RL − SFT of it."""
+    rows = fd.recognition_rows(f)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{esc(fd.split_label(f.task, s))}</th>" for s in f.splits)
+    body = "".join(
+        f'<tr data-stage="{esc(stage)}"><th>{esc(fd.STAGE_LABELS.get(stage, stage))}</th>'
+        + "".join(f"<td>{_pct(cells[s][0])} ± {_pct(cells[s][1] or 0)} %</td>" if s in cells else "<td>—</td>"
+                  for s in f.splits) + "</tr>" for stage, cells in rows.items())
+    diffs = []
+    for name, label in (("rl_minus_sft", "RL − SFT"), ("rl_minus_init", "RL − Init"), ("sft_minus_init", "SFT − Init")):
+        for split in f.splits:
+            p = fd.paired(f, name, split, of="paired_recognition")
+            if p is None or not p.get("se"):
+                continue
+            z = p["diff"] / p["se"]
+            diffs.append(f'<li data-testid="recognition-{esc(name)}-{esc(split)}"><b>{esc(label)}</b>, {esc(split)}: '
+                         f'{100 * p["diff"]:+.1f} ± {100 * p["se"]:.1f} points (z = {z:.1f})'
+                         f'{" — beyond 2 SE" if abs(z) >= 2 else " — within 2 SE"}</li>')
+    return (f'<div class="sv-fd-recognition" id="findings-recognition"><h3>Recognition accuracy (paper §5.3)</h3>'
+            f'<table class="sv-fd-table"><thead><tr><th>stage</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<div class="sv-dim">The share of the model\'s replies whose <code>cards</code> name the four cards on '
+            f'the table (the verifier\'s first check), ± binomial SE over the replies. Paired differences pool the '
+            f'replies per hand (SE over hands).</div>{"<ul>" + "".join(diffs) + "</ul>" if diffs else ""}</div>')
+
+
 def _curves_html(f: fd.Findings) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         png = fd.curves_plot(f, Path(tmp) / "curves.png")
@@ -144,10 +171,11 @@ def _curves_html(f: fd.Findings) -> str:
 
 
 def missing_html(task: str, folder: Path) -> str:
-    cmd = fd.PRODUCE_COMMAND.format(task=task)
+    view = fd.VIEWS.get(task)
+    cmd = (view.produce if view else fd.PRODUCE_COMMAND).format(task=task)
     return (f'<div class="sv-info" id="findings-missing"><b>No findings for {esc(task)} yet.</b> This view reads '
             f'<code>{esc(folder / task / fd.FINDINGS_FILE)}</code>, written by the staged training pipeline:'
-            f'<pre>{esc(cmd)} --out runs/pipeline/{esc(task)}</pre>then copy <code>findings.json</code> and '
+            f'<pre>{esc(cmd)} --out runs/{"vision" if "vision" in cmd else "pipeline"}/{esc(task)}</pre>then copy <code>findings.json</code> and '
             f'<code>{fd.EPISODES_FILE}</code> from its output folder to <code>{esc(folder / task)}/</code> '
             f'(or point <code>SFTVSRL_FINDINGS_DIR</code> at a folder holding <code>{esc(task)}/findings.json</code>).'
             f'</div>')
@@ -181,7 +209,7 @@ def view_html(ctx, task: str = DEFAULT_TASK) -> str:
             f'<h2>{esc(task)}: does SFT memorize and RL generalize? Our tiny models, and the paper</h2>'
             f'<div class="sv-verdict" id="findings-verdict">{esc(fd.verdict(f))}</div>{note}'
             f'<div class="sv-fd-row">{_bars_html(f)}<div class="sv-fd-side">{_table_html(f)}{_paired_html(f)}'
-            f'</div></div>{_curves_html(f)}'
+            f'{_recognition_html(f)}</div></div>{_curves_html(f)}'
             f'<details class="sv-fd-speaker" open id="findings-explain"><summary>In plain words (for the speaker)'
             f'</summary><ul>{speaker}</ul></details></div>')
 

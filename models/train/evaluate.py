@@ -199,7 +199,7 @@ def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, s
     """The protocol's metrics of one checkpoint on one split (`protocol.split_metrics`), plus the
     run's facts: the split, its description, the decoding, the torch `seed`, and per-episode
     success and (correct calls, calls) in instance order (`successes`, `episode_steps`: for paired
-    comparisons). `n` None: the paper's count;
+    comparisons; GP-VL also (calls with the right cards, calls): `episode_recognition`). `n` None: the paper's count;
     `instance_seed` None: the protocol's stream seed (GP 42, V-IRL 0). `keep_episodes`: also
     `episodes`, one `episode_record` per instance (what Inspect shows)."""
     import torch
@@ -221,6 +221,9 @@ def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, s
                decoding=_decoding_label(model, temperature, top_p), max_new_tokens=max_new_tokens,
                successes=[int(s.success) for s in sessions],
                episode_steps=[[sum(o == "correct" for o in e.outcomes), len(e.outcomes)] for e in batch.scores()])
+    if spec.recognition:   # GP-VL: per episode [calls that read the cards right, calls] (paired recognition)
+        out["episode_recognition"] = [[len(e.outcomes) - e.outcomes.count("wrong_cards"), len(e.outcomes)]
+                                      for e in batch.scores()]
     if keep_episodes:
         out["episodes"] = [episode_record(s, [t for t in batch.turns if t.episode == i], tokenizer)
                            for i, s in enumerate(sessions)]

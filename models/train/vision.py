@@ -1,5 +1,5 @@
-"""The staged tiny vision-language pipeline — GP-VL: base → Init → SFT / RL; V-IRL-VL: Init → SFT
-/ RL — at CPU scale, with tiny `MllamaForConditionalGeneration` checkpoints (the paper's
+"""The staged tiny vision-language pipeline — GP-VL: base → Init → SFT / RL / SFT-diverse; V-IRL-VL:
+Init → SFT / RL — at CPU scale, with tiny `MllamaForConditionalGeneration` checkpoints (the paper's
 Llama-3.2-Vision architecture).
 
 The paper post-trains Llama-3.2-11B-Vision, a text model given a vision encoder and
@@ -26,6 +26,8 @@ miniature, then mirrors the paper's stages on top of it:
 3. **sft**: continued SFT from Init on more ID expert answers.
 4. **rl**: GRPO from Init on the ID task only (`models.train.grpo`, the same trainer and rollout
    executor as GP-L: multi-turn, the verifier's feedback, the image in the first user message).
+5. **sft-diverse** (after the rebuttal, arXiv 2510.00237): SFT from Init with SFT's budget on the
+   GP-VL prompt stating varied face-card mappings (never 11/12/13), black suits only.
 
 Images go through each checkpoint's own image processor (`MllamaImageProcessor`, one 224-px tile).
 Training tables are composed from per-slot pieces processed by that image processor
@@ -65,9 +67,11 @@ from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params
     setup_torch
 from .data import ChatCodec, expert_answer, expert_formula, vision_inputs
 
-STAGES = ("base", "init", "sft", "rl")
+STAGES = ("base", "init", "sft", "rl", "sft-diverse")
 TASKS = ("gp-vl", "virl-vl")
-TASK_STAGES = {"gp-vl": STAGES, "virl-vl": ("init", "sft", "rl")}   # V-IRL-VL: no visual base (see below)
+# V-IRL-VL: no visual base and no SFT-diverse (see `VisionConfig.for_task`)
+TASK_STAGES = {"gp-vl": STAGES, "virl-vl": ("init", "sft", "rl")}
+BLACK = ("S", "C")
 REPO = Path(__file__).resolve().parents[2]
 SUITS = ("S", "H", "D", "C")
 ID_MAPPING, OOD_MAPPING = (10, 10, 10), (11, 12, 13)
@@ -115,16 +119,29 @@ class Example:
 
 def base_examples(n: int, seed: int, read_share: float, face_prob: float = 0.5) -> list[Example]:
     """The base's image-text data (see the module doc): reading and mapped GP-VL, all four suits."""
-    rng = random.Random(f"vl-base:{seed}")
-    mappings = base_mappings()
+    return mapped_examples(n, f"vl-base:{seed}", base_mappings(), SUITS, read_share, face_prob)
+
+
+def diverse_examples(n: int, seed: int, face_prob: float = 0.5) -> list[Example]:
+    """SFT-diverse's data (after the rebuttal, arXiv 2510.00237): the GP-VL prompt stating varied
+    face-card mappings — the base's and the ID mapping 10/10/10, never 11/12/13 — with the ID
+    task's black suits only (so the visual-OOD configuration stays unseen), expert answers."""
+    return mapped_examples(n, f"vl-diverse:{seed}", base_mappings() + [ID_MAPPING], BLACK, 0.0, face_prob)
+
+
+def mapped_examples(n: int, seed: str, mappings: Sequence[tuple[int, int, int]], suits: Sequence[str],
+                    read_share: float, face_prob: float) -> list[Example]:
+    """`n` examples: a `read_share` of card reading, the rest the GP-VL prompt stating one of
+    `mappings` with an expert answer; cards' suits drawn from `suits`."""
+    rng = random.Random(seed)
     out: list[Example] = []
     while len(out) < n:
-        if rng.random() < read_share:
+        if read_share and rng.random() < read_share:
             k = 4 if rng.random() < 0.5 else rng.randint(1, 3)
             where = sorted(rng.sample(range(4), k))
             slots = [None] * 4
             for i in where:
-                slots[i] = Card(rng.randint(1, 13), rng.choice(SUITS))
+                slots[i] = Card(rng.randint(1, 13), rng.choice(suits))
             labels = [label(c.rank) for c in slots if c is not None]
             out.append(Example(tuple(slots), READ_PROMPT, read_answer(labels), "read"))
             continue
@@ -137,7 +154,7 @@ def base_examples(n: int, seed: int, read_share: float, face_prob: float = 0.5) 
         if formula is None:
             continue
         labels = [label(r) for r in ranks]
-        slots = tuple(Card(r, rng.choice(SUITS)) for r in ranks)
+        slots = tuple(Card(r, rng.choice(suits)) for r in ranks)
         out.append(Example(slots, vl_mapped_prompt(mapping), response_eqn(labels, values, formula), "mapped"))
     return out
 
@@ -524,6 +541,10 @@ def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] 
                                            batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress)
         elif stage == "rl":
             records[stage] = run_rl_stage(cfg, out / "init", dest, progress=progress)
+        elif stage == "sft-diverse":
+            ex = diverse_examples(cfg.sft_steps * cfg.sft_batch, cfg.seed + 400)
+            records[stage] = run_sft_stage(cfg, stage, out / "init", ex, dest, steps=cfg.sft_steps,
+                                           batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress)
         trained.append(dest)
     for dest in trained:   # after every stage has trained (RL starts from the float32 Init)
         store_bfloat16(dest)
@@ -548,19 +569,25 @@ def store_bfloat16(path: "str | Path") -> None:
 def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[str] = STAGES,
                     progress: bool = True) -> dict[str, Any]:
     """Every stage on every split of the task (the protocol's batched executor, the checkpoint's
-    own decoding): episode success and recognition accuracy with binomial SEs, paired RL − SFT
-    differences; written to `root/findings.json` and the stages' model cards."""
+    own decoding), in the staged pipeline's findings format (`models.train.pipeline.split_result`:
+    each cell's `value` is the task's headline — GP-VL episode success, V-IRL-VL per-step accuracy —
+    with its SE, plus per-step accuracy and, for GP-VL, recognition accuracy with SEs), the paired
+    comparisons (`pipeline.COMPARISONS`; GP-VL also of recognition, `paired_recognition`), and
+    every evaluated episode; written to `root/findings.json`, `root/episodes.jsonl.gz` (what the
+    Findings view links into Inspect) and the stages' model cards."""
     import torch
 
+    from game.protocol import paired_ratio_difference
+
     from .evaluate import evaluate
-    from .pipeline import paired
+    from .pipeline import COMPARISONS, EPISODES_FILE, EVAL_MAX_NEW_TOKENS, paired, split_result, write_episodes
 
     import game.tasks.virl as virl_task
 
     torch.set_num_threads(max(1, cfg.threads))
     root = Path(root)
-    table: dict[str, Any] = {}
-    outcomes: dict[str, dict[str, list[int]]] = {}
+    spec = get_task(cfg.task)
+    headline = spec.headline
     loaded = {stage: load_checkpoint(root / stage) for stage in TASK_STAGES[cfg.task]
               if stage in stages and (root / stage / "config.json").is_file()}
     # split by split, every stage on the same episodes: a V-IRL grid (seconds to draw) is drawn once
@@ -570,37 +597,46 @@ def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[s
         virl_task.GRID_CACHE = max(cache_size, 8 * cfg.eval_n + 16)
     try:
         results = {(split, stage): evaluate(model, proc, cfg.task, split, cfg.eval_n, seed=cfg.seed,
-                                            max_new_tokens=96, progress=progress)
+                                            max_new_tokens=EVAL_MAX_NEW_TOKENS, progress=progress, keep_episodes=True)
                    for split in splits(cfg.task) for stage, (model, proc) in loaded.items()}
     finally:
         virl_task.GRID_CACHE = cache_size
+    table: dict[str, Any] = {}
+    outcomes: dict[str, dict[str, list]] = {}
+    recognition: dict[str, dict[str, list]] = {}
+    episodes: list[dict] = []
     for stage in loaded:
         row: dict[str, Any] = {}
-        outcomes[stage] = {}
+        outcomes[stage], recognition[stage] = {}, {}
         for split in splits(cfg.task):
             res = results[(split, stage)]
-            n = res["episodes"]
-            row[split] = {"success": res["success_rate"], "se": res["success_se"], "n": n,
-                          "per_step_accuracy": res["per_step_accuracy"], "per_step_se": res["per_step_se"],
-                          "recognition": res.get("recognition_accuracy"), "steps": res["steps"],
-                          "recognition_se": binomial_se(res.get("recognition_accuracy") or 0.0, res["steps"]),
-                          "first_try_success": res["first_try_success"], "outcomes": res["outcomes"]}
-            outcomes[stage][split] = res["successes"]
+            row[split], outcomes[stage][split] = split_result(res, headline)
+            row[split].update(per_step_accuracy=res["per_step_accuracy"], per_step_se=res["per_step_se"],
+                              steps=res["steps"], outcomes=res["outcomes"])
+            if spec.recognition:
+                row[split].update(recognition=res["recognition_accuracy"],
+                                  recognition_se=binomial_se(res["recognition_accuracy"], res["steps"]))
+                recognition[stage][split] = res["episode_recognition"]
+            episodes += [{"stage": stage, "split": split, "index": i, **ep} for i, ep in enumerate(res["episodes"])]
+        row["compute"] = read_record(root / stage).get("compute")
         table[stage] = row
-    comparisons = {}
-    for name, a, b in (("rl_minus_sft", "rl", "sft"), ("rl_minus_init", "rl", "init"),
-                       ("sft_minus_init", "sft", "init")):
-        if a in outcomes and b in outcomes:
-            comparisons[name] = {s: paired(outcomes[a][s], outcomes[b][s]) for s in splits(cfg.task)}
-    findings = {"task": cfg.task,
+    comparisons = {name: {s: paired(outcomes[a][s], outcomes[b][s]) for s in splits(cfg.task)}
+                   for name, a, b in COMPARISONS if a in outcomes and b in outcomes}
+    findings = {"task": cfg.task, "metric": headline,
                 "protocol": {"episodes_per_split": cfg.eval_n, "decoding": "checkpoint default (T=0.6, top-p 0.9)",
-                             "splits": {s: get_task(cfg.task).split(s).description for s in splits(cfg.task)},
+                             "splits": {s: spec.split(s).description for s in splits(cfg.task)},
                              "instances": "protocol.instances (GP-VL: seed-42 vl_id_black / vl_rule_ood_black / "
                                           "vl_visual_ood_red hands; V-IRL-VL: episode i = route i mod R, seed i)",
-                             "recognition": "GP-VL: 1 - calls with wrong cards / calls (paper §5.3), SE over calls",
                              "per_step_accuracy": "correct calls / calls (the paper's V-IRL metric), SE over calls"},
                 "table": table, "paired": comparisons, "config": asdict(cfg), "environment": environment()}
+    if spec.recognition:
+        findings["protocol"]["recognition"] = ("1 - calls with wrong cards / calls in the multi-turn evaluation "
+                                               "(paper §5.3), SE over calls; paired: pooled per episode")
+        findings["paired_recognition"] = {
+            name: {s: paired_ratio_difference(recognition[a][s], recognition[b][s]) for s in splits(cfg.task)}
+            for name, a, b in COMPARISONS if a in recognition and b in recognition}
     (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
+    write_episodes(root / EPISODES_FILE, episodes)
     for stage in table:
         (root / stage / "README.md").write_text(stage_card(stage, findings, read_record(root / stage)),
                                                 encoding="utf-8")
@@ -630,6 +666,11 @@ STAGE_TEXT = {
            "{rl_group} episodes, multi-turn with up to {rl_verify_iter} tries and the verifier's feedback, "
            "sampled at T = 1, lr {rl_lr:g}.",
            "red suits after the base; the rule-OOD mapping; no expert answers after Init."),
+    "sft-diverse": ("a diverse-prompt SFT (after the rebuttal, arXiv 2510.00237)",
+                    "Init, then {sft_examples:,} expert answers to the paper's GP-VL prompt stating varied "
+                    "face-card mappings (the base's and 10/10/10, never 11/12/13), black suits only, "
+                    "{sft_steps} steps at lr {sft_lr:g}: SFT's budget, with diverse prompts.",
+                    "red suits after the base; the rule-OOD mapping; the verifier's feedback."),
 }
 
 
@@ -712,7 +753,8 @@ def _virl_card(stage: str, findings: dict[str, Any], record: dict[str, Any], fac
         f"trained token positions, {compute.get('infer_tokens', 0):,} forward-only (`training.json`).", "",
         "| split | per-step accuracy (± SE over calls) | episode success |", "|---|---|---|",
         *[f"| {s} | {pct(row[s]['per_step_accuracy'], row[s]['per_step_se'])} ({row[s]['steps']} calls) | "
-          f"{pct(row[s]['success'], row[s]['se'])} (n = {row[s]['n']}) |" for s in splits(findings["task"]) if s in row],
+          f"{pct(row[s]['success'], row[s].get('success_se', row[s]['se']))} (n = {row[s]['n']}) |"
+          for s in splits(findings["task"]) if s in row],
         "", f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes "
             f"per split, {findings['protocol']['decoding']} (`findings.json`).",
     ]
