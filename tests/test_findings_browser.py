@@ -8,30 +8,17 @@ Screenshots go to tests/artifacts/; the page must fetch nothing from outside loo
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from browsing import browser, page, require_browser, serve_app  # noqa: F401 (fixtures)
 from conftest import ROOT
 
-CHROMIUM = os.environ.get("SFTVSRL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
 FIXTURE = ROOT / "tests" / "fixtures" / "findings"
 pytestmark = pytest.mark.browser
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"Chromium not found at {CHROMIUM}", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-from models.procs import ManagedServer, free_port  # noqa: E402
-
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
+require_browser()
 
 
 @pytest.fixture(scope="module")
@@ -41,43 +28,31 @@ def served(tmp_path_factory, tiny_llama_dir):
     models = "\n".join(f'[models.{name}]\nbackend = "local"\npath = "{tiny_llama_dir}"\ntasks = ["gp-l"]\n'
                        for name in ("sft", "rl", "init", "sft-diverse"))
     (tmp / "models.toml").write_text(models, encoding="utf-8")
-    port = free_port()
-    env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"),
-           "SFTVSRL_FINDINGS_DIR": str(tmp / "findings"), "SFTVSRL_CPU_TIMEOUT_S": "120",  # a busy machine
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
-                                   "--models", str(tmp / "models.toml")],
-                           f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
-    server.start()
-    if not server.wait_healthy():  # a busy CI machine imports gradio slowly
-        server.stop()
-        pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
-    yield f"http://127.0.0.1:{port}"
+    server, url = serve_app(tmp, tmp / "models.toml",
+                            env={"SFTVSRL_FINDINGS_DIR": str(tmp / "findings"),
+                                 "SFTVSRL_CPU_TIMEOUT_S": "120"})  # a busy machine
+    yield url
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield b
-        b.close()
+def _wait_for_episode_count(page, n: int) -> None:
+    # the expected count itself is the condition waited for (Gradio may still overlay a queue status)
+    page.wait_for_function("n => new RegExp('^' + n + ' episodes? match').test("
+                           "document.querySelector('#inspect-summary')?.innerText.trim() ?? '')", arg=n)
 
 
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
-    pg = context.new_page()
-    pg.set_default_timeout(300_000)
-    outside: list[str] = []
-    pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
-    yield pg
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    try:
-        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    finally:
-        context.close()
-    assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
+def _bar_into_inspect(page, task: str, findings: dict, stage: str, split: str) -> list[str]:
+    """Click `stage`'s bar on `split`: Inspect opens on that findings run, stage and split and
+    lists exactly its episodes; returns the table's cells."""
+    n = findings["table"][stage][split]["n"]
+    page.locator(f'[data-testid="bar-{stage}-{split}"]').click()
+    page.wait_for_url("**tab=inspect**")
+    q = parse_qs(urlparse(page.url).query)
+    assert q["model"] == [stage] and q["split"] == [split] and q["run"][0].startswith(f"findings-{task}-")
+    _wait_for_episode_count(page, n)
+    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
+    assert cells.count(task) == n
+    return cells
 
 
 def test_findings_view_and_a_bar_into_inspect(page, served):
@@ -98,17 +73,9 @@ def test_findings_view_and_a_bar_into_inspect(page, served):
     assert page.locator("#findings-explain li").count() >= 3
 
     bar = page.locator('[data-testid="bar-rl-rule-ood"]')
-    n = findings["table"]["rl"]["rule-ood"]["n"]
     assert f"{100 * findings['table']['rl']['rule-ood']['success']:.1f} %" in bar.inner_text()
-    bar.click()
-    page.wait_for_url("**tab=inspect**")
-    q = parse_qs(urlparse(page.url).query)
-    assert q["model"] == ["rl"] and q["split"] == ["rule-ood"] and q["run"][0].startswith("findings-gp-l-")
-    # the expected count itself is the condition waited for (Gradio may still overlay a queue status)
-    page.wait_for_function("n => new RegExp('^' + n + ' episodes? match').test("
-                           "document.querySelector('#inspect-summary')?.innerText.trim() ?? '')", arg=n)
-    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
-    assert cells.count("gp-l") == n and "sft" not in cells and "init" not in cells
+    cells = _bar_into_inspect(page, "gp-l", findings, "rl", "rule-ood")
+    assert "sft" not in cells and "init" not in cells
     page.wait_for_function("document.querySelector('#inspect-replay')?.innerText.includes('rl')")
 
 
@@ -118,10 +85,7 @@ def test_findings_link_before_the_view_was_opened(page, served):
 
     f = fd.load("gp-l", FIXTURE)
     page.goto(served + "/" + fd.inspect_link(f.run_id, "sft-diverse", "id"))
-    n = f.data["table"]["sft-diverse"]["id"]["n"]
-    # the expected count itself is the condition waited for (Gradio may still overlay a queue status)
-    page.wait_for_function("n => new RegExp('^' + n + ' episodes? match').test("
-                           "document.querySelector('#inspect-summary')?.innerText.trim() ?? '')", arg=n)
+    _wait_for_episode_count(page, f.data["table"]["sft-diverse"]["id"]["n"])
 
 
 def test_switch_to_virl_and_a_bar_into_inspect(page, served):
@@ -147,17 +111,8 @@ def test_switch_to_virl_and_a_bar_into_inspect(page, served):
     assert "relative actions instead of compass actions" in page.inner_text("#findings-explain")
     assert page.locator("#findings-curves img").count() == 1
 
-    bar = page.locator('[data-testid="bar-rl-streets"]')
-    n = findings["table"]["rl"]["streets"]["n"]
-    bar.click()
-    page.wait_for_url("**tab=inspect**")
-    q = parse_qs(urlparse(page.url).query)
-    assert q["model"] == ["rl"] and q["split"] == ["streets"] and q["run"][0].startswith("findings-virl-l-")
-    # the expected count itself is the condition waited for (Gradio may still overlay a queue status)
-    page.wait_for_function("n => new RegExp('^' + n + ' episodes? match').test("
-                           "document.querySelector('#inspect-summary')?.innerText.trim() ?? '')", arg=n)
-    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
-    assert cells.count("virl-l") == n and "gp-l" not in cells and "sft" not in cells
+    cells = _bar_into_inspect(page, "virl-l", findings, "rl", "streets")
+    assert "gp-l" not in cells and "sft" not in cells
     page.wait_for_function("document.querySelector('#inspect-replay')?.innerText.includes('bundled:helsinki')")
     assert "virl-l" in page.inner_text("#inspect-replay")
 
@@ -189,16 +144,8 @@ def test_gp_vl_findings_recognition_and_a_red_suit_bar_into_inspect(page, served
     recognition = page.inner_text("#findings-recognition")
     assert "Recognition accuracy" in recognition and "SFT-diverse" in recognition
 
-    bar = page.locator('[data-testid="bar-rl-visual-ood"]')
-    n = findings["table"]["rl"]["visual-ood"]["n"]
-    bar.click()
-    page.wait_for_url("**tab=inspect**")
-    q = parse_qs(urlparse(page.url).query)
-    assert q["model"] == ["rl"] and q["split"] == ["visual-ood"] and q["run"][0].startswith("findings-gp-vl-")
-    page.wait_for_function("n => new RegExp('^' + n + ' episodes? match').test("
-                           "document.querySelector('#inspect-summary')?.innerText.trim() ?? '')", arg=n)
-    cells = [c.strip() for c in page.inner_text("#inspect-table").splitlines()]
-    assert cells.count("gp-vl") == n and "sft" not in cells
+    cells = _bar_into_inspect(page, "gp-vl", findings, "rl", "visual-ood")
+    assert "sft" not in cells
 
 
 def test_extra_pipeline_models_are_offered_not_ticked(page, served):

@@ -5,31 +5,19 @@ Playwright in Debian's Chromium (`/usr/bin/chromium`). Each test saves a screens
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from browsing import ARTIFACTS, LOCAL, browser, page, require_browser, serve_app  # noqa: F401 (fixtures)
 
-CHROMIUM = os.environ.get("SFTVSRL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
 pytestmark = pytest.mark.browser
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run installs it)",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api = require_browser()
 
 from game.gp.deal import Deal  # noqa: E402
 from game.gp.solver import distinct_solutions  # noqa: E402
-from models.procs import ManagedServer, free_port  # noqa: E402
-
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
+from models.procs import free_port  # noqa: E402
 
 
 def _models_toml(path: Path, ckpt: Path) -> Path:
@@ -51,50 +39,15 @@ decoding = {{ max_tokens = 24 }}
     return path
 
 
-def _serve(tmp: Path, ckpt: Path, *extra: str) -> tuple[ManagedServer, int]:
-    port = free_port()
-    env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
-                                   "--models", str(_models_toml(tmp / "models.toml", ckpt)), *extra],
-                           f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
-    server.start()
-    if not server.wait_healthy():
-        server.stop()
-        pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
-    return server, port
+def _serve(tmp: Path, ckpt: Path, *extra: str) -> tuple[object, str]:
+    return serve_app(tmp, _models_toml(tmp / "models.toml", ckpt), *extra)
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, tiny_llama_dir):
-    tmp = tmp_path_factory.mktemp("ui")
-    server, port = _serve(tmp, tiny_llama_dir)
-    yield f"http://127.0.0.1:{port}"
+    server, url = _serve(tmp_path_factory.mktemp("ui"), tiny_llama_dir)
+    yield url
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
-    pg = context.new_page()
-    pg.set_default_timeout(300_000)
-    outside: list[str] = []
-    pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
-    yield pg
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    try:
-        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    finally:
-        context.close()
-    assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
 
 
 def _open(page, url: str) -> None:
@@ -243,9 +196,9 @@ def _proxy_app(upstream: str, prefix: str):
 def test_served_under_a_sub_path_behind_a_reverse_proxy(page, tmp_path, tiny_llama_dir):
     import uvicorn
 
-    server, port = _serve(tmp_path, tiny_llama_dir, "--root-path", "/playground")
+    server, upstream = _serve(tmp_path, tiny_llama_dir, "--root-path", "/playground")
     proxy_port = free_port()
-    config = uvicorn.Config(_proxy_app(f"http://127.0.0.1:{port}", "/playground"), host="127.0.0.1",
+    config = uvicorn.Config(_proxy_app(upstream, "/playground"), host="127.0.0.1",
                             port=proxy_port, log_level="warning")
     proxy = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(proxy.serve()), daemon=True)

@@ -1,35 +1,21 @@
 """Browser test of the vision variants with the *default* model configuration
 (`models/default_models.toml`): the shipped tiny Mllama checkpoints play GP-VL (the table image)
 and V-IRL-VL (the 2×2 street views) in both columns, offline, without an error. A real
-`sftvsrl serve` on loopback, Debian's Chromium driven by Playwright (fixtures as in
-test_ui_browser.py)."""
+`sftvsrl serve` on loopback, Debian's Chromium driven by Playwright (fixtures from
+`tests/browsing.py`)."""
 from __future__ import annotations
 
-import os
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
+from browsing import browser, page, require_browser, serve_app  # noqa: F401 (fixtures)
 from conftest import ROOT
 
-CHROMIUM = os.environ.get("SFTVSRL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
 DEFAULT_MODELS = ROOT / "models" / "default_models.toml"
 pytestmark = pytest.mark.browser
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run installs it)",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api")
+require_browser()
 pytest.importorskip("torch")
-
-from models.procs import ManagedServer, free_port  # noqa: E402
-
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
 
 
 def test_default_config_serves_the_vision_checkpoints():
@@ -45,38 +31,9 @@ def test_default_config_serves_the_vision_checkpoints():
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ui-vision")
-    port = free_port()
-    env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
-                                   "--models", str(DEFAULT_MODELS)],
-                           f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
-    server.start()
-    if not server.wait_healthy():
-        server.stop()
-        pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
-    yield f"http://127.0.0.1:{port}"
+    server, url = serve_app(tmp_path_factory.mktemp("ui-vision"), DEFAULT_MODELS)
+    yield url
     server.stop()
-
-
-@pytest.fixture
-def page(request):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1600})
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        outside: list[str] = []
-        pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
-        try:
-            yield pg
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-        finally:
-            context.close()
-            browser.close()
-        assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
 
 
 def _both_columns_play(page, prefix: str) -> None:

@@ -1,0 +1,79 @@
+"""What the browser tests share (test_ui_browser, test_ui_vision_browser, test_findings_browser):
+Debian's Chromium driven by Playwright against a real `sftvsrl serve` on loopback.
+
+- `require_browser()` at the top of a browser test module: skips the module (visibly) when Chromium
+  or Playwright is missing;
+- `serve_app(tmp, models, *extra, env=...)`: starts `sftvsrl serve` on a free loopback port with
+  its data under `tmp`, waits for `/api/health` (no clock: the server's own readiness) and returns
+  the server and its URL; the caller stops it;
+- fixtures `browser` (one Chromium per module) and `page` (a fresh context per test, a screenshot
+  under `tests/artifacts/<test>.png` at the end, and an assertion that the page fetched nothing
+  from outside loopback). A test module imports them: `from browsing import browser, page`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = os.environ.get("SFTVSRL_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:", "about:")
+PAGE_TIMEOUT_MS = 300_000     # a hang guard only: every wait is for a condition, never for a clock
+
+
+def require_browser():
+    """Skip the calling module when Chromium or Playwright is missing; Playwright's sync API otherwise."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run installs it)",
+                    allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api")
+
+
+def serve_app(tmp: Path, models: Path, *extra: str, env: dict[str, str] | None = None):
+    """`sftvsrl serve --models models *extra` on a free loopback port, data under `tmp`; returns
+    (server, url) once healthy, or fails the test with the server's log."""
+    from models.procs import ManagedServer, free_port
+
+    port = free_port()
+    full_env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"),
+                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    server = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
+                                   "--models", str(models), *extra],
+                           f"http://127.0.0.1:{port}/api/health", env=full_env, log_path=tmp / "server.log")
+    server.start()
+    if not server.wait_healthy():  # a busy CI machine imports gradio slowly
+        server.stop()
+        pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
+    return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = require_browser()
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    pg = context.new_page()
+    pg.set_default_timeout(PAGE_TIMEOUT_MS)
+    outside: list[str] = []
+    pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
+    yield pg
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    finally:
+        context.close()
+    assert not outside, f"the page fetched from outside loopback: {outside[:5]}"
