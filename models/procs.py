@@ -36,6 +36,10 @@ class ManagedServer:
     env: dict[str, str] | None = None
     log_path: Path | None = None
     cwd: Path | None = None
+    # Linux: the server gets SIGTERM when the thread that started it dies (prctl PR_SET_PDEATHSIG),
+    # so a supervisor killed with SIGKILL (which no handler sees) leaves no orphan in its own session.
+    # Only for a server started from a thread that lives as long as it should (a CLI's main thread).
+    die_with_parent: bool = False
     proc: subprocess.Popen | None = field(default=None, init=False)
 
     def start(self) -> "ManagedServer":
@@ -43,7 +47,8 @@ class ManagedServer:
         env.update(self.env or {})
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(list(self.cmd), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.cwd)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.cwd,
+                                     preexec_fn=_die_with_parent if self.die_with_parent else None)
         if self.log_path:
             out.close()
         return self
@@ -92,6 +97,14 @@ class ManagedServer:
         if self.alive:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent thread dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG = 1
 
 
 def our_server(path: "str | Path", name: str, port: int | None = None, *, log_path: Path | None = None,

@@ -106,7 +106,9 @@ def config_text(specs: Sequence[VllmServerSpec], tasks: Sequence[str] = TASKS) -
 
 @dataclass
 class Supervisor:
-    """Starts the servers, waits until all are healthy, and stops them all (also when one dies)."""
+    """Starts the servers, waits until all are healthy, and stops them all (also when one dies).
+    Call it from a thread that lives as long as the servers should (the servers die with it, also
+    when the process is SIGKILLed: `ManagedServer.die_with_parent`)."""
 
     specs: Sequence[VllmServerSpec]
     log_dir: Path
@@ -118,7 +120,7 @@ class Supervisor:
             log = self.log_dir / f"vllm-{spec.name}.log"
             say(f"starting {spec.name} on port {spec.port} (log: {log})")
             self.servers.append(ManagedServer(spec.name, spec.command(), spec.health_url, env=spec.env(),
-                                              log_path=log).start())
+                                              log_path=log, die_with_parent=True).start())
         deadline = time.monotonic() + timeout
         for server in self.servers:
             if not server.wait_healthy(max(1.0, deadline - time.monotonic())):
