@@ -3,10 +3,14 @@
 it, the compute curves, and the import of the evaluated episodes into the store, so that every
 number of the view links to its episodes in the Inspect tab.
 
-Every pipeline task (`models.train.pipeline.TASKS`: gp-l, virl-l) goes through the same code: the
-numbers are the file's headline `value` (GP-L episode success, V-IRL-L per-step accuracy; files
-written before V-IRL-L carry `success`: `cell_value`) on every split the file has; what a task
-says in words (split labels, the rule flip, speaker notes) is its `TaskView` in `VIEWS`.
+Every task with staged findings (`TASKS`: the text pipeline's gp-l and virl-l, `sftvsrl train
+pipeline`; the vision pipeline's gp-vl and virl-vl, `sftvsrl train vision`, which writes the same
+format) goes through the same code: the numbers are the file's headline `value` (episode success
+for GP, per-step accuracy for V-IRL; files written before V-IRL-L carry `success`: `cell_value`)
+on every split the file has; GP-VL's cells also carry recognition accuracy (`recognition_rows`,
+`paired(..., of="paired_recognition")`). What a task says in words (split labels, the OOD splits
+its verdict covers, speaker notes, the command that makes it) is its `TaskView` in `VIEWS`; the
+paper's numbers beside ours are `PAPER` (one entry per reported split).
 
 Files, per task, under the findings directory (`Settings.findings_dir`, default
 `models/checkpoints/findings`): `<task>/findings.json` (the five-way table, paired comparisons,

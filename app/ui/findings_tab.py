@@ -1,9 +1,10 @@
-"""The Findings tab: the paper's finding in one screen, from the shipped pipeline evaluation
-(`app.findings`: findings.json, offline), for each pipeline task with findings (GP-L, V-IRL-L: a
-selector, in the tab's link as `?tab=findings&task=virl-l`). The five-way table, bars with ± SE of
-the task's headline (GP-L episode success, V-IRL-L per-step accuracy) on every split for Base,
-Init, SFT, RL and SFT-diverse, the paper's reported numbers beside ours, the paired differences,
-the compute curves and a plain-language explanation a speaker can read out. Every bar and table
+"""The Findings tab: the paper's finding in one screen, from the shipped pipeline evaluations
+(`app.findings`: findings.json, offline), for each task with findings (GP-L, V-IRL-L, GP-VL,
+V-IRL-VL: a selector, in the tab's link as `?tab=findings&task=virl-l`). The stage table, bars
+with ± SE of the task's headline (GP episode success, V-IRL per-step accuracy) on every split for
+each stage (Base, Init, SFT, RL, SFT-diverse where trained), the paper's reported numbers beside
+ours, the paired differences, GP-VL's recognition accuracy, the compute curves and a
+plain-language explanation a speaker can read out. Every bar and table
 cell links to its episodes in the Inspect tab; opening a task's view starts importing them into
 the store once, in a background thread (`app.findings.Importer`), never on the event loop. One
 code path draws every task; what differs is `app.findings.VIEWS` (words) and the file's numbers."""
