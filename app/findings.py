@@ -416,6 +416,12 @@ def verdict(f: Findings) -> str:
         p = paired(f, "rl_minus_sft", split)
         if p is None:
             continue
+        if not p.get("se") and not p["diff"]:
+            both = f.value("rl", split)
+            out.append(f"On {words} RL and SFT score the same on every {f.view.instances[:-1]}"
+                       + (f" ({_pct(both)})" if both is not None else "")
+                       + ": nothing to tell them apart." + (" Neither gets any of it right." if both == 0 else ""))
+            continue
         z = p["diff"] / p["se"] if p.get("se") else 0.0
         head = (f"RL − SFT on {words}: {_pts(p['diff'])} ± {100 * p['se']:.1f} "
                 f"(paired, z = {z:.1f}, n = {p['n']}{'' if f.metric == 'success_rate' else ' episodes'})")

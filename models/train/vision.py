@@ -320,8 +320,8 @@ class VisionConfig:
             cfg = replace(cfg, task=task, text_from="models/checkpoints/virl-l-sft", rl_verify_iter=2,
                           **(dict(init_steps=2, sft_steps=2, eval_n=2) if quick else
                              dict(patch_size=16, vision_hidden=64, init_steps=30, init_lr=5e-4, init_warmup_steps=5,
-                                  sft_batch=8, sft_steps=120, warmup_steps=10, rl_updates=3, rl_hands=3, rl_group=4,
-                                  rl_max_new_tokens=64, eval_n=8)))
+                                  sft_batch=8, sft_steps=120, warmup_steps=10, rl_updates=30, rl_hands=4, rl_group=4,
+                                  rl_max_new_tokens=64, eval_n=48)))
         return cfg
 
 
