@@ -37,9 +37,10 @@ asks for it per task (`ModelSpec.make_backend(task)`, `ModelPool.player(name, ta
 the backend of that task's checkpoint, so a V-IRL episode runs the V-IRL checkpoint. Without a
 task (health checks, `sftvsrl models test`) the `path`, else the first `paths` entry, is used.
 
-An `optional` local model whose checkpoint directory (any of them) does not exist is left out of
-the configuration (`ModelsConfig.skipped` says why) rather than listed as broken: the default file
-offers the pipeline's `init` and `sft-diverse` checkpoints this way, for whoever has them.
+An `optional` local model serves only the tasks whose checkpoint directory exists, and is left out
+of the configuration when none does (`ModelsConfig.skipped` says why) rather than listed as broken:
+the default file offers the pipelines' `init` and `sft-diverse` checkpoints this way, for whoever
+has them.
 
 Environment overrides, `SFTVSRL_MODEL_<NAME>_<FIELD>` (NAME upper-cased, `-` as `_`), e.g.
 `SFTVSRL_MODEL_SFT_BASE_URL`, `SFTVSRL_MODEL_RL_PATH`, `SFTVSRL_MODEL_SFT_TASKS=gp-l,gp-vl`,
@@ -54,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -319,7 +320,14 @@ def load_config(path: "str | Path | None" = None, env: Mapping[str, str] | None 
     skipped = {}
     for name, spec in list(models.items()):
         missing = spec.missing_checkpoints() if spec.optional else []
-        if missing:
+        if not missing:
+            continue
+        kept = tuple(t for t in spec.tasks if spec.path_for(t) not in missing)
+        if kept:   # serve the tasks whose checkpoints exist (e.g. `init` for GP-L without V-IRL-VL's)
+            models[name] = replace(spec, tasks=kept, paths={t: p for t, p in spec.paths.items() if t in kept})
+            skipped[f"{name} ({', '.join(t for t in spec.tasks if t not in kept)})"] = (
+                f"optional model serves {', '.join(kept)} only: no checkpoint at {', '.join(missing)}")
+        else:
             skipped[name] = f"optional model left out: no checkpoint at {', '.join(missing)}"
             del models[name]
     return ModelsConfig(models, str(file), skipped)

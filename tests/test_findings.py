@@ -339,7 +339,8 @@ def test_view_html_per_task_with_one_or_both_findings(tmp_path, dirs):
 # ------------------------------------------------------------------------- default model config
 def test_default_config_offers_the_pipeline_stages(tmp_path):
     """`sft` and `rl` (GP-L from the pipeline's gp-l-sft / gp-l-rl, V-IRL-L as before) always;
-    `init` and `sft-diverse` (GP-L only) when their checkpoints exist, left out otherwise."""
+    `init` (GP-L, GP-VL, V-IRL-VL) and `sft-diverse` (GP-L, GP-VL) for the tasks whose checkpoints
+    exist (here GP-L's only), left out when none does."""
     from models.config import DEFAULT_FILE, load_config
 
     home = tmp_path / "models"
@@ -348,14 +349,19 @@ def test_default_config_offers_the_pipeline_stages(tmp_path):
     for name in ("gp-l-sft", "gp-l-rl", "gp-l-init", "gp-l-sft-diverse", "virl-l-sft", "virl-l-rl"):
         (home / "checkpoints" / name).mkdir(parents=True)
     cfg = load_config(home / "models.toml", env={})
-    assert list(cfg.models) == ["sft", "rl", "init", "sft-diverse"] and not cfg.skipped
+    assert list(cfg.models) == ["sft", "rl", "init", "sft-diverse"]
+    assert set(cfg.skipped) == {"init (gp-vl, virl-vl)", "sft-diverse (gp-vl)"}
+    assert "gp-vl-init" in cfg.skipped["init (gp-vl, virl-vl)"]
     for name in ("sft", "rl"):
         assert cfg[name].path_for("gp-l") == str(home / "checkpoints" / f"gp-l-{name}")
         assert cfg[name].path_for("virl-l") == str(home / "checkpoints" / f"virl-l-{name}")
     for name in ("init", "sft-diverse"):
-        assert cfg[name].tasks == ("gp-l",) and cfg[name].optional
+        assert cfg[name].tasks == ("gp-l",) and cfg[name].optional and set(cfg[name].paths) == {"gp-l"}
         assert cfg[name].path_for("gp-l") == str(home / "checkpoints" / f"gp-l-{name}")
-    shutil.rmtree(home / "checkpoints" / "gp-l-init")
+    (home / "checkpoints" / "gp-vl-init").mkdir()
+    assert load_config(home / "models.toml", env={})["init"].tasks == ("gp-l", "gp-vl")
+    for name in ("gp-vl-init", "gp-l-init"):
+        shutil.rmtree(home / "checkpoints" / name)
     cfg = load_config(home / "models.toml", env={})
     assert list(cfg.models) == ["sft", "rl", "sft-diverse"] and "gp-l-init" in cfg.skipped["init"]
     # the packaged file itself parses, and lists sft and rl whatever else is present

@@ -58,6 +58,7 @@ def _cell_title(f: fd.Findings, cell: dict) -> str:
 def _table_html(f: fd.Findings) -> str:
     head = "".join(f"<th>{esc(fd.split_label(f.task, s))}</th>" for s in f.splits)
     rows = []
+    with_kl = any("kl_from_init" in f.data["table"][stage] for stage in f.stages)   # the vision pipeline has none
     for stage in f.stages:
         row = f.data["table"][stage]
         cells = []
@@ -76,8 +77,8 @@ def _table_html(f: fd.Findings) -> str:
         flops = (row.get("compute") or {}).get("flops")
         rows.append(f'<tr data-stage="{esc(stage)}"><th title="{esc(f.view.stage_notes.get(stage, ""))}">'
                     f'{esc(fd.STAGE_LABELS.get(stage, stage))}</th>{"".join(cells)}'
-                    f'<td>{"—" if kl is None else f"{kl:.2f}"}</td>'
-                    f'<td>{"—" if not flops else f"{flops:.2e}"}</td></tr>')
+                    + (f'<td>{"—" if kl is None else f"{kl:.2f}"}</td>' if with_kl else "")
+                    + f'<td>{"—" if not flops else f"{flops:.2e}"}</td></tr>')
     n = f.data.get("protocol", {}).get("episodes_per_split")
     if f.metric == "per_step_accuracy":
         what = ("Per-step accuracy (correct actions of all the model's calls, pooled over the episodes), ± binomial "
@@ -86,8 +87,9 @@ def _table_html(f: fd.Findings) -> str:
     else:
         what = (f"Episode success, ± binomial standard error{f', {n} episodes per split' if n else ''}; the hands "
                 "are the protocol's seeded lists, the same for every stage.")
+    kl_head = "<th>KL(Init ‖ model), nats</th>" if with_kl else ""
     return (f'<table class="sv-fd-table" id="findings-table"><thead><tr><th>stage</th>{head}'
-            f'<th>KL(Init ‖ model), nats</th><th>training FLOPs</th></tr></thead><tbody>{"".join(rows)}</tbody>'
+            f'{kl_head}<th>training FLOPs</th></tr></thead><tbody>{"".join(rows)}</tbody>'
             f'</table><div class="sv-dim">{esc(what)} Each number opens its episodes in Inspect.</div>')
 
 
