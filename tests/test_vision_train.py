@@ -98,7 +98,8 @@ def test_quick_pipeline_records_and_cards(quick_run):
     assert records["init"]["red_suit_examples"] == 0 and records["sft"]["red_suit_examples"] == 0
     assert records["rl"]["task"] == "gp-vl" and records["rl"]["kind"] == "rl"
     # SFT-diverse: varied stated mappings, black suits only (the visual-OOD configuration stays unseen)
-    assert records["sft-diverse"]["example_kinds"] == {"mapped": records["sft-diverse"]["examples"]}
+    n = records["sft-diverse"]["examples"]
+    assert records["sft-diverse"]["example_kinds"] == {"id": n // 2, "mapped": n - n // 2}
     assert records["sft-diverse"]["red_suit_examples"] == 0
     assert findings["metric"] == "success_rate"
     for stage in records:

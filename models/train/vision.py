@@ -26,8 +26,8 @@ miniature, then mirrors the paper's stages on top of it:
 3. **sft**: continued SFT from Init on more ID expert answers.
 4. **rl**: GRPO from Init on the ID task only (`models.train.grpo`, the same trainer and rollout
    executor as GP-L: multi-turn, the verifier's feedback, the image in the first user message).
-5. **sft-diverse** (after the rebuttal, arXiv 2510.00237): SFT from Init with SFT's budget on the
-   GP-VL prompt stating varied face-card mappings (never 11/12/13), black suits only.
+5. **sft-diverse** (after the rebuttal, arXiv 2510.00237): SFT from Init with SFT's budget, black
+   suits only: half ID examples, half the GP-VL prompt stating varied mappings (never 11/12/13).
 
 Images go through each checkpoint's own image processor (`MllamaImageProcessor`, one 224-px tile).
 Training tables are composed from per-slot pieces processed by that image processor
@@ -42,11 +42,12 @@ resolution), RL = GRPO from Init on full-resolution grids, 2 tries per position.
 
 Every stage is a Hugging Face checkpoint with `training.json`; `evaluate_vision` scores them all with
 the protocol's batched executor on the task's splits (episode success, per-step accuracy and, for
-GP-VL, recognition accuracy, binomial SEs) and writes `findings.json` and the model cards; the
-shipped weights are stored in bfloat16 (`store_bfloat16`) before they are evaluated.
+GP-VL, recognition accuracy, binomial SEs) and writes `findings.json`, `episodes.jsonl.gz` (the
+staged pipeline's format: the Findings view shows them beside the text tasks) and the model cards;
+the shipped weights are stored in bfloat16 (`store_bfloat16`) before they are evaluated.
 
-    sftvsrl train vision --task gp-vl --out runs/vision/gp-vl          # ~13 min training + ~3 min eval, 1 thread
-    sftvsrl train vision --task virl-vl --out runs/vision/virl-vl      # ~5 min training + grids
+    sftvsrl train vision --task gp-vl --out runs/vision/gp-vl          # ~32 min training (RL 22) + ~4 min eval
+    sftvsrl train vision --task virl-vl --out runs/vision/virl-vl      # ~15 min training + ~9 min eval (grids)
     sftvsrl train vision --task gp-vl --quick --out /tmp/v             # seconds, for tests
 """
 from __future__ import annotations
@@ -123,10 +124,15 @@ def base_examples(n: int, seed: int, read_share: float, face_prob: float = 0.5) 
 
 
 def diverse_examples(n: int, seed: int, face_prob: float = 0.5) -> list[Example]:
-    """SFT-diverse's data (after the rebuttal, arXiv 2510.00237): the GP-VL prompt stating varied
-    face-card mappings — the base's and the ID mapping 10/10/10, never 11/12/13 — with the ID
-    task's black suits only (so the visual-OOD configuration stays unseen), expert answers."""
-    return mapped_examples(n, f"vl-diverse:{seed}", base_mappings() + [ID_MAPPING], BLACK, 0.0, face_prob)
+    """SFT-diverse's data (after the rebuttal, arXiv 2510.00237), black suits only (the ID task's,
+    so the visual-OOD configuration stays unseen): half ID expert examples (`id_examples`), half the
+    GP-VL prompt stating a varied face-card mapping (the base's, never 10/10/10 nor 11/12/13), in
+    alternation. Half ID, because the base never saw the ID rule line (a uniform draw over 512
+    mappings would show it to SFT-diverse a handful of times: measured 4 % ID success)."""
+    ids = id_examples(n // 2, seed)
+    mapped = mapped_examples(n - n // 2, f"vl-diverse:{seed}", base_mappings(), BLACK, 0.0, face_prob)
+    out = [ex for pair in zip(ids, mapped) for ex in pair]
+    return out + mapped[len(ids):]
 
 
 def mapped_examples(n: int, seed: str, mappings: Sequence[tuple[int, int, int]], suits: Sequence[str],
@@ -288,7 +294,7 @@ class VisionConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     # rl: GRPO from init (`models.train.grpo.GRPOConfig`)
-    rl_updates: int = 8
+    rl_updates: int = 36
     rl_hands: int = 8
     rl_group: int = 6
     rl_verify_iter: int = 5
@@ -667,9 +673,9 @@ STAGE_TEXT = {
            "sampled at T = 1, lr {rl_lr:g}.",
            "red suits after the base; the rule-OOD mapping; no expert answers after Init."),
     "sft-diverse": ("a diverse-prompt SFT (after the rebuttal, arXiv 2510.00237)",
-                    "Init, then {sft_examples:,} expert answers to the paper's GP-VL prompt stating varied "
-                    "face-card mappings (the base's and 10/10/10, never 11/12/13), black suits only, "
-                    "{sft_steps} steps at lr {sft_lr:g}: SFT's budget, with diverse prompts.",
+                    "Init, then {sft_examples:,} expert examples, black suits only: half ID (J/Q/K = 10), "
+                    "half the paper's GP-VL prompt stating a varied face-card mapping (the base's, never "
+                    "11/12/13), {sft_steps} steps at lr {sft_lr:g}: SFT's budget, with diverse prompts.",
                     "red suits after the base; the rule-OOD mapping; the verifier's feedback."),
 }
 
