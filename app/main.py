@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -202,15 +203,16 @@ def _offline_docs(app: FastAPI) -> None:
                               redoc_favicon_url=f"{r}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
-# The vendored ReDoc bundle references its logo on a CDN; `_redoc_js` replaces that address with an
-# inline blank image, so the docs page never fetches it (a browser test asserts zero outside requests).
-REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+# The vendored ReDoc bundle references its logo by an absolute address; `_redoc_js` replaces every
+# absolute image address in it with an inline blank image, so the docs page never fetches one (a
+# browser test asserts zero outside requests).
+OUTSIDE_IMAGE = re.compile(r"https?://[^\"'\s)]+\.(?:svg|png|gif|jpe?g)")
 BLANK_SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/%3E"
 
 
 @lru_cache(maxsize=1)
 def _redoc_js(path: str) -> bytes:
-    return Path(path).read_text(encoding="utf-8").replace(REDOC_LOGO, BLANK_SVG).encode("utf-8")
+    return OUTSIDE_IMAGE.sub(BLANK_SVG, Path(path).read_text(encoding="utf-8")).encode("utf-8")
 
 
 def create_app(settings: Settings | None = None, *, pool: ModelPool | None = None, store: Store | None = None,
