@@ -111,6 +111,7 @@ def test_quick_pipeline_records_and_cards(quick_run):
             assert cell["value"] == cell["success"] and cell["metric"] == "success_rate"
         card = (root / stage / "README.md").read_text()
         assert card.startswith(f"# gp-vl-{stage}") and "Never saw" in card and "| visual-ood |" in card
+        assert "s wall on one CPU thread;" in card   # the record's own thread count (the quick run: 1)
     assert {"rl_minus_sft", "sft_minus_init", "sft_diverse_minus_sft"} <= set(findings["paired"])
     assert set(findings["paired_recognition"]) == set(findings["paired"])
     # every evaluated episode ships for the Findings view's links into Inspect, and replays the same

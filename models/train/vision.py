@@ -709,7 +709,8 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
     facts = dict(cfg, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
                  init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
                  sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0),
-                 read_pct=100 * cfg.get("base_read_share", 0))
+                 read_pct=100 * cfg.get("base_read_share", 0),
+                 cross_attention_layers=tuple(cfg.get("cross_attention_layers") or ()))  # as trained: (1, 3)
     task = findings["task"]
     if task == "virl-vl":
         return _virl_card(stage, findings, record, facts)
@@ -726,7 +727,7 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
         "labels are never in its text input.", "",
         f"**Saw:** {saw.format(**facts)}", "",
         f"**Never saw:** {never}", "",
-        f"**Training:** {record.get('wall_s', '?')} s wall on one CPU thread; {compute.get('train_tokens', 0):,} "
+        f"**Training:** {record.get('wall_s', '?')} s wall on {_threads(record)}; {compute.get('train_tokens', 0):,} "
         f"trained token positions, {compute.get('infer_tokens', 0):,} forward-only (`training.json`).", "",
         "| split | episode success | recognition accuracy (per call) |", "|---|---|---|",
         *[f"| {s} | {pct(row[s]['success'], row[s]['se'])} (n = {row[s]['n']}) | "
@@ -736,6 +737,12 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
             f"per split, {findings['protocol']['decoding']} (`findings.json`).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _threads(record: dict[str, Any]) -> str:
+    """How many CPU threads trained the stage, in words (its record's environment)."""
+    n = (record.get("environment") or {}).get("threads") or (record.get("config") or {}).get("threads") or 1
+    return "one CPU thread" if n == 1 else f"{n} CPU threads"
 
 
 def pct(x: float, se: float) -> str:
@@ -755,7 +762,7 @@ def _virl_card(stage: str, findings: dict[str, Any], record: dict[str, Any], fac
         "whose history has no landmark text.", "",
         f"**Saw:** {saw.format(**facts)}", "",
         f"**Never saw:** {never}", "",
-        f"**Training:** {record.get('wall_s', '?')} s wall on one CPU thread; {compute.get('train_tokens', 0):,} "
+        f"**Training:** {record.get('wall_s', '?')} s wall on {_threads(record)}; {compute.get('train_tokens', 0):,} "
         f"trained token positions, {compute.get('infer_tokens', 0):,} forward-only (`training.json`).", "",
         "| split | per-step accuracy (± SE over calls) | episode success |", "|---|---|---|",
         *[f"| {s} | {pct(row[s]['per_step_accuracy'], row[s]['per_step_se'])} ({row[s]['steps']} calls) | "
