@@ -74,7 +74,7 @@ class TaskView:
     base_line: str                   # the base's result: {id} {ood}
     split_line: str                  # "In distribution / on the flipped rule: " (+ per-stage values)
     diverse_line: str                # the rebuttal's sentence: {diff} {se}
-    produce: str = "sftvsrl train pipeline --task {task}"   # the command that writes the findings
+    produce: str = "pipeline"        # which trainer writes its findings: `sftvsrl train <produce>`
     more_ood: dict[str, str] = field(default_factory=dict)  # other OOD splits the verdict covers → words
 
 
@@ -149,7 +149,7 @@ VIEWS = {
         split_line="In distribution / on the flipped rule: ",
         diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse, black suits) vs plain SFT "
                      "on the flipped rule: {diff} ± {se}.",
-        produce="sftvsrl train vision --task {task}",
+        produce="vision",
         more_ood={"visual-ood": "red suits"}),
     "virl-vl": TaskView(
         short="V-IRL-VL",
@@ -166,7 +166,7 @@ VIEWS = {
               "per-step accuracy: the share of its actions that were correct.",
         base_line="", split_line="With compass actions / with relative actions: ",
         diverse_line="",
-        produce="sftvsrl train vision --task {task}",
+        produce="vision",
         more_ood={"visual-ood": "held-out routes"}),
 }
 # Kept for callers that name GP-L's words directly.
@@ -189,7 +189,6 @@ PAPER = {
 }
 PAPER_WORDS = {"virl-vl": "On held-out routes (the VLN mini benchmark, 18 routes) the paper reports episode "
                           "success Init 16.7 %, SFT 11.1 %, RL 77.8 %."}
-PRODUCE_COMMAND = "sftvsrl train pipeline --task {task}"   # the text tasks'; `TaskView.produce` per task
 # Bounds on what is read: the files ship with the app, but a bad copy must fail clearly, not hang.
 MAX_FINDINGS_BYTES = 8 * 1024 * 1024
 MAX_EPISODES = 50_000
@@ -265,6 +264,12 @@ class Findings:
         """The headline of one table cell (None when the cell is absent)."""
         cell = (self.data["table"].get(stage) or {}).get(split)
         return float(cell_value(cell)) if isinstance(cell, dict) else None
+
+
+def produce_command(task: str) -> str:
+    """The command that writes `task`'s findings.json and episodes file (its trainer, its folder)."""
+    trainer = VIEWS[task].produce if task in VIEWS else "pipeline"
+    return f"sftvsrl train {trainer} --task {task} --out runs/{trainer}/{task}"
 
 
 def split_label(task: str, split: str) -> str:
@@ -667,7 +672,7 @@ def import_episodes(store, f: Findings) -> ImportResult:
     run_id = f.run_id
     if run_id is None:
         raise FindingsError(f"no {EPISODES_FILE} next to {f.folder / FINDINGS_FILE}: the Findings numbers "
-                            f"cannot link to episodes (re-run `{PRODUCE_COMMAND.format(task=f.task)}`)")
+                            f"cannot link to episodes (re-run `{produce_command(f.task)}`)")
     if store.get_run(run_id) is not None:
         return ImportResult(run_id, 0, False)
     episodes, mismatches, stages, splits = [], 0, [], []

@@ -195,7 +195,8 @@ def test_view_html_draws_the_view_and_says_how_to_produce_it(tmp_path):
     assert store.count_episodes(eval_run_id=f.run_id) == sum(1 for _ in fd.read_episodes(f.episodes_path))
     assert 'id="findings-importing"' not in view_html(ctx)
     empty = SimpleNamespace(settings=Settings(findings_dir=tmp_path / "none"), store=store)
-    assert "sftvsrl train pipeline --task gp-l" in view_html(empty)
+    assert "sftvsrl train pipeline --task gp-l --out runs/pipeline/gp-l" in view_html(empty)
+    assert "sftvsrl train vision --task gp-vl --out runs/vision/gp-vl" in view_html(empty, "gp-vl")
     store.close()
 
 

@@ -113,23 +113,31 @@ def _bars_html(f: fd.Findings) -> str:
             f'± one standard error; each bar opens its episodes in Inspect.</div>{"".join(groups)}</div>')
 
 
-def _paired_html(f: fd.Findings) -> str:
+PAIRS = (("rl_minus_sft", "RL − SFT"), ("rl_minus_init", "RL − Init"), ("sft_minus_init", "SFT − Init"),
+         ("sft_diverse_minus_sft", "SFT-diverse − SFT"))
+
+
+def _paired_items(f: fd.Findings, of: str = "paired", prefix: str = "paired") -> str:
+    """One <li> per paired comparison and split in the file's `of` block (headline or recognition)."""
     items = []
-    for name, label in (("rl_minus_sft", "RL − SFT"), ("rl_minus_init", "RL − Init"), ("sft_minus_init", "SFT − Init"),
-                        ("sft_diverse_minus_sft", "SFT-diverse − SFT")):
+    for name, label in PAIRS:
         for split in f.splits:
-            p = fd.paired(f, name, split)
+            p = fd.paired(f, name, split, of=of)
             if p is None:
                 continue
             z = p["diff"] / p["se"] if p.get("se") else 0.0
-            strong = abs(z) >= 2
-            items.append(f'<li data-testid="paired-{esc(name)}-{esc(split)}"><b>{esc(label)}</b>, {esc(split)}: '
+            items.append(f'<li data-testid="{prefix}-{esc(name)}-{esc(split)}"><b>{esc(label)}</b>, {esc(split)}: '
                          f'{100 * p["diff"]:+.1f} ± {100 * p["se"]:.1f} points (z = {z:.1f}, n = {p["n"]})'
-                         f'{" — beyond 2 SE" if strong else " — within 2 SE"}</li>')
+                         f'{" — beyond 2 SE" if abs(z) >= 2 else " — within 2 SE"}</li>')
+    return "".join(items)
+
+
+def _paired_html(f: fd.Findings) -> str:
+    items = _paired_items(f)
     if not items:
         return ""
     return (f'<div class="sv-fd-paired" id="findings-paired"><h3>Paired differences of {esc(f.metric_words)} '
-            f'(same {esc(f.view.instances)})</h3><ul>' + "".join(items) + "</ul></div>")
+            f'(same {esc(f.view.instances)})</h3><ul>{items}</ul></div>')
 
 
 def _recognition_html(f: fd.Findings) -> str:
@@ -142,21 +150,12 @@ def _recognition_html(f: fd.Findings) -> str:
         f'<tr data-stage="{esc(stage)}"><th>{esc(fd.STAGE_LABELS.get(stage, stage))}</th>'
         + "".join(f"<td>{_pct(cells[s][0])} ± {_pct(cells[s][1] or 0)} %</td>" if s in cells else "<td>—</td>"
                   for s in f.splits) + "</tr>" for stage, cells in rows.items())
-    diffs = []
-    for name, label in (("rl_minus_sft", "RL − SFT"), ("rl_minus_init", "RL − Init"), ("sft_minus_init", "SFT − Init")):
-        for split in f.splits:
-            p = fd.paired(f, name, split, of="paired_recognition")
-            if p is None or not p.get("se"):
-                continue
-            z = p["diff"] / p["se"]
-            diffs.append(f'<li data-testid="recognition-{esc(name)}-{esc(split)}"><b>{esc(label)}</b>, {esc(split)}: '
-                         f'{100 * p["diff"]:+.1f} ± {100 * p["se"]:.1f} points (z = {z:.1f})'
-                         f'{" — beyond 2 SE" if abs(z) >= 2 else " — within 2 SE"}</li>')
+    diffs = _paired_items(f, of="paired_recognition", prefix="recognition")
     return (f'<div class="sv-fd-recognition" id="findings-recognition"><h3>Recognition accuracy (paper §5.3)</h3>'
             f'<table class="sv-fd-table"><thead><tr><th>stage</th>{head}</tr></thead><tbody>{body}</tbody></table>'
             f'<div class="sv-dim">The share of the model\'s replies whose <code>cards</code> name the four cards on '
             f'the table (the verifier\'s first check), ± binomial SE over the replies. Paired differences pool the '
-            f'replies per hand (SE over hands).</div>{"<ul>" + "".join(diffs) + "</ul>" if diffs else ""}</div>')
+            f'replies per hand (SE over hands).</div>{f"<ul>{diffs}</ul>" if diffs else ""}</div>')
 
 
 def _curves_html(f: fd.Findings) -> str:
@@ -174,11 +173,10 @@ def _curves_html(f: fd.Findings) -> str:
 
 
 def missing_html(task: str, folder: Path) -> str:
-    view = fd.VIEWS.get(task)
-    cmd = (view.produce if view else fd.PRODUCE_COMMAND).format(task=task)
+    cmd = fd.produce_command(task)
     return (f'<div class="sv-info" id="findings-missing"><b>No findings for {esc(task)} yet.</b> This view reads '
             f'<code>{esc(folder / task / fd.FINDINGS_FILE)}</code>, written by the staged training pipeline:'
-            f'<pre>{esc(cmd)} --out runs/{"vision" if "vision" in cmd else "pipeline"}/{esc(task)}</pre>then copy <code>findings.json</code> and '
+            f'<pre>{esc(cmd)}</pre>then copy <code>findings.json</code> and '
             f'<code>{fd.EPISODES_FILE}</code> from its output folder to <code>{esc(folder / task)}/</code> '
             f'(or point <code>SFTVSRL_FINDINGS_DIR</code> at a folder holding <code>{esc(task)}/findings.json</code>).'
             f'</div>')
