@@ -76,15 +76,17 @@ def cards_repr(cards: Sequence[str]) -> str:
 
 
 def gp_prompt(cards: Sequence[str] | None, rule: "Rule | str" = Rule.FACE10, target: int = 24, *,
-              vision: bool = False, eg: bool = False) -> str:
+              vision: bool = False, eg: bool = False, rule_text: str | None = None) -> str:
     """The GeneralPoints prompt (`Q_GeneralPoint_EQN_{L,VL}[_EG]`), byte-exact.
 
     `cards` are Plain-Card labels in dealing order (`A`, `2`..`10`, `J`, `Q`, `K`); they are only
     shown in GP-L (GP-VL has no `[Input]` block and may pass `None`). `rule` is a `Rule` or any
-    spelling `Rule.parse` accepts.
+    spelling `Rule.parse` accepts. `rule_text` states the face-card rule in other words, in both
+    places where the paper's sentence stands (the `reworded` split, `game.gp.phrasings`); it must
+    state what `rule` grades, which the caller owns.
     """
     rule = Rule.parse(rule)
-    msg = FACE_CARD_MSG[rule]
+    msg = rule_text or FACE_CARD_MSG[rule]
     intro = (_GP_INTRO_VL if vision else _GP_INTRO_L).format(target_number=target)
     text = _GP_TASK.format(intro=intro, face_card_msg=msg, target_number=target)
     if not vision:

@@ -7,7 +7,8 @@ for any configured model). Both turn each finished episode into an `EpisodeScore
 `split_metrics`, so a table means the same thing whichever made it.
 
 Splits (spec generalpoints.md §3.3, §4; virl.md §1.5, §1.7, §3), from the registry:
-- GP-L:  id (`language_id`), rule-ood (`language_rule_ood`); GP-VL adds visual-ood
+- GP-L:  id (`language_id`), rule-ood (`language_rule_ood`), reworded (the ID hands and rule in
+  held-out words, `game.gp.phrasings`: reading the rule vs memorising a sentence); GP-VL adds visual-ood
   (`vl_visual_ood_red`); hands = the reference's stream from seed 42 (`evaluation_hands`), the
   paper's 234 by default; 5 tries with sequential revision.
 - V-IRL: id (absolute actions), rule-ood (relative actions, the same episodes), and a held-out
@@ -45,16 +46,20 @@ def splits(task: str) -> tuple[str, ...]:
 
 
 def instances(task: str, split: str, n: int | None = None, seed: int | None = None,
-              sources: Mapping[str, str] | None = None, recognition: bool = False) -> list[Instance]:
+              sources: Mapping[str, str] | None = None, recognition: bool = False,
+              phrasings: Sequence[str] | None = None) -> list[Instance]:
     """The first `n` instances of a split (the paper's count when None). `sources` maps a V-IRL
     stream key (`id`, `ood`) to a route source; `recognition` is GP-VL's recognition protocol
-    (one attempt per episode, no verification)."""
+    (one attempt per episode, no verification); `phrasings` replace a rewording split's own
+    held-out phrasings (GP `reworded`: a researcher's wordings, `game.gp.phrasings.read_phrasings`)."""
     spec = get_task(task)
     if recognition and not spec.recognition:
         raise InstanceError(f"the recognition protocol is a gp-vl evaluation, not {task}")
     if n is not None and n < 1:
         raise InstanceError("episodes must be at least 1")
-    extra = {"verify_iter": 1, "enable_verification": False} if recognition else {}
+    extra: dict = {"verify_iter": 1, "enable_verification": False} if recognition else {}
+    if phrasings is not None:
+        extra["phrasings"] = tuple(phrasings)
     return spec.instances(split, n, seed, dict(sources or {}), **extra)
 
 

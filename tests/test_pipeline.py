@@ -1,5 +1,6 @@
-"""The staged tiny-model pipeline (base → init → sft / rl / sft-diverse) and the RL update's
-correctness on problems whose optimum is known."""
+"""The staged tiny-model pipeline (base → init → sft / rl / sft-diverse, several seeds, every lens)
+end to end, and V-IRL-L's synthetic training cities and corpora. (GRPO's update: test_grpo.py;
+GP-L's corpora: test_gp_corpus.py.)"""
 from __future__ import annotations
 
 import json
@@ -11,146 +12,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from game.gp.cards import Rule  # noqa: E402
-from models.prompts import gp_prompt  # noqa: E402
-from models.train.pipeline import (OOD_MAPPING, PipelineConfig, base_mappings, mapped_prompt,  # noqa: E402
-                                   mapping_pairs, paired)
+from models.train.pipeline import PipelineConfig, paired  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_mapped_prompt_is_the_paper_template():
-    cards = ["A", "J", "5", "K"]
-    assert mapped_prompt(cards, (11, 12, 13)) == gp_prompt(cards, Rule.FACE_JQK)
-    assert mapped_prompt(cards, (10, 10, 10)) == gp_prompt(cards, Rule.FACE10)
-    assert "'7', '12', and '9' respectively" in mapped_prompt(cards, (7, 12, 9))
-
-
-def test_base_corpus_never_states_the_ood_rule():
-    maps = base_mappings()
-    assert OOD_MAPPING not in maps and len(maps) == 8 ** 3 - 1
-    pairs = mapping_pairs(300, 0, maps)
-    ood_clause = "'11', '12', and '13' respectively"
-    assert not any(ood_clause in p for p, _ in pairs)
-    # the answers are graded correct under the stated mapping
-    from game.gp.verifier import verify
-    import re
-    for prompt, answer in pairs[:50]:
-        numbers = json.loads(re.search(r'"number": (\[[^\]]*\])', answer).group(1))
-        assert verify(answer, numbers, target=24).terminated
-
-
-def test_base_corpus_covers_every_token_of_the_ood_prompt():
-    """The rule-OOD prompt is made only of tokens the base trains on (else OOD fails trivially)."""
-    from models.train.data import ChatCodec
-    from models.train.pipeline import build_tokenizer
-
-    cfg = PipelineConfig.quick()
-    codec = ChatCodec(build_tokenizer(cfg))
-    seen = set()
-    for p, a in mapping_pairs(400, 1, base_mappings()):
-        seen.update(codec.encode_text(p + a))
-    from game.gp.deal import evaluation_hands
-    for deal in evaluation_hands("language_rule_ood", 20):
-        ids = codec.encode_text(gp_prompt(deal.labels, Rule.FACE_JQK))
-        assert set(ids) <= seen, [codec.tok.decode([i]) for i in set(ids) - seen]
 
 
 def test_paired_difference():
     r = paired([1, 1, 0, 1], [0, 1, 0, 0])
     assert r["diff"] == 0.5 and r["n"] == 4 and r["se"] > 0
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from models.tiny import build_tiny_llama
-    from models.train.common import load_checkpoint
-
-    path = build_tiny_llama(tmp_path_factory.mktemp("tiny") / "m", hidden=32, layers=1, heads=2, kv_heads=1,
-                            vocab_size=400, init_std=0.02, seed=0)
-    return load_checkpoint(path)
-
-
-def test_reply_logprobs_match_a_manual_forward(tiny):
-    import torch
-
-    from models.train.evaluate import Turn
-    from models.train.grpo import reply_logprobs
-
-    model, tok = tiny
-    turns = [Turn(0, [5, 6, 7, 8], [9, 10], 0.0), Turn(1, [5, 6], [11, 12, 13], 0.0)]
-    logp, mask = reply_logprobs(model, turns, tok.pad_token_id)
-    for row, t in enumerate(turns):
-        seq = torch.tensor([t.context + t.reply])
-        with torch.no_grad():
-            lsm = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
-        manual = sum(float(lsm[len(t.context) - 1 + k, tok_id]) for k, tok_id in enumerate(t.reply))
-        assert float((logp[row] * mask[row]).sum()) == pytest.approx(manual, abs=1e-4)
-        assert int(mask[row].sum()) == len(t.reply)
-
-
-def test_grpo_update_solves_a_one_token_bandit(tiny):
-    """A problem with a known optimum: reward 1 when the single sampled token is in a fixed set of
-    5 (of ~400), else 0. Starting near chance (~1 %), GRPO (group advantages, clipped ratio,
-    the episode-weighted loss) must drive the success rate above 90 %."""
-    import copy
-    import random
-
-    import torch
-
-    from models.train.data import ChatCodec
-    from models.train.evaluate import Turn, generate_batch
-    from models.train.grpo import GRPOConfig, group_advantages, policy_update, reply_logprobs
-
-    model, tok = tiny
-    model = copy.deepcopy(model)
-    codec = ChatCodec(tok)
-    torch.manual_seed(0)
-    random.seed(0)
-    context = codec.prompt_ids("pick")
-    good = set(range(100, 105))
-    cfg = GRPOConfig(lr=3e-2, epochs=2, minibatch_turns=64, group_size=16)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rates = []
-    for _ in range(30):
-        model.eval()
-        gens = generate_batch(model, codec, [context] * 64, max_new_tokens=1, temperature=1.0, top_p=1.0)
-        rewards = [1.0 if g.ids and g.ids[0] in good else 0.0 for g in gens]
-        rates.append(sum(rewards) / len(rewards))
-        turns = [Turn(i, context, g.ids[:1], r) for i, (g, r) in enumerate(zip(gens, rewards))]
-        adv = group_advantages(rewards, cfg.group_size, cfg.adv_eps)
-        with torch.no_grad():
-            old = [reply_logprobs(model, turns, codec.pad_id)[0]]
-        model.train()
-        policy_update(model, opt, turns, adv, old, cfg, codec.pad_id)
-    assert rates[0] < 0.2
-    assert sum(rates[-3:]) / 3 > 0.9, rates
-
-
-def test_grpo_update_moves_probability_towards_the_better_reply(tiny):
-    """One update with advantages +1 / −1 raises the log-prob of the first reply, lowers the second."""
-    import copy
-
-    import torch
-
-    from models.train.data import ChatCodec
-    from models.train.evaluate import Turn
-    from models.train.grpo import GRPOConfig, policy_update, reply_logprobs
-
-    model, tok = tiny
-    model = copy.deepcopy(model)
-    codec = ChatCodec(tok)
-    ctx = codec.prompt_ids("choose")
-    turns = [Turn(0, ctx, [50, 51, 52], 1.0), Turn(1, ctx, [60, 61, 62], 0.0)]
-    cfg = GRPOConfig(lr=1e-3, epochs=1)
-    with torch.no_grad():
-        before, mask = reply_logprobs(model, turns, codec.pad_id)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    policy_update(model, opt, turns, [1.0, -1.0], [before], cfg, codec.pad_id)
-    with torch.no_grad():
-        after, _ = reply_logprobs(model, turns, codec.pad_id)
-    gain = ((after - before) * mask).sum(1)
-    assert gain[0] > 0 > gain[1]
 
 
 def test_train_pipeline_quick_end_to_end(tmp_path):
@@ -159,14 +28,28 @@ def test_train_pipeline_quick_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "app.cli", "train", "pipeline", "--quick", "--out", str(out),
                            "--no-progress", "--threads", "1"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for stage in ("base", "init", "sft", "rl", "sft-diverse"):
-        rec = json.loads((out / stage / "training.json").read_text())
-        assert rec["compute"]["flops"] > 0
+    from models.train.pipeline import stage_dir
+
+    cfg = PipelineConfig.for_task("gp-l", quick=True)
+    for stage in ("base", "init", "sft-diverse"):
+        assert json.loads((stage_dir(out, stage) / "training.json").read_text())["compute"]["flops"] > 0
+    for seed in cfg.seeds:
+        for stage in ("sft", "rl"):
+            rec = json.loads((stage_dir(out, stage, seed) / "training.json").read_text())
+            assert rec["seed"] == seed and rec["compute"]["flops"] > 0 and rec["snapshots"]
     findings = json.loads((out / "findings.json").read_text())
-    assert set(findings["table"]) == {"base", "init", "sft", "rl", "sft-diverse"}
-    assert "rl_minus_sft" in findings["paired"]
-    assert findings["curves"]["sft"] and findings["curves"]["rl"]
+    assert findings["format"] == 2 and findings["seeds"] == list(cfg.seeds)
+    assert set(findings["table"]) == {"base", "init", "sft", "rl", "sft-matched", "sft-diverse"}
+    assert set(findings["splits"]) == {"id", "rule-ood", "reworded"}
+    for lens in ("final", "matched_compute", "matched_id", "matched_kl"):
+        agg = findings["lenses"][lens]["rule-ood"]
+        assert agg["seeds"] == len(cfg.seeds) and len(agg["per_seed"]) == len(cfg.seeds)
+    assert set(findings["seed_table"]["rl"]["id"]["values"]) == {str(s) for s in cfg.seeds}
+    assert findings["curves"][str(cfg.seeds[0])]["sft"] and findings["curves"][str(cfg.seeds[0])]["rl"]
+    assert "rl_minus_sft" in findings["paired"] and "rl_minus_sft_matched" in findings["paired"]
     assert "rule-ood" in proc.stdout  # the protocol's split names
+    # the model cards say what each stage saw
+    assert "Never saw" in (stage_dir(out, "rl", cfg.seeds[0]) / "README.md").read_text()
     # the final table's episodes ship next to findings.json and import into a store as one run
     # whose per-stage, per-split success reproduces the table (the Findings view's links)
     from app import findings as fd
@@ -183,7 +66,7 @@ def test_train_pipeline_quick_end_to_end(tmp_path):
     assert result.written and result.mismatches == 0
     summary = summarize(store, result.run_id)
     for stage, row in findings["table"].items():
-        for split in ("id", "rule-ood"):
+        for split in findings["splits"]:
             assert summary["metrics"][stage][split]["episodes"] == row[split]["n"]
             assert summary["metrics"][stage][split]["success_rate"] == pytest.approx(row[split]["success"])
     store.close()
@@ -255,3 +138,17 @@ def test_virl_base_corpus_never_shows_the_rule_ood_configuration():
     for x, y in zip(spec.instances("rule-ood", n=20), spec.instances("id", n=20)):
         extra = set(codec.encode_text(open_session(x).prompt())) - set(codec.encode_text(open_session(y).prompt()))
         assert extra and extra <= seen, [codec.tok.decode([i]) for i in extra - seen]
+
+
+def test_later_stages_start_from_the_chosen_base_snapshot(tmp_path):
+    from models.train.pipeline import base_dir, base_snapshot_steps
+
+    cfg = PipelineConfig.quick().with_changes(base_steps=40)
+    assert base_snapshot_steps(cfg) == [10, 20, 30] and base_dir(tmp_path, cfg) == tmp_path / "base"
+    early = cfg.with_changes(base_snapshot=7)
+    assert base_snapshot_steps(early) == [7, 10, 20, 30]
+    assert base_dir(tmp_path, early) == tmp_path / "base-snapshots" / "step-00007"
+    # the recorded config round-trips, so the table's base row is the snapshot Init started from
+    assert PipelineConfig.from_dict(json.loads(json.dumps(__import__("dataclasses").asdict(early)))) == early
+    with pytest.raises(ValueError, match="base_snapshot must be a step between 1 and 39"):
+        base_snapshot_steps(cfg.with_changes(base_snapshot=40))

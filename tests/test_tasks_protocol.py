@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_registry_has_the_four_tasks_with_their_splits():
     assert list(TASKS) == ["gp-l", "gp-vl", "virl-l", "virl-vl"]
-    assert protocol.splits("gp-l") == ("id", "rule-ood")
+    assert protocol.splits("gp-l") == ("id", "rule-ood", "reworded")
     assert protocol.splits("gp-vl") == ("id", "rule-ood", "visual-ood")
     assert protocol.splits("virl-l") == ("id", "rule-ood", "streets")
     assert protocol.splits("virl-vl") == ("id", "rule-ood", "visual-ood")

@@ -38,7 +38,7 @@ def test_quick_sft_and_rl_write_hf_checkpoints(quick_pair):
         record = json.loads((path / "training.json").read_text())
         assert record["kind"] == kind and record["task"] == "gp-l"
     rl = json.loads((quick_pair[1] / "training.json").read_text())
-    assert rl["algorithm"] == "grpo" and rl["updates"] == 2 and rl["turns"] >= rl["episodes"]
+    assert rl["algorithm"] == "grpo" and rl["updates"] == 2 and rl["calls"] >= rl["episodes"]
 
 
 def test_quick_rl_checkpoint_answers_through_local_backend(quick_pair):
@@ -130,7 +130,7 @@ def test_evaluation_table_and_cards_come_from_the_protocol(quick_pair):
 
     sft, rl = quick_pair
     table = evaluation_table(sft, rl, 3, progress=False, rows=("sft", "rl"))
-    assert set(table) == {"sft", "rl"} and tuple(table["sft"]) == protocol.splits("gp-l") == ("id", "rule-ood")
+    assert set(table) == {"sft", "rl"} and tuple(table["sft"]) == protocol.splits("gp-l") == ("id", "rule-ood", "reworded")
     row = table["rl"]["rule-ood"]
     assert row["episodes"] == len(row["successes"]) == 3 and row["task"] == "gp-l"
     assert row["first_instance"] == protocol.instances("gp-l", "rule-ood", 1)[0].key

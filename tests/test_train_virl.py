@@ -42,7 +42,7 @@ def test_quick_virl_sft_and_rl_write_hf_checkpoints(quick_virl):
     assert sft["examples"] == sft["config"]["steps"] * sft["config"]["batch_size"] and sft["episodes"] >= 2
     rl = json.loads((quick_virl[1] / "training.json").read_text())
     assert rl["algorithm"] == "grpo" and rl["updates"] == 2 and rl["config"]["verify_iter"] == 2
-    assert rl["turns"] >= rl["episodes"] and "per_step_accuracy" in rl["history"][0]
+    assert rl["calls"] >= rl["episodes"] and "per_step_accuracy" in rl["history"][0]
 
 
 def test_quick_virl_rl_answers_a_virl_prompt_through_local_backend(quick_virl):

@@ -62,7 +62,12 @@ def register(sub) -> None:
     pl.add_argument("--stages", default=",".join(("base", "init", "sft", "rl", "sft-diverse")),
                     help="comma-separated stages to train (existing ones are kept: resumable)")
     pl.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
-    pl.add_argument("--workers", type=int, default=1, help="evaluate stages in this many processes (default 1)")
+    pl.add_argument("--workers", type=int, default=1, help="evaluate checkpoints in this many processes (default 1)")
+    pl.add_argument("--seeds", default=None,
+                    help="training seeds of SFT and RL to run, comma-separated (default: the config's, e.g. 0,1,2); "
+                         "run seeds in separate processes, then evaluate once")
+    pl.add_argument("--print-config", action="store_true",
+                    help="print the fully resolved configuration (the task's preset) as JSON and exit")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     pl.add_argument("--no-progress", action="store_true")
@@ -166,10 +171,10 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_pipeline(args) -> int:
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
-    from models.train.pipeline import STAGES, TASKS as PIPELINE_TASKS, PipelineConfig, cell_value, evaluate_stages, \
-        train_pipeline
+    from models.train.pipeline import STAGES, TASKS as PIPELINE_TASKS, PipelineConfig, cell_value, \
+        evaluate_pipeline, train_pipeline
 
     if args.task not in PIPELINE_TASKS:
         raise CliError(f"the staged pipeline supports {', '.join(PIPELINE_TASKS)}, not {args.task!r}")
@@ -180,14 +185,22 @@ def _cmd_pipeline(args) -> int:
     cfg = PipelineConfig.for_task(args.task, quick=args.quick, seed=args.seed)
     if args.threads:
         cfg = replace(cfg, threads=args.threads)
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = tuple(int(x) for x in args.seeds.split(","))
+        except ValueError:
+            raise CliError(f"--seeds takes comma-separated whole numbers, not {args.seeds!r}") from None
+    if args.print_config:
+        print(json.dumps(asdict(cfg), indent=2))
+        return 0
     out = Path(args.out or f"runs/pipeline/{args.task}{'-quick' if args.quick else ''}")
-    records = train_pipeline(cfg, out, stages=stages, progress=not args.no_progress)
+    records = train_pipeline(cfg, out, stages=stages, seeds=seeds, progress=not args.no_progress)
     for stage, rec in records.items():
-        print(f"{stage:<12} {rec.get('wall_s', 0):>7} s  {out / stage}")
+        print(f"{stage:<14} {rec.get('wall_s', 0):>7} s")
     if args.no_eval:
         return 0
-    findings = evaluate_stages(out, cfg, stages=[s for s in STAGES if (out / s / "config.json").is_file()],
-                               progress=not args.no_progress, workers=max(1, args.workers))
+    findings = evaluate_pipeline(out, cfg, progress=not args.no_progress, workers=max(1, args.workers))
     for stage, row in findings["table"].items():
         cells = "   ".join(f"{s} {100 * cell_value(row[s]):5.1f} ± {100 * row[s]['se']:.1f} %" for s in cfg.splits)
         print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")

@@ -161,13 +161,15 @@ class Split:
     `params` are shared by every instance of the split (GP: the rule; V-IRL: the action space);
     `stream` names the seeded instance stream (GP: a `game.gp.deal.EVAL_CONFIGS` key; V-IRL: the
     route source key, `id` or `ood`). `default_n` is the paper's episode count; None means one
-    episode per route of the source."""
+    episode per route of the source. `phrasings`: the rule stated in these words, one per instance
+    in turn (GP's `reworded` control, `game.gp.phrasings`)."""
 
     name: str
     description: str
     stream: str
     default_n: int | None
     params: dict = field(default_factory=dict)
+    phrasings: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------- sessions

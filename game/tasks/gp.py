@@ -9,12 +9,15 @@ Outcomes (`game.gp.verifier.Outcome`, from the paper's reward classes): `correct
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 from ..gp.cards import Rule
 from ..gp.deal import EVAL_CONFIGS, Deal, Dealer, evaluation_hands
 from ..gp.episode import DEFAULT_VERIFY_ITER, Episode
+from ..gp.phrasings import MAX_PHRASING_CHARS, REWORDED
 from ..gp.verifier import Outcome
 from ..prompts import gp_prompt, response_eqn
 from .base import EpisodeSession, Instance, InstanceError, Split, StepResult, Task, param
@@ -30,6 +33,31 @@ class GPConfig:
     enable_verification: bool = param(True, "bool", "false: one attempt, no feedback (recognition protocol)")
     lenient: bool = param(False, "bool", "opt-in friendlier formula parser (not the paper's)")
     eg: bool = param(False, "bool", "the `_EG` prompt variant with an output example")
+    rule_text: str = param("", "str", "the face-card rule stated in other words (the `reworded` split); "
+                           "empty: the paper's sentence")
+
+    def __post_init__(self) -> None:
+        if len(self.rule_text) > MAX_PHRASING_CHARS:
+            raise InstanceError(f"rule_text has at most {MAX_PHRASING_CHARS} characters")
+
+
+# How many instances of every evaluation stream are held out of training (by card multiset): the
+# findings' 500 per split, which covers the paper's 234.
+EVAL_HAND_POOL = 500
+
+
+@lru_cache(maxsize=1)
+def evaluation_multisets() -> frozenset[tuple[str, ...]]:
+    """The card multisets (sorted rank labels) of the first `EVAL_HAND_POOL` hands of every GP
+    evaluation stream (ID, rule-OOD and the `reworded` control, GP-L and GP-VL). No training stream
+    deals one of them (`is_evaluation_hand`), so no split's baseline is partly recall."""
+    return frozenset(tuple(sorted(h.labels)) for config in EVAL_CONFIGS
+                     for h in evaluation_hands(config, EVAL_HAND_POOL))
+
+
+def is_evaluation_hand(labels: Sequence[str]) -> bool:
+    """Whether a hand with these rank labels (any order) is held out for evaluation."""
+    return tuple(sorted(labels)) in evaluation_multisets()
 
 
 def normalise_formula(formula: str) -> str:
@@ -62,7 +90,8 @@ class GPSession(EpisodeSession):
 
     def prompt(self) -> str:
         ep = self.episode
-        return gp_prompt(ep.deal.labels, ep.rule, ep.target, vision=self.vision, eg=self.config.eg)
+        return gp_prompt(ep.deal.labels, ep.rule, ep.target, vision=self.vision, eg=self.config.eg,
+                         rule_text=self.config.rule_text or None)
 
     def image(self):
         if not self.vision:
@@ -92,9 +121,12 @@ class GPSession(EpisodeSession):
 
     def describe(self) -> dict:
         ep = self.episode
-        return {"deal_id": ep.deal.id, "cards": ep.deal.labels, "card_ids": ep.deal.card_ids,
-                "numbers": ep.numbers, "target": ep.target, "rule": ep.rule.value,
-                "verify_iter": ep.verify_iter}
+        out = {"deal_id": ep.deal.id, "cards": ep.deal.labels, "card_ids": ep.deal.card_ids,
+               "numbers": ep.numbers, "target": ep.target, "rule": ep.rule.value,
+               "verify_iter": ep.verify_iter}
+        if self.config.rule_text:
+            out["rule_text"] = self.config.rule_text
+        return out
 
 
 class GPTask(Task):
@@ -109,25 +141,41 @@ class GPTask(Task):
                          -1.5: "INCORRECT_VISION", -2.0: "INCORRECT_NUMBER", -3.0: "ILLEGAL_FORMULA"}
 
     def key(self, config: GPConfig) -> str:
+        if config.rule_text:    # the same hand under another wording is another instance
+            return f"{config.deal_id}/{config.rule}/w{zlib.crc32(config.rule_text.encode()):08x}"
         return f"{config.deal_id}/{config.rule}"
 
     def session(self, instance: Instance) -> GPSession:
         return GPSession(self, instance)
 
     def instances(self, split: str, n: int | None = None, seed: int | None = None,
-                  sources: dict[str, str] | None = None, **overrides) -> list[Instance]:
+                  sources: dict[str, str] | None = None, phrasings: Sequence[str] | None = None,
+                  **overrides) -> list[Instance]:
+        """The split's hands; a split with phrasings (`reworded`) states the rule of hand i in
+        phrasing i mod P — its own held-out set, or `phrasings` (a user's, `read_phrasings`)."""
         s = self.split(split)
+        if phrasings is not None and not s.phrasings:
+            raise InstanceError(f"phrasings apply to a split that rewords the rule "
+                                f"({', '.join(x.name for x in self.splits if x.phrasings) or 'none'}), not {split!r}")
+        words = tuple(phrasings) if phrasings is not None else s.phrasings
+        if phrasings is not None and not words:
+            raise InstanceError("phrasings: give at least one")
         n = s.default_n if n is None else n
         hands = evaluation_hands(s.stream, n, self.default_seed if seed is None else seed)
-        return [Instance(self.name, {"deal_id": h.id, **s.params, **overrides}) for h in hands]
+        extra = (lambda i: {"rule_text": words[i % len(words)]}) if words else (lambda i: {})
+        return [Instance(self.name, {"deal_id": h.id, **s.params, **extra(i), **overrides})
+                for i, h in enumerate(hands)]
 
     def training_stream(self, seed: int, **overrides) -> Iterator[Instance]:
-        """Hands from `Dealer(seed)` dealt as the `id` split's (its rule and suits: GP-VL black)."""
+        """Hands from `Dealer(seed)` dealt as the `id` split's (its rule and suits: GP-VL black),
+        skipping every held-out evaluation hand (`is_evaluation_hand`)."""
         split = self.split("id")
         params = {**split.params, **overrides}
         dealer = Dealer(seed, EVAL_CONFIGS[split.stream])
         while True:
-            yield Instance(self.name, {"deal_id": dealer.next().id, **params})
+            deal = dealer.next()
+            if not is_evaluation_hand(deal.labels):
+                yield Instance(self.name, {"deal_id": deal.id, **params})
 
     def person_reply(self, session: GPSession, text: str) -> str:
         ep = session.episode
@@ -140,14 +188,15 @@ class GPTask(Task):
         return out
 
 
-def _split(name: str, config: str, description: str) -> Split:
-    return Split(name, description, config, 234, {"rule": EVAL_CONFIGS[config].rule.value})
+def _split(name: str, config: str, description: str, phrasings: tuple[str, ...] = ()) -> Split:
+    return Split(name, description, config, 234, {"rule": EVAL_CONFIGS[config].rule.value}, phrasings)
 
 
 class GPLanguage(GPTask):
     name, vision, label = "gp-l", False, "GeneralPoints, text (GP-L)"
     splits = (_split("id", "language_id", "J/Q/K = 10"),
-              _split("rule-ood", "language_rule_ood", "J/Q/K = 11/12/13, at least one face card"))
+              _split("rule-ood", "language_rule_ood", "J/Q/K = 11/12/13, at least one face card"),
+              _split("reworded", "language_id", "J/Q/K = 10 stated in held-out words (the ID hands)", REWORDED))
 
 
 class GPVision(GPTask):

@@ -247,7 +247,7 @@ def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *,
             f"| algorithm | GRPO, {rec.get('updates', '?')} updates × {cfg.get('hands_per_update', '?')} training "
             f"episodes × {cfg.get('group_size', '?')} rollouts each, {cfg.get('epochs', '?')} epochs, clip "
             f"{cfg.get('clip', '?')}, Adam LR {cfg.get('lr', '?')}, no KL |",
-            f"| data | {rec.get('episodes', '?'):,} on-policy multi-step, multi-turn episodes ({rec.get('turns', '?'):,} "
+            f"| data | {rec.get('episodes', '?'):,} on-policy multi-step, multi-turn episodes ({rec.get('calls', rec.get('turns', 0)):,} "
             f"generated calls) on `bundled:helsinki` with absolute actions only (the ID rule), verify_iter "
             f"{cfg.get('verify_iter', '?')}, reward = the verifier's step rewards summed over the episode |",
             f"| rollouts (T = {cfg.get('temperature', '?')}) | mean return {first.get('mean_return', 0):+.2f} over the "
@@ -302,7 +302,7 @@ def gp_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, n
             f"| algorithm | GRPO, {rec.get('updates', '?')} updates × {cfg.get('hands_per_update', '?')} hands × "
             f"{cfg.get('group_size', '?')} episodes, {cfg.get('epochs', '?')} epochs, clip {cfg.get('clip', '?')}, "
             f"Adam LR {cfg.get('lr', '?')}, no KL |",
-            f"| data | {rec.get('episodes', '?'):,} on-policy multi-turn episodes ({rec.get('turns', '?'):,} graded tries) "
+            f"| data | {rec.get('episodes', '?'):,} on-policy multi-turn episodes ({rec.get('calls', rec.get('turns', 0)):,} graded tries) "
             f"on in-distribution hands only, reward = the verifier's step rewards |",
             f"| rollouts (T = {cfg.get('temperature', '?')}) | mean return {first.get('mean_return', 0):+.2f} over the first {k} "
             f"updates → {last.get('mean_return', 0):+.2f} over the last {k}; success {first.get('success', 0):.2f} → "

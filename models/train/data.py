@@ -34,7 +34,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from game.gp.cards import Rule
 from game.gp.deal import Deal, DealConfig, Dealer
@@ -60,6 +60,16 @@ def _expert_cached(key: tuple[int, ...], target: int) -> str | None:
 def expert_formula(values: Sequence[int], target: int = 24) -> str | None:
     """The canonical expert formula for these values (None when no float-exact solution exists)."""
     return _expert_cached(tuple(sorted(int(v) for v in values)), int(target))
+
+
+class Example(NamedTuple):
+    """One supervised example: the prompt, the expert answer, and — for a revision example — the
+    failed tries before it, each (reply, verify_info) as the episode showed them (the reply as an
+    assistant turn, then `You failed this trial because <verify_info>`). The loss is on the answer."""
+
+    prompt: str
+    answer: str
+    history: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -271,9 +281,11 @@ class ChatCodec:
     def chat_ids(self, messages: list) -> list[int]:
         return self.encode_text(self.render(messages))
 
-    def sft_example(self, prompt: str, answer: str, image: bool = False) -> tuple[list[int], list[int]]:
-        """(input ids, labels): labels are -100 on the prompt, the answer ids then EOT."""
-        p = self.prompt_ids(prompt, image)
+    def sft_example(self, prompt: str, answer: str, image: bool = False,
+                    history: Sequence[tuple[str, str]] = ()) -> tuple[list[int], list[int]]:
+        """(input ids, labels): labels are -100 on the prompt (and on any failed tries with their
+        feedback, `history`: the revision chat `gp_chat` builds), the answer ids then EOT."""
+        p = self.chat_ids(gp_chat(prompt, history, image=image)) if history else self.prompt_ids(prompt, image)
         a = self.encode_text(answer) + [self.eot_id]
         return p + a, [-100] * len(p) + a
 

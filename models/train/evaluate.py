@@ -38,6 +38,7 @@ from .data import ChatCodec
 class Generated:
     text: str
     ids: list[int]          # generated token ids, the stop token included when one was produced
+    finished: bool = True   # False: no stop token within max_new_tokens (the reply was cut)
 
 
 def _pick(logits, temperature: float, top_p: float):
@@ -119,7 +120,8 @@ def generate_batch(model, codec: ChatCodec, contexts: Sequence[list[int]], *, ma
             if t in eos_set:
                 break
         text_ids = [t for t in gen if t not in eos_set]
-        results.append(Generated(codec.tok.decode(text_ids, skip_special_tokens=True), gen))
+        results.append(Generated(codec.tok.decode(text_ids, skip_special_tokens=True), gen,
+                                 bool(gen) and gen[-1] in eos_set))
     return results
 
 
@@ -133,6 +135,7 @@ class Turn:
     reply: list[int]
     reward: float
     pixels: dict | None = None
+    finished: bool = True    # the reply ended with a stop token (False: cut at max_new_tokens)
 
 
 @dataclass
@@ -185,7 +188,8 @@ def run_episodes(model, codec: ChatCodec, sessions: Sequence, *, batch_size: int
                                      temperature=temperature, top_p=top_p, pixels=pixels)
             for k, (i, ctx, reply) in enumerate(zip(chunk, contexts, replies)):
                 result = sessions[i].step(reply.text)
-                batch.turns.append(Turn(i, ctx, reply.ids, result.reward, pixels[k] if pixels else None))
+                batch.turns.append(Turn(i, ctx, reply.ids, result.reward, pixels[k] if pixels else None,
+                                        reply.finished))
                 convs[i].record(reply.text, result.feedback)
             if progress is not None:
                 progress(len(chunk))
@@ -199,7 +203,10 @@ def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, s
     """The protocol's metrics of one checkpoint on one split (`protocol.split_metrics`), plus the
     run's facts: the split, its description, the decoding, the torch `seed`, and per-episode
     success and (correct calls, calls) in instance order (`successes`, `episode_steps`: for paired
-    comparisons; GP-VL also (calls with the right cards, calls): `episode_recognition`). `n` None: the paper's count;
+    comparisons; GP-VL also (calls with the right cards, calls): `episode_recognition`), the call
+    that solved each solved episode (`solved_calls`: 2 or more = after the verifier's feedback) and
+    the share of replies that never ended (`unfinished_replies`: no stop token within
+    `max_new_tokens`). `n` None: the paper's count;
     `instance_seed` None: the protocol's stream seed (GP 42, V-IRL 0). `keep_episodes`: also
     `episodes`, one `episode_record` per instance (what Inspect shows)."""
     import torch
@@ -220,7 +227,10 @@ def evaluate(model, tokenizer, task: str, split: str, n: int | None = None, *, s
                first_instance=instances[0].key if instances else None, seed=seed,
                decoding=_decoding_label(model, temperature, top_p), max_new_tokens=max_new_tokens,
                successes=[int(s.success) for s in sessions],
-               episode_steps=[[sum(o == "correct" for o in e.outcomes), len(e.outcomes)] for e in batch.scores()])
+               episode_steps=[[sum(o == "correct" for o in e.outcomes), len(e.outcomes)] for e in batch.scores()],
+               solved_calls=[next((k + 1 for k, o in enumerate(e.outcomes) if o == "correct"), None)
+                             if s.success else None for s, e in zip(sessions, batch.scores())],
+               unfinished_replies=sum(not t.finished for t in batch.turns) / max(1, len(batch.turns)))
     if spec.recognition:   # GP-VL: per episode [calls that read the cards right, calls] (paired recognition)
         out["episode_recognition"] = [[len(e.outcomes) - e.outcomes.count("wrong_cards"), len(e.outcomes)]
                                       for e in batch.scores()]

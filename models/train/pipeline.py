@@ -1,166 +1,133 @@
-"""The staged tiny-model pipeline for GP-L and V-IRL-L: base → Init → SFT / RL / SFT-diverse, at CPU scale.
+"""The staged tiny-model pipeline: base → Init → SFT / RL / SFT-diverse, several training seeds, at CPU scale.
 
 The paper post-trains a *pretrained* model that already reads rules. A tiny model trained from
 random weights on the ID task alone has nothing to keep or forget, so this pipeline first builds a
-stand-in for pretraining, then mirrors the paper's stages on top of it:
+stand-in for pretraining, then mirrors the paper's stages on top of it (per-task data, presets and
+model-card prose in the training registry, `models.train.tasks`):
 
-1. **base** (the "pretrained model"): from random weights, SFT on a broad synthetic corpus of GP-L
-   hands whose rule line states a random face-card mapping — J/Q/K = (a, b, c) with a, b, c in
-   6..13 — in the paper's exact prompt template (`mapped_prompt`). It never sees the evaluation's
-   OOD rule J/Q/K = 11/12/13 (`OOD_MAPPING` is excluded), so reading the rule line is general
-   knowledge it may or may not have acquired, exactly what rule-OOD evaluation probes.
-2. **init**: a short SFT on the ID task (frozen ID prompt, J/Q/K = 10) from the base — the paper's
-   "Init" checkpoint that gives RL the answer format.
-3. **sft**: continued SFT from Init on ID expert answers with the frozen ID prompt (the paper's SFT).
-4. **rl**: GRPO from Init on the ID task only, multi-turn with the verifier's feedback
-   (`models.train.grpo`), its compute matched to SFT's (`compute` in every record).
-5. **sft-diverse** (the rebuttal, arXiv 2510.00237): SFT from Init on ID-target hands whose prompts
-   state varied mappings (never the OOD one), same steps as SFT.
+1. **base** (the "pretrained model"): from random weights, SFT on a broad synthetic corpus. GP-L
+   (`models.train.gp_corpus`): hands whose rule line states a face-card mapping in many phrasings
+   (`models.train.rules_text`: the paper's sentences and a grammar of ordinary-English clauses,
+   never the `reworded` split's constructions, never J/Q/K = 11/12/13), plus revision examples (a
+   wrong try → the verifier's exact feedback → the corrected answer). V-IRL-L: synthetic cities
+   under both action spaces. No stream holds a held-out evaluation instance.
+2. **init**: a short SFT on the ID task from the base (frozen ID prompt, with revisions) — the
+   paper's "Init" that gives RL the answer format. Base and Init are shared by every seed.
+3. **sft** (per seed): continued SFT from Init on single-turn ID expert answers (the paper's SFT),
+   with dense snapshots (`sft_snapshots`, geometric in steps) so the matched-skill, matched-compute
+   and matched-KL lenses compare against real checkpoints, not interpolations.
+4. **rl** (per seed): GRPO from Init on the ID task only, multi-turn with the verifier's feedback
+   (`models.train.grpo`: per-call credit, no signal from uniform groups, KL to Init, early stop at
+   the ID plateau), with snapshots every `rl_snapshot_every` updates.
+5. **sft-diverse** (the rebuttal, arXiv 2510.00237; first seed): SFT from Init, half ID answers,
+   half stated mappings in varied phrasings.
 
-V-IRL-L follows the same stages (`--task virl-l`); what differs per task is the training
-registry's (`models.train.tasks`: `pipeline` config changes, `stage_pairs`, `stage_text`). Its base
-walks 8 synthetic training cities (`game.virl.cities`: Helsinki's street graph rotated/mirrored,
-every place renamed) under both action spaces, so "read the action-space line" is general
-knowledge it may have; it never sees a Helsinki route, hence never the rule-OOD configuration
-(relative actions on the Helsinki routes). Init and SFT train on Helsinki ID routes with absolute
-actions, RL plays them, SFT-diverse mixes them with other-city episodes of both action spaces. The
-headline is the task's (`game.tasks`: GP-L episode success, V-IRL-L per-step accuracy).
+Layout under `out/`: `base/`, `init/`, `sft-diverse/`, and per training seed k `seed-k/sft/`,
+`seed-k/rl/`, `seed-k/{sft,rl}-snapshots/step-NNNNN/`. Every checkpoint carries `training.json`
+(resolved config, seed, curves, compute as model-token passes and approximate FLOPs).
+`evaluate_pipeline` scores them with the protocol's batched executor and writes `findings.json`
+with every lens (`game.findings`).
 
-Every stage is a Hugging Face checkpoint with `training.json` (config, environment, curves, compute
-as model-token passes and approximate FLOPs). `evaluate_stages` scores them all with the protocol's
-batched executor (`models.train.evaluate`): ID and rule-OOD episode success (± binomial SE), a
-paired RL-vs-SFT difference on the same hands, and KL(Init ‖ model) on ID prompts. Snapshots along
-SFT and RL give the success-vs-compute curves (the shape of the paper's Figure 5).
-
-    sftvsrl train pipeline --task gp-l --out runs/pipeline/gp-l           # full run (~1-2 h on 2 cores)
-    sftvsrl train pipeline --task gp-l --quick --out /tmp/p               # seconds, for tests
-    sftvsrl train pipeline --task virl-l --out runs/pipeline/virl-l       # V-IRL-L
+    sftvsrl train pipeline --task gp-l --out runs/pipeline/gp-l                # every stage, every seed
+    sftvsrl train pipeline --task gp-l --stages sft,rl --seeds 1 --no-eval     # one seed (a second process)
+    sftvsrl train pipeline --task gp-l --quick --out /tmp/p                    # seconds, for tests
 """
 from __future__ import annotations
 
 import json
+import math
 import random
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
-from itertools import product
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from game.gp.cards import Rule
-from game.protocol import paired_difference, paired_ratio_difference, splits
+from game.findings import (COMPARISONS, EPISODES_FILE, FINDINGS_FILE, FORMAT, METRIC_WORDS, aggregate_lenses,
+                           cell_value, feedback_share, lens_entry, paired_outcomes, seed_lenses, seed_table)
+from game.protocol import splits
 from game.tasks import get_task
 
-from ..prompts import FACE_CARD_MSG, gp_prompt, response_eqn
 from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
-from .data import ChatCodec, expert_formula, sft_pairs
+from .data import ChatCodec
+from .grpo import GRPOConfig
+from .rules_text import OOD_MAPPING, paper_clause
 from .tasks import training_task
 
 STAGES = ("base", "init", "sft", "rl", "sft-diverse")
+SHARED_STAGES = ("base", "init", "sft-diverse")    # one run (the first seed's), shared by every seed
+SEEDED_STAGES = ("sft", "rl")                       # one run per training seed
 TASKS = ("gp-l", "virl-l")               # the tasks the staged pipeline supports
-
-# ---------------------------------------------------------------------------------------------
-# The base corpus: the paper's prompt with a stated face-card mapping
-
-FACE_VALUES = tuple(range(6, 14))        # what J, Q and K may count as in the base corpus
-OOD_MAPPING = (11, 12, 13)               # the evaluation's rule-OOD mapping: never in any training data
 ID_MAPPING = (10, 10, 10)
-_RANK_LABEL = {1: "A", 11: "J", 12: "Q", 13: "K"}
 
 
 def mapping_message(mapping: Sequence[int]) -> str:
-    """The rule line's face-card clause for J/Q/K = `mapping`, in the paper's two phrasings."""
-    a, b, c = (int(v) for v in mapping)
-    if a == b == c == 10:
-        return FACE_CARD_MSG[Rule.FACE10]
-    return f"'J', 'Q', and 'K' count as '{a}', '{b}', and '{c}' respectively."
-
-
-def mapped_prompt(labels: Sequence[str], mapping: Sequence[int], target: int = 24) -> str:
-    """The paper-exact GP-L prompt with the face-card clause for `mapping` in both of its places.
-
-    `mapped_prompt(labels, (11, 12, 13))` is byte-identical to the rule-OOD prompt and
-    `mapped_prompt(labels, (10, 10, 10))` to the ID prompt (tested)."""
-    return gp_prompt(labels, Rule.FACE10, target).replace(FACE_CARD_MSG[Rule.FACE10], mapping_message(mapping))
+    """The paper's face-card sentence for J/Q/K = `mapping` (`rules_text.paper_clause`)."""
+    return paper_clause(mapping)
 
 
 def base_mappings() -> list[tuple[int, int, int]]:
-    """Every mapping the base corpus may state: (a, b, c) in 6..13, except the OOD one (511)."""
-    return [m for m in product(FACE_VALUES, repeat=3) if m != OOD_MAPPING]
+    """Mappings (a, b, c) in 6..13 except the OOD one (511): what the GP-VL base states."""
+    from itertools import product
 
-
-def mapping_pairs(n: int, seed: int, mappings: Sequence[tuple[int, int, int]], *, face_prob: float = 0.5,
-                  target: int = 24) -> list[tuple[str, str]]:
-    """`n` (prompt, expert answer) pairs: a mapping drawn uniformly from `mappings`, four ranks
-    i.i.d. in 1..13 (with probability `face_prob` one is forced to J/Q/K so the mapping matters),
-    values mapped, redrawn until the solver finds a float-exact formula."""
-    rng = random.Random(f"mapping-pairs:{seed}")
-    out: list[tuple[str, str]] = []
-    while len(out) < n:
-        mapping = mappings[rng.randrange(len(mappings))]
-        ranks = [rng.randint(1, 13) for _ in range(4)]
-        if rng.random() < face_prob and max(ranks) <= 10:
-            ranks[rng.randrange(4)] = rng.randint(11, 13)
-        values = [r if r <= 10 else mapping[r - 11] for r in ranks]
-        formula = expert_formula(values, target)
-        if formula is None:
-            continue
-        labels = [_RANK_LABEL.get(r, str(r)) for r in ranks]
-        out.append((mapped_prompt(labels, mapping, target), response_eqn(labels, values, formula, target)))
-    return out
-
-
-def id_pairs(n: int, seed: int) -> list[tuple[str, str]]:
-    """`n` in-distribution expert pairs: frozen ID prompt (J/Q/K = 10), the canonical formula."""
-    return [(p.prompt, p.answer) for p in sft_pairs(n, seed)]
+    return [m for m in product(range(6, 14), repeat=3) if m != OOD_MAPPING]
 
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
 
 
+def _rl_default() -> GRPOConfig:
+    return GRPOConfig(updates=40, hands_per_update=16, group_size=8, verify_iter=5, lr=1e-4, epochs=2,
+                      max_new_tokens=64, kl_coef=0.05, threads=1)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Every knob of the pipeline, with the value the shipped checkpoints used."""
+    """Every knob of the pipeline, with the value the shipped checkpoints used (the task's preset
+    in `models.train.tasks` changes some; `sftvsrl train pipeline --print-config` prints them all)."""
 
     task: str = "gp-l"
-    seed: int = 0
-    # model (a Llama of ~0.9 M parameters; `models.tiny.build_tiny_llama`)
+    seed: int = 0                     # base, Init, SFT-diverse and the data streams
+    seeds: tuple[int, ...] = (0, 1, 2)   # training seeds of SFT and RL (the first one ships)
+    # model (a Llama; `models.tiny.build_tiny_llama`)
     hidden: int = 128
     layers: int = 4
     heads: int = 4
     kv_heads: int = 2
     intermediate: int = 384
     vocab_size: int = 1024
-    # base: SFT from random weights on mapping-stated hands (the stand-in for pretraining)
+    # base: SFT from random weights on the task's base corpus (the stand-in for pretraining)
     base_steps: int = 3000
     base_batch: int = 32
     base_lr: float = 2e-3
-    base_face_prob: float = 0.5       # share of base hands forced to hold a face card
+    base_warmup_steps: int = 20
+    base_face_prob: float = 0.6       # share of base hands forced to hold a face card (GP)
+    base_revision: float = 0.35       # share of base examples that revise failed tries (with feedback)
+    # the base the later stages start from (and the table's base row): its quarter snapshot at this
+    # step, or None for the final one. An Init that already solves every ID hand leaves SFT and RL
+    # nothing to learn; the paper's Init has room on ID, so a task may start from an earlier base.
+    base_snapshot: int | None = None
     # init: short SFT on the ID task from the base (the answer format RL starts from)
-    init_steps: int = 8               # 256 hands: enough to learn the ID phrasing, short of memorising
+    init_steps: int = 8
     init_lr: float = 2e-4
     init_warmup_steps: int = 1
+    init_revision: float = 0.3        # share of Init examples that revise failed tries (with feedback)
     # sft and sft-diverse: continued SFT from init
     sft_steps: int = 400
     sft_batch: int = 32
     sft_lr: float = 5e-4
+    sft_snapshots: int = 16           # snapshots along SFT, geometric in steps (dense early: matched lenses)
     # shared SFT optimiser settings
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    # rl: GRPO from init (see `models.train.grpo.GRPOConfig` for the meaning of each field)
-    rl_updates: int = 30
-    rl_hands: int = 8
-    rl_group: int = 8
-    rl_verify_iter: int = 5
-    rl_lr: float = 1e-4
-    rl_epochs: int = 2
-    rl_max_new_tokens: int = 48
+    # rl: GRPO from init (`models.train.grpo.GRPOConfig`; task, seed and threads are the pipeline's)
+    rl: GRPOConfig = field(default_factory=_rl_default)
+    rl_snapshot_every: int = 4        # updates between RL snapshots (the compute curve)
     # evaluation
-    eval_n: int = 500                 # episodes per split for the final table
-    curve_n: int = 100                # episodes per split for each snapshot along training
-    snapshots: int = 6                # snapshots along SFT / RL (plus the start)
+    eval_n: int = 500                 # episodes per split for the final checkpoints
+    curve_n: int = 234                # episodes per split for each snapshot (the matched lenses)
     kl_prompts: int = 128             # ID prompts for KL(Init ‖ model)
     threads: int = 1                  # torch threads per process (1: robust next to other busy processes)
 
@@ -171,13 +138,35 @@ class PipelineConfig:
         if task not in TASKS:
             raise ValueError(f"the staged pipeline supports {', '.join(TASKS)}, not {task!r}")
         full, fast = training_task(task).pipeline
-        if quick:
-            return replace(cls.quick(seed), task=task, **fast)
-        return cls(task=task, seed=seed, **full)
+        base = cls.quick(seed) if quick else cls(seed=seed)
+        return base.with_changes(task=task, **(fast if quick else full))
+
+    def with_changes(self, **changes) -> "PipelineConfig":
+        """A copy with `changes`; `rl` may be a dict of `GRPOConfig` field changes."""
+        rl = changes.pop("rl", None)
+        out = replace(self, **changes)
+        if isinstance(rl, dict):
+            out = replace(out, rl=replace(out.rl, **rl))
+        elif rl is not None:
+            out = replace(out, rl=rl)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PipelineConfig":
+        """The config recorded in a `training.json` / `findings.json` (unknown keys refused)."""
+        data = dict(data)
+        rl = data.pop("rl", None)
+        if "seeds" in data:
+            data["seeds"] = tuple(data["seeds"])
+        cfg = cls(**data)
+        if isinstance(rl, dict):
+            rl = {k: tuple(v) if isinstance(v, list) else v for k, v in rl.items()}
+            cfg = replace(cfg, rl=GRPOConfig(**rl))
+        return cfg
 
     @property
     def splits(self) -> tuple[str, ...]:
-        """The protocol's splits of the task (GP-L: id, rule-ood; V-IRL-L: id, rule-ood, streets)."""
+        """The protocol's splits of the task (GP-L: id, rule-ood, reworded; V-IRL-L: id, rule-ood, streets)."""
         return splits(self.task)
 
     @property
@@ -185,18 +174,64 @@ class PipelineConfig:
         """The task's headline metric (`success_rate` or `per_step_accuracy`)."""
         return get_task(self.task).headline
 
+    def grpo(self, seed: int) -> GRPOConfig:
+        """The GRPO config of training seed `seed`."""
+        return replace(self.rl, task=self.task, seed=seed, threads=self.threads)
+
     @classmethod
     def quick(cls, seed: int = 0) -> "PipelineConfig":
-        """A seconds-long run for tests: a very small model, a handful of steps per stage."""
-        return cls(seed=seed, hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab_size=700,
-                   base_steps=4, base_batch=8, init_steps=2, sft_steps=4, sft_batch=8, warmup_steps=1,
-                   rl_updates=2, rl_hands=2, rl_group=2, rl_verify_iter=2, rl_max_new_tokens=24, rl_epochs=1,
-                   eval_n=6, curve_n=4, snapshots=2, kl_prompts=4)
+        """A seconds-long run for tests: a very small model, a handful of steps per stage, two seeds."""
+        return cls(seed=seed, seeds=(seed, seed + 1), hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64,
+                   vocab_size=700, base_steps=4, base_batch=8, init_steps=2, sft_steps=6, sft_batch=8,
+                   sft_snapshots=3, warmup_steps=1,
+                   rl=GRPOConfig(updates=2, hands_per_update=2, group_size=2, verify_iter=2, max_new_tokens=24,
+                                 epochs=1, val_hands=4, val_every=1, patience=5),
+                   rl_snapshot_every=1, eval_n=6, curve_n=4, kl_prompts=4)
 
     def model_kwargs(self) -> dict[str, Any]:
         return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
                     intermediate=self.intermediate, vocab_size=self.vocab_size, max_positions=2048,
                     init_std=0.02, seed=self.seed)
+
+
+def stage_dir(out: "str | Path", stage: str, seed: int | None = None) -> Path:
+    """Where a stage's checkpoint lives: shared stages at `out/<stage>`, seeded ones at
+    `out/seed-<k>/<stage>` (`seed` None: the shared stages only)."""
+    out = Path(out)
+    if stage in SEEDED_STAGES or stage == "sft-matched":
+        if seed is None:
+            raise ValueError(f"{stage} is trained per seed: give the seed")
+        return out / f"seed-{seed}" / stage
+    return out / stage
+
+
+def base_dir(out: "str | Path", cfg: "PipelineConfig") -> Path:
+    """The base checkpoint the later stages start from: the final base, or its snapshot at
+    `cfg.base_snapshot` (one of the quarter snapshots the base stage writes)."""
+    if cfg.base_snapshot is None:
+        return stage_dir(out, "base")
+    return Path(out) / "base-snapshots" / f"step-{cfg.base_snapshot:05d}"
+
+
+def base_snapshot_steps(cfg: "PipelineConfig") -> list[int]:
+    """The base stage's snapshots: its quarters, and `base_snapshot` if that is another step."""
+    steps = {round(cfg.base_steps * i / 4) for i in range(1, 4)}
+    if cfg.base_snapshot is not None:
+        if not 0 < cfg.base_snapshot < cfg.base_steps:
+            raise ValueError(f"base_snapshot must be a step between 1 and {cfg.base_steps - 1}")
+        steps.add(cfg.base_snapshot)
+    return sorted(steps)
+
+
+def snapshot_steps(total: int, n: int) -> list[int]:
+    """`n` snapshot steps along `total` steps, geometric (dense early, where SFT changes fastest),
+    plus step 0 and the last step."""
+    if n <= 0 or total <= 0:
+        return [0]
+    marks = {0, total}
+    for i in range(1, n + 1):
+        marks.add(max(1, round(total ** (i / n))))
+    return sorted(marks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,19 +262,21 @@ def fit(model, tok, pairs: Sequence[tuple[str, str]], *, steps: int, batch_size:
         warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float, seed: int,
         desc: str, progress: bool, compute: Compute,
         on_step: Callable[[int, Any], None] | None = None) -> list[float]:
-    """Cross-entropy on the answers of `steps * batch_size` (prompt, answer) pairs, one pass, AdamW
-    with warm-up and cosine decay. `on_step(step, model)` runs after optimizer step `step` (1-based)
+    """Cross-entropy on the answers of `steps * batch_size` examples ((prompt, answer) pairs or
+    `Example`s with failed tries before the answer), one pass in length-bucketed batches
+    (`sft.length_batches`), AdamW with warm-up and cosine decay. `on_step(step, model)` runs after optimizer step `step` (1-based)
     and once with step 0 before training (snapshots). Returns the per-step losses."""
     import torch
     from tqdm.auto import tqdm
 
-    from .sft import _batches, common_prefix, shared_prefix_loss
+    from .sft import answer_loss, common_prefix, length_batches, pad_batch
 
     codec = ChatCodec(tok)
-    examples = [codec.sft_example(p, a) for p, a in pairs[:steps * batch_size]]
+    examples = [codec.sft_example(x[0], x[1], history=x[2] if len(x) > 2 else ()) for x in pairs[:steps * batch_size]]
     random.Random(seed).shuffle(examples)
     prefix = torch.tensor(common_prefix(examples))
     examples = [(x[len(prefix):], y[len(prefix):]) for x, y in examples]
+    batches = length_batches(examples, batch_size, seed)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -249,10 +286,10 @@ def fit(model, tok, pairs: Sequence[tuple[str, str]], *, steps: int, batch_size:
         on_step(0, model)
     model.train()
     losses: list[float] = []
-    bar = tqdm(_batches(examples, batch_size, codec.pad_id), total=steps, desc=desc, disable=not progress,
+    bar = tqdm((pad_batch(b, codec.pad_id) for b in batches), total=len(batches), desc=desc, disable=not progress,
                dynamic_ncols=True)
     for step, (ids, mask, labels) in enumerate(bar, start=1):
-        loss = shared_prefix_loss(model, prefix, ids, mask, labels)
+        loss = answer_loss(model, prefix, ids, mask, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -286,9 +323,9 @@ def build_tokenizer(cfg: PipelineConfig):
     return train_tokenizer(text, cfg.vocab_size, compact=task.tokenizer_split)
 
 
-def _snapshotter(root: Path, tok, steps: int, n: int, compute: Compute, record: list) -> Callable:
-    """An `on_step` hook that saves `n` evenly spaced snapshots (and step 0) under `root`."""
-    marks = sorted({0, *(round(steps * (i + 1) / n) for i in range(n))})
+def _snapshotter(root: Path, tok, marks: Sequence[int], compute: Compute, record: list) -> Callable:
+    """An `on_step` hook that saves a snapshot under `root` at every step in `marks`."""
+    marks = set(marks)
 
     def hook(step: int, model) -> None:
         if step in marks:
@@ -301,11 +338,14 @@ def _snapshotter(root: Path, tok, steps: int, n: int, compute: Compute, record: 
 
 
 def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, out: Path, *, steps: int,
-                  batch_size: int, lr: float, progress: bool, snapshots: bool = False,
-                  warmup_steps: int | None = None) -> dict[str, Any]:
-    """Train one supervised stage (from `start`, or from random weights when None) and save it."""
+                  batch_size: int, lr: float, progress: bool, snapshots: Sequence[int] = (),
+                  warmup_steps: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Train one supervised stage (from `start`, or from random weights when None) with training
+    seed `seed` (the config's by default: data order, dropout-free init) and save it; a snapshot
+    at every step in `snapshots`."""
     watch = Stopwatch()
-    setup_torch(cfg.seed, cfg.threads)
+    seed = cfg.seed if seed is None else seed
+    setup_torch(seed, cfg.threads)
     if start is None:
         from ..tiny import build_tiny_llama
 
@@ -318,14 +358,14 @@ def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, ou
         model, tok = load_checkpoint(start)
     compute = Compute()
     snaps: list[dict] = []
-    hook = _snapshotter(out.parent / f"{stage}-snapshots", tok, steps, cfg.snapshots, compute, snaps) \
-        if snapshots else None
+    hook = _snapshotter(out.parent / f"{stage}-snapshots", tok, snapshots, compute, snaps) if snapshots else None
     losses = fit(model, tok, pairs, steps=steps, batch_size=batch_size, lr=lr,
                  warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
                  min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                 seed=cfg.seed, desc=stage, progress=progress, compute=compute, on_step=hook)
+                 seed=seed, desc=stage if seed == cfg.seed else f"{stage} seed {seed}", progress=progress,
+                 compute=compute, on_step=hook)
     params = n_params(model)
-    record = {"kind": "sft", "stage": stage, "task": cfg.task, "start": str(start) if start else "random",
+    record = {"kind": "sft", "stage": stage, "task": cfg.task, "seed": seed, "start": str(start) if start else "random",
               "config": asdict(cfg), "parameters": params, "examples": steps * batch_size, "steps": len(losses),
               "lr": lr, "batch_size": batch_size, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
               "loss_curve": _curve(losses), "compute": compute.as_dict(params), "snapshots": snaps,
@@ -334,75 +374,81 @@ def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, ou
     return record
 
 
-def run_rl_stage(cfg: PipelineConfig, start: Path, out: Path, *, progress: bool) -> dict[str, Any]:
-    """GRPO from `start` on the ID task (multi-turn, the verifier's feedback), with snapshots."""
-    from .grpo import GRPOConfig, train_grpo
+def run_rl_stage(cfg: PipelineConfig, start: Path, out: Path, *, progress: bool, seed: int | None = None) -> dict[str, Any]:
+    """GRPO from `start` on the ID task (multi-turn, the verifier's feedback) with training seed
+    `seed`, a snapshot every `rl_snapshot_every` updates (and at 0)."""
+    from .grpo import train_grpo
 
-    gcfg = GRPOConfig(task=cfg.task, seed=cfg.seed, updates=cfg.rl_updates, hands_per_update=cfg.rl_hands,
-                      group_size=cfg.rl_group, verify_iter=cfg.rl_verify_iter, lr=cfg.rl_lr,
-                      epochs=cfg.rl_epochs, max_new_tokens=cfg.rl_max_new_tokens, threads=cfg.threads)
+    seed = cfg.seed if seed is None else seed
     snaps: list[dict] = []
-    marks = sorted({0, *(round(cfg.rl_updates * (i + 1) / cfg.snapshots) for i in range(cfg.snapshots))})
 
     def hook(update: int, model, tok, compute: dict) -> None:
-        if update in marks:
+        if update % max(1, cfg.rl_snapshot_every) == 0:
             path = out.parent / "rl-snapshots" / f"step-{update:05d}"
             model.save_pretrained(path, safe_serialization=True)
             tok.save_pretrained(path)
             snaps.append({"step": update, "path": str(path), **compute})
 
-    record = train_grpo(gcfg, start, out, progress=progress, on_update=hook)
-    record.update(stage="rl", pipeline_config=asdict(cfg), snapshots=snaps)
+    record = train_grpo(cfg.grpo(seed), start, out, progress=progress, on_update=hook)
+    record.update(stage="rl", seed=seed, pipeline_config=asdict(cfg), snapshots=snaps)
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
 
 def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[str] = STAGES,
-                   progress: bool = True) -> dict[str, Any]:
-    """Run the requested stages in order under `out/<stage>/`; a stage whose checkpoint already
-    exists is kept (resumable). Returns {stage: training record}."""
+                   seeds: Sequence[int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the requested stages in order (`stage_dir` layout): base, Init and SFT-diverse once,
+    SFT and RL for every training seed in `seeds` (the config's by default). A stage whose
+    checkpoint exists is kept (resumable), so seeds can run in separate processes. Returns
+    {stage or "stage@seed": training record}."""
     from .common import read_record
 
     out = Path(out)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    seeds = tuple(cfg.seeds if seeds is None else seeds)
     records: dict[str, Any] = {}
     task = training_task(cfg.task)
+    init = stage_dir(out, "init")
     for stage in STAGES:
         if stage not in stages:
             continue
-        dest = out / stage
-        if (dest / "training.json").is_file():
-            records[stage] = read_record(dest)
-            continue
-        if stage == "base":
-            pairs = task.stage_pairs("base", cfg.base_steps * cfg.base_batch, cfg.seed + 100, cfg)
-            records[stage] = run_sft_stage(cfg, stage, None, pairs, dest, steps=cfg.base_steps,
-                                           batch_size=cfg.base_batch, lr=cfg.base_lr, progress=progress,
-                                           snapshots=True)
-        elif stage == "init":
-            pairs = task.stage_pairs("id", cfg.init_steps * cfg.sft_batch, cfg.seed + 200, cfg)
-            records[stage] = run_sft_stage(cfg, stage, out / "base", pairs, dest, steps=cfg.init_steps,
-                                           batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress,
-                                           warmup_steps=cfg.init_warmup_steps)
-        elif stage == "sft":
-            pairs = task.stage_pairs("id", cfg.sft_steps * cfg.sft_batch, cfg.seed + 300, cfg)
-            records[stage] = run_sft_stage(cfg, stage, out / "init", pairs, dest, steps=cfg.sft_steps,
-                                           batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
-                                           snapshots=True)
-        elif stage == "sft-diverse":
-            pairs = task.stage_pairs("diverse", cfg.sft_steps * cfg.sft_batch, cfg.seed + 400, cfg)
-            records[stage] = run_sft_stage(cfg, stage, out / "init", pairs, dest, steps=cfg.sft_steps,
-                                           batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
-                                           snapshots=True)
-        elif stage == "rl":
-            records[stage] = run_rl_stage(cfg, out / "init", dest, progress=progress)
+        for seed in (seeds if stage in SEEDED_STAGES else (None,)):
+            dest = stage_dir(out, stage, seed)
+            key = stage if seed is None else f"{stage}@{seed}"
+            if (dest / "training.json").is_file():
+                records[key] = read_record(dest)
+                continue
+            if stage == "base":
+                pairs = task.stage_pairs("base", cfg.base_steps * cfg.base_batch, cfg.seed + 100, cfg)
+                records[key] = run_sft_stage(cfg, stage, None, pairs, dest, steps=cfg.base_steps,
+                                             batch_size=cfg.base_batch, lr=cfg.base_lr, progress=progress,
+                                             snapshots=base_snapshot_steps(cfg),
+                                             warmup_steps=cfg.base_warmup_steps)
+            elif stage == "init":
+                pairs = task.stage_pairs("init", cfg.init_steps * cfg.sft_batch, cfg.seed + 200, cfg)
+                records[key] = run_sft_stage(cfg, stage, base_dir(out, cfg), pairs, dest, steps=cfg.init_steps,
+                                             batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress,
+                                             warmup_steps=cfg.init_warmup_steps)
+            elif stage == "sft":
+                # every seed sees the same expert answers in its own order (`fit` shuffles by seed)
+                pairs = task.stage_pairs("id", cfg.sft_steps * cfg.sft_batch, cfg.seed + 300, cfg)
+                records[key] = run_sft_stage(cfg, stage, init, pairs, dest, steps=cfg.sft_steps,
+                                             batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
+                                             snapshots=snapshot_steps(cfg.sft_steps, cfg.sft_snapshots), seed=seed)
+            elif stage == "sft-diverse":
+                pairs = task.stage_pairs("diverse", cfg.sft_steps * cfg.sft_batch, cfg.seed + 400, cfg)
+                records[key] = run_sft_stage(cfg, stage, init, pairs, dest, steps=cfg.sft_steps,
+                                             batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
+                                             snapshots=snapshot_steps(cfg.sft_steps, 6))
+            elif stage == "rl":
+                records[key] = run_rl_stage(cfg, init, dest, progress=progress, seed=seed)
     return records
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation of the stages
+# Evaluation: every final checkpoint, every snapshot, every lens
 
 
 EVAL_MAX_NEW_TOKENS = 96     # replies are ~30 (GP-L) / ~20 (V-IRL-L) tokens; a longer one is cut and graded
@@ -414,7 +460,9 @@ def split_result(res: dict[str, Any], headline: str) -> tuple[dict[str, Any], li
     1/0 successes (GP-L) or [correct, calls] per episode (V-IRL-L), what paired comparisons need."""
     cell = {"value": res[headline], "se": res["headline_se"], "metric": headline, "n": len(res["successes"]),
             "success": res["success_rate"], "success_se": res["success_se"],
-            "first_try_success": res.get("first_try_success")}
+            "first_try_success": res.get("first_try_success"),
+            "solved_after_feedback": feedback_share(res["successes"], res.get("solved_calls") or []),
+            "unfinished_replies": res.get("unfinished_replies")}
     if headline == "per_step_accuracy":
         cell.update(steps=res["steps"], correct_steps=res["correct_steps"])
         return cell, res["episode_steps"]
@@ -422,11 +470,8 @@ def split_result(res: dict[str, Any], headline: str) -> tuple[dict[str, Any], li
 
 
 def paired(a: Sequence, b: Sequence) -> dict[str, float]:
-    """Paired difference of two models' outcomes on the same instances (`split_result`): of 1/0
-    successes, or of pooled per-step accuracy from [correct, calls] per episode."""
-    if a and isinstance(a[0], (list, tuple)):
-        return paired_ratio_difference(a, b)
-    return paired_difference(a, b)
+    """Paired difference of two models' outcomes on the same instances (`game.findings.paired_outcomes`)."""
+    return paired_outcomes(a, b)
 
 
 def kl_to_init(init_model, model, tok, n: int, seed: int = 0, task: str = "gp-l") -> float:
@@ -441,7 +486,7 @@ def kl_to_init(init_model, model, tok, n: int, seed: int = 0, task: str = "gp-l"
     codec = ChatCodec(tok)
     torch.manual_seed(seed)
     prompts = training_task(task).stage_pairs("id", n, seed + 999, PipelineConfig(task=task))
-    contexts = [codec.prompt_ids(p) for p, _ in prompts]
+    contexts = [codec.prompt_ids(p[0]) for p in prompts]
     total = 0.0
     for i in range(0, n, 32):
         ctx = contexts[i:i + 32]
@@ -454,103 +499,185 @@ def kl_to_init(init_model, model, tok, n: int, seed: int = 0, task: str = "gp-l"
     return total / n
 
 
-CURVE_STAGES = ("sft", "rl", "sft-diverse")
+def _flops(params: int, rec: dict) -> float:
+    return 2.0 * params * (3 * (rec.get("train_tokens") or 0) + (rec.get("infer_tokens") or 0))
 
 
-def evaluate_stage(root: "str | Path", stage: str, cfg: PipelineConfig, *, curve: bool = True,
-                   progress: bool = False) -> dict[str, Any]:
-    """One stage's table row (every split's headline ± SE, KL(Init ‖ stage), compute), its
-    per-instance outcomes (for paired comparisons) and, for `CURVE_STAGES`, its snapshot curve."""
+@dataclass(frozen=True)
+class EvalJob:
+    """One checkpoint to score: every split on its first `n` instances, KL(Init ‖ ·) on
+    `kl_prompts` ID prompts, FLOPs from `compute` (token passes recorded at training)."""
+
+    tag: str                          # "init", "sft@1", "sft@1:step-00016", …
+    path: str
+    n: int
+    kl_prompts: int
+    episodes: bool = False            # keep every episode (what Inspect shows)
+    compute: dict | None = None
+
+
+def evaluate_job(job: EvalJob, root: str, cfg: PipelineConfig) -> dict[str, Any]:
+    """Score one checkpoint (`EvalJob`): cells, outcomes, KL, FLOPs, episodes."""
     import torch
-    from tqdm.auto import tqdm
 
     from .common import read_record
     from .evaluate import evaluate
 
     torch.set_num_threads(max(1, cfg.threads))
-    root = Path(root)
-    init_model, _ = load_checkpoint(root / "init")
-    model, tok = load_checkpoint(root / stage)
-    row: dict[str, Any] = {}
-    outcomes: dict[str, list] = {}
-    episodes: list[dict] = []
+    model, tok = load_checkpoint(job.path)
+    init_model, _ = load_checkpoint(stage_dir(root, "init"))
+    out: dict[str, Any] = {"tag": job.tag, "cells": {}, "outcomes": {}, "episodes": []}
     for split in cfg.splits:
-        res = evaluate(model, tok, cfg.task, split, cfg.eval_n, seed=cfg.seed, max_new_tokens=EVAL_MAX_NEW_TOKENS,
-                       keep_episodes=True)
-        row[split], outcomes[split] = split_result(res, cfg.headline)
-        episodes += [{"stage": stage, "split": split, "index": i, **ep} for i, ep in enumerate(res["episodes"])]
-    row["kl_from_init"] = kl_to_init(init_model, model, tok, cfg.kl_prompts, cfg.seed, cfg.task)
-    rec = read_record(root / stage)
-    row["compute"] = rec.get("compute")
-    params = n_params(model)
-    pts = []
-    for s in (rec.get("snapshots") or []) if curve and stage in CURVE_STAGES else []:
-        snap, stok = load_checkpoint(s["path"])
-        train, infer = s.get("train_tokens") or 0, s.get("infer_tokens") or 0
-        pt = {"step": s["step"], "train_tokens": train, "infer_tokens": infer,
-              "flops": 2.0 * params * (3 * train + infer)}
-        for split in cfg.splits:
-            res = evaluate(snap, stok, cfg.task, split, cfg.curve_n, seed=cfg.seed, max_new_tokens=EVAL_MAX_NEW_TOKENS)
-            pt[split] = res[cfg.headline]
-        pt["kl_from_init"] = kl_to_init(init_model, snap, stok, min(cfg.kl_prompts, 64), cfg.seed, cfg.task)
-        pts.append(pt)
-        if progress:
-            tqdm.write(f"curve {stage} step {s['step']}: " + ", ".join(f"{k} {pt[k]:.3f}" for k in cfg.splits))
-    return {"stage": stage, "row": row, "outcomes": outcomes, "curve": pts, "episodes": episodes}
+        res = evaluate(model, tok, cfg.task, split, job.n, seed=cfg.seed, max_new_tokens=EVAL_MAX_NEW_TOKENS,
+                       keep_episodes=job.episodes)
+        out["cells"][split], out["outcomes"][split] = split_result(res, cfg.headline)
+        if job.episodes:
+            out["episodes"] += [{"split": split, "index": i, **ep} for i, ep in enumerate(res["episodes"])]
+    out["kl"] = kl_to_init(init_model, model, tok, job.kl_prompts, cfg.seed, cfg.task) if job.kl_prompts else 0.0
+    compute = job.compute if job.compute is not None else (read_record(job.path).get("compute") or {})
+    out["compute"] = compute
+    out["flops"] = _flops(n_params(model), compute)
+    return out
 
 
-def _evaluate_stage_job(args) -> dict[str, Any]:
-    root, stage, cfg = args
-    return evaluate_stage(root, stage, cfg, progress=True)
+def _job_runner(args) -> dict[str, Any]:
+    job, root, cfg = args
+    return evaluate_job(job, root, cfg)
 
 
-COMPARISONS = (("rl_minus_sft", "rl", "sft"), ("rl_minus_init", "rl", "init"), ("sft_minus_init", "sft", "init"),
-               ("sft_diverse_minus_sft", "sft-diverse", "sft"))
-
-
-def evaluate_stages(root: "str | Path", cfg: PipelineConfig, *, stages: Sequence[str] = STAGES,
-                    progress: bool = True, workers: int = 1) -> dict[str, Any]:
-    """The five-way table (every split's headline, KL to Init), the paired comparisons and the
-    snapshot curves; written to `root/findings.json` and returned. `workers` > 1 evaluates stages
-    in that many processes (one torch thread each)."""
+def _run_jobs(jobs: Sequence[EvalJob], root: Path, cfg: PipelineConfig, workers: int, progress: bool) -> dict[str, dict]:
     from tqdm.auto import tqdm
 
-    root = Path(root)
-    if workers > 1:
+    args = [(j, str(root), cfg) for j in jobs]
+    results: dict[str, dict] = {}
+    bar = tqdm(total=len(args), desc="evaluate", disable=not progress, dynamic_ncols=True)
+    if workers > 1 and len(args) > 1:
         import multiprocessing as mp
 
-        job_cfg = replace(cfg, threads=1)
         with mp.get_context("spawn").Pool(workers) as pool:
-            results = pool.map(_evaluate_stage_job, [(str(root), st, job_cfg) for st in stages], chunksize=1)
+            for r in pool.imap_unordered(_job_runner, args):
+                results[r["tag"]] = r
+                bar.update(1)
     else:
-        results = [evaluate_stage(root, st, cfg, progress=progress)
-                   for st in tqdm(stages, desc="evaluate stages", disable=not progress)]
-    table = {r["stage"]: r["row"] for r in results}
-    outcomes = {r["stage"]: r["outcomes"] for r in results}
-    curves = {r["stage"]: r["curve"] for r in results if r["curve"]}
-    comparisons = {name: {s: paired(outcomes[a][s], outcomes[b][s]) for s in cfg.splits}
+        for a in args:
+            r = _job_runner(a)
+            results[r["tag"]] = r
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def _snapshot_jobs(rec: dict, stage: str, seed: int, cfg: PipelineConfig) -> list[EvalJob]:
+    return [EvalJob(f"{stage}@{seed}:step-{s['step']:05d}", s["path"], cfg.curve_n, min(cfg.kl_prompts, 64),
+                    compute={"train_tokens": s.get("train_tokens") or 0, "infer_tokens": s.get("infer_tokens") or 0})
+            for s in rec.get("snapshots") or []]
+
+
+def _point(r: dict, step: int | str) -> dict[str, Any]:
+    return {"step": step, "flops": r["flops"], "kl": r["kl"], "outcomes": r["outcomes"],
+            **{s: cell_value(c) for s, c in r["cells"].items()}}
+
+
+def evaluate_pipeline(root: "str | Path", cfg: PipelineConfig, *, seeds: Sequence[int] | None = None,
+                      progress: bool = True, workers: int = 1) -> dict[str, Any]:
+    """Score every trained checkpoint under `root` and write `findings.json` (format 2,
+    `game.findings`), `episodes.jsonl.gz` (the shipped seed's and the shared stages' episodes,
+    for Inspect) and the model cards. Two phases: (1) the final checkpoints on `eval_n` instances
+    per split and every snapshot on `curve_n`; (2) each seed's matched-ID SFT snapshot
+    (`sft-matched`) on `eval_n`. `workers` > 1 scores checkpoints in that many processes."""
+    from .common import read_record
+
+    root = Path(root)
+    seeds = [s for s in (cfg.seeds if seeds is None else seeds)
+             if (stage_dir(root, "sft", s) / "config.json").is_file() or (stage_dir(root, "rl", s) / "config.json").is_file()]
+    primary = seeds[0] if seeds else cfg.seeds[0]
+    jobs: list[EvalJob] = []
+    for stage in SHARED_STAGES:
+        path = base_dir(root, cfg) if stage == "base" else stage_dir(root, stage)
+        if (path / "config.json").is_file():
+            jobs.append(EvalJob(stage, str(path), cfg.eval_n, cfg.kl_prompts, episodes=True))
+    records: dict[str, dict] = {}
+    for seed in seeds:
+        for stage in SEEDED_STAGES:
+            path = stage_dir(root, stage, seed)
+            if not (path / "config.json").is_file():
+                continue
+            records[f"{stage}@{seed}"] = rec = read_record(path)
+            jobs.append(EvalJob(f"{stage}@{seed}", str(path), cfg.eval_n, cfg.kl_prompts, episodes=seed == primary))
+            jobs += _snapshot_jobs(rec, stage, seed, cfg)
+    results = _run_jobs(jobs, root, cfg, workers, progress)
+
+    curves: dict[str, dict[str, list]] = {}
+    per_seed: dict[int, dict] = {}
+    matched_jobs: list[EvalJob] = []
+    for seed in seeds:
+        curves[str(seed)] = {}
+        for stage in SEEDED_STAGES:
+            pts = sorted((_point(r, int(tag.rsplit("step-", 1)[1])) for tag, r in results.items()
+                          if tag.startswith(f"{stage}@{seed}:")), key=lambda p: p["step"])
+            curves[str(seed)][stage] = [{k: v for k, v in p.items() if k != "outcomes"} for p in pts]
+            if stage == "sft":
+                sft_points = pts
+        rl, sft = results.get(f"rl@{seed}"), results.get(f"sft@{seed}")
+        if rl is None or sft is None:
+            continue
+        per_seed[seed] = seed_lenses(rl, sft, sft_points, cfg.splits, cfg.curve_n)
+        m = per_seed[seed].get("matched_id")
+        if m is not None:
+            snap = stage_dir(root, "sft", seed).parent / "sft-snapshots" / f"step-{m['sft_step']:05d}"
+            comp = next((p for p in records[f"sft@{seed}"].get("snapshots") or [] if p["step"] == m["sft_step"]), {})
+            matched_jobs.append(EvalJob(f"sft-matched@{seed}", str(snap), cfg.eval_n, cfg.kl_prompts,
+                                        episodes=seed == primary,
+                                        compute={"train_tokens": comp.get("train_tokens") or 0,
+                                                 "infer_tokens": comp.get("infer_tokens") or 0}))
+    results.update(_run_jobs(matched_jobs, root, cfg, workers, progress))
+    for seed in per_seed:
+        m, rl = results.get(f"sft-matched@{seed}"), results[f"rl@{seed}"]
+        if m is not None:   # the matched-ID lens on the full evaluation of the matched snapshot
+            step = per_seed[seed]["matched_id"]["sft_step"]
+            per_seed[seed]["matched_id"] = lens_entry(
+                rl, m, cfg.splits, sft_step=step, sft_flops=m["flops"], rl_flops=rl["flops"], sft_kl=m["kl"],
+                rl_kl=rl["kl"], sft_id=cell_value(m["cells"]["id"]), rl_id=cell_value(rl["cells"]["id"]))
+
+    table: dict[str, dict] = {}
+    for tag, r in results.items():
+        stage, _, seed = tag.partition("@")
+        if ":" in tag or (seed and int(seed) != primary):
+            continue
+        table[stage] = {**r["cells"], "kl_from_init": r["kl"], "compute": {**r["compute"], "flops": r["flops"]}}
+        if stage == "sft-matched":
+            table[stage]["step"] = per_seed[primary]["matched_id"]["sft_step"]
+    seed_tables = {stage: seed_table({s: results[f"{stage}@{s}"]["cells"] for s in seeds
+                                      if f"{stage}@{s}" in results})
+                   for stage in (*SEEDED_STAGES, "sft-matched")
+                   if any(f"{stage}@{s}" in results for s in seeds)}
+    outcomes = {tag.partition("@")[0]: r["outcomes"] for tag, r in results.items()
+                if ":" not in tag and (not tag.partition("@")[2] or int(tag.partition("@")[2]) == primary)}
+    comparisons = {name: {s: paired_outcomes(outcomes[a][s], outcomes[b][s]) for s in cfg.splits}
                    for name, a, b in COMPARISONS if a in outcomes and b in outcomes}
     spec = get_task(cfg.task)
-    findings = {"task": cfg.task, "metric": cfg.headline,
+    findings = {"format": FORMAT, "task": cfg.task, "metric": cfg.headline, "splits": list(cfg.splits),
+                "seeds": list(seeds), "primary_seed": primary,
                 "protocol": {"episodes_per_split": cfg.eval_n, "curve_episodes": cfg.curve_n,
                              "decoding": "checkpoint default (T=0.6, top-p 0.9)",
                              "splits": {s: spec.split(s).description for s in cfg.splits},
                              "instances": "protocol.instances (the registry's seeded evaluation streams)"},
-                "table": table, "paired": comparisons, "curves": curves, "config": asdict(cfg),
-                "environment": environment()}
-    (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
-    write_episodes(root / EPISODES_FILE, [ep for r in results for ep in r["episodes"]])
+                "table": table, "seed_table": seed_tables,
+                "lenses": aggregate_lenses(per_seed, cfg.splits),
+                "lenses_per_seed": {str(k): v for k, v in per_seed.items()},
+                "paired": comparisons, "curves": curves, "config": asdict(cfg), "environment": environment()}
+    (root / FINDINGS_FILE).write_text(json.dumps(findings, indent=1) + "\n", encoding="utf-8")
+    episodes = [{"stage": tag.partition("@")[0], "seed": primary if "@" in tag else None, **ep}
+                for tag, r in sorted(results.items()) for ep in r["episodes"]]
+    write_episodes(root / EPISODES_FILE, episodes)
     write_stage_cards(root, findings)
     return findings
 
 
-EPISODES_FILE = "episodes.jsonl.gz"
-
-
 def write_episodes(path: Path, episodes: Sequence[dict]) -> None:
-    """The evaluated episodes of the five-way table, one JSON object per line (stage, split,
-    index in the split's instance list, task, params, instance_key, success, steps), gzipped
-    deterministically (no timestamp) so a re-run with the same results is byte-identical."""
+    """The evaluated episodes of the shipped checkpoints, one JSON object per line (stage, seed,
+    split, index in the split's instance list, task, params, instance_key, success, steps),
+    gzipped deterministically (no timestamp) so a re-run with the same results is byte-identical."""
     import gzip
 
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
@@ -560,13 +687,6 @@ def write_episodes(path: Path, episodes: Sequence[dict]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Model cards
-
-METRIC_WORDS = {"success_rate": "episode success", "per_step_accuracy": "per-step accuracy"}
-
-
-def cell_value(cell: dict[str, Any]) -> float:
-    """A table cell's headline value (`value`; findings written before V-IRL-L carry `success`)."""
-    return cell["value"] if "value" in cell else cell["success"]
 
 
 def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> str:
@@ -578,9 +698,16 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
     facts = dict(cfg, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
                  init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
                  sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0))
+    rl = cfg.get("rl") if isinstance(cfg.get("rl"), dict) else {}
+    facts.update({f"rl_{k}": v for k, v in rl.items()})
+    facts.update(rl_hands=rl.get("hands_per_update"), rl_group=rl.get("group_size"),
+                 rl_kl=rl.get("kl_coef"), seeds=", ".join(map(str, findings.get("seeds") or [])))
+    if stage == "sft-matched":
+        facts["matched_step"] = findings["table"][stage].get("step")
     role, saw, never = entry.stage_text[stage]
     row = findings["table"].get(stage, {})
-    compute = record.get("compute") or {}
+    compute = row.get("compute") or record.get("compute") or {}
+    spread = (findings.get("seed_table") or {}).get(stage)
     metric = METRIC_WORDS.get(findings.get("metric", "success_rate"), "episode success")
     params = record.get("parameters") or 0
     lines = [
@@ -589,6 +716,9 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
         f"pipeline (`sftvsrl train pipeline --task {task}`, `models/train/pipeline.py`). It reads the paper's exact "
         f"{entry.label} prompt and answers in the paper's format.", "",
         f"**Saw:** {saw.format(**facts)}", "",
+        *([f"**Checkpoint:** the base run's snapshot at step {cfg['base_snapshot']:,} of {cfg.get('base_steps', 0):,} "
+           "(`base_snapshot`, chosen so that Init leaves room to learn the ID task; "
+           "every later stage starts from this one).", ""] if stage == "base" and cfg.get("base_snapshot") else []),
         f"**Never saw:** {never}", "",
         f"**Training:** {record.get('wall_s', '?')} s wall; {compute.get('train_tokens', 0):,} trained token "
         f"positions, {compute.get('infer_tokens', 0):,} forward-only; ~{compute.get('flops', 0):.2e} FLOPs "
@@ -598,6 +728,10 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
           + (f", {row[s]['steps']} steps" if "steps" in row[s] else "") + ") |"
           for s in splits(task) if s in row],
         "", f"KL(Init ‖ this model) on ID prompts: {row.get('kl_from_init', 0):.3f} nats per reply.", "",
+        *([f"This is training seed {findings.get('primary_seed')}; over the {len(findings.get('seeds') or [])} "
+           f"training seeds ({', '.join(map(str, findings.get('seeds') or []))}) the same stage scored: "
+           + "; ".join(f"{s} {100 * v['mean']:.1f} % (seeds " + ", ".join(f"{100 * x:.1f}" for x in v['values'].values())
+                       + ")" for s, v in spread.items()) + ".", ""] if spread else []),
         f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes per "
         f"split, {findings['protocol']['decoding']}, made by `sftvsrl train pipeline --task {task}` "
         "(`findings.json`).",
@@ -605,11 +739,24 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
     return "\n".join(lines) + "\n"
 
 
+def stage_path(root: "str | Path", findings: dict[str, Any], stage: str) -> Path:
+    """The checkpoint directory of a table row: a shared stage, the primary seed's SFT/RL, or the
+    primary seed's matched-ID SFT snapshot (`sft-matched`)."""
+    primary = findings.get("primary_seed", 0)
+    if stage == "sft-matched":
+        return stage_dir(root, "sft", primary).parent / "sft-snapshots" / f"step-{findings['table'][stage]['step']:05d}"
+    if stage == "base":
+        return base_dir(root, PipelineConfig.from_dict(findings["config"]))
+    return stage_dir(root, stage, primary if stage in SEEDED_STAGES else None)
+
+
 def write_stage_cards(root: "str | Path", findings: dict[str, Any]) -> None:
     """README.md (the model card) in every evaluated stage's checkpoint directory."""
     from .common import read_record
 
-    root = Path(root)
+    primary = findings.get("primary_seed", 0)
     for stage in findings["table"]:
-        (root / stage / "README.md").write_text(stage_card(stage, findings, read_record(root / stage)),
-                                                encoding="utf-8")
+        rec = read_record(stage_dir(root, "sft", primary)) if stage == "sft-matched" else \
+            read_record(stage_path(root, findings, stage))
+        stage_path(root, findings, stage).joinpath("README.md").write_text(stage_card(stage, findings, rec),
+                                                                          encoding="utf-8")

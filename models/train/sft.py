@@ -120,6 +120,61 @@ def shared_prefix_loss(model, prefix, ids, mask, labels):
                  labels=labels, use_cache=False).loss
 
 
+def answer_loss(model, prefix, ids, mask, labels):
+    """`shared_prefix_loss`, with the output layer applied only where there is a label: on a
+    tiny model with a few-thousand-token vocabulary the logits of every prompt position cost more
+    than the network itself. Same loss (mean cross-entropy over the labelled tokens)."""
+    import torch
+    from transformers import DynamicCache
+
+    batch, width = ids.shape
+    n = prefix.shape[0]
+    if n:
+        cache = model(input_ids=prefix.unsqueeze(0), use_cache=True).cache
+        shared = DynamicCache([(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
+                               for layer in cache.layers])
+    else:
+        shared = None
+    full_mask = torch.cat([torch.ones((batch, n), dtype=mask.dtype, device=mask.device), mask], dim=1)
+    positions = torch.arange(n, n + width, device=ids.device).unsqueeze(0).expand(batch, -1)
+    hidden = model.model(input_ids=ids, attention_mask=full_mask, cache=shared, position_ids=positions,
+                         use_cache=False).last_hidden_state                      # [B, W, H]
+    target = labels[:, 1:]                                                         # position t predicts t + 1
+    keep = target != -100
+    logits = model.lm_head(hidden[:, :-1][keep]).float()                           # [N, V]
+    return torch.nn.functional.cross_entropy(logits, target[keep])
+
+
+def length_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, seed: int,
+                   window: int = 64) -> list[list[tuple[list[int], list[int]]]]:
+    """Batches of similar length (little padding): the shuffled examples are cut into windows of
+    `window` batches, each window sorted by length and split into batches; the batch order is then
+    shuffled, so the data order stays random at the scale of a window."""
+    rng = random.Random(f"length-batches:{seed}")
+    out = []
+    span = batch_size * window
+    for i in range(0, len(examples) - batch_size + 1, span):
+        chunk = sorted(examples[i:i + span], key=lambda e: len(e[0]))
+        out += [chunk[k:k + batch_size] for k in range(0, len(chunk) - batch_size + 1, batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def pad_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int):
+    """(ids, mask, labels) tensors of one batch, right-padded to its longest example."""
+    import torch
+
+    width = max(len(ids) for ids, _ in chunk)
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for row, (x, y) in enumerate(chunk):
+        ids[row, :len(x)] = torch.tensor(x)
+        labels[row, :len(y)] = torch.tensor(y)
+        mask[row, :len(x)] = 1
+    return ids, mask, labels
+
+
 def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int):
     import torch
 

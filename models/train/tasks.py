@@ -82,6 +82,12 @@ class GPLTraining(TrainingTask):
 
     name, label = "gp-l", "GP-L"
     rl_seed_offset = RL_SEED_OFFSET
+    # The staged pipeline's GP-L model: ~3 M parameters; a 4,096-token vocabulary holds ordinary
+    # English words (the rule in many phrasings), the long base run teaches reading and arithmetic.
+    pipeline = (dict(hidden=192, layers=6, heads=6, kv_heads=2, intermediate=512, vocab_size=4096,
+                     base_steps=6000, base_batch=32, base_lr=1.5e-3, base_warmup_steps=100, base_snapshot=1500,
+                     sft_snapshots=8, rl_snapshot_every=4, eval_n=300, curve_n=120, rl=dict(updates=16)),
+                dict())
 
     def corpus(self, seed: int, size: int) -> list[str]:
         from .data import gp_corpus
@@ -97,49 +103,68 @@ class GPLTraining(TrainingTask):
 
     stage_text = {
         "base": ("the stand-in for a pretrained model",
-                 "SFT from random weights on {base_examples:,} GP-L hands whose rule line states a random "
-                 "face-card mapping: J/Q/K = (a, b, c) with a, b, c in 6..13, 511 mappings, target 24, the "
-                 "paper's exact prompt template, a face card forced into half of the hands; expert answers "
-                 "in the paper's `ResponseEqn` format.",
-                 "the rule-OOD mapping J/Q/K = 11/12/13 (excluded from its corpus); the verifier's feedback "
-                 "turns; any multi-turn episode."),
+                 "SFT from random weights on {base_examples:,} GP-L examples (`models.train.gp_corpus`): hands of "
+                 "four ranks whose rule line states a face-card mapping J/Q/K = (a, b, c) with values in 1..13 "
+                 "(J/Q/K = 10 in a quarter of them, often in the paper's own sentence) in many phrasings "
+                 "(`models.train.rules_text`: verbs, name and number forms, word orders, ordinary-English noise "
+                 "from WordNet); {base_revision:.0%} of the examples revise 1–4 failed tries, each followed by the "
+                 "verifier's exact feedback; expert answers in the paper's `ResponseEqn` format.",
+                 "the rule-OOD mapping J/Q/K = 11/12/13; any phrasing of the held-out `reworded` split; any "
+                 "evaluation hand (by card multiset)."),
         "init": ("the paper's Init",
-                 "the base, then {init_examples:,} in-distribution expert answers (frozen ID prompt, J/Q/K = "
-                 "10), {init_steps} steps at lr {init_lr:g}: the ID phrasing and answer format RL starts from.",
-                 "the rule-OOD mapping; the verifier's feedback."),
+                 "the base, then {init_examples:,} in-distribution expert answers (frozen ID prompt, J/Q/K = 10; "
+                 "{init_revision:.0%} of them revisions after failed tries with the verifier's feedback), "
+                 "{init_steps} steps at lr {init_lr:g}: the ID phrasing and answer format RL starts from.",
+                 "the rule-OOD mapping; any `reworded` phrasing; any evaluation hand."),
         "sft": ("the paper's SFT",
-                "Init, then {sft_examples:,} more ID expert answers with the frozen ID prompt ({sft_steps} "
-                "steps at lr {sft_lr:g}).",
-                "the rule-OOD mapping; any other mapping after the base; the verifier's feedback."),
+                "Init, then {sft_examples:,} single-turn ID expert answers with the frozen ID prompt ({sft_steps} "
+                "steps at lr {sft_lr:g}; training seeds {seeds}).",
+                "the rule-OOD mapping; any other mapping or phrasing after the base; any evaluation hand."),
+        "sft-matched": ("SFT at RL's in-distribution skill (the matched-ID lens)",
+                        "the SFT run of the same training seed, stopped at step {matched_step}: the snapshot whose "
+                        "in-distribution success is closest to RL's.",
+                        "the rule-OOD mapping; any other mapping or phrasing after the base; any evaluation hand."),
         "rl": ("the paper's RL",
-               "Init, then GRPO on ID hands only: {rl_updates} updates x {rl_hands} hands x {rl_group} episodes, "
-               "multi-turn with up to {rl_verify_iter} tries and the verifier's feedback, sampled at T = 1, "
-               "lr {rl_lr:g}; reward = the paper's step rewards.",
-               "the rule-OOD mapping; any other mapping after the base; no expert answers after Init."),
+               "Init, then GRPO on ID hands only (`models.train.grpo`): up to {rl_updates} updates x {rl_hands} "
+               "hands x {rl_group} episodes, multi-turn with up to {rl_verify_iter} tries and the verifier's "
+               "feedback, sampled at T = 1, lr {rl_lr:g}, per-call credit (each call's reward-to-go), no signal "
+               "from groups that all won or all lost, KL penalty {rl_kl:g} to Init, early stop at the ID plateau; "
+               "reward = the paper's step rewards (training seeds {seeds}).",
+               "the rule-OOD mapping; any other mapping or phrasing after the base; no expert answers after Init; "
+               "any evaluation hand."),
         "sft-diverse": ("the rebuttal's diverse-prompt SFT (arXiv 2510.00237)",
-                        "Init, then {sft_examples:,} expert answers whose prompts state varied face-card "
-                        "mappings (the base's 511, never 11/12/13), {sft_steps} steps at lr {sft_lr:g}.",
-                        "the rule-OOD mapping; the verifier's feedback."),
+                        "Init, then {sft_examples:,} single-turn expert answers: half ID (frozen prompt), half "
+                        "stating other face-card mappings in varied phrasings, {sft_steps} steps at lr {sft_lr:g}.",
+                        "the rule-OOD mapping; any `reworded` phrasing; any evaluation hand."),
     }
 
     def stage_pairs(self, corpus, n, seed, cfg):
-        from .pipeline import base_mappings, id_pairs, mapping_pairs
+        from .gp_corpus import base_examples, diverse_examples, id_examples
 
+        if corpus == "init":
+            return id_examples(n, seed, revision=cfg.init_revision)
         if corpus == "id":
-            return id_pairs(n, seed)
-        if corpus in ("base", "diverse"):
-            return mapping_pairs(n, seed, base_mappings(), face_prob=cfg.base_face_prob)
+            return id_examples(n, seed)
+        if corpus == "base":
+            return base_examples(n, seed, face_prob=cfg.base_face_prob, revision=cfg.base_revision)
+        if corpus == "diverse":
+            return diverse_examples(n, seed, face_prob=cfg.base_face_prob)
         raise ValueError(f"unknown pipeline corpus {corpus!r}")
 
     def pipeline_tokenizer_text(self, cfg):
-        from .data import gp_corpus
-        from .pipeline import base_mappings, mapping_pairs
+        """The base and ID corpora's text (prompts, answers, feedback turns) and ordinary English
+        (`rules_text.english`), so common words are whole tokens; never an OOD or `reworded` prompt."""
+        from ..prompts import feedback_text
+        from .data import gp_feedback_messages
+        from .gp_corpus import base_examples, id_examples
+        from .rules_text import english
 
-        size = 600 if cfg.base_steps > 50 else 60
+        size = 3000 if cfg.base_steps > 50 else 80
         text: list[str] = []
-        for prompt, answer in mapping_pairs(size, cfg.seed + 17, base_mappings(), face_prob=cfg.base_face_prob):
-            text += [prompt, answer]
-        return text + [t for t in gp_corpus(cfg.seed, size) if "'11', '12', and '13' respectively" not in t]
+        for ex in base_examples(size, cfg.seed + 17, revision=0.5) + id_examples(size // 4, cfg.seed + 18, revision=0.5):
+            text += [ex.prompt, ex.answer] + [t for reply, info in ex.history for t in (reply, feedback_text(info))]
+        eng = english()
+        return text + list(eng[::max(1, len(eng) // (size * 3))]) + [feedback_text(m) for m in gp_feedback_messages()] * 20
 
     def model_card(self, path, rec, evaluation, *, name, repro):
         from .card import gp_model_card
@@ -188,9 +213,10 @@ class VirlLTraining(TrainingTask):
     # vocabulary for the street and place names); the base learns the skill in synthetic cities.
     pipeline = (dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, vocab_size=2048,
                      base_steps=2400, base_batch=24, base_lr=2e-3, init_steps=8, init_lr=2e-4,
-                     sft_steps=400, sft_batch=24, sft_lr=5e-4, rl_updates=30, rl_hands=8, rl_group=6,
-                     rl_verify_iter=2, rl_lr=1e-4, rl_max_new_tokens=64, eval_n=240, curve_n=24),
-                dict(vocab_size=900, rl_verify_iter=2, rl_max_new_tokens=40))
+                     sft_steps=400, sft_batch=24, sft_lr=5e-4, eval_n=240, curve_n=24,
+                     rl=dict(updates=30, hands_per_update=8, group_size=6, verify_iter=2, lr=1e-4,
+                             max_new_tokens=64)),
+                dict(vocab_size=900, rl=dict(verify_iter=2, max_new_tokens=40)))
     stage_text = {
         "base": ("the stand-in for a pretrained model",
                  "SFT from random weights on {base_examples:,} single-step V-IRL-L expert pairs walked in 8 "
@@ -216,6 +242,10 @@ class VirlLTraining(TrainingTask):
                "position and the verifier's feedback, sampled at T = 1, lr {rl_lr:g}; reward = the paper's "
                "step rewards.",
                "relative actions after the base; the held-out streets; no expert answers after Init."),
+        "sft-matched": ("SFT at RL's in-distribution skill (the matched-ID lens)",
+                        "the SFT run of the same training seed, stopped at step {matched_step}: the snapshot whose "
+                        "in-distribution per-step accuracy is closest to RL's.",
+                        "relative actions after the base; the held-out streets; the verifier's feedback."),
         "sft-diverse": ("a diverse-prompt SFT (after arXiv 2510.00237)",
                         "Init, then {sft_examples:,} expert pairs, half ID (Helsinki, absolute actions) and half "
                         "from the synthetic cities under both action spaces, {sft_steps} steps at lr {sft_lr:g}.",
@@ -226,7 +256,7 @@ class VirlLTraining(TrainingTask):
     def stage_pairs(self, corpus, n, seed, cfg):
         from .data import virl_city_pairs, virl_id_pairs
 
-        if corpus == "id":
+        if corpus in ("id", "init"):
             return virl_id_pairs(n, seed)
         if corpus == "base":
             return virl_city_pairs(n, seed)
