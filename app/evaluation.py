@@ -53,6 +53,12 @@ class EvalError(ValueError):
     """A bad evaluation request (message shown as is)."""
 
 
+# The one bound on an evaluation's size, whoever starts it (API, UI, CLI): per split, and the
+# concurrent episodes per model. The paper's largest list is 234 hands; 10,000 leaves room.
+MAX_EPISODES_PER_SPLIT = 10_000
+MAX_CONCURRENCY = 64
+
+
 @dataclass
 class EvalConfig:
     task: str
@@ -81,8 +87,11 @@ class EvalConfig:
             raise EvalError("name at least one model")
         if len(set(self.models)) != len(self.models):
             raise EvalError("a model is named twice")
-        if self.episodes is not None and self.episodes < 1:
-            raise EvalError("episodes must be at least 1")
+        if self.episodes is not None and not 1 <= self.episodes <= MAX_EPISODES_PER_SPLIT:
+            raise EvalError(f"episodes per split must be between 1 and {MAX_EPISODES_PER_SPLIT:,}, "
+                            f"got {self.episodes:,}")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise EvalError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}")
         streams = {s.stream for s in spec.splits}   # keep only the sources this task reads
         self.sources = {k: v for k, v in (self.sources or {}).items() if k in streams}
 
@@ -158,18 +167,23 @@ def run_items(config: EvalConfig, shard: tuple[int, int] | None = None) -> list[
 
 async def run_evaluation(store: Store, players: Callable[[str], object], config: EvalConfig, *,
                          run_id: str | None = None, on_progress: Callable[[int, int], None] | None = None,
-                         shard: tuple[int, int] | None = None) -> str:
+                         shard: tuple[int, int] | None = None,
+                         items: list[tuple[str, int, Instance]] | None = None) -> str:
     """Run (or resume, when `run_id` names an existing run) an evaluation; returns the run id.
 
     `players(name)` returns a fresh participant for a model (e.g. `ModelPool.player`). `shard=(i, N)`
-    plays only shard i of N (see `app.shards`)."""
-    items = run_items(config, shard)
+    plays only shard i of N (see `app.shards`). `items` are `run_items(config, shard)` when the caller
+    built them already. The instance list, the resume scan and the summary are computed in a thread,
+    and each model plays through `concurrency` workers, so no size of evaluation holds the event loop
+    (no task per episode is created up front)."""
+    if items is None:
+        items = await asyncio.to_thread(run_items, config, shard)
     total = len(items) * len(config.models)
     if run_id is None or store.get_run(run_id) is None:
         run_id = create_run(store, config, shard, total=total, run_id=run_id)
     store.update_run(run_id, status="running", total=total, error=None)
     existing: dict[tuple, dict] = {}
-    for ep in store.run_episodes(run_id):
+    for ep in await asyncio.to_thread(store.run_episodes, run_id):
         key = (ep["eval_split"], ep["eval_index"], ep["participant"])
         if key not in existing or ep["status"] == "finished":
             existing[key] = ep
@@ -177,34 +191,39 @@ async def run_evaluation(store: Store, players: Callable[[str], object], config:
     store.update_run(run_id, done=done)
     if on_progress:
         on_progress(done, total)
-    limits = {m: asyncio.Semaphore(max(1, config.concurrency)) for m in config.models}
     counter = {"done": done}
 
     async def one(split: str, index: int, instance: Instance, model: str) -> None:
         prior = existing.get((split, index, model))
-        async with limits[model]:
-            player = players(model)
-            kwargs = dict(eval_link={"eval_run_id": run_id, "eval_split": split, "eval_index": index},
-                          group_id=f"{run_id}:{split}:{index}", settings={"eval_run_id": run_id},
-                          stream_deltas=False)
-            if prior is not None:
-                kwargs.update(episode_id=prior["id"], resume=True)
-            async for _ in play(player, instance, store, **kwargs):
-                pass
+        player = players(model)
+        kwargs = dict(eval_link={"eval_run_id": run_id, "eval_split": split, "eval_index": index},
+                      group_id=f"{run_id}:{split}:{index}", settings={"eval_run_id": run_id},
+                      stream_deltas=False)
+        if prior is not None:
+            kwargs.update(episode_id=prior["id"], resume=True)
+        async for _ in play(player, instance, store, **kwargs):
+            pass
         counter["done"] += 1
         store.update_run(run_id, done=counter["done"])
         if on_progress:
             on_progress(counter["done"], total)
 
-    jobs = [one(split, i, inst, m) for split, i, inst in items for m in config.models
-            if existing.get((split, i, m), {}).get("status") != "finished"]
+    async def worker(model: str, todo) -> None:
+        for split, i, inst in todo:   # one shared iterator per model: each item is taken once
+            await one(split, i, inst, model)
+
+    workers = []
+    for m in config.models:
+        todo = iter([(split, i, inst) for split, i, inst in items
+                     if existing.get((split, i, m), {}).get("status") != "finished"])
+        workers += [worker(m, todo) for _ in range(max(1, config.concurrency))]
     try:
-        await asyncio.gather(*jobs)
+        await asyncio.gather(*workers)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "error"
         store.update_run(run_id, status=status, error=None if status == "interrupted" else str(exc))
         raise
-    summary = summarize(store, run_id)
+    summary = await asyncio.to_thread(summarize, store, run_id)
     failed = summary["errors"]
     store.update_run(run_id, status="finished" if not failed else "incomplete", summary=summary,
                      done=counter["done"])
