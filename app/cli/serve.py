@@ -1,4 +1,9 @@
-"""`sftvsrl serve`: the REST API and the Gradio UI in one uvicorn process."""
+"""`sftvsrl serve`: the REST API and the Gradio UI in one uvicorn process, with the connection
+limits of a public server: request heads over `max_header_bytes` refused (h11), a head that does
+not arrive within `header_timeout_s` closes the connection (`HeadTimeoutH11`, so slow-header
+clients cannot hold connections), idle keep-alive connections closed after `keep_alive_s`, and at
+most `max_connections` open at once (uvicorn answers 503 beyond). Game tokens are kept out of
+the access log (`app.main.redact_access_log`)."""
 from __future__ import annotations
 
 import errno
@@ -54,12 +59,69 @@ def cmd_serve(args) -> int:
           flush=True)
     if settings.public and not settings.admin_token:
         print("sftvsrl: warning: --public without SFTVSRL_ADMIN_TOKEN: evaluations and bulk export are disabled")
+    from ..main import redact_access_log
+
     # h11 refuses request heads over this size (the app also answers 431 past max_header_bytes).
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path,
-                            http="h11", h11_max_incomplete_event_size=settings.max_header_bytes,
+                            http=head_timeout_protocol(settings.header_timeout_s),
+                            h11_max_incomplete_event_size=settings.max_header_bytes,
+                            timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections,
                             timeout_graceful_shutdown=5)
+    redact_access_log()   # after uvicorn configured its loggers
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def head_timeout_protocol(seconds: float):
+    """uvicorn's h11 protocol, closing a connection whose request head has not arrived `seconds`
+    after it opened (or after the previous response): a client trickling header bytes would
+    otherwise hold the connection for ever (every byte resets the keep-alive timer)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutH11(H11Protocol):
+        _head_timer = None
+
+        def _arm_head_timer(self) -> None:
+            self._cancel_head_timer()
+            if seconds > 0:
+                self._head_timer = self.loop.call_later(seconds, self._head_timeout)
+
+        def _cancel_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _waiting_for_head(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if not self._waiting_for_head():
+                self._cancel_head_timer()
+
+        def handle_websocket_upgrade(self, event) -> None:
+            self._cancel_head_timer()   # the connection is the websocket protocol's from here
+            super().handle_websocket_upgrade(event)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self._waiting_for_head():
+                self._arm_head_timer()
+
+        def connection_lost(self, exc) -> None:
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self._waiting_for_head() and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeoutH11
 
 
 def bind(host: str, port: int):
