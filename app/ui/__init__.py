@@ -5,6 +5,10 @@ theme that uses only local fonts (nothing is fetched from a CDN), presenter mode
 shortcuts (acting on the tab on screen; `?` lists them). Deep links (`?tab=gp&deal=HKC5D2C4&rule=face_jqk`,
 `?tab=virl&route=3`) restore every control of a tab on load, a bad one says why, and the URL
 follows what is on screen. The footer links to our REST API docs (`/docs`, served offline).
+
+Who a page is (`common.visitor`) follows the API's rules exactly: the games it started (their
+tokens, kept in the browser: `common.games_state`) are its own, Inspect shows only those and the
+evaluation episodes on a public server, and the Evaluate tab asks for the operator token there.
 """
 from pathlib import Path
 
@@ -112,9 +116,10 @@ def build_ui(services=None):
     for a people-only UI, e.g. in tests of the engines' tabs). Each tab registers its own load
     handler (restoring its deep link) and writes its link into the address bar when selected."""
     from . import gp_tab, virl_tab
-    from .common import URL_UPDATE_JS, query_params, serving, unserved_text
+    from .common import URL_UPDATE_JS, games_state, query_params, serving, unserved_text
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        games = games_state(services) if services is not None else None   # the page's game tokens
         with gr.Row(elem_id="sv-header", equal_height=True):
             gr.HTML(f'<div class="sv-title"><h1>{TITLE}</h1><p>Chu et al., 2025, "SFT Memorizes, RL '
                     'Generalizes": you and the SFT and RL models on the paper\'s two tasks, in and out of '
@@ -130,7 +135,7 @@ def build_ui(services=None):
                 if services is not None:
                     from .models_panel import add_gp_models
 
-                    add_gp_models(services, gp)
+                    add_gp_models(services, gp, games)
                 tabbed.append((tab, gp))
             with gr.Tab("V-IRL", id="virl", elem_id="tab-virl") as tab:
                 note = None
@@ -140,7 +145,7 @@ def build_ui(services=None):
                 if services is not None:
                     from .models_panel import add_virl_models
 
-                    add_virl_models(services, virl)
+                    add_virl_models(services, virl, games)
                 tabbed.append((tab, virl))
             if services is not None:
                 from . import evaluate_tab, findings_tab, inspect_tab, models_tab
@@ -148,7 +153,7 @@ def build_ui(services=None):
                 with gr.Tab("Findings", id="findings", elem_id="tab-findings") as tab:
                     tabbed.append((tab, findings_tab.build(services, tab)))
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab:
-                    tabbed.append((tab, inspect_tab.build(services, tab)))
+                    tabbed.append((tab, inspect_tab.build(services, tab, games)))
                 with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                     evaluate_tab.build(services)
                 with gr.Tab("Models", id="models", elem_id="tab-models") as tab:
@@ -163,7 +168,8 @@ def build_ui(services=None):
 
         demo.load(select_tab, None, tabs)
         for tab, part in tabbed:
-            demo.load(part["on_load"], None, part["load_outputs"]).then(None, part["link"], None, js=URL_UPDATE_JS)
+            demo.load(part["on_load"], part.get("load_inputs"), part["load_outputs"]
+                      ).then(None, part["link"], None, js=URL_UPDATE_JS)
     return demo
 
 

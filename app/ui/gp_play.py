@@ -115,16 +115,18 @@ def _choice(value: str, choices: list[tuple[str, str]], what: str) -> str:
     return value
 
 
-def deal_table(seed, rule: str, target, suits: str, mode: str) -> Table:
-    """Deal the first hand of `seed`'s stream. Rule OOD deals force a J/Q/K, as the paper does."""
-    from .. import jobs
-    from ..workers import WorkerUnavailable, WorkTimeout, shared_pool
+def deal_table(seed, rule: str, target, suits: str, mode: str, *, client: str = "") -> Table:
+    """Deal the first hand of `seed`'s stream. Rule OOD deals force a J/Q/K, as the paper does.
+    `client` is the visitor's address (its share of the CPU pool when the deal can be slow)."""
+    from .. import jobs, services
+    from ..access import Caller
 
     seed_i, rule, target_i = parse_seed(seed), parse_rule(rule), parse_target(target)
     _dealer(seed_i, rule, target_i, suits, mode)  # validates the choices
-    try:  # dealing is CPU work: the worker pool runs it under a time limit (never a stuck page)
-        info = shared_pool().run_sync(jobs.gp_deal, seed_i, rule, rule == "face_jqk", suits, mode, target_i)
-    except (ValueError, WorkTimeout, WorkerUnavailable) as exc:
+    try:  # CPU work: inline when cheap, else the fair pool under its time limit (never a stuck page)
+        info = services.compute_sync(None, Caller(client=client), jobs.gp_deal, seed_i, rule, rule == "face_jqk",
+                                     suits, mode, target_i)
+    except services.ServiceError as exc:
         raise InputError(str(exc)) from None
     return Table(info["deal_id"], rule, seed_i, suits, mode)
 
@@ -146,7 +148,7 @@ def default_table() -> Table:
     return deal_table(DEFAULT_SEED, "face10", "24", "mixed", "paper")
 
 
-def table_from_link(params: dict[str, str]) -> Table | None:
+def table_from_link(params: dict[str, str], *, client: str = "") -> Table | None:
     """Restore a table from deep-link parameters (`deal`, `rule`, `seed`, `target`, `suits`,
     `mode`); None when the link names no hand. A bad parameter raises InputError (shown)."""
     if not params.get("deal") and not params.get("seed"):
@@ -164,7 +166,7 @@ def table_from_link(params: dict[str, str]) -> Table | None:
         if params.get("target") and parse_target(params["target"]) != hand.target:
             raise InputError(f"the link's target {shown(params['target'])} does not match deal {hand.id}")
         return Table(hand.id, rule, seed, suits, mode)
-    return deal_table(seed, rule, params.get("target", "24"), suits, mode)
+    return deal_table(seed, rule, params.get("target", "24"), suits, mode, client=client)
 
 
 def solvable(deal: Deal, rule: str) -> bool:

@@ -77,18 +77,18 @@ def build() -> dict:
                mode, *card_btns]
     inputs = [seed, rule, target, suits, mode]
 
-    def on_deal(seed_v, rule_v, target_v, suits_v, mode_v):
+    def on_deal(seed_v, rule_v, target_v, suits_v, mode_v, request: gr.Request):
         try:
-            return show(play.deal_table(seed_v, rule_v, target_v, suits_v, mode_v))
+            return show(play.deal_table(seed_v, rule_v, target_v, suits_v, mode_v, client=_client(request)))
         except play.InputError as exc:
             return {message: error_html(str(exc))}
 
-    def on_next(seed_v, rule_v, target_v, suits_v, mode_v):
+    def on_next(seed_v, rule_v, target_v, suits_v, mode_v, request: gr.Request):
         try:
             nxt = str(play.parse_seed(seed_v) + 1) if str(seed_v).strip() else ""
         except play.InputError:
             nxt = ""  # a bad seed in the box: Next deal starts a fresh random stream
-        return on_deal(nxt, rule_v, target_v, suits_v, mode_v)
+        return on_deal(nxt, rule_v, target_v, suits_v, mode_v, request)
 
     def on_flip(table):
         if table is None:
@@ -128,7 +128,7 @@ def build() -> dict:
     def on_load(request: gr.Request):
         """Restore the hand and every control from the link; a bad link says why and deals the default."""
         try:
-            table = play.table_from_link(query_params(request))
+            table = play.table_from_link(query_params(request), client=_client(request))
         except play.InputError as exc:
             out = show(play.default_table())
             out[message] = error_html(f"This link could not be restored: {exc}. Showing the default hand.")
@@ -138,6 +138,11 @@ def build() -> dict:
     return {"state": state, "formula": formula, "verdict": verdict, "hand": hand, "info": info, "link": link,
             "check_triggers": check_triggers, "models_slot": models_slot, "columns_slot": columns_slot,
             "race_slot": race_slot, "on_load": on_load, "load_outputs": outputs}
+
+
+def _client(request) -> str:
+    """The visitor's address: its share of the CPU pool when a deal can be slow."""
+    return getattr(getattr(request, "client", None), "host", None) or ""
 
 
 def _backspace(formula: str) -> str:

@@ -6,6 +6,9 @@ Each column is rebuilt from the runner's events: one collapsible step per try wi
 timing, then the final outcome. Columns are independent: a slow or dead model only affects its
 own column. Stop cancels the run and marks the unfinished columns "Stopped". On V-IRL each
 model's walk is drawn on the tab's map in its column's colour, step by step.
+
+A run is the page visitor's game (`common.visitor`: the caps of its address apply) and its token
+joins the tokens the page keeps (`common.games_state`), so Inspect opens it for this visitor only.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import gradio as gr
 from game.tasks import Instance, InstanceError, get_task
 
 from .. import services
-from .common import badge, error_html, esc, note_html, outcome_badge, serving, unserved_text
+from .common import badge, error_html, esc, kept_tokens, note_html, outcome_badge, serving, unserved_text, visitor
 
 MAX_COLUMNS = 3
 COLOURS = [(230, 120, 20), (37, 99, 235), (168, 60, 200)]  # column 0, 1, 2: the walks on the map
@@ -169,9 +172,10 @@ def _remember(key, columns: list[Column]) -> None:
         _LIVE.popitem(last=False)
 
 
-async def stream_columns(ctx, instance: Instance, names: list[str], key=None):
-    """Yield a list of column HTML (MAX_COLUMNS long) as the runner's events arrive; with a `key`
-    (session, tab) the columns stay reachable for Stop (`stopped_columns`)."""
+async def stream_columns(ctx, caller, instance: Instance, names: list[str], key=None, tokens: list | None = None):
+    """Yield a list of column HTML (MAX_COLUMNS long) as the runner's events arrive, for `caller`
+    (`services.Caller`); with a `key` (session, tab) the columns stay reachable for Stop
+    (`stopped_columns`); the started game's token is appended to `tokens` when given."""
     names = list(dict.fromkeys(names))[:MAX_COLUMNS]
     labels = _labels(ctx, names)
     columns = {n: Column(n, labels[n], i, instance) for i, n in enumerate(names)}
@@ -197,7 +201,9 @@ async def stream_columns(ctx, instance: Instance, names: list[str], key=None):
     if not players:
         return
     try:
-        group = await services.start_group(ctx, instance, players, {"source": "ui"})
+        group = await services.start_group(ctx, caller, instance, players, {"source": "ui"})
+        if tokens is not None:
+            tokens.append(services.game_token(ctx, group.group_id))
     except services.ServiceError as exc:
         for p in players:
             columns[p.name].error, columns[p.name].finished = str(exc), {}
@@ -255,7 +261,7 @@ class Panel:
     events: list
 
 
-def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: str, make_instance, nothing_yet: str,
+def _panel(ctx, state, games, prefix: str, *, vision_task: str | None, vision_label: str, make_instance, nothing_yet: str,
            key_of, draw_map=None, map_output=None, columns_in=None) -> Panel:
     """Controls + columns for one tab. `make_instance(state_value, vision)` builds the instance;
     on V-IRL `draw_map(state_value, walks)` redraws the tab's map (`map_output`) with the walks."""
@@ -273,14 +279,16 @@ def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: st
         run = gr.Button("Run models (R)", variant="primary", scale=1, min_width=140, elem_id=f"{prefix}-run")
         stop = gr.Button("Stop", scale=1, min_width=80, elem_id=f"{prefix}-stop")
     if ctx.pool.error:
-        gr.HTML(error_html(f"Model configuration problem: {ctx.pool.error}"))
+        from ..access import Caller
+
+        gr.HTML(error_html(f"Model configuration problem: {services.public_text(ctx, Caller(), ctx.pool.error)}"))
     with columns_in or gr.Column():
         with gr.Row(elem_classes="sv-columns", equal_height=False):
             cols = [gr.HTML("", elem_id=f"{prefix}-col-{i}", elem_classes="sv-model-col", min_width=260)
                     for i in range(MAX_COLUMNS)]
     outputs = cols + ([map_output] if map_output is not None else [])
 
-    async def run_models(value, names_v, vl, request: gr.Request):
+    async def run_models(value, names_v, vl, games_v, request: gr.Request):
         if value is None or not names_v:
             yield {cols[0]: error_html(nothing_yet if value is None else "Pick at least one model.")}
             return
@@ -294,8 +302,11 @@ def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: st
             return
         key = (getattr(request, "session_hash", None), prefix)
         last_walks = None
-        async for update in stream_columns(ctx, instance, names_v, key):
+        started: list[str] = []
+        async for update in stream_columns(ctx, visitor(ctx, request, games_v), instance, names_v, key, started):
             out = dict(zip(cols, update))
+            if started:   # the page keeps the new game's token (Inspect opens it for this visitor)
+                out[games] = kept_tokens(games_v, started.pop())
             if draw_map is not None:
                 now = walks(_LIVE.get(key, []))
                 if now != last_walks:
@@ -304,10 +315,11 @@ def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: st
             yield out
         _LIVE.pop(key, None)
 
-    inputs = [state, pick] + ([vision] if vision is not None else [])
+    inputs = [state, pick] + ([vision] if vision is not None else []) + [games]
+    outputs = outputs + [games]
     if vision is None:
-        async def run_text(value, names_v, request: gr.Request):
-            async for out in run_models(value, names_v, False, request):
+        async def run_text(value, names_v, games_v, request: gr.Request):
+            async for out in run_models(value, names_v, False, games_v, request):
                 yield out
         fn = run_text
     else:
@@ -331,11 +343,11 @@ def wire_stop(panel: Panel, draw_map=None, state=None, map_output=None) -> None:
     panel.stop.click(on_stop, [state] if state is not None else None, panel.outputs, cancels=panel.events)
 
 
-def add_gp_models(ctx, gp: dict) -> None:
+def add_gp_models(ctx, gp: dict, games) -> None:
     from . import race
 
     with gp["models_slot"]:
-        panel = _panel(ctx, gp["state"], "gp", vision_task="gp-vl",
+        panel = _panel(ctx, gp["state"], games, "gp", vision_task="gp-vl",
                        vision_label="Vision variant (GP-VL: table image)",
                        make_instance=lambda t, vl: Instance("gp-vl" if vl else "gp-l",
                                                             {"deal_id": t.deal_id, "rule": t.rule}),
@@ -345,7 +357,7 @@ def add_gp_models(ctx, gp: dict) -> None:
     wire_stop(panel, state=gp["state"])
 
 
-def add_virl_models(ctx, virl: dict) -> None:
+def add_virl_models(ctx, virl: dict, games) -> None:
     from . import virl_play as vp
 
     def draw_map(walk, model_walks):
@@ -354,7 +366,7 @@ def add_virl_models(ctx, virl: dict) -> None:
     with virl["models_slot"]:
         # One vision toggle on this tab: the Observation choice (text / street views) is what you
         # see and what the models get.
-        panel = _panel(ctx, virl["state"], "virl", vision_task=None, vision_label="",
+        panel = _panel(ctx, virl["state"], games, "virl", vision_task=None, vision_label="",
                        make_instance=lambda w, vl: Instance(
                            "virl-vl" if w.view == "image" else "virl-l",
                            {"source": w.source, "route": w.route, "seed": w.seed, "absolute_action": w.absolute}),
