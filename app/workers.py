@@ -376,6 +376,12 @@ def spin(seconds: float) -> None:
         pass
 
 
+def nap(seconds: float) -> float:
+    """Sleep `seconds` (tests: a job that takes wall time without competing for the CPU)."""
+    time.sleep(seconds)
+    return seconds
+
+
 def _worker_main(fd: int, parent_pid: int) -> None:
     import signal
 
