@@ -1,11 +1,14 @@
 """Backend benchmarks: REST load under 50 concurrent clients against a real `sftvsrl serve` process
 on loopback (requests/s, p50/p95/p99 latency for deal and verify, errors, server RSS including its
-worker processes), and evaluation throughput (episodes/s) at concurrency 1 vs 16: in-process
-(`local` backend, the in-repo GP-L SFT checkpoint) and with a tiny checkpoint behind our
-OpenAI-compatible server (real HTTP)."""
+worker processes); a bystander's deals while another client floods slow verifies (24 concurrent);
+`/api/health` while the largest allowed evaluation starts (a public server, the operator token);
+and evaluation throughput (episodes/s) at concurrency 1 vs 16: in-process (`local` backend, the
+in-repo GP-L SFT checkpoint) and with a tiny checkpoint behind our OpenAI-compatible server (real
+HTTP)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -31,15 +34,16 @@ class _Conn:
     """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load generator must cost far
     less CPU than the server it measures (httpx costs about as much per request as the server)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, source: str | None = None) -> None:
+        self.host, self.port, self.source = host, port, source
         self.reader = self.writer = None
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
         if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.reader, self.writer = await asyncio.open_connection(
+                self.host, self.port, local_addr=(self.source, 0) if self.source else None)
         head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
-                "Content-Type: application/json\r\n\r\n").encode()
+                f"Content-Type: application/json\r\n{headers}\r\n").encode()
         self.writer.write(head + body)
         status_line = await self.reader.readline()
         length = 0
@@ -92,6 +96,113 @@ async def _load(port: int) -> dict[str, list[float]]:
     return lat
 
 
+FLOODERS = 24
+FLOOD_BODY = json.dumps({"deal_id": "HKC5D2C4", "reply": '"cards": [' * 1638, "lenient": True}).encode()
+
+
+async def _flood(port: int, bystander_requests: int = 200) -> dict:
+    """24 connections from one address post the largest lenient verify in a loop (the flood of
+    issue 24) while a bystander on another address deals hands one after another."""
+    stop = asyncio.Event()
+    out: dict[str, list] = {"bystander": [], "bystander_errors": [], "flood": [], "flood_5xx": []}
+
+    async def flooder() -> None:
+        conn = _Conn("127.0.0.1", port, source="127.0.0.2")
+        try:
+            while not stop.is_set():
+                status, _ = await conn.request("POST", "/api/gp/verify", FLOOD_BODY)
+                out["flood"].append(status)
+                if status >= 500:
+                    out["flood_5xx"].append(status)
+        finally:
+            conn.close()
+
+    async def bystander() -> None:
+        conn = _Conn("127.0.0.1", port, source="127.0.0.3")
+        try:
+            while len(out["flood"]) < FLOODERS:   # the flood is under way
+                await asyncio.sleep(0.01)
+            for i in range(bystander_requests):
+                t = time.perf_counter()
+                status, _ = await conn.request("GET", f"/api/gp/deal?seed={i}")
+                out["bystander"].append(time.perf_counter() - t)
+                if status != 200:
+                    out["bystander_errors"].append(status)
+        finally:
+            conn.close()
+            stop.set()
+
+    await asyncio.gather(bystander(), *(flooder() for _ in range(FLOODERS)))
+    return out
+
+
+def bench_flood(port: int) -> None:
+    out = asyncio.run(_flood(port))
+    ms = [v * 1000 for v in out["bystander"]]
+    report(f"api bystander deal p50 ({FLOODERS} flooding verifies)", statistics.median(ms), "ms",
+           higher_is_better=False)
+    report(f"api bystander deal p95 ({FLOODERS} flooding verifies)", _percentile(ms, 95), "ms",
+           target="p95 < 250 ms", higher_is_better=False)
+    report(f"api flood: 5xx of {len(out['flood'])} verifies, bystander errors", len(out["flood_5xx"])
+           + len(out["bystander_errors"]), "", target="0", higher_is_better=False)
+
+
+ADMIN = "bench-operator"
+
+
+async def _health_during_eval_start(port: int) -> tuple[list[float], int, dict]:
+    """`/api/health` latencies from the moment the largest allowed evaluation is requested until
+    3 s after it was started (then it is cancelled)."""
+    import json as _json
+
+    from app.evaluation import MAX_EPISODES_PER_SPLIT
+
+    auth = f"Authorization: Bearer {ADMIN}\r\n"
+    starter, prober = _Conn("127.0.0.1", port), _Conn("127.0.0.1", port)
+    lat: list[float] = []
+    errors = 0
+    body = _json.dumps({"task": "gp-l", "models": ["sft", "rl"], "episodes": MAX_EPISODES_PER_SPLIT}).encode()
+    start = asyncio.create_task(starter.request("POST", "/api/evaluations", body, auth))
+    until = None
+    while until is None or time.perf_counter() < until:
+        t = time.perf_counter()
+        status, _ = await prober.request("GET", "/api/health")
+        lat.append(time.perf_counter() - t)
+        errors += status != 200
+        if start.done() and until is None:
+            until = time.perf_counter() + 3.0
+        await asyncio.sleep(0.005)
+    status, data = await start
+    run = _json.loads(data) if status == 202 else {"error": data[:200]}
+    if status == 202:
+        await starter.request("POST", f"/api/evaluations/{run['id']}/cancel", b"", auth)
+    starter.close()
+    prober.close()
+    return lat, errors, run
+
+
+def bench_eval_start(tmp: Path) -> None:
+    from models.procs import ManagedServer, free_port
+
+    port = free_port()
+    env = {"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(tmp / "eval-start-data"), "SFTVSRL_ADMIN_TOKEN": ADMIN}
+    srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--public", "--port", str(port),
+                                "--log-level", "warning"], f"http://127.0.0.1:{port}/api/health", env=env,
+                        log_path=tmp / "eval-start.log").start()
+    try:
+        if not srv.wait_healthy(120):
+            print("api server did not start:", srv.log_tail())
+            return
+        lat, errors, run = asyncio.run(_health_during_eval_start(port))
+        ms = [v * 1000 for v in lat]
+        what = f"{run.get('total', '?'):,} episodes" if isinstance(run.get("total"), int) else str(run)[:60]
+        report(f"api health p95 while the largest eval starts ({what})", _percentile(ms, 95), "ms",
+               target="p95 < 100 ms", higher_is_better=False)
+        report("api health errors meanwhile", errors, "", target="0", higher_is_better=False)
+    finally:
+        srv.stop()
+
+
 def _rss_mib(pid: int) -> float:
     """Resident memory of the server and its children (the worker pool), MiB."""
     import psutil
@@ -114,12 +225,19 @@ def bench_api_latency(tmp: Path) -> None:
             print("api server did not start:", srv.log_tail())
             return
         asyncio.run(_load(port))  # warm-up (solver caches, worker pool start)
+        import psutil
+
+        server = psutil.Process(srv.proc.pid)
+        cpu_before = sum(server.cpu_times()[:2])
         start = time.perf_counter()
         lat = asyncio.run(_load(port))
         wall = time.perf_counter() - start
+        cpu = sum(server.cpu_times()[:2]) - cpu_before
         errors = len(lat.pop("errors"))
         n = sum(len(v) for v in lat.values())
         report(f"api requests/s ({CLIENTS} clients)", n / wall, "req/s")
+        # CPU per request does not depend on what else runs on the machine (latency does)
+        report("api server CPU per request (deal + verify)", 1000 * cpu / n, "ms", higher_is_better=False)
         for name, values in lat.items():
             ms = [v * 1000 for v in values]
             report(f"api {name} p50 ({CLIENTS} clients)", statistics.median(ms), "ms", higher_is_better=False)
@@ -128,6 +246,7 @@ def bench_api_latency(tmp: Path) -> None:
             report(f"api {name} p99 ({CLIENTS} clients)", _percentile(ms, 99), "ms", higher_is_better=False)
         report(f"api errors ({CLIENTS} clients, {n} requests)", errors, "", target="0", higher_is_better=False)
         report("api server RSS incl. workers", _rss_mib(srv.proc.pid), "MiB", higher_is_better=False)
+        bench_flood(port)
     finally:
         srv.stop()
 
@@ -215,6 +334,7 @@ def run() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sftvsrl-bench-api-"))
     try:
         bench_api_latency(tmp)
+        bench_eval_start(tmp)
         if os.environ.get("SFTVSRL_BENCH_SKIP_MODEL") != "1":
             bench_local_eval_concurrency(tmp)
             bench_eval_concurrency(tmp)

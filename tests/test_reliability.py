@@ -181,6 +181,29 @@ def test_overflowing_query_values_and_huge_headers(client):
     assert client.get("/api/health").status_code == 200
 
 
+def test_a_client_trickling_its_request_head_is_disconnected(server):
+    """A request head sent a byte at a time (each byte would reset a keep-alive timer) is cut off
+    once the head timeout passes; the server answered nothing. The loop bound is a hang guard."""
+    import socket
+
+    host, port = server.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(0.5)
+        head = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100_000
+        closed = False
+        for i in range(2000):
+            try:
+                sock.sendall(head[i:i + 1])
+                closed = sock.recv(1024) == b""
+            except socket.timeout:
+                continue
+            except OSError:   # reset: closed
+                closed = True
+            if closed:
+                break
+        assert closed, "the server kept a trickling connection open"
+
+
 def test_worker_pool_time_limit_stops_runaway_work():
     from app import jobs
     from app.workers import WorkerPool, WorkTimeout, spin

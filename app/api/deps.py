@@ -6,11 +6,13 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 
 
-def ctx(request: Request):
+# Both are `async` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread
+# hop per request per dependency (most of a cheap request's cost under load).
+async def ctx(request: Request):
     return request.app.state.ctx
 
 
-def caller(request: Request):
+async def caller(request: Request):
     """The request's caller: its address, the game tokens and the operator token it presents."""
     return request.app.state.ctx.access.caller_of(request)
 
