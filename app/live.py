@@ -41,6 +41,9 @@ class ModelPool:
         self._backends: dict[str, Any] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._warming: dict[tuple, str] = {}     # backend key -> "loading" / "failed: why" while warming
+        # What the landing page plays first, per task (set by the UI): the warm-up plays it, so the
+        # first Run finds its prompt in the model's prefix cache like any later Run.
+        self.warm_instances: dict[str, Instance] = {}
         self._create = threading.Lock()
 
     @classmethod
@@ -121,7 +124,7 @@ class ModelPool:
                 backend = self.backend(name, task)
                 await asyncio.to_thread(backend.load)
                 spec = get_task(task)
-                session = open_session(spec.instances(spec.split_names[0], 1)[0])
+                session = open_session(self.warm_instances.get(task) or spec.instances(spec.split_names[0], 1)[0])
                 messages = Conversation(image=session.vision).messages_for(session.prompt())
                 done = await backend.complete(messages, [session.image()] if session.vision else [],
                                               _replace(self.spec(name).decoding, max_tokens=4))

@@ -226,9 +226,23 @@ def build_ui(services=None):
                 "showing 24 Points.")
 
         demo.load(select_tab, None, [tabs, link_note])
+        if services is not None:
+            services.pool.warm_instances.update(landing_instances())
         for tab, part in tabbed:
             demo.load(part["on_load"], None, part["load_outputs"]).then(None, part["link"], None, js=URL_UPDATE_JS)
     return demo
+
+
+def landing_instances() -> dict:
+    """What each task's tab plays when opened without a link (the server's warm-up plays these)."""
+    from game.tasks import TASKS, Instance
+
+    from . import gp_play, virl_play
+
+    table, walk = gp_play.default_table(), virl_play.Walk()
+    gp = {"deal_id": table.deal_id, "rule": table.rule}
+    virl = {"source": walk.source, "route": walk.route, "seed": walk.seed, "absolute_action": walk.absolute}
+    return {t: Instance(t, gp if spec.family == "gp" else virl) for t, spec in TASKS.items()}
 
 
 def mount_ui(app, services=None, *, path: str = "/", root_path: str | None = None):

@@ -21,6 +21,13 @@ def _what(task: str, n: int) -> str:
     return ("hand" if get_task(task).family == "gp" else "route") + ("s" if n != 1 else "")
 
 
+def _won(task: str) -> tuple[str, str]:
+    """Winning an instance in words: (past, present) — GP solves a hand, V-IRL arrives on a route."""
+    from game.tasks import get_task
+
+    return ("solved", "solves") if get_task(task).family == "gp" else ("arrived on", "arrives on")
+
+
 def note_html(p: diff.Pick) -> str:
     """Who won the picked instance in the shipped evaluation, and how often each direction occurs."""
     c, (a, b) = p.count, p.sides
@@ -28,9 +35,9 @@ def note_html(p: diff.Pick) -> str:
     things = _what(p.task, c.n)
     wins = {s.stage: len(c.only[s.stage]) for s in p.sides}
     if c.measure == "success":
-        counts = (f"On {where}, of the {c.n} {things} in the shipped evaluation, <b>{esc(a.label)} alone solves "
-                  f"{wins[a.stage]}</b> and <b>{esc(b.label)} alone {wins[b.stage]}</b> (both {c.both}, "
-                  f"neither {c.neither}).")
+        counts = (f"On {where}, of the {c.n} {things} in the shipped evaluation, <b>{esc(a.label)} alone "
+                  f"{_won(p.task)[1]} {wins[a.stage]}</b> and <b>{esc(b.label)} alone {wins[b.stage]}</b> "
+                  f"(both {c.both}, neither {c.neither}).")
     else:
         counts = (f"On {where} neither model's walk ever differs in arriving, so this compares correct moves: "
                   f"of the {c.n} {things}, <b>{esc(a.label)} makes more on {wins[a.stage]}</b>, "
@@ -39,7 +46,7 @@ def note_html(p: diff.Pick) -> str:
         return (f'<div class="sv-note sv-difference" role="status" data-direction="none">{counts} The two shipped '
                 f'models never disagree here: there is no {_what(p.task, 1)} to show on this split. Try another '
                 f'rule or task.</div>')
-    verb = "solved" if c.measure == "success" else "made more correct moves on"
+    verb = _won(p.task)[0] if c.measure == "success" else "made more correct moves on"
     links = " · ".join(f'<a href="{esc(diff.recorded_link(p, s))}" target="_self">{esc(s.label)}\'s recorded episode</a>'
                        for s in (p.winner, p.loser) if diff.recorded_link(p, s))
     usual = ("the more common way round" if wins[p.winner.stage] > wins[p.loser.stage]

@@ -1,5 +1,6 @@
 """The Models tab: which models are configured, where they run (backend, path or URL), which
-tasks each serves, and a live health check with its latency."""
+tasks each serves, whether each is loaded ("loading…" while the server's warm start loads it,
+`ModelPool.state`), and a live health check with its latency."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,7 @@ from .common import badge, error_html, esc
 def _table(ctx, rows: list[str]) -> str:
     source = esc(ctx.pool.config.source) if ctx.pool.config else ""
     return (f'<div class="sv-dim">Configuration: <code>{source}</code></div><table class="sv-models">'
-            '<tr><th>model</th><th>backend</th><th>where</th><th>tasks</th><th>health</th></tr>'
+            '<tr><th>model</th><th>backend</th><th>where</th><th>tasks</th><th>loaded</th><th>health</th></tr>'
             + "".join(rows) + "</table>")
 
 
@@ -21,7 +22,20 @@ def _row(ctx, name: str, health_html: str) -> str:
     spec = ctx.pool.spec(name)
     return (f'<tr data-model="{esc(name)}"><td><b>{esc(spec.label or name)}</b> <code>{esc(name)}</code></td>'
             f'<td>{esc(spec.backend)}</td><td><code>{esc(spec.where)}</code></td>'
-            f'<td>{esc(", ".join(spec.tasks))}</td><td>{health_html}</td></tr>')
+            f'<td>{esc(", ".join(spec.tasks))}</td><td>{state_html(ctx, name)}</td><td>{health_html}</td></tr>')
+
+
+def state_html(ctx, name: str) -> str:
+    """Whether the model's checkpoints are loaded: "loading…" while the warm start loads them."""
+    states = [ctx.pool.state(name, task) for task in ctx.pool.spec(name).tasks]
+    if any(s == "loading" for s in states):
+        return f'<span data-state="loading">{badge("info", "loading…")}</span>'
+    failed = next((s for s in states if s.startswith("failed")), None)
+    if failed:
+        return f'<span data-state="failed">{badge("bad", "failed")} <span class="sv-dim">{esc(failed[8:])}</span></span>'
+    if all(s == "ready" for s in states):
+        return f'<span data-state="ready">{badge("ok", "ready")}</span>'
+    return '<span data-state="cold" class="sv-dim">loads on first use</span>'
 
 
 def listing(ctx) -> str:
@@ -49,7 +63,7 @@ async def health_rows(ctx) -> str:
 def build(ctx, tab=None) -> dict:
     """The tab's content; `tab` (its gr.Tab) re-checks health whenever the tab is opened."""
     refresh = gr.Button("Check health", variant="primary", elem_id="models-refresh")
-    out = gr.HTML(listing(ctx), elem_id="models-health")
+    out = gr.HTML(lambda: listing(ctx), elem_id="models-health")  # drawn per page load: "loading…" is current
 
     async def on_refresh():
         return await health_rows(ctx)
