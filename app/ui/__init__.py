@@ -5,6 +5,13 @@ theme that uses only local fonts (nothing is fetched from a CDN), presenter mode
 shortcuts (acting on the tab on screen; `?` lists them). Deep links (`?tab=gp&deal=HKC5D2C4&rule=face_jqk`,
 `?tab=virl&route=3`) restore every control of a tab on load, a bad one says why, and the URL
 follows what is on screen. The footer links to our REST API docs (`/docs`, served offline).
+Presenter mode is a page state (`presenter=1` in the address, remembered by the browser, kept by
+every link the page follows); the server's warm-up plays `landing_instances()`.
+
+The tabs' modules: `gp_tab` / `gp_play` (24 Points), `virl_tab` / `virl_play` (V-IRL), `models_panel`
+(model columns on both), `race`, `difference_panel` ("Show me the difference"), `landing` (the
+finding at the top), `findings_tab`, `inspect_tab`, `evaluate_tab`, `models_tab`; `common` the
+helpers they share.
 """
 from pathlib import Path
 
