@@ -319,10 +319,11 @@ def plot(summary: dict, path: Path, look: str = "light") -> Path:
                 xs.append(i + (j - (len(splits) - 1) / 2) * width)
                 ys.append(100 * m[key] if m else 0.0)
                 es.append(100 * m[se_key] if m else 0.0)
-            bars = ax.bar(xs, ys, width, yerr=es, capsize=5 if big else 3, label=split, color=colour(j, look),
+            ax.bar(xs, ys, width, yerr=es, capsize=5 if big else 3, label=split, color=colour(j, look),
                           error_kw={"ecolor": "white" if big else "black", "elinewidth": 2 if big else 1})
-            ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], padding=3,
-                         fontsize=(15 if big else 8), color="white" if big else "black")
+            for x, y, e in zip(xs, ys, es):   # each value above its error bar, never across it
+                ax.annotate(f"{y:.1f}", (x, min(y + e, 100)), xytext=(0, 4), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=(15 if big else 8), color="white" if big else "black")
         ax.set_xticks(range(len(models)), models)
         ax.set_ylabel(_HEADLINE_LABEL[headline] + " (%)")
         ax.set_ylim(0, 118)              # room for a value label above a bar at 100 %
