@@ -59,14 +59,14 @@ def note_html(p: diff.Pick) -> str:
 
 
 def add(ctx, panel, tab: dict, *, task_of, choice_of, state_of) -> None:
-    """The button (beside Run) and its note (under the controls). `task_of(state, vision)` is the
+    """The button (beside Deal / Start route) and its note (under the hand / above the columns). `task_of(state, vision)` is the
     task on screen, `choice_of(state)` what selects the split (GP: rule and suits; V-IRL: action
     space and route set), `state_of(params, state)` the tab's state for a picked instance."""
     folder = findings_dir(ctx.settings)
     turn = gr.State(0)
     picked = gr.State(False)
-    with panel.actions:
-        button = gr.Button(BUTTON, scale=1, min_width=150, elem_id=f"{panel.prefix}-difference")
+    with tab.get("deal_row") or panel.actions:   # beside Deal / Start route: it deals too
+        button = gr.Button(BUTTON, elem_id=f"{panel.prefix}-difference")
     with tab.get("difference_slot") or gr.Column():
         note = gr.HTML("", elem_id=f"{panel.prefix}-difference-note", elem_classes="sv-collapse")
     show, outputs = tab["show"], tab["outputs"]

@@ -32,7 +32,7 @@ def build() -> dict:
                             elem_id="gp-suits")
         mode = gr.Dropdown(play.MODE_CHOICES, value="paper", label="Dealing", min_width=140, scale=3,
                            elem_id="gp-mode")
-    with gr.Row(elem_classes="sv-actions"):
+    with gr.Row(elem_classes="sv-actions") as deal_row:   # "Show me the difference" joins it
         deal_btn = gr.Button("Deal", variant="primary", elem_id="gp-deal")
         next_btn = gr.Button("Next deal (N)", elem_id="gp-next")
         flip_btn = gr.Button("Flip rule ID ⇄ OOD (F)", elem_id="gp-flip")
@@ -167,7 +167,8 @@ def build() -> dict:
 
     return {"state": state, "formula": formula, "verdict": verdict, "hand": hand, "info": info, "link": link,
             "check_triggers": check_triggers, "models_slot": models_slot, "columns_slot": columns_slot,
-            "race_slot": race_slot, "finding_slot": finding_slot, "difference_slot": difference_slot, "on_load": on_load, "load_outputs": outputs,
+            "race_slot": race_slot, "finding_slot": finding_slot, "difference_slot": difference_slot,
+            "deal_row": deal_row, "on_load": on_load, "load_outputs": outputs,
             "show": show, "outputs": outputs}
 
 

@@ -9,8 +9,8 @@ import gradio as gr
 from .. import findings as fd
 from .common import esc
 
-CLAIM = ("<b>The paper's claim</b> (Chu et al., 2025): post-trained on one rule only, <b>SFT memorizes</b> "
-         "it and <b>RL generalizes</b> to a rule neither has seen.")
+CLAIM = ("<b>The paper:</b> post-trained on one rule only, <b>SFT memorizes</b> it and <b>RL generalizes</b> "
+         "to a rule neither has seen.")
 
 
 def _short(task: str, split: str) -> str:
@@ -43,13 +43,11 @@ def banner_html(ctx, task: str) -> str:
         nums = " · ".join(f'{esc(label)} <b class="sv-finding-num">{100 * v:.1f} %</b>' for label, v in values)
         cells.append(f'<span class="sv-finding-split" data-split="{esc(split)}">{esc(_short(task, split))}: '
                      f'{nums}</span>')
-    measured = (f'<b>Our tiny {esc(short)} models</b>, {esc(f.metric_words)}'
-                + (f", {n} per split" if n else "") + ": " + " | ".join(cells))
-    return (f'<div class="sv-finding" data-task="{esc(task)}"><div>{CLAIM}</div>'
-            f'<div>{measured}</div><div class="sv-finding-verdict">{esc(fd.verdict(f))} '
-            f'<a href="?tab=findings&amp;task={esc(task)}" target="_self">All the findings →</a> '
-            f'<span class="sv-dim">Press <kbd>D</kbd> (Show me the difference) for one where they disagree.'
-            f'</span></div></div>')
+    measured = (f'<b>Our tiny {esc(short)} models</b> ({esc(f.metric_words)}'
+                + (f", {n} per split" if n else "") + "): " + " | ".join(cells))
+    return (f'<div class="sv-finding" data-task="{esc(task)}"><div>{CLAIM} {measured}</div>'
+            f'<div class="sv-finding-verdict">{esc(fd.verdict(f))} '
+            f'<a href="?tab=findings&amp;task={esc(task)}" target="_self">All the findings →</a></div></div>')
 
 
 def add(ctx, slot, task: str, switches) -> None:

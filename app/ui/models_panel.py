@@ -308,12 +308,14 @@ def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: st
                f"'{show_id or prefix + '-results'}', '#{prefix}-col-0 .sv-col'); return args; }}")
     with gr.Row(elem_classes="sv-actions sv-model-actions", elem_id=f"{prefix}-results") as actions:
         pick = gr.CheckboxGroup(offered, value=default, label="Models on this " + ("hand" if prefix == "gp" else "route"),
-                                scale=3, min_width=200, elem_id=f"{prefix}-model-pick")
+                                scale=2 if vision_task is not None else 3, min_width=200, elem_id=f"{prefix}-model-pick")
         vision = None
         if vision_task is not None:
             served = serving(ctx.pool, vision_task)
-            vision = gr.Checkbox(label=vision_label, value=False, scale=2, min_width=220, interactive=bool(served),
-                                 info=None if served else unserved_text(vision_task), elem_id=f"{prefix}-vision")
+            # wide enough that the note on what to run (when no model serves it) stays a few lines
+            vision = gr.Checkbox(label=vision_label, value=False, scale=2 if served else 3, min_width=220 if served else 300,
+                                 interactive=bool(served), info=None if served else unserved_text(vision_task),
+                                 elem_id=f"{prefix}-vision")
         run = gr.Button("Run models (R)", variant="primary", scale=1, min_width=140, elem_id=f"{prefix}-run")
         stop = gr.Button("Stop", scale=1, min_width=80, elem_id=f"{prefix}-stop")
     if ctx.pool.error:

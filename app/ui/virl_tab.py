@@ -31,7 +31,7 @@ def build(vision_note: str | None = None) -> dict:
         view = gr.Radio([("Text (L)", "text"), ("Street views (VL)", "image")], value="text",
                         label="Observation (you and the models)", scale=3, min_width=260, info=vision_note,
                         elem_id="virl-view")
-    with gr.Row(elem_classes="sv-actions"):
+    with gr.Row(elem_classes="sv-actions") as deal_row:   # "Show me the difference" joins it
         start = gr.Button("Start route", variant="primary", elem_id="virl-start")
         oracle = gr.Button("Show the right move", elem_id="virl-oracle")
     models_slot = gr.Column(elem_id="virl-models-slot")
@@ -131,5 +131,5 @@ def build(vision_note: str | None = None) -> dict:
 
     return {"state": state, "map": map_img, "legend": legend, "view": view, "link": link,
             "models_slot": models_slot, "columns_slot": columns_slot, "finding_slot": finding_slot,
-            "difference_slot": difference_slot,
+            "difference_slot": difference_slot, "deal_row": deal_row,
             "on_load": on_load, "load_outputs": outputs, "show": render, "outputs": outputs}
