@@ -144,7 +144,12 @@ def _dealer(seed: int, rule: str, target: int, suits: str, mode: str) -> Dealer:
 
 
 def default_table() -> Table:
-    return deal_table(DEFAULT_SEED, "face10", "24", "mixed", "paper")
+    """The hand a page shows without a link (seed 1's first hand), dealt here: a known input needs
+    no worker pool, so the server's warm-up and a benchmark can ask for it too."""
+    from game.gp.deal import deal
+
+    hand = deal(DEFAULT_SEED, DealConfig(Rule.FACE10, ood=False, suits="mixed", mode="paper", target=24))
+    return Table(hand.id, "face10", DEFAULT_SEED, "mixed", "paper")
 
 
 def table_from_link(params: dict[str, str]) -> Table | None:
