@@ -179,7 +179,8 @@ def test_the_default_models_are_loaded_when_the_server_is_up(page, app_url):
     assert set(states) <= {"loading", "ready", "cold"}, states
     while page.locator("#models-health tr[data-model='rl'] [data-state='ready']").count() == 0 or \
             page.locator("#models-health tr[data-model='sft'] [data-state='ready']").count() == 0:
-        page.reload()   # drawn per page load; the warm-up's end is the event waited for
+        assert page.locator("#models-health [data-state='failed']").count() == 0, page.inner_text("#models-health")
+        page.reload()   # drawn per page load; the warm-up's end (ready, or failed) is the event waited for
         page.wait_for_selector("#models-health tr[data-model='sft'] [data-state]")
     assert "loads on first use" in page.inner_text("#models-health tr[data-model='init']")
 
