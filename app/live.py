@@ -91,10 +91,10 @@ class ModelPool:
         except ConfigError:
             return "failed: not configured"
         warming = self._warming.get(key)
-        if warming is not None:
-            return warming
         backend = self._backends.get(key)
         loaded = getattr(backend, "loaded", None) if backend is not None else None
+        if warming is not None and not (warming.startswith("failed") and loaded):   # a later run may load it
+            return warming
         if backend is not None and loaded is not False:
             return "ready"
         return "cold" if self.spec(name).backend == "local" else "ready"
