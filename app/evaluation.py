@@ -317,37 +317,42 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path) -> Path:
-    """Grouped bars: one group per model, one bar per split, binomial error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(summary: dict, path: Path, look: str = "light") -> Path:
+    """Grouped bars: one group per model, one bar per split, binomial error bars; in `look`
+    (`app.charts`: the page's, or presenter mode's dark with large type). The legend sits under the
+    axes and the bars' values below the title, so nothing covers a bar or its error bar."""
+    from .charts import colour, style
 
     task, splits, models = summary["task"], summary["splits"], summary["models"]
     headline = get_task(task).headline
     key, se_key = headline, ("per_step_se" if headline == "per_step_accuracy" else "success_se")
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(models) * max(1, len(splits)) / 2, 4), dpi=120)
-    width = 0.8 / max(1, len(splits))
-    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for j, split in enumerate(splits):
-        xs, ys, es = [], [], []
-        for i, model in enumerate(models):
-            m = summary["metrics"].get(model, {}).get(split)
-            xs.append(i + (j - (len(splits) - 1) / 2) * width)
-            ys.append(100 * m[key] if m else 0.0)
-            es.append(100 * m[se_key] if m else 0.0)
-        bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=split, color=colors[j % len(colors)])
-        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
-    ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel(_HEADLINE_LABEL[headline] + " (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{task}: in-distribution vs out-of-distribution")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    big = look == "presenter"
+    with style(look) as plt:
+        width_in = max(4.8, 1.8 + 1.6 * len(models) * max(1, len(splits)) / 2) * (1.45 if big else 1)
+        fig, ax = plt.subplots(figsize=(width_in, 6.2 if big else 4.4), dpi=120 if not big else 100)
+        width = 0.8 / max(1, len(splits))
+        for j, split in enumerate(splits):
+            xs, ys, es = [], [], []
+            for i, model in enumerate(models):
+                m = summary["metrics"].get(model, {}).get(split)
+                xs.append(i + (j - (len(splits) - 1) / 2) * width)
+                ys.append(100 * m[key] if m else 0.0)
+                es.append(100 * m[se_key] if m else 0.0)
+            ax.bar(xs, ys, width, yerr=es, capsize=5 if big else 3, label=split, color=colour(j, look),
+                          error_kw={"ecolor": "white" if big else "black", "elinewidth": 2 if big else 1})
+            for x, y, e in zip(xs, ys, es):   # each value above its error bar, never across it
+                ax.annotate(f"{y:.1f}", (x, min(y + e, 100)), xytext=(0, 4), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=(15 if big else 8), color="white" if big else "black")
+        ax.set_xticks(range(len(models)), models)
+        ax.set_ylabel(_HEADLINE_LABEL[headline] + " (%)")
+        ax.set_ylim(0, 118)              # room for a value label above a bar at 100 %
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_title(f"{task}: in-distribution vs out-of-distribution", pad=14)
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=max(1, len(splits)))
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
     return path
 
 

@@ -315,6 +315,13 @@ def _redoc_js(path: str) -> bytes:
     return OUTSIDE_IMAGE.sub(BLANK_SVG, Path(path).read_text(encoding="utf-8")).encode("utf-8")
 
 
+async def _when_ready(warming, on_ready) -> None:
+    if warming is not None:
+        await asyncio.gather(warming, return_exceptions=True)
+    if on_ready is not None:
+        on_ready()
+
+
 def create_app(settings: Settings | None = None, *, pool: ModelPool | None = None, store: Store | None = None,
                placeholder: bool = True) -> FastAPI:
     """The app. Pass `placeholder=False` when a UI is mounted at `/` (e.g. `gr.mount_gradio_app`)."""
@@ -345,7 +352,14 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
 
         # workers up and the inline jobs' tables built before the first request
         await asyncio.gather(asyncio.to_thread(ctx.workers.warm), asyncio.to_thread(jobs.warm))
+        # Warm start: the default models load (and answer once) while the server already serves;
+        # `app.state.on_ready` (e.g. `sftvsrl serve`'s "serving on") runs once they are warm.
+        warming = asyncio.create_task(pool.warm()) if settings.warm_models else None
+        announce = asyncio.create_task(_when_ready(warming, getattr(app.state, "on_ready", None)))
         yield
+        for t in (warming, announce):
+            if t is not None:
+                t.cancel()
         await ctx.live.shutdown()
         for t in ctx.evals.values():
             t.cancel()

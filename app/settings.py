@@ -23,7 +23,9 @@ Public-demo rules (`app.access`):
 - `SFTVSRL_MAX_HEADER_BYTES` (16384): the largest request head (431 beyond);
 - `SFTVSRL_HEADER_TIMEOUT_S` (10): a request head must arrive within this (the connection is closed);
 - `SFTVSRL_KEEP_ALIVE_S` (5): an idle keep-alive connection is closed after this;
-- `SFTVSRL_MAX_CONNECTIONS` (512): open connections at once (beyond, requests get 503).
+- `SFTVSRL_MAX_CONNECTIONS` (512): open connections at once (beyond, requests get 503);
+- `SFTVSRL_WARM_MODELS` (`1`/`0`; default: on for `sftvsrl serve`, off otherwise): load the default
+  models' checkpoints, and have each answer once, as the server starts (`ModelPool.warm`).
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class Settings:
     keep_alive_s: float = 5.0
     max_connections: int = 512
     findings_dir: Path | None = None
+    warm_models: bool | None = None      # None: on for `sftvsrl serve`, off for other apps (tests, CLI)
 
     @property
     def show_gallery(self) -> bool:
@@ -99,7 +102,8 @@ class Settings:
                     raise ValueError(f"{name} must be a number, got {env[name]!r}") from None
                 if not values[key] >= 0 or values[key] == float("inf"):
                     raise ValueError(f"{name} must be a finite number >= 0, got {env[name]!r}")
-        for key, name in (("public", "SFTVSRL_PUBLIC"), ("gallery", "SFTVSRL_GALLERY")):
+        for key, name in (("public", "SFTVSRL_PUBLIC"), ("gallery", "SFTVSRL_GALLERY"),
+                          ("warm_models", "SFTVSRL_WARM_MODELS")):
             if env.get(name):
                 flag = env[name].strip().lower()
                 if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

@@ -3,8 +3,9 @@ on loopback (requests/s, p50/p95/p99 latency for deal and verify, errors, server
 worker processes); a bystander's deals while another client floods slow verifies (24 concurrent);
 `/api/health` while the largest allowed evaluation starts (a public server, the operator token);
 and evaluation throughput (episodes/s) at concurrency 1 vs 16: in-process (`local` backend, the
-in-repo GP-L SFT checkpoint) and with a tiny checkpoint behind our OpenAI-compatible server (real
-HTTP)."""
+in-repo GP-L SFT checkpoint on ID) and with a tiny checkpoint behind our OpenAI-compatible server
+(real HTTP); and a realistic evaluation: the shipped `rl` on rule-OOD with all 5 tries (against the
+shipped `sft` on the same hands), with its replies' lengths."""
 from __future__ import annotations
 
 import asyncio
@@ -330,6 +331,46 @@ def bench_local_eval_concurrency(tmp: Path, episodes: int = 96) -> None:
           f"{reused:.0%} of prompt tokens reused from the prefix cache)", flush=True)
 
 
+def bench_realistic_eval(tmp: Path, episodes: int = 48, concurrency: int = 16) -> None:
+    """A realistic evaluation: the shipped GP-L `rl` checkpoint on rule-OOD with the paper's
+    protocol (all 5 tries with sequential revision, its own decoding, 256 new tokens), as `sftvsrl
+    eval --task gp-l --models rl --splits rule-ood` runs it; the shipped `sft` on the same hands is
+    the baseline. Also: calls per episode, tokens per reply, and the share of replies that ran to
+    the token limit (a reply that does not end when its answer ends makes an evaluation slow)."""
+    from app.evaluation import EvalConfig, run_evaluation
+    from app.runner import ModelPlayer
+    from app.store import Store
+    from models.backends.local import LocalBackend
+    from models.decoding import PAPER_EVAL
+
+    ckpts = ROOT / "models" / "checkpoints"
+    out = {}
+    for stage in ("sft", "rl"):
+        backend = LocalBackend(name=stage, path=str(ckpts / f"gp-l-{stage}"))
+        backend.load()   # loaded before the clock starts
+        store = Store(f"sqlite:///{tmp / f'realistic-{stage}.db'}")
+        config = EvalConfig(task="gp-l", models=[stage], episodes=episodes, splits=["rule-ood"],
+                            concurrency=concurrency)
+        start = time.perf_counter()
+        with torch_threads(1):
+            asyncio.run(run_evaluation(store, lambda n: ModelPlayer(n, backend, PAPER_EVAL), config))
+        wall = time.perf_counter() - start
+        steps = [st for ep in store.iter_episodes(task="gp-l") for st in store.steps(ep["id"], prompts=False)]
+        timings = [st.get("timing") or {} for st in steps]
+        at_limit = sum(1 for t in timings if t.get("finish_reason") == "length")
+        tokens = [t.get("completion_tokens") or 0 for t in timings]
+        out[stage] = (episodes / wall, len(steps) / episodes, statistics.mean(tokens) if tokens else 0.0,
+                      at_limit / len(steps) if steps else 0.0)
+        backend.wait_idle()
+        store.close()
+    rl, sft = out["rl"], out["sft"]
+    report(f"realistic eval: shipped rl, gp-l rule-OOD, 5 tries, conc. {concurrency}", rl[0], "ep/s",
+           baseline=sft[0], baseline_name="shipped sft, same hands")
+    for stage, (_, calls, tokens, limit) in out.items():
+        print(f"    ({stage}: {calls:.1f} calls per episode, {tokens:.0f} tokens per reply, {limit:.0%} of "
+              f"replies ran to the {PAPER_EVAL.max_tokens}-token limit)", flush=True)
+
+
 def run() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sftvsrl-bench-api-"))
     try:
@@ -337,6 +378,7 @@ def run() -> None:
         bench_eval_start(tmp)
         if os.environ.get("SFTVSRL_BENCH_SKIP_MODEL") != "1":
             bench_local_eval_concurrency(tmp)
+            bench_realistic_eval(tmp)
             bench_eval_concurrency(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -41,6 +41,8 @@ def cmd_serve(args) -> int:
     try:
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
                                      models_config=args.models, public=True if args.public else None)
+        if settings.warm_models is None:  # serve warms the default models unless told not to
+            settings = settings.with_(warm_models=True)
         if args.root_path and not args.root_path.startswith("/"):
             raise CliError(f"--root-path must start with '/', got {args.root_path!r}")
         root_path = args.root_path.rstrip("/")
@@ -55,8 +57,17 @@ def cmd_serve(args) -> int:
     if app.state.ctx.pool.error:
         print(f"sftvsrl: warning: {app.state.ctx.pool.error} (serving without models)")
     store = app.state.ctx.store.safe_url  # never print a database password
-    print(f"sftvsrl: serving on http://{args.host}:{args.port} (API docs at /docs, store {store})",
-          flush=True)
+    serving = f"sftvsrl: serving on http://{args.host}:{args.port} (API docs at /docs, store {store})"
+    pool = app.state.ctx.pool
+    warm = [n for n in pool.defaults if pool.spec(n).backend == "local"] if settings.warm_models else []
+    if warm:
+        # "serving on" follows the warm-up, so the first Run after it is as fast as any later one;
+        # the page already answers meanwhile (its model columns say "loading…").
+        print(f"sftvsrl: starting on http://{args.host}:{args.port}; loading the default models "
+              f"({', '.join(warm)})…", flush=True)
+        app.state.on_ready = lambda: print(serving, flush=True)
+    else:
+        print(serving, flush=True)
     if settings.public and not settings.admin_token:
         print("sftvsrl: warning: --public without SFTVSRL_ADMIN_TOKEN: evaluations and bulk export are disabled")
     from ..main import redact_access_log

@@ -9,14 +9,13 @@ bounded (`app.evaluation.MAX_EPISODES_PER_SPLIT`), everywhere."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 
 from game.tasks import TASKS
 
 from .. import services
+from ..charts import pair_html
 from ..evaluation import MAX_EPISODES_PER_SPLIT, EvalConfig, EvalError, markdown_table, plot, summarize
 from .common import error_html, esc, note_html, serving, unserved_text, visitor
 
@@ -95,8 +94,7 @@ def build(ctx) -> dict:
     task_note = gr.HTML("", elem_id="eval-task-note", elem_classes="sv-collapse")
     progress = gr.HTML("", elem_id="eval-progress", elem_classes="sv-collapse")
     table = gr.Markdown("", elem_id="eval-table")
-    chart = gr.Image(label="ID vs OOD (binomial error bars)", type="filepath", interactive=False,
-                     visible=False, elem_id="eval-plot")
+    chart = gr.HTML("", elem_id="eval-plot", elem_classes="sv-collapse")  # both looks (app.charts)
     links = gr.HTML("", elem_id="eval-links", elem_classes="sv-collapse")
     running = gr.State(None)  # the run id this page started, for Stop
 
@@ -122,7 +120,7 @@ def build(ctx) -> dict:
         except (EvalError, ValueError, TypeError) as exc:  # ServiceError is a ValueError
             yield {progress: error_html(str(exc))}
             return
-        yield {running: run_id, table: "", links: "", chart: gr.Image(visible=False)}
+        yield {running: run_id, table: "", links: "", chart: ""}
         try:
             while not job.done():
                 run = ctx.store.get_run(run_id)
@@ -145,8 +143,9 @@ def build(ctx) -> dict:
             return
         out = {progress: progress_now, table: table_md, links: _links_html(ctx, run_id, summary), running: None}
         try:
-            png = plot(summary, Path(tempfile.mkdtemp(prefix="sftvsrl-eval-")) / "plot.png")
-            out[chart] = gr.Image(value=str(png), visible=True)
+            imgs = pair_html(lambda path, look: plot(summary, path, look),
+                             f"{task_v}: ID vs OOD, binomial error bars", "sv-eval-chart")
+            out[chart] = f'<figure class="sv-eval-plot">{imgs}</figure>'
         except Exception as exc:  # noqa: BLE001 - the table is still worth showing
             out[progress] = progress_now + error_html(f"could not draw the chart: {exc}")
         yield out

@@ -34,19 +34,33 @@ COLUMNS = ["id", "task", "model", "instance", "result", "tries", "return", "fail
 RESULTS = ["any", "solved", "failed"]
 
 
+class Matches(list):
+    """Episodes that match (newest first), and how far the search looked: the store's filters (task,
+    model, result, run, split) matched `total` episodes, of which the newest `SCAN_LIMIT` were read
+    (`capped` when that is fewer than all)."""
+
+    total: int = 0
+
+    @property
+    def capped(self) -> bool:
+        return self.total > SCAN_LIMIT
+
+
 def filtered_episodes(store, *, task="any", model="any", result="any", failure="any",
                       disagree=False, episode_id: str | None = None, run: str | None = None,
-                      split: str | None = None, visible_groups: set[str] | None = None) -> list[dict]:
+                      split: str | None = None, visible_groups: set[str] | None = None) -> Matches:
     """Episodes (newest first) matching the filters, each with `classes` (its steps' outcomes).
     `visible_groups` is the store's listing filter (`services.visible_scope`: None for everything,
-    else evaluation episodes and these groups only)."""
+    else evaluation episodes and these groups only); `total` counts only what it lets through."""
     if episode_id:
         ep = store.get_episode(str(episode_id)[:128], steps=True, prompts=False)
         if ep is not None and visible_groups is not None and ep.get("eval_run_id") is None \
                 and ep["group_id"] not in visible_groups:
             ep = None
-        return [_with_classes(ep)] if ep else []
-    kwargs = {"visible_groups": visible_groups}
+        found = Matches([_with_classes(ep)] if ep else [])
+        found.total = len(found)
+        return found
+    kwargs: dict = {"visible_groups": visible_groups}
     if task != "any":
         kwargs["task"] = task
     if model != "any":
@@ -57,9 +71,11 @@ def filtered_episodes(store, *, task="any", model="any", result="any", failure="
         kwargs["eval_run_id"] = run
     if split:
         kwargs["eval_split"] = split
-    eps = list(store.iter_episodes(**kwargs))[-SCAN_LIMIT:]
+    everything = list(store.iter_episodes(**kwargs))
+    eps = everything[-SCAN_LIMIT:]
     eps.reverse()
-    out = []
+    out = Matches()
+    out.total = len(everything)
     for ep in eps:
         full = store.get_episode(ep["id"], steps=True, prompts=False)
         if full is None:
@@ -69,13 +85,26 @@ def filtered_episodes(store, *, task="any", model="any", result="any", failure="
             continue
         out.append(full)
     if disagree:  # finished episodes only: an interrupted one has no result to disagree with
-        out = [e for e in out if e.get("status") == "finished"]
+        out[:] = [e for e in out if e.get("status") == "finished"]
         groups: dict[str, set] = {}
         for ep in store_group_results(store, {e["group_id"] for e in out}):
             if ep.get("status") == "finished":
                 groups.setdefault(ep["group_id"], set()).add(bool(ep["success"]))
-        out = [e for e in out if len(groups.get(e["group_id"], ())) > 1]
+        out[:] = [e for e in out if len(groups.get(e["group_id"], ())) > 1]
     return out
+
+
+def summary_text(eps: Matches, narrowed: bool) -> str:
+    """How many episodes match, saying so when the search stopped at the newest `SCAN_LIMIT`
+    (`narrowed`: a failure-class or disagreement filter applied to those)."""
+    n = len(eps)
+    if not eps.capped:
+        return f"{n:,} episode{'s' * (n != 1)} match"
+    if narrowed:
+        return (f"{n:,} episode{'s' * (n != 1)} match among the newest {SCAN_LIMIT:,} of the {eps.total:,} with "
+                f"this task, model and result (narrow those to look further back)")
+    return (f"{eps.total:,} episodes match; the newest {n:,} are listed (narrow the filters to list the "
+            f"others)")
 
 
 def store_group_results(store, group_ids) -> list[dict]:
@@ -168,14 +197,14 @@ def build(ctx, tab=None, games=None) -> dict:
                                 failure=filters["failure"], disagree=filters["disagree"],
                                 episode_id=filters.get("episode"), run=filters.get("run"),
                                 split=filters.get("split"), visible_groups=services.visible_scope(ctx, who))
-        n = len(eps)
         choices = [(f'{e["participant"]} · {e["instance_key"]} · {e["id"][:8]}', e["id"]) for e in eps[:500]]
         scoped = " · ".join(f"{k} {esc(filters[k])}" for k in ("run", "split", "episode") if filters.get(k))
-        msg = (f'<div class="sv-info">{n} episode{"s" * (n != 1)} match'
-               f'{" (" + scoped + ")" if scoped else ""}.</div>')
+        narrowed = filters["failure"] != "any" or bool(filters["disagree"])
+        msg = (f'<div class="sv-info" data-total="{eps.total}" data-listed="{len(eps)}">'
+               f'{esc(summary_text(eps, narrowed))}{" (" + scoped + ")" if scoped else ""}.</div>')
         params = {"tab": "inspect", **{k: v for k, v in filters.items() if v not in ("any", False, None, "")}}
         params["disagree"] = "1" if filters["disagree"] else ""
-        return {current: eps, summary: note + msg, table: table_rows(eps),
+        return {current: list(eps), summary: note + msg, table: table_rows(eps),
                 pick: gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
                 download: gr.File(visible=False), link: params, task: filters["task"], model: filters["model"],
                 result: filters["result"], failure: filters["failure"], disagree: filters["disagree"],
@@ -201,7 +230,8 @@ def build(ctx, tab=None, games=None) -> dict:
         if ep is None:
             return gr.Slider(), ""
         n = max(1, len(ep.get("steps") or []))
-        return gr.Slider(minimum=1, maximum=max(n, 2), value=1, step=1), step_html(ep, 0)
+        # one try: nothing to slide through (a slider from 1 to 1 cannot be drawn: it is hidden)
+        return gr.Slider(minimum=1, maximum=max(n, 2), value=1, step=1, visible=n > 1), step_html(ep, 0)
 
     pick.change(on_pick, [current, pick, games], [step, replay])
 
@@ -274,8 +304,14 @@ def build(ctx, tab=None, games=None) -> dict:
     if tab is not None:
         def on_open(eps, summary_v, task_v, model_v, result_v, failure_v, disagree_v, scope_v, games_v,
                     request: gr.Request):
+            """Opening the tab lists episodes unless some are listed. When the address names this tab
+            (a link selects it on load, while `on_load` lists the link's filters; a click writes the
+            tab's link first), it lists what the address says, so both give the same list (either
+            as the page's visitor)."""
             if eps or summary_v:
                 return gr.skip()
+            if query_params(request).get("tab") == "inspect":
+                return on_load(games_v, request)
             return on_refresh(task_v, model_v, result_v, failure_v, disagree_v, scope_v, games_v, request)
 
         tab.select(on_open, [current, summary, task, model, result, failure, disagree, scope, games], outputs

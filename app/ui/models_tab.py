@@ -1,5 +1,6 @@
 """The Models tab: which models are configured, where they run (backend, path or URL), which
-tasks each serves, and a live health check with its latency. Paths are shown as the page's visitor
+tasks each serves, whether each is loaded ("loading…" while the server's warm start loads it,
+`ModelPool.state`), and a live health check with its latency. Paths are shown as the page's visitor
 may see them (`services.model_where`: no absolute server paths on a public server)."""
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .common import badge, error_html, esc, visitor
 def _table(ctx, who, rows: list[str]) -> str:
     source = esc(services.models_source(ctx, who))
     return (f'<div class="sv-dim">Configuration: <code>{source}</code></div><table class="sv-models">'
-            '<tr><th>model</th><th>backend</th><th>where</th><th>tasks</th><th>health</th></tr>'
+            '<tr><th>model</th><th>backend</th><th>where</th><th>tasks</th><th>loaded</th><th>health</th></tr>'
             + "".join(rows) + "</table>")
 
 
@@ -24,7 +25,21 @@ def _row(ctx, who, name: str, health_html: str) -> str:
     spec = ctx.pool.spec(name)
     return (f'<tr data-model="{esc(name)}"><td><b>{esc(spec.label or name)}</b> <code>{esc(name)}</code></td>'
             f'<td>{esc(spec.backend)}</td><td><code>{esc(services.model_where(ctx, who, name))}</code></td>'
-            f'<td>{esc(", ".join(spec.tasks))}</td><td>{health_html}</td></tr>')
+            f'<td>{esc(", ".join(spec.tasks))}</td><td>{state_html(ctx, who, name)}</td><td>{health_html}</td></tr>')
+
+
+def state_html(ctx, who, name: str) -> str:
+    """Whether the model's checkpoints are loaded: "loading…" while the warm start loads them (a
+    failure's reason as `who` may see it: no absolute server paths on a public server)."""
+    states = [ctx.pool.state(name, task) for task in ctx.pool.spec(name).tasks]
+    if any(s == "loading" for s in states):
+        return f'<span data-state="loading">{badge("info", "loading…")}</span>'
+    failed = next((s for s in states if s.startswith("failed")), None)
+    if failed:
+        return f'<span data-state="failed">{badge("bad", "failed")} <span class="sv-dim">{esc(services.public_text(ctx, who, failed[8:]))}</span></span>'
+    if all(s == "ready" for s in states):
+        return f'<span data-state="ready">{badge("ok", "ready")}</span>'
+    return '<span data-state="cold" class="sv-dim">loads on first use</span>'
 
 
 def listing(ctx, who=Caller()) -> str:
@@ -54,7 +69,7 @@ async def health_rows(ctx, who=Caller()) -> str:
 def build(ctx, tab=None) -> dict:
     """The tab's content; `tab` (its gr.Tab) re-checks health whenever the tab is opened."""
     refresh = gr.Button("Check health", variant="primary", elem_id="models-refresh")
-    out = gr.HTML(listing(ctx), elem_id="models-health")
+    out = gr.HTML(lambda: listing(ctx), elem_id="models-health")  # drawn per page load: "loading…" is current
 
     async def on_refresh(request: gr.Request):
         return await health_rows(ctx, visitor(ctx, request))
