@@ -59,8 +59,23 @@ class Visitor:
         """Run the event with the components' current page defaults, `values` (by elem id) put in,
         and this visitor's tokens as the BrowserState; returns {"success", "outputs": {elem id or
         component id: value}, "raw": the completion message}."""
-        dep = self.dependency(trigger, event, output=output)
-        values = values or {}
+        return self._run(self.dependency(trigger, event, output=output), values or {}, query)
+
+    def fire_chain(self, trigger: str, event: str = "click", *, values: dict | None = None) -> list[dict]:
+        """`fire`, then every backend function its `.then(...)` chain runs (as the page does, the
+        session's state carried between them); the results in order, the first the trigger's own."""
+        dep = self.dependency(trigger, event)
+        results = [self._run(dep, values or {}, "")]
+        after = dep["id"]
+        while True:
+            nxt = next((d for d in self.dependencies if d.get("trigger_after") == after), None)
+            if nxt is None:
+                return results
+            if nxt.get("backend_fn"):
+                results.append(self._run(nxt, values or {}, ""))
+            after = nxt["id"]
+
+    def _run(self, dep: dict, values: dict, query: str) -> dict:
         data = []
         for cid in dep["inputs"]:
             kind, eid = self.component_type(cid), self.elem_id(cid)

@@ -167,6 +167,25 @@ def test_queue_api_model_runs_belong_to_the_page_that_started_them(server):
         assert lines and {json.loads(line)["episode_id"] for line in lines} == {mine[0]}
 
 
+def test_queue_api_show_me_the_difference_runs_as_the_page(server):
+    """The talk's "Show me the difference" (issue 25) is one more way to start a model run: it goes
+    through the same service layer as Run, so the game is the page's (its token kept in the page's
+    storage), listed for that visitor and for nobody else."""
+    with Visitor(server.url, source_ip="127.0.0.28") as carol, Visitor(server.url, source_ip="127.0.0.29") as eve:
+        dealt = carol.fire("gp-deal", values={"gp-seed": "3", "gp-rule": "face_jqk"})
+        assert dealt["success"], dealt["raw"]
+        picked, ran = carol.fire_chain("gp-difference")
+        assert picked["success"], picked["raw"]
+        assert 'data-direction="' in text_of(picked["outputs"].get("gp-difference-note"))
+        assert ran["success"], ran["raw"]
+        cols = " ".join(text_of(ran["outputs"].get(f"gp-col-{i}")) for i in range(2))
+        mine = sorted(set(re.findall(r"tab=inspect&(?:amp;)?episode=([A-Za-z0-9_-]+)", cols)))
+        assert len(mine) == 2, cols[:2000]
+        assert len(carol.tokens) == 1   # the page keeps the game's token
+        assert set(mine) <= set(_shown_ids(carol.fire("inspect-refresh")["outputs"]))
+        assert not set(mine) & set(_shown_ids(eve.fire("inspect-refresh")["outputs"]))
+
+
 def test_queue_api_other_tabs_follow_the_same_rules(server):
     with Visitor(server.url, source_ip="127.0.0.25") as v:
         # 24 Points: an unreachable target is refused at once; a rare one is dealt (the CPU pool)

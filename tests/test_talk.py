@@ -347,3 +347,26 @@ def test_map_labels_do_not_overlap():
         for b in boxes[i + 1:]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
     assert ep is not None
+
+
+def test_models_tab_loaded_column_shows_no_server_paths_on_a_public_server(tmp_path):
+    """The 'loaded' column (issue 25) follows the public demo's rule (issue 24): a failed warm-up's
+    reason names a checkpoint path, which a visitor of a public server sees cut to its last part."""
+    from types import SimpleNamespace
+
+    from app.access import Access, Caller
+    from app.live import ModelPool
+    from app.ui.models_tab import listing
+    from models.config import load_config
+
+    ckpt = tmp_path / "secret-dir" / "gp-l-sft"
+    toml = tmp_path / "models.toml"
+    toml.write_text(f'[models.sft]\nbackend = "local"\npath = "{ckpt}"\ntasks = ["gp-l"]\n', encoding="utf-8")
+    pool = ModelPool(load_config(toml))
+    pool._warming[pool._key("sft", "gp-l")] = f"failed: no checkpoint at {ckpt}"
+    public = SimpleNamespace(pool=pool, access=Access(b"k" * 32, public=True, admin_token="op"))
+    shown = listing(public, Caller(client="198.51.100.7"))
+    assert 'data-state="failed"' in shown and "gp-l-sft" in shown
+    assert str(tmp_path) not in shown
+    operator = listing(public, Caller(client="198.51.100.7", operator=True))
+    assert f"no checkpoint at {ckpt}" in operator       # the operator sees where
