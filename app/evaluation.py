@@ -53,6 +53,12 @@ class EvalError(ValueError):
     """A bad evaluation request (message shown as is)."""
 
 
+# The one bound on an evaluation's size, whoever starts it (API, UI, CLI): per split, and the
+# concurrent episodes per model. The paper's largest list is 234 hands; 10,000 leaves room.
+MAX_EPISODES_PER_SPLIT = 10_000
+MAX_CONCURRENCY = 64
+
+
 @dataclass
 class EvalConfig:
     task: str
@@ -81,8 +87,11 @@ class EvalConfig:
             raise EvalError("name at least one model")
         if len(set(self.models)) != len(self.models):
             raise EvalError("a model is named twice")
-        if self.episodes is not None and self.episodes < 1:
-            raise EvalError("episodes must be at least 1")
+        if self.episodes is not None and not 1 <= self.episodes <= MAX_EPISODES_PER_SPLIT:
+            raise EvalError(f"episodes per split must be between 1 and {MAX_EPISODES_PER_SPLIT:,}, "
+                            f"got {self.episodes:,}")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise EvalError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}")
         streams = {s.stream for s in spec.splits}   # keep only the sources this task reads
         self.sources = {k: v for k, v in (self.sources or {}).items() if k in streams}
 
@@ -158,18 +167,23 @@ def run_items(config: EvalConfig, shard: tuple[int, int] | None = None) -> list[
 
 async def run_evaluation(store: Store, players: Callable[[str], object], config: EvalConfig, *,
                          run_id: str | None = None, on_progress: Callable[[int, int], None] | None = None,
-                         shard: tuple[int, int] | None = None) -> str:
+                         shard: tuple[int, int] | None = None,
+                         items: list[tuple[str, int, Instance]] | None = None) -> str:
     """Run (or resume, when `run_id` names an existing run) an evaluation; returns the run id.
 
     `players(name)` returns a fresh participant for a model (e.g. `ModelPool.player`). `shard=(i, N)`
-    plays only shard i of N (see `app.shards`)."""
-    items = run_items(config, shard)
+    plays only shard i of N (see `app.shards`). `items` are `run_items(config, shard)` when the caller
+    built them already. The instance list, the resume scan and the summary are computed in a thread,
+    and each model plays through `concurrency` workers, so no size of evaluation holds the event loop
+    (no task per episode is created up front)."""
+    if items is None:
+        items = await asyncio.to_thread(run_items, config, shard)
     total = len(items) * len(config.models)
     if run_id is None or store.get_run(run_id) is None:
         run_id = create_run(store, config, shard, total=total, run_id=run_id)
     store.update_run(run_id, status="running", total=total, error=None)
     existing: dict[tuple, dict] = {}
-    for ep in store.run_episodes(run_id):
+    for ep in await asyncio.to_thread(store.run_episodes, run_id):
         key = (ep["eval_split"], ep["eval_index"], ep["participant"])
         if key not in existing or ep["status"] == "finished":
             existing[key] = ep
@@ -177,34 +191,39 @@ async def run_evaluation(store: Store, players: Callable[[str], object], config:
     store.update_run(run_id, done=done)
     if on_progress:
         on_progress(done, total)
-    limits = {m: asyncio.Semaphore(max(1, config.concurrency)) for m in config.models}
     counter = {"done": done}
 
     async def one(split: str, index: int, instance: Instance, model: str) -> None:
         prior = existing.get((split, index, model))
-        async with limits[model]:
-            player = players(model)
-            kwargs = dict(eval_link={"eval_run_id": run_id, "eval_split": split, "eval_index": index},
-                          group_id=f"{run_id}:{split}:{index}", settings={"eval_run_id": run_id},
-                          stream_deltas=False)
-            if prior is not None:
-                kwargs.update(episode_id=prior["id"], resume=True)
-            async for _ in play(player, instance, store, **kwargs):
-                pass
+        player = players(model)
+        kwargs = dict(eval_link={"eval_run_id": run_id, "eval_split": split, "eval_index": index},
+                      group_id=f"{run_id}:{split}:{index}", settings={"eval_run_id": run_id},
+                      stream_deltas=False)
+        if prior is not None:
+            kwargs.update(episode_id=prior["id"], resume=True)
+        async for _ in play(player, instance, store, **kwargs):
+            pass
         counter["done"] += 1
         store.update_run(run_id, done=counter["done"])
         if on_progress:
             on_progress(counter["done"], total)
 
-    jobs = [one(split, i, inst, m) for split, i, inst in items for m in config.models
-            if existing.get((split, i, m), {}).get("status") != "finished"]
+    async def worker(model: str, todo) -> None:
+        for split, i, inst in todo:   # one shared iterator per model: each item is taken once
+            await one(split, i, inst, model)
+
+    workers = []
+    for m in config.models:
+        todo = iter([(split, i, inst) for split, i, inst in items
+                     if existing.get((split, i, m), {}).get("status") != "finished"])
+        workers += [worker(m, todo) for _ in range(max(1, config.concurrency))]
     try:
-        await asyncio.gather(*jobs)
+        await asyncio.gather(*workers)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "error"
         store.update_run(run_id, status=status, error=None if status == "interrupted" else str(exc))
         raise
-    summary = summarize(store, run_id)
+    summary = await asyncio.to_thread(summarize, store, run_id)
     failed = summary["errors"]
     store.update_run(run_id, status="finished" if not failed else "incomplete", summary=summary,
                      done=counter["done"])
@@ -298,37 +317,42 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path) -> Path:
-    """Grouped bars: one group per model, one bar per split, binomial error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(summary: dict, path: Path, look: str = "light") -> Path:
+    """Grouped bars: one group per model, one bar per split, binomial error bars; in `look`
+    (`app.charts`: the page's, or presenter mode's dark with large type). The legend sits under the
+    axes and the bars' values below the title, so nothing covers a bar or its error bar."""
+    from .charts import colour, style
 
     task, splits, models = summary["task"], summary["splits"], summary["models"]
     headline = get_task(task).headline
     key, se_key = headline, ("per_step_se" if headline == "per_step_accuracy" else "success_se")
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(models) * max(1, len(splits)) / 2, 4), dpi=120)
-    width = 0.8 / max(1, len(splits))
-    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for j, split in enumerate(splits):
-        xs, ys, es = [], [], []
-        for i, model in enumerate(models):
-            m = summary["metrics"].get(model, {}).get(split)
-            xs.append(i + (j - (len(splits) - 1) / 2) * width)
-            ys.append(100 * m[key] if m else 0.0)
-            es.append(100 * m[se_key] if m else 0.0)
-        bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=split, color=colors[j % len(colors)])
-        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
-    ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel(_HEADLINE_LABEL[headline] + " (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{task}: in-distribution vs out-of-distribution")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    big = look == "presenter"
+    with style(look) as plt:
+        width_in = max(4.8, 1.8 + 1.6 * len(models) * max(1, len(splits)) / 2) * (1.45 if big else 1)
+        fig, ax = plt.subplots(figsize=(width_in, 6.2 if big else 4.4), dpi=120 if not big else 100)
+        width = 0.8 / max(1, len(splits))
+        for j, split in enumerate(splits):
+            xs, ys, es = [], [], []
+            for i, model in enumerate(models):
+                m = summary["metrics"].get(model, {}).get(split)
+                xs.append(i + (j - (len(splits) - 1) / 2) * width)
+                ys.append(100 * m[key] if m else 0.0)
+                es.append(100 * m[se_key] if m else 0.0)
+            ax.bar(xs, ys, width, yerr=es, capsize=5 if big else 3, label=split, color=colour(j, look),
+                          error_kw={"ecolor": "white" if big else "black", "elinewidth": 2 if big else 1})
+            for x, y, e in zip(xs, ys, es):   # each value above its error bar, never across it
+                ax.annotate(f"{y:.1f}", (x, min(y + e, 100)), xytext=(0, 4), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=(15 if big else 8), color="white" if big else "black")
+        ax.set_xticks(range(len(models)), models)
+        ax.set_ylabel(_HEADLINE_LABEL[headline] + " (%)")
+        ax.set_ylim(0, 118)              # room for a value label above a bar at 100 %
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_title(f"{task}: in-distribution vs out-of-distribution", pad=14)
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=max(1, len(splits)))
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
     return path
 
 

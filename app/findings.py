@@ -535,69 +535,68 @@ def curves_points(f: Findings, stages: tuple[str, ...] = CURVE_STAGES) -> dict[s
     return out
 
 
-def curves_plot(f: Findings, path: Path) -> Path | None:
+def curves_plot(f: Findings, path: Path, look: str = "light") -> Path | None:
     """Every split's headline against training compute along SFT, RL and SFT-diverse (the shape
     of the paper's Figure 5), one panel per split, plus the base's own training curve (every split
     in one panel: it starts from random weights, so it has its own compute axis) when findings.json
-    has one; a PNG at `path`, None when findings.json has no curves."""
+    has one; a PNG at `path` in `look` (`app.charts`: the page's, or presenter mode's dark, large
+    type), None when findings.json has no curves."""
     pts = curves_points(f)
     base = curves_points(f, ("base",)).get("base")
     if not pts and not base:
         return None
-    import matplotlib
+    from .charts import colour, style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with style(look) as plt:
+        splits = f.splits
+        panels = (len(splits) if pts else 0) + (1 if base else 0)
+        big = look == "presenter"
+        fig, axes = plt.subplots(1, panels, figsize=((5.2 if big else 3.4) * panels + 1.2, 5.4 if big else 3.6),
+                                 dpi=110, squeeze=False)
+        axes = list(axes[0])
 
-    colors = {"sft": "#c44e52", "rl": "#4c72b0", "sft-diverse": "#8c8c8c"}
-    split_colors = ["#4c72b0", "#c44e52", "#55a868", "#8172b2", "#937860"]
-    splits = f.splits
-    panels = (len(splits) if pts else 0) + (1 if base else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 1.2, 3.6), dpi=110, squeeze=False)
-    axes = list(axes[0])
+        def xlabel(ax, rows_by_stage) -> bool:
+            use_flops = all(p["flops"] is not None for rows in rows_by_stage for p in rows)
+            ax.set_xlabel("training compute (FLOPs)" if use_flops else "training compute (token passes)")
+            return use_flops
 
-    def xlabel(ax, rows_by_stage) -> bool:
-        use_flops = all(p["flops"] is not None for rows in rows_by_stage for p in rows)
-        ax.set_xlabel("training compute (FLOPs)" if use_flops else "training compute (token passes)")
-        return use_flops
-
-    unit = f"{f.metric_words} (%)"
-    if pts:
-        for ax, split in zip(axes, splits):
-            use_flops = xlabel(ax, pts.values())
-            for stage, rows in pts.items():
-                xs = [p["flops"] if use_flops else p["work"] for p in rows]
-                ys = [100 * p[split] for p in rows if _number(p.get(split))]
-                if len(ys) != len(xs):
-                    continue
-                ax.plot(xs, ys, marker="o", label=STAGE_LABELS[stage], color=colors[stage],
-                        linestyle="--" if stage == "sft-diverse" else "-")
-            ax.set_title(split_label(f.task, split), fontsize=10)
+        unit = f"{f.metric_words} (%)"
+        if pts:
+            for ax, split in zip(axes, splits):
+                use_flops = xlabel(ax, pts.values())
+                for stage, rows in pts.items():
+                    xs = [p["flops"] if use_flops else p["work"] for p in rows]
+                    ys = [100 * p[split] for p in rows if _number(p.get(split))]
+                    if len(ys) != len(xs):
+                        continue
+                    ax.plot(xs, ys, marker="o", label=STAGE_LABELS[stage], color=colour(stage, look),
+                            linestyle="--" if stage == "sft-diverse" else "-")
+                ax.set_title(split_label(f.task, split))
+                ax.set_ylim(-2, 102)
+                ax.grid(alpha=0.3)
+            axes[0].set_ylabel(unit)
+            axes[0].legend(frameon=False)
+        if base:
+            ax = axes[-1]
+            use_flops = xlabel(ax, [base])
+            xs = [p["flops"] if use_flops else p["work"] for p in base]
+            for i, split in enumerate(splits):
+                ys = [100 * p[split] for p in base if _number(p.get(split))]
+                if len(ys) == len(xs):
+                    ax.plot(xs, ys, marker="o", label=split_label(f.task, split), color=colour(i, look))
+            ax.set_title("Base, from random weights")
             ax.set_ylim(-2, 102)
             ax.grid(alpha=0.3)
-        axes[0].set_ylabel(unit)
-        axes[0].legend(frameon=False, fontsize=9)
-    if base:
-        ax = axes[-1]
-        use_flops = xlabel(ax, [base])
-        xs = [p["flops"] if use_flops else p["work"] for p in base]
-        for i, split in enumerate(splits):
-            ys = [100 * p[split] for p in base if _number(p.get(split))]
-            if len(ys) == len(xs):
-                ax.plot(xs, ys, marker="o", label=split_label(f.task, split), color=split_colors[i % len(split_colors)])
-        ax.set_title("Base, from random weights", fontsize=10)
-        ax.set_ylim(-2, 102)
-        ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=8)
-        if not pts:
-            ax.set_ylabel(unit)
-    n = f.data.get("protocol", {}).get("curve_episodes")
-    fig.suptitle(f"{f.task}: {f.metric_words} along training" + (f" ({n} episodes per point)" if n else ""),
-                 fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+            ax.legend(frameon=False)
+            if not pts:
+                ax.set_ylabel(unit)
+        n = f.data.get("protocol", {}).get("curve_episodes")
+        fig.suptitle(f"{VIEWS[f.task].short if f.task in VIEWS else f.task}: {f.metric_words} along training"
+                     + (f" ({n} episodes per point)" if n else ""))
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
     return path
 
 

@@ -1,9 +1,47 @@
-"""The CPU-bound instance computations the API and UI run in the worker pool (`app.workers`):
-plain top-level functions of plain arguments that return plain data (picklable both ways).
+"""The CPU-bound instance computations the API and UI run through `app.workers`: plain top-level
+functions of plain arguments that return plain data (picklable both ways), and which of their calls
+are cheap enough to answer inline (`is_cheap`).
 
 Each raises `ValueError` (including `game.gp.deal.DealError`) with a message for the user.
 """
 from __future__ import annotations
+
+CHEAP_TARGET = 24          # the paper's target: dense (a hand in ~1.4 draws), its tables warmed at start-up
+CHEAP_TEXT_CHARS = 2048    # a verify of at most this much text takes well under a millisecond
+
+
+def is_cheap(fn, args: tuple) -> bool:
+    """Whether `fn(*args)` is bounded and small enough to run inline (a few milliseconds at most,
+    usually microseconds, after `warm`): a deal for the target 24, a hand's info, a verify of a
+    short text on a target-24 hand. Everything else can be slow (rare targets draw many hands,
+    solving and rendering are tens of milliseconds) and goes to the fair pool."""
+    if fn is gp_deal:
+        return args[5] == CHEAP_TARGET
+    if fn is gp_inspect:
+        return _target_of(args[0]) == CHEAP_TARGET
+    if fn is gp_verify:
+        formula, reply = args[2], args[3]
+        text = (formula or "") + (reply or "")
+        return _target_of(args[0]) == CHEAP_TARGET and len(text) <= CHEAP_TEXT_CHARS
+    return False
+
+
+def _target_of(deal_id: str) -> int:
+    """The target a deal id names; a malformed id counts as cheap (it is refused at once)."""
+    from game.gp.deal import Deal
+
+    try:
+        return Deal.from_id(str(deal_id)[:64]).target
+    except ValueError:
+        return CHEAP_TARGET
+
+
+def warm() -> None:
+    """Build what inline and pooled jobs share once per process: imports, the value table behind
+    every reachable-target check (about a second), the default configuration's reachable targets."""
+    from game.gp.deal import DealConfig, reachable_targets
+
+    reachable_targets(DealConfig())
 
 
 def _info(hand, rule) -> dict:

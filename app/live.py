@@ -14,6 +14,7 @@ the tests drive it.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,7 +28,11 @@ from game.tasks import Instance
 
 
 class ModelPool:
-    """Backends for the configured models, created on first use and shared by API and eval."""
+    """Backends for the configured models, created on first use and shared by API and eval.
+
+    Warm start (`warm`, run by `sftvsrl serve` as the server starts): the default models' in-process
+    checkpoints are loaded and each answers one short warm-up request, so the first Run is as fast
+    as a later one; `state(name, task)` says where a model's checkpoint stands meanwhile."""
 
     def __init__(self, config: ModelsConfig | None, concurrency: int = 4, error: str | None = None) -> None:
         self.config = config
@@ -35,6 +40,11 @@ class ModelPool:
         self.concurrency = max(1, int(concurrency))
         self._backends: dict[str, Any] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._warming: dict[tuple, str] = {}     # backend key -> "loading" / "failed: why" while warming
+        # What the landing page plays first, per task (set by the UI): the warm-up plays it, so the
+        # first Run finds its prompt in the model's prefix cache like any later Run.
+        self.warm_instances: dict[str, Instance] = {}
+        self._create = threading.Lock()
 
     @classmethod
     def from_file(cls, path: str | None, concurrency: int = 4) -> "ModelPool":
@@ -52,14 +62,77 @@ class ModelPool:
             raise ConfigError(self.error or "no model configuration")
         return self.config[name]
 
+    @property
+    def defaults(self) -> list[str]:
+        """The models a page ticks by default and the server warms at start: `sft` and `rl` when
+        configured, else the first two."""
+        names = self.names
+        return [n for n in ("sft", "rl") if n in names] or names[:2]
+
+    def _key(self, name: str, task: str | None) -> tuple:
+        spec = self.spec(name)
+        return (name, spec.path_for(task) if spec.paths else None)
+
     def backend(self, name: str, task: str | None = None):
         """The model's backend for `task` (a local model with per-task `paths` has one backend per
         checkpoint; every other model one backend for all tasks)."""
-        spec = self.spec(name)
-        key = (name, spec.path_for(task) if spec.paths else None)
-        if key not in self._backends:
-            self._backends[key] = spec.make_backend(task)
-        return self._backends[key]
+        key = self._key(name, task)
+        with self._create:   # the warm-up creates backends too
+            if key not in self._backends:
+                self._backends[key] = self.spec(name).make_backend(task)
+            return self._backends[key]
+
+    def state(self, name: str, task: str | None = None) -> str:
+        """Where `name`'s checkpoint for `task` stands: `ready` (loaded, or a server), `loading`
+        (being warmed now), `cold` (an in-process checkpoint that loads on first use) or
+        `failed: why` (the warm-up failed; a run reports the error in its column)."""
+        try:
+            key = self._key(name, task)
+        except ConfigError:
+            return "failed: not configured"
+        warming = self._warming.get(key)
+        backend = self._backends.get(key)
+        loaded = getattr(backend, "loaded", None) if backend is not None else None
+        if warming is not None and not (warming.startswith("failed") and loaded):   # a later run may load it
+            return warming
+        if backend is not None and loaded is not False:
+            return "ready"
+        return "cold" if self.spec(name).backend == "local" else "ready"
+
+    async def warm(self, names: list[str] | None = None) -> None:
+        """Load the in-process checkpoints of `names` (default: `defaults`) for every task they serve,
+        one after another, and have each answer one short request (the first generation of a freshly
+        loaded model is several times slower than the next). Failures are kept in `state`."""
+        from dataclasses import replace as _replace
+
+        from game.tasks import get_task, open_session
+        from models.chat import Conversation
+
+        todo = []
+        for name in (self.defaults if names is None else names):
+            spec = self.spec(name)
+            if spec.backend != "local":
+                continue
+            for task, _ in spec.checkpoint_tasks():
+                task = task or spec.tasks[0]
+                key = self._key(name, task)
+                if key not in self._warming and not getattr(self._backends.get(key), "loaded", False):
+                    self._warming[key] = "loading"
+                    todo.append((name, task, key))
+        for name, task, key in todo:
+            try:
+                backend = self.backend(name, task)
+                await asyncio.to_thread(backend.load)
+                spec = get_task(task)
+                session = open_session(self.warm_instances.get(task) or spec.instances(spec.split_names[0], 1)[0])
+                messages = Conversation(image=session.vision).messages_for(session.prompt())
+                done = await backend.complete(messages, [session.image()] if session.vision else [],
+                                              _replace(self.spec(name).decoding, max_tokens=4))
+                self._warming[key] = f"failed: {done.error}" if done.error else "ready"
+            except Exception as exc:  # noqa: BLE001 - kept for `state`; a run reports its own error
+                self._warming[key] = f"failed: {exc or type(exc).__name__}"
+            if self._warming.get(key) == "ready":
+                del self._warming[key]
 
     def player(self, name: str, settings=None, task: str | None = None) -> ModelPlayer:
         """A participant for `name` playing `task` (pass the task: it picks the checkpoint)."""
@@ -70,8 +143,6 @@ class ModelPool:
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until in-process generations have stopped (their threads must not outlive the
         interpreter: torch aborts the process when a generating thread is still alive at exit)."""
-        import threading
-
         for b in self._backends.values():
             wait = getattr(b, "wait_idle", None)
             if wait is not None:

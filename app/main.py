@@ -5,11 +5,20 @@ groups and evaluations into one app. API routers live under `/api`, OpenAPI docs
 The API docs (`/docs` Swagger UI, `/redoc` ReDoc) are served from local files (the
 `fastapi-offline` package ships them) without web fonts: nothing is fetched from the internet.
 
-Cross-cutting concerns owned here: the edge guard (request head limit 431, body limit 413, JSON
-bodies with NaN/Infinity, lone surrogates or over-long numbers refused with 422), clear JSON errors
-(4xx with a `detail` message, 500 without a stack trace), start-up recovery (episodes left
-`running` by a crash become `interrupted`), and shutdown (running groups and evaluations are
-cancelled, the worker pool is stopped).
+Cross-cutting concerns owned here:
+- the edge guard (`EdgeGuard`, every HTTP request, API and UI alike): request head limit 431, body
+  limit 413, a body that does not arrive within `BODY_TIMEOUT_S` 408, and JSON bodies — every content
+  type FastAPI parses as JSON (`application/json`, any `application/*+json`) — with NaN/Infinity,
+  lone surrogates or over-long numbers refused with 422;
+- security headers on every response (`SECURITY_HEADERS`: a Content-Security-Policy that allows
+  only this origin and no framing, `X-Content-Type-Options`, `Referrer-Policy`, `X-Frame-Options`);
+- game tokens never reach the access log (`redact_access_log`);
+- clear JSON errors (4xx with a `detail` message, 500 without a stack trace);
+- one server per SQLite store (`Store.claim_single_server`: a second server on the same file refuses
+  to start and says why; replicas need PostgreSQL), and start-up recovery (episodes left `running`
+  by a crash become `interrupted`);
+- start-up (the CPU work tables warmed here and in the worker pool, so no request builds them) and
+  shutdown (running groups and evaluations are cancelled, the worker processes stopped and reaped).
 """
 from __future__ import annotations
 
@@ -44,11 +53,15 @@ class AppContext:
     evals: dict[str, asyncio.Task] = field(default_factory=dict)
 
 
+BODY_TIMEOUT_S = 30.0   # a request body must arrive within this (a slow upload holds a connection)
+
+
 class EdgeGuard:
     """ASGI middleware for every HTTP request: a request head over `header_limit` bytes is a 431;
-    a body over `limit` bytes (declared or streamed) a 413; a JSON body (`/api/…`) that Python's
-    `json` would accept but no client should send — NaN/Infinity, lone surrogates, integers
-    over 4,300 digits — a 422 naming the problem. Bodies are read here once and replayed."""
+    a body over `limit` bytes (declared or streamed) a 413, one that does not arrive within
+    `BODY_TIMEOUT_S` a 408; a JSON body (every content type FastAPI parses as JSON) that Python's
+    `json` would accept but no client should send — NaN/Infinity, lone surrogates, integers over
+    4,300 digits — a 422 naming the problem. Bodies are read here once and replayed."""
 
     def __init__(self, app, limit: int, header_limit: int = 16 * 1024) -> None:
         self.app, self.limit, self.header_limit = app, limit, header_limit
@@ -68,20 +81,39 @@ class EdgeGuard:
         if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
         body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return await self.app(scope, _replay([message]), send)
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await _too_large(send, self.limit)
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if body and ctype == b"application/json" and scope.get("path", "").startswith("/api/"):
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return await self.app(scope, _replay([message]), send)
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.limit:
+                        return await _too_large(send, self.limit)
+        except TimeoutError:
+            return await _error(send, 408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s")
+        if body and parsed_as_json(headers.get(b"content-type")):
             problem = json_problem(body)
             if problem:
                 return await _error(send, 422, problem)
         await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+
+
+def parsed_as_json(content_type: bytes | None) -> bool:
+    """Whether FastAPI parses a body with this content type as JSON (its own test: an
+    `application/json` or `application/*+json` media type, parameters ignored). A body without
+    a content type is checked too: cheap, and a framework default may parse it."""
+    import email.message
+
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type.decode("latin-1")
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
 
 
 def json_problem(body: bytes) -> str | None:
@@ -154,6 +186,74 @@ async def _error(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# The UI (Gradio) runs inline scripts and its event handlers' `js` through `new Function`, and ReDoc
+# starts a worker from a blob: so scripts allow those; everything else comes from this origin only,
+# and no other site may frame a page (clickjacking). A browser test drives every tab under it.
+CSP = "; ".join([
+    "default-src 'self'",
+    "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data: blob:",
+    "font-src 'self' data:",
+    "media-src 'self' data: blob:",
+    "connect-src 'self'",
+    "worker-src 'self' blob:",
+    "frame-src 'self'",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware: `SECURITY_HEADERS` on every HTTP response (API, docs, UI, static files,
+    errors), unless the app set that header itself."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _RedactTokens(logging.Filter):
+    """Replaces the value of every `token=` query parameter in an access-log line by `***`."""
+
+    pattern = re.compile(r"((?:^|[?&])(?:token|admin_token)=)[^&\s\"]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.pattern.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = self.pattern.sub(r"\1***", record.msg)
+        return True
+
+
+def redact_access_log() -> None:
+    """Keep game tokens (`?token=` of EventSource URLs) out of uvicorn's access log (idempotent)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactTokens) for f in logger.filters):
+        logger.addFilter(_RedactTokens())
+
+
 PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>SFT vs RL playground</title></head>
 <body style="font-family:sans-serif;max-width:40em;margin:3em auto"><h1>SFT-vs-RL playground</h1>
 <p>The user interface is not installed yet. The REST API is live: see <a href="/docs">/docs</a>.</p></body></html>"""
@@ -215,6 +315,13 @@ def _redoc_js(path: str) -> bytes:
     return OUTSIDE_IMAGE.sub(BLANK_SVG, Path(path).read_text(encoding="utf-8")).encode("utf-8")
 
 
+async def _when_ready(warming, on_ready) -> None:
+    if warming is not None:
+        await asyncio.gather(warming, return_exceptions=True)
+    if on_ready is not None:
+        on_ready()
+
+
 def create_app(settings: Settings | None = None, *, pool: ModelPool | None = None, store: Store | None = None,
                placeholder: bool = True) -> FastAPI:
     """The app. Pass `placeholder=False` when a UI is mounted at `/` (e.g. `gr.mount_gradio_app`)."""
@@ -223,6 +330,7 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
 
     settings = settings or Settings.from_env()
     store = store or Store(settings.db_url)
+    store.claim_single_server()   # before recovery: a second server must not touch the first's games
     recovered = store.mark_interrupted()
     if recovered:
         log.warning("%d episode(s) left running by a previous process marked interrupted", recovered)
@@ -240,14 +348,24 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.to_thread(ctx.workers.warm)   # workers up before the first request
+        from . import jobs
+
+        # workers up and the inline jobs' tables built before the first request
+        await asyncio.gather(asyncio.to_thread(ctx.workers.warm), asyncio.to_thread(jobs.warm))
+        # Warm start: the default models load (and answer once) while the server already serves;
+        # `app.state.on_ready` (e.g. `sftvsrl serve`'s "serving on") runs once they are warm.
+        warming = asyncio.create_task(pool.warm()) if settings.warm_models else None
+        announce = asyncio.create_task(_when_ready(warming, getattr(app.state, "on_ready", None)))
         yield
+        for t in (warming, announce):
+            if t is not None:
+                t.cancel()
         await ctx.live.shutdown()
         for t in ctx.evals.values():
             t.cancel()
         await asyncio.gather(*ctx.evals.values(), return_exceptions=True)
         await pool.aclose()
-        ctx.workers.close()
+        await asyncio.to_thread(ctx.workers.close)
 
     app = FastAPI(title="SFT-vs-RL playground API", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,  # served offline below
@@ -272,4 +390,6 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
             return PLACEHOLDER
 
     app.add_middleware(EdgeGuard, limit=settings.max_body_bytes, header_limit=settings.max_header_bytes)
+    app.add_middleware(SecurityHeaders)   # outermost: errors of the guard get the headers too
+    redact_access_log()
     return app

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from game.tasks import TASKS, StepRecord
 
+from .evaluation import MAX_CONCURRENCY, MAX_EPISODES_PER_SPLIT
+
 Task = Literal.__getitem__(tuple(TASKS))   # the registry's task names
 Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
 
@@ -193,9 +195,10 @@ class EvalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: Task
     models: list[str] = Field(min_length=1, max_length=8)
-    episodes: int | None = Field(None, ge=1, le=10000, description="per split (default: the paper's count)")
+    episodes: int | None = Field(None, ge=1, le=MAX_EPISODES_PER_SPLIT,
+                                 description="per split (default: the paper's count)")
     splits: list[str] | None = Field(None, max_length=4)
-    concurrency: int = Field(4, ge=1, le=64)
+    concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY)
     max_tokens: int | None = Field(None, ge=1, le=4096)
     resume: bool = False
 

@@ -20,7 +20,12 @@ Public-demo rules (`app.access`):
 - `SFTVSRL_UNWATCHED_S` (60): a model-only game nobody watches for this long is cancelled;
 - `SFTVSRL_VIRL_DIRS`: extra V-IRL route directories clients may name (`os.pathsep`-separated);
 - `SFTVSRL_CPU_WORKERS` (2), `SFTVSRL_CPU_TIMEOUT_S` (10): the worker pool for CPU-bound work;
-- `SFTVSRL_MAX_HEADER_BYTES` (16384): the largest request head (431 beyond).
+- `SFTVSRL_MAX_HEADER_BYTES` (16384): the largest request head (431 beyond);
+- `SFTVSRL_HEADER_TIMEOUT_S` (10): a request head must arrive within this (the connection is closed);
+- `SFTVSRL_KEEP_ALIVE_S` (5): an idle keep-alive connection is closed after this;
+- `SFTVSRL_MAX_CONNECTIONS` (512): open connections at once (beyond, requests get 503);
+- `SFTVSRL_WARM_MODELS` (`1`/`0`; default: on for `sftvsrl serve`, off otherwise): load the default
+  models' checkpoints, and have each answer once, as the server starts (`ModelPool.warm`).
 """
 from __future__ import annotations
 
@@ -49,7 +54,11 @@ class Settings:
     cpu_workers: int = 2
     cpu_timeout_s: float = 10.0
     max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 512
     findings_dir: Path | None = None
+    warm_models: bool | None = None      # None: on for `sftvsrl serve`, off for other apps (tests, CLI)
 
     @property
     def show_gallery(self) -> bool:
@@ -82,7 +91,10 @@ class Settings:
                                 ("unwatched_s", "SFTVSRL_UNWATCHED_S", float),
                                 ("cpu_workers", "SFTVSRL_CPU_WORKERS", int),
                                 ("cpu_timeout_s", "SFTVSRL_CPU_TIMEOUT_S", float),
-                                ("max_header_bytes", "SFTVSRL_MAX_HEADER_BYTES", int)):
+                                ("max_header_bytes", "SFTVSRL_MAX_HEADER_BYTES", int),
+                                ("header_timeout_s", "SFTVSRL_HEADER_TIMEOUT_S", float),
+                                ("keep_alive_s", "SFTVSRL_KEEP_ALIVE_S", float),
+                                ("max_connections", "SFTVSRL_MAX_CONNECTIONS", int)):
             if env.get(name):
                 try:
                     values[key] = kind(env[name])
@@ -90,7 +102,8 @@ class Settings:
                     raise ValueError(f"{name} must be a number, got {env[name]!r}") from None
                 if not values[key] >= 0 or values[key] == float("inf"):
                     raise ValueError(f"{name} must be a finite number >= 0, got {env[name]!r}")
-        for key, name in (("public", "SFTVSRL_PUBLIC"), ("gallery", "SFTVSRL_GALLERY")):
+        for key, name in (("public", "SFTVSRL_PUBLIC"), ("gallery", "SFTVSRL_GALLERY"),
+                          ("warm_models", "SFTVSRL_WARM_MODELS")):
             if env.get(name):
                 flag = env[name].strip().lower()
                 if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

@@ -20,8 +20,14 @@ Tables (identical on both backends; SQLite `REAL` is PostgreSQL `DOUBLE PRECISIO
 The schema version is SQLite's `PRAGMA user_version`, or the one row of PostgreSQL's
 `sftvsrl_schema`.
 
+One server per SQLite file (`claim_single_server()`, called by the app before recovery): a server
+holds an exclusive lock on `<file>.server-lock` for as long as it lives (the kernel drops it when the
+process dies, `kill -9` included); a second server on the same file refuses to start and says why —
+replicas are what PostgreSQL is for. CLI commands (evaluations, listings) may share the file.
+SQLite files (the database, its WAL and shared-memory files) are created 0600.
+
 Recovery (`mark_interrupted()` at app start-up): episodes left `running` by a process that is gone
-become `interrupted`. On SQLite (one process) that is every running episode. On PostgreSQL each
+become `interrupted`. On SQLite (one server) that is every running episode. On PostgreSQL each
 store holds a session advisory lock named by its `owner` key for as long as its connection lives,
 so a starting replica interrupts only episodes whose owner's lock is free — never a live replica's.
 
@@ -32,6 +38,7 @@ as `?host=/run/postgresql` for a unix socket).
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -148,6 +155,17 @@ def pg_migration(sql: str) -> str:
     return re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
 
 
+def _private_file(path: Path, *, create: bool = True) -> None:
+    """`path` readable by its owner only (0600), created empty when missing and `create`."""
+    try:
+        if create:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:  # not ours to change (a read-only or foreign file): SQLite will say what is wrong
+        pass
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -170,6 +188,7 @@ class Store:
             path = sqlite_path(url)
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(path))   # SQLite gives its -wal and -shm files the database's mode
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             self._conn.row_factory = sqlite3.Row
             with self._lock:
@@ -177,7 +196,36 @@ class Store:
                     self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.execute("PRAGMA foreign_keys=ON")
+            if path != ":memory:":
+                for extra in ("-wal", "-shm"):   # made 0644 by an older version: tighten them
+                    _private_file(Path(path + extra), create=False)
+        self._server_lock: int | None = None
         self.migrate()
+
+    def claim_single_server(self) -> None:
+        """Take this SQLite file for one server (no-op on PostgreSQL, whose advisory locks let
+        replicas share a database): an exclusive lock on `<file>.server-lock`, held until `close()`
+        or the process ends. A `StoreError` says why when another server holds it."""
+        if self.postgres or self._server_lock is not None:
+            return
+        path = sqlite_path(self.url)
+        if path == ":memory:":
+            return
+        import fcntl
+
+        lock_path = Path(path + ".server-lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise StoreError(f"another sftvsrl server ({holder}) is serving the SQLite store {path}: one server "
+                             "per SQLite file (a second would interrupt the first one's live games). Stop it, "
+                             "pick another --data-dir, or run replicas on PostgreSQL (DATABASE_URL)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._server_lock = fd
 
     @property
     def safe_url(self) -> str:
@@ -272,6 +320,9 @@ class Store:
             return SCHEMA_VERSION
 
     def close(self) -> None:
+        if getattr(self, "_server_lock", None) is not None:
+            os.close(self._server_lock)   # releases the server lock
+            self._server_lock = None
         with self._lock:
             if self.postgres and not (self._conn.closed or self._conn.broken):
                 try:  # release the owner lock now (the server would, but only once it saw us go)

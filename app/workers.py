@@ -1,28 +1,48 @@
-"""A small process pool for CPU-bound work (dealing, solving, verifying, rendering) with a time
-limit, so no request can hold the event loop or a server thread for long.
+"""CPU work of the server (dealing, solving, verifying, rendering): cheap work answers inline, work
+that can be slow runs in a fair pool of worker processes with a time limit, so no request holds
+the event loop or a server thread for long and no client can starve another.
 
-`WorkerPool.run(fn, *args)` (async, for API handlers) and `run_sync(fn, *args)` (for UI handlers,
-which Gradio runs in threads) execute a picklable top-level function in a worker process and
-return its result, or raise:
-- `WorkTimeout` when it did not finish within `timeout_s`: the workers are killed (a spinning
-  worker cannot be interrupted any other way) and a fresh pool is started on the next call;
-- `WorkerUnavailable` when the pool broke (e.g. a worker was killed while this call waited).
-Exceptions raised by `fn` itself come back unchanged. Workers are spawned (never forked from a
-process that holds threads and model weights) and start on first use.
-
-The time limit measures the work, not the pool's start: a fresh pool first starts every worker
-and runs `_warm_worker` in each (imports, the reachable-target table) before any caller's clock
-starts, so a busy machine that is slow to spawn processes never turns into a spurious timeout.
-The server warms its pool at start-up (`warm`).
+`WorkerPool.compute(fn, *args, client=…)` (async, API handlers) and `compute_sync(…)` (UI handlers,
+which Gradio runs in threads) are the one way in:
+- **Inline when cheap.** `app.jobs.is_cheap(fn, args)` names the bounded common cases (a deal for
+  the target 24, a verify of a short text, a hand's info): they run in the caller at once (at most a
+  few milliseconds, usually microseconds), never queued behind anybody's slow work.
+- **Fair pool otherwise.** Jobs wait in one queue per client (the caller's key: its address); a free
+  worker takes the next job round-robin over the clients with jobs waiting, and one client holds at
+  most `share` workers at once (half of them, at least one), so a client flooding the pool waits
+  for itself while another client's job runs on the next free worker. At most `max_queued` jobs wait
+  per client (beyond: `PoolBusy`).
+- **The time limit counts run time.** A job's clock starts when a worker takes it, never while it
+  waits; past `timeout_s` the worker running it is killed (a spinning worker cannot be stopped any
+  other way) and replaced — the other workers' jobs are not touched — and the caller gets
+  `WorkTimeout`. A worker that dies under a job gives `WorkerUnavailable`. Both are answered as a
+  503 with `Retry-After` (`app.services`). Exceptions raised by `fn` itself come back unchanged.
+- **Nothing orphaned.** Workers are our own processes (`python -m app.workers FD PARENT_PID`), spoken
+  to over a socket pair, started by the pool's dispatcher thread with `PR_SET_PDEATHSIG` = SIGKILL
+  (`models.procs.die_with_parent`): they die with the server even when it is SIGKILLed, and a
+  worker also exits when its socket closes. `close()` (server shutdown, and `atexit`) stops and
+  reaps them. A fresh pool starts every worker and warms it (imports, the reachable-target table)
+  before any job's clock starts; the server warms its pool at start-up (`warm`).
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
 import concurrent.futures as cf
-import multiprocessing
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+START_FAILURES_MAX = 3   # workers dying before they are ready, in a row, before queued jobs are failed
 
 
 class WorkTimeout(RuntimeError):
@@ -30,101 +50,294 @@ class WorkTimeout(RuntimeError):
 
 
 class WorkerUnavailable(RuntimeError):
-    """The worker pool broke while this call waited; retrying is safe."""
+    """No worker could run this job (one died under it, or the pool is stopping); retrying is safe."""
+
+
+class PoolBusy(RuntimeError):
+    """This client already has as many jobs waiting as it may (message shown to the user as is)."""
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable
+    args: tuple
+    client: str
+    timeout: float
+    future: cf.Future = field(default_factory=cf.Future)
+    deadline: float | None = None
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: subprocess.Popen
+    conn: Connection
+    ready: bool = False
+    job: _Job | None = None
 
 
 class WorkerPool:
-    def __init__(self, workers: int = 2, timeout_s: float = 10.0) -> None:
+    def __init__(self, workers: int = 2, timeout_s: float = 10.0, *, share: int | None = None,
+                 max_queued: int = 128) -> None:
         self.workers = max(1, int(workers))
         self.timeout_s = float(timeout_s)
-        self._pool: cf.ProcessPoolExecutor | None = None
-        self._ready: cf.Future | None = None      # completes when every worker of `_pool` is up
+        self.share = max(1, int(share) if share is not None else (self.workers + 1) // 2)
+        self.max_queued = max(1, int(max_queued))
         self._lock = threading.Lock()
-        self.recycled = 0  # pools killed after a timeout (for tests and health)
+        self._ready_changed = threading.Condition(self._lock)
+        self._queues: "OrderedDict[str, deque[_Job]]" = OrderedDict()
+        self._running: dict[str, int] = {}
+        self._procs: list[_Worker] = []
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._closed = False
+        self._start_failures = 0
+        self.recycled = 0      # workers killed after a timeout (tests, health)
+        self.dispatched: list[str] = []   # the clients of the last jobs started, in order (tests)
 
-    def _executor(self) -> tuple[cf.ProcessPoolExecutor, cf.Future]:
-        """The current pool and a future that completes once all its workers have started."""
+    # ------------------------------------------------------------------------- the way in
+    def compute_sync(self, fn: Callable, *args: Any, client: str = "", timeout: float | None = None) -> Any:
+        """`fn(*args)`: inline when `app.jobs` calls it cheap, else in the pool (blocking)."""
+        from .jobs import is_cheap
+
+        if is_cheap(fn, args):
+            return fn(*args)
+        return self.run_sync(fn, *args, client=client, timeout=timeout)
+
+    async def compute(self, fn: Callable, *args: Any, client: str = "", timeout: float | None = None) -> Any:
+        """`fn(*args)`: inline when `app.jobs` calls it cheap, else in the pool."""
+        from .jobs import is_cheap
+
+        if is_cheap(fn, args):
+            return fn(*args)
+        return await self.run(fn, *args, client=client, timeout=timeout)
+
+    async def run(self, fn: Callable, *args: Any, client: str = "", timeout: float | None = None) -> Any:
+        """`fn(*args)` in a worker (waits its turn; `timeout` counts from when a worker takes it)."""
+        return await asyncio.wrap_future(self.submit(fn, *args, client=client, timeout=timeout))
+
+    def run_sync(self, fn: Callable, *args: Any, client: str = "", timeout: float | None = None) -> Any:
+        return self.submit(fn, *args, client=client, timeout=timeout).result()
+
+    def submit(self, fn: Callable, *args: Any, client: str = "", timeout: float | None = None) -> cf.Future:
+        """Queue `fn(*args)` for `client`; the future gets its result or exception."""
+        job = _Job(fn, args, str(client), self.timeout_s if timeout is None else float(timeout))
         with self._lock:
-            if self._pool is None:
-                pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                              initializer=_warm_worker)
-                starts = [pool.submit(_started, self.workers) for _ in range(self.workers)]
-                ready: cf.Future = cf.Future()
-
-                def _one_done(_f, left=[len(starts)]):  # noqa: B006 - a shared countdown
-                    left[0] -= 1
-                    if left[0] == 0 and not ready.done():
-                        ready.set_result(None)
-                for f in starts:
-                    f.add_done_callback(_one_done)
-                self._pool, self._ready = pool, ready
-            return self._pool, self._ready
+            if self._closed:
+                raise WorkerUnavailable("the server is shutting down; try again")
+            queue = self._queues.get(job.client)
+            if queue is not None and len(queue) >= self.max_queued:
+                raise PoolBusy(f"you have {len(queue)} computations waiting (limit {self.max_queued}); "
+                               "wait for their answers first")
+            self._queues.setdefault(job.client, deque()).append(job)
+            self._start_failures = 0 if self._start_failures >= START_FAILURES_MAX else self._start_failures
+            self._ensure_thread()
+        self._wake()
+        return job.future
 
     def warm(self) -> None:
-        """Start every worker now (blocking, no time limit): the server calls this at start-up."""
-        _pool, ready = self._executor()
-        ready.result()
-
-    def _recycle(self, pool: cf.ProcessPoolExecutor) -> None:
-        """Kill `pool`'s workers (if it is still the current pool) so spinning work stops."""
+        """Start every worker now and wait until all are ready (no time limit): server start-up."""
         with self._lock:
-            if self._pool is not pool:
+            if self._closed:
                 return
-            self._pool = None
-            self.recycled += 1
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            try:
-                proc.kill()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        pool.shutdown(wait=False, cancel_futures=True)
+            self._ensure_thread()
+            self._ready_changed.wait_for(lambda: self._closed or self._start_failures >= START_FAILURES_MAX
+                                         or sum(w.ready for w in self._procs) >= self.workers)
 
-    def _timeout_error(self, fn: Callable, timeout: float) -> WorkTimeout:
-        what = getattr(fn, "__name__", "the computation")
-        return WorkTimeout(f"{what} took longer than {timeout:g} s and was stopped; try simpler input")
-
-    async def run(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
-        timeout = self.timeout_s if timeout is None else timeout
-        pool, ready = self._executor()
-        if not ready.done():
-            await asyncio.wrap_future(ready)
-        try:
-            future = pool.submit(fn, *args)
-        except (cf.process.BrokenProcessPool, RuntimeError):
-            self._recycle(pool)
-            raise WorkerUnavailable("the worker pool was restarting; try again") from None
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except asyncio.TimeoutError:
-            self._recycle(pool)
-            raise self._timeout_error(fn, timeout) from None
-        except cf.process.BrokenProcessPool:
-            self._recycle(pool)
-            raise WorkerUnavailable("the worker pool was restarting; try again") from None
-
-    def run_sync(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
-        timeout = self.timeout_s if timeout is None else timeout
-        pool, ready = self._executor()
-        ready.result()
-        try:
-            return pool.submit(fn, *args).result(timeout)
-        except cf.TimeoutError:
-            self._recycle(pool)
-            raise self._timeout_error(fn, timeout) from None
-        except (cf.process.BrokenProcessPool, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and not isinstance(exc, cf.process.BrokenProcessPool) \
-                    and "shutdown" not in str(exc):
-                raise
-            self._recycle(pool)
-            raise WorkerUnavailable("the worker pool was restarting; try again") from None
+    def pids(self) -> list[int]:
+        """The worker processes' ids (tests)."""
+        with self._lock:
+            return [w.proc.pid for w in self._procs]
 
     def close(self) -> None:
+        """Stop the dispatcher and the workers, reap them; waiting jobs get `WorkerUnavailable`."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.kill()
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            self._ready_changed.notify_all()
+        self._wake()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(30)
+        with self._lock:
+            procs, self._procs = self._procs, []
+            waiting = [j for q in self._queues.values() for j in q]
+            self._queues.clear()
+        for w in procs:
+            if w.job is not None:
+                waiting.append(w.job)
+            _close_quietly(w.conn)   # an idle worker exits on EOF
+        for w in procs:
+            try:
+                w.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+        for job in waiting:
+            _fail(job, WorkerUnavailable("the server is shutting down; try again"))
+        _close_quietly(self._wake_r)
+        _close_quietly(self._wake_w)
+
+    # ------------------------------------------------------------------------ dispatcher
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:  # closed, or the buffer is full of wake-ups already
+            pass
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            # Workers are started from this thread, and PR_SET_PDEATHSIG fires when the thread that
+            # started a process ends: it lives as long as the pool.
+            self._thread = threading.Thread(target=self._loop, name="sftvsrl-workers", daemon=True)
+            self._thread.start()
+
+    def _spawn(self) -> _Worker:
+        mine, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "app.workers", str(theirs.fileno()), str(os.getpid())],
+                                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT))
+        finally:
+            theirs.close()
+        return _Worker(proc, Connection(mine.detach()))
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                while len(self._procs) < self.workers and self._start_failures < START_FAILURES_MAX:
+                    self._procs.append(self._spawn())
+                if self._start_failures >= START_FAILURES_MAX:
+                    self._fail_waiting("the worker processes fail to start (see the server log); try again")
+                self._dispatch()
+                waitables = [self._wake_r, *(w.conn for w in self._procs)]
+                deadlines = [w.job.deadline for w in self._procs if w.job is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            ready = wait(waitables, timeout)
+            with self._lock:
+                if self._closed:
+                    return
+                for item in ready:
+                    if item is self._wake_r:
+                        self._drain_wakeups()
+                    else:
+                        self._receive(next(w for w in self._procs if w.conn is item))
+                now = time.monotonic()
+                for w in [w for w in self._procs if w.job is not None and w.job.deadline <= now]:
+                    job = w.job
+                    self._retire(w, kill=True)
+                    self.recycled += 1
+                    what = getattr(job.fn, "__name__", "the computation")
+                    _fail(job, WorkTimeout(f"{what} took longer than {job.timeout:g} s and was stopped; "
+                                           "try simpler input"))
+                self._ready_changed.notify_all()
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _receive(self, w: _Worker) -> None:
+        try:
+            kind, value = w.conn.recv()
+        except (EOFError, OSError, ValueError):   # the worker died
+            job = w.job
+            if not w.ready:
+                self._start_failures += 1
+            self._retire(w, kill=True)
+            if job is not None:
+                _fail(job, WorkerUnavailable("the worker running this computation stopped; try again"))
+            return
+        if kind == "ready":
+            w.ready = True
+            self._start_failures = 0
+            return
+        job, w.job = w.job, None
+        if job is None:
+            return
+        self._running[job.client] -= 1
+        if kind == "ok":
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+    def _retire(self, w: _Worker, *, kill: bool) -> None:
+        if w.job is not None:
+            self._running[w.job.client] -= 1
+        if w in self._procs:
+            self._procs.remove(w)
+        _close_quietly(w.conn)
+        if kill and w.proc.poll() is None:
+            w.proc.kill()
+        try:
+            w.proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignored
+            pass
+
+    def _next_job(self) -> _Job | None:
+        """The next job round-robin over the clients with jobs waiting, skipping clients that hold
+        their share of the workers already."""
+        for client in list(self._queues):
+            if self._running.get(client, 0) >= self.share:
+                continue
+            queue = self._queues[client]
+            while queue:
+                job = queue.popleft()
+                if job.future.set_running_or_notify_cancel():  # False: its caller gave up while it waited
+                    if queue:
+                        self._queues.move_to_end(client)        # the next turn is somebody else's
+                    else:
+                        del self._queues[client]
+                    return job
+            del self._queues[client]
+        return None
+
+    def _dispatch(self) -> None:
+        for w in [w for w in self._procs if w.ready and w.job is None]:
+            job = self._next_job()
+            if job is None:
+                return
+            try:
+                w.conn.send((job.fn, job.args))
+            except Exception as exc:  # noqa: BLE001 - a dead worker, or arguments that cannot be pickled
+                self._retire(w, kill=True)
+                _fail(job, exc if not isinstance(exc, OSError) else
+                      WorkerUnavailable("a worker stopped; try again"))
+                continue
+            w.job = job
+            job.deadline = time.monotonic() + job.timeout
+            self._running[job.client] = self._running.get(job.client, 0) + 1
+            self.dispatched.append(job.client)
+            del self.dispatched[:-1000]
+
+    def _fail_waiting(self, message: str) -> None:
+        for queue in self._queues.values():
+            for job in queue:
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(WorkerUnavailable(message))
+        self._queues.clear()
+
+
+def _fail(job: _Job, exc: BaseException) -> None:
+    if job.future.done():
+        return
+    if not job.future.running() and not job.future.set_running_or_notify_cancel():
+        return
+    job.future.set_exception(exc)
+
+
+def _close_quietly(thing) -> None:
+    try:
+        thing.close()
+    except OSError:
+        pass
 
 
 _shared: WorkerPool | None = None
@@ -155,24 +368,48 @@ def configure(workers: int, timeout_s: float) -> WorkerPool:
     return _shared
 
 
-# ------------------------------------------------------------------ the jobs (top-level, picklable)
-def _warm_worker() -> None:
-    """Worker initializer: import the engines and build the reachable-target tables once."""
-    from game.gp.deal import DealConfig, reachable_targets
-
-    reachable_targets(DealConfig())
-
-
-def _started(n: int) -> None:
-    """Start-up job: held until `n` of them run at once, so the pool starts all `n` workers."""
-    import time
-
-    time.sleep(0.05)
-
+# ---------------------------------------------------------------- the worker process and test jobs
 def spin(seconds: float) -> None:
     """Busy-loop for `seconds` of CPU (tests: a job that must be stopped by the time limit)."""
-    import time
-
     end = time.process_time() + seconds
     while time.process_time() < end:
         pass
+
+
+def nap(seconds: float) -> float:
+    """Sleep `seconds` (tests: a job that takes wall time without competing for the CPU)."""
+    time.sleep(seconds)
+    return seconds
+
+
+def _worker_main(fd: int, parent_pid: int) -> None:
+    import signal
+
+    from models.procs import die_with_parent
+
+    die_with_parent(signal.SIGKILL, parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the server; it stops us
+    conn = Connection(fd)
+    from .jobs import warm
+
+    warm()   # before "ready": no job's clock counts the start
+    conn.send(("ready", None))
+    while True:
+        try:
+            fn, args = conn.recv()   # our own jobs, pickled by the server (never a client's bytes)
+        except (EOFError, OSError):
+            return
+        try:
+            reply = ("ok", fn(*args))
+        except Exception as exc:  # noqa: BLE001 - the caller gets it unchanged
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+        except Exception as exc:  # noqa: BLE001 - a result or exception that cannot be pickled
+            conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+if __name__ == "__main__":
+    _worker_main(int(sys.argv[1]), int(sys.argv[2]))

@@ -99,12 +99,21 @@ class ManagedServer:
             self.proc.wait(10)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux for SIGTERM when the parent thread dies (no-op elsewhere)."""
+def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> None:
+    """Ask Linux to send this process `sig` when the thread that started it dies (no-op elsewhere).
+    Called in a child (before exec, or first thing after it); with `parent_pid`, a parent that is
+    already gone (it died before the request was made) gets the same answer at once."""
     if sys.platform.startswith("linux"):
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent thread dies."""
+    die_with_parent(signal.SIGTERM)
 
 
 def our_server(path: "str | Path", name: str, port: int | None = None, *, log_path: Path | None = None,

@@ -68,7 +68,7 @@ def test_findings_view_and_a_bar_into_inspect(page, served):
     assert "reported in the paper, Llama-3.2-11B" in bars
     for value in ("11.5 %", "3.4 %", "15.0 %"):
         assert value in bars
-    assert page.locator("#findings-curves img").count() == 1
+    assert page.locator("#findings-curves img[data-look='light']").count() == 1   # (and presenter mode's)
     assert "RL − SFT" in page.inner_text("#findings-paired")
     assert page.locator("#findings-explain li").count() >= 3
 
@@ -109,7 +109,7 @@ def test_switch_to_virl_and_a_bar_into_inspect(page, served):
     head = page.inner_text("#findings-table thead")
     assert "held-out streets" in head and "J/Q/K" not in page.inner_text("#findings-root")
     assert "relative actions instead of compass actions" in page.inner_text("#findings-explain")
-    assert page.locator("#findings-curves img").count() == 1
+    assert page.locator("#findings-curves img[data-look='light']").count() == 1   # (and presenter mode's)
 
     cells = _bar_into_inspect(page, "virl-l", findings, "rl", "streets")
     assert "gp-l" not in cells and "sft" not in cells

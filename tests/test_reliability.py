@@ -1,11 +1,15 @@
-"""Reliability suite: the public demo cannot be frozen, snooped on or hijacked (issue 12).
+"""Reliability suite: the public demo cannot be frozen, snooped on or hijacked (issues 12, 24).
 
-A real `sftvsrl serve --no-ui` on loopback (no models; a real SQLite file) with the public-demo
-rules switched on (no gallery, small per-client cap): unreachable deal targets, ownership of
-games, fair-use caps, validation at the edge, SSE resume, a bounded property-based fuzz over every
-endpoint of the OpenAPI schema asserting no 5xx, and a bounded concurrency smoke test. In-process:
-the worker pool's time limit, the unwatched-group watchdog, and the route-source policy of UI deep
-links (with an audit hook proving no file outside the allowed sources is opened).
+A real `sftvsrl serve --public` on loopback with the UI mounted (no models; a real SQLite file) and
+the public-demo rules switched on (no gallery, small per-client cap): unreachable deal targets,
+ownership of games, fair-use caps, validation at the edge, SSE resume, a bounded property-based fuzz
+over every endpoint of the OpenAPI schema and every JSON content type asserting no 5xx, and a bounded
+concurrency smoke test. In-process: the worker pool's time limit (run time, not queue wait) and its
+fairness between clients, the unwatched-group watchdog, the route-source policy of UI deep links
+(with an audit hook proving no file outside the allowed sources is opened), and the linear lenient
+card search. Processes: the worker processes die with a SIGKILLed server and are reaped on SIGTERM;
+a second server on the same SQLite store refuses to start and leaves the first one's live game alone.
+(The UI side of the public mode: `test_public_ui.py`.)
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def server(tmp_path_factory):
     env = {"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(tmp / "data"), "SFTVSRL_MAX_BODY_BYTES": "20000",
            "SFTVSRL_GALLERY": "0", "SFTVSRL_MAX_GAMES_PER_CLIENT": "3", "SFTVSRL_ADMIN_TOKEN": ADMIN,
            "SFTVSRL_CPU_TIMEOUT_S": "20", "SFTVSRL_MAX_HEADER_BYTES": "8192"}
-    srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--public", "--port", str(port),
+    srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--public", "--port", str(port),
                                 "--models", str(empty)],
                         f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")
     srv.base = f"http://127.0.0.1:{port}"
@@ -177,6 +181,29 @@ def test_overflowing_query_values_and_huge_headers(client):
     assert client.get("/api/health").status_code == 200
 
 
+def test_a_client_trickling_its_request_head_is_disconnected(server):
+    """A request head sent a byte at a time (each byte would reset a keep-alive timer) is cut off
+    once the head timeout passes; the server answered nothing. The loop bound is a hang guard."""
+    import socket
+
+    host, port = server.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(0.5)
+        head = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100_000
+        closed = False
+        for i in range(2000):
+            try:
+                sock.sendall(head[i:i + 1])
+                closed = sock.recv(1024) == b""
+            except socket.timeout:
+                continue
+            except OSError:   # reset: closed
+                closed = True
+            if closed:
+                break
+        assert closed, "the server kept a trickling connection open"
+
+
 def test_worker_pool_time_limit_stops_runaway_work():
     from app import jobs
     from app.workers import WorkerPool, WorkTimeout, spin
@@ -192,6 +219,98 @@ def test_worker_pool_time_limit_stops_runaway_work():
         assert pool.recycled == 2
     finally:
         pool.close()
+
+
+def test_worker_pool_time_limit_counts_run_time_not_queue_wait():
+    """Five 2-second jobs through one worker with a 6-second limit: the last waits 8 s for its turn,
+    runs 2 s, and is answered (the limit measured from the submission would have stopped it)."""
+    from app.workers import WorkerPool, nap
+
+    pool = WorkerPool(workers=1, timeout_s=6.0)
+    try:
+        pool.warm()
+        futures = [pool.submit(nap, 2.0, client="one") for _ in range(5)]
+        assert [f.result() for f in futures] == [2.0] * 5
+        assert pool.recycled == 0
+    finally:
+        pool.close()
+
+
+def test_worker_pool_serves_clients_in_turn():
+    """A client with a dozen long jobs queued holds one worker (its share); another client's job
+    starts on the other at once and is answered while the first client's queue is still long."""
+    from app import jobs
+    from app.workers import WorkerPool, nap
+
+    pool = WorkerPool(workers=2, timeout_s=60)
+    try:
+        pool.warm()
+        flood = [pool.submit(nap, 1.0, client="flooder") for _ in range(12)]
+        theirs = pool.submit(jobs.gp_solve, "D7S5C2C9", "face10", 5, client="bystander")
+        assert theirs.result()["solutions"]
+        waiting = sum(not f.done() for f in flood)
+        assert waiting >= 9, f"only {waiting} of the flooder's jobs were still waiting"
+        assert pool.dispatched.index("bystander") <= 2, pool.dispatched
+        for f in flood:
+            f.cancel()   # a caller that gave up: its queued jobs never start
+    finally:
+        pool.close()
+
+
+def test_a_computation_past_its_time_limit_is_a_clean_503(tmp_path):
+    """Issue 24: a timed-out job (its worker killed and replaced) and the requests that wait for the
+    pool meanwhile are answered with JSON — 200 or 503 with Retry-After — never a 500."""
+    port = free_port()
+    empty = tmp_path / "models.toml"
+    empty.write_text("")
+    srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--port", str(port),
+                                "--models", str(empty)], f"http://127.0.0.1:{port}/api/health",
+                        env={"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(tmp_path / "data"),
+                             "SFTVSRL_CPU_TIMEOUT_S": "0.01"}, log_path=tmp_path / "server.log").start()
+    try:
+        assert srv.wait_healthy(), srv.log_tail()
+
+        async def go():
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=300) as c:
+                return await asyncio.gather(*(c.get("/api/gp/deals/HKC5D2C4/image.png", params={"resolution": 1200})
+                                              for _ in range(6)),
+                                            *(c.get("/api/gp/deal", params={"seed": i}) for i in range(6)))
+
+        answers = asyncio.run(go())
+        images, deals = answers[:6], answers[6:]
+        assert [r.status_code for r in deals] == [200] * 6   # cheap work answers inline, unaffected
+        assert {r.status_code for r in images} <= {200, 503} and 503 in {r.status_code for r in images}
+        for r in images:
+            if r.status_code == 503:
+                assert int(r.headers["Retry-After"]) > 0 and "longer than" in r.json()["detail"]
+        assert "Traceback" not in (tmp_path / "server.log").read_text(errors="replace")
+    finally:
+        srv.stop()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(['"cards": [', "cards:[", "'CARDS' : [", "cards", "[", "]", "1, 2", ", ",
+                                 '"', "'", " ", "\n", "x", ":"]), max_size=30))
+def test_lenient_card_search_matches_the_regex_it_replaces(parts):
+    import re
+
+    from game.gp.verifier import lenient_cards_search
+
+    text = "".join(parts)
+    m = re.search(r"""["']?cards["']?\s*:\s*\[([^\]]*)\]""", text, re.IGNORECASE)
+    assert lenient_cards_search(text) == (m.group(1) if m else None)
+
+
+def test_lenient_card_search_is_linear():
+    """The flood of issue 24: `"cards": [` 1,638 times (16 KB) took 0.93 s per verify with the
+    quadratic regex; 200,000 times (2 MB) would take it about an hour — past the suite's
+    per-test limit (the hang guard), while the linear search answers at once. No clock is read."""
+    from game.gp.verifier import lenient_cards_search, verify
+
+    assert lenient_cards_search('"cards": [' * 200_000) is None
+    assert lenient_cards_search('"cards": [' * 100_000 + "K, 5, 2, 4]") == '"cards": [' * 99_999 + "K, 5, 2, 4"
+    v = verify('{"formula": "1", ' + '"cards": [' * 1638, [1, 2, 3, 4], ["A", "2", "3", "4"], lenient=True)
+    assert v.reward < 0
 
 
 # -------------------------------------------------------------------------------------- SSE
@@ -357,6 +476,11 @@ NASTY_JSON = st.recursive(
     max_leaves=12)
 
 
+# Every way a client can say "JSON" that FastAPI parses as JSON (and a missing content type).
+JSON_CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "application/merge-patch+json",
+                      "application/vnd.api+json", "application/problem+json", "Application/JSON", None]
+
+
 def _operations(schema: dict) -> list[tuple[str, str, dict]]:
     ops = []
     for path, item in schema["paths"].items():
@@ -386,7 +510,7 @@ def _body_for(op: dict, schema: dict, data) -> dict | None:
     return body
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_fuzz_every_endpoint_never_answers_5xx(server, openapi, data):
     ops = [o for o in _operations(openapi) if o[0] in ("GET", "POST")]
@@ -411,7 +535,9 @@ def test_fuzz_every_endpoint_never_answers_5xx(server, openapi, data):
     content = None
     if body is not None:
         content = json.dumps(body, allow_nan=True).encode()  # NaN/Infinity written as JS literals
-        headers["content-type"] = "application/json"
+        ctype = data.draw(st.sampled_from(JSON_CONTENT_TYPES))
+        if ctype is not None:
+            headers["content-type"] = ctype
     with _client(server) as c:
         if "events" in path:
             with c.stream(method, url, headers=headers) as r:
@@ -445,3 +571,83 @@ def test_concurrent_clients_all_get_answers(server):
 
     results = asyncio.run(go())
     assert all(codes == [200, 400, 200, 200, 200, 200, 200] for codes in results), results[:3]
+
+
+# --------------------------------------------------------------------- processes and the store
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a container's pid 1 may never reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _gone(pids: list[int]) -> list[int]:
+    """Wait until none of `pids` runs (a hang guard bounds it; nothing is timed) and return those
+    still running."""
+    import time
+
+    for _ in range(15000):
+        if not any(_running(p) for p in pids):
+            break
+        time.sleep(0.02)
+    return [p for p in pids if _running(p)]
+
+
+def _plain_server(tmp: Path, data: Path, log: str) -> tuple[ManagedServer, str]:
+    port = free_port()
+    empty = tmp / "models.toml"
+    empty.write_text("")
+    srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--port", str(port),
+                                "--models", str(empty)], f"http://127.0.0.1:{port}/api/health",
+                        env={"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(data)}, log_path=tmp / log)
+    return srv, f"http://127.0.0.1:{port}"
+
+
+def _our_children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_no_process_of_ours_outlives_the_server(tmp_path, how):
+    import os
+    import signal
+
+    srv, _url = _plain_server(tmp_path, tmp_path / "data", "server.log")
+    srv.start()
+    try:
+        assert srv.wait_healthy(), srv.log_tail()
+        children = _our_children(srv.proc.pid)   # the worker pool was started and warmed before "healthy"
+        assert len(children) >= 2, children
+        os.kill(srv.proc.pid, getattr(signal, how))   # the server only: not its process group
+        srv.proc.wait(300)
+        assert _gone(children) == [], f"left running after {how}: {children}"
+    finally:
+        srv.stop()
+
+
+def test_a_second_server_on_the_same_sqlite_store_refuses_and_leaves_the_first_alone(tmp_path):
+    first, url = _plain_server(tmp_path, tmp_path / "data", "first.log")
+    first.start()
+    second, _ = _plain_server(tmp_path, tmp_path / "data", "second.log")
+    try:
+        assert first.wait_healthy(), first.log_tail()
+        with httpx.Client(base_url=url, trust_env=False, timeout=300) as c:
+            r = c.post("/api/episodes", json={"task": "gp-l", "instance": {"deal_id": "HKC5D2C4"},
+                                              "participants": [{"human": True}]})
+            game = r.json()
+            eid, token = game["episodes"][0]["episode_id"], game["token"]
+            second.start()
+            assert second.proc.wait(300) != 0
+            assert "another sftvsrl server" in second.log_tail() and "one server per SQLite file" in second.log_tail()
+            ep = c.get(f"/api/episodes/{eid}", headers={"X-Game-Token": token}).json()
+            assert ep["status"] == "running"   # not marked interrupted by the second server
+            assert c.post(f"/api/episodes/{eid}/submit", json={"text": "(10+2*5)+4"},
+                          headers={"X-Game-Token": token}).status_code == 200
+    finally:
+        second.stop()
+        first.stop()

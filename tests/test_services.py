@@ -35,7 +35,7 @@ def test_ui_virl_evaluation_plays_the_virl_checkpoint(tmp_path):
     assert spec.path_for("virl-l") != spec.path_for("gp-l")  # the default sft has one checkpoint per task
 
     async def go():
-        run_id, job = launch(ctx, "virl-l", ["id"], ["sft"], 1)
+        run_id, job = await launch(ctx, services.CLI, "virl-l", ["id"], ["sft"], 1)
         await job
         return run_id
 
@@ -55,15 +55,16 @@ def test_one_evaluation_at_a_time_and_bad_models_are_refused(tmp_path):
     ctx = _ctx(tmp_path)
 
     async def go():
+        cli = services.CLI
         with pytest.raises(services.ServiceError, match="unknown model 'nope'"):
-            services.start_evaluation(ctx, EvalConfig("gp-l", ["nope"], episodes=1))
-        run_id, job = services.start_evaluation(ctx, EvalConfig("gp-l", ["sft"], episodes=1))
+            await services.start_evaluation(ctx, cli, EvalConfig("gp-l", ["nope"], episodes=1))
+        run_id, job = await services.start_evaluation(ctx, cli, EvalConfig("gp-l", ["sft"], episodes=1))
         with pytest.raises(services.Conflict, match="already running"):  # 409
-            services.start_evaluation(ctx, EvalConfig("gp-l", ["rl"], episodes=1))
-        services.cancel_evaluation(ctx, run_id)
+            await services.start_evaluation(ctx, cli, EvalConfig("gp-l", ["rl"], episodes=1))
+        services.cancel_evaluation(ctx, cli, run_id)
         await asyncio.gather(job, return_exceptions=True)
         with pytest.raises(services.ServiceError, match="not running"):
-            services.cancel_evaluation(ctx, run_id)
+            services.cancel_evaluation(ctx, cli, run_id)
 
     try:
         asyncio.run(go())
@@ -81,9 +82,9 @@ def test_live_groups_are_capped_and_sources_checked(tmp_path, monkeypatch):
 
     async def go():
         human = HumanPlayer()
-        group = await services.start_group(ctx, inst, [human])
+        group = await services.start_group(ctx, services.CLI, inst, [human])
         with pytest.raises(services.Busy, match="1 games are running"):
-            await services.start_group(ctx, inst, [ScriptedPlayer("s", [])])
+            await services.start_group(ctx, services.CLI, inst, [ScriptedPlayer("s", [])])
         group.task.cancel()
         await asyncio.gather(group.task, return_exceptions=True)
 

@@ -109,13 +109,16 @@ def test_shard_service_checks_specs_resume_and_merge_inputs(store, tmp_path):
 
     ctx = services.cli_context(Settings.from_env(env={}, data_dir=str(tmp_path)), store, ModelPool.from_file(None))
     config = EvalConfig(task="gp-l", models=["sft"], episodes=2)
+    def start(**kwargs):
+        return asyncio.run(services.start_evaluation(ctx, services.CLI, config, **kwargs))
+
     with pytest.raises(services.ServiceError, match="0 <= i < N"):
-        services.start_evaluation(ctx, config, shard=(2, 2))
+        start(shard=(2, 2))
     shard_run = create_run(store, config, (1, 2))
     with pytest.raises(services.ServiceError, match=f"run {shard_run} is shard 1/2; pass the same shard"):
-        services.start_evaluation(ctx, config, resume=shard_run)
+        start(resume=shard_run)
     with pytest.raises(services.ServiceError, match="is not a shard"):
-        services.start_evaluation(ctx, config, resume=create_run(store, config), shard=(1, 2))
+        start(resume=create_run(store, config), shard=(1, 2))
     with pytest.raises(services.ServiceError, match="no run of shard 0/2 of this evaluation"):
         services.merge_shards(ctx, config=config, count=2)
     with pytest.raises(services.ServiceError, match="is running at 0/0"):

@@ -37,10 +37,11 @@ def app_url(tmp_path_factory):
 
 
 def _both_columns_play(page, prefix: str) -> None:
+    first = "Try 1" if prefix == "gp" else "Move 1"   # GP counts tries, V-IRL moves
     for col, label in ((f"#{prefix}-col-0", "SFT"), (f"#{prefix}-col-1", "RL")):
         page.wait_for_selector(f"{col} .sv-col[data-done='true']", timeout=300_000)
         text = page.inner_text(col)
-        assert label in text and "Try 1" in text, text
+        assert label in text and first in text, text
         assert page.locator(f"{col} .sv-error").count() == 0, text
         assert "not configured" not in text and "Error" not in text, text
 

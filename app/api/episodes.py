@@ -1,8 +1,10 @@
 """Episodes: start (paired, same instance), stream (SSE), submit a human move, cancel; list,
 filter, get, export (JSONL, Markdown, bundle) and replay stored episodes.
 
-Who may do what is `app.access`: starting a game returns its token, which playing, cancelling
-and (without the public gallery) reading it require; listings are scoped to the caller's games.
+Who may do what is `app.access`, applied by the service layer (`app.services`) to the request's
+caller: starting a game returns its token, which playing, cancelling and (without the public
+gallery) reading it require; listings are scoped to the caller's games; bulk export is
+operator-only on a public server.
 SSE streams number their events; `Last-Event-ID` resumes after that event (live or replayed), and
 every stream ends with `group_finished`."""
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupSta
 from game.tasks import OUTCOMES
 
 from .. import services
-from .deps import bad_request, ctx, http_error, not_found
+from .deps import caller, ctx, http_error
 
 router = APIRouter(tags=["episodes"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -33,7 +35,7 @@ def sse(index: int, event: dict) -> str:
              summary="Start one episode per participant on the same instance (paired)",
              description="Returns the game's `token`: send it as `X-Game-Token` (or `?token=` for SSE) "
                          "to play, cancel or read the game.")
-async def start_episodes(body: EpisodeRequest, request: Request, c=Depends(ctx)) -> GroupStarted:
+async def start_episodes(body: EpisodeRequest, c=Depends(ctx), who=Depends(caller)) -> GroupStarted:
     decoding = body.decoding.model_dump(exclude_none=True) if body.decoding else {}
     try:
         instance = services.live_instance(c, body.task, body.instance)
@@ -43,8 +45,7 @@ async def start_episodes(body: EpisodeRequest, request: Request, c=Depends(ctx))
                 raise services.ServiceError("each participant is either {\"model\": NAME} or {\"human\": true}")
             participants.append(HumanPlayer(name=p.name or "human", idle_timeout_s=c.settings.human_idle_s)
                                 if p.human else services.model_player(c, p.model, body.task, decoding))
-        group = await services.start_group(c, instance, participants, {"decoding": decoding},
-                                           client=c.access.client_key(request))
+        group = await services.start_group(c, who, instance, participants, {"decoding": decoding})
     except services.ServiceError as exc:
         raise http_error(exc) from None
     refs = []
@@ -52,7 +53,8 @@ async def start_episodes(body: EpisodeRequest, request: Request, c=Depends(ctx))
         ep = c.store.get_episode(eid, steps=False)
         refs.append(EpisodeRef(episode_id=eid, participant=ep["participant"], kind=ep["participant_kind"]))
     return GroupStarted(group_id=group.group_id, task=instance.task, instance_key=instance.key, episodes=refs,
-                        events_url=f"/api/groups/{group.group_id}/events", token=c.access.game_token(group.group_id))
+                        events_url=f"/api/groups/{group.group_id}/events",
+                        token=services.game_token(c, group.group_id))
 
 
 MAX_EVENT_ID = 10**9
@@ -96,10 +98,18 @@ async def _stream_stored(c, group_id: str, episode_ids: list[str], after: int, d
     yield sse(max(i + 1, after + 1), {"type": "group_finished", "group_id": group_id, "replay": True})
 
 
-def _readable(c, request: Request, episodes: list[dict]) -> None:
-    if not all(c.access.may_read(request, e) for e in episodes):
-        raise HTTPException(status_code=403, detail="this game needs its token (X-Game-Token header or "
-                                                    "?token=, as returned when the game was started)")
+def _stream(c, who, after: int, *, group_id: str | None = None, episode_id: str | None = None,
+            request: Request, delay: float = 0.0) -> StreamingResponse:
+    try:
+        source = services.open_stream(c, who, group_id=group_id, episode_id=episode_id)
+    except services.ServiceError as exc:
+        raise http_error(exc) from None
+    if source.live is not None:
+        _check_resume(after, len(source.live.events))
+        body = _stream_live(source.live, after, episode_id, request)
+    else:
+        body = _stream_stored(c, source.group_id, source.episode_ids, after, delay)
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.get("/groups/{group_id}/events", summary="Server-Sent Events of every episode in a group",
@@ -108,20 +118,8 @@ async def group_events(group_id: str, request: Request,
                        last_event: str | None = Header(None, alias="Last-Event-ID", max_length=64),
                        delay: float = Query(0, ge=0, le=10, description="seconds between replayed steps"),
                        token: str | None = Query(None, max_length=200, description="the game's token"),
-                       c=Depends(ctx)):
-    after = last_event_id(last_event)
-    group = c.live.group(group_id)
-    if group is not None:
-        _readable(c, request, [{"group_id": group_id, "eval_run_id": None}])
-        _check_resume(after, len(group.events))
-        return StreamingResponse(_stream_live(group, after, None, request), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
-    eps = c.store.list_episodes(group_id=group_id, limit=64)
-    if not eps:
-        raise not_found("group")
-    _readable(c, request, eps)
-    return StreamingResponse(_stream_stored(c, group_id, [e["id"] for e in eps], after, delay),
-                             media_type="text/event-stream", headers=SSE_HEADERS)
+                       c=Depends(ctx), who=Depends(caller)):
+    return _stream(c, who, last_event_id(last_event), group_id=group_id, request=request, delay=delay)
 
 
 @router.get("/episodes/{episode_id}/events", summary="Server-Sent Events of one episode (live, else replayed)",
@@ -130,50 +128,31 @@ async def episode_events(episode_id: str, request: Request,
                          last_event: str | None = Header(None, alias="Last-Event-ID", max_length=64),
                          delay: float = Query(0, ge=0, le=10, description="seconds between replayed steps"),
                          token: str | None = Query(None, max_length=200, description="the game's token"),
-                         c=Depends(ctx)):
-    after = last_event_id(last_event)
-    ep = c.store.get_episode(episode_id, steps=False)
-    if ep is None:
-        raise not_found("episode")
-    _readable(c, request, [ep])
-    group = c.live.group_of(episode_id)
-    if group is not None:
-        _check_resume(after, len(group.events))
-        return StreamingResponse(_stream_live(group, after, episode_id, request),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
-    return StreamingResponse(_stream_stored(c, ep["group_id"], [episode_id], after, delay),
-                             media_type="text/event-stream", headers=SSE_HEADERS)
+                         c=Depends(ctx), who=Depends(caller)):
+    return _stream(c, who, last_event_id(last_event), episode_id=episode_id, request=request, delay=delay)
 
 
 @router.post("/episodes/{episode_id}/submit", response_model=Message, summary="A human player's move")
-async def submit(episode_id: str, body: SubmitRequest, request: Request, c=Depends(ctx)) -> Message:
-    ep = c.store.get_episode(episode_id, steps=False)
-    if ep is None:
-        raise not_found("episode")
-    c.access.require_play(request, ep["group_id"])
-    human = c.live.human(episode_id)
-    if human is None or ep["status"] != "running":
-        raise bad_request(f"this episode has no live human player (status {ep['status']}, "
-                          f"played by {ep['participant_kind']})")
-    if not human.queue.empty():
-        raise bad_request("a move is already pending: wait for its 'step' event")
-    human.submit(body.text)
+async def submit(episode_id: str, body: SubmitRequest, c=Depends(ctx), who=Depends(caller)) -> Message:
+    try:
+        services.submit_move(c, who, episode_id, body.text)
+    except services.ServiceError as exc:
+        raise http_error(exc) from None
     return Message(detail="submitted")
 
 
 @router.post("/episodes/{episode_id}/cancel", response_model=Message, summary="Stop a running group")
-async def cancel(episode_id: str, request: Request, c=Depends(ctx)) -> Message:
-    group = c.live.group_of(episode_id)
-    if group is None or group.done:
-        raise bad_request("no running episode with this id")
-    c.access.require_play(request, group.group_id)
-    group.task.cancel()
+async def cancel(episode_id: str, c=Depends(ctx), who=Depends(caller)) -> Message:
+    try:
+        services.cancel_game(c, who, episode_id)
+    except services.ServiceError as exc:
+        raise http_error(exc) from None
     return Message(detail="cancelled")
 
 
 def _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key) -> dict:
     if outcome is not None and outcome not in OUTCOMES:
-        raise bad_request(f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
+        raise HTTPException(status_code=400, detail=f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
     return dict(task=task, participant=participant, status=status, success=success, outcome=outcome,
                 group_id=group_id, eval_run_id=run_id, eval_split=split, instance_key=instance_key)
 
@@ -183,28 +162,29 @@ FILTER_DOC = "filters: task, participant, status, success, outcome (last step's)
 
 
 @router.get("/episodes", response_model=EpisodeList, summary="List and filter episodes", description=FILTER_DOC)
-def list_episodes(request: Request, task: str | None = None, participant: str | None = None,
+def list_episodes(task: str | None = None, participant: str | None = None,
                   status: Literal["running", "finished", "error", "interrupted"] | None = None,
                   success: bool | None = None, outcome: str | None = None, group_id: str | None = None,
                   run_id: str | None = None, split: str | None = None, instance_key: str | None = None,
                   limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                  c=Depends(ctx)) -> EpisodeList:
+                  c=Depends(ctx), who=Depends(caller)) -> EpisodeList:
     f = _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key)
-    eps = c.store.list_episodes(limit=limit, offset=offset, visible_groups=c.access.listing_scope(request), **f)
+    eps = services.list_episodes(c, who, limit=limit, offset=offset, **f)
     return EpisodeList(episodes=eps, limit=limit, offset=offset)
 
 
 @router.get("/export/episodes", summary="Export filtered episodes: JSONL (one line per step) or a bundle",
             description=FILTER_DOC)
-def export_many(request: Request, format: Literal["jsonl", "bundle"] = "jsonl", task: str | None = None,
+def export_many(format: Literal["jsonl", "bundle"] = "jsonl", task: str | None = None,
                 participant: str | None = None, status: str | None = None, success: bool | None = None,
                 outcome: str | None = None, group_id: str | None = None, run_id: str | None = None,
                 split: str | None = None, instance_key: str | None = None,
-                limit: int = Query(1000, ge=1, le=20000), c=Depends(ctx)):
-    c.access.require_operator(request, "bulk export")
+                limit: int = Query(1000, ge=1, le=20000), c=Depends(ctx), who=Depends(caller)):
     f = _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key)
-    scope = c.access.listing_scope(request)
-    eps = [c.store.get_episode(e["id"]) for e in c.store.list_episodes(limit=limit, visible_groups=scope, **f)]
+    try:
+        eps = services.export_episodes(c, who, limit=limit, **f)
+    except services.ServiceError as exc:
+        raise http_error(exc) from None
     if format == "bundle":
         extra = {}
         if run_id and c.store.get_run(run_id):
@@ -217,21 +197,20 @@ def export_many(request: Request, format: Literal["jsonl", "bundle"] = "jsonl", 
 
 
 @router.get("/episodes/{episode_id}", response_model=Episode, summary="One episode with its steps")
-def get_episode(episode_id: str, request: Request, prompts: bool = False, c=Depends(ctx)) -> Episode:
-    ep = c.store.get_episode(episode_id, prompts=prompts)
-    if ep is None:
-        raise not_found("episode")
-    _readable(c, request, [ep])
-    return ep
+def get_episode(episode_id: str, prompts: bool = False, c=Depends(ctx), who=Depends(caller)) -> Episode:
+    try:
+        return services.readable_episode(c, who, episode_id, prompts=prompts)
+    except services.ServiceError as exc:
+        raise http_error(exc) from None
 
 
 @router.get("/episodes/{episode_id}/export", summary="Export one episode (jsonl, markdown or bundle)")
-def export_one(episode_id: str, request: Request, format: Literal["jsonl", "markdown", "bundle"] = "markdown",
-               c=Depends(ctx)):
-    ep = c.store.get_episode(episode_id)
-    if ep is None:
-        raise not_found("episode")
-    _readable(c, request, [ep])
+def export_one(episode_id: str, format: Literal["jsonl", "markdown", "bundle"] = "markdown",
+               c=Depends(ctx), who=Depends(caller)):
+    try:
+        ep = services.readable_episode(c, who, episode_id, prompts=True)
+    except services.ServiceError as exc:
+        raise http_error(exc) from None
     if format == "markdown":
         return PlainTextResponse(episode_markdown(ep), media_type="text/markdown")
     if format == "bundle":

@@ -1,29 +1,29 @@
-"""Evaluation runs over the API: start (or resume) one in the background, list them, follow progress."""
+"""Evaluation runs over the API: start (or resume) one in the background, list them, follow progress.
+Starting and cancelling are the service layer's (operator-only on a public server)."""
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from .. import services
 from ..evaluation import EvalConfig, EvalError
 from ..schemas import EvalRequest, EvalRun, Message
-from .deps import bad_request, ctx, not_found
+from .deps import caller, ctx, http_error, not_found
 
 router = APIRouter(tags=["evaluations"])
 
 
 @router.post("/evaluations", response_model=EvalRun, status_code=202,
              summary="Start (or resume) a batch evaluation; poll GET /api/evaluations/{id} for progress")
-async def start(body: EvalRequest, request: Request, c=Depends(ctx)) -> EvalRun:
-    c.access.require_operator(request, "starting an evaluation")
+async def start(body: EvalRequest, c=Depends(ctx), who=Depends(caller)) -> EvalRun:
     try:
         config = EvalConfig(task=body.task, models=body.models, splits=body.splits, episodes=body.episodes,
                             max_tokens=body.max_tokens, concurrency=body.concurrency,
                             sources={"id": c.settings.virl_source})
-        run_id, _job = services.start_evaluation(c, config, resume=body.resume)
+        run_id, _job = await services.start_evaluation(c, who, config, resume=body.resume)
     except (EvalError, services.ServiceError) as exc:
-        raise HTTPException(status_code=getattr(exc, "status", 400), detail=str(exc)) from None
+        raise http_error(exc) from None
     await asyncio.sleep(0)
     return c.store.get_run(run_id)
 
@@ -54,10 +54,9 @@ def table(run_id: str, c=Depends(ctx)):
 
 @router.post("/evaluations/{run_id}/cancel", response_model=Message,
              summary="Stop a running evaluation (resume later)")
-async def cancel(run_id: str, request: Request, c=Depends(ctx)) -> Message:
-    c.access.require_operator(request, "cancelling an evaluation")
+async def cancel(run_id: str, c=Depends(ctx), who=Depends(caller)) -> Message:
     try:
-        services.cancel_evaluation(c, run_id)
+        services.cancel_evaluation(c, who, run_id)
     except services.ServiceError as exc:
-        raise bad_request(str(exc)) from None
+        raise http_error(exc) from None
     return Message(detail="cancelled")

@@ -1,30 +1,27 @@
 """Instances without a model: deal and inspect GP hands, render them, verify a formula, solve;
-list and describe V-IRL routes. GP computations run in the worker pool (`app.workers`)."""
+list and describe V-IRL routes. GP computations go through `services.compute` (cheap ones inline,
+the rest in the fair worker pool, per caller)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from game.gp.deal import MAX_TARGET
 
 from .. import jobs, services
 from ..schemas import DealInfo, RouteDetail, RouteList, RouteSummary, SolveResponse, VerifyRequest, VerifyResponse
-from .deps import bad_request, ctx
+from .deps import bad_request, caller, ctx, http_error
 
 router = APIRouter(tags=["instances"])
 
 
-async def _job(c, fn, *args):
-    """Run a CPU-bound instance computation in the worker pool: bad input is a 400 with its
-    message; past the time limit a 503 (with Retry-After), never a hung server."""
-    from ..workers import WorkerUnavailable, WorkTimeout
-
+async def _job(c, who, fn, *args):
+    """A GP computation for the caller: bad input is a 400 with its message; past the time limit or
+    with a lost worker a 503 (with Retry-After), never a hung server or a 500."""
     try:
-        return await c.workers.run(fn, *args)
-    except ValueError as exc:
-        raise bad_request(str(exc)) from None
-    except (WorkTimeout, WorkerUnavailable) as exc:
-        raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "5"}) from None
+        return await services.compute(c, who, fn, *args)
+    except services.ServiceError as exc:
+        raise http_error(exc) from None
 
 
 @router.get("/gp/deal", response_model=DealInfo, summary="Deal a seeded GeneralPoints hand",
@@ -33,41 +30,42 @@ async def _job(c, fn, *args):
 async def gp_deal(seed: int = Query(0, ge=0, le=2**63 - 1), rule: str = Query("face10", max_length=16),
                   ood: bool = False, suits: str = Query("mixed", pattern="^(mixed|red|black)$"),
                   mode: str = Query("paper", pattern="^(paper|deck)$"),
-                  target: int = Query(24, ge=1, le=MAX_TARGET), c=Depends(ctx)) -> DealInfo:
-    return await _job(c, jobs.gp_deal, seed, rule, ood, suits, mode, target)
+                  target: int = Query(24, ge=1, le=MAX_TARGET), c=Depends(ctx), who=Depends(caller)) -> DealInfo:
+    return await _job(c, who, jobs.gp_deal, seed, rule, ood, suits, mode, target)
 
 
 @router.get("/gp/deals/{deal_id}", response_model=DealInfo, summary="Inspect a hand by id")
 async def gp_inspect(deal_id: str = Path(max_length=32), rule: str = Query("face10", max_length=16),
-                     c=Depends(ctx)) -> DealInfo:
-    return await _job(c, jobs.gp_inspect, deal_id, rule)
+                     c=Depends(ctx), who=Depends(caller)) -> DealInfo:
+    return await _job(c, who, jobs.gp_inspect, deal_id, rule)
 
 
 @router.get("/gp/deals/{deal_id}/image.png", response_class=Response, summary="The GP-VL table image",
             responses={200: {"content": {"image/png": {}}}})
 async def gp_image(deal_id: str = Path(max_length=32), resolution: int = Query(600, ge=100, le=1200),
-                   c=Depends(ctx)) -> Response:
-    png = await _job(c, jobs.gp_image_png, deal_id, resolution)
+                   c=Depends(ctx), who=Depends(caller)) -> Response:
+    png = await _job(c, who, jobs.gp_image_png, deal_id, resolution)
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/gp/deals/{deal_id}/solutions", response_model=SolveResponse, summary="Solve a hand")
 async def gp_solve(deal_id: str = Path(max_length=32), rule: str = Query("face10", max_length=16),
-                   limit: int = Query(50, ge=1, le=1000), c=Depends(ctx)) -> SolveResponse:
-    return await _job(c, jobs.gp_solve, deal_id, rule, limit)
+                   limit: int = Query(50, ge=1, le=1000), c=Depends(ctx), who=Depends(caller)) -> SolveResponse:
+    return await _job(c, who, jobs.gp_solve, deal_id, rule, limit)
 
 
 @router.post("/gp/verify", response_model=VerifyResponse, summary="Grade a formula or a raw reply")
-async def gp_verify(body: VerifyRequest, c=Depends(ctx)) -> VerifyResponse:
-    return await _job(c, jobs.gp_verify, body.deal_id, body.rule, body.formula, body.reply, body.vision,
+async def gp_verify(body: VerifyRequest, c=Depends(ctx), who=Depends(caller)) -> VerifyResponse:
+    return await _job(c, who, jobs.gp_verify, body.deal_id, body.rule, body.formula, body.reply, body.vision,
                       body.lenient)
 
 
 @router.get("/gp/evaluation-hands/{config}", response_model=list[str],
             summary="The paper's evaluation hand list (deal ids) for a GP config")
 async def gp_eval_hands(config: str = Path(max_length=32), n: int = Query(234, ge=1, le=2000),
-                        seed: int = Query(42, ge=0, le=2**63 - 1), c=Depends(ctx)) -> list[str]:
-    return await _job(c, jobs.gp_evaluation_hands, config, n, seed)
+                        seed: int = Query(42, ge=0, le=2**63 - 1), c=Depends(ctx),
+                        who=Depends(caller)) -> list[str]:
+    return await _job(c, who, jobs.gp_evaluation_hands, config, n, seed)
 
 
 @router.get("/virl/routes", response_model=RouteList, summary="List V-IRL routes of a source")

@@ -28,7 +28,8 @@ def register(sub) -> None:
                                                   "merge the N shard runs with 'sftvsrl eval merge'")
     p.add_argument("--shards", type=int, metavar="N", help="eval merge: the latest run of each of the N shards "
                                                            "with these settings")
-    p.add_argument("--episodes", type=int, help="episodes per split (default: the paper's 234 GP / 48 V-IRL)")
+    p.add_argument("--episodes", type=int, help="episodes per split (default: the paper's 234 GP / 48 V-IRL; "
+                                                "at most 10,000)")
     p.add_argument("--splits", nargs="+", metavar="SPLIT",
                    help="id, rule-ood, and visual-ood (gp-vl, virl-vl) or streets (virl-l); default: all of the task")
     p.add_argument("--seed", type=int, help="instance-stream seed (default: the protocol's 42 GP, 0 V-IRL)")
@@ -135,8 +136,8 @@ def cmd_eval(args) -> int:
 
     async def main() -> str:
         try:
-            run_id, job = services.start_evaluation(
-                ctx, config, resume=(True if args.resume == "latest" else args.resume) or False,
+            run_id, job = await services.start_evaluation(
+                ctx, services.CLI, config, resume=(True if args.resume == "latest" else args.resume) or False,
                 on_progress=on_progress, shard=shard)
             run = store.get_run(run_id)
             if args.resume:

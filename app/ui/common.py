@@ -1,4 +1,7 @@
-"""Shared UI helpers: HTML escaping, badges, image data URIs and deep-link parameters."""
+"""Shared UI helpers: HTML escaping, badges, image data URIs, deep-link parameters, and who a page
+is (`visitor`): the same `app.access.Caller` an API client is — the request's address, the game
+tokens the page keeps in the browser (`games_state`, local storage: a visitor's capabilities, as an
+API client keeps the tokens it was given) and, where a tab asks for it, the operator token."""
 from __future__ import annotations
 
 import base64
@@ -6,6 +9,7 @@ import html
 from functools import lru_cache
 from typing import Mapping
 
+import gradio as gr
 from PIL import Image
 
 from game.gp.cards import Card
@@ -110,3 +114,37 @@ def unserved_text(task: str) -> str:
     """Why a task's option is off, and what to run to turn it on."""
     return (f"No configured model serves {task}: serve vision checkpoints with "
             "`sftvsrl vllm up --sft PATH --rl PATH`, then restart `sftvsrl serve` with the models.toml it writes.")
+
+
+# ------------------------------------------------------------------------------ who is asking
+MAX_KEPT_TOKENS = 64   # game tokens a page keeps (the newest); `app.access` reads at most this many
+
+
+def games_state(ctx) -> gr.BrowserState:
+    """The page's game tokens, kept in the browser's local storage (so a reload or a deep link in
+    another tab of the same browser still opens the visitor's games). Its storage secret derives
+    from the server secret, so the stored tokens outlive a restart."""
+    import hashlib
+    import hmac
+
+    secret = hmac.new(ctx.access.secret, b"sftvsrl-ui-games", hashlib.sha256).hexdigest()[:24] \
+        if ctx.access is not None else None
+    return gr.BrowserState([], storage_key="sftvsrl-games", secret=secret)
+
+
+def visitor(ctx, request, tokens=None, operator_token: str | None = None):
+    """The `Caller` a page event comes from: its address, the game tokens the page presents (from
+    `games_state`), and the operator token when the tab asked for one."""
+    from ..access import Caller
+
+    client = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    if ctx.access is None:
+        return Caller(client=client, operator=True)
+    kept = tokens if isinstance(tokens, list) else []
+    return ctx.access.identify(client, kept, operator_token)
+
+
+def kept_tokens(tokens, new: str) -> list[str]:
+    """The page's tokens with `new` added (newest last, at most `MAX_KEPT_TOKENS`)."""
+    kept = [t for t in (tokens if isinstance(tokens, list) else []) if isinstance(t, str) and t != new]
+    return (kept + [new])[-MAX_KEPT_TOKENS:]

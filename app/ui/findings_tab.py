@@ -10,13 +10,12 @@ the store once, in a background thread (`app.findings.Importer`), never on the e
 code path draws every task; what differs is `app.findings.VIEWS` (words) and the file's numbers."""
 from __future__ import annotations
 
-import base64
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 
 from .. import findings as fd
+from ..charts import pair_html
 from .common import URL_UPDATE_JS, error_html, esc
 
 DEFAULT_TASK = "gp-l"
@@ -98,7 +97,7 @@ def _bars_html(f: fd.Findings) -> str:
     all_bars = fd.bars(f)
     for split in f.splits:
         items = [_bar_html(fd.STAGE_LABELS.get(b.stage, b.stage), b.value, b.se, b.link, b.stage,
-                           f"{fd.STAGE_LABELS.get(b.stage, b.stage)} on {split}: open its {b.n} episodes in Inspect",
+                           f"{fd.STAGE_LABELS.get(b.stage, b.stage)} on {fd.split_label(f.task, split)}: open its {b.n} episodes in Inspect",
                            f"bar-{b.stage}-{b.split}")
                  for b in all_bars if b.split == split]
         paper = fd.paper_entry(f.task, split)
@@ -126,7 +125,7 @@ def _paired_items(f: fd.Findings, of: str = "paired", prefix: str = "paired") ->
             if p is None:
                 continue
             z = p["diff"] / p["se"] if p.get("se") else 0.0
-            items.append(f'<li data-testid="{prefix}-{esc(name)}-{esc(split)}"><b>{esc(label)}</b>, {esc(split)}: '
+            items.append(f'<li data-testid="{prefix}-{esc(name)}-{esc(split)}"><b>{esc(label)}</b>, {esc(fd.split_label(f.task, split))}: '
                          f'{100 * p["diff"]:+.1f} ± {100 * p["se"]:.1f} points (z = {z:.1f}, n = {p["n"]})'
                          f'{" — beyond 2 SE" if abs(z) >= 2 else " — within 2 SE"}</li>')
     return "".join(items)
@@ -159,14 +158,12 @@ def _recognition_html(f: fd.Findings) -> str:
 
 
 def _curves_html(f: fd.Findings) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        png = fd.curves_plot(f, Path(tmp) / "curves.png")
-        if png is None:
-            return '<div class="sv-dim">No snapshot curves in this evaluation.</div>'
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
     splits = ", ".join(fd.split_label(f.task, s) for s in f.splits)
-    return (f'<figure class="sv-fd-curves" id="findings-curves"><img alt="{esc(f.metric_words)} ({esc(splits)}) '
-            f'against training compute along SFT, RL and SFT-diverse" src="data:image/png;base64,{data}">'
+    imgs = pair_html(lambda path, look: fd.curves_plot(f, path, look),
+                     f"{f.metric_words} ({splits}) against training compute along SFT, RL and SFT-diverse")
+    if not imgs:
+        return '<div class="sv-dim">No snapshot curves in this evaluation.</div>'
+    return (f'<figure class="sv-fd-curves" id="findings-curves">{imgs}'
             f'<figcaption class="sv-dim">{esc(f.metric_words.capitalize())} along training from Init against '
             f'training compute (the shape of the paper\'s Figure 5), and the base\'s own training where recorded. '
             f'Snapshots are scored on fewer episodes than the table.</figcaption></figure>')
@@ -174,7 +171,7 @@ def _curves_html(f: fd.Findings) -> str:
 
 def missing_html(task: str, folder: Path) -> str:
     cmd = fd.produce_command(task)
-    return (f'<div class="sv-info" id="findings-missing"><b>No findings for {esc(task)} yet.</b> This view reads '
+    return (f'<div class="sv-info" id="findings-missing" data-task="{esc(task)}"><b>No findings for {esc(task)} yet.</b> This view reads '
             f'<code>{esc(folder / task / fd.FINDINGS_FILE)}</code>, written by the staged training pipeline:'
             f'<pre>{esc(cmd)}</pre>then copy <code>findings.json</code> and '
             f'<code>{fd.EPISODES_FILE}</code> from its output folder to <code>{esc(folder / task)}/</code> '
@@ -207,7 +204,7 @@ def view_html(ctx, task: str = DEFAULT_TASK) -> str:
                  'episodes.</div>')
     speaker = "".join(f"<li>{esc(line)}</li>" for line in fd.explanation(f))
     return (f'<div class="sv-fd" id="findings-root" data-task="{esc(task)}" data-run="{esc(f.run_id or "")}">'
-            f'<h2>{esc(task)}: does SFT memorize and RL generalize? Our tiny models, and the paper</h2>'
+            f'<h2>{esc(f.view.short)}: does SFT memorize and RL generalize? Our tiny models, and the paper</h2>'
             f'<div class="sv-verdict" id="findings-verdict">{esc(fd.verdict(f))}</div>{note}'
             f'<div class="sv-fd-row">{_bars_html(f)}<div class="sv-fd-side">{_table_html(f)}{_paired_html(f)}'
             f'{_recognition_html(f)}</div></div>{_curves_html(f)}'
@@ -271,15 +268,19 @@ def build(ctx, tab=None) -> dict:
         return show(chosen, note)
 
     def on_select(chosen, current: str, request: gr.Request):
-        # A findings link selects this tab on load while `on_load` draws the linked task; until
-        # that view is in, the selector still holds the default task, so leave the first draw to it
-        # (drawing the stale default could land after it and replace the linked task).
+        """Opening the tab draws the view unless it already shows the wanted task. The wanted task
+        is the link's when the address names this tab (a findings link selects the tab on load
+        while `on_load` draws the same task; a click writes the tab's link first), else the
+        selector's; so a click, a link and both at once all draw the same task."""
         from .common import query_params
 
-        drawn = 'id="findings-root"' in (current or "") or 'id="findings-missing"' in (current or "")
-        if not drawn and query_params(request).get("tab") == "findings":
+        params = query_params(request)
+        wanted, note = (pick_task(params.get("task"), folder) if params.get("tab") == "findings" and params.get("task")
+                        else (chosen if chosen in fd.TASKS else None, ""))
+        if f'data-task="{wanted}"' in (current or "") and ('id="findings-root"' in current
+                                                          or 'id="findings-missing"' in current):
             return gr.skip()
-        return on_pick(chosen)
+        return show(wanted, note)
 
     task.input(on_pick, task, outputs).then(None, link, None, js=URL_UPDATE_JS)
     if tab is not None:

@@ -26,6 +26,7 @@ MAX_FORMULA_CHARS = 120    # a four-card formula needs ~20; longer input is refu
 DEFAULT_SEED = 1           # K 4 2 8: a face card, solvable under both rules (11 vs 2 solutions)
 FLIP_SEARCH = 500          # hands of a seed's stream searched for one solvable under both rules
 SUIT_NAMES = {"H": "hearts", "S": "spades", "D": "diamonds", "C": "clubs"}
+ALLOWED_CHARS = frozenset("0123456789+-*/().")   # what a formula may hold (after normalise_formula)
 
 
 @dataclass(frozen=True)
@@ -115,16 +116,18 @@ def _choice(value: str, choices: list[tuple[str, str]], what: str) -> str:
     return value
 
 
-def deal_table(seed, rule: str, target, suits: str, mode: str) -> Table:
-    """Deal the first hand of `seed`'s stream. Rule OOD deals force a J/Q/K, as the paper does."""
-    from .. import jobs
-    from ..workers import WorkerUnavailable, WorkTimeout, shared_pool
+def deal_table(seed, rule: str, target, suits: str, mode: str, *, client: str = "") -> Table:
+    """Deal the first hand of `seed`'s stream. Rule OOD deals force a J/Q/K, as the paper does.
+    `client` is the visitor's address (its share of the CPU pool when the deal can be slow)."""
+    from .. import jobs, services
+    from ..access import Caller
 
     seed_i, rule, target_i = parse_seed(seed), parse_rule(rule), parse_target(target)
     _dealer(seed_i, rule, target_i, suits, mode)  # validates the choices
-    try:  # dealing is CPU work: the worker pool runs it under a time limit (never a stuck page)
-        info = shared_pool().run_sync(jobs.gp_deal, seed_i, rule, rule == "face_jqk", suits, mode, target_i)
-    except (ValueError, WorkTimeout, WorkerUnavailable) as exc:
+    try:  # CPU work: inline when cheap, else the fair pool under its time limit (never a stuck page)
+        info = services.compute_sync(None, Caller(client=client), jobs.gp_deal, seed_i, rule, rule == "face_jqk",
+                                     suits, mode, target_i)
+    except services.ServiceError as exc:
         raise InputError(str(exc)) from None
     return Table(info["deal_id"], rule, seed_i, suits, mode)
 
@@ -143,15 +146,29 @@ def _dealer(seed: int, rule: str, target: int, suits: str, mode: str) -> Dealer:
 
 
 def default_table() -> Table:
-    return deal_table(DEFAULT_SEED, "face10", "24", "mixed", "paper")
+    """The hand a page shows without a link (seed 1's first hand), dealt here: a known input needs
+    no worker pool, so the server's warm-up and a benchmark can ask for it too."""
+    from game.gp.deal import deal
+
+    hand = deal(DEFAULT_SEED, DealConfig(Rule.FACE10, ood=False, suits="mixed", mode="paper", target=24))
+    return Table(hand.id, "face10", DEFAULT_SEED, "mixed", "paper")
 
 
-def table_from_link(params: dict[str, str]) -> Table | None:
+def table_from_link(params: dict[str, str], *, client: str = "") -> Table | None:
     """Restore a table from deep-link parameters (`deal`, `rule`, `seed`, `target`, `suits`,
-    `mode`); None when the link names no hand. A bad parameter raises InputError (shown)."""
-    if not params.get("deal") and not params.get("seed"):
+    `mode`); None when the link names nothing of this tab. A link with settings but no hand deals
+    the default seed with them. A bad parameter raises InputError (shown), `target=abc` included."""
+    if params.get("tab", "gp") != "gp":
+        return None
+    if not any(params.get(k) for k in ("deal", "seed", "rule", "target", "suits", "mode")):
         return None
     rule = parse_rule(params.get("rule", "face10"))
+    if params.get("target"):
+        parse_target(params["target"])
+    if not params.get("deal") and not params.get("seed"):
+        return deal_table(DEFAULT_SEED, rule, params.get("target", "24"), _choice(params.get("suits", "mixed"),
+                          SUIT_CHOICES, "suits"), _choice(params.get("mode", "paper"), MODE_CHOICES, "dealing mode"),
+                          client=client)
     suits = _choice(params.get("suits", "mixed"), SUIT_CHOICES, "suits")
     mode = _choice(params.get("mode", "paper"), MODE_CHOICES, "dealing mode")
     seed = parse_seed(params["seed"]) if params.get("seed") else None
@@ -164,7 +181,7 @@ def table_from_link(params: dict[str, str]) -> Table | None:
         if params.get("target") and parse_target(params["target"]) != hand.target:
             raise InputError(f"the link's target {shown(params['target'])} does not match deal {hand.id}")
         return Table(hand.id, rule, seed, suits, mode)
-    return deal_table(seed, rule, params.get("target", "24"), suits, mode)
+    return deal_table(seed, rule, params.get("target", "24"), suits, mode, client=client)
 
 
 def solvable(deal: Deal, rule: str) -> bool:
@@ -235,6 +252,8 @@ def subtotal_html(table: Table | None, formula: str) -> str:
         return (f'<div class="sv-subtotal sv-bad-text">Too long ({len(formula):,} characters): a formula '
                 f'uses each of the four cards once, at most {MAX_FORMULA_CHARS} characters.</div>')
     text = normalise_formula(formula)
+    if any(c not in ALLOWED_CHARS for c in text if not c.isspace()):
+        return '<div class="sv-subtotal sv-bad-text">Only numbers, + − × ÷ and parentheses are allowed.</div>'
     if " " in text.strip() or "\t" in text:
         return ('<div class="sv-subtotal sv-bad-text">Remove the spaces: the paper\'s verifier rejects any '
                 'character other than numbers, + − × ÷ and parentheses.</div>')
@@ -258,6 +277,35 @@ def subtotal_html(table: Table | None, formula: str) -> str:
     if extra:
         parts.append(f'<span class="sv-bad-text">not in your hand: {" ".join(map(str, extra))}</span>')
     return f'<div class="sv-subtotal">{" · ".join(parts)}</div>'
+
+
+def used_cards(table: Table | None, formula: str) -> list[bool]:
+    """Which of the four cards the formula already uses: the numbers typed, matched to the cards in
+    order (two 5s typed use both 5s)."""
+    if table is None:
+        return [False] * 4
+    typed = [t for t in arith.tokenize(normalise_formula(formula or "")) if t.isascii() and t.isdigit()]
+    left = {}
+    for t in typed:
+        left[int(t)] = left.get(int(t), 0) + 1
+    out = []
+    for v in table.numbers:
+        out.append(left.get(v, 0) > 0)
+        if left.get(v, 0) > 0:
+            left[v] -= 1
+    return out
+
+
+def add_card(table: Table | None, formula: str, index: int) -> str:
+    """The formula with card `index`'s value appended — unless that card is already used, or the
+    formula ends with a number or a closing parenthesis (an operator must come first)."""
+    formula = formula or ""
+    if table is None or used_cards(table, formula)[index]:
+        return formula
+    end = formula.rstrip()[-1:]
+    if end.isdigit() or end == ")":
+        return formula
+    return formula + str(table.numbers[index])
 
 
 def _value_so_far(tokens: list[str]):
@@ -313,7 +361,9 @@ def explain(v, target: int) -> str:
         if any(m.startswith("invalid sequence") or "parenthesis" in m for m in v.messages):
             return ("the formula is not well formed: put an operator between two numbers, and open every "
                     "parenthesis before closing it.")
-        return "only numbers, + − × ÷ and parentheses are allowed (no spaces or other characters)."
+        if any(c not in ALLOWED_CHARS for c in (v.formula or "") if not c.isspace()):
+            return "only numbers, + − × ÷ and parentheses are allowed (no letters or other characters)."
+        return "remove the spaces: only numbers, + − × ÷ and parentheses are allowed (no spaces)."
     if outcome in ("wrong_numbers", "aggregated_error"):
         return "use each card's value exactly once — no other numbers, none left out, none twice."
     if outcome == "partial":
@@ -331,31 +381,65 @@ def explain(v, target: int) -> str:
 
 
 def hint_html(table: Table) -> tuple[str, Table]:
-    """Progressive hints: 1) how many solutions and a first step, 2) one full solution."""
+    """Progressive hints, each giving away a little more: 1) how many solutions and a first step,
+    2) one solution with its last number hidden, 3) that whole solution."""
     sols = distinct_solutions(table.numbers, table.deal.target)
     if not sols:
         return '<div class="sv-hint">No formula reaches the target under this rule — try flipping the rule.</div>', table
-    level = table.hint_level + 1
+    level = min(table.hint_level + 1, 3)
     sol = sols[0]
     if level == 1:
         first = _first_step(sol)
         text = f"There {'is' if len(sols) == 1 else 'are'} {len(sols)} distinct solution{'s' * (len(sols) != 1)}. " \
                f"Try starting with <code>{esc(first)}</code>."
+    elif level == 2:
+        text = (f"Almost all of one solution — fill in the last number: <code>{esc(_hide_last_number(sol))}="
+                f"{table.deal.target}</code>")
     else:
         text = f"One solution: <code>{esc(sol)}={table.deal.target}</code>"
-        level = 2
-    return f'<div class="sv-hint">{text}</div>', replace(table, hint_level=level)
+    return f'<div class="sv-hint" data-level="{level}">{text}</div>', replace(table, hint_level=level)
+
+
+def _hide_last_number(solution: str) -> str:
+    """The solution with its last number replaced by a box."""
+    tokens = arith.tokenize(solution)
+    last = max(i for i, t in enumerate(tokens) if t.isdigit())
+    return "".join("□" if i == last else t for i, t in enumerate(tokens))
 
 
 def _first_step(solution: str) -> str:
-    """The first parenthesis-free binary operation on two numbers in a solution."""
-    tokens = arith.tokenize(solution)
-    for i in range(len(tokens) - 2):
-        a, op, b = tokens[i:i + 3]
-        if a.isdigit() and op in "+-*/" and b.isdigit():
-            before = tokens[i - 1] if i else ""
-            if before in ("", "(", "+", "-") or op in "*/":
-                return f"{a}{op}{b}"
+    """The operation a solution computes first (in evaluation order, precedence and parentheses
+    respected: `10+5*2+4` starts with `5*2`), as `a op b` (shunting-yard: the first operator
+    emitted takes the two numbers before it)."""
+    prec = {"+": 1, "-": 1, "*": 2, "/": 2}
+    out: list[str] = []
+    ops: list[str] = []
+
+    def emit() -> str | None:
+        out.append(ops.pop())
+        return f"{out[-3]}{out[-1]}{out[-2]}" if len(out) >= 3 else None
+
+    for t in arith.tokenize(solution):
+        if t.isdigit():
+            out.append(t)
+        elif t == "(":
+            ops.append(t)
+        elif t == ")":
+            while ops and ops[-1] != "(":
+                if (step := emit()) is not None:
+                    return step
+            if ops:
+                ops.pop()
+        elif t in prec:
+            while ops and ops[-1] != "(" and prec[ops[-1]] >= prec[t]:
+                if (step := emit()) is not None:
+                    return step
+            ops.append(t)
+    while ops:
+        if ops[-1] == "(":
+            ops.pop()
+        elif (step := emit()) is not None:
+            return step
     return solution
 
 
@@ -363,7 +447,9 @@ def all_solutions_html(table: Table) -> str:
     sols = distinct_solutions(table.numbers, table.deal.target)
     if not sols:
         return '<div class="sv-hint">No solution under this rule.</div>'
-    items = "".join(f"<li><code>{esc(s)}={table.deal.target}</code></li>" for s in sols)
+    # Each item carries its own number (no list markers, which overlap the column before them).
+    items = "".join(f'<li><span class="sv-sol-n">{i}.</span> <code>{esc(s)}={table.deal.target}</code></li>'
+                    for i, s in enumerate(sols, 1))
     return (f'<div class="sv-hint"><b>{len(sols)}</b> distinct solution{"s" * (len(sols) != 1)} '
             f'(up to commutativity and associativity):<ol class="sv-solutions">{items}</ol></div>')
 

@@ -1,7 +1,12 @@
 """The Inspect tab: stored episodes with filters (task, model, outcome, failure class, "only where
 the models disagree"), a step-by-step replay that needs no model, and JSONL / Markdown / bundle
 exports of what is shown. It lists the newest episodes when opened; its filters live in the link
-(`?tab=inspect&model=sft&result=failed`), so an Evaluate link lands with the filters it applied."""
+(`?tab=inspect&model=sft&result=failed`), so an Evaluate link lands with the filters it applied.
+
+What a visitor sees is the service layer's rule for its `Caller` (`common.visitor`, with the game
+tokens the page keeps): on a public server its own games and the evaluation episodes — listed, opened
+by link (`?tab=inspect&episode=ID`) and exported alike; exporting more than the episode on screen is
+a bulk export, which needs the operator token there (as `GET /api/export/episodes` does)."""
 from __future__ import annotations
 
 import tempfile
@@ -11,9 +16,10 @@ import gradio as gr
 
 from game.tasks import TASKS as REGISTRY
 
-from .. import findings
+from .. import findings, services
 from ..export import bundle, episode_jsonl, episode_markdown
-from .common import URL_UPDATE_JS, badge, error_html, esc, outcome_badge, outcome_label, query_params
+from .common import (URL_UPDATE_JS, badge, error_html, esc, note_html, outcome_badge, outcome_label, query_params,
+                     visitor)
 
 TASKS = ["any", *REGISTRY]
 FAILURE_CLASSES = [
@@ -28,14 +34,33 @@ COLUMNS = ["id", "task", "model", "instance", "result", "tries", "return", "fail
 RESULTS = ["any", "solved", "failed"]
 
 
+class Matches(list):
+    """Episodes that match (newest first), and how far the search looked: the store's filters (task,
+    model, result, run, split) matched `total` episodes, of which the newest `SCAN_LIMIT` were read
+    (`capped` when that is fewer than all)."""
+
+    total: int = 0
+
+    @property
+    def capped(self) -> bool:
+        return self.total > SCAN_LIMIT
+
+
 def filtered_episodes(store, *, task="any", model="any", result="any", failure="any",
                       disagree=False, episode_id: str | None = None, run: str | None = None,
-                      split: str | None = None) -> list[dict]:
-    """Episodes (newest first) matching the filters, each with `classes` (its steps' outcomes)."""
+                      split: str | None = None, visible_groups: set[str] | None = None) -> Matches:
+    """Episodes (newest first) matching the filters, each with `classes` (its steps' outcomes).
+    `visible_groups` is the store's listing filter (`services.visible_scope`: None for everything,
+    else evaluation episodes and these groups only); `total` counts only what it lets through."""
     if episode_id:
-        ep = store.get_episode(episode_id, steps=True, prompts=False)
-        return [_with_classes(ep)] if ep else []
-    kwargs = {}
+        ep = store.get_episode(str(episode_id)[:128], steps=True, prompts=False)
+        if ep is not None and visible_groups is not None and ep.get("eval_run_id") is None \
+                and ep["group_id"] not in visible_groups:
+            ep = None
+        found = Matches([_with_classes(ep)] if ep else [])
+        found.total = len(found)
+        return found
+    kwargs: dict = {"visible_groups": visible_groups}
     if task != "any":
         kwargs["task"] = task
     if model != "any":
@@ -46,9 +71,11 @@ def filtered_episodes(store, *, task="any", model="any", result="any", failure="
         kwargs["eval_run_id"] = run
     if split:
         kwargs["eval_split"] = split
-    eps = list(store.iter_episodes(**kwargs))[-SCAN_LIMIT:]
+    everything = list(store.iter_episodes(**kwargs))
+    eps = everything[-SCAN_LIMIT:]
     eps.reverse()
-    out = []
+    out = Matches()
+    out.total = len(everything)
     for ep in eps:
         full = store.get_episode(ep["id"], steps=True, prompts=False)
         if full is None:
@@ -58,13 +85,26 @@ def filtered_episodes(store, *, task="any", model="any", result="any", failure="
             continue
         out.append(full)
     if disagree:  # finished episodes only: an interrupted one has no result to disagree with
-        out = [e for e in out if e.get("status") == "finished"]
+        out[:] = [e for e in out if e.get("status") == "finished"]
         groups: dict[str, set] = {}
         for ep in store_group_results(store, {e["group_id"] for e in out}):
             if ep.get("status") == "finished":
                 groups.setdefault(ep["group_id"], set()).add(bool(ep["success"]))
-        out = [e for e in out if len(groups.get(e["group_id"], ())) > 1]
+        out[:] = [e for e in out if len(groups.get(e["group_id"], ())) > 1]
     return out
+
+
+def summary_text(eps: Matches, narrowed: bool) -> str:
+    """How many episodes match, saying so when the search stopped at the newest `SCAN_LIMIT`
+    (`narrowed`: a failure-class or disagreement filter applied to those)."""
+    n = len(eps)
+    if not eps.capped:
+        return f"{n:,} episode{'s' * (n != 1)} match"
+    if narrowed:
+        return (f"{n:,} episode{'s' * (n != 1)} match among the newest {SCAN_LIMIT:,} of the {eps.total:,} with "
+                f"this task, model and result (narrow those to look further back)")
+    return (f"{eps.total:,} episodes match; the newest {n:,} are listed (narrow the filters to list the "
+            f"others)")
 
 
 def store_group_results(store, group_ids) -> list[dict]:
@@ -120,9 +160,11 @@ def _export(episodes: list[dict], kind: str) -> str:
     return str(path)
 
 
-def build(ctx, tab=None) -> dict:
-    """The tab's content; `tab` (its gr.Tab) lists episodes when it is opened and nothing is listed."""
+def build(ctx, tab=None, games=None) -> dict:
+    """The tab's content; `tab` (its gr.Tab) lists episodes when it is opened and nothing is listed;
+    `games` (`common.games_state`) are the page's game tokens: whose episodes it may see."""
     store = ctx.store
+    games = games if games is not None else gr.State([])
     current = gr.State([])
     link = gr.JSON({"tab": "inspect"}, visible=False)
     with gr.Row(elem_classes="sv-controls"):
@@ -148,20 +190,21 @@ def build(ctx, tab=None) -> dict:
     replay = gr.HTML("", elem_id="inspect-replay", elem_classes="sv-collapse")
     scope = gr.State({})  # run / split / episode from a link (no control of their own)
 
-    def show(filters: dict, note: str = "") -> dict:
-        """List what the filters select; every filter goes back into its control and the link."""
+    def show(who, filters: dict, note: str = "") -> dict:
+        """List what the filters select for caller `who`; every filter goes back into its control
+        and the link."""
         eps = filtered_episodes(store, task=filters["task"], model=filters["model"], result=filters["result"],
                                 failure=filters["failure"], disagree=filters["disagree"],
                                 episode_id=filters.get("episode"), run=filters.get("run"),
-                                split=filters.get("split"))
-        n = len(eps)
+                                split=filters.get("split"), visible_groups=services.visible_scope(ctx, who))
         choices = [(f'{e["participant"]} · {e["instance_key"]} · {e["id"][:8]}', e["id"]) for e in eps[:500]]
         scoped = " · ".join(f"{k} {esc(filters[k])}" for k in ("run", "split", "episode") if filters.get(k))
-        msg = (f'<div class="sv-info">{n} episode{"s" * (n != 1)} match'
-               f'{" (" + scoped + ")" if scoped else ""}.</div>')
+        narrowed = filters["failure"] != "any" or bool(filters["disagree"])
+        msg = (f'<div class="sv-info" data-total="{eps.total}" data-listed="{len(eps)}">'
+               f'{esc(summary_text(eps, narrowed))}{" (" + scoped + ")" if scoped else ""}.</div>')
         params = {"tab": "inspect", **{k: v for k, v in filters.items() if v not in ("any", False, None, "")}}
         params["disagree"] = "1" if filters["disagree"] else ""
-        return {current: eps, summary: note + msg, table: table_rows(eps),
+        return {current: list(eps), summary: note + msg, table: table_rows(eps),
                 pick: gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
                 download: gr.File(visible=False), link: params, task: filters["task"], model: filters["model"],
                 result: filters["result"], failure: filters["failure"], disagree: filters["disagree"],
@@ -169,44 +212,60 @@ def build(ctx, tab=None) -> dict:
 
     outputs = [current, summary, table, pick, download, link, task, model, result, failure, disagree, scope]
 
-    def on_refresh(task_v, model_v, result_v, failure_v, disagree_v, scope_v):
-        return show({"task": task_v, "model": model_v, "result": result_v, "failure": failure_v,
-                     "disagree": bool(disagree_v), **(scope_v or {})})
+    def on_refresh(task_v, model_v, result_v, failure_v, disagree_v, scope_v, games_v, request: gr.Request):
+        return show(visitor(ctx, request, games_v),
+                    {"task": task_v, "model": model_v, "result": result_v, "failure": failure_v,
+                     "disagree": bool(disagree_v), **(scope_v if isinstance(scope_v, dict) else {})})
 
-    refresh.click(on_refresh, [task, model, result, failure, disagree, scope], outputs
+    refresh.click(on_refresh, [task, model, result, failure, disagree, scope, games], outputs
                   ).then(None, link, None, js=URL_UPDATE_JS)
 
-    def on_pick(eps, episode_id):
-        ep = next((e for e in eps if e["id"] == episode_id), None)
+    def on_pick(eps, episode_id, games_v, request: gr.Request):
+        # `eps` is what this page was shown (its state); anything else is looked up as the caller
+        ep = next((e for e in eps or [] if isinstance(e, dict) and e.get("id") == episode_id), None)
         if ep is None and episode_id:
-            found = filtered_episodes(store, episode_id=episode_id)
+            found = filtered_episodes(store, episode_id=str(episode_id),
+                                      visible_groups=services.visible_scope(ctx, visitor(ctx, request, games_v)))
             ep = found[0] if found else None
         if ep is None:
             return gr.Slider(), ""
         n = max(1, len(ep.get("steps") or []))
-        return gr.Slider(minimum=1, maximum=max(n, 2), value=1, step=1), step_html(ep, 0)
+        # one try: nothing to slide through (a slider from 1 to 1 cannot be drawn: it is hidden)
+        return gr.Slider(minimum=1, maximum=max(n, 2), value=1, step=1, visible=n > 1), step_html(ep, 0)
 
-    pick.change(on_pick, [current, pick], [step, replay])
+    pick.change(on_pick, [current, pick, games], [step, replay])
 
     def on_step(eps, episode_id, k):
-        ep = next((e for e in eps if e["id"] == episode_id), None)
+        ep = next((e for e in eps or [] if isinstance(e, dict) and e.get("id") == episode_id), None)
         return step_html(ep, int(k) - 1) if ep else ""
 
     step.change(on_step, [current, pick, step], replay, show_progress="hidden")
 
     def exporter(kind):
-        def run(eps):
-            if not eps:
+        def run(eps, picked, games_v, request: gr.Request):
+            """Export what is shown; where that is a bulk export the caller may not make (a public
+            server without the operator token), the episode on screen only, as one episode's export."""
+            who = visitor(ctx, request, games_v)
+            shown = [e["id"] for e in eps or [] if isinstance(e, dict) and isinstance(e.get("id"), str)]
+            if not shown:
                 return {download: gr.File(visible=False),
                         summary: error_html("Nothing to export: show some episodes first.")}
-            return {download: gr.File(value=_export(eps, kind), visible=True)}
+            note = ""
+            if len(shown) > 1 and not services.may_bulk_export(ctx, who):
+                shown = [picked] if picked in shown else shown[:1]
+                note = note_html("Exported the episode on screen: exporting several at once needs the operator "
+                                 "token on this public server.")
+            try:   # every exported episode is read again as this caller (the page's state is not trusted)
+                episodes = [_with_classes(services.readable_episode(ctx, who, i)) for i in shown]
+            except services.ServiceError as exc:
+                return {download: gr.File(visible=False), summary: error_html(str(exc))}
+            return {download: gr.File(value=_export(episodes, kind), visible=True), **({summary: note} if note else {})}
         return run
 
-    exp_jsonl.click(exporter("jsonl"), current, [download, summary])
-    exp_md.click(exporter("md"), current, [download, summary])
-    exp_zip.click(exporter("zip"), current, [download, summary])
+    for button, kind in ((exp_jsonl, "jsonl"), (exp_md, "md"), (exp_zip, "zip")):
+        button.click(exporter(kind), [current, pick, games], [download, summary])
 
-    def on_load(request: gr.Request):
+    def on_load(games_v, request: gr.Request):
         """The link's filters (or none: the newest episodes); unknown values are named, not dropped."""
         params = query_params(request)
         if params.get("tab") != "inspect":
@@ -228,16 +287,33 @@ def build(ctx, tab=None) -> dict:
                 filters[key] = params[key][:64]
         findings.ensure_for_run(ctx, filters.get("run"))  # a Findings link: its episodes are imported on first use
         note = error_html("This link could not be fully restored: " + "; ".join(problems) + ".") if problems else ""
-        out = show(filters, note)
+        who = visitor(ctx, request, games_v)
+        out = show(who, filters, note)
         if (filters.get("episode") or filters.get("run")) and not out[current]:
             what = f"episode {filters['episode']!r}" if filters.get("episode") else f"episodes of run {filters['run']!r}"
             out[summary] = error_html(f"No stored {what}: it may come from another database.")
+            if filters.get("episode"):
+                try:   # say why when it exists but is not this visitor's
+                    services.readable_episode(ctx, who, filters["episode"], steps=False)
+                except services.Forbidden as exc:
+                    out[summary] = error_html(str(exc))
+                except services.ServiceError:
+                    pass
         return out
 
     if tab is not None:
-        def on_open(eps, summary_v, *controls):
-            return gr.skip() if eps or summary_v else on_refresh(*controls)
+        def on_open(eps, summary_v, task_v, model_v, result_v, failure_v, disagree_v, scope_v, games_v,
+                    request: gr.Request):
+            """Opening the tab lists episodes unless some are listed. When the address names this tab
+            (a link selects it on load, while `on_load` lists the link's filters; a click writes the
+            tab's link first), it lists what the address says, so both give the same list (either
+            as the page's visitor)."""
+            if eps or summary_v:
+                return gr.skip()
+            if query_params(request).get("tab") == "inspect":
+                return on_load(games_v, request)
+            return on_refresh(task_v, model_v, result_v, failure_v, disagree_v, scope_v, games_v, request)
 
-        tab.select(on_open, [current, summary, task, model, result, failure, disagree, scope], outputs
+        tab.select(on_open, [current, summary, task, model, result, failure, disagree, scope, games], outputs
                    ).then(None, link, None, js=URL_UPDATE_JS)
-    return {"on_load": on_load, "load_outputs": outputs, "link": link}
+    return {"on_load": on_load, "load_inputs": [games], "load_outputs": outputs, "link": link}

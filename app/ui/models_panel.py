@@ -5,7 +5,17 @@ Each column is rebuilt from the runner's events: one collapsible step per try wi
 (streaming), the parsed fields, the reward and its failure class, the verifier's feedback and
 timing, then the final outcome. Columns are independent: a slow or dead model only affects its
 own column. Stop cancels the run and marks the unfinished columns "Stopped". On V-IRL each
-model's walk is drawn on the tab's map in its column's colour, step by step.
+model's walk is drawn on the tab's map in its column's colour, step by step, with a legend.
+
+There is one column per configured model (none is dropped), and a tab offers only the models that
+serve the task on screen (GP-L or GP-VL, V-IRL-L or V-IRL-VL). Run brings the columns on screen
+(`svShowResults`). A column whose checkpoint is still loading (the server's warm start,
+`ModelPool.state`) says "loading…" until its first token.
+
+A run is the page visitor's game (`common.visitor`: the caps of its address apply) and its token
+joins the tokens the page keeps (`common.games_state`), so Inspect opens it for this visitor only.
+Every way to start one (Run, the race, "Show me the difference") goes through `run_models`, so
+through the service layer as that visitor.
 """
 from __future__ import annotations
 
@@ -18,10 +28,11 @@ import gradio as gr
 from game.tasks import Instance, InstanceError, get_task
 
 from .. import services
-from .common import badge, error_html, esc, note_html, outcome_badge, serving, unserved_text
+from .common import badge, error_html, esc, kept_tokens, note_html, outcome_badge, serving, unserved_text, visitor
 
-MAX_COLUMNS = 3
-COLOURS = [(230, 120, 20), (37, 99, 235), (168, 60, 200)]  # column 0, 1, 2: the walks on the map
+# Column i's colour (its walk on the V-IRL map): apart from the map's own route blue, visited green
+# and position red.
+COLOURS = [(230, 120, 20), (168, 60, 200), (0, 150, 160), (200, 40, 130), (120, 90, 40), (90, 90, 90)]
 REFRESH_S = 0.08  # at most ~12 screen updates per second while text streams
 _LIVE: "OrderedDict[tuple, list[Column]]" = OrderedDict()  # (session, tab) -> columns on screen
 _LIVE_MAX = 256
@@ -50,6 +61,7 @@ class Column:
     started_at: float = field(default_factory=time.perf_counter)
     solved_after_s: float | None = None
     positions: list = field(default_factory=list)  # V-IRL: where the model's walk has been
+    loading: bool = False                          # its checkpoint is still loading (warm start)
     _session: object = None
 
     def apply(self, ev: dict) -> None:
@@ -110,21 +122,31 @@ class Column:
             return badge("bad", "Error")
         if self.stopped and not self.finished:
             return badge("warn", "Stopped")
+        one, _ = get_task(task).call_words
         if not self.finished:
-            return badge("info", f"try {len(self.steps)}…" if self.steps else "waiting…")
+            if self.loading and not any(s.text or s.result for s in self.steps):
+                return badge("info", "loading the model…")
+            return badge("info", f"{one} {len(self.steps)}…" if self.steps else "waiting…")
         won, lost = get_task(task).words
         if self.finished.get("success"):
             n = sum(1 for s in self.steps if s.result)
             when = f" in {self.solved_after_s:.1f} s" if self.solved_after_s else ""
-            return badge("ok", f"{won} at try {n}{when}")
+            return badge("ok", f"{won} at {one} {n}{when}" if get_task(task).family == "gp"
+                         else f"{won} after {n} {get_task(task).call_words[n != 1]}{when}")
         return badge("bad", lost)
 
     def _step_html(self, step: StepView, open_: bool, task: str) -> str:
         r = step.result
+        word = get_task(task).call_words[0].capitalize()
         if r is None:
-            state = "stopped" if self.stopped else "generating…"
-            return (f'<details class="sv-step" open><summary>Try {step.call} · {state}</summary>'
+            state = "stopped" if self.stopped else ("loading the model…" if self.loading and not step.text
+                                                    else "generating…")
+            return (f'<details class="sv-step" open><summary>{word} {step.call} · {state}</summary>'
                     f'<pre>{esc(step.text)}</pre></details>')
+        if not r.get("graded", True):
+            _, many = get_task(task).call_words
+            return (f'<details class="sv-step sv-step-bad"><summary>After the last {word.lower()} · the {many} '
+                    f'were used up: this reply was not graded</summary><pre>{esc(step.text)}</pre></details>')
         ok = r.get("reward", 0) > 0
         parsed = r.get("parsed") or {}
         fields = " · ".join(f"{label} {_field(value, label)}" for label, value in get_task(task).step_fields(parsed))
@@ -134,13 +156,11 @@ class Column:
             t_bits.append(f'TTFT {timing["time_to_first_token_s"] * 1000:.0f} ms')
         if timing.get("tokens_per_s"):
             t_bits.append(f'{timing["tokens_per_s"]:.0f} tok/s')
-        if not r.get("graded", True):
-            t_bits.append("budget spent: this reply was not graded")
         extra = ""
         if r.get("float_rejected"):
             extra = '<div class="sv-warn-text">correct, rejected by float rounding</div>'
         return (f'<details class="sv-step {"sv-step-ok" if ok else "sv-step-bad"}"{" open" if open_ else ""}>'
-                f'<summary>Try {r["call"]} · {outcome_badge(r.get("outcome", ""))} reward {r.get("reward", 0):+g}'
+                f'<summary>{word} {r["call"]} · {outcome_badge(r.get("outcome", ""))} reward {r.get("reward", 0):+g}'
                 f'</summary><pre>{esc(step.text)}</pre><div>{fields}</div>'
                 f'<div>Feedback: <q>{esc(r.get("feedback"))}</q></div>{extra}'
                 f'<div class="sv-dim">{" · ".join(t_bits)}</div></details>')
@@ -169,18 +189,23 @@ def _remember(key, columns: list[Column]) -> None:
         _LIVE.popitem(last=False)
 
 
-async def stream_columns(ctx, instance: Instance, names: list[str], key=None):
-    """Yield a list of column HTML (MAX_COLUMNS long) as the runner's events arrive; with a `key`
-    (session, tab) the columns stay reachable for Stop (`stopped_columns`)."""
-    names = list(dict.fromkeys(names))[:MAX_COLUMNS]
+async def stream_columns(ctx, caller, instance: Instance, names: list[str], key=None, tokens: list | None = None,
+                         n_cols: int | None = None):
+    """Yield a list of column HTML (`n_cols` long, default one per name) as the runner's events
+    arrive, for `caller` (`services.Caller`); with a `key` (session, tab) the columns stay reachable
+    for Stop (`stopped_columns`); the started game's token is appended to `tokens` when given."""
+    names = list(dict.fromkeys(names))
+    n_cols = max(n_cols or 0, len(names))
     labels = _labels(ctx, names)
     columns = {n: Column(n, labels[n], i, instance) for i, n in enumerate(names)}
     if key is not None:
         _remember(key, list(columns.values()))
 
     def render() -> list:
+        for n in names:  # the server's warm start may still be loading a checkpoint
+            columns[n].loading = ctx.pool.state(n, instance.task) in ("loading", "cold")
         out = [columns[n].html(instance.task) for n in names]
-        return out + [""] * (MAX_COLUMNS - len(out))
+        return out + [""] * (n_cols - len(out))
 
     players = []
     for n in names:
@@ -197,7 +222,9 @@ async def stream_columns(ctx, instance: Instance, names: list[str], key=None):
     if not players:
         return
     try:
-        group = await services.start_group(ctx, instance, players, {"source": "ui"})
+        group = await services.start_group(ctx, caller, instance, players, {"source": "ui"})
+        if tokens is not None:
+            tokens.append(services.game_token(ctx, group.group_id))
     except services.ServiceError as exc:
         for p in players:
             columns[p.name].error, columns[p.name].finished = str(exc), {}
@@ -238,9 +265,16 @@ def walks(columns: list[Column]) -> list[tuple]:
     return [(c.positions, COLOURS[c.index % len(COLOURS)]) for c in columns if c.positions]
 
 
+def legend_html(columns: list[Column] | None = None) -> str:
+    """The V-IRL map's legend with each model's walk in its column's colour."""
+    from .virl_play import legend_html as legend
+
+    return legend([(c.name, c.label, COLOURS[c.index % len(COLOURS)]) for c in columns or []])
+
+
 @dataclass
 class Panel:
-    """One tab's model controls and columns (the race builds on the GP one)."""
+    """One tab's model controls and columns (the race and "Show me the difference" build on it)."""
 
     prefix: str
     pick: gr.CheckboxGroup
@@ -253,34 +287,61 @@ class Panel:
     inputs: list
     outputs: list
     events: list
+    show_js: str = ""
 
 
-def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: str, make_instance, nothing_yet: str,
-           key_of, draw_map=None, map_output=None, columns_in=None) -> Panel:
-    """Controls + columns for one tab. `make_instance(state_value, vision)` builds the instance;
-    on V-IRL `draw_map(state_value, walks)` redraws the tab's map (`map_output`) with the walks."""
+def choices_for(ctx, task: str) -> list[str]:
+    """The configured models that serve `task`: what a tab offers for it."""
+    return serving(ctx.pool, task)
+
+
+def picked_for(ctx, task: str, ticked: list[str] | None) -> gr.CheckboxGroup:
+    """The model picker for `task`: its serving models, keeping the ones ticked that serve it (the
+    defaults when none does)."""
+    offered = choices_for(ctx, task)
+    keep = [n for n in (ticked or []) if n in offered] or [n for n in ctx.pool.defaults if n in offered]
+    return gr.CheckboxGroup(choices=offered, value=keep)
+
+
+def _panel(ctx, state, games, prefix: str, *, vision_task: str | None, vision_label: str, make_instance,
+           nothing_yet: str, key_of, task: str, draw_map=None, map_output=None, legend_output=None, columns_in=None,
+           show_id: str | None = None) -> Panel:
+    """Controls + columns for one tab (`task`: the one it plays first; `games`: the page's game
+    tokens). `make_instance(state_value, vision)` builds the instance; on V-IRL `draw_map(state_value,
+    walks)` redraws the tab's map (`map_output`) with the walks, and `legend_output` says whose walk
+    is which colour."""
     names = ctx.pool.names
-    default = [n for n in ("sft", "rl") if n in names] or names[:2]
-    with gr.Row(elem_classes="sv-actions sv-model-actions") as actions:
-        pick = gr.CheckboxGroup(names, value=default, label="Models on this " + ("hand" if prefix == "gp" else "route"),
-                                scale=3, min_width=200,
-                                elem_id=f"{prefix}-model-pick")
+    n_cols = max(1, len(names))
+    offered = choices_for(ctx, task)
+    default = [n for n in ctx.pool.defaults if n in offered]
+    show_js = ("(...args) => { window.svShowResults && window.svShowResults("
+               f"'{show_id or prefix + '-results'}', '#{prefix}-col-0 .sv-col'); return args; }}")
+    with gr.Row(elem_classes="sv-actions sv-model-actions", elem_id=f"{prefix}-results") as actions:
+        pick = gr.CheckboxGroup(offered, value=default, label="Models on this " + ("hand" if prefix == "gp" else "route"),
+                                scale=2 if vision_task is not None else 3, min_width=200, elem_id=f"{prefix}-model-pick")
         vision = None
         if vision_task is not None:
             served = serving(ctx.pool, vision_task)
-            vision = gr.Checkbox(label=vision_label, value=False, scale=2, min_width=220, interactive=bool(served),
-                                 info=None if served else unserved_text(vision_task), elem_id=f"{prefix}-vision")
+            # wide enough that the note on what to run (when no model serves it) stays a few lines
+            vision = gr.Checkbox(label=vision_label, value=False, scale=2 if served else 3, min_width=220 if served else 300,
+                                 interactive=bool(served), info=None if served else unserved_text(vision_task),
+                                 elem_id=f"{prefix}-vision")
         run = gr.Button("Run models (R)", variant="primary", scale=1, min_width=140, elem_id=f"{prefix}-run")
         stop = gr.Button("Stop", scale=1, min_width=80, elem_id=f"{prefix}-stop")
     if ctx.pool.error:
-        gr.HTML(error_html(f"Model configuration problem: {ctx.pool.error}"))
+        from ..access import Caller
+
+        gr.HTML(error_html(f"Model configuration problem: {services.public_text(ctx, Caller(), ctx.pool.error)}"))
     with columns_in or gr.Column():
         with gr.Row(elem_classes="sv-columns", equal_height=False):
             cols = [gr.HTML("", elem_id=f"{prefix}-col-{i}", elem_classes="sv-model-col", min_width=260)
-                    for i in range(MAX_COLUMNS)]
-    outputs = cols + ([map_output] if map_output is not None else [])
+                    for i in range(n_cols)]
+    outputs = cols + [o for o in (map_output, legend_output) if o is not None]
 
-    async def run_models(value, names_v, vl, request: gr.Request):
+    async def run_models(value, names_v, vl, games_v, request: gr.Request):
+        # a column per configured model at most (what the page may send is not trusted)
+        names_v = list(dict.fromkeys(n for n in names_v if isinstance(n, str)))[:n_cols] \
+            if isinstance(names_v, list) else []
         if value is None or not names_v:
             yield {cols[0]: error_html(nothing_yet if value is None else "Pick at least one model.")}
             return
@@ -290,35 +351,44 @@ def _panel(ctx, state, prefix: str, *, vision_task: str | None, vision_label: st
             yield {cols[0]: error_html(str(exc))}
             return
         if not serving(ctx.pool, instance.task):
-            yield {cols[0]: note_html(unserved_text(instance.task)), cols[1]: "", cols[2]: ""}
+            yield {cols[0]: note_html(unserved_text(instance.task)), **{c: "" for c in cols[1:]}}
             return
         key = (getattr(request, "session_hash", None), prefix)
         last_walks = None
-        async for update in stream_columns(ctx, instance, names_v, key):
+        started: list[str] = []
+        async for update in stream_columns(ctx, visitor(ctx, request, games_v), instance, names_v, key, started,
+                                           n_cols):
             out = dict(zip(cols, update))
+            if started:   # the page keeps the new game's token (Inspect opens it for this visitor)
+                out[games] = kept_tokens(games_v, started.pop())
             if draw_map is not None:
-                now = walks(_LIVE.get(key, []))
+                live = _LIVE.get(key, [])
+                now = walks(live)
                 if now != last_walks:
                     last_walks = now
                     out[map_output] = draw_map(value, now)
+                    if legend_output is not None:
+                        out[legend_output] = legend_html(live)
             yield out
         _LIVE.pop(key, None)
 
-    inputs = [state, pick] + ([vision] if vision is not None else [])
+    inputs = [state, pick] + ([vision] if vision is not None else []) + [games]
+    outputs = outputs + [games]
     if vision is None:
-        async def run_text(value, names_v, request: gr.Request):
-            async for out in run_models(value, names_v, False, request):
+        async def run_text(value, names_v, games_v, request: gr.Request):
+            async for out in run_models(value, names_v, False, games_v, request):
                 yield out
         fn = run_text
     else:
         fn = run_models
-    event = run.click(fn, inputs, outputs, concurrency_limit=None)
+    event = run.click(fn, inputs, outputs, concurrency_limit=None, js=show_js)
     _clear_on_new_instance(state, cols, key_of)
-    return Panel(prefix, pick, vision, run, stop, actions, cols, fn, inputs, outputs, [event])
+    return Panel(prefix, pick, vision, run, stop, actions, cols, fn, inputs, outputs, [event], show_js)
 
 
 def wire_stop(panel: Panel, draw_map=None, state=None, map_output=None) -> None:
-    """Stop cancels every run of the panel (Run and, on GP, the race) and marks the columns stopped."""
+    """Stop cancels every run of the panel (Run, the race, "Show me the difference") and marks the
+    columns stopped."""
     def on_stop(value, request: gr.Request):
         columns = stopped_columns((getattr(request, "session_hash", None), panel.prefix))
         if columns is None:
@@ -331,21 +401,53 @@ def wire_stop(panel: Panel, draw_map=None, state=None, map_output=None) -> None:
     panel.stop.click(on_stop, [state] if state is not None else None, panel.outputs, cancels=panel.events)
 
 
-def add_gp_models(ctx, gp: dict) -> None:
-    from . import race
+def add_gp_models(ctx, gp: dict, games) -> None:
+    from . import difference_panel, landing, race
+
+    def instance_of(t, vl):
+        return Instance(_gp_task(vl), {"deal_id": t.deal_id, "rule": t.rule})
 
     with gp["models_slot"]:
-        panel = _panel(ctx, gp["state"], "gp", vision_task="gp-vl",
-                       vision_label="Vision variant (GP-VL: table image)",
-                       make_instance=lambda t, vl: Instance("gp-vl" if vl else "gp-l",
-                                                            {"deal_id": t.deal_id, "rule": t.rule}),
-                       nothing_yet="Deal a hand first.", key_of=lambda t: (t.deal_id, t.rule),
-                       columns_in=gp["columns_slot"])  # the columns sit beside "You play"
+        panel = _panel(ctx, gp["state"], games, "gp", vision_task="gp-vl",
+                       vision_label="Vision variant (GP-VL: table image)", make_instance=instance_of,
+                       nothing_yet="Deal a hand first.", key_of=lambda t: (t.deal_id, t.rule), task=_gp_task(False),
+                       columns_in=gp["columns_slot"],  # the columns sit beside "You play"
+                       show_id="gp-info")              # Run shows the hand with the columns under it
+        difference_panel.add(ctx, panel, gp, task_of=lambda t, vl: _gp_task(vl),
+                             choice_of=lambda t: {"rule": t.rule, "suits": t.suits} if t else {},
+                             state_of=_gp_table_from)
     race.add(panel, gp)
     wire_stop(panel, state=gp["state"])
+    if panel.vision is not None:
+        panel.vision.change(lambda vl, ticked: picked_for(ctx, _gp_task(vl), ticked), [panel.vision, panel.pick],
+                            panel.pick, show_progress="hidden")
+    landing.add(ctx, gp["finding_slot"], _gp_task(False),
+                [(panel.vision, lambda vl: _gp_task(vl))] if panel.vision is not None else [])
 
 
-def add_virl_models(ctx, virl: dict) -> None:
+def _gp_task(vision: bool) -> str:
+    """24 Points plays GP-L, or GP-VL with the vision variant (the registry's GP tasks)."""
+    from game.tasks import TASKS
+
+    return next(t for t, spec in TASKS.items() if spec.family == "gp" and spec.vision == bool(vision))
+
+
+def _virl_task(view: str) -> str:
+    """V-IRL plays V-IRL-L on the text view, V-IRL-VL on the street views."""
+    from game.tasks import TASKS
+
+    return next(t for t, spec in TASKS.items() if spec.family == "virl" and spec.vision == (view == "image"))
+
+
+def _gp_table_from(params: dict, table):
+    from .gp_play import Table
+
+    suits = table.suits if table is not None else "mixed"
+    return Table(params["deal_id"], params["rule"], None, suits, table.mode if table is not None else "paper")
+
+
+def add_virl_models(ctx, virl: dict, games) -> None:
+    from . import difference_panel, landing
     from . import virl_play as vp
 
     def draw_map(walk, model_walks):
@@ -354,13 +456,23 @@ def add_virl_models(ctx, virl: dict) -> None:
     with virl["models_slot"]:
         # One vision toggle on this tab: the Observation choice (text / street views) is what you
         # see and what the models get.
-        panel = _panel(ctx, virl["state"], "virl", vision_task=None, vision_label="",
+        panel = _panel(ctx, virl["state"], games, "virl", vision_task=None, vision_label="",
                        make_instance=lambda w, vl: Instance(
-                           "virl-vl" if w.view == "image" else "virl-l",
+                           _virl_task(w.view),
                            {"source": w.source, "route": w.route, "seed": w.seed, "absolute_action": w.absolute}),
                        nothing_yet="Start a route first.", key_of=lambda w: (w.source, w.route, w.absolute, w.seed),
-                       draw_map=draw_map, map_output=virl["map"], columns_in=virl["columns_slot"])
+                       task=_virl_task("text"), draw_map=draw_map, map_output=virl["map"],
+                       legend_output=virl["legend"], columns_in=virl["columns_slot"], show_id="virl-difference-slot virl-columns-slot")
+        difference_panel.add(ctx, panel, virl, task_of=lambda w, vl: _virl_task(w.view if w else "text"),
+                             choice_of=lambda w: {"absolute_action": w.absolute, "source": w.source} if w else {},
+                             state_of=lambda params, w: vp.Walk(params["source"], int(params["route"]),
+                                                                bool(params["absolute_action"]),
+                                                                int(params.get("seed") or 0),
+                                                                view=w.view if w is not None else "text"))
     wire_stop(panel, draw_map=draw_map, state=virl["state"], map_output=virl["map"])
+    virl["view"].change(lambda view, ticked: picked_for(ctx, _virl_task(view), ticked), [virl["view"], panel.pick],
+                        panel.pick, show_progress="hidden")
+    landing.add(ctx, virl["finding_slot"], _virl_task("text"), [(virl["view"], _virl_task)])
 
 
 def _clear_on_new_instance(state, cols, key_of) -> None:

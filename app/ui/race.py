@@ -13,15 +13,23 @@ import gradio as gr
 
 from . import gp_play as play
 
+# The page's clock ticks from the click: it waits for the race line (drawn by the server a moment
+# later), then counts until your result appears or the race line goes (a new hand).
 RACE_CLOCK_JS = """
 (...args) => {
   const start = Date.now();
+  let seen = false;
   clearInterval(window.__svRaceTimer);
   window.__svRaceTimer = setInterval(() => {
     const clock = document.getElementById('gp-race-clock');
-    if (document.querySelector('#gp-race-out .sv-race-result') || !clock) { clearInterval(window.__svRaceTimer); return; }
+    if (document.querySelector('#gp-race-out .sv-race-result') || (seen && !clock)) {
+      clearInterval(window.__svRaceTimer); return;
+    }
+    if (!clock) return;
+    seen = true;
     clock.textContent = ((Date.now() - start) / 1000).toFixed(1) + ' s';
   }, 100);
+  if (window.svShowResults) window.svShowResults('gp-info', '#gp-col-0 .sv-col');
   return args;
 }
 """

@@ -130,18 +130,34 @@ def status_html(ep: VirlEpisode) -> str:
     else:
         outcome = badge("info", f"Step {ep.index + 1} of {len(ep.rail.entries)}")
     acc = f"{ep.per_step_accuracy:.0%}" if ep.records else "—"
-    tries = f"{ep.remaining} tr{'y' if ep.remaining == 1 else 'ies'} left here" if not ep.done else ""
+    parts = [f"per-step accuracy {acc}"]
+    if not ep.done:
+        parts.append(f"{ep.remaining} tr{'y' if ep.remaining == 1 else 'ies'} left at this step")
     return (f'<div class="sv-info" data-done="{str(ep.done).lower()}">{outcome} '
-            f'<span class="sv-dim">per-step accuracy {acc} · {tries}</span></div>')
+            f'<span class="sv-dim">{" · ".join(parts)}</span></div>')
 
 
 def log_html(ep: VirlEpisode) -> str:
+    """Your moves in plain words (the verifier's text is written for the model: it is in Inspect)."""
     rows = []
     for r in ep.records:
         kind = "ok" if r.reward > 0 else "bad"
         rows.append(f'<li>{badge(kind, f"{r.reward:+g}")} <code>{esc(r.parsed_action or "—")}</code> '
-                    f'<span class="sv-dim">{esc(r.verify_info or "")}</span></li>')
+                    f'<span class="sv-dim">{esc(move_words(r))}</span></li>')
     return f'<ol class="sv-log">{"".join(rows)}</ol>' if rows else ""
+
+
+def move_words(r) -> str:
+    """What one of your moves did, for a person."""
+    if not r.graded:
+        return "no tries left at this step: the walk ends here."
+    if r.reward > 0:
+        return "right move." + (" You arrived." if r.is_success else "")
+    if r.reward <= -1.5:
+        return "that names a landmark that is not at this intersection."
+    if r.truncated or r.terminated:
+        return "not the right move, and that was the last try at this step: the walk ends here."
+    return "not the right move here: try another action."
 
 
 def observation_text(ep: VirlEpisode) -> str:
@@ -153,6 +169,22 @@ def map_image(ep: VirlEpisode, source: str, walks=()) -> Image.Image:
     """The map of the person's walk; `walks` adds the models' walks, `(positions, rgb)` each."""
     img = episode_map(ep, data_for(source).features, walks=walks)
     return img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+
+
+def legend_html(walkers=()) -> str:
+    """The map's legend: the route, your steps and position, and each walker's colour (`walkers`:
+    (name, label, rgb) of the models whose walks are drawn)."""
+    from game.virl.mapview import AGENT, ROUTE, VISITED
+
+    def rgb(c) -> str:
+        return "rgb({},{},{})".format(*c)
+
+    items = [f'<span class="sv-key"><i style="background:{rgb(ROUTE)}"></i>the route</span>',
+             f'<span class="sv-key"><i style="background:{rgb(VISITED)}"></i>your steps</span>',
+             f'<span class="sv-key"><b style="color:{rgb(AGENT)}">▲</b> where you stand</span>']
+    items += [f'<span class="sv-key" data-model="{esc(name)}"><i style="background:{rgb(colour)}"></i>'
+              f'{esc(label)}\'s walk</span>' for name, label, colour in walkers]
+    return f'<div class="sv-legend">{" ".join(items)}</div>'
 
 
 def grid_image(ep: VirlEpisode, source: str) -> Image.Image:

@@ -20,6 +20,7 @@ MAX_ACTION_BUTTONS = 10
 def build(vision_note: str | None = None) -> dict:
     """`vision_note`: shown under Observation when no configured model serves virl-vl."""
     state = gr.State(None)
+    finding_slot = gr.Column(elem_id="virl-finding-slot")  # the landing page's finding (app.ui.landing)
     with gr.Row(elem_classes="sv-controls", equal_height=True):
         source = gr.Dropdown(vp.SOURCE_CHOICES, value="bundled:helsinki", label="Routes", scale=3, min_width=260,
                              elem_id="virl-source")
@@ -30,14 +31,14 @@ def build(vision_note: str | None = None) -> dict:
         view = gr.Radio([("Text (L)", "text"), ("Street views (VL)", "image")], value="text",
                         label="Observation (you and the models)", scale=3, min_width=260, info=vision_note,
                         elem_id="virl-view")
-    with gr.Row(elem_classes="sv-actions"):
+    with gr.Row(elem_classes="sv-actions") as deal_row:   # "Show me the difference" joins it
         start = gr.Button("Start route", variant="primary", elem_id="virl-start")
         oracle = gr.Button("Show the right move", elem_id="virl-oracle")
     models_slot = gr.Column(elem_id="virl-models-slot")
     error = gr.HTML("", elem_id="virl-error", elem_classes="sv-collapse")
     status = gr.HTML("", elem_id="virl-status")
     link = gr.JSON(visible=False)
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_classes="sv-virl-row"):
         with gr.Column(scale=3):
             instructions = gr.HTML("", elem_id="virl-instructions")
             obs_text = gr.Textbox(label="Observation and action history (what the text model reads)",
@@ -48,11 +49,15 @@ def build(vision_note: str | None = None) -> dict:
                 buttons = [gr.Button("", size="sm", visible=False, elem_classes="sv-action-btn",
                                      elem_id=f"virl-act-{i}") for i in range(MAX_ACTION_BUTTONS)]
             log = gr.HTML("", elem_id="virl-log", elem_classes="sv-collapse")
-        with gr.Column(scale=2):
+            # the models' columns sit under your walk, beside the map (which stays on screen); Run
+            # and "Show me the difference" scroll to here (its note first)
+            difference_slot = gr.Column(elem_id="virl-difference-slot")
+            columns_slot = gr.Column(elem_id="virl-columns-slot")
+        with gr.Column(scale=2, elem_classes="sv-map-col"):
             map_img = gr.Image(label="Map (© OpenStreetMap contributors, ODbL)", type="pil", format="png",
                                interactive=False, elem_id="virl-map", height=460)
+            legend = gr.HTML(vp.legend_html(), elem_id="virl-legend")
             hint = gr.HTML("", elem_id="virl-hint", elem_classes="sv-collapse")
-    columns_slot = gr.Column(elem_id="virl-columns-slot")
 
     def render(walk: vp.Walk) -> dict:
         ep = vp.episode_of(walk)
@@ -61,14 +66,15 @@ def build(vision_note: str | None = None) -> dict:
                obs_text: gr.Textbox(value=vp.observation_text(ep), visible=walk.view == "text"),
                obs_image: gr.Image(value=vp.grid_image(ep, walk.source) if walk.view == "image" else None,
                                    visible=walk.view == "image"),
-               log: vp.log_html(ep), map_img: vp.map_image(ep, walk.source), hint: "", link: walk.link(),
+               log: vp.log_html(ep), map_img: vp.map_image(ep, walk.source), legend: vp.legend_html(),
+               hint: "", link: walk.link(),
                source: walk.source, route: str(walk.route), space: "absolute" if walk.absolute else "relative",
                view: walk.view}
         out.update({b: gr.Button(value=a, visible=True, interactive=not ep.done) for b, a in zip(buttons, actions)})
         out.update({b: gr.Button(visible=False) for b in buttons[len(actions):]})
         return out
 
-    outputs = [state, error, status, instructions, obs_text, obs_image, log, map_img, hint, link,
+    outputs = [state, error, status, instructions, obs_text, obs_image, log, map_img, legend, hint, link,
                source, route, space, view, *buttons]
 
     def on_start(source_v, route_v, space_v, view_v):
@@ -98,7 +104,15 @@ def build(vision_note: str | None = None) -> dict:
             return '<div class="sv-hint">This walk is over: start the route again.</div>'
         return f'<div class="sv-hint">The right move here: <code>{ep.entry.gt_action}</code></div>'
 
+    def on_space(walk, source_v, route_v, space_v, view_v):
+        """Choosing the action space takes effect at once: the route starts again under it."""
+        if walk is not None and walk.absolute == (space_v == "absolute") and walk.source == source_v:
+            return gr.skip()
+        return on_start(source_v, route_v, space_v, view_v)
+
     gr.on([start.click, route.submit], on_start, [source, route, space, view], outputs
+          ).then(None, link, None, js=URL_UPDATE_JS)
+    gr.on([space.input, source.input], on_space, [state, source, route, space, view], outputs
           ).then(None, link, None, js=URL_UPDATE_JS)
     view.input(on_view, [state, view], outputs).then(None, link, None, js=URL_UPDATE_JS)
     for btn in buttons:
@@ -115,6 +129,7 @@ def build(vision_note: str | None = None) -> dict:
             return out
         return render(walk)
 
-    return {"state": state, "map": map_img, "link": link, "models_slot": models_slot,
-            "columns_slot": columns_slot, "on_load": on_load,
-            "load_outputs": outputs}
+    return {"state": state, "map": map_img, "legend": legend, "view": view, "link": link,
+            "models_slot": models_slot, "columns_slot": columns_slot, "finding_slot": finding_slot,
+            "difference_slot": difference_slot, "deal_row": deal_row,
+            "on_load": on_load, "load_outputs": outputs, "show": render, "outputs": outputs}

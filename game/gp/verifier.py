@@ -49,7 +49,7 @@ MSG_STEP_LIMIT = "step_limit_reached"
 _FORMULA_RE = re.compile(r'"formula": "(.*?)"')
 _CARDS_RE = re.compile(r'"cards": \[([^\]]+)\]')
 _LENIENT_FORMULA_RE = re.compile(r"""["']?formula["']?\s*:\s*["'](.*?)["']""", re.IGNORECASE | re.DOTALL)
-_LENIENT_CARDS_RE = re.compile(r"""["']?cards["']?\s*:\s*\[([^\]]*)\]""", re.IGNORECASE)
+_LENIENT_CARDS_OPEN = re.compile(r"""cards["']?\s*:\s*\[""", re.IGNORECASE)
 
 
 class Outcome(str, Enum):
@@ -140,6 +140,18 @@ def cards_search(text: str) -> str | None:
     return None
 
 
+def lenient_cards_search(text: str) -> str | None:
+    """What `["']?cards["']?\\s*:\\s*\\[([^\\]]*)\\]` (case-insensitive) would capture, in linear time.
+    That regex rescans the rest of the text from every opening without a closing `]` (quadratic:
+    ~1 s for `"cards": [` repeated 1,638 times). Each opening's `[` comes after the previous one's,
+    so when the first opening has no `]` after it, none has: only the first needs looking at."""
+    m = _LENIENT_CARDS_OPEN.search(text)
+    if m is None:
+        return None
+    close = text.find("]", m.end())
+    return None if close == -1 else text[m.end():close]
+
+
 def _regex_cards(match: str) -> Any:
     """A regex-matched card list: an int list when every `", "` item is an int, else a string."""
     if "'" in match or '"' in match:  # quoted items never parse as ints (fast path, same result)
@@ -198,9 +210,9 @@ def _lenient(text: str, raw_formula: Any, raw_cards: Any, source: str):
     if isinstance(raw_cards, list):
         raw_cards = ", ".join(str(c) for c in raw_cards)
     if not isinstance(raw_cards, str) or raw_cards == "None":
-        m = _LENIENT_CARDS_RE.search(text)
-        if m:
-            raw_cards = m.group(1)
+        found = lenient_cards_search(text)
+        if found is not None:
+            raw_cards = found
     if isinstance(raw_cards, str):
         raw_cards = raw_cards.replace('"', "").replace("\n", "").replace("\t", "")
     return raw_formula, raw_cards, source

@@ -242,6 +242,7 @@ class Task:
     recognition: ClassVar[bool] = False   # reports recognition accuracy (GP-VL)
     exact_arithmetic: ClassVar[bool] = False  # has an exact-arithmetic second opinion (GP: exact success)
     words: ClassVar[tuple[str, str]]   # an episode's outcome for people: (success, failure)
+    call_words: ClassVar[tuple[str, str]]   # one model call for people: (singular, plural), "try" / "move"
     reference_classes: ClassVar[dict[float, str]]   # the reference logger's class of a step reward
 
     def config(self, params: dict):
@@ -260,6 +261,19 @@ class Task:
     @property
     def split_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.splits)
+
+    def split_of(self, choice: dict) -> str:
+        """The evaluation split whose instances are played like `choice` (instance parameters, plus
+        what a page chooses beside them, e.g. GP's `suits`): the splits whose shared parameters
+        match (GP: the rule; V-IRL: the action space), the one whose stream matches too first
+        (`stream_matches`), in the registry's order; the first split when none matches."""
+        matching = [s for s in self.splits if all(choice.get(k, v) == v for k, v in s.params.items())]
+        exact = [s for s in matching if self.stream_matches(s, choice)]
+        return (exact or matching or list(self.splits))[0].name
+
+    def stream_matches(self, split: Split, choice: dict) -> bool:
+        """Whether `split`'s instance stream deals instances like `choice` (see `split_of`)."""
+        return True
 
     def reference_class(self, reward: float) -> str:
         """The reference logger's class of one step reward (sums not in the table: AGGREGATED_ERROR)."""

@@ -9,6 +9,7 @@ Outcomes (`game.gp.verifier.Outcome`, from the paper's reward classes): `correct
 """
 from __future__ import annotations
 
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,8 +62,12 @@ def is_evaluation_hand(labels: Sequence[str]) -> bool:
 
 
 def normalise_formula(formula: str) -> str:
-    """Accept the symbols the page's buttons insert (× ÷ −); everything else goes as typed."""
-    return (formula or "").replace("×", "*").replace("÷", "/").replace("−", "-").strip()
+    """A person's formula as the verifier reads it: the symbols the page's buttons insert (× ÷ −)
+    and digits of any script (Arabic-Indic ٣, full-width ３ …) as ASCII; everything else as typed."""
+    text = (formula or "").replace("×", "*").replace("÷", "/").replace("−", "-")
+    if not text.isascii():
+        text = "".join(str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else c for c in text)
+    return text.strip()
 
 
 def formula_reply(labels: Sequence[str], numbers: Sequence[int], text: str, target: int = 24) -> str:
@@ -137,6 +142,7 @@ class GPTask(Task):
     headline = "success_rate"
     exact_arithmetic = True
     words = ("Solved", "Not solved")
+    call_words = ("try", "tries")
     reference_classes = {5.0: "CORRECT_SOLUTION", 1.0: "PARTIAL_SOLUTION", -1.0: "NO_SOLUTION",
                          -1.5: "INCORRECT_VISION", -2.0: "INCORRECT_NUMBER", -3.0: "ILLEGAL_FORMULA"}
 
@@ -176,6 +182,21 @@ class GPTask(Task):
             deal = dealer.next()
             if not is_evaluation_hand(deal.labels):
                 yield Instance(self.name, {"deal_id": deal.id, **params})
+
+    def stream_matches(self, split: Split, choice: dict) -> bool:
+        """A split's hands are of its stream's suits (`choice["suits"]`, else the hand's colours)."""
+        want = EVAL_CONFIGS[split.stream].suits
+        if want == "mixed":
+            return True
+        suits = choice.get("suits")
+        if suits is None:
+            try:
+                cards = Deal.from_id(str(choice.get("deal_id", ""))).cards
+            except ValueError:
+                return False
+            reds = {c.is_red for c in cards}
+            suits = "mixed" if len(reds) > 1 else ("red" if reds == {True} else "black")
+        return suits == want
 
     def person_reply(self, session: GPSession, text: str) -> str:
         ep = session.episode

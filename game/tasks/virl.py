@@ -169,6 +169,7 @@ class VirlTask(Task):
     default_seed = 0
     headline = "per_step_accuracy"
     words = ("Arrived", "Did not arrive")
+    call_words = ("move", "moves")
     reference_classes = {1.0: "CORRECT_ACTION", -1.0: "INCORRECT_ACTION", -1.5: "INCORRECT_OBS"}
 
     def key(self, config: VirlConfig) -> str:
@@ -201,6 +202,10 @@ class VirlTask(Task):
         params = {"source": DEFAULT_SOURCES[split.stream], **split.params, **overrides}
         while True:
             yield Instance(self.name, {**params, "seed": TRAINING_SEED_BASE + rng.randrange(10 ** 9)})
+
+    def stream_matches(self, split: Split, choice: dict) -> bool:
+        """A split walks its stream's route set (`choice["source"]`, else the in-distribution one)."""
+        return DEFAULT_SOURCES[split.stream] == choice.get("source", DEFAULT_SOURCES["id"])
 
     def person_reply(self, session: VirlSession, text: str) -> str:
         return action_reply(text)

@@ -77,7 +77,7 @@ def render_map_png(features: MapFeatures | None = None, *, rail_positions: Seque
     fr = _layers(features, rail_positions, visited, position, size, margin_m)
     im = Image.new("RGB", (size, size), BG)
     d = ImageDraw.Draw(im)
-    font = _font(max(10, size // 60))
+    font = _font(max(12, size // 36))
     if features is not None:
         width = max(2, int(14 * fr.scale))
         for s in features.streets:
@@ -85,11 +85,12 @@ def render_map_png(features: MapFeatures | None = None, *, rail_positions: Seque
             d.line(pts, fill=STREET_EDGE, width=width + 2, joint="curve")
         for s in features.streets:
             d.line([fr.px(c) for c in s.coords], fill=STREET, width=width, joint="curve")
-        for p in features.places:
-            x, y = fr.px((p.lat, p.lng))
-            if -20 <= x <= size + 20 and -20 <= y <= size + 20:
-                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=PLACE)
-                d.text((x + 5, y - 6), p.name, fill=(90, 60, 30), font=font)
+        shown = [(fr.px((p.lat, p.lng)), p.name) for p in features.places]
+        shown = [((x, y), name) for (x, y), name in shown if -20 <= x <= size + 20 and -20 <= y <= size + 20]
+        for (x, y), _ in shown:
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=PLACE)
+        for (x, y), name, box in _labels(d, shown, rail_positions and [fr.px(p) for p in rail_positions], font, size):
+            d.text((box[0], box[1]), name, fill=(90, 60, 30), font=font, stroke_width=2, stroke_fill=BG)
     if rail_positions:
         d.line([fr.px(p) for p in rail_positions], fill=ROUTE, width=4)
         for p in rail_positions:
@@ -120,6 +121,38 @@ def render_map_png(features: MapFeatures | None = None, *, rail_positions: Seque
         d.rectangle([0, size - 18, size, size], fill=(255, 255, 255))
         d.text((6, size - 16), text, fill=(60, 60, 60), font=_font(12))
     return im
+
+
+def _labels(d: ImageDraw.ImageDraw, places, rail_px, font, size: int):
+    """Place names that do not overlap one another: nearest the route first (its landmarks), each
+    to the right, left, above or below its dot, whichever is free and on the map; a name with no
+    free place is left out (its dot stays)."""
+    def near(p):
+        (x, y), _ = p
+        return min(((x - rx) ** 2 + (y - ry) ** 2 for rx, ry in rail_px), default=0.0)
+
+    route = []   # points along the route: a name does not cover it
+    for (ax, ay), (bx, by) in zip(rail_px or [], (rail_px or [])[1:]):
+        steps = max(1, int(math.hypot(bx - ax, by - ay) // 6))
+        route += [(ax + (bx - ax) * k / steps, ay + (by - ay) * k / steps) for k in range(steps + 1)]
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for (x, y), name in sorted(places, key=near):
+        left, top, right, bottom = d.textbbox((0, 0), name, font=font)
+        w, h = right - left, bottom - top
+        for bx, by in ((x + 6, y - h / 2 - top), (x - 6 - w, y - h / 2 - top), (x - w / 2, y - 6 - h - top),
+                       (x - w / 2, y + 6 - top)):
+            box = (bx + left - 2, by + top - 2, bx + right + 2, by + bottom + 2)
+            if box[0] < 0 or box[2] > size or box[1] < 0 or box[3] > size - 20:
+                continue
+            if any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in placed):
+                continue
+            if any(box[0] <= rx <= box[2] and box[1] <= ry <= box[3] for rx, ry in route):
+                continue
+            placed.append(box)
+            out.append(((x, y), name, (bx, by)))
+            break
+    return out
 
 
 def render_map_svg(features: MapFeatures | None = None, *, rail_positions: Sequence = (),
