@@ -44,7 +44,8 @@ from typing import Any, Iterator
 from urllib.parse import urlencode
 
 from game.tasks import Instance, InstanceError, StepRecord, get_task, open_session
-from models.train.pipeline import METRIC_WORDS, TASKS as PIPELINE_TASKS, cell_value
+from game.findings import METRIC_WORDS, View, cell_value, words as generated_words
+from models.train.pipeline import TASKS as PIPELINE_TASKS
 from models.train.vision import TASKS as VISION_TASKS
 
 FINDINGS_FILE = "findings.json"
@@ -76,6 +77,7 @@ class TaskView:
     diverse_line: str                # the rebuttal's sentence: {diff} {se}
     produce: str = "pipeline"        # which trainer writes its findings: `sftvsrl train <produce>`
     more_ood: dict[str, str] = field(default_factory=dict)  # other OOD splits the verdict covers → words
+    control: str | None = None       # the wording-control split (GP-L `reworded`: the ID rule in held-out words)
 
 
 _COMMON_NOTES = {
@@ -85,8 +87,9 @@ _COMMON_NOTES = {
 VIEWS = {
     "gp-l": TaskView(
         short="GP-L",
-        split_labels={"id": "in-distribution (J/Q/K = 10)", "rule-ood": "rule-OOD (J/Q/K = 11/12/13)"},
-        ood="the flipped rule", instances="hands",
+        split_labels={"id": "in-distribution (J/Q/K = 10)", "rule-ood": "rule-OOD (J/Q/K = 11/12/13)",
+                      "reworded": "ID rule in held-out words (J/Q/K = 10)"},
+        ood="the flipped rule", instances="hands", control="reworded",
         stage_notes={**_COMMON_NOTES,
                      "base": "the stand-in for pretraining: reads a stated face-card rule (never the OOD one)",
                      "sft": "continued SFT on ID expert answers, frozen ID prompt",
@@ -413,9 +416,31 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f} points"
 
 
+def lens_words(f: Findings) -> dict | None:
+    """The words of a file with lenses (format 2: final checkpoints, matched compute, matched
+    in-distribution skill, matched KL, over training seeds): `game.findings.words` with this task's
+    view; None for an older file (final checkpoints only)."""
+    if not f.data.get("lenses"):
+        return None
+    view = View(ood=dict(ood_splits(f)), instances=f.view.instances,
+                labels={s: split_label(f.task, s) for s in f.splits}, control=f.view.control)
+    return generated_words(f.data, view)
+
+
+def headline(f: Findings) -> str:
+    """One sentence for a banner: the lens headline, or (an older file) the final-checkpoint verdict."""
+    w = lens_words(f)
+    return w["headline"] if w else verdict(f)
+
+
 def verdict(f: Findings) -> str:
-    """What the RL-vs-SFT paired comparison on each OOD split (`ood_splits`: rule-OOD, and GP-VL's
-    red suits) says, one honest sentence each."""
+    """What the comparison says. A file with lenses: its headline and one sentence per OOD split
+    covering every lens (`lens_words`). An older file: the RL-vs-SFT paired comparison of the final
+    checkpoints on each OOD split (`ood_splits`: rule-OOD, and GP-VL's red suits), which says that
+    it is the final checkpoints only: that contrast alone is not the paper's finding."""
+    w = lens_words(f)
+    if w:
+        return " ".join([w["headline"], *w["verdicts"]])
     out = []
     for split, words in ood_splits(f):
         p = paired(f, "rl_minus_sft", split)
@@ -431,7 +456,8 @@ def verdict(f: Findings) -> str:
         head = (f"RL − SFT on {words}: {_pts(p['diff'])} ± {100 * p['se']:.1f} "
                 f"(paired, z = {z:.1f}, n = {p['n']}{'' if f.metric == 'success_rate' else ' episodes'})")
         if z >= 2:
-            out.append(head + ": RL generalizes better than SFT here, as the paper found.")
+            out.append(head + ": RL is ahead at the final checkpoints (not checked at matched skill, compute or "
+                       "KL, one training seed).")
         elif z <= -2:
             out.append(head + ": SFT is ahead here — the opposite of the paper's finding.")
         else:
@@ -474,6 +500,7 @@ def explanation(f: Findings) -> list[str]:
         if cells:
             lines.append(f"On {split_label(f.task, split)}: " + "; ".join(cells) + ".")
     lines.append(verdict(f))
+    lines += (lens_words(f) or {}).get("notes", [])
     learned = paired(f, "rl_minus_init", "id")
     if learned is not None and learned.get("se"):
         z = learned["diff"] / learned["se"]

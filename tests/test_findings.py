@@ -171,7 +171,7 @@ def _with_paired(diff: float, se: float) -> fd.Findings:
 
 
 def test_the_verdict_follows_the_paired_difference():
-    assert "RL generalizes better" in fd.verdict(_with_paired(0.10, 0.02))
+    assert "RL is ahead at the final checkpoints (not checked at matched skill" in fd.verdict(_with_paired(0.10, 0.02))
     assert "opposite of the paper" in fd.verdict(_with_paired(-0.10, 0.02))
     assert "cannot tell them apart" in fd.verdict(_with_paired(0.02, 0.02))
     lines = fd.explanation(_with_paired(0.10, 0.02))
@@ -396,4 +396,42 @@ def test_verdict_when_rl_and_sft_tie_on_every_episode(tmp_path):
     verdict = fd.verdict(f)
     assert verdict.startswith("On relative actions RL and SFT score the same on every episode (0.0 %)")
     assert "Neither gets any of it right." in verdict and "within two standard errors" not in verdict
-    assert "RL − SFT on held-out routes: +25.0 points ± 10.0" in verdict and "as the paper found" in verdict
+    assert "RL − SFT on held-out routes: +25.0 points ± 10.0" in verdict and "as the paper found" not in verdict
+    assert "RL is ahead at the final checkpoints" in verdict
+
+
+def _lens_file(diffs: dict[str, list[float]], se: float = 0.03) -> dict:
+    """A format-2 GP-L findings dict whose lenses hold the given RL − SFT rule-OOD differences
+    (lens -> one per training seed)."""
+    from game.findings import aggregate_lenses
+
+    seeds = range(len(next(iter(diffs.values()))))
+    per_seed = {seed: {lens: {"diff": {"rule-ood": {"diff": v[seed], "se": se, "n": 300}}}
+                       for lens, v in diffs.items()} for seed in seeds}
+    cell = {"value": 0.5, "se": 0.03, "n": 300, "first_try_success": 0.4, "solved_after_feedback": 0.2}
+    return {"task": "gp-l", "format": 2, "metric": "success_rate",
+            "protocol": {"splits": {"id": "", "rule-ood": "", "reworded": ""}},
+            "table": {s: {"id": cell, "rule-ood": cell, "reworded": dict(cell, value=0.45)}
+                      for s in ("init", "sft", "rl", "sft-matched")},
+            "lenses": aggregate_lenses(per_seed, ["rule-ood"])}
+
+
+def test_the_paper_is_named_only_when_every_lens_that_matters_holds_in_every_seed(tmp_path):
+    """Words come from the lens numbers: "as the paper found" needs RL ahead at matched ID skill and
+    at the final checkpoints, beyond 2 SE on the mean and positive in every seed."""
+    holds = fd.Findings("gp-l", _lens_file({"final": [0.2, 0.15, 0.18], "matched_id": [0.12, 0.1, 0.09],
+                                             "matched_kl": [0.05, 0.0, -0.01]}), tmp_path)
+    assert fd.headline(holds).startswith("RL generalizes better than SFT on the flipped rule")
+    assert "in every training seed — as the paper found" in fd.headline(holds)
+    assert "at matched KL to Init: RL − SFT +1.3 points" in fd.verdict(holds)
+    # one seed where matched-ID skill reverses: no claim, and the words say which lens breaks
+    partly = fd.Findings("gp-l", _lens_file({"final": [0.2, 0.15, 0.18], "matched_id": [0.12, 0.1, -0.05]}), tmp_path)
+    head = fd.headline(partly)
+    assert "as the paper found" not in head and "holds only partly" in head
+    assert "RL beats SFT at the final checkpoints, but not at matched in-distribution skill" in head
+    reversed_ = fd.Findings("gp-l", _lens_file({"final": [-0.2, -0.15, -0.18], "matched_id": [-0.12, -0.1, -0.2]}),
+                            tmp_path)
+    assert "does not reproduce" in fd.headline(reversed_) and "SFT is ahead" in fd.headline(reversed_)
+    # the wording control and the feedback share are read out from the table
+    notes = " ".join(fd.explanation(holds))
+    assert "the same rule in held-out words" in notes and "needed the verifier's feedback" in notes

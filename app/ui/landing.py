@@ -46,7 +46,7 @@ def banner_html(ctx, task: str) -> str:
     measured = (f'<b>Our tiny {esc(short)} models</b> ({esc(f.metric_words)}'
                 + (f", {n} per split" if n else "") + "): " + " | ".join(cells))
     return (f'<div class="sv-finding" data-task="{esc(task)}"><div>{CLAIM} {measured}</div>'
-            f'<div class="sv-finding-verdict">{esc(fd.verdict(f))} '
+            f'<div class="sv-finding-verdict">{esc(fd.headline(f))} '
             f'<a href="?tab=findings&amp;task={esc(task)}" target="_self">All the findings →</a></div></div>')
 
 
