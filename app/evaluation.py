@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from game import protocol
+from game.gp.phrasings import MAX_PHRASING_CHARS, MAX_PHRASINGS
 from game.tasks import Instance, InstanceError, Split, get_task
 
 from .runner import play
@@ -70,6 +71,7 @@ class EvalConfig:
     concurrency: int = 4
     sources: dict[str, str] = field(default_factory=dict)   # V-IRL route source per stream key (id, ood)
     recognition: bool = False             # GP-VL recognition protocol: one attempt, no verification
+    phrasings: list[str] | None = None    # GP-L `reworded`: the rule clause in these words (a researcher's)
 
     def __post_init__(self) -> None:
         try:
@@ -92,6 +94,19 @@ class EvalConfig:
                             f"got {self.episodes:,}")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise EvalError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}")
+        if self.phrasings is not None:
+            rewording = [s.name for s in spec.splits if s.phrasings]
+            if not rewording:
+                raise EvalError(f"phrasings reword the rule of a split like GP-L's reworded; {self.task} has none")
+            if not any(s in rewording for s in self.splits):
+                raise EvalError(f"phrasings apply to the {', '.join(rewording)} split: evaluate it too")
+            if not isinstance(self.phrasings, list) or not all(isinstance(x, str) for x in self.phrasings):
+                raise EvalError("phrasings must be a list of strings")
+            self.phrasings = [x.strip() for x in self.phrasings if x.strip()]
+            if not 1 <= len(self.phrasings) <= MAX_PHRASINGS:
+                raise EvalError(f"give between 1 and {MAX_PHRASINGS:,} phrasings")
+            if any(len(x) > MAX_PHRASING_CHARS for x in self.phrasings):
+                raise EvalError(f"a phrasing has at most {MAX_PHRASING_CHARS} characters")
         streams = {s.stream for s in spec.splits}   # keep only the sources this task reads
         self.sources = {k: v for k, v in (self.sources or {}).items() if k in streams}
 
@@ -110,7 +125,7 @@ class EvalConfig:
 def split_instances(config: EvalConfig, split: Split) -> list[Instance]:
     """The instances every model plays for one split: the protocol's list (paired)."""
     return protocol.instances(config.task, split.name, config.episodes, config.seed, config.sources,
-                              config.recognition)
+                              config.recognition, config.phrasings if split.phrasings else None)
 
 
 # ------------------------------------------------------------------------------------- running

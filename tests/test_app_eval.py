@@ -279,3 +279,31 @@ def test_release_folders_are_used_when_present(tmp_path):
     (tmp_path / "VLN_mini").mkdir()
     assert release_sources(tmp_path, env={}) == {"ood": str(tmp_path / "VLN_mini")}
     assert release_sources(tmp_path, env={"SFTVSRL_VIRL_RELEASE": "/r"})["id"] == "/r"
+
+
+def test_a_researchers_phrasings_reword_the_control_split(tmp_path):
+    """`sftvsrl eval --phrasings FILE`: the reworded split states the ID rule in the file's words
+    (hand i in line i mod N), every other split is untouched; bad input is a clear error."""
+    from app.cli import main as cli_main
+    from game.tasks import open_session
+
+    mine = ["each of J, Q and K scores exactly 10 points", "take J, Q and K as tens"]
+    config = EvalConfig(task="gp-l", models=["m"], splits=["id", "reworded"], episodes=4, phrasings=mine)
+    by_split = {s.name: split_instances(config, s) for s in config.split_objs()}
+    for i, inst in enumerate(by_split["reworded"]):
+        assert inst.params["rule_text"] == mine[i % 2]
+        prompt = open_session(inst).prompt()
+        assert mine[i % 2] in prompt and "count as '10'" not in prompt
+    # the control is paired with the ID hands; ID itself keeps the paper's sentence
+    assert [i.params["deal_id"] for i in by_split["reworded"]] == [i.params["deal_id"] for i in by_split["id"]]
+    assert all("rule_text" not in i.params for i in by_split["id"])
+    with pytest.raises(EvalError, match="has none"):
+        EvalConfig(task="virl-l", models=["m"], phrasings=mine)
+    with pytest.raises(EvalError, match="evaluate it too"):
+        EvalConfig(task="gp-l", models=["m"], splits=["id"], phrasings=mine)
+    with pytest.raises(EvalError, match="at most 300 characters"):
+        EvalConfig(task="gp-l", models=["m"], phrasings=["x" * 301])
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# only a comment\n")
+    assert cli_main(["eval", "--task", "gp-l", "--models", "m", "--phrasings", str(bad),
+                     "--data-dir", str(tmp_path)]) != 0

@@ -47,6 +47,9 @@ def register(sub) -> None:
                                                 "DATA_DIR/VLN_mini when present, else bundled:helsinki-ood)")
     p.add_argument("--recognition", action="store_true",
                    help="gp-vl recognition protocol: one attempt per episode, no verification")
+    p.add_argument("--phrasings", metavar="FILE",
+                   help="GP-L reworded split: state the J/Q/K = 10 rule in these words instead of the held-out "
+                        "ones (one clause per line, # comments; hand i uses line i mod N)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -65,10 +68,18 @@ def _config(args):
         sources["id"] = args.virl_source
     if args.virl_visual_source:
         sources["ood"] = args.virl_visual_source
+    phrasings = None
+    if args.phrasings:
+        from game.gp.phrasings import read_phrasings
+
+        try:
+            phrasings = list(read_phrasings(args.phrasings))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CliError(f"--phrasings: {exc}") from None
     try:
         return EvalConfig(task=args.task, models=args.models, splits=args.splits, episodes=args.episodes,
                           seed=args.seed, max_tokens=args.max_tokens, concurrency=args.concurrency,
-                          sources=sources, recognition=args.recognition)
+                          sources=sources, recognition=args.recognition, phrasings=phrasings)
     except EvalError as exc:
         raise CliError(str(exc)) from None
 
