@@ -192,7 +192,7 @@ class VirlLTraining(TrainingTask):
     pipeline = (dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, vocab_size=2048,
                      base_steps=2400, base_batch=24, base_lr=2e-3, init_steps=8, init_lr=2e-4,
                      sft_steps=400, sft_batch=24, sft_lr=5e-4, rl_updates=30, rl_hands=8, rl_group=6,
-                     rl_verify_iter=2, rl_lr=1e-4, rl_max_new_tokens=64, eval_n=240, curve_n=24),
+                     rl_verify_iter=2, rl_lr=1e-4, rl_max_new_tokens=80, eval_n=240, curve_n=24),
                 dict(vocab_size=900, rl_verify_iter=2, rl_max_new_tokens=40))
     base_feedback_share: ClassVar[float] = 0.25     # revision examples in the base corpus
     stage_text = {
