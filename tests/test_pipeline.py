@@ -92,47 +92,107 @@ def test_paired_ratio_difference_is_the_pooled_per_step_difference():
         paired_ratio_difference(a, b[:2])
 
 
-def test_training_cities_share_no_place_with_helsinki():
-    """The base's cities are Helsinki's street graph turned into other towns: no place name of the
-    evaluation map survives, bearings are rotated (so compass words change), and both left- and
-    right-handed turn patterns occur."""
-    from game.virl.cities import CITY_TRANSFORMS, training_city
-    from game.virl.datasets import _bundled_features
+def _text(prompt) -> str:
+    """A pipeline pair's prompt as text: the prompt itself, or every turn of a revision chat."""
+    from models.chat import flatten_text
 
-    helsinki = {p.name for p in _bundled_features("helsinki.map.json.gz").places}
-    city = training_city(1)
-    assert len(city.routes) > 300 and city.name == "city:1"
-    assert not {p.name for p in city.features.places} & helsinki
-    seen = {m.landmark.split(" is on your")[0].removeprefix("The destination ") for r in city.routes
-            for m in r.milestones}
-    assert len(seen) > 100 and not seen & helsinki
-    assert len(CITY_TRANSFORMS) == 8 and all(angle % 360 for angle, _ in CITY_TRANSFORMS)
+    return prompt if isinstance(prompt, str) else "\n".join(flatten_text(m) for m in prompt)
 
 
-def test_virl_base_corpus_never_shows_the_rule_ood_configuration():
-    """The V-IRL-L base walks the synthetic cities under both action spaces and never a Helsinki
-    route; Init/SFT data are Helsinki ID routes with absolute actions only; every token of a
-    rule-OOD prompt that its ID twin lacks (the relative action-space line) occurs in the base corpus."""
-    from game.tasks import get_task, open_session
-    from models.train.data import ChatCodec
+_LANDMARK = r"(?:where (?:The destination )?|O_\d+: (?:The destination )?|\"current observation\": \"(?:The destination )?)(.+?) is on your "
+
+
+def _landmarks(text: str) -> set[str]:
+    """Every place name a V-IRL prompt or reply mentions (instruction sentences, observations)."""
+    import re
+
+    return set(re.findall(_LANDMARK, text))
+
+
+@pytest.fixture(scope="module")
+def virl_base():
+    """The quick V-IRL-L base corpus (two towns), its pipeline config and tokenizer."""
     from models.train.pipeline import build_tokenizer
     from models.train.tasks import training_task
 
     cfg = PipelineConfig.for_task("virl-l", quick=True)
+    return cfg, training_task("virl-l").stage_pairs("base", 400, 0, cfg), build_tokenizer(cfg)
+
+
+def test_training_cities_share_no_place_with_helsinki():
+    """The base's towns are transformed Helsinki graphs and generated grids, every name drawn
+    afresh: no place or street name of the evaluation map, and no name shared between two towns
+    beyond chance; bearings are rotated, so compass words change, and both turn patterns occur."""
+    from game.virl.cities import N_CITIES, city_kind, city_transform, training_city
+    from game.virl.names import helsinki_names
+
+    helsinki = {n.casefold() for n in helsinki_names()}
+    towns = [training_city(0), training_city(1)]
+    assert [city_kind(0), city_kind(1)] == ["helsinki", "grid"] and N_CITIES >= 64
+    names = []
+    for city in towns:
+        assert len(city.routes) > 200
+        places = {p.name for p in city.features.places}
+        assert not {n.casefold() for n in places} & helsinki
+        assert not {s.name.casefold() for s in city.features.streets} & helsinki
+        seen = {m.landmark.split(" is on your")[0].removeprefix("The destination ") for r in city.routes
+                for m in r.milestones}
+        assert len(seen) > 100 and not {n.casefold() for n in seen} & helsinki
+        names.append(places)
+    assert len(names[0] & names[1]) < 0.05 * len(names[0])        # fresh per town (a few common words recur)
+    assert all(20 <= city_transform(i)[0] <= 340 for i in range(0, N_CITIES, 2))
+    assert {city_transform(i)[1] for i in range(0, N_CITIES, 2)} == {True, False}
+
+
+def test_fresh_names_never_collide_with_helsinki():
+    """The name generator never returns a Helsinki name, nor a distinctive word of one, and its
+    names have the shapes real signs have (several words, punctuation, accents, acronyms)."""
+    from game.virl.names import NameGenerator, TYPE_WORDS, helsinki_names
+
+    avoid = helsinki_names()
+    gen = NameGenerator(7, avoid=avoid)
+    kinds = [*TYPE_WORDS, "tourism:artwork", "shop:hairdresser"]
+    names = [gen.place(kinds[i % len(kinds)]) for i in range(4000)] + [gen.street() for _ in range(300)]
+    assert len(set(names)) == len(names)
+    assert not {n.casefold() for n in names} & {a.casefold() for a in avoid}
+    words = {w.strip("!.'()").casefold() for n in names for w in n.replace("-", " ").split()}
+    assert not words & gen.avoid_words
+    assert sum(" " in n for n in names) > 1000 and sum(any(c in n for c in "äöåéè") for n in names) > 200
+    assert any("&" in n for n in names) and any("'s" in n for n in names) and any(n.isupper() for n in names)
+    assert NameGenerator(7, avoid=avoid).place("cafe") == NameGenerator(7, avoid=avoid).place("cafe")
+
+
+def test_virl_base_corpus_never_shows_the_rule_ood_configuration(virl_base):
+    """The V-IRL-L base walks the synthetic towns under both action spaces and never a Helsinki
+    route (no Helsinki place name anywhere: ID routes, held-out streets, hence never a relative-
+    action Helsinki prompt); Init/SFT data are Helsinki ID routes with absolute actions only; the
+    SFT-diverse corpus's relative-action prompts are all other-town ones; every token of a rule-OOD
+    prompt that its ID twin lacks (the relative action-space line) occurs in the base corpus."""
+    from game.tasks import get_task, open_session
+    from game.virl.names import helsinki_names
+    from models.train.data import ChatCodec
+    from models.train.tasks import training_task
+
+    cfg, base, tok = virl_base
     task = training_task("virl-l")
-    base = task.stage_pairs("base", 300, 0, cfg)
     ids = task.stage_pairs("id", 200, 0, cfg)
+    diverse = task.stage_pairs("diverse", 200, 0, cfg)
     relative = "x could be any following ['left', 'right', 'slightly left', 'slightly right']"
-    assert sum(relative in p for p, _ in base) > 50 and sum(relative not in p for p, _ in base) > 50
+    assert sum(relative in _text(p) for p, _ in base) > 50 and sum(relative not in _text(p) for p, _ in base) > 50
     assert not any(relative in p for p, _ in ids)
+    helsinki = {n.casefold() for n in helsinki_names()}
+    for p, a in base + [pair for pair in diverse if relative in _text(pair[0])]:
+        found = _landmarks(_text(p) + a)
+        assert found and not {n.casefold() for n in found} & helsinki, found
+    assert _landmarks("".join(p for p, _ in ids)) <= set(helsinki_names())   # the check sees Helsinki names
     spec = get_task("virl-l")
-    ood = [open_session(x) for x in spec.instances("rule-ood", n=48)]
-    instructions = {s.describe()["instruction"] for s in ood}
-    assert not any(text in p for p, _ in base for text in instructions)
-    codec = ChatCodec(build_tokenizer(cfg))
+    for split in ("rule-ood", "streets"):
+        instructions = {open_session(x).describe()["instruction"] for x in spec.instances(split, n=48)}
+        assert not any(text in _text(p) for p, _ in base + diverse for text in instructions)
+    codec = ChatCodec(tok)
     seen = set()
     for p, a in base:
-        seen.update(codec.encode_text(p + a))
+        seen.update(codec.sft_example(p, a)[0])
     # what a rule-OOD prompt adds to the ID prompt of the same episode (the action-space line) is
     # made of tokens the base trained on
     for x, y in zip(spec.instances("rule-ood", n=20), spec.instances("id", n=20)):
@@ -152,3 +212,57 @@ def test_later_stages_start_from_the_chosen_base_snapshot(tmp_path):
     assert PipelineConfig.from_dict(json.loads(json.dumps(__import__("dataclasses").asdict(early)))) == early
     with pytest.raises(ValueError, match="base_snapshot must be a step between 1 and 39"):
         base_snapshot_steps(cfg.with_changes(base_snapshot=40))
+
+
+def test_virl_tokenizer_splits_unseen_names_into_trained_pieces(virl_base):
+    """The tokenizer is trained on the base corpus only (never a Helsinki prompt), so an evaluation
+    name is split into ordinary pieces the base trained on, not whole-name tokens it never saw."""
+    from collections import Counter
+
+    from game.tasks import get_task, open_session
+    from game.virl.names import helsinki_names
+    from models.train.data import ChatCodec
+    from models.train.tasks import training_task
+
+    cfg, base, tok = virl_base
+    text = " ".join(training_task("virl-l").pipeline_tokenizer_text(cfg))
+    assert not _landmarks(text) & set(helsinki_names())
+    codec = ChatCodec(tok)
+    counts: Counter = Counter()
+    for p, a in base:
+        counts.update(codec.sft_example(p, a)[0])
+    total = rare = 0
+    for x in get_task("virl-l").instances("id", n=30):
+        session = open_session(x)
+        ids = codec.chat_ids([{"role": "user", "content": [{"type": "text", "text": session.prompt()}]}])
+        ids += codec.encode_text(session.episode.oracle_reply())
+        total += len(ids)
+        rare += sum(counts[i] < 3 for i in ids)
+    assert rare < 0.02 * total, (rare, total)       # the quick corpus (2 towns); the full one: < 1 %
+    vocab = {t.strip() for t in (codec.tok.convert_tokens_to_string([v]) for v in codec.tok.get_vocab())}
+    long_names = {n for n in helsinki_names() if len(n) >= 6 and " " not in n}
+    assert not vocab & long_names, vocab & long_names
+
+
+def test_virl_revision_examples_are_the_episode_flow(virl_base):
+    """A quarter of the base's pairs are revision chats exactly as an evaluation builds them: the
+    prompt, a wrong reply the verifier grades below +1, the verifier's own feedback turn, and the
+    golden reply as the answer."""
+    from game.virl.verifier import VERIFY_AT_INTERSECTION, VERIFY_NOT_AT_INTERSECTION, VERIFY_WRONG_ACTION
+    from models.chat import Conversation
+    from models.prompts import feedback_text
+
+    _, base, _ = virl_base
+    chats = [(p, a) for p, a in base if isinstance(p, list)]
+    assert 0.15 * len(base) < len(chats) < 0.4 * len(base)
+    feedback = {feedback_text(m) for m in (VERIFY_WRONG_ACTION, VERIFY_NOT_AT_INTERSECTION, VERIFY_AT_INTERSECTION)}
+    for chat, answer in chats:
+        assert [m["role"] for m in chat] == ["user", "assistant", "user"]
+        prompt, wrong, turn = (m["content"][-1]["text"] for m in chat)
+        assert turn in feedback and wrong != answer
+        conv = Conversation()
+        conv.messages_for(prompt)
+        conv.record(wrong, turn.removeprefix("You failed this trial because "))
+        assert conv.messages_for(prompt) == chat
+    # single-turn pairs follow one another along each episode; revision answers are golden replies
+    assert all('"action": "' in a for _, a in chats)

@@ -20,13 +20,18 @@ V-IRL-L (expert answers from the rail, `game.virl`):
 - `virl_sft_pairs(n_episodes, seed)`: pairs from `n_episodes` training episodes on
   `bundled:helsinki`, absolute actions (the ID rule); episode seeds never overlap the evaluation's.
 - `virl_corpus(seed)`: tokenizer text (prompts of both action spaces, answers, feedback turns).
-- `virl_city_pairs(n, seed)`: expert pairs from the synthetic training cities (`game.virl.cities`)
-  under both action spaces (the staged pipeline's V-IRL-L base corpus); `virl_id_pairs(n, seed)`:
-  Helsinki ID pairs, absolute actions.
+- `virl_city_pairs(n, seed, feedback_share=…)`: expert pairs from the synthetic training cities
+  (`game.virl.cities`: many towns, every name drawn afresh) under both action spaces (the staged
+  pipeline's V-IRL-L base corpus). A `feedback_share` of them are *revision* examples: at a rail
+  position a plausible wrong reply (`virl_wrong_reply`) is stepped through the real episode, the
+  chat is built by the evaluation's own flow (`models.chat.Conversation`: the wrong reply as an
+  assistant turn, then `You failed this trial because <the verifier's Verify Info>`), and the
+  answer is the golden reply; the prompt of such a pair is that message list.
+  `virl_id_pairs(n, seed)`: Helsinki ID pairs, absolute actions.
 
 - `ChatCodec`: renders chats with the checkpoint's own chat template and tokenises them the way the
   `local` backend does (`add_special_tokens=False`); SFT examples are prompt ids + answer ids + EOT,
-  with the loss on the answer and EOT only.
+  with the loss on the answer and EOT only (a prompt given as a message list is a multi-turn chat).
 """
 from __future__ import annotations
 
@@ -168,18 +173,9 @@ def virl_start(data, route_idx: int | None, seed: int, absolute: bool = True, ve
 
 
 def virl_episode_pairs(data, route_idx: int | None, seed: int, absolute: bool = True) -> list[VirlPair]:
-    """One expert (prompt, answer) pair per rail entry of one episode, walked with golden actions."""
-    ep = virl_start(data, route_idx, seed, absolute)
-    out: list[VirlPair] = []
-    while not ep.done:
-        entry = ep.entry
-        pair = VirlPair(ep.rail.route.index, seed, ep.index, virl_prompt_of(ep), virl_expert_answer(entry),
-                        entry.gt_action, entry.observation)
-        record = ep.step(pair.answer)
-        if record.reward != 1.0:  # cannot happen: the golden reply is graded correct
-            raise AssertionError(f"expert answer graded {record.reward} at {pair.step}: {record.verify_info}")
-        out.append(pair)
-    return out
+    """One expert pair per rail entry of one episode, walked with golden actions (`virl_walk`)."""
+    return [VirlPair(ep.rail.route.index, seed, ep.index, prompt, answer, ep.entry.gt_action, ep.entry.observation)
+            for ep, prompt, answer in _walk(virl_start(data, route_idx, seed, absolute), 0.0, random.Random(seed))]
 
 
 def virl_sft_pairs(n_episodes: int, seed: int, absolute: bool = True,
@@ -193,20 +189,85 @@ def virl_sft_pairs(n_episodes: int, seed: int, absolute: bool = True,
     return out
 
 
-def virl_city_pairs(n: int, seed: int, relative_share: float = 0.5) -> list[tuple[str, str]]:
-    """`n` expert (prompt, answer) pairs from episodes in the synthetic training cities
-    (`game.virl.cities`: Helsinki's street graph rotated/mirrored, every place renamed), each
-    episode on a random city and route under the relative action space with probability
-    `relative_share`, else the absolute one. Never a Helsinki route."""
-    from game.virl.cities import CITY_TRANSFORMS, training_city
+def virl_wrong_reply(episode, rng: random.Random) -> str:
+    """A plausible wrong reply (the paper's `ResponseVIRL` format) at the episode's current position,
+    the kinds of mistakes a walker makes: the other action space's word for this turn (a compass
+    word under relative actions, a relative word under compass ones), another legal action, the
+    sentence and action of a neighbouring position (lost track), any action of the other space;
+    sometimes with another position's observation. Its action is never the golden one."""
+    from game.virl.rail import legal_actions
 
+    entry, rail = episode.entry, episode.rail
+    entries = rail.entries
+    obs, sentence = entry.oracle_observation, entry.instruction
+    x = rng.random()
+    if x < 0.3 and entry.absolute_action != entry.relative_action:
+        action = entry.relative_action if rail.absolute_action else entry.absolute_action
+    elif x < 0.6:
+        action = rng.choice(legal_actions(rail.absolute_action))
+    elif x < 0.8:
+        other = entries[min(len(entries) - 1, max(0, episode.index + rng.choice((-2, -1, 1, 2))))]
+        obs, sentence, action = other.oracle_observation, other.instruction, other.gt_action
+    else:
+        action = rng.choice(legal_actions(not rail.absolute_action))
+    if action == entry.gt_action:
+        action = rng.choice([a for a in legal_actions(rail.absolute_action) if a != entry.gt_action])
+    if rng.random() < 0.15:
+        obs = entries[rng.randrange(len(entries))].oracle_observation
+    return response_virl(obs, sentence, action)
+
+
+def _walk(ep, feedback_share: float, rng: random.Random):
+    """Walk `ep` with golden actions, yielding (episode before the move, prompt, answer) per rail
+    entry; see `virl_walk` for the revision examples."""
+    from ..chat import Conversation
+
+    while not ep.done:
+        prompt, answer = virl_prompt_of(ep), virl_expert_answer(ep.entry)
+        if feedback_share and rng.random() < feedback_share:
+            conv = Conversation()
+            conv.messages_for(prompt)
+            wrong = virl_wrong_reply(ep, rng)
+            record = ep.step(wrong)
+            if record.reward == 1.0:  # cannot happen: the wrong reply's action is not the golden one
+                raise AssertionError(f"wrong reply graded correct: {wrong}")
+            conv.record(wrong, record.verify_info)
+            prompt = conv.messages_for(prompt)
+        yield ep, prompt, answer
+        record = ep.step(answer)
+        if record.reward != 1.0:  # cannot happen: the golden reply is graded correct
+            raise AssertionError(f"expert answer graded {record.reward}: {record.verify_info}")
+
+
+def virl_walk(data, route_idx: int | None, seed: int, absolute: bool, *, feedback_share: float = 0.0,
+              rng: random.Random | None = None) -> list[tuple]:
+    """One training episode walked with golden actions: a (prompt, answer) pair per rail entry.
+    With probability `feedback_share` per entry the pair is a revision example instead: a wrong
+    reply (`virl_wrong_reply`) is graded by the episode itself (spending one of the position's
+    tries, as in the reference), the chat continues as the evaluation's `Conversation` builds it,
+    and the answer is the golden reply; its prompt is then the message list."""
+    ep = virl_start(data, route_idx, seed, absolute)
+    return [(prompt, answer) for _, prompt, answer in _walk(ep, feedback_share, rng or random.Random(seed))]
+
+
+def virl_city_pairs(n: int, seed: int, relative_share: float = 0.5, feedback_share: float = 0.0,
+                    cities: int | None = None) -> list[tuple]:
+    """`n` expert (prompt, answer) pairs from episodes in the synthetic training cities
+    (`game.virl.cities`), each episode on a random city and route under the relative action space
+    with probability `relative_share`, else the absolute one; `feedback_share` of the pairs are
+    revision examples (`virl_walk`: the prompt is then a message list). `cities`: how many of the
+    cities to draw from (default: all for a full corpus, 2 below 1,000 pairs, so a test builds two
+    cities). Never a Helsinki route or place name."""
+    from game.virl.cities import N_CITIES, training_city
+
+    pool = cities or (N_CITIES if n >= 1000 else 2)
     rng = random.Random(f"virl-city-pairs:{seed}")
-    out: list[tuple[str, str]] = []
+    out: list[tuple] = []
     while len(out) < n:
-        city = training_city(rng.randrange(len(CITY_TRANSFORMS)))
+        city = training_city(rng.randrange(min(pool, N_CITIES)))
         absolute = rng.random() >= relative_share
         ep_seed = TRAINING_SEED_BASE + rng.randrange(10 ** 9)
-        out += [(p.prompt, p.answer) for p in virl_episode_pairs(city, None, ep_seed, absolute)]
+        out += virl_walk(city, None, ep_seed, absolute, feedback_share=feedback_share, rng=rng)
     return out[:n]
 
 
@@ -281,11 +342,15 @@ class ChatCodec:
     def chat_ids(self, messages: list) -> list[int]:
         return self.encode_text(self.render(messages))
 
-    def sft_example(self, prompt: str, answer: str, image: bool = False,
+    def sft_example(self, prompt, answer: str, image: bool = False,
                     history: Sequence[tuple[str, str]] = ()) -> tuple[list[int], list[int]]:
         """(input ids, labels): labels are -100 on the prompt (and on any failed tries with their
-        feedback, `history`: the revision chat `gp_chat` builds), the answer ids then EOT."""
-        p = self.chat_ids(gp_chat(prompt, history, image=image)) if history else self.prompt_ids(prompt, image)
+        feedback, `history`: the revision chat `gp_chat` builds), the answer ids then EOT. `prompt`
+        is the one-turn prompt text, or a whole chat (a message list, `models.chat`) to answer."""
+        if isinstance(prompt, list):
+            p = self.chat_ids(prompt)
+        else:
+            p = self.chat_ids(gp_chat(prompt, history, image=image)) if history else self.prompt_ids(prompt, image)
         a = self.encode_text(answer) + [self.eot_id]
         return p + a, [-100] * len(p) + a
 

@@ -210,32 +210,38 @@ class VirlLTraining(TrainingTask):
                        "actions": dict(sorted(Counter(p.gt_action.split("(")[0] for p in pairs).items()))}
 
     # The pipeline's V-IRL-L model is the shipped V-IRL-L size (~1.0 M parameters, 2,048-token
-    # vocabulary for the street and place names); the base learns the skill in synthetic cities.
+    # vocabulary). Its base walks many synthetic towns whose names are all drawn afresh (copying
+    # names out of the instruction is the skill), under both action spaces, a quarter of its pairs
+    # revision examples with the verifier's feedback; the tokenizer is trained on that corpus only,
+    # so a Helsinki name is split into pieces the base trained on (never a token it never saw).
     pipeline = (dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, vocab_size=2048,
                      base_steps=2400, base_batch=24, base_lr=2e-3, init_steps=8, init_lr=2e-4,
                      sft_steps=400, sft_batch=24, sft_lr=5e-4, eval_n=240, curve_n=24,
                      rl=dict(updates=30, hands_per_update=8, group_size=6, verify_iter=2, lr=1e-4,
-                             max_new_tokens=64)),
+                             max_new_tokens=80)),
                 dict(vocab_size=900, rl=dict(verify_iter=2, max_new_tokens=40)))
+    base_feedback_share: ClassVar[float] = 0.25     # revision examples in the base corpus
     stage_text = {
         "base": ("the stand-in for a pretrained model",
-                 "SFT from random weights on {base_examples:,} single-step V-IRL-L expert pairs walked in 8 "
-                 "synthetic training cities (`game.virl.cities`: Helsinki's street graph rotated and mirrored, "
-                 "every place renamed; ~5,500 routes drawn with V-IRL's collection rules), half the episodes "
-                 "under the absolute (compass) action space and half under the relative (left/right) one, in "
-                 "the paper's exact prompt template with golden actions from the rail.",
+                 "SFT from random weights on {base_examples:,} V-IRL-L expert pairs walked in 96 synthetic "
+                 "training towns (`game.virl.cities`: 48 are Helsinki's street graph rotated by 20-340 deg, half "
+                 "of them mirrored; 48 are generated street grids; every place and street named afresh per town "
+                 "by `game.virl.names`, never a Helsinki name; ~300 routes each, drawn with V-IRL's collection "
+                 "rules), half the episodes under the absolute (compass) action space and half under the "
+                 "relative (left/right) one, in the paper's exact prompt template with golden actions from the "
+                 "rail. A quarter of the pairs are revision examples: a wrong reply graded by the real episode, "
+                 "the verifier's `You failed this trial because ...` turn, then the golden reply.",
                  "any Helsinki route (the ID routes, the held-out streets) or Helsinki place name; hence never "
-                 "the rule-OOD configuration (relative actions on the Helsinki routes); the verifier's feedback "
-                 "turns."),
+                 "the rule-OOD configuration (relative actions on the Helsinki routes)."),
         "init": ("the paper's Init",
                  "the base, then {init_examples:,} in-distribution expert pairs (Helsinki ID routes, absolute "
                  "actions), {init_steps} steps at lr {init_lr:g}: the ID routes and phrasing RL starts from.",
-                 "relative actions on any Helsinki route (rule-OOD); the held-out streets; the verifier's "
-                 "feedback."),
+                 "relative actions on any Helsinki route (rule-OOD); the held-out streets; feedback turns "
+                 "after the base."),
         "sft": ("the paper's SFT",
                 "Init, then {sft_examples:,} more ID expert pairs (Helsinki ID routes, absolute actions; "
                 "{sft_steps} steps at lr {sft_lr:g}).",
-                "relative actions after the base; the held-out streets; the verifier's feedback."),
+                "relative actions after the base; the held-out streets; feedback turns after the base."),
         "rl": ("the paper's RL",
                "Init, then GRPO on ID episodes only (Helsinki ID routes, absolute actions): {rl_updates} updates "
                "x {rl_hands} episodes x {rl_group} rollouts, multi-turn with up to {rl_verify_iter} tries per "
@@ -248,9 +254,9 @@ class VirlLTraining(TrainingTask):
                         "relative actions after the base; the held-out streets; the verifier's feedback."),
         "sft-diverse": ("a diverse-prompt SFT (after arXiv 2510.00237)",
                         "Init, then {sft_examples:,} expert pairs, half ID (Helsinki, absolute actions) and half "
-                        "from the synthetic cities under both action spaces, {sft_steps} steps at lr {sft_lr:g}.",
-                        "relative actions on any Helsinki route (rule-OOD); the held-out streets; the verifier's "
-                        "feedback."),
+                        "from the synthetic towns under both action spaces, {sft_steps} steps at lr {sft_lr:g}.",
+                        "relative actions on any Helsinki route (rule-OOD); the held-out streets; feedback turns "
+                        "after the base."),
     }
 
     def stage_pairs(self, corpus, n, seed, cfg):
@@ -259,18 +265,25 @@ class VirlLTraining(TrainingTask):
         if corpus in ("id", "init"):
             return virl_id_pairs(n, seed)
         if corpus == "base":
-            return virl_city_pairs(n, seed)
+            return virl_city_pairs(n, seed, feedback_share=self.base_feedback_share)
         if corpus == "diverse":                    # interleaved: ID pairs and other-city pairs
             ids, cities = virl_id_pairs(n - n // 2, seed), virl_city_pairs(n // 2, seed + 1)
             return [p for pair in zip(ids, cities) for p in pair] + ids[len(cities):]
         raise ValueError(f"unknown pipeline corpus {corpus!r}")
 
     def pipeline_tokenizer_text(self, cfg):
+        """The base corpus's own text (synthetic towns, both action spaces, revision chats), never a
+        Helsinki prompt: an evaluation name is then split into pieces the base trained on."""
+        from ..chat import flatten_text
         from ..tiny import SPECIAL_TOKENS
-        from .data import virl_city_pairs, virl_feedback_texts, virl_id_pairs
+        from .data import virl_city_pairs, virl_feedback_texts
 
-        size = 4000 if cfg.base_steps > 50 else 300
-        text = [t for p in virl_city_pairs(size, cfg.seed + 17) + virl_id_pairs(size, cfg.seed + 18) for t in p]
+        full = cfg.base_steps > 50
+        text: list[str] = []
+        for prompt, answer in virl_city_pairs(6000 if full else 300, cfg.seed + 17,
+                                              feedback_share=self.base_feedback_share):
+            text += [flatten_text(m) for m in prompt] if isinstance(prompt, list) else [prompt]
+            text.append(answer)
         return text + virl_feedback_texts() * 20 + [
             " ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: "
             "26 Jul 2024"]
