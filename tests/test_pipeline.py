@@ -74,6 +74,15 @@ def test_train_pipeline_quick_end_to_end(tmp_path):
     again = subprocess.run([sys.executable, "-m", "app.cli", "train", "pipeline", "--quick", "--out", str(out),
                             "--no-progress", "--no-eval"], capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
+    # every scored checkpoint is cached: evaluating again reads the cache and gives the same file
+    from models.train.pipeline import evaluate_pipeline
+
+    cached = {p: p.stat().st_mtime_ns for p in (out / "eval-cache").glob("*.json.gz")}
+    assert cached
+    second = evaluate_pipeline(out, cfg, progress=False)
+    assert json.loads(json.dumps(second["table"])) == findings["table"]
+    assert json.loads(json.dumps(second["lenses"])) == findings["lenses"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "eval-cache").glob("*.json.gz")} == cached
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,8 +34,11 @@ with every lens (`game.findings`).
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import math
+import os
 import random
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -540,9 +543,33 @@ def evaluate_job(job: EvalJob, root: str, cfg: PipelineConfig) -> dict[str, Any]
     return out
 
 
+def _job_key(job: EvalJob, root: str, cfg: PipelineConfig) -> str:
+    """What a job's result depends on: the job, the weights it scores (their bytes' size and
+    modification time, and Init's, which KL is measured against) and the evaluation settings."""
+    def stamp(path: Path) -> list:
+        f = path / "model.safetensors"
+        return [f.stat().st_size, f.stat().st_mtime_ns] if f.is_file() else []
+
+    data = {"job": asdict(job), "weights": stamp(Path(job.path)), "init": stamp(stage_dir(root, "init")),
+            "task": cfg.task, "seed": cfg.seed, "splits": list(cfg.splits), "format": FORMAT}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
 def _job_runner(args) -> dict[str, Any]:
+    """`evaluate_job`, kept under `root/eval-cache/` so an interrupted evaluation resumes where it
+    stopped and checkpoints already scored (earlier seeds, snapshots) are not scored again."""
     job, root, cfg = args
-    return evaluate_job(job, root, cfg)
+    cache = Path(root) / "eval-cache" / f"{_job_key(job, root, cfg)}.json.gz"
+    if cache.is_file():
+        with gzip.open(cache, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    result = evaluate_job(job, root, cfg)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(result, f)
+    os.replace(tmp, cache)
+    return result
 
 
 def _run_jobs(jobs: Sequence[EvalJob], root: Path, cfg: PipelineConfig, workers: int, progress: bool) -> dict[str, dict]:
