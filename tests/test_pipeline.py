@@ -83,6 +83,17 @@ def test_train_pipeline_quick_end_to_end(tmp_path):
     assert json.loads(json.dumps(second["table"])) == findings["table"]
     assert json.loads(json.dumps(second["lenses"])) == findings["lenses"]
     assert {p: p.stat().st_mtime_ns for p in (out / "eval-cache").glob("*.json.gz")} == cached
+    # shipping copies exactly what the table measured, with the model cards, and the findings
+    from models.train.pipeline import ship_pipeline, stage_path
+
+    shipped = ship_pipeline(out, tmp_path / "ckpt")
+    assert sorted(p.name for p in shipped) == sorted(f"gp-l-{s}" for s in findings["table"])
+    for stage in findings["table"]:
+        folder = tmp_path / "ckpt" / f"gp-l-{stage}"
+        assert (folder / "model.safetensors").read_bytes() == \
+            (stage_path(out, findings, stage) / "model.safetensors").read_bytes()
+        assert (folder / "README.md").is_file() and (folder / "training.json").is_file()
+    assert fd.load("gp-l", tmp_path / "ckpt" / "findings") is not None
 
 
 # ---------------------------------------------------------------------------------------------

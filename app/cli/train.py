@@ -68,6 +68,10 @@ def register(sub) -> None:
                          "run seeds in separate processes, then evaluate once")
     pl.add_argument("--print-config", action="store_true",
                     help="print the fully resolved configuration (the task's preset) as JSON and exit")
+    pl.add_argument("--ship", metavar="DIR", default=None,
+                    help="after the evaluation, copy the table's checkpoints (with their model cards) to "
+                         "DIR/<task>-<stage> and findings.json + episodes to DIR/findings/<task> "
+                         "(the repo's models/checkpoints ships them)")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     pl.add_argument("--no-progress", action="store_true")
@@ -174,7 +178,7 @@ def _cmd_pipeline(args) -> int:
     from dataclasses import asdict, replace
 
     from models.train.pipeline import STAGES, TASKS as PIPELINE_TASKS, PipelineConfig, cell_value, \
-        evaluate_pipeline, train_pipeline
+        evaluate_pipeline, ship_pipeline, train_pipeline
 
     if args.task not in PIPELINE_TASKS:
         raise CliError(f"the staged pipeline supports {', '.join(PIPELINE_TASKS)}, not {args.task!r}")
@@ -205,6 +209,9 @@ def _cmd_pipeline(args) -> int:
         cells = "   ".join(f"{s} {100 * cell_value(row[s]):5.1f} ± {100 * row[s]['se']:.1f} %" for s in cfg.splits)
         print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")
     print(f"wrote {out / 'findings.json'}", file=sys.stderr)
+    if args.ship:
+        for path in ship_pipeline(out, args.ship):
+            print(f"shipped {path}", file=sys.stderr)
     return 0
 
 

@@ -787,3 +787,40 @@ def write_stage_cards(root: "str | Path", findings: dict[str, Any]) -> None:
             read_record(stage_path(root, findings, stage))
         stage_path(root, findings, stage).joinpath("README.md").write_text(stage_card(stage, findings, rec),
                                                                           encoding="utf-8")
+
+
+SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja", "training.json", "README.md")
+
+
+def ship_pipeline(root: "str | Path", dest: "str | Path") -> list[Path]:
+    """Copy an evaluated run into the shipped layout: every row of its table (the primary seed's
+    SFT / RL / matched snapshot, the shared stages) to `dest/<task>-<stage>/` with its model card,
+    and findings.json + the episodes file to `dest/findings/<task>/`. What ships is exactly what the
+    table measured (the same files, byte for byte). Returns the checkpoint folders written."""
+    import shutil
+
+    root, dest = Path(root), Path(dest)
+    findings = json.loads((root / FINDINGS_FILE).read_text(encoding="utf-8"))
+    task = findings["task"]
+    written = []
+    for stage in findings["table"]:
+        src, out = stage_path(root, findings, stage), dest / f"{task}-{stage}"
+        if not (src / "README.md").is_file():
+            raise FileNotFoundError(f"{src} has no model card: evaluate the run first (write_stage_cards)")
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        for name in SHIPPED_FILES:
+            if (src / name).is_file():
+                shutil.copy2(src / name, out / name)
+        if stage == "sft-matched" and not (out / "training.json").is_file():
+            # a snapshot has no record of its own: the SFT run's, which names the step it stopped at
+            shutil.copy2(stage_dir(root, "sft", findings.get("primary_seed", 0)) / "training.json",
+                         out / "training.json")
+        written.append(out)
+    folder = dest / "findings" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (FINDINGS_FILE, EPISODES_FILE):
+        shutil.copy2(root / name, folder / name)
+    return written

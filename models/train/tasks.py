@@ -86,7 +86,7 @@ class GPLTraining(TrainingTask):
     # English words (the rule in many phrasings), the long base run teaches reading and arithmetic.
     pipeline = (dict(hidden=192, layers=6, heads=6, kv_heads=2, intermediate=512, vocab_size=4096,
                      base_steps=6000, base_batch=32, base_lr=1.5e-3, base_warmup_steps=100, base_snapshot=1500,
-                     sft_snapshots=8, rl_snapshot_every=4, eval_n=300, curve_n=120, rl=dict(updates=16)),
+                     sft_snapshots=8, rl_snapshot_every=4, eval_n=300, curve_n=80, rl=dict(updates=16)),
                 dict())
 
     def corpus(self, seed: int, size: int) -> list[str]:
