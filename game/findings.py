@@ -277,3 +277,56 @@ def words(findings: Mapping[str, Any], view: View) -> dict[str, Any]:
     if fb:
         notes.append("Using the feedback: " + "; ".join(fb) + ".")
     return {"headline": headline, "verdicts": verdicts, "notes": notes, "holds": holds}
+
+
+def markdown(findings: Mapping[str, Any], view: View) -> str:
+    """The findings as Markdown, every number from the file: the primary seed's table (headline
+    ± binomial SE per split, first-try success, share solved after feedback, KL to Init), the
+    seeds' spread, the lens table, then `words` (headline, verdicts, notes)."""
+    splits = list(findings.get("splits") or (findings.get("protocol") or {}).get("splits") or [])
+    table = findings.get("table") or {}
+    label = lambda s: view.labels.get(s, s)  # noqa: E731
+    n = (findings.get("protocol") or {}).get("episodes_per_split")
+    out = [f"| stage | {' | '.join(label(s) for s in splits)} | KL(Init ‖ ·) |", "|---" * (len(splits) + 2) + "|"]
+    for stage, row in table.items():
+        cells = []
+        for s in splits:
+            c = row.get(s)
+            if not c:
+                cells.append("–")
+                continue
+            extra = [f"first try {_pct(c['first_try_success'])}"] if c.get("first_try_success") is not None else []
+            if c.get("solved_after_feedback") is not None:
+                extra.append(f"{_pct(c['solved_after_feedback'])} of solves after feedback")
+            cells.append(f"**{_pct(cell_value(c))}** ± {100 * c['se']:.1f}" + (f" ({'; '.join(extra)})" if extra else ""))
+        kl = row.get("kl_from_init")
+        step = f" (step {row['step']})" if row.get("step") is not None else ""
+        out.append(f"| {STAGE_LABELS.get(stage, stage)}{step} | {' | '.join(cells)} | "
+                   f"{'–' if kl is None else f'{kl:.3f}'} |")
+    seeds = findings.get("seeds") or []
+    out += ["", f"Primary training seed {findings.get('primary_seed', 0)}"
+            + (f"; n = {n} {view.instances} per split" if n else "") + " (± binomial SE)."]
+    spread = findings.get("seed_table") or {}
+    if len(seeds) > 1 and spread:
+        out += ["", f"Across training seeds ({', '.join(map(str, seeds))}): mean (per-seed values)", "",
+                f"| stage | {' | '.join(label(s) for s in splits)} |", "|---" * (len(splits) + 1) + "|"]
+        for stage, rows in spread.items():
+            cells = [f"{_pct(rows[s]['mean'])} ({', '.join(_pct(v) for v in rows[s]['values'].values())})"
+                     if s in rows else "–" for s in splits]
+            out.append(f"| {STAGE_LABELS.get(stage, stage)} | {' | '.join(cells)} |")
+    lenses = findings.get("lenses") or {}
+    if lenses:
+        out += ["", "RL − SFT, paired on the same " + view.instances + ", mean over seeds ± SE (per seed):", "",
+                f"| lens | {' | '.join(label(s) for s in splits)} |", "|---" * (len(splits) + 1) + "|"]
+        for lens in LENSES:
+            if lens not in lenses:
+                continue
+            cells = []
+            for s in splits:
+                a = lenses[lens].get(s)
+                cells.append("–" if not a else f"{_pts(a['mean'])} ± {100 * a['se']:.1f} "
+                             f"({', '.join(_pts(p['diff']) for p in a['per_seed'])})")
+            out.append(f"| {LENS_WORDS[lens]} | {' | '.join(cells)} |")
+    w = words(findings, view)
+    out += ["", f"**{w['headline']}**", "", *[f"- {v}" for v in w["verdicts"]], *[f"- {x}" for x in w["notes"]]]
+    return "\n".join(out) + "\n"

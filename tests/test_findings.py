@@ -435,3 +435,14 @@ def test_the_paper_is_named_only_when_every_lens_that_matters_holds_in_every_see
     # the wording control and the feedback share are read out from the table
     notes = " ".join(fd.explanation(holds))
     assert "the same rule in held-out words" in notes and "needed the verifier's feedback" in notes
+
+
+def test_markdown_report_is_every_number_of_the_file(tmp_path):
+    from game.findings import View, markdown
+
+    data = _lens_file({"final": [0.2, 0.1], "matched_id": [0.1, -0.02]})
+    text = markdown(data, View(ood={"rule-ood": "the flipped rule"}, instances="hands",
+                               labels={"id": "ID", "rule-ood": "rule-OOD", "reworded": "reworded"}, control="reworded"))
+    assert "| stage | ID | rule-OOD | reworded | KL(Init ‖ ·) |" in text
+    assert "| at matched in-distribution skill | – | +4.0 points ± 2.1 (+10.0 points, -2.0 points) | – |" in text
+    assert "**On the flipped rule, RL beats SFT at the final checkpoints, but not at matched" in text
