@@ -48,8 +48,10 @@ class Solver:
 def test_instances_follow_the_paper():
     gp = EvalConfig(task="gp-l", models=["a"])
     ids = [split_instances(gp, s) for s in gp.split_objs()]
-    assert [len(x) for x in ids] == [234, 234]
+    assert [len(x) for x in ids] == [234, 234, 234]      # id, rule-ood, and the wording control
     assert ids[0][0].params == {"deal_id": "HKC5D2C4", "rule": "face10"}
+    # the control: the ID hands (those with a face card), the ID rule stated in held-out words
+    assert ids[2][0].params["rule"] == "face10" and ids[2][0].params["rule_text"]
     assert ids[1][0].params["rule"] == "face_jqk" and ids[1][0].params["deal_id"].startswith("HQC2H7D6")
     vl = EvalConfig(task="gp-vl", models=["a"], episodes=2)
     assert [s.name for s in vl.split_objs()] == ["id", "rule-ood", "visual-ood"]

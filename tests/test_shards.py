@@ -56,7 +56,7 @@ def test_shard_specs_and_slices_partition_the_items():
     for bad in ("3/3", "-1/3", "1", "a/b", "0/0"):
         with pytest.raises(ShardError):
             parse_shard(bad)
-    config = EvalConfig(task="gp-l", models=["a"], episodes=7)
+    config = EvalConfig(task="gp-l", models=["a"], episodes=7, splits=["id", "rule-ood"])
     items = [(split, i, inst.key) for split, i, inst in run_items(config)]
     parts = [[(split, i, inst.key) for split, i, inst in run_items(config, (i, 3))] for i in range(3)]
     assert sorted(x for p in parts for x in p) == sorted(items) and sum(map(len, parts)) == len(items) == 14
@@ -64,7 +64,7 @@ def test_shard_specs_and_slices_partition_the_items():
 
 
 def test_shard_runs_merge_into_the_unsharded_table(store):
-    config = EvalConfig(task="gp-l", models=["picky", "bad"], episodes=5, concurrency=2)
+    config = EvalConfig(task="gp-l", models=["picky", "bad"], episodes=5, concurrency=2, splits=["id", "rule-ood"])
     whole = asyncio.run(run_evaluation(store, _players, config))
     shards = [asyncio.run(run_evaluation(store, _players, config, shard=(i, 3))) for i in range(3)]
     assert sum(store.get_run(r)["total"] for r in shards) == store.get_run(whole)["total"] == 20
@@ -80,7 +80,7 @@ def test_shard_runs_merge_into_the_unsharded_table(store):
     assert store.get_run(merged)["status"] == "finished" and store.get_run(merged)["config"] == config.to_dict()
     assert all(store.get_run(r)["status"] == "merged" for r in shards)
     assert len(store.run_episodes(merged)) == 20 and not store.run_episodes(shards[0])
-    other = EvalConfig(task="gp-l", models=["picky", "bad"], episodes=6)
+    other = EvalConfig(task="gp-l", models=["picky", "bad"], episodes=6, splits=["id", "rule-ood"])
     odd = [asyncio.run(run_evaluation(store, _players, other, shard=(i, 2))) for i in range(2)]
     with pytest.raises(ShardError, match="different evaluations"):
         merge_shards(store, [odd[0], shards[1]])
