@@ -19,7 +19,7 @@ from models.chat import gp_chat, user_message
 from models.decoding import DecodingSettings
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_BASE = REPO / "models" / "checkpoints" / "gp-l-base"
+TEXT_BASE = REPO / "models" / "checkpoints" / "gp-vl-text"
 GREEDY = DecodingSettings(max_tokens=40, temperature=0.0)
 
 

@@ -6,7 +6,8 @@ The paper post-trains Llama-3.2-11B-Vision, a text model given a vision encoder 
 cross-attention layers and trained on image-text data. This pipeline builds the same thing in
 miniature, then mirrors the paper's stages on top of it:
 
-1. **base** (the "pretrained VLM"): the GP-L pipeline's text base (`gp-l-base`: a tiny Llama that
+1. **base** (the "pretrained VLM"): a GP-L pipeline's text base (`gp-vl-text`: the GP-L base of the
+   pipeline before the rule-phrasing base, kept as the shipped GP-VL's language model; a tiny Llama that
    reads a stated face-card mapping and answers in the paper's format) becomes the language model
    of a tiny Mllama (`models.tiny.build_tiny_mllama(text_from=…)`: its tokenizer, embeddings and
    self-attention layers copied, cross-attention layers inserted, a fresh vision encoder). The
@@ -264,7 +265,7 @@ class VisionConfig:
 
     task: str = "gp-vl"
     seed: int = 0
-    text_from: str = "models/checkpoints/gp-l-base"   # the language model (relative to the repo root)
+    text_from: str = "models/checkpoints/gp-vl-text"  # the language model (relative to the repo root)
     # vision tower and cross-attention (`models.tiny.build_tiny_mllama`)
     image_size: int = 224
     patch_size: int = 56              # a 4 x 4 patch grid: a card spans one patch column (the table's pitch)
@@ -307,7 +308,7 @@ class VisionConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> "VisionConfig":
-        """A seconds-long run for tests (the text model is the shipped gp-l-base)."""
+        """A seconds-long run for tests (the text model is the shipped gp-vl-text)."""
         return cls(seed=seed, image_size=64, patch_size=16, vision_hidden=32, vision_layers=1, vision_pretrain_steps=3,
                    vision_pretrain_batch=4, base_steps=3,
                    base_batch=4, init_steps=2, sft_steps=3, sft_batch=4, warmup_steps=1, rl_updates=1, rl_hands=2,
