@@ -78,7 +78,7 @@ def cmd_play(args) -> int:
                 elif ev.type == "delta" and single:
                     print(ev.text, end="", flush=True)
                 elif ev.type == "waiting":
-                    text = await loop.run_in_executor(None, lambda: input(f"\n[you] call {ev.call}> "))
+                    text = await loop.run_in_executor(None, input, f"\n[you] call {ev.call}> ")
                     human.submit(text)
                 elif ev.type == "step":
                     if single and ev.output and human is None:

@@ -224,7 +224,7 @@ def _fmt_list(values: list) -> str:
 
 
 def _fmt_num(value) -> str:
-    return str(value) if isinstance(value, int) else str(value)
+    return str(value)
 
 
 def _literal_value(token: str):

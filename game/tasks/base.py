@@ -95,7 +95,7 @@ class Instance:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", dict(self.params or {}))
-        self.config  # validate now: unknown names, types and ranges fail at construction
+        _ = self.config  # validate now: unknown names, types and ranges fail at construction
 
     @property
     def spec(self) -> "Task":

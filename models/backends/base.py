@@ -158,7 +158,7 @@ class Backend(abc.ABC):
     async def health(self) -> Health:
         """Whether the model can answer now, with a one-line detail. Never raises."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - a no-op by default; backends holding resources override it
         """Release connections / threads. Safe to call twice."""
 
 

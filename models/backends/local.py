@@ -347,7 +347,7 @@ class LocalBackend(Backend):
         return cancel
 
     async def health(self) -> Health:
-        path = Path(self.path).expanduser()
+        path = Path(self.path).expanduser()  # noqa: ASYNC240 - a home-directory lookup: cheap
         if self._loaded is not None:
             return Health(True, f"loaded on {self._loaded.device} ({self._loaded.model_type})", (self.name,))
         if not (path / "config.json").is_file():

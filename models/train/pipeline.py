@@ -37,7 +37,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import math
 import os
 import random
 import tempfile
