@@ -138,10 +138,6 @@ class Progress:
         self.start, self.start_done = time.monotonic(), done
         self.draw()
 
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        self.draw()
-
     def draw(self, end: str = "") -> None:
         width = 30
         frac = self.done / self.total if self.total else 1.0

@@ -111,8 +111,3 @@ def gp_evaluation_hands(config: str, n: int, seed: int) -> list[str]:
     return [h.id for h in evaluation_hands(config, n, seed)]
 
 
-def gp_check_target(rule: str, ood: bool, suits: str, mode: str, target: int) -> None:
-    """Raise `UnreachableTarget` / `DealError` when this configuration cannot deal `target`."""
-    from game.gp.deal import DealConfig, check_target
-
-    check_target(DealConfig(rule, ood=ood, suits=suits, mode=mode, target=target))

@@ -195,10 +195,6 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def _z(d: Mapping[str, Any]) -> float:
-    return d["diff"] / d["se"] if d.get("se") else 0.0
-
-
 def lens_holds(agg: Mapping[str, Any] | None) -> bool | None:
     """A lens supports "RL generalizes better": the mean difference beyond 2 SE and positive in
     every seed. None when the lens was not measured."""

@@ -12,7 +12,7 @@ from game.gp import arith
 from game.gp.cards import Rule
 from game.gp.deal import Deal, DealConfig, Dealer
 from game.gp.solver import distinct_solutions
-from game.gp.verifier import sequence_violations, verify
+from game.gp.verifier import verify
 from game.tasks import formula_reply, normalise_formula
 
 from .common import badge, card_uri, esc, outcome_badge
@@ -454,7 +454,3 @@ def all_solutions_html(table: Table) -> str:
             f'(up to commutativity and associativity):<ol class="sv-solutions">{items}</ol></div>')
 
 
-def valid_formula_chars(formula: str) -> bool:
-    f = normalise_formula(formula)
-    tokens = arith.tokenize(f)
-    return arith.is_clean(f, tokens) and not sequence_violations(tokens)

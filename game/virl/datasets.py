@@ -40,9 +40,6 @@ class VirlData:
     def route(self, key) -> Route:
         return find_route(self.routes, key, self.name)
 
-    def mapping_for(self, route: Route, straight_line_length: int = 5) -> PanoMapping:
-        return self.mapping if self.mapping is not None else exact_mapping(route, straight_line_length)
-
     @property
     def has_images(self) -> bool:
         return self.street_views is not None or self.features is not None
