@@ -90,7 +90,7 @@ def evaluate_tokens(tokens: list[str], mode: Mode = "paper") -> Number:
     return value
 
 
-def evaluate_dual(tokens: list[str]) -> tuple[Number | FormulaError, Fraction | FormulaError]:
+def evaluate_dual(tokens: list[str]) -> tuple[int | float | FormulaError, Fraction | FormulaError]:
     """Both verdicts in one pass: (paper value or its error, exact value or its error).
 
     The exact side uses integer numerator/denominator pairs (one `Fraction` at the end), which

@@ -76,7 +76,7 @@ def _stem(draw, cx, cy, s, color) -> None:
 
 
 # Pip positions for 2..10 in a unit box (x in 0..1, y in 0..1); pips below the middle are flipped.
-_PIPS = {
+_PIPS: dict[int, list[tuple[float, float]]] = {
     2: [(0.5, 0.0), (0.5, 1.0)],
     3: [(0.5, 0.0), (0.5, 0.5), (0.5, 1.0)],
     4: [(0, 0), (1, 0), (0, 1), (1, 1)],

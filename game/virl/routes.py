@@ -225,7 +225,7 @@ class PanoMapping:
         return self._map.items()
 
     def pano_at(self, key: tuple[float, float]) -> str | None:
-        return self._map.get(tuple(key))
+        return self._map.get(tuple(key))  # type: ignore[arg-type]  # a (lat, lng) pair, as given
 
     def relocate(self, point: tuple[float, float]) -> tuple[float, float] | None:
         """The key the reference would snap `point` to, or None when none lies within the radius."""
