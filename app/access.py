@@ -31,12 +31,12 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 MAX_TOKENS_PER_REQUEST = 64
 
 
-def load_secret(data_dir: Path, env: dict | None = None) -> bytes:
+def load_secret(data_dir: Path, env: Mapping[str, str] | None = None) -> bytes:
     """`SFTVSRL_SECRET`, else the random secret in `data_dir/.secret` (created 0600 on first use)."""
     env = os.environ if env is None else env
     if env.get("SFTVSRL_SECRET"):

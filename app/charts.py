@@ -12,11 +12,11 @@ import base64
 import html
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 LOOKS = ("light", "presenter")
 _BASE = {"font.family": "DejaVu Sans", "axes.spines.top": False, "axes.spines.right": False}
-_RC = {
+_RC: dict[str, Any] = {
     "light": {**_BASE, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
               "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.facecolor": "white", "savefig.facecolor": "white"},
     "presenter": {**_BASE, "font.size": 17, "axes.titlesize": 19, "axes.labelsize": 17, "legend.fontsize": 16,

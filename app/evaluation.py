@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from game import protocol
 from game.gp.phrasings import MAX_PHRASING_CHARS, MAX_PHRASINGS
@@ -111,7 +111,7 @@ class EvalConfig:
         self.sources = {k: v for k, v in (self.sources or {}).items() if k in streams}
 
     def split_objs(self) -> list[Split]:
-        return [s for s in get_task(self.task).splits if s.name in self.splits]
+        return [s for s in get_task(self.task).splits if s.name in (self.splits or ())]
 
     @property
     def key(self) -> str:
@@ -136,10 +136,6 @@ class Progress:
         self.total, self.done, self.label = total, done, label
         self.stream = stream if stream is not None else sys.stderr
         self.start, self.start_done = time.monotonic(), done
-        self.draw()
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
         self.draw()
 
     def draw(self, end: str = "") -> None:
@@ -211,7 +207,7 @@ async def run_evaluation(store: Store, players: Callable[[str], object], config:
     async def one(split: str, index: int, instance: Instance, model: str) -> None:
         prior = existing.get((split, index, model))
         player = players(model)
-        kwargs = dict(eval_link={"eval_run_id": run_id, "eval_split": split, "eval_index": index},
+        kwargs: dict[str, Any] = dict(eval_link={"eval_run_id": run_id, "eval_split": split, "eval_index": index},
                       group_id=f"{run_id}:{split}:{index}", settings={"eval_run_id": run_id},
                       stream_deltas=False)
         if prior is not None:
@@ -249,6 +245,7 @@ async def run_evaluation(store: Store, players: Callable[[str], object], config:
 def summarize(store: Store, run_id: str) -> dict:
     """The protocol's metrics per (model, split) and the paired comparison, from the stored episodes."""
     run = store.get_run(run_id)
+    assert run is not None, f"no evaluation run {run_id}"
     config = run["config"]
     task = config["task"]
     eps = store.run_episodes(run_id)

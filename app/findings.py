@@ -178,7 +178,7 @@ SPLIT_LABELS = VIEWS["gp-l"].split_labels
 # The paper's headline numbers (spec generalpoints.md §6; paper §5.1, Fig. 6): Init / SFT / RL at equal compute.
 # One entry per (task, split) the paper reports; V-IRL-VL's visual-OOD (VLN mini: 16.7 / 11.1 / 77.8 %)
 # is episode success, not the per-step accuracy our V-IRL-VL bars show, so it is told in words only.
-PAPER = {
+PAPER: dict[str, tuple[dict[str, Any], ...]] = {
     "gp-l": ({"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
               "values": {"init": 0.115, "sft": 0.034, "rl": 0.150}},),
     "virl-l": ({"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
@@ -695,15 +695,18 @@ class ImportResult:
 def import_episodes(store, f: Findings) -> ImportResult:
     """Replay the episodes file into the store as run `f.run_id` (see the module doc); idempotent.
     Nothing is written unless every line reads and replays."""
-    run_id = f.run_id
-    if run_id is None:
+    run_id, path = f.run_id, f.episodes_path
+    if run_id is None or path is None:
         raise FindingsError(f"no {EPISODES_FILE} next to {f.folder / FINDINGS_FILE}: the Findings numbers "
                             f"cannot link to episodes (re-run `{produce_command(f.task)}`)")
     if store.get_run(run_id) is not None:
         return ImportResult(run_id, 0, False)
-    episodes, mismatches, stages, splits = [], 0, [], []
+    episodes: list[dict] = []
+    stages: list[str] = []
+    splits: list[str] = []
+    mismatches = 0
     counts: dict[tuple[str, str], int] = {}
-    for rec in read_episodes(f.episodes_path):
+    for rec in read_episodes(path):
         try:
             instance = Instance.from_dict(rec["instance"])
         except (InstanceError, TypeError) as exc:

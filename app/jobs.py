@@ -6,6 +6,11 @@ Each raises `ValueError` (including `game.gp.deal.DealError`) with a message for
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the game modules load lazily, in the worker that needs them
+    from game.gp.deal import DealMode
+
 CHEAP_TARGET = 24          # the paper's target: dense (a hand in ~1.4 draws), its tables warmed at start-up
 CHEAP_TEXT_CHARS = 2048    # a verify of at most this much text takes well under a millisecond
 
@@ -50,7 +55,7 @@ def _info(hand, rule) -> dict:
                 target=hand.target, rule=rule.value, solvable=bool(sols), n_solutions=len(sols))
 
 
-def gp_deal(seed: int, rule: str, ood: bool, suits: str, mode: str, target: int) -> dict:
+def gp_deal(seed: int, rule: str, ood: bool, suits: str, mode: DealMode, target: int) -> dict:
     """The first solvable hand of `seed`'s stream (unreachable targets refused at once)."""
     from game.gp.cards import Rule
     from game.gp.deal import DealConfig, deal
@@ -95,7 +100,11 @@ def gp_verify(deal_id: str, rule: str, formula: str | None, reply: str | None, v
     hand, r = Deal.from_id(deal_id), Rule.parse(rule)
     if (formula is None) == (reply is None):
         raise ValueError("give exactly one of 'formula' (a bare formula) or 'reply' (a raw model reply)")
-    text = reply if reply is not None else formula_reply(hand.labels, hand.numbers(r), formula, hand.target)
+    if reply is not None:
+        text = reply
+    else:
+        assert formula is not None  # exactly one of them is given
+        text = formula_reply(hand.labels, hand.numbers(r), formula, hand.target)
     v = verify(text, hand.numbers(r), hand.labels, target=hand.target, language_only=not vision, lenient=lenient)
     d = v.to_dict()
     return dict(deal_id=hand.id, rule=r.value, numbers=hand.numbers(r), reward=v.reward, feedback=v.verify_info,
@@ -111,8 +120,3 @@ def gp_evaluation_hands(config: str, n: int, seed: int) -> list[str]:
     return [h.id for h in evaluation_hands(config, n, seed)]
 
 
-def gp_check_target(rule: str, ood: bool, suits: str, mode: str, target: int) -> None:
-    """Raise `UnreachableTarget` / `DealError` when this configuration cannot deal `target`."""
-    from game.gp.deal import DealConfig, check_target
-
-    check_target(DealConfig(rule, ood=ood, suits=suits, mode=mode, target=target))

@@ -38,7 +38,7 @@ class ModelPool:
         self.config = config
         self.error = error
         self.concurrency = max(1, int(concurrency))
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[tuple, Any] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._warming: dict[tuple, str] = {}     # backend key -> "loading" / "failed: why" while warming
         # What the landing page plays first, per task (set by the UI): the warm-up plays it, so the

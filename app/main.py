@@ -285,7 +285,7 @@ def _offline_docs(app: FastAPI) -> None:
     async def swagger_ui(request: Request):
         r = root(request)
         return get_swagger_ui_html(
-            openapi_url=r + app.openapi_url, title=app.title + " — Swagger UI",
+            openapi_url=r + str(app.openapi_url), title=app.title + " — Swagger UI",
             oauth2_redirect_url=r + "/docs/oauth2-redirect",
             swagger_js_url=f"{r}{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{r}{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{r}{DOCS_ASSETS}/favicon.png",
@@ -298,7 +298,7 @@ def _offline_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request):
         r = root(request)
-        return get_redoc_html(openapi_url=r + app.openapi_url, title=app.title + " — ReDoc",
+        return get_redoc_html(openapi_url=r + str(app.openapi_url), title=app.title + " — ReDoc",
                               redoc_js_url=f"{r}{DOCS_ASSETS}/redoc.standalone.js",
                               redoc_favicon_url=f"{r}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
@@ -351,6 +351,7 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
         from . import jobs
 
         # workers up and the inline jobs' tables built before the first request
+        assert ctx.workers is not None  # create_app gives the app its pool
         await asyncio.gather(asyncio.to_thread(ctx.workers.warm), asyncio.to_thread(jobs.warm))
         # Warm start: the default models load (and answer once) while the server already serves;
         # `app.state.on_ready` (e.g. `sftvsrl serve`'s "serving on") runs once they are warm.

@@ -5,7 +5,7 @@ is a 422 with the field named, before any handler runs.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,7 +13,10 @@ from game.tasks import TASKS, StepRecord
 
 from .evaluation import MAX_CONCURRENCY, MAX_EPISODES_PER_SPLIT
 
-Task = Literal.__getitem__(tuple(TASKS))   # the registry's task names
+if TYPE_CHECKING:
+    Task = str
+else:
+    Task = Literal.__getitem__(tuple(TASKS))   # the registry's task names
 Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from game.tasks import Instance, InstanceError, get_task, open_session, route_data
 
@@ -264,7 +264,7 @@ class Stream:
     """What an event stream serves: a live group, or the stored episodes of a finished one."""
 
     group_id: str
-    live: object | None            # a `LiveGroup` while it is in memory
+    live: Any                      # a `LiveGroup` while it is in memory, else None
     episode_ids: list[str]         # stored episodes to replay when not live
 
 
@@ -277,6 +277,7 @@ def open_stream(ctx, caller: Caller, *, group_id: str | None = None, episode_id:
         if not may_read(ctx, caller, ep):
             raise Forbidden(GAME_TOKEN_NEEDED)
         return Stream(ep["group_id"], ctx.live.group_of(episode_id), [episode_id])
+    assert group_id is not None, "give a group or an episode"
     group = ctx.live.group(group_id)
     if group is not None:
         if not may_read(ctx, caller, {"group_id": group_id, "eval_run_id": None}):

@@ -9,10 +9,11 @@ root can be named). The CLI runs as the operator on their own machine and may op
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 DEFAULT_SOURCE = "bundled:helsinki"
-_server = {"default": DEFAULT_SOURCE, "dirs": ()}
+_server: dict[str, Any] = {"default": DEFAULT_SOURCE, "dirs": ()}
 
 
 class SourceRefused(ValueError):

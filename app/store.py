@@ -189,7 +189,7 @@ class Store:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 _private_file(Path(path))   # SQLite gives its -wal and -shm files the database's mode
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._conn: Any = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             self._conn.row_factory = sqlite3.Row
             with self._lock:
                 if path != ":memory:":
@@ -320,8 +320,9 @@ class Store:
             return SCHEMA_VERSION
 
     def close(self) -> None:
-        if getattr(self, "_server_lock", None) is not None:
-            os.close(self._server_lock)   # releases the server lock
+        lock = getattr(self, "_server_lock", None)
+        if lock is not None:
+            os.close(lock)   # releases the server lock
             self._server_lock = None
         with self._lock:
             if self.postgres and not (self._conn.closed or self._conn.broken):
@@ -465,7 +466,8 @@ class Store:
                       visible_groups: Iterable[str] | None = None) -> list[dict]:
         """Filtered episodes, oldest first. `visible_groups` (when given) restricts the result to
         evaluation episodes and these groups (a caller's own games, `app.access`)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if visible_groups is not None:
             groups = sorted(set(visible_groups))[:256]
             where.append("(eval_run_id IS NOT NULL" + (f" OR group_id IN ({','.join('?' * len(groups))})"

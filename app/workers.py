@@ -215,8 +215,8 @@ class WorkerPool:
                 if self._start_failures >= START_FAILURES_MAX:
                     self._fail_waiting("the worker processes fail to start (see the server log); try again")
                 self._dispatch()
-                waitables = [self._wake_r, *(w.conn for w in self._procs)]
-                deadlines = [w.job.deadline for w in self._procs if w.job is not None]
+                waitables: list[Any] = [self._wake_r, *(w.conn for w in self._procs)]
+                deadlines = [w.job.deadline for w in self._procs if w.job is not None and w.job.deadline is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             ready = wait(waitables, timeout)
             with self._lock:
@@ -228,8 +228,10 @@ class WorkerPool:
                     else:
                         self._receive(next(w for w in self._procs if w.conn is item))
                 now = time.monotonic()
-                for w in [w for w in self._procs if w.job is not None and w.job.deadline <= now]:
+                for w in [w for w in self._procs
+                          if w.job is not None and w.job.deadline is not None and w.job.deadline <= now]:
                     job = w.job
+                    assert job is not None
                     self._retire(w, kill=True)
                     self.recycled += 1
                     what = getattr(job.fn, "__name__", "the computation")

@@ -93,15 +93,15 @@ def lens_entry(rl: Mapping[str, Any], sft: Mapping[str, Any], splits: Sequence[s
     return out
 
 
-def seed_lenses(rl: Mapping[str, Any], sft_final: Mapping[str, Any], sft_points: Sequence[Mapping[str, Any]],
+def seed_lenses(rl: Mapping[str, Any], sft_final: Mapping[str, Any], sft_points: Sequence[dict[str, Any]],
                 splits: Sequence[str], curve_n: int) -> dict[str, dict[str, Any]]:
     """Every lens for one training seed. `rl` and `sft_final`: the final checkpoints (outcomes,
     flops, kl); `sft_points`: SFT snapshots evaluated on the first `curve_n` instances (step,
     flops, kl, outcomes). The matched snapshot of each lens is the real checkpoint closest to RL
     on that axis; its comparison uses the first `curve_n` instances of both."""
     rl_id = headline_of(rl["outcomes"]["id"][:curve_n])
-    for p in sft_points:
-        p.setdefault("id", headline_of(p["outcomes"]["id"]))
+    for point in sft_points:
+        point.setdefault("id", headline_of(point["outcomes"]["id"]))
     out = {"final": lens_entry(rl, sft_final, splits, sft_step="final", sft_flops=sft_final.get("flops"),
                                rl_flops=rl.get("flops"), sft_kl=sft_final.get("kl"), rl_kl=rl.get("kl"))}
     for lens, key, target in (("matched_compute", "flops", rl.get("flops")), ("matched_id", "id", rl_id),
@@ -195,10 +195,6 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def _z(d: Mapping[str, Any]) -> float:
-    return d["diff"] / d["se"] if d.get("se") else 0.0
-
-
 def lens_holds(agg: Mapping[str, Any] | None) -> bool | None:
     """A lens supports "RL generalizes better": the mean difference beyond 2 SE and positive in
     every seed. None when the lens was not measured."""
@@ -208,7 +204,9 @@ def lens_holds(agg: Mapping[str, Any] | None) -> bool | None:
 
 
 def lens_reverses(agg: Mapping[str, Any] | None) -> bool:
-    return bool(agg) and agg["z"] <= -SIGNIFICANT and agg["negative_every_seed"]
+    if not agg:
+        return False
+    return agg["z"] <= -SIGNIFICANT and agg["negative_every_seed"]
 
 
 def _lens_sentence(lens: str, agg: Mapping[str, Any], unit: str) -> str:
@@ -233,7 +231,7 @@ def words(findings: Mapping[str, Any], view: View) -> dict[str, Any]:
         parts = [_lens_sentence(lens, lenses[lens][split], unit) for lens in LENSES if split in lenses.get(lens, {})]
         holds[split] = {lens: lens_holds(lenses.get(lens, {}).get(split)) for lens in LENSES}
         verdicts.append(f"On {ood_words}: " + "; ".join(parts) + ".")
-    primary = next(iter(view.ood), None)
+    primary = next(iter(view.ood), "")  # "": no OOD split (no split is named so)
     h = holds.get(primary, {})
     name = view.ood.get(primary, "the OOD split")
     if not h:

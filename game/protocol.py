@@ -31,7 +31,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .tasks import Instance, InstanceError, get_task
 
@@ -104,7 +104,7 @@ def split_metrics(task: str, episodes: Sequence[EpisodeScore]) -> dict:
     correct = outcomes.get("correct", 0)
     solved_calls = [next((i + 1 for i, o in enumerate(e.outcomes) if o == "correct"), len(e.outcomes))
                     if spec.headline == "success_rate" else len(e.outcomes) for e in episodes if e.success]
-    m = {
+    m: dict[str, Any] = {
         "episodes": n, "success": wins, "success_rate": wins / n if n else 0.0,
         "exact_success": sum(bool(e.exact_success) for e in episodes),
         "steps": steps, "correct_steps": correct, "per_step_accuracy": correct / steps if steps else 0.0,

@@ -49,7 +49,7 @@ def next_chat(history: Sequence[Message] | None, prompt: str, *, verify_info: st
     `prompt` is the filled template for the *current* state (used only when a fresh chat starts);
     `verify_info` and `last_reply` come from the previous call.
     """
-    if history is None or not history or starts_new_chat(verify_info):
+    if history is None or not history or verify_info is None or starts_new_chat(verify_info):
         return [user_message(prompt, image=image)]
     messages = copy.deepcopy(list(history))
     messages.append(assistant_message(last_reply if last_reply is not None else ""))

@@ -45,12 +45,13 @@ class ManagedServer:
     def start(self) -> "ManagedServer":
         env = dict(os.environ)
         env.update(self.env or {})
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(list(self.cmd), env=env, stdout=out, stderr=subprocess.STDOUT,
+        log = open(self.log_path, "ab") if self.log_path else None
+        self.proc = subprocess.Popen(list(self.cmd), env=env, stdout=log if log is not None else subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.cwd,
                                      preexec_fn=_die_with_parent if self.die_with_parent else None)
-        if self.log_path:
-            out.close()
+        if log is not None:
+            log.close()
         return self
 
     @property
@@ -94,7 +95,7 @@ class ManagedServer:
 
     def kill(self) -> None:
         """Kill at once (SIGKILL), as a crash would."""
-        if self.alive:
+        if self.proc is not None and self.alive:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 

@@ -157,7 +157,7 @@ def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions, bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]],
         pad_token_id=ids[PAD], tie_word_embeddings=True, rope_theta=500000.0, initializer_range=init_std,
-    )
+    )  # type: ignore[call-arg]  # rope_theta: accepted and folded into rope_parameters (checked, 5.x)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
@@ -193,7 +193,7 @@ def build_tiny_mllama(out_dir: "str | Path", corpus: Sequence[str] | None = None
     try:
         from transformers import MllamaImageProcessorPil as ImageProcessor
     except ImportError:  # older transformers
-        from transformers import MllamaImageProcessor as ImageProcessor
+        from transformers import MllamaImageProcessor as ImageProcessor  # type: ignore[assignment]  # same interface
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,9 @@ def build_tiny_mllama(out_dir: "str | Path", corpus: Sequence[str] | None = None
         source = LlamaForCausalLM.from_pretrained(text_from, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(text_from)
         src: LlamaConfig = source.config
-        hidden, heads, kv_heads = src.hidden_size, src.num_attention_heads, src.num_key_value_heads
+        hidden, heads = src.hidden_size, src.num_attention_heads
+        kv_heads = src.num_key_value_heads
+        assert kv_heads is not None  # LlamaConfig fills it in (num_attention_heads when not given)
         intermediate, layers, init_std = src.intermediate_size, src.num_hidden_layers, src.initializer_range
         max_positions, rope_theta = src.max_position_embeddings, (src.rope_parameters or {}).get("rope_theta", 500000.0)
         eps = src.rms_norm_eps

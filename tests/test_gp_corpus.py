@@ -10,7 +10,7 @@ import re
 import pytest
 
 from game import protocol
-from game.gp.phrasings import RESERVED, REWORDED, read_phrasings
+from game.gp.phrasings import REWORDED, read_phrasings
 from game.prompts import FACE_CARD_MSG, gp_prompt
 from game.gp.cards import Rule
 from game.tasks import Instance, InstanceError, get_task, open_session
@@ -18,8 +18,8 @@ from game.tasks.gp import EVAL_HAND_POOL, evaluation_multisets, is_evaluation_ha
 
 pytest.importorskip("torch")
 
-from models.train.gp_corpus import base_examples, diverse_examples, id_examples  # noqa: E402
-from models.train.rules_text import OOD_MAPPING, clause, is_reserved  # noqa: E402
+from models.train.gp_corpus import base_examples, diverse_examples, id_examples
+from models.train.rules_text import OOD_MAPPING, clause, is_reserved
 
 OOD_SENTENCE = FACE_CARD_MSG[Rule.FACE_JQK]
 
@@ -117,7 +117,7 @@ def test_no_training_stream_deals_an_evaluation_hand(corpora):
             assert is_evaluation_hand(open_session(x).describe()["cards"])
     assert len(held) > 600
     overlap = 0
-    for name, examples in corpora.items():
+    for examples in corpora.values():
         for ex in examples:
             labels = re.search(r"Cards: (\[.*?\])", ex.prompt).group(1)
             overlap += is_evaluation_hand(json.loads(labels.replace("'", '"')))

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from models.train.evaluate import EpisodeBatch, Turn  # noqa: E402
-from models.train.grpo import (GRPOConfig, call_advantages, call_returns, group_advantages,  # noqa: E402
+from models.train.evaluate import EpisodeBatch, Turn
+from models.train.grpo import (GRPOConfig, call_advantages, call_returns, group_advantages,
                                policy_update, reply_logprobs, rewards_to_go, turn_advantages)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from models.train.pipeline import PipelineConfig, paired  # noqa: E402
+from models.train.pipeline import PipelineConfig, paired
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -436,7 +436,7 @@ def test_deep_link_source_outside_the_allowed_sources_is_refused_without_opening
     sys.addaudithook(hook)
     for source in ("/etc", str(rogue), f"{rogue}/../rogue", "bundled:nope"):
         opened.clear()
-        with pytest.raises(vp.InputError, match="not allowed here|unknown bundled"):
+        with pytest.raises(vp.InputError, match=r"not allowed here|unknown bundled"):
             vp.walk_from_link({"tab": "virl", "source": source, "route": "1"})
         assert not [p for p in opened if p.startswith(("/etc", str(tmp_path)))], opened
     assert vp.walk_from_link({"tab": "virl", "source": "bundled:helsinki", "route": "1"}).route == 1

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from models.procs import ManagedServer, free_port  # noqa: E402
+from models.procs import ManagedServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GP = {"deal_id": "HKC5D2C4", "rule": "face10"}

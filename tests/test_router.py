@@ -15,11 +15,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from app.runner import ModelPlayer, play_paired  # noqa: E402
-from game.tasks import Instance  # noqa: E402
-from models.backends.openai import OpenAIBackend  # noqa: E402
-from models.decoding import DecodingSettings  # noqa: E402
-from models.procs import ManagedServer, free_port, our_server  # noqa: E402
+from app.runner import ModelPlayer, play_paired
+from game.tasks import Instance
+from models.backends.openai import OpenAIBackend
+from models.decoding import DecodingSettings
+from models.procs import ManagedServer, free_port, our_server
 
 SHORT = DecodingSettings(max_tokens=6, temperature=0.0)
 DEALS = ["HKC5D2C4", "SAH2D3C4", "D5C5H5S5"]

@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from app import services  # noqa: E402
-from app.live import ModelPool  # noqa: E402
-from app.runner import HumanPlayer, ScriptedPlayer, play  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from app.store import Store  # noqa: E402
-from game.tasks import Instance  # noqa: E402
+from app import services
+from app.live import ModelPool
+from app.runner import HumanPlayer, ScriptedPlayer, play
+from app.settings import Settings
+from app.store import Store
+from game.tasks import Instance
 
 
 def _ctx(tmp_path: Path):

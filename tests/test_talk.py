@@ -187,7 +187,7 @@ def test_warm_start_states(tmp_path):
 
     async def main():
         task = asyncio.create_task(pool.warm())
-        while pool.state("sft", "gp-l") != "loading":
+        while pool.state("sft", "gp-l") != "loading":  # noqa: ASYNC110 - polls the state as a client would
             await asyncio.sleep(0)
         assert pool.state("rl", "gp-l") == "loading" and pool.state("extra", "gp-l") == "cold"
         gate.set()

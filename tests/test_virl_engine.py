@@ -232,5 +232,5 @@ def test_mapping_json_round_trip(tmp_path):
     back = PanoMapping.load(tmp_path / "m.json.gz")
     assert dict(back.items()) == dict(m.items())
     (tmp_path / "bad.json").write_text(json.dumps({"entries": [[1, 2]]}))
-    with pytest.raises(RouteDataError, match="bad.json: entry 0"):
+    with pytest.raises(RouteDataError, match=r"bad\.json: entry 0"):
         PanoMapping.load(tmp_path / "bad.json")

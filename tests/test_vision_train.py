@@ -12,11 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from game import protocol
-from game.tasks import open_session
-from models.backends.local import LocalBackend
-from models.chat import gp_chat, user_message
-from models.decoding import DecodingSettings
+from game import protocol  # noqa: E402
+from game.tasks import open_session  # noqa: E402
+from models.backends.local import LocalBackend  # noqa: E402
+from models.chat import gp_chat, user_message  # noqa: E402
+from models.decoding import DecodingSettings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_BASE = REPO / "models" / "checkpoints" / "gp-vl-text"

@@ -10,7 +10,7 @@ every stream ends with `group_finished`."""
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
@@ -39,12 +39,15 @@ async def start_episodes(body: EpisodeRequest, c=Depends(ctx), who=Depends(calle
     decoding = body.decoding.model_dump(exclude_none=True) if body.decoding else {}
     try:
         instance = services.live_instance(c, body.task, body.instance)
-        participants = []
+        participants: list[Any] = []
         for p in body.participants:
             if p.human == (p.model is not None):
                 raise services.ServiceError("each participant is either {\"model\": NAME} or {\"human\": true}")
-            participants.append(HumanPlayer(name=p.name or "human", idle_timeout_s=c.settings.human_idle_s)
-                                if p.human else services.model_player(c, p.model, body.task, decoding))
+            if p.human:
+                participants.append(HumanPlayer(name=p.name or "human", idle_timeout_s=c.settings.human_idle_s))
+            else:
+                assert p.model is not None  # checked just above
+                participants.append(services.model_player(c, p.model, body.task, decoding))
         group = await services.start_group(c, who, instance, participants, {"decoding": decoding})
     except services.ServiceError as exc:
         raise http_error(exc) from None
@@ -197,7 +200,7 @@ def export_many(format: Literal["jsonl", "bundle"] = "jsonl", task: str | None =
 
 
 @router.get("/episodes/{episode_id}", response_model=Episode, summary="One episode with its steps")
-def get_episode(episode_id: str, prompts: bool = False, c=Depends(ctx), who=Depends(caller)) -> Episode:
+def get_episode(episode_id: str, prompts: bool = False, c=Depends(ctx), who=Depends(caller)) -> dict:
     try:
         return services.readable_episode(c, who, episode_id, prompts=prompts)
     except services.ServiceError as exc:

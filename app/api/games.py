@@ -83,7 +83,7 @@ def virl_routes(source: str | None = Query(None, max_length=512), offset: int = 
 @router.get("/virl/routes/{route}", response_model=RouteDetail,
             summary="Describe one route's episode (instruction, action space, first prompt)")
 def virl_route(route: str, source: str | None = Query(None, max_length=512), seed: int = Query(0, ge=0),
-               absolute_action: bool = True, c=Depends(ctx)) -> RouteDetail:
+               absolute_action: bool = True, c=Depends(ctx)) -> dict:
     from game.tasks import open_session
 
     params = {"route": route, "seed": seed, "absolute_action": absolute_action}

@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TextIO
 
 from game.gp.cards import Rule
 from game.gp.deal import EVAL_CONFIGS, Deal, DealConfig, Dealer, evaluation_hands
@@ -252,7 +253,7 @@ def cmd_score(args) -> int:
     tmp = None
     if out_path:
         fd, tmp = tempfile.mkstemp(prefix=".score-", suffix=".jsonl", dir=out_path.parent or ".")
-        out = os.fdopen(fd, "w", encoding="utf-8")
+        out: TextIO = os.fdopen(fd, "w", encoding="utf-8")
     else:
         out = sys.stdout
     try:
@@ -268,6 +269,7 @@ def cmd_score(args) -> int:
             os.unlink(tmp)
         raise CliError(f"{src}: not UTF-8 text ({exc.reason})") from None
     if tmp:
+        assert out_path is not None  # tmp is made next to it
         out.close()
         os.replace(tmp, out_path)
     return 2 if errors else 0

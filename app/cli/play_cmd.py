@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 from game.tasks import TASKS
 
@@ -31,7 +32,7 @@ def register(sub) -> None:
 def cmd_play(args) -> int:
     from .. import services
     from ..live import ModelPool
-    from ..runner import HumanPlayer, play_paired
+    from ..runner import Delta, HumanPlayer, PromptSent, Started, Waiting, play_paired
     from ..settings import Settings
     from ..store import Store, StoreError
     from game.tasks import Instance, InstanceError, open_session
@@ -53,7 +54,7 @@ def cmd_play(args) -> int:
     pool = ModelPool.from_file(settings.models_config)
     ctx = services.cli_context(settings, store, pool)
     try:
-        players = [services.model_player(ctx, name, instance.task) for name in args.models]
+        players: list[Any] = [services.model_player(ctx, name, instance.task) for name in args.models]
     except services.ServiceError as exc:
         raise CliError(str(exc)) from None
     human = HumanPlayer(name="you") if args.human else None
@@ -68,22 +69,23 @@ def cmd_play(args) -> int:
             async for ev in play_paired(players, instance, store):
                 d = ev.to_dict()
                 who = names.get(ev.episode_id, "")
-                if ev.type == "started":
+                if isinstance(ev, Started):
                     names[ev.episode_id] = ev.participant
                     if ev.participant == players[0].name:
                         print(json.dumps(ev.info, ensure_ascii=False))
                     print(f"[{ev.participant}] episode {ev.episode_id}")
-                elif ev.type == "prompt" and ev.call == 1 and single:
+                elif isinstance(ev, PromptSent) and ev.call == 1 and single:
                     print(ev.messages[-1]["content"][-1]["text"])
-                elif ev.type == "delta" and single:
+                elif isinstance(ev, Delta) and single:
                     print(ev.text, end="", flush=True)
-                elif ev.type == "waiting":
-                    text = await loop.run_in_executor(None, lambda: input(f"\n[you] call {ev.call}> "))
+                elif isinstance(ev, Waiting):
+                    assert human is not None  # only a human participant waits for input
+                    text = await loop.run_in_executor(None, input, f"\n[you] call {ev.call}> ")
                     human.submit(text)
                 elif ev.type == "step":
-                    if single and ev.output and human is None:
+                    if single and d["output"] and human is None:
                         print()
-                    print(f"[{who}] call {ev.call}: {ev.outcome} ({ev.reward:+g}) {ev.feedback[:160]}")
+                    print(f"[{who}] call {d['call']}: {d['outcome']} ({d['reward']:+g}) {d['feedback'][:160]}")
                 elif ev.type == "finished":
                     print(f"[{who}] {d['status']}: success={d['success']} return={d['episode_return']:g}"
                           + (f" error={d['error']}" if d["error"] else ""))

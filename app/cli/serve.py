@@ -7,6 +7,7 @@ log (`app.main.redact_access_log`)."""
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 from . import CliError
 
@@ -76,7 +77,8 @@ def cmd_serve(args) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path,
                             http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes),
                             h11_max_incomplete_event_size=settings.max_header_bytes,
-                            timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections,
+                            timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works
+                            limit_concurrency=settings.max_connections,
                             timeout_graceful_shutdown=5)
     redact_access_log()   # after uvicorn configured its loggers
     uvicorn.Server(config).run(sockets=[sock])
@@ -90,12 +92,13 @@ def guarded_protocol(header_timeout_s: float, max_header_bytes: int):
     client trickling header bytes would otherwise hold it for ever, every byte resetting the
     keep-alive timer — and a head over `max_header_bytes` is answered 431 (h11 enforces that itself
     through `h11_max_incomplete_event_size`)."""
+    Base: Any   # one of uvicorn's two HTTP protocols, whose private hooks differ (see below)
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
-        parser = "httptools"
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        Base, parser = HttpToolsProtocol, "httptools"
     except ImportError:  # uvicorn without its [standard] extras
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
-        parser = "h11"
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+        Base, parser = H11Protocol, "h11"
 
     class Guarded(Base):
         _head_timer = None
@@ -171,7 +174,7 @@ def guarded_protocol(header_timeout_s: float, max_header_bytes: int):
                 if not self._waiting_for_head():
                     self._cancel_head_timer()
 
-            def handle_websocket_upgrade(self, event) -> None:
+            def handle_websocket_upgrade(self, event) -> None:  # type: ignore[misc]  # h11's hook takes the event
                 self._cancel_head_timer()
                 super().handle_websocket_upgrade(event)
 

@@ -193,7 +193,9 @@ def cmd_generate(args) -> int:
         elif args.map:
             features = MapFeatures.load(args.map)
         else:
-            features = load_bundled("helsinki").features
+            bundled = load_bundled("helsinki").features
+            assert bundled is not None  # the bundled sets ship their map features
+            features = bundled
     except RouteDataError as exc:
         raise CliError(str(exc)) from None
     if args.bundle:

@@ -240,7 +240,7 @@ def build_ui(services=None):
         demo.load(select_tab, None, [tabs, link_note])
         if services is not None:
             services.pool.warm_instances.update(landing_instances())
-        for tab, part in tabbed:
+        for _tab, part in tabbed:
             demo.load(part["on_load"], part.get("load_inputs"), part["load_outputs"]
                       ).then(None, part["link"], None, js=URL_UPDATE_JS)
     return demo

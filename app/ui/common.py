@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 from functools import lru_cache
-from typing import Mapping
 
 import gradio as gr
 from PIL import Image
@@ -92,10 +91,6 @@ URL_UPDATE_JS = """
   return [];
 }
 """
-
-
-def link_params(values: Mapping[str, object]) -> dict[str, str]:
-    return {k: str(v) for k, v in values.items() if v not in (None, "")}
 
 
 def serving(pool, task: str) -> list[str]:

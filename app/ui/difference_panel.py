@@ -46,6 +46,7 @@ def note_html(p: diff.Pick) -> str:
         return (f'<div class="sv-note sv-difference" role="status" data-direction="none">{counts} The two shipped '
                 f'models never disagree here: there is no {_what(p.task, 1)} to show on this split. Try another '
                 f'rule or task.</div>')
+    assert p.winner is not None and p.loser is not None  # the models disagree here: one won
     verb = _won(p.task)[0] if c.measure == "success" else "made more correct moves on"
     links = " · ".join(f'<a href="{esc(diff.recorded_link(p, s))}" target="_self">{esc(s.label)}\'s recorded episode</a>'
                        for s in (p.winner, p.loser) if diff.recorded_link(p, s))
@@ -86,7 +87,7 @@ def add(ctx, panel, tab: dict, *, task_of, choice_of, state_of) -> None:
 
     inputs = [tab["state"], turn, panel.pick] + ([panel.vision] if panel.vision is not None else [])
 
-    async def run_picked(picked_v, *args, request: gr.Request = None):
+    async def run_picked(picked_v, *args, request: gr.Request | None = None):
         if not picked_v:
             return
         async for out in panel.run_models(*args, request):
@@ -99,7 +100,7 @@ def add(ctx, panel, tab: dict, *, task_of, choice_of, state_of) -> None:
             async for out in run_picked(picked_v, value, names_v, games_v, request=request):
                 yield out
     else:
-        async def run_after(picked_v, value, names_v, vl, games_v, request: gr.Request):
+        async def run_after(picked_v, value, names_v, vl, games_v, request: gr.Request):  # type: ignore[misc]
             async for out in run_picked(picked_v, value, names_v, vl, games_v, request=request):
                 yield out
 

@@ -66,7 +66,9 @@ def _table_html(f: fd.Findings) -> str:
             if not cell:
                 cells.append("<td>—</td>")
                 continue
-            text = f"{_pct(f.value(stage, split))} ± {_pct(cell.get('se') or 0)} %"
+            value = f.value(stage, split)
+            assert value is not None  # the cell is there
+            text = f"{_pct(value)} ± {_pct(cell.get('se') or 0)} %"
             title = _cell_title(f, cell)
             attr = f' title="{esc(title)}"' if title else ""
             link = fd.inspect_link(f.run_id, stage, split) if f.run_id else None

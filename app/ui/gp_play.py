@@ -6,13 +6,14 @@ browser; `app.ui.gp_tab` wires them to Gradio components.
 from __future__ import annotations
 
 import random
+from typing import cast
 from dataclasses import dataclass, replace
 
 from game.gp import arith
 from game.gp.cards import Rule
-from game.gp.deal import Deal, DealConfig, Dealer
+from game.gp.deal import Deal, DealConfig, Dealer, DealMode
 from game.gp.solver import distinct_solutions
-from game.gp.verifier import sequence_violations, verify
+from game.gp.verifier import verify
 from game.tasks import formula_reply, normalise_formula
 
 from .common import badge, card_uri, esc, outcome_badge
@@ -140,7 +141,7 @@ def _dealer(seed: int, rule: str, target: int, suits: str, mode: str) -> Dealer:
     rule_obj = Rule.parse(rule)
     suits, mode = _choice(suits, SUIT_CHOICES, "suits"), _choice(mode, MODE_CHOICES, "dealing mode")
     try:
-        return Dealer(seed, DealConfig(rule_obj, rule_obj is Rule.FACE_JQK, suits, mode, target))
+        return Dealer(seed, DealConfig(rule_obj, rule_obj is Rule.FACE_JQK, suits, cast(DealMode, mode), target))
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
@@ -285,7 +286,7 @@ def used_cards(table: Table | None, formula: str) -> list[bool]:
     if table is None:
         return [False] * 4
     typed = [t for t in arith.tokenize(normalise_formula(formula or "")) if t.isascii() and t.isdigit()]
-    left = {}
+    left: dict = {}
     for t in typed:
         left[int(t)] = left.get(int(t), 0) + 1
     out = []
@@ -454,7 +455,3 @@ def all_solutions_html(table: Table) -> str:
             f'(up to commutativity and associativity):<ol class="sv-solutions">{items}</ol></div>')
 
 
-def valid_formula_chars(formula: str) -> bool:
-    f = normalise_formula(formula)
-    tokens = arith.tokenize(f)
-    return arith.is_clean(f, tokens) and not sequence_violations(tokens)

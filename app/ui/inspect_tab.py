@@ -10,6 +10,7 @@ a bulk export, which needs the operator token there (as `GET /api/export/episode
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 from pathlib import Path
 
 import gradio as gr
@@ -120,10 +121,13 @@ def _with_classes(ep: dict) -> dict:
     return ep
 
 
+_RESULT_WORDS: dict[Any, str] = {True: "solved", False: "failed"}
+
+
 def table_rows(episodes: list[dict]) -> list[list]:
     rows = []
     for ep in episodes:
-        result = {True: "solved", False: "failed"}.get(ep.get("success"), ep.get("status"))
+        result = _RESULT_WORDS.get(ep.get("success"), ep.get("status"))
         rows.append([ep["id"][:8], ep["task"], ep["participant"], ep["instance_key"], result, ep["n_steps"],
                      round(ep["episode_return"], 2), ", ".join(outcome_label(c) for c in ep["classes"])])
     return rows
@@ -270,7 +274,7 @@ def build(ctx, tab=None, games=None) -> dict:
         params = query_params(request)
         if params.get("tab") != "inspect":
             return gr.skip()  # listed when the tab is opened (no store scan for every page load)
-        filters = {"task": "any", "model": "any", "result": "any", "failure": "any", "disagree": False}
+        filters: dict[str, Any] = {"task": "any", "model": "any", "result": "any", "failure": "any", "disagree": False}
         problems = []
         allowed = {"task": TASKS, "result": RESULTS, "failure": [v for _, v in FAILURE_CLASSES]}
         for key in ("task", "model", "result", "failure"):

@@ -37,8 +37,8 @@ def banner_html(ctx, task: str) -> str:
     n = (f.data.get("protocol") or {}).get("episodes_per_split")
     cells = []
     for split in f.splits:
-        values = [(fd.STAGE_LABELS.get(s, s), f.value(s, split)) for s in stages]
-        if any(v is None for _, v in values):
+        values = [(fd.STAGE_LABELS.get(s, s), v) for s in stages if (v := f.value(s, split)) is not None]
+        if len(values) < len(stages):
             continue
         nums = " · ".join(f'{esc(label)} <b class="sv-finding-num">{100 * v:.1f} %</b>' for label, v in values)
         cells.append(f'<span class="sv-finding-split" data-split="{esc(split)}">{esc(_short(task, split))}: '

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -62,7 +63,7 @@ class Column:
     solved_after_s: float | None = None
     positions: list = field(default_factory=list)  # V-IRL: where the model's walk has been
     loading: bool = False                          # its checkpoint is still loading (warm start)
-    _session: object = None
+    _session: Any = None  # V-IRL: our copy of the model's episode
 
     def apply(self, ev: dict) -> None:
         kind = ev["type"]
@@ -378,7 +379,7 @@ def _panel(ctx, state, games, prefix: str, *, vision_task: str | None, vision_la
         async def run_text(value, names_v, games_v, request: gr.Request):
             async for out in run_models(value, names_v, False, games_v, request):
                 yield out
-        fn = run_text
+        fn: Callable[..., Any] = run_text
     else:
         fn = run_models
     event = run.click(fn, inputs, outputs, concurrency_limit=None, js=show_js)
@@ -393,7 +394,8 @@ def wire_stop(panel: Panel, draw_map=None, state=None, map_output=None) -> None:
         columns = stopped_columns((getattr(request, "session_hash", None), panel.prefix))
         if columns is None:
             return gr.skip()
-        out = {col: c.html(c.instance.task) for col, c in zip(panel.cols, columns)}
+        # stopped columns have run, so each has its instance
+        out = {col: c.html(c.instance.task) for col, c in zip(panel.cols, columns)}  # type: ignore[union-attr]
         if draw_map is not None and value is not None:
             out[map_output] = draw_map(value, walks(columns))
         return out

@@ -53,10 +53,6 @@ class Walk:
                 "view": self.view}
 
 
-def route_count(source: str) -> int:
-    return len(data_for(source).routes)
-
-
 def new_walk(source: str, route, absolute: bool, seed=0, view: str = "text") -> Walk:
     if view not in ("text", "image"):
         raise InputError(f"unknown view {str(view)[:20]!r}: use text or image")

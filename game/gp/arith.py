@@ -63,17 +63,6 @@ def literal_int(token: str) -> int | None:
     return int(token)
 
 
-def _literal(token: str, mode: Mode) -> Number:
-    if not token.isascii():
-        raise FormulaError("syntax", f"non-ASCII digits in {token!r}")
-    if mode == "paper" and len(token) > 1 and token[0] == "0" and token.strip("0"):
-        raise FormulaError("syntax", f"leading zeros in decimal integer literal {token!r}")
-    value = literal_int(token)
-    if value is None:
-        raise FormulaError("too_large", f"integer literal with {len(token)} digits is too large")
-    return Fraction(value) if mode == "exact" else value
-
-
 def _apply(op: str, a: Number, b: Number) -> Number:
     if op == "+":
         return a + b
@@ -101,7 +90,7 @@ def evaluate_tokens(tokens: list[str], mode: Mode = "paper") -> Number:
     return value
 
 
-def evaluate_dual(tokens: list[str]) -> tuple[Number | FormulaError, Fraction | FormulaError]:
+def evaluate_dual(tokens: list[str]) -> tuple[int | float | FormulaError, Fraction | FormulaError]:
     """Both verdicts in one pass: (paper value or its error, exact value or its error).
 
     The exact side uses integer numerator/denominator pairs (one `Fraction` at the end), which
@@ -200,11 +189,6 @@ def evaluate(formula: str, mode: Mode = "paper") -> Number:
     if not is_clean(formula, tokens):
         raise FormulaError("illegal_characters", "only digits, + - * / and parentheses are allowed")
     return evaluate_tokens(tokens, mode)
-
-
-def equals_target(value: Number, target: int) -> bool:
-    """The reference's comparison: exact `==` (no tolerance), so 23.999999999999996 != 24."""
-    return value == target
 
 
 MAX_SHOWN_BITS = 3300  # about 1,000 decimal digits; larger values are shown in scientific notation

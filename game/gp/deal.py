@@ -165,11 +165,11 @@ def _value_table() -> dict[int, frozenset[int]]:
     srt = np.sort(tuples, axis=1)
     code = ((srt[:, 0] * _CODE_BASE + srt[:, 1]) * _CODE_BASE + srt[:, 2]) * _CODE_BASE + srt[:, 3]
     one = np.ones(len(tuples), dtype=np.int64)
-    cols = [(tuples[:, i].copy(), one) for i in range(4)]
+    a, b, c, d = [(tuples[:, i].copy(), one) for i in range(4)]
     parts = []
     for o1, o2, o3 in product(OPS, repeat=3):
         for shape in range(7):
-            num, den = _shape_value(shape, *cols, o1, o2, o3)
+            num, den = _shape_value(shape, a, b, c, d, o1, o2, o3)
             ok = den != 0
             sign = np.where(ok, np.sign(den), 1)
             num, den = np.where(ok, num * sign, 0), np.where(ok, den * sign, 1)

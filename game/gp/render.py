@@ -76,7 +76,7 @@ def _stem(draw, cx, cy, s, color) -> None:
 
 
 # Pip positions for 2..10 in a unit box (x in 0..1, y in 0..1); pips below the middle are flipped.
-_PIPS = {
+_PIPS: dict[int, list[tuple[float, float]]] = {
     2: [(0.5, 0.0), (0.5, 1.0)],
     3: [(0.5, 0.0), (0.5, 0.5), (0.5, 1.0)],
     4: [(0, 0), (1, 0), (0, 1), (1, 1)],
@@ -145,7 +145,7 @@ def _draw_court(img: Image.Image, card: Card, color) -> None:
     hd = ImageDraw.Draw(half)
     hw, hh = half.size
     hd.text((hw / 2, hh * 0.47), card.label, font=font(210), fill=color + (255,), anchor="mm")
-    for k, dx in enumerate((-0.33, 0.33)):
+    for dx in (-0.33, 0.33):
         _suit(hd, card.suit, hw / 2 + dx * hw, hh * 0.16, 70, color + (255,))
     crown = [(hw / 2 - 90, hh * 0.95), (hw / 2 - 90, hh * 0.86), (hw / 2 - 45, hh * 0.91),
              (hw / 2, hh * 0.84), (hw / 2 + 45, hh * 0.91), (hw / 2 + 90, hh * 0.86), (hw / 2 + 90, hh * 0.95)]

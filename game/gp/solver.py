@@ -87,11 +87,11 @@ def _shape_value(shape: int, a, b, c, d, o1: str, o2: str, o3: str):
 def _solve_tuples(tuples: np.ndarray, target: int) -> dict[tuple[int, ...], list[str]]:
     """Reference solution strings for each ordered 4-tuple row of `tuples`, keyed by sorted values."""
     one = np.ones(len(tuples), dtype=np.int64)
-    cols = [(tuples[:, i].astype(np.int64), one) for i in range(4)]
+    a, b, c, d = [(tuples[:, i].astype(np.int64), one) for i in range(4)]
     found: dict[tuple[int, ...], set[str]] = {}
     for o1, o2, o3 in product(OPS, repeat=3):
         for shape in range(7):
-            num, den = _shape_value(shape, *cols, o1, o2, o3)
+            num, den = _shape_value(shape, a, b, c, d, o1, o2, o3)
             hit = np.nonzero((den != 0) & (num == target * den))[0]
             if not len(hit):
                 continue
@@ -128,7 +128,7 @@ def solution_table(target: int = 24, max_value: int = 13) -> dict[tuple[int, ...
     target = _check_target(target)
     tuples = np.array(list(product(range(1, max_value + 1), repeat=4)), dtype=np.int64)
     solved = _solve_tuples(tuples, target)
-    table = {}
+    table: dict[tuple[int, ...], tuple[str, ...]] = {}
     for key in combinations_with_replacement(range(1, max_value + 1), 4):
         table[key] = tuple(solved.get(key, ()))
     return table
@@ -136,7 +136,7 @@ def solution_table(target: int = 24, max_value: int = 13) -> dict[tuple[int, ...
 
 @lru_cache(maxsize=4096)
 def _prefixes(key: tuple[int, ...], target: int) -> frozenset[str]:
-    out = set()
+    out: set[str] = set()
     for sol in _reference_cached(key, target):
         out.update(sol[:i] for i in range(1, len(sol) + 1))
     return frozenset(out)

@@ -224,7 +224,7 @@ def _fmt_list(values: list) -> str:
 
 
 def _fmt_num(value) -> str:
-    return str(value) if isinstance(value, int) else str(value)
+    return str(value)
 
 
 def _literal_value(token: str):
@@ -349,7 +349,7 @@ _CACHE_MAX_FORMULA = 256
 
 def _grade(formula: str, numbers: tuple[int, ...], target: int) -> Verdict:
     """Grade a formula string (everything after parsing). Pure: cached for short formulas."""
-    base = dict(formula=formula, cards=[], parse_source="")
+    base: dict[str, Any] = dict(formula=formula, cards=[], parse_source="")
     tokens = arith.tokenize(formula)
     if not arith.is_clean(formula, tokens):
         return Verdict(ILLEGAL_FORMULA, _join([MSG_ILLEGAL_CHARS]), False, Outcome.ILLEGAL_FORMULA,
@@ -404,14 +404,14 @@ def _ints(values: list) -> list[int]:
     return [v for v in values if isinstance(v, int)]
 
 
-def _exact_fields(value, numbers_ok: bool, target: int) -> dict:
+def _exact_fields(value, numbers_ok: bool, target: int) -> dict[str, Any]:
     if isinstance(value, arith.FormulaError):
         return {"exact_value": None, "exact_correct": False, "float_rejected": False}
     return {"exact_value": arith.format_number(value), "exact_correct": numbers_ok and value == target,
             "float_rejected": False}
 
 
-def _exact_from_tokens(tokens: list[str], numbers_ok: bool, target: int) -> dict:
+def _exact_from_tokens(tokens: list[str], numbers_ok: bool, target: int) -> dict[str, Any]:
     return _exact_fields(arith.evaluate_dual(tokens)[1], numbers_ok, target)
 
 

@@ -95,7 +95,7 @@ class Instance:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", dict(self.params or {}))
-        self.config  # validate now: unknown names, types and ranges fail at construction
+        _ = self.config  # validate now: unknown names, types and ranges fail at construction
 
     @property
     def spec(self) -> "Task":
@@ -233,7 +233,7 @@ class Task:
     family: ClassVar[str]              # "gp" or "virl": the engine behind the task
     vision: ClassVar[bool]
     label: ClassVar[str]
-    config_type: ClassVar[type]
+    config_type: ClassVar[type[Any]]
     outcome_type: ClassVar[type[Enum]]
     splits: ClassVar[tuple[Split, ...]]
     default_seed: ClassVar[int]        # seed of the evaluation instance streams

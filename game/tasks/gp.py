@@ -91,7 +91,7 @@ class GPSession(EpisodeSession):
         super().__init__(task, instance, Episode(deal, rule, language_only=not task.vision,
                                                  verify_iter=cfg.verify_iter,
                                                  enable_verification=cfg.enable_verification, lenient=cfg.lenient))
-        self._image = None
+        self._image: Any = None  # the table's PIL image, drawn on first use
 
     def prompt(self) -> str:
         ep = self.episode
@@ -167,6 +167,7 @@ class GPTask(Task):
         if phrasings is not None and not words:
             raise InstanceError("phrasings: give at least one")
         n = s.default_n if n is None else n
+        assert n is not None  # every GP split has the paper's episode count
         hands = evaluation_hands(s.stream, n, self.default_seed if seed is None else seed)
         extra = (lambda i: {"rule_text": words[i % len(words)]}) if words else (lambda i: {})
         return [Instance(self.name, {"deal_id": h.id, **s.params, **extra(i), **overrides})

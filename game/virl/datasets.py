@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,16 +33,13 @@ class VirlData:
     routes: list[Route]
     mapping: PanoMapping | None
     features: MapFeatures | None = None
-    street_views: object | None = None        # render.StreetViewFolder
+    street_views: Any = None        # render.StreetViewFolder, or None
     description: str = ""
     panorama_style: str = "day"
-    _synthetic: object | None = field(default=None, repr=False)
+    _synthetic: Any = field(default=None, repr=False)  # panorama.SyntheticPanoramas, made on first use
 
     def route(self, key) -> Route:
         return find_route(self.routes, key, self.name)
-
-    def mapping_for(self, route: Route, straight_line_length: int = 5) -> PanoMapping:
-        return self.mapping if self.mapping is not None else exact_mapping(route, straight_line_length)
 
     @property
     def has_images(self) -> bool:

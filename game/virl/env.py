@@ -116,7 +116,7 @@ class VirlEnv(gym.Env):
         self.rng_mode, self.resolution = rng_mode, resolution
         self.max_episode_steps = max_episode_steps
         charset = _charset(self.data)
-        obs = {k: spaces.Text(MAX_TEXT, min_length=0, charset=charset)
+        obs: dict[str, spaces.Space] = {k: spaces.Text(MAX_TEXT, min_length=0, charset=charset)
                for k in ("instruction", "action_space", "obs_act_seq")}
         if not language_only:
             side = 2 * resolution + 5
@@ -129,7 +129,8 @@ class VirlEnv(gym.Env):
     # ------------------------------------------------------------------------------------
     def _observation(self) -> dict:
         ep = self.episode
-        obs = {"instruction": ep.instruction_text, "action_space": ep.action_space_text,
+        assert ep is not None, "reset() first"
+        obs: dict[str, Any] = {"instruction": ep.instruction_text, "action_space": ep.action_space_text,
                "obs_act_seq": ep.obs_act_seq()}
         if not self.language_only:
             obs["image"] = self.street_view_grid().copy()     # callers own what we return
@@ -137,6 +138,7 @@ class VirlEnv(gym.Env):
 
     def street_view_grid(self) -> np.ndarray:
         """The 2×2 grid at the current rail entry (reused while the agent stays there)."""
+        assert self.episode is not None, "reset() first"
         key = self.episode.index
         if self._grid_cache is None or self._grid_cache[0] != key:
             entry = self.episode.entry
@@ -147,6 +149,7 @@ class VirlEnv(gym.Env):
         return self._grid_cache[1]
 
     def _info(self, record=None) -> dict:
+        assert self.episode is not None, "reset() first"
         info = self.episode.info
         info["rail_index"] = self.episode.index
         info["route_id"] = self.episode.rail.route.route_id

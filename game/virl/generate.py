@@ -108,10 +108,10 @@ def _shortest_path(g: _Graph, src, dst, limit: float):
     if best_node is None or best > limit:
         return None
     nodes = []
-    n = best_node
-    while n is not None:
-        nodes.append(n)
-        n = prev[n]
+    node: int | None = best_node
+    while node is not None:
+        nodes.append(node)
+        node = prev[node]
     nodes.reverse()
     return [sq] + [g.xy[n] for n in nodes] + [dq]
 
@@ -164,7 +164,8 @@ def generate_routes(features: MapFeatures, *, n: int | None = None, seed: int = 
             proj_cache[i] = _project(g, pxy[i])
         return proj_cache[i]
 
-    used_pairs, used_dest = set(), {}
+    used_pairs: set[tuple[int, int]] = set()
+    used_dest: dict[int, int] = {}
     out: list[dict] = []
     for di in dests:
         seg, t, dq, dd = proj(di)
@@ -175,8 +176,8 @@ def generate_routes(features: MapFeatures, *, n: int | None = None, seed: int = 
         starts = [i for i in np.flatnonzero((dist >= min_start_m) & (dist <= max_start_m))
                   if places[int(i)].name != places[di].name]
         rng.shuffle(starts)
-        for si in starts[:max_starts]:
-            si = int(si)
+        for start in starts[:max_starts]:
+            si = int(start)
             sseg, stt, sq, sd = proj(si)
             if sd > 25.0 or (si, di) in used_pairs:
                 continue
@@ -274,7 +275,7 @@ def write_release_dir(out_dir, records: list[dict], features: MapFeatures | None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_routes(out / "route_infos.json", records)
-    entries = []
+    entries: list[tuple[float, float, str]] = []
     for i, rec in enumerate(records):
         route = parse_route(rec, i, str(out / "route_infos.json"))
         entries.extend((k[0], k[1], v) for k, v in exact_mapping(route).items())

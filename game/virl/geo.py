@@ -74,7 +74,3 @@ def offset_m(origin: LatLng, east_m: float, north_m: float) -> LatLng:
     return (origin[0] + dlat, origin[1] + dlng)
 
 
-def local_xy(origin: LatLng, p: LatLng) -> tuple[float, float]:
-    """(east, north) metres of p relative to origin (local flat-earth; fine below a few km)."""
-    return ((p[1] - origin[1]) * 111_320.0 * math.cos(math.radians(origin[0])),
-            (p[0] - origin[0]) * 111_320.0)

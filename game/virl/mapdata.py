@@ -50,7 +50,7 @@ class MapFeatures:
         arr = np.array(pts)
         self.origin = (float(arr[:, 0].mean()), float(arr[:, 1].mean()))
         self._kx = M_PER_DEG_LAT * math.cos(math.radians(self.origin[0]))
-        segs = []
+        segs: list[np.ndarray] = []
         for s in streets:
             xy = self.to_xy_array(np.array(s.coords))
             segs.extend(np.concatenate([xy[:-1], xy[1:]], axis=1))

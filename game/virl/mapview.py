@@ -89,7 +89,7 @@ def render_map_png(features: MapFeatures | None = None, *, rail_positions: Seque
         shown = [((x, y), name) for (x, y), name in shown if -20 <= x <= size + 20 and -20 <= y <= size + 20]
         for (x, y), _ in shown:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=PLACE)
-        for (x, y), name, box in _labels(d, shown, rail_positions and [fr.px(p) for p in rail_positions], font, size):
+        for _xy, name, box in _labels(d, shown, rail_positions and [fr.px(p) for p in rail_positions], font, size):
             d.text((box[0], box[1]), name, fill=(90, 60, 30), font=font, stroke_width=2, stroke_fill=BG)
     if rail_positions:
         d.line([fr.px(p) for p in rail_positions], fill=ROUTE, width=4)

@@ -57,10 +57,10 @@ def extract_features(name: str = "helsinki") -> MapFeatures:
                 if (key, val) in TYPE_MAP:
                     break
         c = row.geometry.centroid
-        key = (label.strip(), round(c.y, 5), round(c.x, 5))
-        if key in seen:
+        place_key = (label.strip(), round(c.y, 5), round(c.x, 5))
+        if place_key in seen:
             continue
-        seen.add(key)
+        seen.add(place_key)
         places.append(Place(label.strip(), ptype, round(c.y, 6), round(c.x, 6)))
     places.sort(key=lambda p: (p.name, p.lat, p.lng))
     return MapFeatures(name, streets, places)

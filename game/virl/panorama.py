@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -24,7 +25,7 @@ from .mapdata import MapFeatures
 PANO_W, PANO_H = 2048, 1024
 EYE_M = 2.5
 SIGN_BOTTOM_M, SIGN_TOP_M = 3.2, 5.6
-STYLES = {
+STYLES: dict[str, dict[str, Any]] = {
     # "day": the in-distribution look; "dusk": a different palette, light and sky for the
     # visual-OOD analogue (held-out streets rendered as if in another city)
     "day": {"facades": [(196, 170, 140), (172, 120, 96), (214, 200, 170), (150, 150, 158),

@@ -150,6 +150,7 @@ def build_rail(route: Route, init_heading: int, *, absolute_action: bool = True,
     keys = [route.start] + list(route.key_points)
 
     def snap(p, what):
+        assert mapping is not None  # checked above
         q = mapping.relocate(p)
         if q is None:
             raise RouteDataError(f"route {route.route_id}: no panorama within "
@@ -169,9 +170,11 @@ def build_rail(route: Route, init_heading: int, *, absolute_action: bool = True,
                     continue
                 cand = interpolate(prev, cur, j, straight_line_length)
                 if relocation:
-                    cand = mapping.relocate(cand)
-                    if cand is None:
+                    assert mapping is not None  # checked above
+                    moved = mapping.relocate(cand)
+                    if moved is None:
                         continue
+                    cand = moved
                     if (geodesic_m(cand, prev) <= CANDIDATE_END_CLEARANCE_M
                             or geodesic_m(cand, cur) <= CANDIDATE_END_CLEARANCE_M):
                         continue

@@ -87,7 +87,7 @@ def grid(tiles: list[np.ndarray], *, resolution: int = RESOLUTION, gap: int = GR
     spots = ((0, 0), (0, resolution + gap), (resolution + gap, 0), (resolution + gap, resolution + gap))
     for tile, (r, c) in zip(tiles, spots):
         if tile.shape[:2] != (resolution, resolution):
-            tile = np.asarray(Image.fromarray(tile).resize((resolution, resolution), Image.BILINEAR))
+            tile = np.asarray(Image.fromarray(tile).resize((resolution, resolution), Image.Resampling.BILINEAR))
         canvas[r:r + resolution, c:c + resolution] = tile
     return canvas
 

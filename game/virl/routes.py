@@ -225,7 +225,7 @@ class PanoMapping:
         return self._map.items()
 
     def pano_at(self, key: tuple[float, float]) -> str | None:
-        return self._map.get(tuple(key))
+        return self._map.get(tuple(key))  # type: ignore[arg-type]  # a (lat, lng) pair, as given
 
     def relocate(self, point: tuple[float, float]) -> tuple[float, float] | None:
         """The key the reference would snap `point` to, or None when none lies within the radius."""
@@ -277,7 +277,7 @@ class PanoMapping:
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):  # noqa: D401 - refuse every global: no code can run
+    def find_class(self, module, name):  # refuse every global: no code can run
         raise pickle.UnpicklingError(f"refusing global {module}.{name}")
 
 
@@ -297,7 +297,7 @@ def load_pickle_mapping(path: str | os.PathLike, *, trusted: bool = False,
         raise RouteDataError(f"{path}: file not found") from None
     try:
         data = _NoGlobalsUnpickler(io.BytesIO(raw)).load()
-    except Exception as exc:  # any unpickling failure is bad input
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad input
         raise RouteDataError(f"{path}: not a plain pickled mapping ({exc})") from None
     if not isinstance(data, dict):
         raise RouteDataError(f"{path}: expected a dict {{(lat, lng): pano_id}}")

@@ -51,7 +51,7 @@ def re_match(text: str, key: str) -> Any:
     A JSON value is returned as is (it may be null, a number, a list...)."""
     try:
         return json.loads(text)[key]
-    except Exception:  # invalid JSON, not a container, missing key: fall back to the regex
+    except Exception:  # noqa: BLE001 - invalid JSON, not a container, missing key: fall back to the regex
         pass
     m = re.search(f'"{re.escape(key)}": "(.*?)"', text)
     return m.group(1) if m else _MISSING

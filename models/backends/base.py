@@ -16,7 +16,7 @@ import abc
 import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
 from ..decoding import PAPER_EVAL, DecodingSettings
 
@@ -30,7 +30,7 @@ SESSION_HEADER = "X-Session-ID"
 current_session: ContextVar[str | None] = ContextVar("sftvsrl_session", default=None)
 
 
-async def in_session(agen: AsyncIterator, session: str | None) -> AsyncIterator:
+async def in_session(agen: AsyncGenerator, session: str | None) -> AsyncGenerator:
     """Iterate `agen` (e.g. a player's or backend's `stream`) with `current_session` set to
     `session` while each item is produced, and reset before it is handed on — so the value never
     leaks to the consumer, even when several episodes interleave in one task."""
@@ -116,7 +116,7 @@ class Backend(abc.ABC):
     settings: DecodingSettings = field(default_factory=lambda: PAPER_EVAL)
 
     async def stream(self, messages: Sequence[Message], images: Sequence[Any] = (),
-                     settings: DecodingSettings | None = None) -> AsyncIterator[TextDelta | Completion]:
+                     settings: DecodingSettings | None = None) -> AsyncGenerator[TextDelta | Completion, None]:
         """Yield `TextDelta`s then one `Completion`; never raises (except on cancellation)."""
         timer = Timer()
         final: Completion | None = None
@@ -158,7 +158,7 @@ class Backend(abc.ABC):
     async def health(self) -> Health:
         """Whether the model can answer now, with a one-line detail. Never raises."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - a no-op by default; backends holding resources override it
         """Release connections / threads. Safe to call twice."""
 
 

@@ -117,7 +117,8 @@ class Batcher:
     # ------------------------------------------------------------------------------ the worker
     def _take(self, n: int) -> list[BatchRequest]:
         """Up to `n` waiting requests; requests cancelled while waiting end here."""
-        out, dropped = [], []
+        out: list[BatchRequest] = []
+        dropped: list[BatchRequest] = []
         with self._cv:
             while self._pending and len(out) < n:
                 req = self._pending.popleft()
@@ -166,6 +167,7 @@ class Batcher:
                         self.max_rows_seen = max(self.max_rows_seen, len(rows))
             if not rows:
                 return
+            assert state is not None  # rows were admitted, so their state exists
             tokens = _sample(state.logits, rows, state.eos).tolist()
             self.steps += 1
             self.tokens += len(rows)
@@ -381,7 +383,7 @@ def _plain_kv(cache) -> bool:
         from transformers.cache_utils import DynamicLayer
     except ImportError:  # pragma: no cover - older transformers
         return False
-    layers = getattr(cache, "layers", None)
+    layers = getattr(cache, "layers", None) or []
     return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
 
 

@@ -123,7 +123,7 @@ class _Loaded:
         if self.vision:
             self.processor = transformers.AutoProcessor.from_pretrained(path)
             self.tokenizer = self.processor.tokenizer
-            self.model = transformers.MllamaForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
+            self.model: Any = transformers.MllamaForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
         else:
             self.processor = None
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -253,7 +253,7 @@ class LocalBackend(Backend):
         return False
 
     async def _stream(self, messages, images, settings, timer) -> AsyncIterator[TextDelta | Completion]:
-        lm = self._loaded or await asyncio.to_thread(self.load)
+        lm = self._loaded if self._loaded is not None else await asyncio.to_thread(self.load)
         if not 1 <= settings.max_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max_tokens must be between 1 and {MAX_NEW_TOKENS}")
         # tokenising and image preprocessing run off the event loop, so other streams keep flowing
@@ -310,6 +310,7 @@ class LocalBackend(Backend):
 
         request = BatchRequest(inputs["input_ids"][0].tolist(), resolve_sampling(settings, lm.model.generation_config),
                                streamer, finish)
+        assert lm.batcher is not None  # _submit is for text models, which batch
         lm.batcher.submit(request)
         return request.cancel
 
@@ -347,7 +348,7 @@ class LocalBackend(Backend):
         return cancel
 
     async def health(self) -> Health:
-        path = Path(self.path).expanduser()
+        path = Path(self.path).expanduser()  # noqa: ASYNC240 - a home-directory lookup: cheap
         if self._loaded is not None:
             return Health(True, f"loaded on {self._loaded.device} ({self._loaded.model_type})", (self.name,))
         if not (path / "config.json").is_file():

@@ -52,7 +52,7 @@ def openai_messages(messages: Sequence[dict], images: Sequence[Any] = (), image_
             out.append({"role": m["role"], "content": text})
             continue
         parts = []
-        for p in content:
+        for p in content or []:
             if p.get("type") == "image":
                 try:
                     image = next(it)

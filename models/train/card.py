@@ -102,8 +102,9 @@ def evaluation_table(sft_dir: "str | Path", rl_dir: "str | Path | None" = None, 
 
     record = read_record(sft_dir)
     cfg_data = record.get("config", {})
-    cfg = SFTConfig(**{f.name: (tuple(cfg_data[f.name]) if f.name == "betas" else cfg_data[f.name])
-                       for f in fields(SFTConfig) if f.name in cfg_data})
+    kwargs: dict[str, Any] = {f.name: (tuple(cfg_data[f.name]) if f.name == "betas" else cfg_data[f.name])
+                              for f in fields(SFTConfig) if f.name in cfg_data}
+    cfg = SFTConfig(**kwargs)
     table: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {"init": lambda: build_init(cfg, Path(tmp) / "init"), "sft": lambda: Path(sft_dir)}

@@ -39,7 +39,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from game.gp.cards import Rule
 from game.gp.deal import Deal, DealConfig, Dealer
@@ -223,16 +223,18 @@ def _walk(ep, feedback_share: float, rng: random.Random):
     from ..chat import Conversation
 
     while not ep.done:
-        prompt, answer = virl_prompt_of(ep), virl_expert_answer(ep.entry)
+        text = virl_prompt_of(ep)
+        prompt: str | list[dict[str, Any]] = text
+        answer = virl_expert_answer(ep.entry)
         if feedback_share and rng.random() < feedback_share:
             conv = Conversation()
-            conv.messages_for(prompt)
+            conv.messages_for(text)
             wrong = virl_wrong_reply(ep, rng)
             record = ep.step(wrong)
             if record.reward == 1.0:  # cannot happen: the wrong reply's action is not the golden one
                 raise AssertionError(f"wrong reply graded correct: {wrong}")
             conv.record(wrong, record.verify_info)
-            prompt = conv.messages_for(prompt)
+            prompt = conv.messages_for(text)
         yield ep, prompt, answer
         record = ep.step(answer)
         if record.reward != 1.0:  # cannot happen: the golden reply is graded correct
@@ -312,7 +314,7 @@ class ChatCodec:
     the `local` backend's processor call does (`vision` is then True)."""
 
     def __init__(self, tokenizer) -> None:
-        self.image_processor = getattr(tokenizer, "image_processor", None)
+        self.image_processor: Any = getattr(tokenizer, "image_processor", None)
         self.vision = self.image_processor is not None
         if self.vision:
             tokenizer = tokenizer.tokenizer

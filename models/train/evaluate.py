@@ -24,7 +24,6 @@ did); pass `temperature=0` for greedy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from game import protocol
@@ -271,10 +270,3 @@ def _decoding_label(model, temperature, top_p) -> str:
     return f"sampling T={g.temperature:g}, top-p={g.top_p:g} (checkpoint default)"
 
 
-def evaluate_checkpoint(path: "str | Path", task: str = "gp-l", splits: Sequence[str] | None = None,
-                        n: int | None = None, **kw) -> dict[str, Any]:
-    """`evaluate` of the checkpoint at `path` on each split of `task` (all of them by default)."""
-    from .common import load_checkpoint
-
-    model, tok = load_checkpoint(path)
-    return {s: evaluate(model, tok, task, s, n, **kw) for s in (splits or protocol.splits(task))}

@@ -41,7 +41,7 @@ import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from game import protocol
 from game.tasks import open_session
@@ -148,8 +148,9 @@ def call_returns(batch: EpisodeBatch, cfg: GRPOConfig) -> list[list[float]]:
     for i, s in enumerate(batch.sessions):
         rewards = [float(r.reward) for r in s.results]
         graded = [k for k, r in enumerate(s.results) if r.graded]
-        for k in unfinished.get(i, ()):
-            rewards[graded[k]] = float(cfg.unfinished_reward)
+        if cfg.unfinished_reward is not None:  # (otherwise `unfinished` is empty)
+            for k in unfinished.get(i, ()):
+                rewards[graded[k]] = float(cfg.unfinished_reward)
         if cfg.credit == "episode":
             out.append([sum(rewards)] * len(graded))
         else:
@@ -235,8 +236,8 @@ def reply_logprobs(model, turns: list[Turn], pad_id: int):
     if turns and turns[0].pixels is not None:   # a vision checkpoint: the image each turn was generated with
         from .data import vision_inputs
 
-        extra = vision_inputs([t.pixels for t in turns], [t.context.index(model.config.image_token_index)
-                                                          for t in turns], width)
+        images = cast("list[dict]", [t.pixels for t in turns])  # a vision batch: every turn has its image
+        extra = vision_inputs(images, [t.context.index(model.config.image_token_index) for t in turns], width)
     logits = model(input_ids=ids, attention_mask=attn, **extra).logits[:, :-1].float()
     logp_all = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     reply_mask = torch.zeros_like(logp_all)

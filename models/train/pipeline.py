@@ -37,7 +37,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import math
 import os
 import random
 import tempfile
@@ -72,7 +71,7 @@ def base_mappings() -> list[tuple[int, int, int]]:
     """Mappings (a, b, c) in 6..13 except the OOD one (511): what the GP-VL base states."""
     from itertools import product
 
-    return [m for m in product(range(6, 14), repeat=3) if m != OOD_MAPPING]
+    return [(a, b, c) for a, b, c in product(range(6, 14), repeat=3) if (a, b, c) != OOD_MAPPING]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,10 +327,10 @@ def build_tokenizer(cfg: PipelineConfig):
 
 def _snapshotter(root: Path, tok, marks: Sequence[int], compute: Compute, record: list) -> Callable:
     """An `on_step` hook that saves a snapshot under `root` at every step in `marks`."""
-    marks = set(marks)
+    at = set(marks)
 
     def hook(step: int, model) -> None:
-        if step in marks:
+        if step in at:
             path = root / f"step-{step:05d}"
             model.save_pretrained(path, safe_serialization=True)
             tok.save_pretrained(path)
@@ -652,7 +651,8 @@ def evaluate_pipeline(root: "str | Path", cfg: PipelineConfig, *, seeds: Sequenc
         m = per_seed[seed].get("matched_id")
         if m is not None:
             snap = stage_dir(root, "sft", seed).parent / "sft-snapshots" / f"step-{m['sft_step']:05d}"
-            comp = next((p for p in records[f"sft@{seed}"].get("snapshots") or [] if p["step"] == m["sft_step"]), {})
+            snapshots = records[f"sft@{seed}"].get("snapshots") or []
+            comp: dict[str, Any] = next((p for p in snapshots if p["step"] == m["sft_step"]), {})
             matched_jobs.append(EvalJob(f"sft-matched@{seed}", str(snap), cfg.eval_n, cfg.kl_prompts,
                                         episodes=seed == primary,
                                         compute={"train_tokens": comp.get("train_tokens") or 0,
@@ -668,8 +668,8 @@ def evaluate_pipeline(root: "str | Path", cfg: PipelineConfig, *, seeds: Sequenc
 
     table: dict[str, dict] = {}
     for tag, r in results.items():
-        stage, _, seed = tag.partition("@")
-        if ":" in tag or (seed and int(seed) != primary):
+        stage, _, seed_text = tag.partition("@")
+        if ":" in tag or (seed_text and int(seed_text) != primary):
             continue
         table[stage] = {**r["cells"], "kl_from_init": r["kl"], "compute": {**r["compute"], "flops": r["flops"]}}
         if stage == "sft-matched":
@@ -725,7 +725,7 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
     facts = dict(cfg, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
                  init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
                  sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0))
-    rl = cfg.get("rl") if isinstance(cfg.get("rl"), dict) else {}
+    rl: dict[str, Any] = cfg["rl"] if isinstance(cfg.get("rl"), dict) else {}
     facts.update({f"rl_{k}": v for k, v in rl.items()})
     facts.update(rl_hands=rl.get("hands_per_update"), rl_group=rl.get("group_size"),
                  rl_kl=rl.get("kl_coef"), seeds=", ".join(map(str, findings.get("seeds") or [])))

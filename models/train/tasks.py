@@ -186,7 +186,7 @@ class VirlLTraining(TrainingTask):
             dict(verify_iter=2, threads=1))
 
     @property
-    def tokenizer_split(self):  # capitalised words, directions, actions, digits as pieces
+    def tokenizer_split(self):  # type: ignore[override]  # read on instances only; computed on first use
         from ..tiny import VIRL_SPLIT
 
         return VIRL_SPLIT

@@ -146,11 +146,11 @@ def mapped_examples(n: int, seed: str, mappings: Sequence[tuple[int, int, int]],
         if read_share and rng.random() < read_share:
             k = 4 if rng.random() < 0.5 else rng.randint(1, 3)
             where = sorted(rng.sample(range(4), k))
-            slots = [None] * 4
+            shown: list[Card | None] = [None] * 4
             for i in where:
-                slots[i] = Card(rng.randint(1, 13), rng.choice(suits))
-            labels = [label(c.rank) for c in slots if c is not None]
-            out.append(Example(tuple(slots), READ_PROMPT, read_answer(labels), "read"))
+                shown[i] = Card(rng.randint(1, 13), rng.choice(suits))
+            labels = [label(c.rank) for c in shown if c is not None]
+            out.append(Example(tuple(shown), READ_PROMPT, read_answer(labels), "read"))
             continue
         mapping = mappings[rng.randrange(len(mappings))]
         ranks = [rng.randint(1, 13) for _ in range(4)]
@@ -161,8 +161,8 @@ def mapped_examples(n: int, seed: str, mappings: Sequence[tuple[int, int, int]],
         if formula is None:
             continue
         labels = [label(r) for r in ranks]
-        slots = tuple(Card(r, rng.choice(suits)) for r in ranks)
-        out.append(Example(slots, vl_mapped_prompt(mapping), response_eqn(labels, values, formula), "mapped"))
+        cards = tuple(Card(r, rng.choice(suits)) for r in ranks)
+        out.append(Example(cards, vl_mapped_prompt(mapping), response_eqn(labels, values, formula), "mapped"))
     return out
 
 
@@ -196,6 +196,7 @@ def virl_examples(n: int, seed: int, *, pano_width: int = 1024, view: int = 112)
     from itertools import islice
 
     from game.tasks import open_session
+    from game.tasks.virl import VirlSession
     from game.virl.panorama import SyntheticPanoramas
     from game.virl.render import street_view_grid
     from PIL import Image
@@ -206,6 +207,7 @@ def virl_examples(n: int, seed: int, *, pano_width: int = 1024, view: int = 112)
     renderers: dict[str, Any] = {}
     for inst in islice(get_task("virl-vl").training_stream(seed), 10 * n + 100):
         session = open_session(inst)
+        assert isinstance(session, VirlSession)
         data = session.data
         if data.name not in renderers:
             renderers[data.name] = SyntheticPanoramas(data.features, width=pano_width, height=pano_width // 2,
@@ -345,6 +347,13 @@ def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, 
     from tqdm.auto import tqdm
 
     pixels = TablePixels(codec) if any(ex.slots is not None for ex in examples) else None
+
+    def image_pixels(ex: Example) -> dict:
+        if ex.image is not None:
+            return codec.pixels(ex.image)
+        assert pixels is not None and ex.slots is not None  # a table example: drawn from its cards
+        return pixels(ex.slots)
+
     order = list(examples[:steps * batch_size])
     random.Random(seed).shuffle(order)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -368,7 +377,7 @@ def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, 
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, (x, y) in enumerate(encoded):
             ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-        extra = vision_inputs([codec.pixels(ex.image) if ex.image is not None else pixels(ex.slots) for ex in chunk],
+        extra = vision_inputs([image_pixels(ex) for ex in chunk],
                               [codec.image_position(x) for x, _ in encoded], width)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels, **extra).loss
         opt.zero_grad(set_to_none=True)
@@ -566,7 +575,8 @@ def store_bfloat16(path: "str | Path") -> None:
     from transformers import MllamaForConditionalGeneration
 
     model = MllamaForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
-    model.to(torch.bfloat16).save_pretrained(path, safe_serialization=True)
+    model.to(torch.bfloat16)  # type: ignore[arg-type]  # nn.Module.to(dtype), in place
+    model.save_pretrained(path, safe_serialization=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,7 +639,7 @@ def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[s
         table[stage] = row
     comparisons = {name: {s: paired(outcomes[a][s], outcomes[b][s]) for s in splits(cfg.task)}
                    for name, a, b in COMPARISONS if a in outcomes and b in outcomes}
-    findings = {"task": cfg.task, "metric": headline,
+    findings: dict[str, Any] = {"task": cfg.task, "metric": headline,
                 "protocol": {"episodes_per_split": cfg.eval_n, "decoding": "checkpoint default (T=0.6, top-p 0.9)",
                              "splits": {s: spec.split(s).description for s in splits(cfg.task)},
                              "instances": "protocol.instances (GP-VL: seed-42 vl_id_black / vl_rule_ood_black / "
