@@ -22,7 +22,7 @@ run: $(STAMP)
 # One torch thread per process: tests run model servers and trainers side by side on 2 cores,
 # where 2 intra-op threads each are several times slower than 1.
 test: $(STAMP) browser postgresql
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=20
 
 # Lint (ruff: bug-finding rules) and type-check (mypy) the product code; settings in pyproject.toml.
 lint: $(STAMP)

@@ -44,7 +44,7 @@ from typing import Any, Iterator
 from urllib.parse import urlencode
 
 from game.tasks import Instance, InstanceError, StepRecord, get_task, open_session
-from game.findings import METRIC_WORDS, View, cell_value, words as generated_words
+from game.findings import METRIC_WORDS, STAGE_LABELS as GAME_STAGE_LABELS, View, cell_value, words as generated_words
 from models.train.pipeline import TASKS as PIPELINE_TASKS
 from models.train.vision import TASKS as VISION_TASKS
 
@@ -52,7 +52,7 @@ FINDINGS_FILE = "findings.json"
 EPISODES_FILE = "episodes.jsonl.gz"
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "findings"
 STAGES = ("base", "init", "sft", "rl", "sft-diverse")
-STAGE_LABELS = {"base": "Base", "init": "Init", "sft": "SFT", "rl": "RL", "sft-diverse": "SFT-diverse"}
+STAGE_LABELS = {**GAME_STAGE_LABELS}
 RUN_PREFIX = "findings-"
 PAPER_LABEL = "reported in the paper, Llama-3.2-11B"
 METRICS = ("success_rate", "per_step_accuracy")   # a findings file's `metric` (absent: success_rate)

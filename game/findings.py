@@ -191,6 +191,10 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f} points"
 
 
+def _z(d: Mapping[str, Any]) -> float:
+    return d["diff"] / d["se"] if d.get("se") else 0.0
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
@@ -234,44 +238,56 @@ def words(findings: Mapping[str, Any], view: View) -> dict[str, Any]:
     primary = next(iter(view.ood), "")  # "": no OOD split (no split is named so)
     h = holds.get(primary, {})
     name = view.ood.get(primary, "the OOD split")
+    learned = ((findings.get("paired") or {}).get("rl_minus_init") or {}).get("id")
+    rl_learned = bool(learned and learned.get("se") and _z(learned) >= SIGNIFICANT)
+    sizes = ", ".join(f"{_pts(lenses[k][primary]['mean'])} ± {100 * lenses[k][primary]['se']:.1f} {LENS_WORDS[k]}"
+                      for k in LENSES if primary in lenses.get(k, {}))
+    held = [LENS_WORDS[k] for k, v in h.items() if v]
+    broke = [LENS_WORDS[k] for k, v in h.items() if v is False]
+    reversed_ = [LENS_WORDS[k] for k in LENSES if lens_reverses(lenses.get(k, {}).get(primary))]
+    no_learning = (f" But RL did not learn the in-distribution task here (RL − Init {_pts(learned['diff'])} ± "
+                   f"{100 * learned['se']:.1f}): its lead is SFT losing ground while RL stays near Init, not the "
+                   f"paper's RL gains." if learned and not rl_learned else "")
     if not h:
         headline = "No RL-vs-SFT comparison was measured for this task."
-    elif h.get("matched_id") and h.get("final"):
-        headline = (f"RL generalizes better than SFT on {name}, at matched in-distribution skill and at the "
-                    f"final checkpoints, in every training seed — as the paper found.")
+    elif h.get("matched_id") and h.get("final") and not broke and rl_learned:
+        headline = (f"RL generalizes better than SFT on {name} under every lens, in every training seed "
+                    f"(RL − SFT {sizes}) — as the paper found.")
+    elif not held:
+        headline = (f"On {name}, RL does not beat SFT under any lens here"
+                    + (f"; SFT is ahead {', '.join(reversed_)}" if reversed_ else "")
+                    + f" (RL − SFT {sizes}) — the paper's finding does not reproduce at this scale.")
     else:
-        held = [LENS_WORDS[k] for k, v in h.items() if v]
-        broke = [LENS_WORDS[k] for k, v in h.items() if v is False]
-        reversed_ = [LENS_WORDS[k] for k in LENSES if lens_reverses(lenses.get(k, {}).get(primary))]
-        if not held:
-            headline = (f"On {name}, RL does not beat SFT under any lens here" +
-                        (f"; SFT is ahead {', '.join(reversed_)}" if reversed_ else "") +
-                        " — the paper's finding does not reproduce at this scale.")
-        else:
-            headline = (f"On {name}, RL beats SFT {', '.join(held)}, but not {', '.join(broke)}"
-                        + (f" (SFT is ahead {', '.join(reversed_)})" if reversed_ else "")
-                        + " — the paper's finding holds only partly here.")
+        headline = (f"On {name}, RL beats SFT {', '.join(held)}"
+                    + (f", but not {', '.join(broke)}" if broke else "")
+                    + (f" (SFT is ahead {', '.join(reversed_)})" if reversed_ else "")
+                    + f": RL − SFT {sizes}." + no_learning
+                    + " The paper's finding holds only partly here.")
     notes = []
     if view.control and "id" in (findings.get("splits") or view.labels or {"id": 1}):
-        rows = []
+        rows, gaps = [], []
         for stage in ("init", "sft", "rl", "sft-matched"):
             row = table.get(stage) or {}
             if "id" in row and view.control in row:
                 idv, ctl = cell_value(row["id"]), cell_value(row[view.control])
-                rows.append(f"{STAGE_LABELS.get(stage, stage)} {_pct(idv)} → {_pct(ctl)}")
+                se = math.sqrt((row["id"].get("se") or 0) ** 2 + (row[view.control].get("se") or 0) ** 2)
+                gaps.append((ctl - idv, se))
+                rows.append(f"{STAGE_LABELS.get(stage, stage)} {_pct(idv)} → {_pct(ctl)} ({_pts(ctl - idv)})")
         if rows:
+            lost = [g for g, e in gaps if e and g / e <= -SIGNIFICANT]
+            verdict = ("every stage scores about the same on both: they read the rule, not one sentence" if not lost
+                       else f"{len(lost)} of {len(gaps)} stages lose {-100 * max(lost):.1f} to {-100 * min(lost):.1f} points "
+                            f"when the rule is reworded: the wording still matters to them")
             notes.append(f"Reading the rule, not one sentence: in-distribution → the same rule in held-out words "
-                         f"({view.labels.get(view.control, view.control)}): " + "; ".join(rows) + ". A model that "
-                         "reads the rule scores about the same on both.")
+                         f"({view.labels.get(view.control, view.control)}): " + "; ".join(rows) + f". So {verdict}.")
     fb = []
     for stage in ("init", "sft", "rl"):
         row = table.get(stage) or {}
-        shares = [row[s].get("solved_after_feedback") for s in ("id", primary) if s in row]
-        shares = [x for x in shares if x is not None]
-        if shares and "id" in row:
+        share = (row.get("id") or {}).get("solved_after_feedback")
+        if share is not None:
             fb.append(f"{STAGE_LABELS[stage]} solves {_pct(row['id'].get('first_try_success') or 0)} at the first "
-                      f"try and {_pct(cell_value(row['id']))} within the budget in distribution; "
-                      f"{_pct(sum(shares) / len(shares))} of its solved episodes needed the verifier's feedback")
+                      f"try and {_pct(cell_value(row['id']))} within the budget in distribution "
+                      f"({_pct(share)} of its solves came after the verifier's feedback)")
     if fb:
         notes.append("Using the feedback: " + "; ".join(fb) + ".")
     return {"headline": headline, "verdicts": verdicts, "notes": notes, "holds": holds}

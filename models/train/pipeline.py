@@ -814,10 +814,17 @@ def ship_pipeline(root: "str | Path", dest: "str | Path") -> list[Path]:
         for name in SHIPPED_FILES:
             if (src / name).is_file():
                 shutil.copy2(src / name, out / name)
-        if stage == "sft-matched" and not (out / "training.json").is_file():
-            # a snapshot has no record of its own: the SFT run's, which names the step it stopped at
-            shutil.copy2(stage_dir(root, "sft", findings.get("primary_seed", 0)) / "training.json",
-                         out / "training.json")
+        if stage in ("sft-matched", "base") and not (out / "training.json").is_file():
+            # a snapshot has no record of its own: its run's (the card names the step)
+            run = stage_dir(root, "sft", findings.get("primary_seed", 0)) if stage == "sft-matched" \
+                else stage_dir(root, "base")
+            shutil.copy2(run / "training.json", out / "training.json")
+        record = out / "training.json"
+        if record.is_file():   # run-relative paths in the record (the run's folder is the reader's own)
+            text = record.read_text(encoding="utf-8")
+            for prefix in {str(root.resolve()), str(root), str((root / "base").resolve().parent)}:
+                text = text.replace(json.dumps(prefix + "/")[1:-1], "")
+            record.write_text(text, encoding="utf-8")
         written.append(out)
     folder = dest / "findings" / task
     folder.mkdir(parents=True, exist_ok=True)
