@@ -83,6 +83,7 @@ class TaskView:
 _COMMON_NOTES = {
     "init": "a short SFT on the ID task from the base (the paper's Init)",
     "rl": "GRPO on the ID task from Init, multi-turn with the verifier's feedback",
+    "sft-matched": "the SFT snapshot whose in-distribution skill is closest to RL's (the matched-ID lens)",
 }
 VIEWS = {
     "gp-l": TaskView(
@@ -98,7 +99,7 @@ VIEWS = {
               "the game's own verdicts. Both train on the in-distribution rule only (J, Q and K count as 10). "
               "The test is a rule neither has seen: J, Q and K count as 11, 12 and 13.",
         base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on hands under many "
-                  "stated rules (never the test rule), reads the rule line: {id} in distribution, {ood} on the "
+                  "rules stated in many phrasings (never the test rule), scores {id} in distribution and {ood} on the "
                   "flipped rule.",
         split_line="In distribution / on the flipped rule: ",
         diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse) vs plain SFT on the "
