@@ -429,9 +429,9 @@ def lens_words(f: Findings) -> dict | None:
 
 
 def headline(f: Findings) -> str:
-    """One sentence for a banner: the lens headline, or (an older file) the final-checkpoint verdict."""
+    """One line for a banner: the lens verdict in short, or (an older file) the final-checkpoint verdict."""
     w = lens_words(f)
-    return w["headline"] if w else verdict(f)
+    return w["short"] if w else verdict(f)
 
 
 def verdict(f: Findings) -> str:

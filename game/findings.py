@@ -263,6 +263,18 @@ def words(findings: Mapping[str, Any], view: View) -> dict[str, Any]:
                     + (f" (SFT is ahead {', '.join(reversed_)})" if reversed_ else "")
                     + f": RL − SFT {sizes}." + no_learning
                     + " The paper's finding holds only partly here.")
+    # the same verdict in one line, for banners (the landing header)
+    if not h:
+        short = headline
+    elif h.get("matched_id") and h.get("final") and not broke and rl_learned:
+        short = f"RL generalizes better than SFT on {name} under every lens — as the paper found."
+    elif not held:
+        short = f"RL does not beat SFT on {name} under any lens — the paper's finding does not reproduce here."
+    else:
+        short = (f"RL beats SFT on {name} under {len(held)} of {len(held) + len(broke)} lenses"
+                 + (f" (not {', '.join(broke)})" if broke else "")
+                 + ("; but RL did not learn in distribution" if learned and not rl_learned else "")
+                 + " — the paper's finding holds only partly.")
     notes = []
     if view.control and "id" in (findings.get("splits") or view.labels or {"id": 1}):
         rows, gaps = [], []
@@ -290,7 +302,7 @@ def words(findings: Mapping[str, Any], view: View) -> dict[str, Any]:
                       f"({_pct(share)} of its solves came after the verifier's feedback)")
     if fb:
         notes.append("Using the feedback: " + "; ".join(fb) + ".")
-    return {"headline": headline, "verdicts": verdicts, "notes": notes, "holds": holds}
+    return {"headline": headline, "short": short, "verdicts": verdicts, "notes": notes, "holds": holds}
 
 
 def markdown(findings: Mapping[str, Any], view: View) -> str:

@@ -422,22 +422,31 @@ def test_the_paper_is_named_only_when_every_lens_that_matters_holds_in_every_see
     data = _lens_file({"final": [0.2, 0.15, 0.18], "matched_id": [0.12, 0.1, 0.09], "matched_kl": [0.1, 0.12, 0.09]})
     data["paired"] = {"rl_minus_init": {"id": {"diff": 0.1, "se": 0.02, "n": 300}}}
     holds = fd.Findings("gp-l", data, tmp_path)
-    assert fd.headline(holds).startswith("RL generalizes better than SFT on the flipped rule under every lens")
-    assert "in every training seed (RL − SFT +17.7 points ± 1.7 at the final checkpoints" in fd.headline(holds)
-    assert fd.headline(holds).endswith("— as the paper found.")
+
+    def long_headline(f):
+        return fd.lens_words(f)["headline"]
+
+    # the banner's one line says the same in short
+    assert fd.headline(holds) == "RL generalizes better than SFT on the flipped rule under every lens — as the paper found."
+    assert long_headline(holds).startswith("RL generalizes better than SFT on the flipped rule under every lens")
+    assert "in every training seed (RL − SFT +17.7 points ± 1.7 at the final checkpoints" in long_headline(holds)
+    assert long_headline(holds).endswith("— as the paper found.")
     assert "at matched KL to Init: RL − SFT +10.3 points" in fd.verdict(holds)
     # every lens holds but RL did not learn the ID task: SFT lost ground, RL stayed put — not the paper
     data["paired"]["rl_minus_init"]["id"] = {"diff": -0.02, "se": 0.024, "n": 300}
-    still = fd.headline(fd.Findings("gp-l", data, tmp_path))
+    still = long_headline(fd.Findings("gp-l", data, tmp_path))
     assert "as the paper found" not in still and "RL did not learn the in-distribution task here" in still
+    assert fd.headline(fd.Findings("gp-l", data, tmp_path)) == (
+        "RL beats SFT on the flipped rule under 3 of 3 lenses; but RL did not learn in distribution — the paper's "
+        "finding holds only partly.")
     # one seed where matched-ID skill reverses: no claim, and the words say which lens breaks
     partly = fd.Findings("gp-l", _lens_file({"final": [0.2, 0.15, 0.18], "matched_id": [0.12, 0.1, -0.05]}), tmp_path)
-    head = fd.headline(partly)
+    head = long_headline(partly)
     assert "as the paper found" not in head and "holds only partly" in head
     assert "RL beats SFT at the final checkpoints, but not at matched in-distribution skill" in head
     reversed_ = fd.Findings("gp-l", _lens_file({"final": [-0.2, -0.15, -0.18], "matched_id": [-0.12, -0.1, -0.2]}),
                             tmp_path)
-    assert "does not reproduce" in fd.headline(reversed_) and "SFT is ahead" in fd.headline(reversed_)
+    assert "does not reproduce" in long_headline(reversed_) and "SFT is ahead" in long_headline(reversed_)
     # the wording control and the feedback share are read out from the table
     notes = " ".join(fd.explanation(holds))
     assert "the same rule in held-out words" in notes and "came after the verifier's feedback" in notes
