@@ -546,8 +546,11 @@ def curves_points(f: Findings, stages: tuple[str, ...] = CURVE_STAGES) -> dict[s
     2·N·(3·train tokens + inference tokens) as recorded, else with N recovered from the stage's
     final compute record (None when neither is there: the points then carry tokens only)."""
     out: dict[str, list[dict]] = {}
+    curves = f.data.get("curves") or {}
+    if f.data.get("format", 1) >= 2:   # per training seed: the primary seed's curves (the shipped run)
+        curves = curves.get(str(f.data.get("primary_seed", 0))) or {}
     for stage in stages:
-        pts = (f.data.get("curves") or {}).get(stage) or []
+        pts = curves.get(stage) or []
         comp = (f.data["table"].get(stage) or {}).get("compute") or {}
         denom = 2 * (3 * (comp.get("train_tokens") or 0) + (comp.get("infer_tokens") or 0))
         params = comp["flops"] / denom if _number(comp.get("flops")) and denom else None

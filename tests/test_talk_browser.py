@@ -194,7 +194,7 @@ def test_the_landing_page_states_the_finding(page, app_url):
     _gp(page, app_url + "/")
     banner = page.inner_text("#gp-finding-slot .sv-finding")
     assert "SFT memorizes" in banner and "RL generalizes" in banner
-    assert fd.verdict(f) in banner                                  # the one shared verdict
+    assert fd.headline(f) in banner                                 # the one shared verdict, in a line
     for side in default_sides("gp-l"):
         for split in f.splits:
             assert f"{100 * f.value(side.stage, split):.1f} %" in banner

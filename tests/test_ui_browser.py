@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from game import protocol
+
 from browsing import ARTIFACTS, LOCAL, browser, page, require_browser, serve_app  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -246,7 +248,8 @@ def test_evaluate_tab_runs_a_small_evaluation(page, app_url):
     table = page.inner_text("#eval-table")
     assert "sft" in table and "rl" in table and "rule-ood" in table
     links = page.locator("#eval-links a")
-    assert links.count() == 4  # 2 models × 2 splits, each opens the Inspect tab on those episodes
+    # 2 models × every split, each opens the Inspect tab on those episodes
+    assert links.count() == 2 * len(protocol.splits("gp-l"))
     links.first.click()
     page.wait_for_function("/^[1-9][0-9]* episodes? match/.test(document.querySelector('#inspect-summary')"
                            "?.innerText.trim() || '') || document.querySelectorAll('#inspect-table td').length > 0")
