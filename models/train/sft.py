@@ -176,19 +176,9 @@ def pad_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int):
 
 
 def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int):
-    import torch
-
+    """Consecutive full batches, in order, each padded by `pad_batch`."""
     for i in range(0, len(examples) - batch_size + 1, batch_size):
-        chunk = examples[i:i + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (x, y) in enumerate(chunk):
-            ids[row, :len(x)] = torch.tensor(x)
-            labels[row, :len(y)] = torch.tensor(y)
-            mask[row, :len(x)] = 1
-        yield ids, mask, labels
+        yield pad_batch(examples[i:i + batch_size], pad_id)
 
 
 def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
