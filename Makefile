@@ -20,9 +20,11 @@ run: $(STAMP)
 	$(BIN)/sftvsrl serve --port $(PORT)
 
 # One torch thread per process: tests run model servers and trainers side by side on 2 cores,
-# where 2 intra-op threads each are several times slower than 1.
+# where 2 intra-op threads each are several times slower than 1. Two pytest workers (xdist), one
+# test file each at a time (module fixtures start once); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser postgresql
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=20
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadfile
 
 # Lint (ruff: bug-finding rules) and type-check (mypy) the product code; settings in pyproject.toml.
 lint: $(STAMP)
