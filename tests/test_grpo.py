@@ -30,14 +30,17 @@ def test_reply_logprobs_match_a_manual_forward(tiny):
 
     model, tok = tiny
     turns = [Turn(0, [5, 6, 7, 8], [9, 10], 0.0), Turn(1, [5, 6], [11, 12, 13], 0.0)]
-    logp, mask = reply_logprobs(model, turns, tok.pad_token_id)
-    for row, t in enumerate(turns):
-        seq = torch.tensor([t.context + t.reply])
-        with torch.no_grad():
-            lsm = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
-        manual = sum(float(lsm[len(t.context) - 1 + k, tok_id]) for k, tok_id in enumerate(t.reply))
-        assert float((logp[row] * mask[row]).sum()) == pytest.approx(manual, abs=1e-4)
-        assert int(mask[row].sum()) == len(t.reply)
+    for temperature in (1.0, 0.5):   # the distribution the rollouts sampled from: logits / T
+        logp, mask = reply_logprobs(model, turns, tok.pad_token_id, temperature)
+        for row, t in enumerate(turns):
+            seq = torch.tensor([t.context + t.reply])
+            with torch.no_grad():
+                lsm = torch.log_softmax(model(input_ids=seq).logits[0].float() / temperature, -1)
+            manual = sum(float(lsm[len(t.context) - 1 + k, tok_id]) for k, tok_id in enumerate(t.reply))
+            assert float((logp[row] * mask[row]).sum()) == pytest.approx(manual, abs=1e-4)
+            assert int(mask[row].sum()) == len(t.reply)
+    assert not torch.allclose(reply_logprobs(model, turns, tok.pad_token_id, 0.5)[0] * mask,
+                              reply_logprobs(model, turns, tok.pad_token_id)[0] * mask)
 
 
 def test_rewards_to_go_and_per_call_advantages_by_hand():

@@ -61,7 +61,7 @@ class GRPOConfig:
     hands_per_update: int = 16        # instances per update: GP hands, V-IRL (route, seed) episodes
     group_size: int = 8               # episodes per instance (the GRPO group)
     verify_iter: int = 5              # the paper's try budget (GP 5 tries per hand, V-IRL 2 per position)
-    temperature: float = 1.0          # rollout sampling (1.0: the trained policy itself)
+    temperature: float = 1.0          # rollout sampling; log-probs use the same logits / temperature
     top_p: float = 1.0
     max_new_tokens: int = 64          # replies are ~30 tokens; a longer one is cut and graded as is
     lr: float = 5e-5
@@ -221,8 +221,10 @@ def turn_advantages(batch: EpisodeBatch, per_episode: Sequence[Sequence[float]])
 # The loss
 
 
-def reply_logprobs(model, turns: list[Turn], pad_id: int):
-    """Per-token log-probs of each turn's reply given its context: (logp [B, T], mask [B, T])."""
+def reply_logprobs(model, turns: list[Turn], pad_id: int, temperature: float = 1.0):
+    """Per-token log-probs of each turn's reply given its context: (logp [B, T], mask [B, T]), under
+    the distribution the rollouts sampled from (logits / `temperature`), so the PPO ratio and the
+    KL compare the policy that acted."""
     import torch
 
     seqs = [t.context + t.reply for t in turns]
@@ -239,6 +241,8 @@ def reply_logprobs(model, turns: list[Turn], pad_id: int):
         images = cast("list[dict]", [t.pixels for t in turns])  # a vision batch: every turn has its image
         extra = vision_inputs(images, [t.context.index(model.config.image_token_index) for t in turns], width)
     logits = model(input_ids=ids, attention_mask=attn, **extra).logits[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     reply_mask = torch.zeros_like(logp_all)
     for row, t in enumerate(turns):
@@ -264,7 +268,7 @@ def policy_update(model, opt, turns: list[Turn], adv: Sequence[float], old: list
         for mb, start in enumerate(range(0, len(turns), cfg.minibatch_turns)):
             chunk = turns[start:start + cfg.minibatch_turns]
             a = torch.tensor(list(adv[start:start + len(chunk)]), dtype=torch.float32).unsqueeze(1)   # [B, 1]
-            logp, mask = reply_logprobs(model, chunk, pad_id)                                    # [B, T], [B, T]
+            logp, mask = reply_logprobs(model, chunk, pad_id, cfg.temperature)                   # [B, T], [B, T]
             trained += sum(len(t.context) + len(t.reply) for t in chunk)
             ratio = torch.exp(logp - old[mb])
             surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * a)
@@ -343,8 +347,8 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
             old, ref, kl_terms, ent_terms, n_tok = [], [], 0.0, 0.0, 0
             for i in range(0, len(turns), cfg.minibatch_turns):
                 chunk = turns[i:i + cfg.minibatch_turns]
-                lp, m = reply_logprobs(model, chunk, codec.pad_id)
-                lp_ref, _ = reply_logprobs(ref_model, chunk, codec.pad_id)
+                lp, m = reply_logprobs(model, chunk, codec.pad_id, cfg.temperature)
+                lp_ref, _ = reply_logprobs(ref_model, chunk, codec.pad_id, cfg.temperature)
                 old.append(lp)
                 ref.append(lp_ref)
                 kl_terms += float(((lp - lp_ref) * m).sum())   # k1 estimate of KL(policy ‖ init) on sampled tokens
