@@ -26,7 +26,6 @@ import asyncio
 import logging
 import re
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,23 +33,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .access import Access, load_secret
+from .context import AppContext
 from .live import LiveRegistry, ModelPool
 from .settings import Settings
 from .store import Store, StoreError
-from .workers import WorkerPool
 
 log = logging.getLogger("sftvsrl.app")
-
-
-@dataclass
-class AppContext:
-    settings: Settings
-    store: Store
-    pool: ModelPool
-    live: LiveRegistry
-    access: Access | None = None        # None: no public-demo rules (a CLI context)
-    workers: WorkerPool | None = None
-    evals: dict[str, asyncio.Task] = field(default_factory=dict)
 
 
 BODY_TIMEOUT_S = 30.0   # a request body must arrive within this (a slow upload holds a connection)

@@ -84,8 +84,8 @@ GAME_TOKEN_NEEDED = "this game needs its token (X-Game-Token header or ?token=, 
 
 def cli_context(settings, store, pool):
     """An app context for a CLI command (no server: live groups and evaluations of this process)."""
+    from .context import AppContext
     from .live import LiveRegistry
-    from .main import AppContext
 
     return AppContext(settings, store, pool, LiveRegistry(store))
 

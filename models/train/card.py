@@ -275,7 +275,10 @@ def model_card(path: "str | Path", *, name: str, repro: str) -> str:
     path = Path(path)
     rec = read_record(path)
     evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
-    return training_task(rec.get("task", "gp-l")).model_card(path, rec, evaluation, name=name, repro=repro)
+    layout = training_task(rec.get("task", "gp-l")).card
+    if layout not in _LAYOUTS:
+        raise ValueError(f"no model-card layout for task {rec.get('task')!r}")
+    return _LAYOUTS[layout](path, rec, evaluation, name=name, repro=repro)
 
 
 def gp_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, name: str, repro: str) -> str:
@@ -315,6 +318,9 @@ def gp_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, n
         "Rule-OOD changes the prompt text and the values of J/Q/K."], "gp-l")
     lines += _card_tail(repro, "(what the paper's evaluation is believed to have used)")
     return "\n".join(lines)
+
+
+_LAYOUTS = {"gp": gp_model_card, "virl": virl_model_card}   # TrainingTask.card -> its writer
 
 
 def write_cards(sft_dir: "str | Path", rl_dir: "str | Path | None" = None) -> None:

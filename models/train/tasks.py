@@ -10,7 +10,7 @@ training a tiny checkpoint on it needs and nothing else branches on a task name 
 - `rollouts(cfg)`: the seeded stream of in-distribution training instances GRPO plays: the
   registry's `training_stream` (`game.tasks`, the one definition the trainer adapters use too),
   opened as registry sessions like every evaluation episode;
-- `model_card(...)`: the model card text of a checkpoint trained on the task;
+- `card`: which model-card layout `models.train.card` writes for a checkpoint of the task;
 - the staged pipeline (`models.train.pipeline`): `pipeline` (its `PipelineConfig` changes, as
   (full, `--quick`)), `stage_pairs(corpus, n, seed, cfg)` (the `base`, `id` and `diverse` corpora),
   `pipeline_tokenizer_text(cfg)` and `stage_text` (each stage's model-card prose).
@@ -43,6 +43,7 @@ class TrainingTask:
     grpo: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = ({}, {})
     tokenizer_split: ClassVar["bool | str"] = True
     label: ClassVar[str]            # short name in model cards, e.g. "GP-L"
+    card: ClassVar["str | None"] = None   # which model-card layout `models.train.card` writes ("gp", "virl")
     rl_seed_offset: ClassVar[int] = 0   # GRPO's training stream seed: config seed + this
 
     @property
@@ -61,9 +62,6 @@ class TrainingTask:
         stream = self.spec.training_stream(cfg.seed + self.rl_seed_offset, verify_iter=cfg.verify_iter)
         return lambda n: list(islice(stream, n))
 
-    def model_card(self, path, rec: dict, evaluation: dict | None, *, name: str, repro: str) -> str:
-        raise NotImplementedError
-
     # ---- the staged pipeline -------------------------------------------------------------
     pipeline: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = ({}, {})
     stage_text: ClassVar[dict[str, tuple[str, str, str]]] = {}   # stage -> (role, saw, never saw)
@@ -80,7 +78,7 @@ class TrainingTask:
 class GPLTraining(TrainingTask):
     """GP-L: hands from seeded `Dealer`s under J/Q/K = 10, expert formulas from our solver."""
 
-    name, label = "gp-l", "GP-L"
+    name, label, card = "gp-l", "GP-L", "gp"
     rl_seed_offset = RL_SEED_OFFSET
     # The staged pipeline's GP-L model: ~3 M parameters; a 4,096-token vocabulary holds ordinary
     # English words (the rule in many phrasings), the long base run teaches reading and arithmetic.
@@ -166,16 +164,11 @@ class GPLTraining(TrainingTask):
         eng = english()
         return text + list(eng[::max(1, len(eng) // (size * 3))]) + [feedback_text(m) for m in gp_feedback_messages()] * 20
 
-    def model_card(self, path, rec, evaluation, *, name, repro):
-        from .card import gp_model_card
-
-        return gp_model_card(path, rec, evaluation, name=name, repro=repro)
-
 
 class VirlLTraining(TrainingTask):
     """V-IRL-L: episodes on the bundled Helsinki routes with absolute actions, golden replies."""
 
-    name, label = "virl-l", "V-IRL-L"
+    name, label, card = "virl-l", "V-IRL-L", "virl"
     # ~190-token prompts (vs ~100), so smaller batches; a larger vocabulary holds the street and
     # landmark names (the BPE saturates below 2,048). One torch thread: next to another busy
     # process on 2 cores, 2 threads ran ~4x slower than 1 (measured 4.2 s vs 0.9 s per step).
@@ -287,11 +280,6 @@ class VirlLTraining(TrainingTask):
         return text + virl_feedback_texts() * 20 + [
             " ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: "
             "26 Jul 2024"]
-
-    def model_card(self, path, rec, evaluation, *, name, repro):
-        from .card import virl_model_card
-
-        return virl_model_card(path, rec, evaluation, name=name, repro=repro)
 
 
 class VisionTraining(TrainingTask):
