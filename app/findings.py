@@ -9,8 +9,8 @@ format) goes through the same code: the numbers are the file's headline `value` 
 for GP, per-step accuracy for V-IRL; files written before V-IRL-L carry `success`: `cell_value`)
 on every split the file has; GP-VL's cells also carry recognition accuracy (`recognition_rows`,
 `paired(..., of="paired_recognition")`). What a task says in words (split labels, the OOD splits
-its verdict covers, speaker notes, the command that makes it) is its `TaskView` in `VIEWS`; the
-paper's numbers beside ours are `PAPER` (one entry per reported split).
+its verdict covers, speaker notes, the command that makes it) is the task's `findings` in the registry
+(`game.tasks`, read here as `VIEWS`); the paper's numbers beside ours are the task's `paper` (`PAPER`).
 
 Files, per task, under the findings directory (`Settings.findings_dir`, default
 `models/checkpoints/findings`): `<task>/findings.json` (the five-way table, paired comparisons,
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
-from game.tasks import Instance, InstanceError, StepRecord, get_task, open_session
+from game.tasks import FindingsWords, Instance, InstanceError, StepRecord, get_task, open_session
 from game.findings import METRIC_WORDS, STAGE_LABELS as GAME_STAGE_LABELS, View, cell_value, words as generated_words
 from models.train.pipeline import TASKS as PIPELINE_TASKS
 from models.train.vision import TASKS as VISION_TASKS
@@ -61,138 +61,10 @@ METRICS = ("success_rate", "per_step_accuracy")   # a findings file's `metric` (
 TASKS = PIPELINE_TASKS + VISION_TASKS
 
 
-@dataclass(frozen=True)
-class TaskView:
-    """What the view says about one pipeline task: the one place its words live (the numbers,
-    bars, table, curves and links are computed the same way for every task)."""
-
-    short: str                       # the selector's label
-    split_labels: dict[str, str]     # split → heading
-    ood: str                         # the rule-OOD split, in words ("the flipped rule")
-    instances: str                   # what a paired comparison pairs ("hands")
-    stage_notes: dict[str, str]      # stage → what it is (the table's row titles)
-    intro: str                       # the speaker's first sentence(s)
-    base_line: str                   # the base's result: {id} {ood}
-    split_line: str                  # "In distribution / on the flipped rule: " (+ per-stage values)
-    diverse_line: str                # the rebuttal's sentence: {diff} {se}
-    produce: str = "pipeline"        # which trainer writes its findings: `sftvsrl train <produce>`
-    more_ood: dict[str, str] = field(default_factory=dict)  # other OOD splits the verdict covers → words
-    control: str | None = None       # the wording-control split (GP-L `reworded`: the ID rule in held-out words)
-
-
-_COMMON_NOTES = {
-    "init": "a short SFT on the ID task from the base (the paper's Init)",
-    "rl": "GRPO on the ID task from Init, multi-turn with the verifier's feedback",
-    "sft-matched": "the SFT snapshot whose in-distribution skill is closest to RL's (the matched-ID lens)",
-}
-VIEWS = {
-    "gp-l": TaskView(
-        short="GP-L",
-        split_labels={"id": "in-distribution (J/Q/K = 10)", "rule-ood": "rule-OOD (J/Q/K = 11/12/13)",
-                      "reworded": "ID rule in held-out words (J/Q/K = 10)"},
-        ood="the flipped rule", instances="hands", control="reworded",
-        stage_notes={**_COMMON_NOTES,
-                     "base": "the stand-in for pretraining: reads a stated face-card rule (never the OOD one)",
-                     "sft": "continued SFT on ID expert answers, frozen ID prompt",
-                     "sft-diverse": "SFT from Init on prompts stating varied rules (the rebuttal, arXiv 2510.00237)"},
-        intro="The paper post-trains one pretrained model two ways: SFT imitates expert answers, RL learns from "
-              "the game's own verdicts. Both train on the in-distribution rule only (J, Q and K count as 10). "
-              "The test is a rule neither has seen: J, Q and K count as 11, 12 and 13.",
-        base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on hands under many "
-                  "rules stated in many phrasings (never the test rule), scores {id} in distribution and {ood} on the "
-                  "flipped rule.",
-        split_line="In distribution / on the flipped rule: ",
-        diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse) vs plain SFT on the "
-                     "flipped rule: {diff} ± {se}. Whether SFT forgets depends on what it is trained on."),
-    "virl-l": TaskView(
-        short="V-IRL-L",
-        split_labels={"id": "absolute actions (ID)", "rule-ood": "relative actions (rule-OOD)",
-                      "streets": "held-out streets"},
-        ood="relative actions", instances="episodes",
-        stage_notes={**_COMMON_NOTES,
-                     "base": "the stand-in for pretraining: walks 8 synthetic cities under both action spaces "
-                             "(never a Helsinki route)",
-                     "sft": "continued SFT on ID expert actions (Helsinki routes, compass actions)",
-                     "sft-diverse": "SFT from Init on ID actions mixed with other-city walks under both action "
-                                    "spaces (after the rebuttal, arXiv 2510.00237)"},
-        intro="The paper post-trains one pretrained model two ways: SFT imitates expert actions, RL learns from "
-              "the environment's own verdicts. Both train on navigation with absolute actions only (turn to "
-              "face north, east, ...). The test is a rule neither has seen: the same routes with relative "
-              "actions instead of compass actions (turn left, turn right). The score is per-step accuracy: the "
-              "share of the model's actions that were correct.",
-        base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on walks through 8 "
-                  "synthetic cities (Helsinki's streets rotated and renamed) under both action spaces, never on a "
-                  "Helsinki route, reads the action-space line: {id} with compass actions, {ood} with relative "
-                  "actions on the Helsinki routes.",
-        split_line="With compass actions / with relative actions: ",
-        diverse_line="The rebuttal: SFT on ID actions mixed with other-city walks under both action spaces "
-                     "(SFT-diverse) vs plain SFT with relative actions: {diff} ± {se}. Whether SFT forgets "
-                     "depends on what it is trained on."),
-    "gp-vl": TaskView(
-        short="GP-VL",
-        split_labels={"id": "in-distribution (black suits, J/Q/K = 10)",
-                      "rule-ood": "rule-OOD (black suits, J/Q/K = 11/12/13)",
-                      "visual-ood": "visual-OOD (red suits, J/Q/K = 10)"},
-        ood="the flipped rule", instances="hands",
-        stage_notes={**_COMMON_NOTES,
-                     "base": "the stand-in for a pretrained VLM: GP-L's text base given a vision encoder, trained to "
-                             "read cards of all four suits and to play under stated rules (never J/Q/K = 10 or "
-                             "11/12/13)",
-                     "init": "a short SFT on the ID task from the base (the paper's Init): black suits, J/Q/K = 10",
-                     "sft": "continued SFT on ID expert answers (black suits, J/Q/K = 10)",
-                     "rl": "GRPO on ID hands from Init (black suits), multi-turn with the verifier's feedback",
-                     "sft-diverse": "SFT from Init with prompts stating varied rules, black suits only (after the "
-                                    "rebuttal, arXiv 2510.00237)"},
-        intro="GP-VL is the same 24-points game, but the model reads the four cards from a picture of the table. "
-              "Both post-trainings see only black cards (spades, clubs) with J, Q and K counting as 10. Two tests: "
-              "a rule neither has seen (J, Q, K = 11, 12, 13) and a look neither has seen (red hearts and "
-              "diamonds). A model that misreads the cards gets nothing, so the score also measures seeing.",
-        base_line="Our stand-in for a pretrained vision-language model, a tiny Mllama taught to read cards of all "
-                  "four suits and to play under many stated rules (never the ID or the test rule), reads the rule "
-                  "line: {id} in distribution, {ood} on the flipped rule.",
-        split_line="In distribution / on the flipped rule: ",
-        diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse, black suits) vs plain SFT "
-                     "on the flipped rule: {diff} ± {se}.",
-        produce="vision",
-        more_ood={"visual-ood": "red suits"}),
-    "virl-vl": TaskView(
-        short="V-IRL-VL",
-        split_labels={"id": "absolute actions (ID)", "rule-ood": "relative actions (rule-OOD)",
-                      "visual-ood": "held-out routes (visual-OOD)"},
-        ood="relative actions", instances="episodes",
-        stage_notes={"init": "the V-IRL-L SFT model given a vision encoder, then a short SFT on ID street-view "
-                             "grids (absolute actions)",
-                     "sft": "continued SFT on ID expert actions from the 2×2 street-view grid",
-                     "rl": "GRPO on ID routes from Init, from the street-view grid, with the verifier's feedback"},
-        intro="V-IRL-VL is navigation from pictures: at every step the model sees a 2×2 grid of street views and "
-              "must find the landmarks itself. Both post-trainings walk with compass actions only. The tests: the "
-              "same routes with relative actions (turn left / right), and routes it never walked. The score is "
-              "per-step accuracy: the share of its actions that were correct.",
-        base_line="", split_line="With compass actions / with relative actions: ",
-        diverse_line="",
-        produce="vision",
-        more_ood={"visual-ood": "held-out routes"}),
-}
-# Kept for callers that name GP-L's words directly.
-STAGE_NOTES = VIEWS["gp-l"].stage_notes
-SPLIT_LABELS = VIEWS["gp-l"].split_labels
-# The paper's headline numbers (spec generalpoints.md §6; paper §5.1, Fig. 6): Init / SFT / RL at equal compute.
-# One entry per (task, split) the paper reports; V-IRL-VL's visual-OOD (VLN mini: 16.7 / 11.1 / 77.8 %)
-# is episode success, not the per-step accuracy our V-IRL-VL bars show, so it is told in words only.
-PAPER: dict[str, tuple[dict[str, Any], ...]] = {
-    "gp-l": ({"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
-              "values": {"init": 0.115, "sft": 0.034, "rl": 0.150}},),
-    "virl-l": ({"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
-                "values": {"init": 0.808, "sft": 0.013, "rl": 0.918}},),
-    "gp-vl": ({"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
-               "values": {"init": 0.112, "sft": 0.056, "rl": 0.142}},
-              {"metric": "episode success", "split": "visual-ood", "source": "paper §5.2, Fig. 7",
-               "values": {"init": 0.236, "sft": 0.137, "rl": 0.412}}),
-    "virl-vl": ({"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
-                 "values": {"init": 0.357, "sft": 0.025, "rl": 0.450}},),
-}
-PAPER_WORDS = {"virl-vl": "On held-out routes (the VLN mini benchmark, 18 routes) the paper reports episode "
-                          "success Init 16.7 %, SFT 11.1 %, RL 77.8 %."}
+# What each task's view says (words, the paper's numbers) is declared with the task in the registry.
+VIEWS: dict[str, FindingsWords] = {t: w for t in TASKS if (w := get_task(t).findings) is not None}
+PAPER: dict[str, tuple[dict[str, Any], ...]] = {t: get_task(t).paper for t in TASKS if get_task(t).paper}
+PAPER_WORDS: dict[str, str] = {t: get_task(t).paper_words for t in TASKS if get_task(t).paper_words}
 # Bounds on what is read: the files ship with the app, but a bad copy must fail clearly, not hang.
 MAX_FINDINGS_BYTES = 8 * 1024 * 1024
 MAX_EPISODES = 50_000
@@ -261,7 +133,7 @@ class Findings:
         return METRIC_WORDS.get(self.metric, self.metric)
 
     @property
-    def view(self) -> TaskView:
+    def view(self) -> FindingsWords:
         return VIEWS[self.task]
 
     def value(self, stage: str, split: str) -> float | None:

@@ -7,7 +7,7 @@ ours, the paired differences, GP-VL's recognition accuracy, the compute curves a
 plain-language explanation a speaker can read out. Every bar and table
 cell links to its episodes in the Inspect tab; opening a task's view starts importing them into
 the store once, in a background thread (`app.findings.Importer`), never on the event loop. One
-code path draws every task; what differs is `app.findings.VIEWS` (words) and the file's numbers."""
+code path draws every task; what differs is the task's `findings` words in the registry (`app.findings.VIEWS`) and the file's numbers."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,13 +11,14 @@ a task name.
 Per task (`Task` subclasses in `gp.py` and `virl.py`): a typed, validated config (`config_type`:
 unknown or out-of-range parameters raise `InstanceError`), its evaluation splits and seeded
 instance streams, `session(instance)`, the person's-move → reply function, the outcome enum, the
-headline metric and the reference logger's reward classes. Metrics and the evaluation protocol
+headline metric and the reference logger's reward classes, and what its Findings view says (`findings`:
+words; `paper`: the paper's reported numbers). Metrics and the evaluation protocol
 built on this are in `game.protocol`. Like all of `game/`, this imports nothing from `models/` or
 `app/`.
 """
 from __future__ import annotations
 
-from .base import Instance, InstanceError, Split, StepRecord, StepResult, Task
+from .base import FindingsWords, Instance, InstanceError, Split, StepRecord, StepResult, Task
 from .gp import GPLanguage, GPSession, GPVision, formula_reply, normalise_formula
 from .virl import VirlLanguage, VirlSession, VirlVision, action_reply, route_data
 
@@ -40,6 +41,6 @@ def open_session(instance: Instance) -> Session:
     return instance.spec.session(instance)
 
 
-__all__ = ["TASKS", "OUTCOMES", "Instance", "InstanceError", "Session", "Split", "StepRecord", "StepResult", "Task",
+__all__ = ["TASKS", "OUTCOMES", "FindingsWords", "Instance", "InstanceError", "Session", "Split", "StepRecord", "StepResult", "Task",
            "action_reply", "formula_reply", "get_task", "normalise_formula", "open_session",
            "route_data"]

@@ -173,6 +173,34 @@ class Split:
 
 
 # ---------------------------------------------------------------------------------- sessions
+@dataclass(frozen=True)
+class FindingsWords:
+    """What the Findings view and its generated sentences say about a task's training pipeline (the
+    numbers, bars, table, curves and links are computed the same way for every task): declared
+    with the task (`Task.findings`), the one place these words live."""
+
+    short: str                       # the selector's label
+    split_labels: dict[str, str]     # split → heading
+    ood: str                         # the rule-OOD split, in words ("the flipped rule")
+    instances: str                   # what a paired comparison pairs ("hands")
+    stage_notes: dict[str, str]      # stage → what it is (the table's row titles)
+    intro: str                       # the speaker's first sentence(s)
+    base_line: str                   # the base's result: {id} {ood}
+    split_line: str                  # "In distribution / on the flipped rule: " (+ per-stage values)
+    diverse_line: str                # the rebuttal's sentence: {diff} {se}
+    produce: str = "pipeline"        # which trainer writes its findings: `sftvsrl train <produce>`
+    more_ood: dict[str, str] = field(default_factory=dict)  # other OOD splits the verdict covers → words
+    control: str | None = None       # the wording-control split (GP-L `reworded`: the ID rule in held-out words)
+
+
+# Stage notes shared by every pipeline task (a task's `FindingsWords.stage_notes` may override them).
+COMMON_STAGE_NOTES = {
+    "init": "a short SFT on the ID task from the base (the paper's Init)",
+    "rl": "GRPO on the ID task from Init, multi-turn with the verifier's feedback",
+    "sft-matched": "the SFT snapshot whose in-distribution skill is closest to RL's (the matched-ID lens)",
+}
+
+
 class EpisodeSession:
     """What the GP and V-IRL sessions share: an engine `episode` (with `done`, `success` and the
     `remaining` budget), the task, the instance, its config and the graded `results` so far.
@@ -244,6 +272,11 @@ class Task:
     words: ClassVar[tuple[str, str]]   # an episode's outcome for people: (success, failure)
     call_words: ClassVar[tuple[str, str]]   # one model call for people: (singular, plural), "try" / "move"
     reference_classes: ClassVar[dict[float, str]]   # the reference logger's class of a step reward
+    findings: ClassVar["FindingsWords | None"] = None   # the Findings view's words (tasks with a pipeline)
+    # The paper's reported numbers (spec generalpoints.md §6; paper §5.1-5.2): one entry per split it
+    # reports, {"metric", "split", "source", "values": {stage: rate}}; `paper_words` tells what has no bar.
+    paper: ClassVar[tuple[dict[str, Any], ...]] = ()
+    paper_words: ClassVar[str] = ""
 
     def config(self, params: dict):
         return parse_config(self.config_type, self.name, params)

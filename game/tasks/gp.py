@@ -21,7 +21,8 @@ from ..gp.episode import DEFAULT_VERIFY_ITER, Episode
 from ..gp.phrasings import MAX_PHRASING_CHARS, REWORDED
 from ..gp.verifier import Outcome
 from ..prompts import gp_prompt, response_eqn
-from .base import EpisodeSession, Instance, InstanceError, Split, StepResult, Task, param
+from .base import (COMMON_STAGE_NOTES, EpisodeSession, FindingsWords, Instance, InstanceError, Split, StepResult, Task,
+                   param)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,26 @@ class GPLanguage(GPTask):
     splits = (_split("id", "language_id", "J/Q/K = 10"),
               _split("rule-ood", "language_rule_ood", "J/Q/K = 11/12/13, at least one face card"),
               _split("reworded", "language_id", "J/Q/K = 10 stated in held-out words (the ID hands)", REWORDED))
+    findings = FindingsWords(
+        short="GP-L",
+        split_labels={"id": "in-distribution (J/Q/K = 10)", "rule-ood": "rule-OOD (J/Q/K = 11/12/13)",
+                      "reworded": "ID rule in held-out words (J/Q/K = 10)"},
+        ood="the flipped rule", instances="hands", control="reworded",
+        stage_notes={**COMMON_STAGE_NOTES,
+                     "base": "the stand-in for pretraining: reads a stated face-card rule (never the OOD one)",
+                     "sft": "continued SFT on ID expert answers, frozen ID prompt",
+                     "sft-diverse": "SFT from Init on prompts stating varied rules (the rebuttal, arXiv 2510.00237)"},
+        intro="The paper post-trains one pretrained model two ways: SFT imitates expert answers, RL learns from "
+              "the game's own verdicts. Both train on the in-distribution rule only (J, Q and K count as 10). "
+              "The test is a rule neither has seen: J, Q and K count as 11, 12 and 13.",
+        base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on hands under many "
+                  "rules stated in many phrasings (never the test rule), scores {id} in distribution and {ood} on the "
+                  "flipped rule.",
+        split_line="In distribution / on the flipped rule: ",
+        diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse) vs plain SFT on the "
+                     "flipped rule: {diff} ± {se}. Whether SFT forgets depends on what it is trained on.")
+    paper = ({"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+              "values": {"init": 0.115, "sft": 0.034, "rl": 0.150}},)
 
 
 class GPVision(GPTask):
@@ -227,4 +248,35 @@ class GPVision(GPTask):
     splits = (_split("id", "vl_id_black", "black suits, J/Q/K = 10"),
               _split("rule-ood", "vl_rule_ood_black", "black suits, J/Q/K = 11/12/13"),
               _split("visual-ood", "vl_visual_ood_red", "red suits, J/Q/K = 10"))
+    findings = FindingsWords(
+        short="GP-VL",
+        split_labels={"id": "in-distribution (black suits, J/Q/K = 10)",
+                      "rule-ood": "rule-OOD (black suits, J/Q/K = 11/12/13)",
+                      "visual-ood": "visual-OOD (red suits, J/Q/K = 10)"},
+        ood="the flipped rule", instances="hands",
+        stage_notes={**COMMON_STAGE_NOTES,
+                     "base": "the stand-in for a pretrained VLM: GP-L's text base given a vision encoder, trained to "
+                             "read cards of all four suits and to play under stated rules (never J/Q/K = 10 or "
+                             "11/12/13)",
+                     "init": "a short SFT on the ID task from the base (the paper's Init): black suits, J/Q/K = 10",
+                     "sft": "continued SFT on ID expert answers (black suits, J/Q/K = 10)",
+                     "rl": "GRPO on ID hands from Init (black suits), multi-turn with the verifier's feedback",
+                     "sft-diverse": "SFT from Init with prompts stating varied rules, black suits only (after the "
+                                    "rebuttal, arXiv 2510.00237)"},
+        intro="GP-VL is the same 24-points game, but the model reads the four cards from a picture of the table. "
+              "Both post-trainings see only black cards (spades, clubs) with J, Q and K counting as 10. Two tests: "
+              "a rule neither has seen (J, Q, K = 11, 12, 13) and a look neither has seen (red hearts and "
+              "diamonds). A model that misreads the cards gets nothing, so the score also measures seeing.",
+        base_line="Our stand-in for a pretrained vision-language model, a tiny Mllama taught to read cards of all "
+                  "four suits and to play under many stated rules (never the ID or the test rule), reads the rule "
+                  "line: {id} in distribution, {ood} on the flipped rule.",
+        split_line="In distribution / on the flipped rule: ",
+        diverse_line="The rebuttal: SFT on prompts that state varied rules (SFT-diverse, black suits) vs plain SFT "
+                     "on the flipped rule: {diff} ± {se}.",
+        produce="vision",
+        more_ood={"visual-ood": "red suits"})
+    paper = ({"metric": "episode success", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
+              "values": {"init": 0.112, "sft": 0.056, "rl": 0.142}},
+             {"metric": "episode success", "split": "visual-ood", "source": "paper §5.2, Fig. 7",
+              "values": {"init": 0.236, "sft": 0.137, "rl": 0.412}})
 
