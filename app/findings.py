@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
-from game.tasks import FindingsWords, Instance, InstanceError, StepRecord, get_task, open_session
+from game.tasks import DEFAULT_TASK, FindingsWords, Instance, InstanceError, StepRecord, get_task, open_session
 from game.findings import METRIC_WORDS, STAGE_LABELS as GAME_STAGE_LABELS, View, cell_value, words as generated_words
 from models.train.pipeline import TASKS as PIPELINE_TASKS
 from models.train.vision import TASKS as VISION_TASKS
@@ -169,7 +169,7 @@ def available(folder: Path | None = None) -> list[str]:
     return [t for t in TASKS if (base / t / FINDINGS_FILE).is_file()]
 
 
-def load(task: str = "gp-l", folder: Path | None = None) -> Findings | None:
+def load(task: str = DEFAULT_TASK, folder: Path | None = None) -> Findings | None:
     """The task's findings from `folder/<task>/findings.json` (None when the file is absent).
     Raises `FindingsError` for a file that is too large, not JSON, or lacks the table, and a
     ValueError naming the pipeline's tasks for any other task."""
@@ -630,7 +630,7 @@ class Importer:
         self._running: set[str] = set()
         self._failed: dict[str, str] = {}
 
-    def start(self, task: str = "gp-l") -> bool:
+    def start(self, task: str = DEFAULT_TASK) -> bool:
         """Run `ensure(task)` in a background thread unless it is done or running; returns whether
         the import is still to finish (the view says so; a link's `ensure` waits for it)."""
         with self._state:
@@ -652,15 +652,15 @@ class Importer:
         threading.Thread(target=run, name=f"findings-import-{task}", daemon=True).start()
         return True
 
-    def done(self, task: str = "gp-l") -> ImportResult | None:
+    def done(self, task: str = DEFAULT_TASK) -> ImportResult | None:
         """The finished import of `task` in this process, if any."""
         return self._done.get(task)
 
-    def failure(self, task: str = "gp-l") -> str | None:
+    def failure(self, task: str = DEFAULT_TASK) -> str | None:
         """Why the last background import of `task` failed (None if it did not)."""
         return self._failed.get(task)
 
-    def ensure(self, task: str = "gp-l") -> ImportResult | None:
+    def ensure(self, task: str = DEFAULT_TASK) -> ImportResult | None:
         """The import of `task`'s findings (None when no findings.json ships). Raises `FindingsError`."""
         with self._lock:
             f = load(task, self.folder)

@@ -84,11 +84,11 @@ def virl_routes(source: str | None = Query(None, max_length=512), offset: int = 
             summary="Describe one route's episode (instruction, action space, first prompt)")
 def virl_route(route: str, source: str | None = Query(None, max_length=512), seed: int = Query(0, ge=0),
                absolute_action: bool = True, c=Depends(ctx)) -> dict:
-    from game.tasks import open_session
+    from game.tasks import open_session, task_name
 
     params = {"route": route, "seed": seed, "absolute_action": absolute_action}
     try:
-        session = open_session(services.live_instance(c, "virl-l", {**params, "source": source} if source else params))
+        session = open_session(services.live_instance(c, task_name("virl"), {**params, "source": source} if source else params))
     except services.ServiceError as exc:
         raise bad_request(str(exc)) from None
     return session.describe() | {"prompt": session.prompt()}

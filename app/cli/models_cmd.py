@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from game.tasks import task_name
+
 from . import CliError
 
 
@@ -172,7 +174,8 @@ def _register_prompt(sub) -> None:
     p = sub.add_parser("prompt", help="print the exact prompt a model receives")
     p.set_defaults(func=lambda args: p.print_help())
     psub = p.add_subparsers(dest="prompt_task", metavar="TASK")
-    for task, vision in (("gp-l", False), ("gp-vl", True)):
+    for vision in (False, True):
+        task = task_name("gp", vision)
         g = psub.add_parser(task, help=f"GeneralPoints prompt ({'image' if vision else 'text'} variant)")
         g.add_argument("--cards", nargs=4, metavar="CARD", required=not vision,
                        help="four Plain-Card labels: A, 2..10, J, Q, K" + (" (shown in GP-L only)" if vision else ""))
@@ -181,7 +184,8 @@ def _register_prompt(sub) -> None:
         g.add_argument("--eg", action="store_true", help="the _EG variant used for API models")
         g.add_argument("--json", action="store_true", help="print the chat message (JSON) instead of the text")
         g.set_defaults(func=_cmd_prompt_gp, vision=vision)
-    for task, vision in (("virl-l", False), ("virl-vl", True)):
+    for vision in (False, True):
+        task = task_name("virl", vision)
         v = psub.add_parser(task, help=f"V-IRL prompt ({'image' if vision else 'text'} variant)")
         v.add_argument("--route", help="a JSON or JSONL file of route lines (virl_routes.jsonl layout)")
         v.add_argument("--route-id", help="which line of --route (default: the first)")

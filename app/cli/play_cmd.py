@@ -7,14 +7,14 @@ import json
 import sys
 from typing import Any
 
-from game.tasks import TASKS
+from game.tasks import DEFAULT_TASK, TASKS
 
 from . import CliError
 
 
 def register(sub) -> None:
     p = sub.add_parser("play", help="play one GP deal or V-IRL route with models and/or yourself, side by side")
-    p.add_argument("--task", default="gp-l", choices=list(TASKS))
+    p.add_argument("--task", default=DEFAULT_TASK, choices=list(TASKS))
     p.add_argument("--deal", help="GP deal id (default: the first hand of the paper's evaluation list)")
     p.add_argument("--rule", default="face10", help="face10 (ID) or face_jqk (rule OOD)")
     p.add_argument("--route", help="V-IRL route index or id (default: drawn from --seed)")

@@ -7,11 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from game.tasks import TASKS as REGISTRY
 from models.train.tasks import TRAINING
 
 from . import CliError
 
-TASKS = tuple(TRAINING)
+TASKS = tuple(TRAINING)                                           # sft / rl / eval / pipeline (text tasks)
+VISION = tuple(t for t, spec in REGISTRY.items() if spec.vision)   # the vision pipeline's tasks
 
 
 def register(sub) -> None:
@@ -20,7 +22,7 @@ def register(sub) -> None:
     tsub = p.add_subparsers(dest="train_command", metavar="COMMAND")
 
     def common(q, out_default):
-        q.add_argument("--task", default="gp-l", help="gp-l or virl-l")
+        q.add_argument("--task", default=TASKS[0], help=" or ".join(TASKS))
         q.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
         q.add_argument("--out", default=None, help=f"output checkpoint directory (default: {out_default})")
         q.add_argument("--seed", type=int, default=0)
@@ -29,7 +31,7 @@ def register(sub) -> None:
 
     s = tsub.add_parser("sft", help="supervised fine-tuning on expert single-turn answers (ID rule)")
     common(s, "runs/<task>-sft")
-    s.add_argument("--steps", type=int, help="optimizer steps (default 900 gp-l, 1800 virl-l; 6 with --quick)")
+    s.add_argument("--steps", type=int, help="optimizer steps (default: the task's preset; 6 with --quick)")
     s.add_argument("--batch-size", type=int)
     s.set_defaults(func=_cmd_sft)
 
@@ -42,12 +44,12 @@ def register(sub) -> None:
     e = tsub.add_parser("eval", help="the evaluation protocol (game.protocol), batched in-process: episode success, "
                                      "per-step accuracy, binomial SEs, on the task's splits")
     e.add_argument("paths", nargs="+", help="checkpoint directories")
-    e.add_argument("--task", default="gp-l", help="gp-l or virl-l")
+    e.add_argument("--task", default=TASKS[0], help=" or ".join(TASKS))
     e.add_argument("--n", type=int, default=500, help="episodes per split (default 500; a split with one episode "
                                                       "per route, V-IRL-L streets, stops at its routes)")
     e.add_argument("--split", default="both",
-                   help="a split of the task (gp-l: id, rule-ood; virl-l: id, rule-ood, streets), both (id + "
-                        "rule-ood) or all")
+                   help="a split of the task (" + "; ".join(f"{t}: {', '.join(REGISTRY[t].split_names)}"
+                                                            for t in TASKS) + "), both (id + rule-ood) or all")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of the checkpoint default")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
@@ -56,7 +58,7 @@ def register(sub) -> None:
 
     pl = tsub.add_parser("pipeline", help="the staged pipeline: base -> init -> sft / rl / sft-diverse, then the "
                                           "five-way evaluation (findings.json)")
-    pl.add_argument("--task", default="gp-l", help="gp-l or virl-l")
+    pl.add_argument("--task", default=TASKS[0], help=" or ".join(TASKS))
     pl.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
     pl.add_argument("--out", default=None, help="output directory (default: runs/pipeline/<task>)")
     pl.add_argument("--stages", default=",".join(("base", "init", "sft", "rl", "sft-diverse")),
@@ -80,7 +82,7 @@ def register(sub) -> None:
     v = tsub.add_parser("vision", help="the tiny vision-language pipeline (Mllama): base -> init -> sft / rl / "
                                        "sft-diverse on GP-VL, then the evaluation with recognition accuracy "
                                        "(findings.json, episodes.jsonl.gz)")
-    v.add_argument("--task", default="gp-vl", help="gp-vl (base, init, sft, rl, sft-diverse) or virl-vl (init, sft, rl)")
+    v.add_argument("--task", default=VISION[0], help=" or ".join(VISION) + " (the stages each trains: --stages)")
     v.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
     v.add_argument("--out", default=None, help="output directory (default: runs/vision/<task>)")
     v.add_argument("--stages", default="base,init,sft,rl,sft-diverse",

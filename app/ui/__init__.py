@@ -182,6 +182,7 @@ def build_ui(services=None):
     handler (restoring its deep link) and writes its link into the address bar when selected."""
     from . import gp_tab, virl_tab
     from .common import URL_UPDATE_JS, error_html, games_state, query_params, serving, unserved_text
+    from game.tasks import task_name
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         games = games_state(services) if services is not None else None   # the page's game tokens
@@ -205,8 +206,8 @@ def build_ui(services=None):
                 tabbed.append((tab, gp))
             with gr.Tab("V-IRL", id="virl", elem_id="tab-virl") as tab:
                 note = None
-                if services is not None and not serving(services.pool, "virl-vl"):
-                    note = "The models play text only. " + unserved_text("virl-vl")
+                if services is not None and not serving(services.pool, task_name("virl", vision=True)):
+                    note = "The models play text only. " + unserved_text(task_name("virl", vision=True))
                 virl = virl_tab.build(vision_note=note)
                 if services is not None:
                     from .models_panel import add_virl_models

@@ -12,7 +12,7 @@ import asyncio
 
 import gradio as gr
 
-from game.tasks import TASKS
+from game.tasks import DEFAULT_TASK, TASKS
 
 from .. import services
 from ..charts import pair_html
@@ -77,8 +77,8 @@ def build(ctx) -> dict:
     if public:
         gr.HTML(note_html(DISABLED_NOTE if disabled else PUBLIC_NOTE), elem_id="eval-public-note")
     with gr.Row(elem_classes="sv-controls"):
-        task = gr.Dropdown(_task_choices(ctx), value="gp-l", label="Task", elem_id="eval-task")
-        splits = gr.CheckboxGroup(_split_names("gp-l"), value=_split_names("gp-l"), label="Splits",
+        task = gr.Dropdown(_task_choices(ctx), value=DEFAULT_TASK, label="Task", elem_id="eval-task")
+        splits = gr.CheckboxGroup(_split_names(DEFAULT_TASK), value=_split_names(DEFAULT_TASK), label="Splits",
                                   elem_id="eval-splits")
         models = gr.CheckboxGroup(ctx.pool.names, value=[n for n in ("sft", "rl") if n in ctx.pool.names],
                                   label="Models", elem_id="eval-models")

@@ -18,7 +18,7 @@ from .. import findings as fd
 from ..charts import pair_html
 from .common import URL_UPDATE_JS, error_html, esc
 
-DEFAULT_TASK = "gp-l"
+DEFAULT_TASK = fd.TASKS[0]   # the first task with staged findings
 
 
 def _pct(x: float) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from game.tasks import Instance, InstanceError, get_task
+from game.tasks import Instance, InstanceError, get_task, task_name
 
 from .. import services
 from .common import badge, error_html, esc, kept_tokens, note_html, outcome_badge, serving, unserved_text, visitor
@@ -410,7 +410,7 @@ def add_gp_models(ctx, gp: dict, games) -> None:
         return Instance(_gp_task(vl), {"deal_id": t.deal_id, "rule": t.rule})
 
     with gp["models_slot"]:
-        panel = _panel(ctx, gp["state"], games, "gp", vision_task="gp-vl",
+        panel = _panel(ctx, gp["state"], games, "gp", vision_task=_gp_task(True),
                        vision_label="Vision variant (GP-VL: table image)", make_instance=instance_of,
                        nothing_yet="Deal a hand first.", key_of=lambda t: (t.deal_id, t.rule), task=_gp_task(False),
                        columns_in=gp["columns_slot"],  # the columns sit beside "You play"
@@ -429,16 +429,12 @@ def add_gp_models(ctx, gp: dict, games) -> None:
 
 def _gp_task(vision: bool) -> str:
     """24 Points plays GP-L, or GP-VL with the vision variant (the registry's GP tasks)."""
-    from game.tasks import TASKS
-
-    return next(t for t, spec in TASKS.items() if spec.family == "gp" and spec.vision == bool(vision))
+    return task_name("gp", vision)
 
 
 def _virl_task(view: str) -> str:
     """V-IRL plays V-IRL-L on the text view, V-IRL-VL on the street views."""
-    from game.tasks import TASKS
-
-    return next(t for t, spec in TASKS.items() if spec.family == "virl" and spec.vision == (view == "image"))
+    return task_name("virl", view == "image")
 
 
 def _gp_table_from(params: dict, table):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from game.tasks import Instance, InstanceError, route_data
+from game.tasks import Instance, InstanceError, route_data, task_name
 from game.virl.datasets import BUNDLED, VirlData
 from game.virl.episode import VirlEpisode
 from game.virl.mapview import episode_map
@@ -91,7 +91,7 @@ def episode_of(walk: Walk) -> VirlEpisode:
     """Rebuild the episode: the registry's V-IRL-L session for the walk, then the person's actions,
     each turned into a reply by the task's `person_reply` (as over the API and in the CLI)."""
     data_for(walk.source)  # a clear InputError for a bad source
-    instance = Instance("virl-l", {"source": walk.source, "route": walk.route, "seed": walk.seed,
+    instance = Instance(task_name("virl"), {"source": walk.source, "route": walk.route, "seed": walk.seed,
                                    "absolute_action": walk.absolute})
     session = instance.spec.session(instance)
     for action in walk.actions:

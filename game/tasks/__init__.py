@@ -36,11 +36,23 @@ def get_task(name: str) -> Task:
         raise InstanceError(f"unknown task {name!r}; use one of {', '.join(TASKS)}") from None
 
 
+def task_name(family: str, vision: bool = False) -> str:
+    """The task of an engine family ("gp", "virl") in its text or vision variant: what a page or a
+    command picks by what it shows, never by naming a task."""
+    for name, spec in TASKS.items():
+        if spec.family == family and spec.vision == bool(vision):
+            return name
+    raise InstanceError(f"no {'vision' if vision else 'text'} task of family {family!r}")
+
+
+DEFAULT_TASK = next(iter(TASKS))   # the first task of the registry: what a page or command shows first
+
+
 def open_session(instance: Instance) -> Session:
     """A fresh session for `instance`; raises `InstanceError` with a clear message on bad input."""
     return instance.spec.session(instance)
 
 
 __all__ = ["TASKS", "OUTCOMES", "FindingsWords", "Instance", "InstanceError", "Session", "Split", "StepRecord", "StepResult", "Task",
-           "action_reply", "formula_reply", "get_task", "normalise_formula", "open_session",
+           "DEFAULT_TASK", "action_reply", "formula_reply", "get_task", "normalise_formula", "open_session", "task_name",
            "route_data"]
