@@ -10,6 +10,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
 
 
+# The longest test files start first, so that `make test`'s two workers (one file each at a time,
+# `--dist loadfile`) finish together instead of one waiting on a long file picked up last. Only the
+# order changes; a file missing here keeps its place after these.
+LONG_FILES = ("test_talk_browser.py", "test_ui_browser.py", "test_reliability.py", "test_public_ui.py",
+              "test_app_api.py", "test_vllm.py", "test_pipeline.py", "test_findings_browser.py",
+              "test_ui_vision_browser.py", "test_vision_train.py", "test_shards.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))   # stable: order within a file kept
+
+
 def load_conformance(name: str) -> list[dict]:
     """Lines of ../shared/conformance/<name>; skips the calling test when the folder is missing."""
     path = CONFORMANCE / name
