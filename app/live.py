@@ -202,8 +202,9 @@ class LiveGroup:
                 if self.done:
                     return
                 try:
-                    await asyncio.wait_for(self.changed.wait(), ping_s)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(ping_s):   # (not wait_for: it can swallow a cancel on 3.11)
+                        await self.changed.wait()
+                except TimeoutError:
                     yield i, None
         finally:
             self._watch_change(-1)
@@ -277,8 +278,9 @@ class LiveRegistry:
                 await changed.wait()
                 continue
             try:
-                await asyncio.wait_for(changed.wait(), self.unwatched_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.unwatched_s):
+                    await changed.wait()
+            except TimeoutError:
                 if group.watchers == 0 and not group.done and group.task is not None:
                     group.stop_reason = f"nobody watched this game for {self.unwatched_s:g} s"
                     group.task.cancel()

@@ -139,8 +139,11 @@ class HumanPlayer:
         start = time.perf_counter()
         self.waiting = True
         try:
-            text = await asyncio.wait_for(self.queue.get(), self.idle_timeout_s)
-        except asyncio.TimeoutError:
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows a cancel that lands
+            # just after a move arrived (Stop right after a move), and the game ran on for the idle limit
+            async with asyncio.timeout(self.idle_timeout_s):
+                text = await self.queue.get()
+        except TimeoutError:
             yield Completion(model=self.name, finish_reason="error",
                              error=f"no move within {self.idle_timeout_s:g} s: the game was abandoned")
             return

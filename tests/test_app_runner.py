@@ -90,6 +90,30 @@ def test_paired_participants_share_the_instance_and_group(store):
     assert {e["participant"]: e["success"] for e in eps} == {"a": True, "b": False}
 
 
+def test_a_cancel_right_after_a_move_stops_the_human_player():
+    """Stop pressed just after a move: the move has reached the player's queue but the player has
+    not resumed yet. The cancel must win (on Python 3.11 `asyncio.wait_for` returned the move and
+    swallowed the cancel, so the game waited for the next move until the idle limit)."""
+
+    async def go():
+        player = HumanPlayer(idle_timeout_s=3600)
+
+        async def one_call():
+            async for item in player.stream([], []):
+                return item
+
+        task = asyncio.create_task(one_call())
+        await asyncio.sleep(0)             # the player runs until it waits for a move
+        assert player.waiting
+        await asyncio.sleep(0)
+        player.submit("1+2")               # the move arrives ...
+        task.cancel()                      # ... and Stop, before the player runs again
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+
+
 def test_human_player_with_bare_formulas(store):
     human = HumanPlayer()
 
