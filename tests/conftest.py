@@ -14,7 +14,7 @@ CONFORMANCE = ROOT.parent / "shared" / "conformance"
 # `--dist loadfile`) finish together instead of one waiting on a long file picked up last. Only the
 # order changes; a file missing here keeps its place after these.
 LONG_FILES = ("test_talk_browser.py", "test_ui_browser.py", "test_reliability.py", "test_public_ui.py",
-              "test_app_api.py", "test_vllm.py", "test_pipeline.py", "test_findings_browser.py",
+              "test_app_api.py", "test_pipeline.py", "test_findings_browser.py",
               "test_ui_vision_browser.py", "test_vision_train.py", "test_shards.py")
 
 
