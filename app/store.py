@@ -15,7 +15,8 @@ Tables (identical on both backends; SQLite `REAL` is PostgreSQL `DOUBLE PRECISIO
   timestamps, and `owner`: the store (process) that plays it.
 - `steps`     — (episode_id, call): prompt messages JSON, raw output, parsed JSON, reward,
   feedback, outcome (failure taxonomy, see `game.tasks`), graded / terminated / truncated,
-  exact_correct, float_rejected, timing JSON.
+  exact_correct, float_rejected, timing JSON, state JSON (where the task's world stands after the
+  call, `game.tasks.StepResult.state`; `{}` for steps stored before it existed).
 - `eval_runs` — one batch evaluation: config JSON, status, progress counters, summary JSON.
 The schema version is SQLite's `PRAGMA user_version`, or the one row of PostgreSQL's
 `sftvsrl_schema`.
@@ -115,6 +116,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE episodes ADD COLUMN owner TEXT;
     CREATE INDEX episodes_status ON episodes(status, owner);
+    """,
+    # 4: the task's state after each call (V-IRL: where the walker stands); older steps read as {}
+    """
+    ALTER TABLE steps ADD COLUMN state TEXT NOT NULL DEFAULT '{}';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -375,14 +380,14 @@ class Store:
         with self._tx():
             self._x(
                 "INSERT INTO steps (episode_id, call, prompt, output, parsed, reward, feedback, outcome, graded, "
-                "terminated, truncated, exact_correct, float_rejected, timing, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "terminated, truncated, exact_correct, float_rejected, timing, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (episode_id, step["call"], _json(step.get("prompt", [])), self._text(step["output"]),
                  _json(step.get("parsed", {})), step["reward"], self._text(step["feedback"]), step["outcome"],
                  int(step["graded"]), int(step["terminated"]), int(step["truncated"]),
                  None if step.get("exact_correct") is None else int(step["exact_correct"]),
                  None if step.get("float_rejected") is None else int(step["float_rejected"]),
-                 _json(step.get("timing", {})), time.time()))
+                 _json(step.get("timing", {})), _json(step.get("state") or {}), time.time()))
             self._x("UPDATE episodes SET n_steps = n_steps + 1, episode_return = episode_return + ?, outcome = ? "
                     "WHERE id = ?", (step["reward"], step["outcome"], episode_id))
 
@@ -436,7 +441,7 @@ class Store:
 
     def _step_row(self, row) -> dict:
         d = dict(row)
-        for key in ("prompt", "parsed", "timing"):
+        for key in ("prompt", "parsed", "timing", "state"):
             d[key] = json.loads(d[key])
         for key in ("graded", "terminated", "truncated", "exact_correct", "float_rejected"):
             d[key] = _bool(d[key])
@@ -583,14 +588,14 @@ class Store:
                                       int(s["graded"]), int(s["terminated"]), int(s["truncated"]),
                                       None if s.get("exact_correct") is None else int(s["exact_correct"]),
                                       None if s.get("float_rejected") is None else int(s["float_rejected"]),
-                                      _json(s.get("timing", {})), now))
+                                      _json(s.get("timing", {})), _json(s.get("state") or {}), now))
             self._xmany("INSERT INTO episodes (id, group_id, task, instance_key, instance, participant, "
                         "participant_kind, settings, status, success, exact_success, n_steps, episode_return, "
                         "outcome, created_at, finished_at, eval_run_id, eval_split, eval_index) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ep_rows)
             self._xmany("INSERT INTO steps (episode_id, call, prompt, output, parsed, reward, feedback, outcome, "
-                        "graded, terminated, truncated, exact_correct, float_rejected, timing, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", step_rows)
+                        "graded, terminated, truncated, exact_correct, float_rejected, timing, state, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", step_rows)
         return True
 
     def _xmany(self, sql: str, rows: list) -> None:

@@ -202,12 +202,20 @@ def test_migrations_upgrade_an_old_database(tmp_path):
 
     conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
     conn.execute("INSERT INTO episodes (id, group_id, task, instance_key, instance, participant, participant_kind, "
-                 "status, created_at) VALUES ('e1', 'g', 'gp-l', 'k', '{}', 'sft', 'model', 'finished', 0)")
+                 "status, created_at) VALUES ('e1', 'g', 'virl-l', 'k', '{}', 'sft', 'model', 'finished', 0)")
+    conn.execute("INSERT INTO steps (episode_id, call, prompt, output, parsed, reward, feedback, outcome, graded, "
+                 "terminated, truncated, created_at) VALUES ('e1', 1, '[]', 'x', '{}', -1, 'f', 'wrong_action', 1, "
+                 "0, 0, 0)")
     conn.commit()
     conn.close()
     s = Store(f"sqlite:///{path}")
     assert s.version == SCHEMA_VERSION
-    assert s.get_episode("e1")["eval_run_id"] is None  # kept, with the new columns
+    ep = s.get_episode("e1")
+    assert ep["eval_run_id"] is None  # kept, with the new columns
+    assert ep["steps"][0]["state"] == {} and ep["steps"][0]["output"] == "x"   # a step stored before `state`
+    from app.schemas import Episode
+
+    assert Episode.model_validate(ep).steps[0].state == {}   # and the API still serves it
     with pytest.raises(StoreError, match="use sqlite:///PATH or postgresql://"):
         Store("mysql://x/y")
 
@@ -265,6 +273,27 @@ def test_human_virl_actions_may_be_bare(store):
 
     steps = [e for e in asyncio.run(go()) if e.type == "step"]
     assert steps[0].outcome == "correct" and steps[0].parsed["action"] == gt
+
+
+def test_a_virl_step_keeps_where_the_walker_is_in_the_event_the_store_and_the_api(store):
+    """The step record's `state` (V-IRL: the walker's place) travels with the `step` event, is
+    stored with the step and is part of the API's step JSON."""
+    from app.schemas import Episode
+
+    inst = Instance("virl-l", {"source": "bundled:helsinki", "route": 0, "seed": 1})
+    session = open_session(inst)
+    right = session.episode.oracle_reply()
+    events = asyncio.run(_collect(play(ScriptedPlayer("p", [right, "no", "no"]), inst, store)))
+    steps = [e for e in events if e.type == "step"]
+    rail = session.episode.rail.entries
+    assert [s.state["rail_index"] for s in steps] == [1, 1, 1, 1]   # a move, two misses, the budget spent
+    assert steps[0].state["position"] == list(rail[1].position) and steps[0].state["heading"] == rail[1].heading
+    assert steps[0].state["walk"] == [list(rail[0].position), list(rail[1].position)]
+    assert json.loads(json.dumps(steps[0].to_dict()))["state"] == steps[0].state     # on the wire
+    stored = store.get_episode(steps[0].episode_id)
+    assert [s["state"] for s in stored["steps"]] == [s.state for s in steps]
+    api = Episode.model_validate(stored).model_dump(mode="json")
+    assert [s["state"] for s in api["steps"]] == [s.state for s in steps]
 
 
 def test_store_is_safe_to_share_between_threads(store):

@@ -90,6 +90,43 @@ def test_person_move_replies():
     assert (r.reward, r.outcome) == (-1.0, "wrong_action")  # an action alone claims no observation
 
 
+def _wrong_move(session) -> str:
+    gt = session.episode.entry.gt_action
+    return get_task("virl-l").person_reply(session, "forward()" if gt != "forward()" else "stop()")
+
+
+@pytest.mark.parametrize("exhaust_at", [None, 2])
+def test_a_virl_step_record_says_where_the_walker_is(exhaust_at):
+    """Each V-IRL step record's `state` holds the walker's place after the call, the same place
+    that walking the route's rail gives: one rail position further after each correct move, the
+    same after a wrong one, and where it stood when a budget ran out (although the engine's own
+    index moves on then). GP leaves `state` empty."""
+    instance = Instance("virl-l", {"route": 0, "seed": 0})   # a rail of 7 positions
+    s = open_session(instance)
+    rail = s.episode.rail.entries
+    at, outputs, missed = 0, [], set()   # the rail position reached, walking the rail ourselves
+    while not s.done:
+        wrong = exhaust_at == at or (at == 1 and at not in missed)   # position 1: wrong once, then right
+        missed |= {at} if wrong else set()
+        text = _wrong_move(s) if wrong else s.episode.oracle_reply()
+        outputs.append(text)
+        r = s.step(text)
+        if r.reward > 0 and not rail[at].is_stop:
+            at += 1
+        assert r.state == {"rail_index": at, "position": list(rail[at].position), "heading": rail[at].heading,
+                           "pano_id": rail[at].pano_id, "walk": [list(e.position) for e in rail[:at + 1]]}
+    assert s.success == (exhaust_at is None) and (at == len(rail) - 1) == (exhaust_at is None)
+    if exhaust_at is not None:
+        assert s.results[-1].outcome == "budget_exceeded" and s.results[-1].parsed["rail_index"] == at + 1
+    assert any(r.reward < 0 for r in s.results)
+    replay = open_session(instance)   # the same replies again: the same places
+    assert [replay.step(t).state for t in outputs] == [r.state for r in s.results]
+    assert open_session(GP_HAND).step("nonsense").state == {}
+
+
+GP_HAND = Instance("gp-l", {"deal_id": "HKC5D2C4"})
+
+
 def test_metrics_and_paired_comparison():
     a = [EpisodeScore(True, ("wrong_value", "correct"), (-1.0, 5.0)), EpisodeScore(False, ("illegal_formula",) * 5
                                                                                      + ("step_limit",), (-3.0,) * 5 + (-1.0,))]

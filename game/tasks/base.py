@@ -1,5 +1,6 @@
 """What every task of the registry shares: the JSON `Instance`, its typed and validated config,
-the graded `StepResult`, the evaluation `Split`, and the `Task` base class the four tasks fill in.
+the graded `StepResult` (with the task's `state` after the call), the evaluation `Split`, and the
+`Task` base class the four tasks fill in.
 
 An `Instance` is plain JSON (task + flat parameters) so it can be stored, sent over the API and
 replayed; `instance.config` is the task's typed config dataclass built from those parameters.
@@ -128,7 +129,12 @@ class Instance:
 
 @dataclass
 class StepResult:
-    """One graded call as the task reports it (what `session.step(text)` returns)."""
+    """One graded call as the task reports it (what `session.step(text)` returns).
+
+    `state` is where the task's world stands after the call, as plain JSON the task defines, so a
+    reader (the UI's map, a replay) never has to re-grade the reply to learn it. V-IRL fills it
+    (`game.tasks.virl.VirlSession.place`: the walker's rail index, position, heading and the walk so
+    far); GP leaves it empty. Steps stored before it existed read back as `{}`."""
 
     call: int
     reward: float
@@ -140,6 +146,7 @@ class StepResult:
     parsed: dict
     exact_correct: bool | None = None
     float_rejected: bool | None = None
+    state: dict = field(default_factory=dict)
 
 
 @dataclass

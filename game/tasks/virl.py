@@ -3,6 +3,7 @@ session, evaluation streams, the person's-move reply, the outcome taxonomy and t
 
 Outcomes (`game.virl.verifier.Outcome`): `correct` (+1), `wrong_action` (−1), `wrong_observation`
 (−1.5), `budget_exceeded` (−1, the call after the 2-try budget ran out; its text is ignored).
+Each step record's `state` says where the walker stands after the call (`VirlSession.place`).
 
 Route sets are opened once per process (`route_data`, cached): bundled sets by name
 (`bundled:helsinki`, `bundled:helsinki-ood`) or a release directory.
@@ -143,8 +144,21 @@ class VirlSession(EpisodeSession):
         parsed = {"action": jsonable(rec.parsed_action), "observation": jsonable(rec.parsed_observation),
                   "gt_action": rec.gt_action, "rail_index": rec.rail_index_after}
         result = StepResult(rec.call, rec.reward, rec.verify_info, rec.outcome.value, rec.graded, rec.terminated,
-                            rec.truncated, parsed)
+                            rec.truncated, parsed, state=self.place())
         return self._record(result)
+
+    def place(self) -> dict:
+        """Where the walker stands now, as JSON (each step record's `state`): `rail_index`, the last
+        rail position it reached; that position's `position` ([lat, lng]), `heading` (degrees) and
+        `pano_id`; and `walk`, the positions reached so far in order, the start first (the path the
+        UI's map draws). A budget-exhausted call leaves the walker where it stood, although the
+        engine's own index (`parsed["rail_index"]`, the reference's) has moved on."""
+        ep = self.episode
+        entries = ep.rail.entries
+        here = entries[ep.visited[-1]]
+        return {"rail_index": ep.visited[-1], "position": [float(x) for x in here.position],
+                "heading": int(here.heading), "pano_id": here.pano_id,
+                "walk": [[float(x) for x in entries[i].position] for i in ep.visited]}
 
     def describe(self) -> dict:
         ep = self.episode
