@@ -2,7 +2,7 @@
 fields `sample_id`, `veri_step`, `output`, `reward`, `info`, plus ours), Markdown transcripts,
 self-contained bundles (zip: episodes JSON, per-step JSONL, Markdown, instance images and a
 standalone `replay.html` that steps through the episodes in any browser, offline), and event
-replays that re-emit a stored episode as the runner's events — no model needed.
+replays that re-emit a stored episode as the runner's typed events (`app.runner`) — no model needed.
 """
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import html
 import io
 import json
 import zipfile
+from dataclasses import fields
 from typing import AsyncIterator, Iterable
 
 from game.tasks import TASKS
 
+from .runner import EpisodeEvent, Finished, PromptSent, Started, StepDone
 from .store import Store
 
 
@@ -134,8 +136,9 @@ def bundle(episodes: list[dict], *, title: str = "episodes", extra: dict[str, by
     return buf.getvalue()
 
 
-async def replay_events(store: Store, episode_id: str, delay_s: float = 0.0) -> AsyncIterator[dict]:
-    """A stored episode as the runner's events (started, prompt, step..., finished), no model."""
+async def replay_events(store: Store, episode_id: str, delay_s: float = 0.0) -> AsyncIterator[EpisodeEvent]:
+    """A stored episode as the runner's typed events (started with `replay`, prompt, step...,
+    finished), no model."""
     ep = store.get_episode(episode_id)
     if ep is None:
         return
@@ -145,24 +148,24 @@ async def replay_events(store: Store, episode_id: str, delay_s: float = 0.0) -> 
         info = open_session(Instance.from_dict(ep["instance"])).describe()
     except InstanceError:
         info = {}
-    yield {"type": "started", "episode_id": ep["id"], "group_id": ep["group_id"], "participant": ep["participant"],
-           "kind": ep["participant_kind"], "task": ep["task"], "instance": ep["instance"], "info": info,
-           "replay": True}
+    yield Started(ep["id"], ep["group_id"], ep["participant"], ep["participant_kind"], ep["task"], ep["instance"],
+                  info, replay=True)
     for s in ep["steps"]:
         if delay_s:
             await asyncio.sleep(delay_s)
-        prompt = s.pop("prompt", None)
-        yield {"type": "prompt", "episode_id": ep["id"], "call": s["call"], "messages": prompt or [],
-               "n_images": sum(1 for m in prompt or [] for p in m.get("content", []) if p.get("type") == "image")}
-        yield {"type": "step", "episode_id": ep["id"], **{k: s[k] for k in (
-            "call", "output", "parsed", "reward", "feedback", "outcome", "graded", "terminated", "truncated",
-            "exact_correct", "float_rejected", "timing")}}
-    yield {"type": "finished", "episode_id": ep["id"], "status": ep["status"], "success": ep["success"],
-           "exact_success": ep["exact_success"], "n_steps": ep["n_steps"], "episode_return": ep["episode_return"],
-           "error": ep["error"]}
+        prompt = s.pop("prompt", None) or []
+        yield PromptSent(ep["id"], s["call"], prompt,
+                         sum(1 for m in prompt for p in m.get("content", []) if p.get("type") == "image"))
+        yield StepDone(ep["id"], **{f: s[f] for f in _STEP_FIELDS if f in s})
+    yield Finished(ep["id"], ep["status"], ep["success"], ep["exact_success"], ep["n_steps"], ep["episode_return"],
+                   ep["error"])
 
 
-async def replay_group_events(store: Store, episode_ids: list[str], delay_s: float = 0.0) -> AsyncIterator[dict]:
+_STEP_FIELDS = tuple(f.name for f in fields(StepDone) if f.name != "episode_id")
+
+
+async def replay_group_events(store: Store, episode_ids: list[str],
+                              delay_s: float = 0.0) -> AsyncIterator[EpisodeEvent]:
     """Several stored episodes (a paired group) replayed side by side: every `started`, then call
     by call each episode's `prompt` and `step`, then every `finished`."""
     streams = []
@@ -170,17 +173,17 @@ async def replay_group_events(store: Store, episode_ids: list[str], delay_s: flo
         streams.append([ev async for ev in replay_events(store, eid)])
     for events in streams:
         for ev in events:
-            if ev["type"] == "started":
+            if isinstance(ev, Started):
                 yield ev
-    calls = max((ev["call"] for events in streams for ev in events if ev["type"] == "step"), default=0)
+    calls = max((ev.call for events in streams for ev in events if isinstance(ev, StepDone)), default=0)
     for call in range(1, calls + 1):
         if delay_s:
             await asyncio.sleep(delay_s)
         for events in streams:
             for ev in events:
-                if ev["type"] in ("prompt", "step") and ev["call"] == call:
+                if isinstance(ev, (PromptSent, StepDone)) and ev.call == call:
                     yield ev
     for events in streams:
         for ev in events:
-            if ev["type"] == "finished":
+            if isinstance(ev, Finished):
                 yield ev

@@ -2,7 +2,9 @@
 model) and the registry of running episode groups whose events SSE clients subscribe to.
 
 A `LiveGroup` runs `runner.play_paired` in a background task and appends every event to an
-in-memory log; subscribers read the log from any index (SSE `Last-Event-ID`) and wait for more.
+in-memory log — the runner's typed events as they are (`app.runner.Event`), closed by a typed
+`GroupError` / `GroupFinished`; serialising them is SSE's business (`Event.to_json`). Subscribers
+read the log from any index (SSE `Last-Event-ID`) and wait for more.
 Finished groups stay in memory for a while (`keep`), after which the API replays them from the
 store instead. Human players of a group are reachable by episode id for `submit`.
 
@@ -18,11 +20,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 from models.config import ConfigError, ModelsConfig, load_config
 
-from .runner import Event, HumanPlayer, ModelPlayer, Started, play_paired
+from .runner import EpisodeEvent, Event, GroupError, GroupFinished, HumanPlayer, ModelPlayer, Started, play_paired
 from .store import Store, new_id
 from game.tasks import Instance
 
@@ -162,7 +164,7 @@ class LiveGroup:
     group_id: str
     instance: Instance
     episode_ids: list[str] = field(default_factory=list)
-    events: list[dict] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     done: bool = False
     finished_at: float | None = None
     humans: dict[str, HumanPlayer] = field(default_factory=dict)
@@ -176,7 +178,7 @@ class LiveGroup:
     watch_changed: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str | None = None        # why the server cancelled it (e.g. nobody watched)
 
-    def _append(self, event: dict) -> None:
+    def _append(self, event: Event) -> None:
         self.events.append(event)
         self.changed.set()
         self.changed = asyncio.Event()
@@ -186,8 +188,9 @@ class LiveGroup:
         self.watch_changed.set()
         self.watch_changed = asyncio.Event()
 
-    async def subscribe(self, after: int = 0, episode_id: str | None = None, ping_s: float = 15.0):
-        """Yield (index, event) from index `after` on until the group is done; (index, None)
+    async def subscribe(self, after: int = 0, episode_id: str | None = None,
+                        ping_s: float = 15.0) -> AsyncIterator[tuple[int, Event | None]]:
+        """Yield (index, typed event) from index `after` on until the group is done; (index, None)
         every `ping_s` seconds without events (a keep-alive for SSE, and a disconnect check).
         `after` is an SSE `Last-Event-ID`: 0..len(events) (the caller validates it)."""
         i = max(0, min(int(after), len(self.events)))
@@ -197,7 +200,8 @@ class LiveGroup:
                 while i < len(self.events):
                     ev = self.events[i]
                     i += 1
-                    if episode_id is None or ev.get("episode_id") == episode_id or ev.get("type") == "group_finished":
+                    if episode_id is None or isinstance(ev, GroupFinished) or (
+                            isinstance(ev, EpisodeEvent) and ev.episode_id == episode_id):
                         yield i, ev
                 if self.done:
                     return
@@ -251,16 +255,15 @@ class LiveRegistry:
                             group.humans[event.episode_id] = humans[event.participant]
                         if len(group.episode_ids) == n:
                             group.started.set()
-                    group._append(_event_dict(event))
+                    group._append(event)
             except Exception as exc:  # noqa: BLE001 - reported as an event, the server keeps running
                 group.error = f"{type(exc).__name__}: {exc}"
-                group._append({"type": "error", "group_id": group.group_id, "error": group.error})
+                group._append(GroupError(group.group_id, group.error))
             finally:
                 group.done = True
                 group.finished_at = time.time()
                 group.started.set()
-                group._append({"type": "group_finished", "group_id": group.group_id,
-                               **({"reason": group.stop_reason} if group.stop_reason else {})})
+                group._append(GroupFinished(group.group_id, reason=group.stop_reason))
                 group._watch_change(0)  # wakes the watchdog
                 self._evict()
 
@@ -298,7 +301,3 @@ class LiveRegistry:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _event_dict(event: Event) -> dict:
-    return event.to_dict()

@@ -8,16 +8,24 @@ are interchangeable:
 - `HumanPlayer`: waits for `submit(text)` (the API's human endpoint puts text there);
 - `ScriptedPlayer`: replies from a list (replays, resumes, tests, benchmarks).
 
-Events (`to_dict()` gives the JSON sent over SSE; `type` names the event):
-- `started`  — episode_id, group_id, participant, kind, task, instance, info (deal / route facts)
+Events are typed dataclasses from here to every reader: the live log (`app.live`), the stored
+replays (`app.export`), the SSE endpoints (`app.api.episodes`), the UI's columns and the CLI all
+hold these objects and read their attributes. `type` names an event and `to_json()` is its JSON —
+the one serialisation, which SSE sends as the event's `data`:
+- `started`  — episode_id, group_id, participant, kind, task, instance, info (deal / route facts);
+               `replay: true` when a stored episode is replayed
 - `prompt`   — episode_id, call, messages (the exact chat sent), n_images
 - `waiting`  — episode_id, call (a human player's turn)
 - `delta`    — episode_id, call, text
 - `step`     — episode_id and the step record (`game.tasks.StepRecord`: call, reward, feedback,
                outcome, graded, terminated, truncated, parsed, exact_correct, float_rejected,
-               output, timing) without its prompt
+               state (where the task's world stands after the call: V-IRL's walker), output,
+               timing) without its prompt
 - `finished` — episode_id, status (`finished`/`error`/`interrupted`), success, exact_success,
                n_steps, episode_return, error
+Two group events close a group's log (`app.live`) and every SSE stream:
+- `error`          — group_id, error (the group's runner failed)
+- `group_finished` — group_id; `reason` when the server stopped it, `replay: true` on a replay
 
 Durability: the `step` event is yielded only after `Store.add_step` committed it. A backend error
 ends the episode with status `error` (nothing is graded for that call); cancellation marks it
@@ -29,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from models.backends.base import Completion, TextDelta, in_session
 from models.chat import Conversation, count_images
@@ -40,55 +48,82 @@ from game.tasks import Instance, StepRecord, open_session
 
 
 # ------------------------------------------------------------------------------------------ events
+def _unless_unset(default: Any = None) -> Any:
+    """An optional field that `to_json` leaves out while it is unset (falsy), so the JSON of the
+    events that never set it stays as it was."""
+    return field(default=default, metadata={"omit_unset": True})
+
+
 @dataclass
 class Event:
-    episode_id: str
+    """Any event of a live log or an SSE stream."""
 
     @property
     def type(self) -> str:
+        """The event's name on the wire (SSE `event:` and the JSON's `type`)."""
         return _EVENT_NAMES[type(self)]
 
-    def to_dict(self) -> dict:
-        return {"type": self.type, **asdict(self)}
+    def to_json(self) -> dict[str, Any]:
+        """The event as JSON-ready data: `type`, then its fields in order (optional ones left out
+        while unset). A view of the event, not a copy: serialise it, do not change it."""
+        out: dict[str, Any] = {"type": self.type}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (f.metadata.get("omit_unset") and not value):
+                out[f.name] = value
+        return out
 
 
 @dataclass
-class Started(Event):
+class EpisodeEvent(Event):
+    """An event of one participant's episode."""
+
+    episode_id: str
+
+
+@dataclass
+class Started(EpisodeEvent):
     group_id: str
     participant: str
     kind: str
     task: str
     instance: dict
     info: dict
+    replay: bool = _unless_unset(False)
 
 
 @dataclass
-class PromptSent(Event):
+class PromptSent(EpisodeEvent):
     call: int
     messages: list
     n_images: int
 
 
 @dataclass
-class Waiting(Event):
+class Waiting(EpisodeEvent):
     call: int
 
 
 @dataclass
-class Delta(Event):
+class Delta(EpisodeEvent):
     call: int
     text: str
 
 
 # The `step` event: the registry's step record (`game.tasks.StepRecord`) without the chat sent,
-# which the `prompt` event already carried.
-StepDone = make_dataclass("StepDone", [(f.name, f.type, f) for f in fields(StepRecord) if f.name != "prompt"],
-                          bases=(Event,))
-StepDone.__doc__ = "One graded call, committed to the store before it is reported (`game.tasks.StepRecord`)."
+# which the `prompt` event already carried. Type checkers see the record's fields on it.
+if TYPE_CHECKING:
+    @dataclass
+    class StepDone(StepRecord, EpisodeEvent):
+        """One graded call, committed to the store before it is reported (`game.tasks.StepRecord`)."""
+else:
+    StepDone = make_dataclass("StepDone", [(f.name, f.type, f) for f in fields(StepRecord) if f.name != "prompt"],
+                              bases=(EpisodeEvent,))
+    StepDone.__doc__ = "One graded call, committed to the store before it is reported (`game.tasks.StepRecord`)."
 
 
 @dataclass
-class Finished(Event):
+class Finished(EpisodeEvent):
     status: str
     success: bool | None
     exact_success: bool | None
@@ -97,8 +132,26 @@ class Finished(Event):
     error: str | None = None
 
 
-_EVENT_NAMES = {Started: "started", PromptSent: "prompt", Waiting: "waiting", Delta: "delta",
-                StepDone: "step", Finished: "finished"}
+@dataclass
+class GroupError(Event):
+    """The group's runner failed (the server keeps running)."""
+
+    group_id: str
+    error: str
+
+
+@dataclass
+class GroupFinished(Event):
+    """The last event of a group's log and of every SSE stream."""
+
+    group_id: str
+    reason: str | None = _unless_unset()   # why the server stopped it (e.g. nobody watched)
+    replay: bool = _unless_unset(False)    # a stored group replayed
+
+
+_EVENT_NAMES: dict[type, str] = {Started: "started", PromptSent: "prompt", Waiting: "waiting", Delta: "delta",
+                                 StepDone: "step", Finished: "finished", GroupError: "error",
+                                 GroupFinished: "group_finished"}
 
 
 # ------------------------------------------------------------------------------------ participants
@@ -178,7 +231,7 @@ def _timing(c: Completion) -> dict:
 
 async def play(participant, instance: Instance, store: Store, *, group_id: str | None = None,
                episode_id: str | None = None, resume: bool = False, eval_link: dict | None = None,
-               settings: dict | None = None, stream_deltas: bool = True) -> AsyncIterator[Event]:
+               settings: dict | None = None, stream_deltas: bool = True) -> AsyncIterator[EpisodeEvent]:
     """Play one episode, yielding events. With `resume=True` and an `episode_id` already in the
     store, its stored replies are replayed into the engine first (no model calls) and play goes on
     from the next call."""
@@ -246,7 +299,7 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
 
 
 async def play_paired(participants: Sequence[Any], instance: Instance, store: Store, *,
-                      group_id: str | None = None, settings: dict | None = None) -> AsyncIterator[Event]:
+                      group_id: str | None = None, settings: dict | None = None) -> AsyncIterator[EpisodeEvent]:
     """Play several participants on the same instance concurrently; events are merged in arrival
     order (each participant's own events stay in order). Cancelling the consumer cancels all."""
     group_id = group_id or new_id()

@@ -63,12 +63,62 @@ def test_one_step_record_for_the_event_the_store_and_the_api(store):
     names = {f.name for f in fields(StepRecord)}
     events = asyncio.run(_collect(play(ScriptedPlayer("p", [RIGHT]), GP, store)))
     step = next(e for e in events if e.type == "step")
-    assert set(step.to_dict()) == names - {"prompt"} | {"type", "episode_id"}
+    assert set(step.to_json()) == names - {"prompt"} | {"type", "episode_id"}
     stored = store.steps(step.episode_id)[0]
     assert names <= set(stored) and stored["output"] == step.output == RIGHT
     assert Step is StepRecord
     ep = Episode.model_validate({**store.get_episode(step.episode_id), "steps": [stored]})
     assert ep.steps[0].reward == 5.0 and ep.steps[0].prompt == stored["prompt"]
+
+
+# The SSE wire format: every event's JSON keys, in order, as clients read them (a field may be added,
+# never renamed or dropped). `state` joined the step record with the V-IRL walker's place.
+WIRE_KEYS = {
+    "started": ["type", "episode_id", "group_id", "participant", "kind", "task", "instance", "info"],
+    "prompt": ["type", "episode_id", "call", "messages", "n_images"],
+    "delta": ["type", "episode_id", "call", "text"],
+    "step": ["type", "episode_id", "call", "reward", "feedback", "outcome", "graded", "terminated", "truncated",
+             "parsed", "exact_correct", "float_rejected", "state", "output", "timing"],
+    "finished": ["type", "episode_id", "status", "success", "exact_success", "n_steps", "episode_return", "error"],
+    "group_finished": ["type", "group_id"],
+}
+
+
+def test_the_live_log_keeps_typed_events_and_sse_sends_the_same_json(tmp_path):
+    """The live log holds the runner's typed events as they are (no dicts), closed by a typed
+    `GroupFinished`; SSE writes each one from its `to_json()`, in the wire format clients read."""
+    from app.api.episodes import sse
+    from app.live import LiveRegistry
+    from app.runner import Event, Finished, GroupError, GroupFinished, Started, StepDone
+
+    async def go():
+        reg = LiveRegistry(Store(f"sqlite:///{tmp_path / 'db.sqlite'}"), unwatched_s=None)
+        group = await reg.start([ScriptedPlayer("p", ["x", RIGHT])], GP)
+        await group.task
+        watched = [ev async for _, ev in group.subscribe(0, group.episode_ids[0])]
+        await reg.shutdown()
+        return group, watched
+
+    group, watched = asyncio.run(go())
+    log = group.events
+    assert all(isinstance(ev, Event) for ev in log) and watched == log
+    assert isinstance(log[0], Started) and isinstance(log[-2], Finished) and isinstance(log[-1], GroupFinished)
+    assert [ev.call for ev in log if isinstance(ev, StepDone)] == [1, 2] and log[-2].success
+    for i, ev in enumerate(log, 1):
+        text = sse(i, ev)
+        head, data = text.split("data: ")
+        assert head == f"id: {i}\nevent: {ev.type}\n" and text.endswith("\n\n")
+        wire = json.loads(data)
+        assert list(wire) == WIRE_KEYS[ev.type] and wire == json.loads(json.dumps(ev.to_json()))
+    assert json.loads(sse(9, log[-1]).split("data: ")[1]) == {"type": "group_finished", "group_id": group.group_id}
+    # optional fields appear only when set: a server stop's reason, a replay's flag; a failed group
+    assert GroupFinished("g", reason="nobody watched").to_json() == {"type": "group_finished", "group_id": "g",
+                                                                      "reason": "nobody watched"}
+    assert GroupFinished("g", replay=True).to_json() == {"type": "group_finished", "group_id": "g", "replay": True}
+    assert GroupError("g", "boom").to_json() == {"type": "error", "group_id": "g", "error": "boom"}
+    started = log[0].to_json()
+    assert Started(**{k: v for k, v in started.items() if k != "type"}, replay=True).to_json() == \
+        {**started, "replay": True}
 
 
 def test_step_limit_and_taxonomy(store):
@@ -289,7 +339,7 @@ def test_a_virl_step_keeps_where_the_walker_is_in_the_event_the_store_and_the_ap
     assert [s.state["rail_index"] for s in steps] == [1, 1, 1, 1]   # a move, two misses, the budget spent
     assert steps[0].state["position"] == list(rail[1].position) and steps[0].state["heading"] == rail[1].heading
     assert steps[0].state["walk"] == [list(rail[0].position), list(rail[1].position)]
-    assert json.loads(json.dumps(steps[0].to_dict()))["state"] == steps[0].state     # on the wire
+    assert json.loads(json.dumps(steps[0].to_json()))["state"] == steps[0].state     # on the wire
     stored = store.get_episode(steps[0].episode_id)
     assert [s["state"] for s in stored["steps"]] == [s.state for s in steps]
     api = Episode.model_validate(stored).model_dump(mode="json")
@@ -333,8 +383,11 @@ def test_stored_group_replays_side_by_side(store):
         return [ev async for ev in replay_group_events(store, ids)]
 
     replay = asyncio.run(go())
-    steps = [(e["episode_id"], e["call"]) for e in replay if e["type"] == "step"]
+    steps = [(e.episode_id, e.call) for e in replay if e.type == "step"]
     assert steps[:4] == [(ids[0], 1), (ids[1], 1), (ids[0], 2), (ids[1], 2)]
-    assert [e["type"] for e in replay][:2] == ["started", "started"] and replay[-1]["type"] == "finished"
-    live = [(e.episode_id, e.call, e.output) for e in events if e.type == "step"]
-    assert sorted(live) == sorted((e["episode_id"], e["call"], e["output"]) for e in replay if e["type"] == "step")
+    assert [e.type for e in replay][:2] == ["started", "started"] and replay[-1].type == "finished"
+    assert all(e.replay for e in replay if e.type == "started")
+    live = [e for e in events if e.type == "step"]
+    # a replayed step is the live one: the same typed event with the same JSON
+    assert sorted((e.episode_id, e.call, json.dumps(e.to_json(), sort_keys=True)) for e in live) == \
+        sorted((e.episode_id, e.call, json.dumps(e.to_json(), sort_keys=True)) for e in replay if e.type == "step")

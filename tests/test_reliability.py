@@ -400,7 +400,7 @@ def test_unwatched_model_only_group_is_cancelled_and_stored_interrupted(tmp_path
         await asyncio.gather(g.task, return_exceptions=True)
         eps = [store.get_episode(e, steps=False) for e in g.episode_ids]
         assert [e["status"] for e in eps] == ["interrupted", "interrupted"]
-        assert all(e["finished_at"] for e in eps) and "nobody watched" in g.events[-1]["reason"]
+        assert all(e["finished_at"] for e in eps) and "nobody watched" in g.events[-1].reason
         # A watched group is left alone until its watcher goes away.
         reg = LiveRegistry(store, unwatched_s=0)
         model = StalledModel("c")
@@ -410,7 +410,7 @@ def test_unwatched_model_only_group_is_cancelled_and_stored_interrupted(tmp_path
         assert not g2.task.done()
         model.release.set()
         async for _, ev in watcher:
-            if ev and ev["type"] == "step":
+            if ev and ev.type == "step":
                 break
         await watcher.aclose()  # the watcher leaves mid-game: the watchdog cancels
         await asyncio.gather(g2.task, return_exceptions=True)

@@ -283,18 +283,22 @@ def test_walking_yourself_is_told_in_plain_words():
 
 
 def test_model_columns_count_tries_on_gp_and_moves_on_virl():
+    from app.runner import Finished, StepDone
     from app.ui.models_panel import Column, StepView
     from game.tasks import Instance
 
+    def step(call, reward, outcome, graded=True):
+        return StepDone("e", call, reward, "", outcome, graded, False, False, {})
+
     virl = Column("rl", "RL", 0, Instance("virl-l", {"route": 0}))
-    virl.steps = [StepView(i, "x", {"call": i, "reward": 1.0, "outcome": "correct"}) for i in (1, 2, 3)]
-    virl.finished = {"success": True}
+    virl.steps = [StepView(i, "x", step(i, 1.0, "correct")) for i in (1, 2, 3)]
+    virl.finished = Finished("e", "finished", True, None, 3, 3.0)
     html = virl.html("virl-l")
     assert "Arrived after 3 moves" in html and "Move 1" in html and "Try" not in html
     gp = Column("sft", "SFT", 0, Instance("gp-l", {"deal_id": "HKC5D2C4", "rule": "face10"}))
-    gp.steps = [StepView(i, "x", {"call": i, "reward": -1.0, "outcome": "wrong_value"}) for i in range(1, 6)]
-    gp.steps.append(StepView(6, "x", {"call": 6, "reward": -1.0, "outcome": "step_limit", "graded": False}))
-    gp.finished = {"success": False}
+    gp.steps = [StepView(i, "x", step(i, -1.0, "wrong_value")) for i in range(1, 6)]
+    gp.steps.append(StepView(6, "x", step(6, -1.0, "step_limit", graded=False)))
+    gp.finished = Finished("e", "finished", False, False, 6, -6.0)
     html = gp.html("gp-l")
     assert "Try 5" in html and "Try 6" not in html and "the tries were used up" in html
 

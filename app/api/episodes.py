@@ -6,7 +6,8 @@ caller: starting a game returns its token, which playing, cancelling and (withou
 gallery) reading it require; listings are scoped to the caller's games; bulk export is
 operator-only on a public server.
 SSE streams number their events; `Last-Event-ID` resumes after that event (live or replayed), and
-every stream ends with `group_finished`."""
+every stream ends with `group_finished`. Live and replayed streams carry the runner's typed events
+(`app.runner.Event`); `sse` writes one, its JSON being the event's `to_json()`."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from ..export import bundle, episode_jsonl, episode_markdown, replay_group_events
-from ..runner import HumanPlayer
+from ..runner import Event, GroupFinished, HumanPlayer
 from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupStarted, Message, SubmitRequest
 from game.tasks import OUTCOMES
 
@@ -27,8 +28,9 @@ router = APIRouter(tags=["episodes"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def sse(index: int, event: dict) -> str:
-    return f"id: {index}\nevent: {event.get('type', 'message')}\ndata: {json.dumps(event, default=str)}\n\n"
+def sse(index: int, event: Event) -> str:
+    """One SSE message: the event's number, its type and its JSON."""
+    return f"id: {index}\nevent: {event.type}\ndata: {json.dumps(event.to_json(), default=str)}\n\n"
 
 
 @router.post("/episodes", response_model=GroupStarted, status_code=201,
@@ -98,7 +100,7 @@ async def _stream_stored(c, group_id: str, episode_ids: list[str], after: int, d
         i += 1
         if i > after:
             yield sse(i, event)
-    yield sse(max(i + 1, after + 1), {"type": "group_finished", "group_id": group_id, "replay": True})
+    yield sse(max(i + 1, after + 1), GroupFinished(group_id, replay=True))
 
 
 def _stream(c, who, after: int, *, group_id: str | None = None, episode_id: str | None = None,

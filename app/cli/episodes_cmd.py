@@ -105,6 +105,7 @@ def cmd_show(args) -> int:
 
 def cmd_replay(args) -> int:
     from ..export import replay_events
+    from ..runner import Finished, Started, StepDone
 
     store = _store(args)
     ids = list(args.episode_id)
@@ -120,14 +121,14 @@ def cmd_replay(args) -> int:
     async def go():
         for eid in ids:
             async for ev in replay_events(store, eid, delay_s=args.delay):
-                if ev["type"] == "started":
-                    print(f"== {ev['participant']} on {ev['task']} {json.dumps(ev['instance']['params'])}")
-                elif ev["type"] == "step":
-                    out = ev["output"].strip().replace("\n", " ")
-                    print(f"  call {ev['call']}: {ev['outcome']:<17} {ev['reward']:+g}  {out[:100]}")
-                    print(f"           verifier: {ev['feedback'][:120]}")
-                elif ev["type"] == "finished":
-                    print(f"  -> {ev['status']}, success={ev['success']}, return {ev['episode_return']:g}")
+                if isinstance(ev, Started):
+                    print(f"== {ev.participant} on {ev.task} {json.dumps(ev.instance['params'])}")
+                elif isinstance(ev, StepDone):
+                    out = ev.output.strip().replace("\n", " ")
+                    print(f"  call {ev.call}: {ev.outcome:<17} {ev.reward:+g}  {out[:100]}")
+                    print(f"           verifier: {ev.feedback[:120]}")
+                elif isinstance(ev, Finished):
+                    print(f"  -> {ev.status}, success={ev.success}, return {ev.episode_return:g}")
                 sys.stdout.flush()
 
     asyncio.run(go())

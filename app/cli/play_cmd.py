@@ -32,7 +32,7 @@ def register(sub) -> None:
 def cmd_play(args) -> int:
     from .. import services
     from ..live import ModelPool
-    from ..runner import Delta, HumanPlayer, PromptSent, Started, Waiting, play_paired
+    from ..runner import Delta, Finished, HumanPlayer, PromptSent, Started, StepDone, Waiting, play_paired
     from ..settings import Settings
     from ..store import Store, StoreError
     from game.tasks import Instance, InstanceError, open_session
@@ -67,7 +67,6 @@ def cmd_play(args) -> int:
         names: dict[str, str] = {}  # episode id -> participant
         try:
             async for ev in play_paired(players, instance, store):
-                d = ev.to_dict()
                 who = names.get(ev.episode_id, "")
                 if isinstance(ev, Started):
                     names[ev.episode_id] = ev.participant
@@ -82,13 +81,13 @@ def cmd_play(args) -> int:
                     assert human is not None  # only a human participant waits for input
                     text = await loop.run_in_executor(None, input, f"\n[you] call {ev.call}> ")
                     human.submit(text)
-                elif ev.type == "step":
-                    if single and d["output"] and human is None:
+                elif isinstance(ev, StepDone):
+                    if single and ev.output and human is None:
                         print()
-                    print(f"[{who}] call {d['call']}: {d['outcome']} ({d['reward']:+g}) {d['feedback'][:160]}")
-                elif ev.type == "finished":
-                    print(f"[{who}] {d['status']}: success={d['success']} return={d['episode_return']:g}"
-                          + (f" error={d['error']}" if d["error"] else ""))
+                    print(f"[{who}] call {ev.call}: {ev.outcome} ({ev.reward:+g}) {ev.feedback[:160]}")
+                elif isinstance(ev, Finished):
+                    print(f"[{who}] {ev.status}: success={ev.success} return={ev.episode_return:g}"
+                          + (f" error={ev.error}" if ev.error else ""))
         finally:
             await pool.aclose()
 

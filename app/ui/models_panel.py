@@ -1,11 +1,12 @@
 """Model columns: SFT, RL (and any extra configured model) playing the instance on screen, side by
 side and at the same time, as a live group started through the service layer (`app.services`).
 
-Each column is rebuilt from the runner's events: one collapsible step per try with the reply
-(streaming), the parsed fields, the reward and its failure class, the verifier's feedback and
-timing, then the final outcome. Columns are independent: a slow or dead model only affects its
-own column. Stop cancels the run and marks the unfinished columns "Stopped". On V-IRL each
-model's walk is drawn on the tab's map in its column's colour, step by step, with a legend.
+Each column is rebuilt from the runner's typed events (`app.runner`: `Started`, `PromptSent`,
+`Delta`, `StepDone`, `Finished`): one collapsible step per try with the reply (streaming), the
+parsed fields, the reward and its failure class, the verifier's feedback and timing, then the final
+outcome. Columns are independent: a slow or dead model only affects its own column. Stop cancels
+the run and marks the unfinished columns "Stopped". On V-IRL each model's walk is drawn on the
+tab's map in its column's colour, step by step, with a legend.
 
 There is one column per configured model (none is dropped), and a tab offers only the models that
 serve the task on screen (GP-L or GP-VL, V-IRL-L or V-IRL-VL). Run brings the columns on screen
@@ -29,6 +30,7 @@ import gradio as gr
 from game.tasks import Instance, InstanceError, get_task, task_name
 
 from .. import services
+from ..runner import Delta, Event, Finished, PromptSent, Started, StepDone
 from .common import badge, error_html, esc, kept_tokens, note_html, outcome_badge, serving, unserved_text, visitor
 
 # Column i's colour (its walk on the V-IRL map): apart from the map's own route blue, visited green
@@ -43,7 +45,7 @@ _LIVE_MAX = 256
 class StepView:
     call: int
     text: str = ""
-    result: dict | None = None
+    result: StepDone | None = None
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Column:
     instance: Instance | None = None
     episode_id: str | None = None
     steps: list[StepView] = field(default_factory=list)
-    finished: dict | None = None
+    finished: Finished | None = None
     error: str | None = None
     stopped: bool = False
     started_at: float = field(default_factory=time.perf_counter)
@@ -65,26 +67,25 @@ class Column:
     loading: bool = False                          # its checkpoint is still loading (warm start)
     _session: Any = None  # V-IRL: our copy of the model's episode
 
-    def apply(self, ev: dict) -> None:
-        kind = ev["type"]
-        if kind == "started":
-            self.episode_id = ev["episode_id"]
-        elif kind == "prompt":
-            self.steps.append(StepView(ev["call"]))
-        elif kind == "delta" and self.steps:
-            self.steps[-1].text += ev["text"]
-        elif kind == "step":
-            if not self.steps or self.steps[-1].call != ev["call"]:
-                self.steps.append(StepView(ev["call"]))
-            self.steps[-1].text = ev["output"]
+    def apply(self, ev: Event) -> None:
+        if isinstance(ev, Started):
+            self.episode_id = ev.episode_id
+        elif isinstance(ev, PromptSent):
+            self.steps.append(StepView(ev.call))
+        elif isinstance(ev, Delta) and self.steps:
+            self.steps[-1].text += ev.text
+        elif isinstance(ev, StepDone):
+            if not self.steps or self.steps[-1].call != ev.call:
+                self.steps.append(StepView(ev.call))
+            self.steps[-1].text = ev.output
             self.steps[-1].result = ev
-            if ev.get("terminated") and ev.get("reward", 0) > 0 and self.solved_after_s is None:
+            if ev.terminated and ev.reward > 0 and self.solved_after_s is None:
                 self.solved_after_s = time.perf_counter() - self.started_at
-            self._follow(ev["output"])
-        elif kind == "finished":
+            self._follow(ev.output)
+        elif isinstance(ev, Finished):
             self.finished = ev
-            if ev.get("error"):
-                self.error = ev["error"]
+            if ev.error:
+                self.error = ev.error
 
     def _follow(self, output: str) -> None:
         """V-IRL: replay the model's reply on our own copy of its episode to know where it walked."""
@@ -103,7 +104,7 @@ class Column:
         swatch = "" if get_task(task).family != "virl" else \
             f'<span class="sv-swatch" style="background:{colour}" title="its walk on the map"></span>'
         head = f'<div class="sv-col-head">{swatch}<b>{esc(self.label)}</b> {self._outcome(task)}</div>'
-        graded = [s for s in self.steps if s.result is not None and s.result.get("graded", True)]
+        graded = [s for s in self.steps if s.result is not None and s.result.graded]
         informative = graded[-1] if graded else (self.steps[-1] if self.steps else None)
         body = "".join(self._step_html(s, s is informative, task) for s in self.steps
                        if s.result is not None or not self.error)
@@ -129,7 +130,7 @@ class Column:
                 return badge("info", "loading the model…")
             return badge("info", f"{one} {len(self.steps)}…" if self.steps else "waiting…")
         won, lost = get_task(task).words
-        if self.finished.get("success"):
+        if self.finished.success:
             n = sum(1 for s in self.steps if s.result)
             when = f" in {self.solved_after_s:.1f} s" if self.solved_after_s else ""
             return badge("ok", f"{won} at {one} {n}{when}" if get_task(task).family == "gp"
@@ -144,26 +145,26 @@ class Column:
                                                     else "generating…")
             return (f'<details class="sv-step" open><summary>{word} {step.call} · {state}</summary>'
                     f'<pre>{esc(step.text)}</pre></details>')
-        if not r.get("graded", True):
+        if not r.graded:
             _, many = get_task(task).call_words
             return (f'<details class="sv-step sv-step-bad"><summary>After the last {word.lower()} · the {many} '
                     f'were used up: this reply was not graded</summary><pre>{esc(step.text)}</pre></details>')
-        ok = r.get("reward", 0) > 0
-        parsed = r.get("parsed") or {}
+        ok = r.reward > 0
+        parsed = r.parsed or {}
         fields = " · ".join(f"{label} {_field(value, label)}" for label, value in get_task(task).step_fields(parsed))
-        timing = r.get("timing") or {}
+        timing = r.timing or {}
         t_bits = []
         if timing.get("time_to_first_token_s") is not None:
             t_bits.append(f'TTFT {timing["time_to_first_token_s"] * 1000:.0f} ms')
         if timing.get("tokens_per_s"):
             t_bits.append(f'{timing["tokens_per_s"]:.0f} tok/s')
         extra = ""
-        if r.get("float_rejected"):
+        if r.float_rejected:
             extra = '<div class="sv-warn-text">correct, rejected by float rounding</div>'
         return (f'<details class="sv-step {"sv-step-ok" if ok else "sv-step-bad"}"{" open" if open_ else ""}>'
-                f'<summary>{word} {r["call"]} · {outcome_badge(r.get("outcome", ""))} reward {r.get("reward", 0):+g}'
+                f'<summary>{word} {r.call} · {outcome_badge(r.outcome)} reward {r.reward:+g}'
                 f'</summary><pre>{esc(step.text)}</pre><div>{fields}</div>'
-                f'<div>Feedback: <q>{esc(r.get("feedback"))}</q></div>{extra}'
+                f'<div>Feedback: <q>{esc(r.feedback)}</q></div>{extra}'
                 f'<div class="sv-dim">{" · ".join(t_bits)}</div></details>')
 
 
@@ -213,12 +214,10 @@ async def stream_columns(ctx, caller, instance: Instance, names: list[str], key=
         try:
             if not ctx.pool.spec(n).supports(instance.task):
                 columns[n].error = f"this model does not serve {instance.task}. {unserved_text(instance.task)}"
-                columns[n].finished = {}
                 continue
             players.append(services.model_player(ctx, n, instance.task))
         except Exception as exc:  # noqa: BLE001 - an unknown model, a missing checkpoint: its column
             columns[n].error = str(exc) or type(exc).__name__
-            columns[n].finished = {}
     yield render()
     if not players:
         return
@@ -228,7 +227,7 @@ async def stream_columns(ctx, caller, instance: Instance, names: list[str], key=
             tokens.append(services.game_token(ctx, group.group_id))
     except services.ServiceError as exc:
         for p in players:
-            columns[p.name].error, columns[p.name].finished = str(exc), {}
+            columns[p.name].error = str(exc)
         yield render()
         return
     by_episode: dict[str, str] = {}
@@ -237,13 +236,13 @@ async def stream_columns(ctx, caller, instance: Instance, names: list[str], key=
         async for _index, ev in group.subscribe():
             if ev is None:
                 continue
-            if ev["type"] == "started":
-                by_episode[ev["episode_id"]] = ev["participant"]
-            name = by_episode.get(ev.get("episode_id"))
+            if isinstance(ev, Started):
+                by_episode[ev.episode_id] = ev.participant
+            name = by_episode.get(getattr(ev, "episode_id", ""))
             if name in columns:
                 columns[name].apply(ev)
             now = time.perf_counter()
-            if ev["type"] != "delta" or now - last >= REFRESH_S:
+            if not isinstance(ev, Delta) or now - last >= REFRESH_S:
                 last = now
                 yield render()
     finally:  # the page stopped listening (Stop, a new deal): stop the group too
