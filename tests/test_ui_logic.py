@@ -68,6 +68,49 @@ def test_virl_walk_replays_and_refuses_illegal_actions():
     assert vp.walk_from_link(walk.link()) == walk
 
 
+def test_a_models_walk_on_the_map_comes_from_its_step_records(tmp_path, monkeypatch):
+    """The model columns draw each model's V-IRL walk from the step records' `state`: a stored
+    episode replayed into a column gives the walk the engine made, and while the column reads the
+    events no session is opened, so no reply is graded again."""
+    import asyncio
+
+    from app.export import replay_events
+    from app.runner import ScriptedPlayer, play
+    from app.store import Store
+    from app.ui.models_panel import COLOURS, Column, walks
+    from game.tasks import Instance, open_session
+    from game.tasks.virl import VirlTask
+
+    inst = Instance("virl-l", {"route": 0, "seed": 0})
+    engine = open_session(inst)
+    replies = []
+    # two moves, a miss, a move, then misses until the budget is spent (the walk ends there)
+    for wrong in (False, False, True, False, True, True, True):
+        replies.append("nonsense" if wrong else engine.episode.oracle_reply())
+        engine.step(replies[-1])
+    rail = engine.episode.rail.entries
+    expected = [tuple(rail[i].position) for i in engine.episode.visited]
+    assert engine.done and len(expected) == 4
+
+    store = Store(f"sqlite:///{tmp_path / 'eps.db'}")
+
+    async def stored_events():
+        played = [ev async for ev in play(ScriptedPlayer("rl", replies), inst, store)]
+        return [ev async for ev in replay_events(store, played[0].episode_id)]
+
+    events = asyncio.run(stored_events())
+
+    def no_session(*_a, **_k):
+        raise AssertionError("the UI opened a session: it would grade a reply again")
+
+    monkeypatch.setattr(VirlTask, "session", no_session)
+    column = Column("rl", "RL", 0, inst)
+    for ev in events:
+        column.apply(ev)
+    assert column.positions == expected and walks([column]) == [(expected, COLOURS[0])]
+    assert column.finished is not None and column.finished.n_steps == len(replies)
+
+
 def test_default_hand_flips_to_a_solvable_ood_hand_with_the_same_cards():
     t = play.default_table()
     assert t.deal.has_face_card

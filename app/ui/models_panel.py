@@ -6,7 +6,8 @@ Each column is rebuilt from the runner's typed events (`app.runner`: `Started`, 
 parsed fields, the reward and its failure class, the verifier's feedback and timing, then the final
 outcome. Columns are independent: a slow or dead model only affects its own column. Stop cancels
 the run and marks the unfinished columns "Stopped". On V-IRL each model's walk is drawn on the
-tab's map in its column's colour, step by step, with a legend.
+tab's map in its column's colour, step by step, with a legend: the walk is the step record's
+`state` (`game.tasks.VirlSession.place`), so no reply is ever graded again here.
 
 There is one column per configured model (none is dropped), and a tab offers only the models that
 serve the task on screen (GP-L or GP-VL, V-IRL-L or V-IRL-VL). Run brings the columns on screen
@@ -65,7 +66,6 @@ class Column:
     solved_after_s: float | None = None
     positions: list = field(default_factory=list)  # V-IRL: where the model's walk has been
     loading: bool = False                          # its checkpoint is still loading (warm start)
-    _session: Any = None  # V-IRL: our copy of the model's episode
 
     def apply(self, ev: Event) -> None:
         if isinstance(ev, Started):
@@ -81,23 +81,11 @@ class Column:
             self.steps[-1].result = ev
             if ev.terminated and ev.reward > 0 and self.solved_after_s is None:
                 self.solved_after_s = time.perf_counter() - self.started_at
-            self._follow(ev.output)
+            self.positions = walk_of(ev) or self.positions
         elif isinstance(ev, Finished):
             self.finished = ev
             if ev.error:
                 self.error = ev.error
-
-    def _follow(self, output: str) -> None:
-        """V-IRL: replay the model's reply on our own copy of its episode to know where it walked."""
-        if self.instance is None or self.instance.spec.family != "virl":
-            return
-        if self._session is None:
-            self._session = self.instance.spec.session(self.instance)
-        session = self._session
-        if not session.done:
-            session.step(output)
-        ep = session.episode
-        self.positions = [ep.rail.entries[i].position for i in ep.visited]
 
     def html(self, task: str) -> str:
         colour = "rgb({},{},{})".format(*COLOURS[self.index % len(COLOURS)])
@@ -258,6 +246,13 @@ def stopped_columns(key) -> list[Column] | None:
         if not c.finished:
             c.stopped = True
     return columns
+
+
+def walk_of(step: StepDone) -> list[tuple[float, float]]:
+    """The walk a step record says its walker has made so far (V-IRL: `state["walk"]`, positions
+    from the start on), as the map draws it; [] for a task without one (GP) and for a step stored
+    before records kept their state. Read from the record: no session is opened, nothing graded."""
+    return [(float(lat), float(lng)) for lat, lng in (step.state or {}).get("walk") or []]
 
 
 def walks(columns: list[Column]) -> list[tuple]:
