@@ -3,14 +3,15 @@
 it, the compute curves, and the import of the evaluated episodes into the store, so that every
 number of the view links to its episodes in the Inspect tab.
 
-Every task with staged findings (`TASKS`: the text pipeline's gp-l and virl-l, `sftvsrl train
-pipeline`; the vision pipeline's gp-vl and virl-vl, `sftvsrl train vision`, which writes the same
-format) goes through the same code: the numbers are the file's headline `value` (episode success
+Every task with staged findings (`tasks()`: the registry's tasks that declare Findings words — the
+text pipeline's gp-l and virl-l, `sftvsrl train pipeline`; the vision pipeline's gp-vl and virl-vl,
+`sftvsrl train vision`, which writes the same format; any task registered later) goes through the
+same code: the numbers are the file's headline `value` (episode success
 for GP, per-step accuracy for V-IRL; files written before V-IRL-L carry `success`: `cell_value`)
 on every split the file has; GP-VL's cells also carry recognition accuracy (`recognition_rows`,
 `paired(..., of="paired_recognition")`). What a task says in words (split labels, the OOD splits
 its verdict covers, speaker notes, the command that makes it) is the task's `findings` in the registry
-(`game.tasks`, read here as `VIEWS`); the paper's numbers beside ours are the task's `paper` (`PAPER`).
+(`game.tasks`, read here by `view_words`); the paper's numbers beside ours are the task's `paper`.
 
 Files, per task, under the findings directory (`Settings.findings_dir`, default
 `models/checkpoints/findings`): `<task>/findings.json` (the five-way table, paired comparisons,
@@ -43,10 +44,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
-from game.tasks import DEFAULT_TASK, FindingsWords, Instance, InstanceError, StepRecord, get_task, open_session
+from game.tasks import DEFAULT_TASK, TASKS, FindingsWords, Instance, InstanceError, StepRecord, get_task, open_session
 from game.findings import METRIC_WORDS, STAGE_LABELS as GAME_STAGE_LABELS, View, cell_value, words as generated_words
-from models.train.pipeline import TASKS as PIPELINE_TASKS
-from models.train.vision import TASKS as VISION_TASKS
 
 FINDINGS_FILE = "findings.json"
 EPISODES_FILE = "episodes.jsonl.gz"
@@ -56,21 +55,36 @@ STAGE_LABELS = {**GAME_STAGE_LABELS}
 RUN_PREFIX = "findings-"
 PAPER_LABEL = "reported in the paper, Llama-3.2-11B"
 METRICS = ("success_rate", "per_step_accuracy")   # a findings file's `metric` (absent: success_rate)
-# The tasks with staged findings: the text pipeline's (`sftvsrl train pipeline`) and the vision
-# pipeline's (`sftvsrl train vision`); both write the same findings.json / episodes.jsonl.gz.
-TASKS = PIPELINE_TASKS + VISION_TASKS
 
-
-# What each task's view says (words, the paper's numbers) is declared with the task in the registry.
-VIEWS: dict[str, FindingsWords] = {t: w for t in TASKS if (w := get_task(t).findings) is not None}
-PAPER: dict[str, tuple[dict[str, Any], ...]] = {t: get_task(t).paper for t in TASKS if get_task(t).paper}
-PAPER_WORDS: dict[str, str] = {t: get_task(t).paper_words for t in TASKS if get_task(t).paper_words}
 # Bounds on what is read: the files ship with the app, but a bad copy must fail clearly, not hang.
 MAX_FINDINGS_BYTES = 8 * 1024 * 1024
 MAX_EPISODES = 50_000
 MAX_LINE_CHARS = 256 * 1024
 MAX_OUTPUTS = 32
 MAX_OUTPUT_CHARS = 32 * 1024
+
+
+def tasks() -> list[str]:
+    """The tasks with staged findings: those of the registry (as it is now) that declare what their
+    view says (`Task.findings`), grouped by the trainer that writes their files (`produce`: the text
+    pipeline's, then the vision pipeline's; both write the same findings.json / episodes.jsonl.gz)."""
+    words = {name: spec.findings for name, spec in TASKS.items() if spec.findings is not None}
+    trainers = list(dict.fromkeys(w.produce for w in words.values()))
+    return sorted(words, key=lambda name: trainers.index(words[name].produce))
+
+
+def view_words(task: str) -> FindingsWords | None:
+    """What `task`'s view says (its `findings` words in the registry); None for a task without."""
+    try:
+        return get_task(task).findings
+    except InstanceError:
+        return None
+
+
+def short_name(task: str) -> str:
+    """The task's name in the view's selector and headings (its `findings.short`, else the task)."""
+    words = view_words(task)
+    return words.short if words is not None else task
 
 
 class FindingsError(ValueError):
@@ -134,7 +148,9 @@ class Findings:
 
     @property
     def view(self) -> FindingsWords:
-        return VIEWS[self.task]
+        words = view_words(self.task)
+        assert words is not None, f"{self.task} declares no findings words"  # `load` admits only such tasks
+        return words
 
     def value(self, stage: str, split: str) -> float | None:
         """The headline of one table cell (None when the cell is absent)."""
@@ -144,13 +160,14 @@ class Findings:
 
 def produce_command(task: str) -> str:
     """The command that writes `task`'s findings.json and episodes file (its trainer, its folder)."""
-    trainer = VIEWS[task].produce if task in VIEWS else "pipeline"
+    words = view_words(task)
+    trainer = words.produce if words is not None else "pipeline"
     return f"sftvsrl train {trainer} --task {task} --out runs/{trainer}/{task}"
 
 
 def split_label(task: str, split: str) -> str:
-    view = VIEWS.get(task)
-    return view.split_labels.get(split, split) if view else split
+    words = view_words(task)
+    return words.split_labels.get(split, split) if words else split
 
 
 def file_splits(task: str, data: dict) -> list[str]:
@@ -166,7 +183,7 @@ def file_splits(task: str, data: dict) -> list[str]:
 def available(folder: Path | None = None) -> list[str]:
     """The pipeline tasks whose findings.json is in `folder` (the view's task selector)."""
     base = folder or DEFAULT_DIR
-    return [t for t in TASKS if (base / t / FINDINGS_FILE).is_file()]
+    return [t for t in tasks() if (base / t / FINDINGS_FILE).is_file()]
 
 
 def load(task: str = DEFAULT_TASK, folder: Path | None = None) -> Findings | None:
@@ -174,8 +191,8 @@ def load(task: str = DEFAULT_TASK, folder: Path | None = None) -> Findings | Non
     Raises `FindingsError` for a file that is too large, not JSON, or lacks the table, and a
     ValueError naming the pipeline's tasks for any other task."""
     get_task(task)  # an unknown task is an InstanceError (a ValueError), named
-    if task not in TASKS:
-        raise FindingsError(f"no staged-pipeline findings for {task!r}: the pipeline's tasks are {', '.join(TASKS)}")
+    if task not in tasks():
+        raise FindingsError(f"no staged-pipeline findings for {task!r}: the pipeline's tasks are {', '.join(tasks())}")
     base = (folder or DEFAULT_DIR) / task
     path = base / FINDINGS_FILE
     if not path.is_file():
@@ -244,7 +261,7 @@ def bars(f: Findings) -> list[Bar]:
 
 def paper_entry(task: str, split: str | None = None) -> dict | None:
     """The paper's reported numbers for `task` on `split` (default: its first reported split)."""
-    entries = PAPER.get(task, ())
+    entries = get_task(task).paper
     return next((e for e in entries if split is None or e["split"] == split), None)
 
 
@@ -354,7 +371,7 @@ def forgetting(rl: dict, sft: dict) -> str:
 
 def explanation(f: Findings) -> list[str]:
     """A few plain sentences a speaker can read out, with this evaluation's numbers (the task's
-    words from `VIEWS`, the same sentences for every task)."""
+    words from `view_words`, the same sentences for every task)."""
     view = f.view
 
     def val(stage: str, split: str) -> str | None:
@@ -401,12 +418,12 @@ def explanation(f: Findings) -> list[str]:
     div = paired(f, "sft_diverse_minus_sft", "rule-ood")
     if div is not None and view.diverse_line:
         lines.append(view.diverse_line.format(diff=_pts(div["diff"]), se=f"{100 * div['se']:.1f}"))
-    for paper in PAPER.get(f.task, ()):
+    for paper in get_task(f.task).paper:
         v = paper["values"]
         lines.append(f"For scale, {PAPER_LABEL}, {paper['metric']} on {split_label(f.task, paper['split'])}: "
                      f"Init {_pct(v['init'])}, SFT {_pct(v['sft'])}, RL {_pct(v['rl'])}.")
-    if f.task in PAPER_WORDS:
-        lines.append(PAPER_WORDS[f.task])
+    if get_task(f.task).paper_words:
+        lines.append(get_task(f.task).paper_words)
     return lines
 
 
@@ -494,7 +511,7 @@ def curves_plot(f: Findings, path: Path, look: str = "light") -> Path | None:
             if not pts:
                 ax.set_ylabel(unit)
         n = f.data.get("protocol", {}).get("curve_episodes")
-        fig.suptitle(f"{VIEWS[f.task].short if f.task in VIEWS else f.task}: {f.metric_words} along training"
+        fig.suptitle(f"{short_name(f.task)}: {f.metric_words} along training"
                      + (f" ({n} episodes per point)" if n else ""))
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -692,8 +709,6 @@ def ensure_for_run(ctx, run_id: str | None) -> None:
     followed before the Findings view was opened). Errors are left to the Findings view to show."""
     if not run_id or not run_id.startswith(RUN_PREFIX):
         return
-    from game.tasks import TASKS
-
     task = next((t for t in sorted(TASKS, key=len, reverse=True) if run_id.startswith(f"{RUN_PREFIX}{t}-")), None)
     if task is None:
         return

@@ -61,7 +61,7 @@ from typing import Any, Callable, Mapping
 
 from .backends import Backend, make_backend
 from .backends.base import Health
-from .decoding import PAPER_EVAL, TASKS, DecodingSettings
+from .decoding import PAPER_EVAL, DecodingSettings, registry_tasks
 
 ENV_CONFIG = "SFTVSRL_MODELS_CONFIG"
 ENV_PREFIX = "SFTVSRL_MODEL_"
@@ -87,7 +87,7 @@ class ModelSpec:
     served_name: str | None = None
     path: str | None = None
     paths: dict[str, str] = field(default_factory=dict)   # task -> checkpoint (local backend)
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = field(default_factory=registry_tasks)   # default: every registered task
     label: str | None = None
     decoding: DecodingSettings = field(default_factory=lambda: PAPER_EVAL)
     api_key_env: str | None = None
@@ -208,18 +208,19 @@ def _spec(name: str, table: Mapping[str, Any], base_dir: Path, source: str) -> M
         paths = {t.strip(): d.strip() for t, d in pairs}
     if not isinstance(paths, Mapping) or not all(isinstance(v, str) and v for v in paths.values()):
         raise ConfigError(f"{where}: paths must be a table of task = \"checkpoint directory\"")
-    bad = [t for t in paths if t not in TASKS]
+    registered = registry_tasks()
+    bad = [t for t in paths if t not in registered]
     if bad:
-        raise ConfigError(f"{where}: unknown task(s) {bad} in paths; use {', '.join(TASKS)}")
+        raise ConfigError(f"{where}: unknown task(s) {bad} in paths; use {', '.join(registered)}")
     if paths and backend != "local":
         raise ConfigError(f"{where}: paths (one checkpoint per task) is for the local backend")
-    default_tasks = tuple(paths) if paths and not data.get("path") else TASKS
+    default_tasks = tuple(paths) if paths and not data.get("path") else registered
     tasks = data.pop("tasks", default_tasks)
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    bad = [t for t in tasks if t not in TASKS]
+    bad = [t for t in tasks if t not in registered]
     if bad:
-        raise ConfigError(f"{where}: unknown task(s) {bad}; use {', '.join(TASKS)}")
+        raise ConfigError(f"{where}: unknown task(s) {bad}; use {', '.join(registered)}")
     known = {f.name for f in fields(ModelSpec)} - {"name", "backend", "decoding", "tasks", "paths"}
     unknown = set(data) - known
     if unknown:

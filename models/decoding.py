@@ -13,9 +13,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
-from game.tasks import TASKS as _REGISTRY
+from game import tasks as _registry
 
-TASKS = tuple(_REGISTRY)   # the registry's tasks (gp-l, gp-vl, virl-l, virl-vl)
+
+def registry_tasks() -> tuple[str, ...]:
+    """The registry's task names now (gp-l, gp-vl, virl-l, virl-vl and any task registered since):
+    read at each call, never copied at import, so a task added later is known here too."""
+    return tuple(_registry.TASKS)
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,9 @@ def paper_defaults(task: str = "gp-l", mode: str = "eval") -> DecodingSettings:
     The paper uses the same settings for all four tasks; the task argument exists so callers
     state what they decode for and a future per-task difference has one place to live.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    known = registry_tasks()
+    if task not in known:
+        raise ValueError(f"unknown task {task!r}: use one of {', '.join(known)}")
     if mode not in ("eval", "rl"):
         raise ValueError(f"unknown mode {mode!r}: use 'eval' or 'rl'")
     return PAPER_EVAL if mode == "eval" else PAPER_RL_ROLLOUT

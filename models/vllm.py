@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from game.tasks import get_task
 
 from .config import ModelSpec, dump_toml
-from .decoding import PAPER_EVAL, TASKS
+from .decoding import PAPER_EVAL, registry_tasks
 from .procs import ManagedServer
 
 VISION_MODEL_TYPES = {"mllama"}
@@ -80,10 +80,13 @@ class VllmServerSpec:
     def env(self) -> dict[str, str]:
         return {"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib)} if self.cpu else {}
 
-    def model_spec(self, tasks: Sequence[str] = TASKS, label: str | None = None) -> ModelSpec:
-        tasks = tuple(tasks) if self.is_vision else tuple(t for t in tasks if not get_task(t).vision) or tuple(tasks)
+    def model_spec(self, tasks: Sequence[str] | None = None, label: str | None = None) -> ModelSpec:
+        """This server as a configured model for `tasks` (default: every registered task), the text
+        tasks only unless it serves a vision checkpoint."""
+        names = registry_tasks() if tasks is None else tuple(tasks)
+        names = names if self.is_vision else tuple(t for t in names if not get_task(t).vision) or names
         return ModelSpec(name=self.name, backend="openai", base_url=self.base_url, served_name=self.name,
-                         tasks=tasks, label=label or self.name.upper(), decoding=PAPER_EVAL)
+                         tasks=names, label=label or self.name.upper(), decoding=PAPER_EVAL)
 
 
 def pair_specs(sft: str, rl: str, *, gpu_memory_split: float = 0.45, ports: tuple[int, int] = (8001, 8002),
@@ -98,7 +101,7 @@ def pair_specs(sft: str, rl: str, *, gpu_memory_split: float = 0.45, ports: tupl
             for name, path, port in (("sft", sft, ports[0]), ("rl", rl, ports[1]))]
 
 
-def config_text(specs: Sequence[VllmServerSpec], tasks: Sequence[str] = TASKS) -> str:
+def config_text(specs: Sequence[VllmServerSpec], tasks: Sequence[str] | None = None) -> str:
     """The `models.toml` matching the servers."""
     models = {s.name: s.model_spec(tasks) for s in specs}
     return dump_toml(models, "Written by `sftvsrl vllm up`: the vLLM servers it started.")

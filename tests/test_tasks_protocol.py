@@ -9,7 +9,7 @@ import pytest
 
 from game import protocol
 from game.protocol import EpisodeScore, binomial_se, instances, paired, shard, split_metrics
-from game.tasks import OUTCOMES, TASKS, Instance, InstanceError, get_task, open_session
+from game.tasks import TASKS, Instance, InstanceError, get_task, open_session, outcomes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def test_registry_has_the_four_tasks_with_their_splits():
     assert protocol.splits("gp-vl") == ("id", "rule-ood", "visual-ood")
     assert protocol.splits("virl-l") == ("id", "rule-ood", "streets")
     assert protocol.splits("virl-vl") == ("id", "rule-ood", "visual-ood")
-    assert {"correct", "step_limit", "budget_exceeded", "wrong_observation"} <= set(OUTCOMES)
+    assert {"correct", "step_limit", "budget_exceeded", "wrong_observation"} <= set(outcomes())
     with pytest.raises(InstanceError, match="unknown task 'chess'"):
         get_task("chess")
 

@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from ..export import bundle, episode_jsonl, episode_markdown, replay_group_events
 from ..runner import Event, GroupFinished, HumanPlayer
 from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupStarted, Message, SubmitRequest
-from game.tasks import OUTCOMES
+from game.tasks import outcomes
 
 from .. import services
 from .deps import caller, ctx, http_error
@@ -156,8 +156,9 @@ async def cancel(episode_id: str, c=Depends(ctx), who=Depends(caller)) -> Messag
 
 
 def _filters(task, participant, status, success, outcome, group_id, run_id, split, instance_key) -> dict:
-    if outcome is not None and outcome not in OUTCOMES:
-        raise HTTPException(status_code=400, detail=f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
+    known = outcomes()   # the registry's, as it is now
+    if outcome is not None and outcome not in known:
+        raise HTTPException(status_code=400, detail=f"unknown outcome {outcome!r}; use one of {', '.join(known)}")
     return dict(task=task, participant=participant, status=status, success=success, outcome=outcome,
                 group_id=group_id, eval_run_id=run_id, eval_split=split, instance_key=instance_key)
 

@@ -248,15 +248,17 @@ def build_ui(services=None):
 
 
 def landing_instances() -> dict:
-    """What each task's tab plays when opened without a link (the server's warm-up plays these)."""
+    """What each task's tab plays when opened without a link (the server's warm-up plays these):
+    the tasks of the families with a tab here (24 Points, V-IRL); another registered task has no
+    landing instance, and the warm-up plays its first evaluation instance instead."""
     from game.tasks import TASKS, Instance
 
     from . import gp_play, virl_play
 
     table, walk = gp_play.default_table(), virl_play.Walk()
-    gp = {"deal_id": table.deal_id, "rule": table.rule}
-    virl = {"source": walk.source, "route": walk.route, "seed": walk.seed, "absolute_action": walk.absolute}
-    return {t: Instance(t, gp if spec.family == "gp" else virl) for t, spec in TASKS.items()}
+    shown: dict[str, dict] = {"gp": {"deal_id": table.deal_id, "rule": table.rule},
+                              "virl": {"source": walk.source, "route": walk.route, "seed": walk.seed, "absolute_action": walk.absolute}}
+    return {t: Instance(t, shown[spec.family]) for t, spec in TASKS.items() if spec.family in shown}
 
 
 def mount_ui(app, services=None, *, path: str = "/", root_path: str | None = None):

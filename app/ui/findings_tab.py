@@ -7,7 +7,8 @@ ours, the paired differences, GP-VL's recognition accuracy, the compute curves a
 plain-language explanation a speaker can read out. Every bar and table
 cell links to its episodes in the Inspect tab; opening a task's view starts importing them into
 the store once, in a background thread (`app.findings.Importer`), never on the event loop. One
-code path draws every task; what differs is the task's `findings` words in the registry (`app.findings.VIEWS`) and the file's numbers."""
+code path draws every task; what differs is the task's `findings` words in the registry
+(`app.findings.view_words`) and the file's numbers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,11 @@ from .. import findings as fd
 from ..charts import pair_html
 from .common import URL_UPDATE_JS, error_html, esc
 
-DEFAULT_TASK = fd.TASKS[0]   # the first task with staged findings
+
+
+def default_task() -> str:
+    """The first task with staged findings (`app.findings.tasks`, the registry as it is now)."""
+    return fd.tasks()[0]
 
 
 def _pct(x: float) -> str:
@@ -181,8 +186,10 @@ def missing_html(task: str, folder: Path) -> str:
             f'</div>')
 
 
-def view_html(ctx, task: str = DEFAULT_TASK) -> str:
-    """The whole view for `task`; starts the import of its episodes (call from a worker thread)."""
+def view_html(ctx, task: str | None = None) -> str:
+    """The whole view for `task` (default: `default_task()`); starts the import of its episodes
+    (call from a worker thread)."""
+    task = task or default_task()
     folder = fd.findings_dir(ctx.settings)
     try:
         f = fd.load(task, folder)
@@ -216,7 +223,7 @@ def view_html(ctx, task: str = DEFAULT_TASK) -> str:
 
 def task_choices(folder: Path) -> list[tuple[str, str]]:
     """The selector's (label, task) pairs: the pipeline tasks whose findings are in `folder`."""
-    return [(fd.VIEWS[t].short, t) for t in fd.available(folder)]
+    return [(fd.short_name(t), t) for t in fd.available(folder)]
 
 
 def pick_task(requested: str | None, folder: Path) -> tuple[str, str]:
@@ -224,13 +231,14 @@ def pick_task(requested: str | None, folder: Path) -> tuple[str, str]:
     a pipeline task is shown even without findings (the view says how to produce them); anything
     else falls back to the first task with findings."""
     offered = fd.available(folder)
-    default = offered[0] if offered else DEFAULT_TASK
+    default = offered[0] if offered else default_task()
     if not requested:
         return default, ""
-    if requested in fd.TASKS:
+    known = fd.tasks()
+    if requested in known:
         return requested, ""
     return default, error_html(f"This link names task {requested[:30]!r}, which has no pipeline findings; "
-                               f"the tasks are {', '.join(fd.TASKS)}. Showing {default}.")
+                               f"the tasks are {', '.join(known)}. Showing {default}.")
 
 
 def build(ctx, tab=None) -> dict:
@@ -239,8 +247,9 @@ def build(ctx, tab=None) -> dict:
     is in the tab's link (`?tab=findings&task=virl-l`)."""
     folder = fd.findings_dir(ctx.settings)
     choices = task_choices(folder)
-    task = gr.Radio(choices or [(fd.VIEWS[DEFAULT_TASK].short, DEFAULT_TASK)],
-                    value=choices[0][1] if choices else DEFAULT_TASK, label="Task", elem_id="findings-task",
+    first = default_task()
+    task = gr.Radio(choices or [(fd.short_name(first), first)],
+                    value=choices[0][1] if choices else first, label="Task", elem_id="findings-task",
                     visible=len(choices) > 1, interactive=True)
     view = gr.HTML('<div class="sv-dim">Open this tab to load the findings.</div>', elem_id="findings-view")
     link = gr.JSON({"tab": "findings"}, visible=False)
@@ -248,17 +257,17 @@ def build(ctx, tab=None) -> dict:
     def show(chosen: str | None, note: str = "") -> dict:
         offered = task_choices(folder)  # files copied in after start-up are offered too
         labels = dict((t, label) for label, t in offered)
-        chosen = chosen or (offered[0][1] if offered else DEFAULT_TASK)
-        shown = offered if chosen in labels else offered + [(fd.VIEWS[chosen].short, chosen)]
+        chosen = chosen or (offered[0][1] if offered else default_task())
+        shown = offered if chosen in labels else offered + [(fd.short_name(chosen), chosen)]
         return {view: note + view_html(ctx, chosen),
-                task: gr.Radio(choices=shown or [(fd.VIEWS[chosen].short, chosen)], value=chosen,
+                task: gr.Radio(choices=shown or [(fd.short_name(chosen), chosen)], value=chosen,
                                visible=len(shown) > 1),
                 link: {"tab": "findings", "task": chosen}}
 
     outputs = [view, task, link]
 
     def on_pick(chosen):
-        return show(chosen if chosen in fd.TASKS else None)
+        return show(chosen if chosen in fd.tasks() else None)
 
     def on_load(request: gr.Request):
         from .common import query_params
@@ -278,7 +287,7 @@ def build(ctx, tab=None) -> dict:
 
         params = query_params(request)
         wanted, note = (pick_task(params.get("task"), folder) if params.get("tab") == "findings" and params.get("task")
-                        else (chosen if chosen in fd.TASKS else None, ""))
+                        else (chosen if chosen in fd.tasks() else None, ""))
         if f'data-task="{wanted}"' in (current or "") and ('id="findings-root"' in current
                                                           or 'id="findings-missing"' in current):
             return gr.skip()

@@ -1,7 +1,8 @@
-"""The Inspect tab: stored episodes with filters (task, model, outcome, failure class, "only where
-the models disagree"), a step-by-step replay that needs no model, and JSONL / Markdown / bundle
-exports of what is shown. It lists the newest episodes when opened; its filters live in the link
-(`?tab=inspect&model=sft&result=failed`), so an Evaluate link lands with the filters it applied.
+"""The Inspect tab: stored episodes with filters (task, model, outcome, failure class: the registry's
+tasks and outcomes when the page is built; "only where the models disagree"), a step-by-step replay
+that needs no model, and JSONL / Markdown / bundle exports of what is shown. It lists the newest
+episodes when opened; its filters live in the link (`?tab=inspect&model=sft&result=failed`), so an
+Evaluate link lands with the filters it applied.
 
 What a visitor sees is the service layer's rule for its `Caller` (`common.visitor`, with the game
 tokens the page keeps): on a public server its own games and the evaluation episodes — listed, opened
@@ -22,14 +23,34 @@ from ..export import bundle, episode_jsonl, episode_markdown
 from .common import (URL_UPDATE_JS, badge, error_html, esc, note_html, outcome_badge, outcome_label, query_params,
                      visitor)
 
-TASKS = ["any", *REGISTRY]
-FAILURE_CLASSES = [
-    ("any", "any"), ("GP: wrong cards read", "wrong_cards"), ("GP: illegal formula", "illegal_formula"),
-    ("GP: wrong numbers", "wrong_numbers"), ("GP: several errors", "aggregated_error"),
-    ("GP: wrong value", "wrong_value"), ("GP: partial", "partial"), ("GP: float rounding", "float_rounding"),
-    ("GP: step limit", "step_limit"), ("V-IRL: wrong action", "wrong_action"),
-    ("V-IRL: wrong observation", "wrong_observation"), ("V-IRL: budget exceeded", "budget_exceeded"),
-]
+# The failure classes of the paper's two games, in the words the filter shows them; any other
+# registered task's outcomes follow these (`failure_classes`), named by the task.
+FAILURE_WORDS = {
+    "wrong_cards": "GP: wrong cards read", "illegal_formula": "GP: illegal formula",
+    "wrong_numbers": "GP: wrong numbers", "aggregated_error": "GP: several errors",
+    "wrong_value": "GP: wrong value", "partial": "GP: partial", "float_rounding": "GP: float rounding",
+    "step_limit": "GP: step limit", "wrong_action": "V-IRL: wrong action",
+    "wrong_observation": "V-IRL: wrong observation", "budget_exceeded": "V-IRL: budget exceeded",
+}
+
+
+def task_choices() -> list[str]:
+    """The task filter's values: any, then every task of the registry as it is now."""
+    return ["any", *REGISTRY]
+
+
+def failure_classes() -> list[tuple[str, str]]:
+    """The failure-class filter's (label, outcome) pairs: every outcome of the registered tasks but
+    `correct`, in `FAILURE_WORDS`' words and order, then the other tasks' own (named by the task)."""
+    found: dict[str, str] = {}
+    for spec in REGISTRY.values():
+        who = spec.findings.short if spec.findings is not None else spec.name
+        for outcome in spec.outcomes:
+            if outcome != "correct":
+                found.setdefault(outcome, FAILURE_WORDS.get(outcome) or f"{who}: {outcome_label(outcome).lower()}")
+    known = [o for o in FAILURE_WORDS if o in found] + [o for o in found if o not in FAILURE_WORDS]
+    return [("any", "any"), *((found[o], o) for o in known)]
+
 SCAN_LIMIT = 2000
 COLUMNS = ["id", "task", "model", "instance", "result", "tries", "return", "failures"]
 RESULTS = ["any", "solved", "failed"]
@@ -172,11 +193,11 @@ def build(ctx, tab=None, games=None) -> dict:
     current = gr.State([])
     link = gr.JSON({"tab": "inspect"}, visible=False)
     with gr.Row(elem_classes="sv-controls"):
-        task = gr.Dropdown(TASKS, value="any", label="Task", elem_id="inspect-task", min_width=120)
+        task = gr.Dropdown(task_choices(), value="any", label="Task", elem_id="inspect-task", min_width=120)
         model = gr.Dropdown(["any", *ctx.pool.names, "human"], value="any", label="Model",
                             allow_custom_value=True, elem_id="inspect-model", min_width=120)
         result = gr.Dropdown(RESULTS, value="any", label="Result", elem_id="inspect-result", min_width=110)
-        failure = gr.Dropdown(FAILURE_CLASSES, value="any", label="Failure class", elem_id="inspect-failure",
+        failure = gr.Dropdown(failure_classes(), value="any", label="Failure class", elem_id="inspect-failure",
                               min_width=200)
         disagree = gr.Checkbox(label="Only where the models disagree", value=False, elem_id="inspect-disagree")
     with gr.Row(elem_classes="sv-actions"):
@@ -276,7 +297,7 @@ def build(ctx, tab=None, games=None) -> dict:
             return gr.skip()  # listed when the tab is opened (no store scan for every page load)
         filters: dict[str, Any] = {"task": "any", "model": "any", "result": "any", "failure": "any", "disagree": False}
         problems = []
-        allowed = {"task": TASKS, "result": RESULTS, "failure": [v for _, v in FAILURE_CLASSES]}
+        allowed = {"task": task_choices(), "result": RESULTS, "failure": [v for _, v in failure_classes()]}
         for key in ("task", "model", "result", "failure"):
             value = params.get(key)
             if value is None:

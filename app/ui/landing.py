@@ -26,7 +26,7 @@ def banner_html(ctx, task: str) -> str:
         f = fd.load(task, folder)
     except (fd.FindingsError, ValueError):
         f = None
-    short = fd.VIEWS[task].short if task in fd.VIEWS else task
+    short = fd.short_name(task)
     if f is None:
         return (f'<div class="sv-finding" data-task="{esc(task)}">{CLAIM} '
                 f'<span class="sv-dim">No measured findings ship for {esc(short)} yet.</span></div>')

@@ -15,6 +15,10 @@ headline metric and the reference logger's reward classes, and what its Findings
 words; `paper`: the paper's reported numbers). Metrics and the evaluation protocol
 built on this are in `game.protocol`. Like all of `game/`, this imports nothing from `models/` or
 `app/`.
+
+A task is one entry of `TASKS`; everything else reads the registry when it runs (`get_task`,
+`TASKS`, `outcomes()`), never a copy made at import, so a task registered later (as a test does)
+is played, evaluated, stored, inspected and shown like the four (README: "Add a task").
 """
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ from .gp import GPLanguage, GPSession, GPVision, formula_reply, normalise_formul
 from .virl import VirlLanguage, VirlSession, VirlVision, action_reply, route_data
 
 TASKS: dict[str, Task] = {t.name: t for t in (GPLanguage(), GPVision(), VirlLanguage(), VirlVision())}
-OUTCOMES: tuple[str, ...] = tuple(dict.fromkeys(o for t in TASKS.values() for o in t.outcomes))
 
 Session = GPSession | VirlSession
 
@@ -34,6 +37,12 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except (KeyError, TypeError):
         raise InstanceError(f"unknown task {name!r}; use one of {', '.join(TASKS)}") from None
+
+
+def outcomes() -> tuple[str, ...]:
+    """Every outcome class of the registered tasks, in the registry's order. Read from `TASKS` at
+    each call (never copy the registry at import time: a task added later must count too)."""
+    return tuple(dict.fromkeys(o for t in TASKS.values() for o in t.outcomes))
 
 
 def task_name(family: str, vision: bool = False) -> str:
@@ -53,6 +62,6 @@ def open_session(instance: Instance) -> Session:
     return instance.spec.session(instance)
 
 
-__all__ = ["TASKS", "OUTCOMES", "FindingsWords", "Instance", "InstanceError", "Session", "Split", "StepRecord", "StepResult", "Task",
-           "DEFAULT_TASK", "action_reply", "formula_reply", "get_task", "normalise_formula", "open_session", "task_name",
-           "route_data"]
+__all__ = ["TASKS", "FindingsWords", "Instance", "InstanceError", "Session", "Split", "StepRecord", "StepResult", "Task",
+           "DEFAULT_TASK", "action_reply", "formula_reply", "get_task", "normalise_formula", "open_session", "outcomes",
+           "task_name", "route_data"]
