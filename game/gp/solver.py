@@ -154,6 +154,8 @@ def is_solvable(values, target: int = 24) -> bool:
 # --------------------------------------------------------------------------- canonical solver
 # An expression is (value, text, precedence, canonical key). Keys normalise + and * as
 # multisets of signed terms / signed factors, so commutative or associative rewrites collide.
+# A key is (kind, parts, signature): the signature is a canonical string of the whole key (equal
+# keys, equal signatures), computed once when the key is built; parts are kept in signature order.
 
 def _sum_parts(key):
     return key[1] if key[0] == "sum" else ((1, key),)
@@ -163,14 +165,19 @@ def _prod_parts(key):
     return key[1] if key[0] == "prod" else ((1, key),)
 
 
+def _leaf_key(v: int):
+    return ("num", v, str(v))
+
+
 def _combine_key(op: str, kx, ky):
     if op in "+-":
-        sign = 1 if op == "+" else -1
-        parts = list(_sum_parts(kx)) + [(sign * s, t) for s, t in _sum_parts(ky)]
-        return ("sum", tuple(sorted(parts, key=repr)))
-    sign = 1 if op == "*" else -1
-    parts = list(_prod_parts(kx)) + [(sign * s, t) for s, t in _prod_parts(ky)]
-    return ("prod", tuple(sorted(parts, key=repr)))
+        kind, sign, split = "sum", (1 if op == "+" else -1), _sum_parts
+    else:
+        kind, sign, split = "prod", (1 if op == "*" else -1), _prod_parts
+    signed = [((s, t), ("+" if s > 0 else "-") + t[2]) for s, t in split(kx)]
+    signed += [((sign * s, t), ("+" if sign * s > 0 else "-") + t[2]) for s, t in split(ky)]
+    signed.sort(key=lambda p: p[1])
+    return (kind, tuple(p[0] for p in signed), f"{kind}({','.join(p[1] for p in signed)})")
 
 
 def _wrap(text: str, prec: int, need: int, right: bool, op: str) -> str:
@@ -185,14 +192,15 @@ def _combine(op: str, x, y):
     vy, ty, py, ky = y
     if op == "/" and vy == 0:
         return None
-    value = {"+": vx + vy, "-": vx - vy, "*": vx * vy, "/": vx / vy if op == "/" else None}[op]
+    # only the operation asked for (Fraction arithmetic dominates the search's time)
+    value = vx + vy if op == "+" else vx - vy if op == "-" else vx * vy if op == "*" else vx / vy
     prec = _PREC[op]
     text = _wrap(tx, px, prec, False, op) + op + _wrap(ty, py, prec, True, op)
     return value, text, prec, _combine_key(op, kx, ky)
 
 
 def _search(items, target: Fraction, out: dict, seen: set) -> None:
-    state = tuple(sorted(repr(item[3]) for item in items))
+    state = tuple(sorted(item[3][2] for item in items))
     if state in seen:  # the same sub-expressions were reached by another order
         return
     seen.add(state)
@@ -239,7 +247,7 @@ def _format_key(key) -> tuple[Fraction, str, int]:
 
 @lru_cache(maxsize=4096)
 def _distinct_cached(key: tuple[int, ...], target: int) -> tuple[str, ...]:
-    leaves = [(Fraction(v), str(v), 3, ("num", v)) for v in key]
+    leaves = [(Fraction(v), str(v), 3, _leaf_key(v)) for v in key]
     out: dict = {}
     _search(leaves, Fraction(target), out, set())
     texts = {_format_key(k)[1] for k in out}
