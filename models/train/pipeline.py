@@ -131,6 +131,7 @@ class PipelineConfig:
     eval_n: int = 500                 # episodes per split for the final checkpoints
     curve_n: int = 234                # episodes per split for each snapshot (the matched lenses)
     kl_prompts: int = 128             # ID prompts for KL(Init ‖ model)
+    eval_max_new_tokens: int = 96     # reply token limit when scoring (replies are ~30 GP-L / ~20 V-IRL-L tokens)
     threads: int = 1                  # torch threads per process (1: robust next to other busy processes)
 
     @classmethod
@@ -188,7 +189,8 @@ class PipelineConfig:
                    sft_snapshots=3, warmup_steps=1,
                    rl=GRPOConfig(updates=2, hands_per_update=2, group_size=2, verify_iter=2, max_new_tokens=24,
                                  epochs=1, val_hands=4, val_every=1, patience=5),
-                   rl_snapshot_every=1, eval_n=6, curve_n=4, kl_prompts=4)
+                   rl_snapshot_every=1, eval_n=6, curve_n=4, kl_prompts=4,
+                   eval_max_new_tokens=24)   # an untrained model runs every reply to the limit
 
     def model_kwargs(self) -> dict[str, Any]:
         return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
@@ -453,7 +455,7 @@ def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[s
 # Evaluation: every final checkpoint, every snapshot, every lens
 
 
-EVAL_MAX_NEW_TOKENS = 96     # replies are ~30 (GP-L) / ~20 (V-IRL-L) tokens; a longer one is cut and graded
+EVAL_MAX_NEW_TOKENS = PipelineConfig.eval_max_new_tokens   # the default reply limit when scoring (vision too)
 
 
 def split_result(res: dict[str, Any], headline: str) -> tuple[dict[str, Any], list]:
@@ -530,7 +532,7 @@ def evaluate_job(job: EvalJob, root: str, cfg: PipelineConfig) -> dict[str, Any]
     init_model, _ = load_checkpoint(stage_dir(root, "init"))
     out: dict[str, Any] = {"tag": job.tag, "cells": {}, "outcomes": {}, "episodes": []}
     for split in cfg.splits:
-        res = evaluate(model, tok, cfg.task, split, job.n, seed=cfg.seed, max_new_tokens=EVAL_MAX_NEW_TOKENS,
+        res = evaluate(model, tok, cfg.task, split, job.n, seed=cfg.seed, max_new_tokens=cfg.eval_max_new_tokens,
                        keep_episodes=job.episodes)
         out["cells"][split], out["outcomes"][split] = split_result(res, cfg.headline)
         if job.episodes:
@@ -551,6 +553,8 @@ def _job_key(job: EvalJob, root: str, cfg: PipelineConfig) -> str:
 
     data = {"job": asdict(job), "weights": stamp(Path(job.path)), "init": stamp(stage_dir(root, "init")),
             "task": cfg.task, "seed": cfg.seed, "splits": list(cfg.splits), "format": FORMAT}
+    if cfg.eval_max_new_tokens != EVAL_MAX_NEW_TOKENS:   # keyed only when changed: earlier caches stay valid
+        data["max_new_tokens"] = cfg.eval_max_new_tokens
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
