@@ -5,16 +5,17 @@ in-process on both store backends, through the service layer, and end to end thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app import services
+from app.cli import main as sftvsrl
 from app.evaluation import EvalConfig, create_run, find_resumable, markdown_table, run_evaluation, run_items, summarize
 from app.runner import ScriptedPlayer
 from app.shards import ShardError, merge_shards, parse_shard
@@ -126,20 +127,22 @@ def test_shard_service_checks_specs_resume_and_merge_inputs(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_shard_cli_three_shards_and_merge_print_the_unsharded_table(tiny_llama_dir, tmp_path):
+def test_shard_cli_three_shards_and_merge_print_the_unsharded_table(tiny_llama_dir, tmp_path, monkeypatch):
+    """The `sftvsrl eval` command line (`app.cli.main`, in this process: one import of torch for six
+    runs; each shard still reads and writes only through the data directory)."""
     cfg = tmp_path / "models.toml"
     cfg.write_text("".join(f'[models.{n}]\nbackend = "local"\npath = "{tiny_llama_dir}"\n[models.{n}.decoding]\n'
                            f'max_tokens = 8\ntemperature = 0.0\n\n' for n in ("sft", "rl")))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DATABASE_URL", None)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     flags = ["--task", "gp-l", "--models", "sft", "rl", "--episodes", "3", "--splits", "id", "--config", str(cfg),
              "--data-dir", str(tmp_path / "data"), "--quiet"]
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "app.cli", "eval", *args], env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return proc
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = sftvsrl(["eval", *args])
+        assert code == 0, err.getvalue()[-2000:]
+        return subprocess.CompletedProcess(["sftvsrl", "eval", *args], code, out.getvalue(), err.getvalue())
 
     def run_id(proc) -> str:
         return proc.stdout.split("run `", 1)[1].split("`", 1)[0]
