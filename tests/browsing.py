@@ -7,8 +7,9 @@ Debian's Chromium driven by Playwright against a real `sftvsrl serve` on loopbac
   its data under `tmp`, waits for `/api/health` (no clock: the server's own readiness) and returns
   the server and its URL; the caller stops it;
 - fixtures `browser` (one Chromium per module) and `page` (a fresh context per test, a screenshot
-  under `tests/artifacts/<test>.png` at the end, and an assertion that the page fetched nothing
-  from outside loopback). A test module imports them: `from browsing import browser, page`.
+  under `tests/artifacts/<test>.png` when the test failed — of every test with
+  `SFTVSRL_SCREENSHOTS=all` — and an assertion that the page fetched nothing from outside
+  loopback). A test module imports them: `from browsing import browser, page`.
 """
 from __future__ import annotations
 
@@ -71,9 +72,12 @@ def page(browser, request):
     outside: list[str] = []
     pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     yield pg
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # a full-page screenshot costs ~0.5 s of a busy CI core: taken where someone will look at it
+    report = getattr(request.node, "rep_call", None)
     try:
-        pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        if os.environ.get("SFTVSRL_SCREENSHOTS") == "all" or report is None or report.failed:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     finally:
         context.close()
     assert not outside, f"the page fetched from outside loopback: {outside[:5]}"

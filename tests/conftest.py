@@ -23,6 +23,15 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))   # stable: order within a file kept
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (`item.rep_call`, …): fixtures that keep evidence of a
+    failure (the browser tests' screenshots) look at it while tearing down."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 def load_conformance(name: str) -> list[dict]:
     """Lines of ../shared/conformance/<name>; skips the calling test when the folder is missing."""
     path = CONFORMANCE / name

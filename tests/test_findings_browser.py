@@ -4,7 +4,7 @@ checks the five-way table, the bars and the paper's numbers, follows a bar into 
 stage's episodes are listed, switches the view to V-IRL-L (its three splits, per-step accuracy)
 and follows one of its bars into Inspect, and checks that the pipeline's extra models are offered
 but not ticked.
-Screenshots go to tests/artifacts/; the page must fetch nothing from outside loopback."""
+A failed test leaves a screenshot in tests/artifacts/; the page must fetch nothing from outside loopback."""
 from __future__ import annotations
 
 import json

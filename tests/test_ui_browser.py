@@ -1,5 +1,5 @@
 """Browser tests of the playground UI: a real `sftvsrl serve` process on loopback, driven by
-Playwright in Debian's Chromium (`/usr/bin/chromium`). Each test saves a screenshot under
+Playwright in Debian's Chromium (`/usr/bin/chromium`). A failed test leaves a screenshot under
 `tests/artifacts/`. Every test also asserts that the page fetched nothing from outside loopback.
 """
 from __future__ import annotations
