@@ -255,8 +255,8 @@ def test_evaluation_run_over_the_api(client):
                                               "splits": ["id"], "max_tokens": 4})
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    # polls the run's own status (the condition); the bound only turns a hang into a failure
+    for _ in range(2000):
         run = client.get(f"/api/evaluations/{run_id}").json()
         if run["status"] not in ("running",):
             break
