@@ -1,5 +1,6 @@
-"""Shared helpers for the training scripts: seeding, CPU threads, checkpoint save/load, the
-learning-rate schedule, and the `training.json` record written beside every checkpoint."""
+"""Shared helpers for the training code: seeding, CPU threads, checkpoint save/load, the
+learning-rate schedule, compute accounting (`Compute`), loss curves, and the `training.json` record
+written beside every checkpoint."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import os
 import platform
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -89,6 +90,28 @@ class Stopwatch:
 
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def loss_curve(losses: list[float], every: int = 25) -> list[float]:
+    """The per-step losses averaged over consecutive windows of `every` steps (5 decimals): the
+    `loss_curve` of a `training.json`."""
+    return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
+
+
+@dataclass
+class Compute:
+    """Token positions run through the model: `train` (forward + backward, ~3× a forward) and
+    `infer` (forward only: generation and log-prob passes). FLOPs ≈ 2·N·(3·train + infer)."""
+
+    train_tokens: int = 0
+    infer_tokens: int = 0
+
+    def flops(self, params: int) -> float:
+        return 2.0 * params * (3 * self.train_tokens + self.infer_tokens)
+
+    def as_dict(self, params: int) -> dict[str, Any]:
+        return {"train_tokens": self.train_tokens, "infer_tokens": self.infer_tokens,
+                "flops": self.flops(params)}
 
 
 def task_config(cls, defaults: tuple[Mapping[str, Any], Mapping[str, Any]], quick: bool, seed: int, task: str,

@@ -38,7 +38,6 @@ import gzip
 import hashlib
 import json
 import os
-import random
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -49,10 +48,11 @@ from game.findings import (COMPARISONS, EPISODES_FILE, FINDINGS_FILE, FORMAT, ME
 from game.protocol import splits
 from game.tasks import get_task
 
-from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
+from .common import (Compute, Stopwatch, environment, load_checkpoint, loss_curve, n_params, save_checkpoint,
+                     setup_torch)
 from .data import ChatCodec
 from .grpo import GRPOConfig
-from .rules_text import OOD_MAPPING, paper_clause
+from .sft import TextBatches, fit
 from .tasks import training_task
 
 STAGES = ("base", "init", "sft", "rl", "sft-diverse")
@@ -60,18 +60,6 @@ SHARED_STAGES = ("base", "init", "sft-diverse")    # one run (the first seed's),
 SEEDED_STAGES = ("sft", "rl")                       # one run per training seed
 TASKS = ("gp-l", "virl-l")               # the tasks the staged pipeline supports
 ID_MAPPING = (10, 10, 10)
-
-
-def mapping_message(mapping: Sequence[int]) -> str:
-    """The paper's face-card sentence for J/Q/K = `mapping` (`rules_text.paper_clause`)."""
-    return paper_clause(mapping)
-
-
-def base_mappings() -> list[tuple[int, int, int]]:
-    """Mappings (a, b, c) in 6..13 except the OOD one (511): what the GP-VL base states."""
-    from itertools import product
-
-    return [(a, b, c) for a, b, c in product(range(6, 14), repeat=3) if (a, b, c) != OOD_MAPPING]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,82 +227,7 @@ def snapshot_steps(total: int, n: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Compute accounting: model-token passes and approximate FLOPs
-
-
-@dataclass
-class Compute:
-    """Token positions run through the model: `train` (forward + backward, ~3× a forward) and
-    `infer` (forward only: generation and log-prob passes). FLOPs ≈ 2·N·(3·train + infer)."""
-
-    train_tokens: int = 0
-    infer_tokens: int = 0
-
-    def flops(self, params: int) -> float:
-        return 2.0 * params * (3 * self.train_tokens + self.infer_tokens)
-
-    def as_dict(self, params: int) -> dict[str, Any]:
-        return {"train_tokens": self.train_tokens, "infer_tokens": self.infer_tokens,
-                "flops": self.flops(params)}
-
-
-# ---------------------------------------------------------------------------------------------
 # Supervised stages
-
-
-def fit(model, tok, pairs: Sequence[tuple[str, str]], *, steps: int, batch_size: int, lr: float,
-        warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float, seed: int,
-        desc: str, progress: bool, compute: Compute,
-        on_step: Callable[[int, Any], None] | None = None) -> list[float]:
-    """Cross-entropy on the answers of `steps * batch_size` examples ((prompt, answer) pairs or
-    `Example`s with failed tries before the answer), one pass in length-bucketed batches
-    (`sft.length_batches`), AdamW with warm-up and cosine decay. `on_step(step, model)` runs after optimizer step `step` (1-based)
-    and once with step 0 before training (snapshots). Returns the per-step losses."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from .sft import answer_loss, common_prefix, length_batches, pad_batch
-
-    codec = ChatCodec(tok)
-    examples = [codec.sft_example(x[0], x[1], history=x[2] if len(x) > 2 else ()) for x in pairs[:steps * batch_size]]
-    random.Random(seed).shuffle(examples)
-    prefix = torch.tensor(common_prefix(examples))
-    examples = [(x[len(prefix):], y[len(prefix):]) for x, y in examples]
-    batches = length_batches(examples, batch_size, seed)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
-    if on_step:
-        on_step(0, model)
-    model.train()
-    losses: list[float] = []
-    bar = tqdm((pad_batch(b, codec.pad_id) for b in batches), total=len(batches), desc=desc, disable=not progress,
-               dynamic_ncols=True)
-    for step, (ids, mask, labels) in enumerate(bar, start=1):
-        loss = answer_loss(model, prefix, ids, mask, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        compute.train_tokens += len(prefix) + int(mask.sum())
-        if step % 5 == 0 or step == steps:
-            recent = losses[-20:]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-        if on_step:
-            model.eval()
-            on_step(step, model)
-            model.train()
-    bar.close()
-    model.eval()
-    return losses
-
-
-def _curve(losses: list[float], every: int = 25) -> list[float]:
-    return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
 
 
 def build_tokenizer(cfg: PipelineConfig):
@@ -363,16 +276,17 @@ def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, ou
     compute = Compute()
     snaps: list[dict] = []
     hook = _snapshotter(out.parent / f"{stage}-snapshots", tok, snapshots, compute, snaps) if snapshots else None
-    losses = fit(model, tok, pairs, steps=steps, batch_size=batch_size, lr=lr,
+    batches = TextBatches.from_pairs(ChatCodec(tok), pairs[:steps * batch_size], batch_size, seed)
+    losses = fit(model, batches, steps=steps, lr=lr,
                  warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
                  min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                 seed=seed, desc=stage if seed == cfg.seed else f"{stage} seed {seed}", progress=progress,
+                 desc=stage if seed == cfg.seed else f"{stage} seed {seed}", progress=progress,
                  compute=compute, on_step=hook)
     params = n_params(model)
     record = {"kind": "sft", "stage": stage, "task": cfg.task, "seed": seed, "start": str(start) if start else "random",
               "config": asdict(cfg), "parameters": params, "examples": steps * batch_size, "steps": len(losses),
               "lr": lr, "batch_size": batch_size, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-              "loss_curve": _curve(losses), "compute": compute.as_dict(params), "snapshots": snaps,
+              "loss_curve": loss_curve(losses), "compute": compute.as_dict(params), "snapshots": snaps,
               "wall_s": round(watch.elapsed(), 1), "environment": environment()}
     save_checkpoint(model, tok, out, record)
     return record

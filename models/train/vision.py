@@ -58,16 +58,17 @@ import random
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from game.gp.cards import Card, Rule
 from game.protocol import binomial_se, splits
 from game.tasks import get_task
 
 from ..prompts import FACE_CARD_MSG, cards_repr, gp_prompt, response_eqn
-from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, read_record, save_checkpoint, \
-    setup_torch
+from .common import (Compute, Stopwatch, cosine_lr, environment, load_checkpoint, loss_curve, n_params, read_record,
+                     save_checkpoint, setup_torch)
 from .data import ChatCodec, expert_answer, expert_formula, vision_inputs
+from .sft import fit
 
 STAGES = ("base", "init", "sft", "rl", "sft-diverse")
 TASKS = ("gp-vl", "virl-vl")
@@ -93,7 +94,7 @@ def label(rank: int) -> str:
 
 def vl_mapped_prompt(mapping: Sequence[int], target: int = 24) -> str:
     """The paper-exact GP-VL prompt with the face-card clause for `mapping` in both its places."""
-    from .pipeline import mapping_message
+    from .rules_text import mapping_message
 
     return gp_prompt(None, Rule.FACE10, target, vision=True).replace(FACE_CARD_MSG[Rule.FACE10],
                                                                     mapping_message(mapping))
@@ -101,7 +102,7 @@ def vl_mapped_prompt(mapping: Sequence[int], target: int = 24) -> str:
 
 def base_mappings() -> list[tuple[int, int, int]]:
     """The mappings the base's GP-VL examples state: (a, b, c) in 6..13, minus 10/10/10 and 11/12/13 (510)."""
-    from .pipeline import base_mappings as text_mappings
+    from .rules_text import base_mappings as text_mappings
 
     return [m for m in text_mappings() if m != ID_MAPPING]
 
@@ -338,38 +339,37 @@ class VisionConfig:
 # Supervised stages
 
 
-def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, batch_size: int, lr: float,
-           warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float, seed: int, desc: str,
-           progress: bool, compute, on_step: Callable[[int, Any], None] | None = None) -> list[float]:
-    """Cross-entropy on the answers of `steps * batch_size` image-text examples, one pass, AdamW with
-    warm-up and cosine decay (the vision analogue of `pipeline.fit`). Returns per-step losses."""
-    import torch
-    from tqdm.auto import tqdm
+class ImageTextBatches:
+    """The image-text batches of `steps * batch_size` examples (`Example`s) for the SFT loop
+    (`sft.fit`), in the order `random.Random(seed)` shuffles them, consecutive, each
+    `step(model) -> (loss, tokens)`: the chats right-padded, every row's image (a V-IRL grid
+    through the checkpoint's image processor, a GP table composed by `TablePixels`) with its
+    cross-attention mask (`data.vision_inputs`), cross-entropy on the answers."""
 
-    pixels = TablePixels(codec) if any(ex.slots is not None for ex in examples) else None
+    def __init__(self, codec: ChatCodec, examples: Sequence[Example], steps: int, batch_size: int, seed: int) -> None:
+        self.codec = codec
+        self.tables = TablePixels(codec) if any(ex.slots is not None for ex in examples) else None
+        order = list(examples[:steps * batch_size])
+        random.Random(seed).shuffle(order)
+        self.chunks = [order[i * batch_size:(i + 1) * batch_size] for i in range(min(steps, len(order) // batch_size))]
 
-    def image_pixels(ex: Example) -> dict:
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def _pixels(self, ex: Example) -> dict:
         if ex.image is not None:
-            return codec.pixels(ex.image)
-        assert pixels is not None and ex.slots is not None  # a table example: drawn from its cards
-        return pixels(ex.slots)
+            return self.codec.pixels(ex.image)
+        assert self.tables is not None and ex.slots is not None  # a table example: drawn from its cards
+        return self.tables(ex.slots)
 
-    order = list(examples[:steps * batch_size])
-    random.Random(seed).shuffle(order)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
-    if on_step:
-        on_step(0, model)
-    model.train()
-    losses: list[float] = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        chunk = order[step * batch_size:(step + 1) * batch_size]
-        if len(chunk) < batch_size:
-            break
+    def __iter__(self):
+        for chunk in self.chunks:
+            yield lambda model, chunk=chunk: self._step(model, chunk)
+
+    def _step(self, model, chunk: Sequence[Example]):
+        import torch
+
+        codec = self.codec
         encoded = [codec.sft_example(ex.prompt, ex.answer, image=True) for ex in chunk]
         width = max(len(x) for x, _ in encoded)
         ids = torch.full((len(chunk), width), codec.pad_id, dtype=torch.long)
@@ -377,26 +377,8 @@ def fit_vl(model, codec: ChatCodec, examples: Sequence[Example], *, steps: int, 
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, (x, y) in enumerate(encoded):
             ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
-        extra = vision_inputs([image_pixels(ex) for ex in chunk],
-                              [codec.image_position(x) for x, _ in encoded], width)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels, **extra).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        compute.train_tokens += int(mask.sum())
-        if step % 5 == 0 or step == steps - 1:
-            recent = losses[-20:]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-        if on_step:
-            model.eval()
-            on_step(step + 1, model)
-            model.train()
-    bar.close()
-    model.eval()
-    return losses
+        extra = vision_inputs([self._pixels(ex) for ex in chunk], [codec.image_position(x) for x, _ in encoded], width)
+        return model(input_ids=ids, attention_mask=mask, labels=labels, **extra).loss, int(mask.sum())
 
 
 def random_layout(rng: random.Random) -> tuple:
@@ -446,11 +428,7 @@ def pretrain_vision(model, codec: ChatCodec, *, steps: int, batch_size: int, lr:
     vm.eval()
     return {"steps": steps, "batch_size": batch_size, "lr": lr, "layouts": steps * batch_size,
             "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-            "final_slot_accuracy": sum(accs[-20:]) / max(1, len(accs[-20:])), "loss_curve": _curve(losses)}
-
-
-def _curve(losses: list[float], every: int = 25) -> list[float]:
-    return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
+            "final_slot_accuracy": sum(accs[-20:]) / max(1, len(accs[-20:])), "loss_curve": loss_curve(losses)}
 
 
 def build_base_model(cfg: VisionConfig, out: Path) -> Path:
@@ -472,8 +450,6 @@ def run_sft_stage(cfg: VisionConfig, stage: str, start: Path | None, examples: S
     """Train one supervised stage (from `start`, or from the freshly grafted model) and save it."""
     from collections import Counter
 
-    from .pipeline import Compute
-
     watch = Stopwatch()
     setup_torch(cfg.seed, cfg.threads)
     if start is None:
@@ -488,10 +464,10 @@ def run_sft_stage(cfg: VisionConfig, stage: str, start: Path | None, examples: S
                                              batch_size=cfg.vision_pretrain_batch, lr=cfg.vision_pretrain_lr,
                                              seed=cfg.seed, progress=progress)
     compute = Compute()
-    losses = fit_vl(model, codec, examples, steps=steps, batch_size=batch_size, lr=lr,
-                    warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
-                    min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                    seed=cfg.seed, desc=stage, progress=progress, compute=compute)
+    losses = fit(model, ImageTextBatches(codec, examples, steps, batch_size, cfg.seed), steps=steps, lr=lr,
+                 warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
+                 min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                 desc=stage, progress=progress, compute=compute)
     params = n_params(model)
     seen = examples[:steps * batch_size]
     record = {"kind": "sft", "stage": stage, "task": cfg.task,
@@ -500,7 +476,7 @@ def run_sft_stage(cfg: VisionConfig, stage: str, start: Path | None, examples: S
               "examples": len(seen), "example_kinds": dict(Counter(e.kind for e in seen)),
               "red_suit_examples": sum(any(c is not None and c.suit in "HD" for c in e.slots or ()) for e in seen),
               "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-              "loss_curve": _curve(losses), "compute": compute.as_dict(params),
+              "loss_curve": loss_curve(losses), "compute": compute.as_dict(params),
               "vision_pretraining": vision_pretraining,
               "wall_s": round(watch.elapsed(), 1), "config": asdict(cfg), "environment": environment()}
     save_checkpoint(model, proc, out, record)
