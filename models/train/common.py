@@ -9,9 +9,9 @@ import os
 import platform
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def setup_torch(seed: int, threads: int = 2) -> None:
@@ -112,12 +112,3 @@ class Compute:
     def as_dict(self, params: int) -> dict[str, Any]:
         return {"train_tokens": self.train_tokens, "infer_tokens": self.infer_tokens,
                 "flops": self.flops(params)}
-
-
-def task_config(cls, defaults: tuple[Mapping[str, Any], Mapping[str, Any]], quick: bool, seed: int, task: str,
-                overrides: Mapping[str, Any]):
-    """`cls`'s full (or `--quick`) config for `task`: the dataclass defaults, then the task's
-    changes `defaults` (full, quick; from `models.train.tasks`), then any non-None `overrides`."""
-    cfg = cls.quick(seed) if quick else cls(seed=seed)
-    cfg = replace(cfg, task=task, **defaults[1 if quick else 0])
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

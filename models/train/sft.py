@@ -19,60 +19,17 @@ from __future__ import annotations
 
 import random
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .common import (Compute, Stopwatch, cosine_lr, environment, load_checkpoint, loss_curve, n_params,
-                     save_checkpoint, setup_torch, task_config)
+                     save_checkpoint, setup_torch)
+from .config import SFTConfig
 from .data import ChatCodec
-from .tasks import SFT_SEED_OFFSET, training_task
+from .tasks import DEFAULT_TASK, SFT_SEED_OFFSET, training_task
 
-
-@dataclass(frozen=True)
-class SFTConfig:
-    task: str = "gp-l"
-    seed: int = 0
-    steps: int = 900                # optimizer steps (one pass: steps * batch_size fresh hands)
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup_steps: int = 60
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    grad_clip: float = 1.0
-    # model
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 384
-    vocab_size: int = 1024
-    max_positions: int = 2048
-    init_std: float = 0.02
-    # tokenizer corpus size (GP-L: hands per rule; V-IRL-L: episodes per action space)
-    corpus_hands: int = 600
-    # decoding defaults written into generation_config.json (the paper's believed eval defaults)
-    do_sample: bool = True
-    temperature: float = 0.6
-    top_p: float = 0.9
-    threads: int = 2
-
-    @classmethod
-    def quick(cls, seed: int = 0) -> "SFTConfig":
-        """A seconds-long run for tests: a very small model, a few steps."""
-        return cls(seed=seed, steps=6, batch_size=8, warmup_steps=2, hidden=32, layers=1, heads=2, kv_heads=1,
-                   intermediate=64, vocab_size=700, corpus_hands=60, lr=3e-3)
-
-    def model_kwargs(self) -> dict[str, Any]:
-        return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
-                    intermediate=self.intermediate, vocab_size=self.vocab_size,
-                    max_positions=self.max_positions, init_std=self.init_std, seed=self.seed)
-
-    def generation(self) -> dict[str, Any]:
-        if not self.do_sample:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+__all__ = ["SFTConfig", "TextBatches", "fit", "train_sft", "quick_config"]
 
 
 def build_init(cfg: SFTConfig, out: "str | Path") -> Path:
@@ -302,6 +259,7 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
     return record
 
 
-def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> SFTConfig:
-    """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
-    return task_config(SFTConfig, training_task(task, "tiny SFT").sft, quick, seed, task, overrides)
+def quick_config(quick: bool, seed: int, task: str = DEFAULT_TASK, **overrides) -> SFTConfig:
+    """The full (or `--quick`) config of `task` (its training entry's `sft` preset), then any
+    non-None `overrides`."""
+    return SFTConfig.for_task(task, quick=quick, seed=seed, **overrides)
