@@ -155,3 +155,17 @@ def test_the_pairs_commands_print_their_config(capsys):
     assert json.loads(capsys.readouterr().out) == recorded
     assert main(["train", "rl", "--task", "gp-l", "--quick", "--print-config"]) == 0
     assert GRPOConfig.from_dict(json.loads(capsys.readouterr().out)) == GRPOConfig.for_task("gp-l", quick=True)
+
+
+def test_training_code_names_no_task():
+    """Training code branches on the training entry's properties, never on a task's name: only the
+    registry entries (`models.train.tasks`) hold a task name as a value."""
+    import ast
+
+    from game.tasks import TASKS
+
+    files = [*sorted((ROOT / "models" / "train").glob("*.py")), ROOT / "app" / "cli" / "train.py"]
+    bad = [f"{f.name}:{node.lineno} {node.value!r}" for f in files if f.name != "tasks.py"
+           for node in ast.walk(ast.parse(f.read_text(encoding="utf-8")))
+           if isinstance(node, ast.Constant) and node.value in TASKS]
+    assert not bad, bad
