@@ -1,7 +1,9 @@
 """On-policy RL from Init with the verifier's reward: GRPO over multi-turn episodes, per-call credit.
 
-One update (CleanRL-style: every hyper-parameter is a `GRPOConfig` field, documented where it is
-declared; per-task presets in `models.train.tasks`):
+The one GRPO: the staged pipeline's RL stage (text and vision) and the V-IRL-L / GP-L pair's
+`train rl`. One update (CleanRL-style: every hyper-parameter is a `GRPOConfig` field, documented
+where it is declared in `models.train.config`; per-task presets on the training entries,
+`models.train.tasks`):
 
 1. **Rollouts.** Draw `hands_per_update` in-distribution training instances (the registry's
    training stream: never a held-out evaluation hand) and play `group_size` episodes of each as

@@ -1,19 +1,28 @@
-"""Supervised fine-tuning of a tiny Llama on expert answers (the paper's SFT, scaled down).
+"""Supervised fine-tuning: the one SFT loop (`fit`) every supervised stage trains with — the staged
+pipeline's base, Init, SFT and SFT-diverse, text and image-text (`models.train.pipeline`), and the
+V-IRL-L / GP-L pair's SFT (`train_sft`) — and its text batches (`TextBatches`: the shared prompt
+prefix run once per batch, the output layer only where there is a label, `answer_loss`).
 
-GP-L: one pass over fresh in-distribution hands (J/Q/K = 10): the paper-exact prompt in the chat
-template, the `ResponseEqn` answer with the canonical expert formula (`data.expert_formula`).
-V-IRL-L: one pass over the single-turn expert pairs of fresh training episodes on the bundled
-Helsinki routes with absolute actions (`data.virl_sft_pairs`): the paper-exact prompt at every rail
-position (golden history so far), the `ResponseVIRL` answer with the golden action.
+`train_sft` is the pair's SFT (the paper's SFT, scaled down, from random weights): GP-L: one pass
+over fresh in-distribution hands (J/Q/K = 10): the paper-exact prompt in the chat template, the
+`ResponseEqn` answer with the canonical expert formula (`data.expert_formula`). V-IRL-L: one pass
+over the single-turn expert pairs of fresh training episodes on the bundled Helsinki routes with
+absolute actions (`data.virl_sft_pairs`): the paper-exact prompt at every rail position (golden
+history so far), the `ResponseVIRL` answer with the golden action. Answer then `<|eot_id|>`,
+cross-entropy on the answer tokens only (every position's logits: `shared_prefix_loss`, as the
+shipped V-IRL-L SFT was trained), consecutive batches, AdamW with warm-up and cosine decay. The
+tokenizer is trained on the task's own corpus (`TrainingTask.corpus`). Hyper-parameters:
+`SFTConfig` (`models.train.config`; the task's `sft` preset), `quick_config(True, …)` the
+seconds-long variant the tests use.
 
-Both: answer then `<|eot_id|>`, cross-entropy on the answer tokens only, AdamW with warm-up and
-cosine decay. The tokenizer is trained on the task's own corpus (`tasks.TRAINING[task].corpus`) and the
-model starts from random weights (`models.tiny.build_tiny_llama`). Hyper-parameters live in `SFTConfig`
-(the task's entry in `models.train.tasks` holds the per-task changes); `quick_config(True, …)` is the seconds-long variant
-the tests use.
+The pair stays its own entry point (`sftvsrl train sft` / `train rl --init`), not a preset of the
+pipeline: its tokenizer corpus, expert data, batching, loss and record differ from every
+pipeline stage, and the shipped `virl-l-sft` / `virl-l-rl` are its checkpoints. It shares the
+loop (`fit`), the GRPO (`models.train.grpo`) and the preset mechanism.
 
     sftvsrl train sft --task gp-l --out models/checkpoints/gp-l-sft
     sftvsrl train sft --task virl-l --out models/checkpoints/virl-l-sft
+    sftvsrl train sft --task virl-l --print-config
 """
 from __future__ import annotations
 

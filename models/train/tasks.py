@@ -1,26 +1,31 @@
 """The training side of the task registry: what the tiny trainers need per task, in one table.
 
 `game.tasks` owns what a task *is* (configs, splits, sessions, grading); this module owns what
-training a tiny checkpoint on it needs and nothing else branches on a task name for it:
+training a tiny checkpoint on it needs, and training code branches on these properties, never on
+a task name (only the entries here name tasks):
 
-- `sft` / `grpo`: the task's changes to `SFTConfig` / `GRPOConfig` defaults, as (full, `--quick`);
-- `corpus(seed, size)`: the text the compact tokenizer is trained on; `tokenizer_split`: the
+- presets, each as (full run, `--quick` run) changes to a config's defaults (applied by
+  `models.train.config.Preset.for_task`): `pipeline` (the staged pipeline's `PipelineConfig`, or
+  `VisionConfig` for a vision task), `sft` / `grpo` (the V-IRL-L / GP-L pair's);
+- the staged pipeline (`models.train.pipeline`): `stages` (the stages the task trains),
+  `stage_pairs(corpus, n, seed, cfg)` (the `base`, `init`, `id` and `diverse` corpora: text pairs,
+  or `vision.Example`s), `pipeline_tokenizer_text(cfg)` (a text task's tokenizer corpus),
+  `pretrains_vision`, and the model-card prose `stage_text` and `card_model`;
+- `corpus(seed, size)`: the text the pair's compact tokenizer is trained on; `tokenizer_split`: the
   pre-tokenizer rule (`models.tiny.train_tokenizer(compact=…)`);
 - `expert_pairs(n, seed)`: `n` single-turn expert (prompt, answer) pairs and facts for the record;
 - `rollouts(cfg)`: the seeded stream of in-distribution training instances GRPO plays: the
   registry's `training_stream` (`game.tasks`, the one definition the trainer adapters use too),
   opened as registry sessions like every evaluation episode;
-- `card`: which model-card layout `models.train.card` writes for a checkpoint of the task;
-- the staged pipeline (`models.train.pipeline`): `pipeline` (its `PipelineConfig` changes, as
-  (full, `--quick`)), `stage_pairs(corpus, n, seed, cfg)` (the `base`, `id` and `diverse` corpora),
-  `pipeline_tokenizer_text(cfg)` and `stage_text` (each stage's model-card prose).
+- `card`: which model-card layout `models.train.card` writes for a checkpoint of the pair.
 
     from models.train.tasks import training_task
     t = training_task("virl-l")      # ValueError naming the trainable tasks otherwise
     t.grpo[0]["verify_iter"]         # 2: the paper's tries per V-IRL position
 
-The text tasks (`TRAINING`: gp-l, virl-l) are trained by the text trainers; the vision tasks
-(`VISION_TRAINING`: gp-vl, virl-vl) by `models.train.vision`, with GRPO's rollouts from here.
+The text tasks (`TRAINING`: gp-l, virl-l) and the vision tasks (`VISION_TRAINING`: gp-vl,
+virl-vl; `training_task(…, vision=True)`) all train through the staged pipeline; the pair's
+trainers take the text tasks only.
 """
 from __future__ import annotations
 
