@@ -174,3 +174,64 @@ def test_the_import_scan_sees_upward_imports(tmp_path, monkeypatch):
     src = "from ...app import store\nimport models.chat\nfrom .. import tasks\n"
     monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: src)
     assert _imports(f) == {"app", "models.chat", "game"}
+
+
+def _module_graph(layers: tuple[str, ...] = ("game", "models", "app")) -> dict[str, set[str]]:
+    """{module: the modules it imports}, counting imports inside functions too (`from x import
+    y` counts x and x.y when that is a module); a module's import of its own package (`from .
+    import name`, run when the module is imported anyway) is not an edge."""
+    files = {".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): f
+             for layer in layers for f in (ROOT / layer).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                pkg = path.relative_to(ROOT).with_suffix("").parts[:-node.level] if node.level else ()
+                base = ".".join(pkg + ((node.module,) if node.module else ()))
+                names |= {base} | {f"{base}.{a.name}" for a in node.names}
+        graph[mod] = {n for n in names if n in files and n != mod and not mod.startswith(n + ".")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`: its strongly connected components of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    """No module imports one that (directly or not) imports it back, not even inside a function:
+    the layers and the modules within them form a one-way graph."""
+    graph = _module_graph()
+    assert len(graph) > 100 and "models.train.pipeline" in graph["app.cli.train"]
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -25,7 +25,7 @@ GREEDY = DecodingSettings(max_tokens=40, temperature=0.0)
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    from models.train.vision import VisionConfig, evaluate_vision, train_vision
+    from models.train.pipeline import VisionConfig, evaluate_vision, train_vision
 
     torch.set_num_threads(1)
     cfg = VisionConfig.quick()

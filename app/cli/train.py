@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from game.tasks import TASKS as REGISTRY
-from models.train.tasks import TRAINING
+from models.train.tasks import TRAINING, VISION_TRAINING
 
 from . import CliError
 
-TASKS = tuple(TRAINING)                                           # sft / rl / eval / pipeline (text tasks)
-VISION = tuple(t for t, spec in REGISTRY.items() if spec.vision)   # the vision pipeline's tasks
+TASKS = tuple(TRAINING)                                           # sft / rl / eval (text tasks)
+VISION = tuple(VISION_TRAINING)                                   # the vision tasks
+STAGED = TASKS + VISION                                           # the staged pipeline's tasks
 
 
 def register(sub) -> None:
@@ -28,6 +29,8 @@ def register(sub) -> None:
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
+        q.add_argument("--print-config", action="store_true",
+                       help="print the fully resolved configuration (defaults + the task's preset) as JSON and exit")
 
     s = tsub.add_parser("sft", help="supervised fine-tuning on expert single-turn answers (ID rule)")
     common(s, "runs/<task>-sft")
@@ -37,7 +40,7 @@ def register(sub) -> None:
 
     r = tsub.add_parser("rl", help="GRPO from an SFT checkpoint with the verifier's reward (multi-turn, ID rule)")
     common(r, "runs/<task>-rl")
-    r.add_argument("--init", required=True, help="the SFT checkpoint directory")
+    r.add_argument("--init", help="the SFT checkpoint directory (required to train)")
     r.add_argument("--updates", type=int, help="GRPO updates (default 20; 2 with --quick)")
     r.set_defaults(func=_cmd_rl)
 
@@ -56,43 +59,45 @@ def register(sub) -> None:
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_cmd_eval)
 
-    pl = tsub.add_parser("pipeline", help="the staged pipeline: base -> init -> sft / rl / sft-diverse, then the "
-                                          "five-way evaluation (findings.json)")
-    pl.add_argument("--task", default=TASKS[0], help=" or ".join(TASKS))
-    pl.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
+    def staged(q, task_default: str, tasks: tuple[str, ...]) -> None:
+        """The staged pipeline's flags (`train pipeline`, `train vision`: one runner, one config)."""
+        q.add_argument("--task", default=task_default, help=" or ".join(tasks) + " (the stages each trains: --stages)")
+        q.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
+        q.add_argument("--stages", default=None,
+                       help="comma-separated stages to train (default: every stage the task trains; existing ones "
+                            "are kept: resumable)")
+        q.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
+        q.add_argument("--n", type=int, default=None, help="episodes per split when evaluating (default: the "
+                                                            "config's eval_n)")
+        q.add_argument("--print-config", action="store_true",
+                       help="print the fully resolved configuration (defaults + the task's preset) as JSON and exit")
+        q.add_argument("--explain", action="store_true",
+                       help="print every field of the resolved configuration with what it means, and exit")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's, 1)")
+        q.add_argument("--no-progress", action="store_true")
+
+    pl = tsub.add_parser("pipeline", help="the staged pipeline of any trainable task: base -> init -> sft / rl / "
+                                          "sft-diverse, then the evaluation (findings.json; text tasks: five-way "
+                                          "with every lens)")
+    staged(pl, TASKS[0], STAGED)
     pl.add_argument("--out", default=None, help="output directory (default: runs/pipeline/<task>)")
-    pl.add_argument("--stages", default=",".join(("base", "init", "sft", "rl", "sft-diverse")),
-                    help="comma-separated stages to train (existing ones are kept: resumable)")
-    pl.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
     pl.add_argument("--workers", type=int, default=1, help="evaluate checkpoints in this many processes (default 1)")
     pl.add_argument("--seeds", default=None,
                     help="training seeds of SFT and RL to run, comma-separated (default: the config's, e.g. 0,1,2); "
                          "run seeds in separate processes, then evaluate once")
-    pl.add_argument("--print-config", action="store_true",
-                    help="print the fully resolved configuration (the task's preset) as JSON and exit")
     pl.add_argument("--ship", metavar="DIR", default=None,
                     help="after the evaluation, copy the table's checkpoints (with their model cards) to "
                          "DIR/<task>-<stage> and findings.json + episodes to DIR/findings/<task> "
                          "(the repo's models/checkpoints ships them)")
-    pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
-    pl.add_argument("--no-progress", action="store_true")
-    pl.set_defaults(func=_cmd_pipeline)
+    pl.set_defaults(func=_cmd_pipeline, out_root="runs/pipeline")
 
-    v = tsub.add_parser("vision", help="the tiny vision-language pipeline (Mllama): base -> init -> sft / rl / "
-                                       "sft-diverse on GP-VL, then the evaluation with recognition accuracy "
-                                       "(findings.json, episodes.jsonl.gz)")
-    v.add_argument("--task", default=VISION[0], help=" or ".join(VISION) + " (the stages each trains: --stages)")
-    v.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
+    v = tsub.add_parser("vision", help="the staged pipeline of a vision task (tiny Mllama; `train pipeline` with a "
+                                       "vision task): base -> init -> sft / rl / sft-diverse on GP-VL, then the "
+                                       "evaluation with recognition accuracy (findings.json, episodes.jsonl.gz)")
+    staged(v, VISION[0], VISION)
     v.add_argument("--out", default=None, help="output directory (default: runs/vision/<task>)")
-    v.add_argument("--stages", default="base,init,sft,rl,sft-diverse",
-                   help="comma-separated stages to train (existing ones are kept: resumable)")
-    v.add_argument("--n", type=int, default=None, help="episodes per split (default 100; 3 with --quick)")
-    v.add_argument("--no-eval", action="store_true", help="train only; skip the evaluation")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
-    v.add_argument("--no-progress", action="store_true")
-    v.set_defaults(func=_cmd_vision)
+    v.set_defaults(func=_cmd_pipeline, out_root="runs/vision", workers=1, seeds=None, ship=None)
 
     t = tsub.add_parser("table", help="evaluate init/SFT/RL, write eval.json and the model cards")
     t.add_argument("--task", default=None, help="checked against the SFT checkpoint's training.json")
@@ -114,11 +119,20 @@ def _threads(args) -> dict:
     return {"threads": args.threads} if args.threads else {}
 
 
+def _print_config(cfg) -> int:
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(cfg), indent=2))
+    return 0
+
+
 def _cmd_sft(args) -> int:
     from models.train.sft import quick_config, train_sft
 
     task = _task(args)
     cfg = quick_config(args.quick, args.seed, task=task, steps=args.steps, batch_size=args.batch_size, **_threads(args))
+    if args.print_config:
+        return _print_config(cfg)
     out = args.out or f"runs/{task}-sft{'-quick' if args.quick else ''}"
     rec = train_sft(cfg, out, progress=not args.no_progress)
     print(f"saved {out}: {rec['parameters']:,} parameters, {rec['steps']} steps in {rec['train_s']} s "
@@ -130,6 +144,10 @@ def _cmd_rl(args) -> int:
     from models.train.grpo import quick_config, train_grpo
 
     task = _task(args)
+    if args.print_config:
+        return _print_config(quick_config(args.quick, args.seed, task=task, updates=args.updates, **_threads(args)))
+    if not args.init:
+        raise CliError("train rl needs --init (the SFT checkpoint directory)")
     if not (Path(args.init) / "config.json").is_file():
         raise CliError(f"no checkpoint at {args.init} (config.json missing)")
     from models.train.common import read_record
@@ -177,74 +195,59 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_pipeline(args) -> int:
-    from dataclasses import asdict, replace
+    from dataclasses import asdict, fields
 
-    from models.train.pipeline import STAGES, TASKS as PIPELINE_TASKS, PipelineConfig, cell_value, \
-        evaluate_pipeline, ship_pipeline, train_pipeline
+    from models.train.config import docs, pipeline_config
+    from models.train.pipeline import STAGES, PipelineConfig, cell_value, evaluate_stages, ship_pipeline, \
+        train_pipeline
+    from models.train.tasks import training_task
 
-    if args.task not in PIPELINE_TASKS:
-        raise CliError(f"the staged pipeline supports {', '.join(PIPELINE_TASKS)}, not {args.task!r}")
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in STAGES]
+    if args.task not in STAGED:
+        raise CliError(f"the staged pipeline supports {', '.join(STAGED)}, not {args.task!r}")
+    own = training_task(args.task, vision=True).stages
+    asked = [s.strip() for s in (args.stages or ",".join(own)).split(",") if s.strip()]
+    bad = [s for s in asked if s not in STAGES]
     if bad:
         raise CliError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
-    cfg = PipelineConfig.for_task(args.task, quick=args.quick, seed=args.seed)
-    if args.threads:
-        cfg = replace(cfg, threads=args.threads)
+    stages = [s for s in asked if s in own]   # a stage the task does not train is skipped
     seeds = None
     if args.seeds:
         try:
             seeds = tuple(int(x) for x in args.seeds.split(","))
         except ValueError:
             raise CliError(f"--seeds takes comma-separated whole numbers, not {args.seeds!r}") from None
+    cfg = pipeline_config(args.task, quick=args.quick, seed=args.seed, threads=args.threads, eval_n=args.n)
     if args.print_config:
         print(json.dumps(asdict(cfg), indent=2))
         return 0
-    out = Path(args.out or f"runs/pipeline/{args.task}{'-quick' if args.quick else ''}")
+    if args.explain:
+        for f in fields(cfg):
+            value = getattr(cfg, f.name)
+            print(f"{f.name} = {json.dumps(asdict(value) if hasattr(value, '__dataclass_fields__') else value)}"
+                  f"  # {docs(type(cfg))[f.name]}")
+        return 0
+    out = Path(args.out or f"{args.out_root}/{args.task}{'-quick' if args.quick else ''}")
     records = train_pipeline(cfg, out, stages=stages, seeds=seeds, progress=not args.no_progress)
     for stage, rec in records.items():
         print(f"{stage:<14} {rec.get('wall_s', 0):>7} s")
     if args.no_eval:
         return 0
-    findings = evaluate_pipeline(out, cfg, progress=not args.no_progress, workers=max(1, args.workers))
+    findings = evaluate_stages(out, cfg, progress=not args.no_progress, workers=max(1, args.workers))
     for stage, row in findings["table"].items():
-        cells = "   ".join(f"{s} {100 * cell_value(row[s]):5.1f} ± {100 * row[s]['se']:.1f} %" for s in cfg.splits)
-        print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")
+        if isinstance(cfg, PipelineConfig):
+            cells = "   ".join(f"{s} {100 * cell_value(row[s]):5.1f} ± {100 * row[s]['se']:.1f} %" for s in cfg.splits)
+            print(f"{stage:<12} {cells}   KL(init||model) {row['kl_from_init']:.3f}")
+        else:
+            cells = "   ".join(f"{s} {100 * r['success']:5.1f} ± {100 * r['success_se']:.1f} % (per step "
+                               f"{100 * r['per_step_accuracy']:.1f} %" + (
+                                   f", recognition {100 * r['recognition']:.1f} %"
+                                   if r.get('recognition') is not None else "") + ")"
+                               for s, r in row.items() if s in findings["protocol"]["splits"])
+            print(f"{stage:<6} {cells}")
     print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     if args.ship:
         for path in ship_pipeline(out, args.ship):
             print(f"shipped {path}", file=sys.stderr)
-    return 0
-
-
-def _cmd_vision(args) -> int:
-    from dataclasses import replace
-
-    from models.train.vision import STAGES, TASK_STAGES, TASKS as VISION_TASKS, VisionConfig, evaluate_vision, \
-        train_vision
-
-    if args.task not in VISION_TASKS:
-        raise CliError(f"the vision pipeline supports {', '.join(VISION_TASKS)}, not {args.task!r}")
-    stages = [s.strip() for s in args.stages.split(",") if s.strip() and s.strip() in TASK_STAGES[args.task]]
-    bad = [s for s in args.stages.split(",") if s.strip() and s.strip() not in STAGES]
-    if bad:
-        raise CliError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
-    cfg = VisionConfig.for_task(args.task, args.quick, args.seed)
-    cfg = replace(cfg, **{k: v for k, v in (("threads", args.threads), ("eval_n", args.n)) if v})
-    out = Path(args.out or f"runs/vision/{args.task}{'-quick' if args.quick else ''}")
-    records = train_vision(cfg, out, stages=stages, progress=not args.no_progress)
-    for stage, rec in records.items():
-        print(f"{stage:<6} {rec.get('wall_s', 0):>7} s  {out / stage}")
-    if args.no_eval:
-        return 0
-    findings = evaluate_vision(out, cfg, progress=not args.no_progress)
-    for stage, row in findings["table"].items():
-        cells = "   ".join(f"{s} {100 * r['success']:5.1f} ± {100 * r['success_se']:.1f} % (per step "
-                           f"{100 * r['per_step_accuracy']:.1f} %" + (f", recognition {100 * r['recognition']:.1f} %"
-                                                                     if r.get('recognition') is not None else "") + ")"
-                           for s, r in row.items() if s in findings["protocol"]["splits"])
-        print(f"{stage:<6} {cells}")
-    print(f"wrote {out / 'findings.json'}", file=sys.stderr)
     return 0
 
 

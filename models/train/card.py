@@ -101,10 +101,8 @@ def evaluation_table(sft_dir: "str | Path", rl_dir: "str | Path | None" = None, 
     from .sft import SFTConfig, build_init
 
     record = read_record(sft_dir)
-    cfg_data = record.get("config", {})
-    kwargs: dict[str, Any] = {f.name: (tuple(cfg_data[f.name]) if f.name == "betas" else cfg_data[f.name])
-                              for f in fields(SFTConfig) if f.name in cfg_data}
-    cfg = SFTConfig(**kwargs)
+    known = {f.name for f in fields(SFTConfig)}
+    cfg = SFTConfig.from_dict({k: v for k, v in record.get("config", {}).items() if k in known})
     table: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {"init": lambda: build_init(cfg, Path(tmp) / "init"), "sft": lambda: Path(sft_dir)}
@@ -263,19 +261,19 @@ def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *,
         "instruction. Held-out streets = `bundled:helsinki-ood`: routes in a held-out district (entirely east of "
         "longitude 24.947; every ID route lies entirely west of it), absolute actions. The paper's headline V-IRL-L "
         "result is rule-OOD per-step accuracy (11B: SFT 1.3 %, RL 91.8 %); a ~1 M-parameter model trained for "
-        "minutes is not expected to reproduce it."], "virl-l")
+        "minutes is not expected to reproduce it."], rec.get("task", ""))
     lines += _card_tail(repro, "(as the GP-L pair)")
     return "\n".join(lines)
 
 
 def model_card(path: "str | Path", *, name: str, repro: str) -> str:
     """The README.md text for one checkpoint directory (the prose is its task's training entry's)."""
-    from .tasks import training_task
+    from .tasks import DEFAULT_TASK, training_task
 
     path = Path(path)
     rec = read_record(path)
     evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
-    layout = training_task(rec.get("task", "gp-l")).card
+    layout = training_task(rec.get("task", DEFAULT_TASK)).card
     if layout not in _LAYOUTS:
         raise ValueError(f"no model-card layout for task {rec.get('task')!r}")
     return _LAYOUTS[layout](path, rec, evaluation, name=name, repro=repro)
@@ -315,7 +313,7 @@ def gp_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *, n
     lines += _evaluation_section(evaluation, [
         "The in-distribution game is finite (566 solvable value multisets under J/Q/K = 10) and SFT saw almost all "
         "of them, so ID success measures how well the mapping was learned, not generalisation to unseen hands. "
-        "Rule-OOD changes the prompt text and the values of J/Q/K."], "gp-l")
+        "Rule-OOD changes the prompt text and the values of J/Q/K."], rec.get("task", ""))
     lines += _card_tail(repro, "(what the paper's evaluation is believed to have used)")
     return "\n".join(lines)
 
@@ -325,7 +323,9 @@ _LAYOUTS = {"gp": gp_model_card, "virl": virl_model_card}   # TrainingTask.card 
 
 def write_cards(sft_dir: "str | Path", rl_dir: "str | Path | None" = None) -> None:
     """Write README.md (the model card) into the SFT and RL checkpoint directories."""
-    task = read_record(sft_dir).get("task", "gp-l")
+    from .tasks import DEFAULT_TASK
+
+    task = read_record(sft_dir).get("task", DEFAULT_TASK)
     evaluation = json.loads(Path(sft_dir, "eval.json").read_text()) if Path(sft_dir, "eval.json").is_file() else {}
     n = max((r.get("episodes", 0) for row in evaluation.values() for r in row.values()), default=500)
     table = f"sftvsrl train table --task {task} --sft {sft_dir}" + (f" --rl {rl_dir}" if rl_dir else "") + f" --n {n}"

@@ -1,5 +1,6 @@
-"""Shared helpers for the training scripts: seeding, CPU threads, checkpoint save/load, the
-learning-rate schedule, and the `training.json` record written beside every checkpoint."""
+"""Shared helpers for the training code: seeding, CPU threads, checkpoint save/load, the
+learning-rate schedule, compute accounting (`Compute`), loss curves, and the `training.json` record
+written beside every checkpoint."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import os
 import platform
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def setup_torch(seed: int, threads: int = 2) -> None:
@@ -91,10 +92,23 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def task_config(cls, defaults: tuple[Mapping[str, Any], Mapping[str, Any]], quick: bool, seed: int, task: str,
-                overrides: Mapping[str, Any]):
-    """`cls`'s full (or `--quick`) config for `task`: the dataclass defaults, then the task's
-    changes `defaults` (full, quick; from `models.train.tasks`), then any non-None `overrides`."""
-    cfg = cls.quick(seed) if quick else cls(seed=seed)
-    cfg = replace(cfg, task=task, **defaults[1 if quick else 0])
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+def loss_curve(losses: list[float], every: int = 25) -> list[float]:
+    """The per-step losses averaged over consecutive windows of `every` steps (5 decimals): the
+    `loss_curve` of a `training.json`."""
+    return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
+
+
+@dataclass
+class Compute:
+    """Token positions run through the model: `train` (forward + backward, ~3× a forward) and
+    `infer` (forward only: generation and log-prob passes). FLOPs ≈ 2·N·(3·train + infer)."""
+
+    train_tokens: int = 0
+    infer_tokens: int = 0
+
+    def flops(self, params: int) -> float:
+        return 2.0 * params * (3 * self.train_tokens + self.infer_tokens)
+
+    def as_dict(self, params: int) -> dict[str, Any]:
+        return {"train_tokens": self.train_tokens, "infer_tokens": self.infer_tokens,
+                "flops": self.flops(params)}

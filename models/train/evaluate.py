@@ -258,7 +258,9 @@ def episode_record(session, turns: Sequence[Turn], tokenizer) -> dict[str, Any]:
 
 def evaluate_gp(model, tokenizer, split: str = "id", n: int = 500, **kw) -> dict[str, Any]:
     """`evaluate` on GP-L (episode success on the seed-42 hand list of `split`)."""
-    return evaluate(model, tokenizer, "gp-l", split, n, **kw)
+    from .tasks import GPLTraining
+
+    return evaluate(model, tokenizer, GPLTraining.name, split, n, **kw)
 
 
 def _decoding_label(model, temperature, top_p) -> str:

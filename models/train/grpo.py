@@ -1,7 +1,9 @@
 """On-policy RL from Init with the verifier's reward: GRPO over multi-turn episodes, per-call credit.
 
-One update (CleanRL-style: every hyper-parameter is a `GRPOConfig` field, documented where it is
-declared; per-task presets in `models.train.tasks`):
+The one GRPO: the staged pipeline's RL stage (text and vision) and the V-IRL-L / GP-L pair's
+`train rl`. One update (CleanRL-style: every hyper-parameter is a `GRPOConfig` field, documented
+where it is declared in `models.train.config`; per-task presets on the training entries,
+`models.train.tasks`):
 
 1. **Rollouts.** Draw `hands_per_update` in-distribution training instances (the registry's
    training stream: never a held-out evaluation hand) and play `group_size` episodes of each as
@@ -39,52 +41,20 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence, cast
 
 from game import protocol
 from game.tasks import open_session
 
-from .common import (Stopwatch, environment, load_checkpoint, n_params, read_record, save_checkpoint, setup_torch,
-                     task_config)
+from .common import Stopwatch, environment, load_checkpoint, n_params, read_record, save_checkpoint, setup_torch
+from .config import GRPOConfig
 from .data import ChatCodec
 from .evaluate import EpisodeBatch, Turn, run_episodes
-from .tasks import training_task
+from .tasks import DEFAULT_TASK, training_task
 
-
-@dataclass(frozen=True)
-class GRPOConfig:
-    task: str = "gp-l"
-    seed: int = 0
-    updates: int = 40                 # at most this many updates (early stopping may end sooner)
-    hands_per_update: int = 16        # instances per update: GP hands, V-IRL (route, seed) episodes
-    group_size: int = 8               # episodes per instance (the GRPO group)
-    verify_iter: int = 5              # the paper's try budget (GP 5 tries per hand, V-IRL 2 per position)
-    temperature: float = 1.0          # rollout sampling; log-probs use the same logits / temperature
-    top_p: float = 1.0
-    max_new_tokens: int = 64          # replies are ~30 tokens; a longer one is cut and graded as is
-    lr: float = 5e-5
-    betas: tuple[float, float] = (0.9, 0.98)
-    epochs: int = 2                   # passes over one update's calls
-    minibatch_turns: int = 32         # calls per gradient step
-    clip: float = 0.2                 # PPO ratio clip
-    max_grad_norm: float = 1.0
-    adv_eps: float = 1e-4             # ε in (G − mean) / (std + ε)
-    gamma: float = 1.0                # discount of later calls' rewards in a call's reward-to-go
-    credit: str = "call"              # "call": per-call reward-to-go; "episode": the episode's return for every call
-    uniform: str = "success"          # groups with no signal: "success" (all won or all lost), "return" (all equal), "none"
-    kl_coef: float = 0.05             # weight of the per-token KL(π ‖ Init) penalty in the loss (0: none)
-    unfinished_reward: float | None = -3.0   # learning reward of a reply that never ended (None: as graded)
-    val_hands: int = 128              # held-aside training hands for early stopping (0: no early stop)
-    val_every: int = 4                # updates between validation checks
-    val_min_delta: float = 0.02       # a check must beat the best by this much to count as progress
-    patience: int = 3                 # checks without progress before stopping
-    threads: int = 2
-
-    @classmethod
-    def quick(cls, seed: int = 0) -> "GRPOConfig":
-        return cls(seed=seed, updates=2, hands_per_update=2, group_size=2, max_new_tokens=40, epochs=1, val_hands=0)
+__all__ = ["GRPOConfig", "train_grpo", "quick_config"]
 
 
 # The validation hands come from the training stream under another seed (the same distribution,
@@ -420,6 +390,7 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
     return record
 
 
-def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> GRPOConfig:
-    """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
-    return task_config(GRPOConfig, training_task(task, "tiny RL").grpo, quick, seed, task, overrides)
+def quick_config(quick: bool, seed: int, task: str = DEFAULT_TASK, **overrides) -> GRPOConfig:
+    """The full (or `--quick`) config of `task` (its training entry's `grpo` preset), then any
+    non-None `overrides`."""
+    return GRPOConfig.for_task(task, quick=quick, seed=seed, **overrides)

@@ -1,18 +1,25 @@
-"""The staged tiny-model pipeline: base → Init → SFT / RL / SFT-diverse, several training seeds, at CPU scale.
+"""The one staged tiny-model pipeline, for text and vision tasks: base → Init → SFT / RL / SFT-diverse,
+several training seeds (text), at CPU scale.
 
 The paper post-trains a *pretrained* model that already reads rules. A tiny model trained from
 random weights on the ID task alone has nothing to keep or forget, so this pipeline first builds a
-stand-in for pretraining, then mirrors the paper's stages on top of it (per-task data, presets and
-model-card prose in the training registry, `models.train.tasks`):
+stand-in for pretraining, then mirrors the paper's stages on top of it. One runner trains every
+task (`train_pipeline`); what differs per task is declared on its training entry
+(`models.train.tasks`: preset, stages, stage corpora, model-card prose) and its config
+(`models.train.config`: `PipelineConfig` for a text task, `VisionConfig` for a vision one, each
+stage's plan in `sft_plan`):
 
-1. **base** (the "pretrained model"): from random weights, SFT on a broad synthetic corpus. GP-L
-   (`models.train.gp_corpus`): hands whose rule line states a face-card mapping in many phrasings
-   (`models.train.rules_text`: the paper's sentences and a grammar of ordinary-English clauses,
-   never the `reworded` split's constructions, never J/Q/K = 11/12/13), plus revision examples (a
-   wrong try → the verifier's exact feedback → the corrected answer). V-IRL-L: synthetic cities
-   under both action spaces. No stream holds a held-out evaluation instance.
-2. **init**: a short SFT on the ID task from the base (frozen ID prompt, with revisions) — the
-   paper's "Init" that gives RL the answer format. Base and Init are shared by every seed.
+1. **base** (the "pretrained model"): SFT on a broad synthetic corpus from the fresh model — a text
+   task's: a tiny Llama from random weights with a tokenizer trained on the base and ID corpora.
+   GP-L (`models.train.gp_corpus`): hands whose rule line states a face-card mapping in many
+   phrasings (`models.train.rules_text`: the paper's sentences and a grammar of ordinary-English
+   clauses, never the `reworded` split's constructions, never J/Q/K = 11/12/13), plus revision
+   examples (a wrong try → the verifier's exact feedback → the corrected answer). V-IRL-L:
+   synthetic cities under both action spaces. A vision task's fresh model is its text model grafted
+   into a tiny Mllama (`models.train.vision`: GP-VL's base reads cards and stated mappings). No
+   stream holds a held-out evaluation instance.
+2. **init**: a short SFT on the ID task from the base (or from the fresh model, for a task without
+   a base: V-IRL-VL) — the paper's "Init" that gives RL the answer format. Shared by every seed.
 3. **sft** (per seed): continued SFT from Init on single-turn ID expert answers (the paper's SFT),
    with dense snapshots (`sft_snapshots`, geometric in steps) so the matched-skill, matched-compute
    and matched-KL lenses compare against real checkpoints, not interpolations.
@@ -22,15 +29,21 @@ model-card prose in the training registry, `models.train.tasks`):
 5. **sft-diverse** (the rebuttal, arXiv 2510.00237; first seed): SFT from Init, half ID answers,
    half stated mappings in varied phrasings.
 
-Layout under `out/`: `base/`, `init/`, `sft-diverse/`, and per training seed k `seed-k/sft/`,
-`seed-k/rl/`, `seed-k/{sft,rl}-snapshots/step-NNNNN/`. Every checkpoint carries `training.json`
-(resolved config, seed, curves, compute as model-token passes and approximate FLOPs).
-`evaluate_pipeline` scores them with the protocol's batched executor and writes `findings.json`
-with every lens (`game.findings`).
+Every supervised stage runs the one SFT loop (`models.train.sft.fit`), RL the one GRPO.
+
+Layout under `out/` (text): `base/`, `init/`, `sft-diverse/`, and per training seed k `seed-k/sft/`,
+`seed-k/rl/`, `seed-k/{sft,rl}-snapshots/step-NNNNN/`; a vision run (one seed): `out/<stage>/`,
+stored in bfloat16. Every checkpoint carries `training.json` (resolved config, seed, curves,
+compute as model-token passes and approximate FLOPs). `evaluate_stages` scores them with the
+protocol's batched executor and writes `findings.json` — a text task's with every lens
+(`evaluate_pipeline`, `game.findings`), a vision task's with recognition (`evaluate_vision`) — and
+the model cards (`stage_card`).
 
     sftvsrl train pipeline --task gp-l --out runs/pipeline/gp-l                # every stage, every seed
     sftvsrl train pipeline --task gp-l --stages sft,rl --seeds 1 --no-eval     # one seed (a second process)
     sftvsrl train pipeline --task gp-l --quick --out /tmp/p                    # seconds, for tests
+    sftvsrl train pipeline --task virl-vl --print-config                       # the resolved configuration
+    sftvsrl train vision --task gp-vl --out runs/vision/gp-vl                  # the same runner, a vision task
 """
 from __future__ import annotations
 
@@ -38,164 +51,30 @@ import gzip
 import hashlib
 import json
 import os
-import random
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from game.findings import (COMPARISONS, EPISODES_FILE, FINDINGS_FILE, FORMAT, METRIC_WORDS, aggregate_lenses,
                            cell_value, feedback_share, lens_entry, paired_outcomes, seed_lenses, seed_table)
-from game.protocol import splits
+from game.protocol import binomial_se, splits
 from game.tasks import get_task
 
-from .common import Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch
+from .common import (Compute, Stopwatch, environment, load_checkpoint, loss_curve, n_params, save_checkpoint,
+                     setup_torch)
+from .config import STAGES, PipelineConfig, StagedConfig, VisionConfig, config_for
 from .data import ChatCodec
-from .grpo import GRPOConfig
-from .rules_text import OOD_MAPPING, paper_clause
-from .tasks import training_task
+from .sft import TextBatches, fit
+from .tasks import TRAINING, VISION_TRAINING, training_task
 
-STAGES = ("base", "init", "sft", "rl", "sft-diverse")
+REPO = Path(__file__).resolve().parents[2]
+
 SHARED_STAGES = ("base", "init", "sft-diverse")    # one run (the first seed's), shared by every seed
-SEEDED_STAGES = ("sft", "rl")                       # one run per training seed
-TASKS = ("gp-l", "virl-l")               # the tasks the staged pipeline supports
+SEEDED_STAGES = ("sft", "rl")                       # one run per training seed (a `seeded` config's)
+TASKS = tuple(TRAINING)                             # the text tasks (`PipelineConfig`)
+VISION_TASKS = tuple(VISION_TRAINING)               # the vision tasks (`VisionConfig`)
 ID_MAPPING = (10, 10, 10)
-
-
-def mapping_message(mapping: Sequence[int]) -> str:
-    """The paper's face-card sentence for J/Q/K = `mapping` (`rules_text.paper_clause`)."""
-    return paper_clause(mapping)
-
-
-def base_mappings() -> list[tuple[int, int, int]]:
-    """Mappings (a, b, c) in 6..13 except the OOD one (511): what the GP-VL base states."""
-    from itertools import product
-
-    return [(a, b, c) for a, b, c in product(range(6, 14), repeat=3) if (a, b, c) != OOD_MAPPING]
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-
-
-def _rl_default() -> GRPOConfig:
-    return GRPOConfig(updates=40, hands_per_update=16, group_size=8, verify_iter=5, lr=1e-4, epochs=2,
-                      max_new_tokens=64, kl_coef=0.05, threads=1)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Every knob of the pipeline, with the value the shipped checkpoints used (the task's preset
-    in `models.train.tasks` changes some; `sftvsrl train pipeline --print-config` prints them all)."""
-
-    task: str = "gp-l"
-    seed: int = 0                     # base, Init, SFT-diverse and the data streams
-    seeds: tuple[int, ...] = (0, 1, 2)   # training seeds of SFT and RL (the first one ships)
-    # model (a Llama; `models.tiny.build_tiny_llama`)
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 384
-    vocab_size: int = 1024
-    # base: SFT from random weights on the task's base corpus (the stand-in for pretraining)
-    base_steps: int = 3000
-    base_batch: int = 32
-    base_lr: float = 2e-3
-    base_warmup_steps: int = 20
-    base_face_prob: float = 0.6       # share of base hands forced to hold a face card (GP)
-    base_revision: float = 0.35       # share of base examples that revise failed tries (with feedback)
-    # the base the later stages start from (and the table's base row): its quarter snapshot at this
-    # step, or None for the final one. An Init that already solves every ID hand leaves SFT and RL
-    # nothing to learn; the paper's Init has room on ID, so a task may start from an earlier base.
-    base_snapshot: int | None = None
-    # init: short SFT on the ID task from the base (the answer format RL starts from)
-    init_steps: int = 8
-    init_lr: float = 2e-4
-    init_warmup_steps: int = 1
-    init_revision: float = 0.3        # share of Init examples that revise failed tries (with feedback)
-    # sft and sft-diverse: continued SFT from init
-    sft_steps: int = 400
-    sft_batch: int = 32
-    sft_lr: float = 5e-4
-    sft_snapshots: int = 16           # snapshots along SFT, geometric in steps (dense early: matched lenses)
-    # shared SFT optimiser settings
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    # rl: GRPO from init (`models.train.grpo.GRPOConfig`; task, seed and threads are the pipeline's)
-    rl: GRPOConfig = field(default_factory=_rl_default)
-    rl_snapshot_every: int = 4        # updates between RL snapshots (the compute curve)
-    # evaluation
-    eval_n: int = 500                 # episodes per split for the final checkpoints
-    curve_n: int = 234                # episodes per split for each snapshot (the matched lenses)
-    kl_prompts: int = 128             # ID prompts for KL(Init ‖ model)
-    eval_max_new_tokens: int = 96     # reply token limit when scoring (replies are ~30 GP-L / ~20 V-IRL-L tokens)
-    threads: int = 1                  # torch threads per process (1: robust next to other busy processes)
-
-    @classmethod
-    def for_task(cls, task: str = "gp-l", *, quick: bool = False, seed: int = 0) -> "PipelineConfig":
-        """The shipped configuration of `task` (its training entry's `pipeline` changes), or the
-        seconds-long `--quick` one."""
-        if task not in TASKS:
-            raise ValueError(f"the staged pipeline supports {', '.join(TASKS)}, not {task!r}")
-        full, fast = training_task(task).pipeline
-        base = cls.quick(seed) if quick else cls(seed=seed)
-        return base.with_changes(task=task, **(fast if quick else full))
-
-    def with_changes(self, **changes) -> "PipelineConfig":
-        """A copy with `changes`; `rl` may be a dict of `GRPOConfig` field changes."""
-        rl = changes.pop("rl", None)
-        out = replace(self, **changes)
-        if isinstance(rl, dict):
-            out = replace(out, rl=replace(out.rl, **rl))
-        elif rl is not None:
-            out = replace(out, rl=rl)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PipelineConfig":
-        """The config recorded in a `training.json` / `findings.json` (unknown keys refused)."""
-        data = dict(data)
-        rl = data.pop("rl", None)
-        if "seeds" in data:
-            data["seeds"] = tuple(data["seeds"])
-        cfg = cls(**data)
-        if isinstance(rl, dict):
-            rl = {k: tuple(v) if isinstance(v, list) else v for k, v in rl.items()}
-            cfg = replace(cfg, rl=GRPOConfig(**rl))
-        return cfg
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """The protocol's splits of the task (GP-L: id, rule-ood, reworded; V-IRL-L: id, rule-ood, streets)."""
-        return splits(self.task)
-
-    @property
-    def headline(self) -> str:
-        """The task's headline metric (`success_rate` or `per_step_accuracy`)."""
-        return get_task(self.task).headline
-
-    def grpo(self, seed: int) -> GRPOConfig:
-        """The GRPO config of training seed `seed`."""
-        return replace(self.rl, task=self.task, seed=seed, threads=self.threads)
-
-    @classmethod
-    def quick(cls, seed: int = 0) -> "PipelineConfig":
-        """A seconds-long run for tests: a very small model, a handful of steps per stage, two seeds."""
-        return cls(seed=seed, seeds=(seed, seed + 1), hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64,
-                   vocab_size=700, base_steps=4, base_batch=8, init_steps=2, sft_steps=6, sft_batch=8,
-                   sft_snapshots=3, warmup_steps=1,
-                   rl=GRPOConfig(updates=2, hands_per_update=2, group_size=2, verify_iter=2, max_new_tokens=24,
-                                 epochs=1, val_hands=4, val_every=1, patience=5),
-                   rl_snapshot_every=1, eval_n=6, curve_n=4, kl_prompts=4,
-                   eval_max_new_tokens=24)   # an untrained model runs every reply to the limit
-
-    def model_kwargs(self) -> dict[str, Any]:
-        return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
-                    intermediate=self.intermediate, vocab_size=self.vocab_size, max_positions=2048,
-                    init_std=0.02, seed=self.seed)
 
 
 def stage_dir(out: "str | Path", stage: str, seed: int | None = None) -> Path:
@@ -209,112 +88,28 @@ def stage_dir(out: "str | Path", stage: str, seed: int | None = None) -> Path:
     return out / stage
 
 
-def base_dir(out: "str | Path", cfg: "PipelineConfig") -> Path:
+def stage_dest(out: "str | Path", cfg: StagedConfig, stage: str, seed: int | None = None) -> Path:
+    """A stage's checkpoint under `out` for `cfg`: `stage_dir` for a config with training seeds
+    (`seeded`), `out/<stage>` for one that trains every stage once."""
+    return stage_dir(out, stage, seed) if cfg.seeded else Path(out) / stage
+
+
+def base_dir(out: "str | Path", cfg: StagedConfig) -> Path:
     """The base checkpoint the later stages start from: the final base, or its snapshot at
-    `cfg.base_snapshot` (one of the quarter snapshots the base stage writes)."""
-    if cfg.base_snapshot is None:
+    `cfg.base_snapshot` (one of the snapshots the base stage writes)."""
+    step = cfg.base_snapshot if isinstance(cfg, PipelineConfig) else None
+    if step is None:
         return stage_dir(out, "base")
-    return Path(out) / "base-snapshots" / f"step-{cfg.base_snapshot:05d}"
+    return Path(out) / "base-snapshots" / f"step-{step:05d}"
 
 
-def base_snapshot_steps(cfg: "PipelineConfig") -> list[int]:
+def base_snapshot_steps(cfg: PipelineConfig) -> list[int]:
     """The base stage's snapshots: its quarters, and `base_snapshot` if that is another step."""
-    steps = {round(cfg.base_steps * i / 4) for i in range(1, 4)}
-    if cfg.base_snapshot is not None:
-        if not 0 < cfg.base_snapshot < cfg.base_steps:
-            raise ValueError(f"base_snapshot must be a step between 1 and {cfg.base_steps - 1}")
-        steps.add(cfg.base_snapshot)
-    return sorted(steps)
-
-
-def snapshot_steps(total: int, n: int) -> list[int]:
-    """`n` snapshot steps along `total` steps, geometric (dense early, where SFT changes fastest),
-    plus step 0 and the last step."""
-    if n <= 0 or total <= 0:
-        return [0]
-    marks = {0, total}
-    for i in range(1, n + 1):
-        marks.add(max(1, round(total ** (i / n))))
-    return sorted(marks)
+    return cfg.base_snapshot_steps()
 
 
 # ---------------------------------------------------------------------------------------------
-# Compute accounting: model-token passes and approximate FLOPs
-
-
-@dataclass
-class Compute:
-    """Token positions run through the model: `train` (forward + backward, ~3× a forward) and
-    `infer` (forward only: generation and log-prob passes). FLOPs ≈ 2·N·(3·train + infer)."""
-
-    train_tokens: int = 0
-    infer_tokens: int = 0
-
-    def flops(self, params: int) -> float:
-        return 2.0 * params * (3 * self.train_tokens + self.infer_tokens)
-
-    def as_dict(self, params: int) -> dict[str, Any]:
-        return {"train_tokens": self.train_tokens, "infer_tokens": self.infer_tokens,
-                "flops": self.flops(params)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Supervised stages
-
-
-def fit(model, tok, pairs: Sequence[tuple[str, str]], *, steps: int, batch_size: int, lr: float,
-        warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float, seed: int,
-        desc: str, progress: bool, compute: Compute,
-        on_step: Callable[[int, Any], None] | None = None) -> list[float]:
-    """Cross-entropy on the answers of `steps * batch_size` examples ((prompt, answer) pairs or
-    `Example`s with failed tries before the answer), one pass in length-bucketed batches
-    (`sft.length_batches`), AdamW with warm-up and cosine decay. `on_step(step, model)` runs after optimizer step `step` (1-based)
-    and once with step 0 before training (snapshots). Returns the per-step losses."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from .sft import answer_loss, common_prefix, length_batches, pad_batch
-
-    codec = ChatCodec(tok)
-    examples = [codec.sft_example(x[0], x[1], history=x[2] if len(x) > 2 else ()) for x in pairs[:steps * batch_size]]
-    random.Random(seed).shuffle(examples)
-    prefix = torch.tensor(common_prefix(examples))
-    examples = [(x[len(prefix):], y[len(prefix):]) for x, y in examples]
-    batches = length_batches(examples, batch_size, seed)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
-    if on_step:
-        on_step(0, model)
-    model.train()
-    losses: list[float] = []
-    bar = tqdm((pad_batch(b, codec.pad_id) for b in batches), total=len(batches), desc=desc, disable=not progress,
-               dynamic_ncols=True)
-    for step, (ids, mask, labels) in enumerate(bar, start=1):
-        loss = answer_loss(model, prefix, ids, mask, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        compute.train_tokens += len(prefix) + int(mask.sum())
-        if step % 5 == 0 or step == steps:
-            recent = losses[-20:]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-        if on_step:
-            model.eval()
-            on_step(step, model)
-            model.train()
-    bar.close()
-    model.eval()
-    return losses
-
-
-def _curve(losses: list[float], every: int = 25) -> list[float]:
-    return [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 5) for i in range(0, len(losses), every)]
+# The stage runner (text and vision)
 
 
 def build_tokenizer(cfg: PipelineConfig):
@@ -325,6 +120,42 @@ def build_tokenizer(cfg: PipelineConfig):
     task = training_task(cfg.task)
     text = task.pipeline_tokenizer_text(cfg) + [" ".join(SPECIAL_TOKENS)]
     return train_tokenizer(text, cfg.vocab_size, compact=task.tokenizer_split)
+
+
+def _fresh_model(cfg: StagedConfig, progress: bool) -> tuple[Any, Any, str, dict[str, Any]]:
+    """The model a stage without a start trains from: (model, tokenizer or processor, the record's
+    `start`, record facts). A text task's: a tiny Llama from random weights with the pipeline's
+    tokenizer (`build_tokenizer`); a vision task's: its text model (`text_from`) grafted into a tiny
+    Mllama with a fresh vision tower, whose encoder is first pretrained alone when the task
+    `pretrains_vision`."""
+    if isinstance(cfg, VisionConfig):
+        from ..tiny import build_tiny_mllama
+        from .vision import pretrain_vision
+
+        text_from = Path(cfg.text_from)
+        text_from = text_from if text_from.is_absolute() else REPO / text_from
+        with tempfile.TemporaryDirectory() as tmp:
+            path = build_tiny_mllama(Path(tmp) / "graft", text_from=text_from, image_size=cfg.image_size,
+                                     patch_size=cfg.patch_size, max_image_tiles=1, vision_hidden=cfg.vision_hidden,
+                                     vision_layers=cfg.vision_layers, vision_global_layers=cfg.vision_global_layers,
+                                     cross_attention_layers=list(cfg.cross_attention_layers), gate=1.0,
+                                     init_std=0.02, seed=cfg.seed)
+            model, proc = load_checkpoint(path)
+        pretraining = None
+        if cfg.vision_pretrain_steps and training_task(cfg.task, vision=True).pretrains_vision:
+            pretraining = pretrain_vision(model, ChatCodec(proc), steps=cfg.vision_pretrain_steps,
+                                          batch_size=cfg.vision_pretrain_batch, lr=cfg.vision_pretrain_lr,
+                                          seed=cfg.seed, progress=progress)
+        return model, proc, f"grafted from {cfg.text_from}", {"vision_pretraining": pretraining}
+    assert isinstance(cfg, PipelineConfig)
+    from ..tiny import build_tiny_llama
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_tiny_llama(Path(tmp) / "init", tokenizer=build_tokenizer(cfg),
+                                generation={"do_sample": True, "temperature": 0.6, "top_p": 0.9},
+                                **cfg.model_kwargs())
+        model, tok = load_checkpoint(path)
+    return model, tok, "random", {}
 
 
 def _snapshotter(root: Path, tok, marks: Sequence[int], compute: Compute, record: list) -> Callable:
@@ -341,114 +172,132 @@ def _snapshotter(root: Path, tok, marks: Sequence[int], compute: Compute, record
     return hook
 
 
-def run_sft_stage(cfg: PipelineConfig, stage: str, start: Path | None, pairs, out: Path, *, steps: int,
+def run_sft_stage(cfg: StagedConfig, stage: str, start: Path | None, pairs, out: Path, *, steps: int,
                   batch_size: int, lr: float, progress: bool, snapshots: Sequence[int] = (),
                   warmup_steps: int | None = None, seed: int | None = None) -> dict[str, Any]:
-    """Train one supervised stage (from `start`, or from random weights when None) with training
-    seed `seed` (the config's by default: data order, dropout-free init) and save it; a snapshot
-    at every step in `snapshots`."""
+    """Train one supervised stage with the SFT loop (`sft.fit`) — from `start`, or from the fresh
+    model (`_fresh_model`) when None — with training seed `seed` (the config's by default: data
+    order, dropout-free init) on the first `steps * batch_size` of `pairs` (text pairs or
+    `vision.Example`s), and save it; a snapshot at every step in `snapshots`."""
     watch = Stopwatch()
     seed = cfg.seed if seed is None else seed
     setup_torch(seed, cfg.threads)
+    facts: dict[str, Any] = {}
     if start is None:
-        from ..tiny import build_tiny_llama
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = build_tiny_llama(Path(tmp) / "init", tokenizer=build_tokenizer(cfg),
-                                    generation={"do_sample": True, "temperature": 0.6, "top_p": 0.9},
-                                    **cfg.model_kwargs())
-            model, tok = load_checkpoint(path)
+        model, tok, begun, facts = _fresh_model(cfg, progress)
     else:
-        model, tok = load_checkpoint(start)
+        (model, tok), begun = load_checkpoint(start), str(start)
+    codec = ChatCodec(tok)
     compute = Compute()
     snaps: list[dict] = []
     hook = _snapshotter(out.parent / f"{stage}-snapshots", tok, snapshots, compute, snaps) if snapshots else None
-    losses = fit(model, tok, pairs, steps=steps, batch_size=batch_size, lr=lr,
+    seen = pairs[:steps * batch_size]
+    if isinstance(cfg, VisionConfig):
+        from .vision import ImageTextBatches
+
+        batches: Any = ImageTextBatches(codec, pairs, steps, batch_size, seed)
+    else:
+        batches = TextBatches.from_pairs(codec, seen, batch_size, seed)
+    losses = fit(model, batches, steps=steps, lr=lr,
                  warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
                  min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                 seed=seed, desc=stage if seed == cfg.seed else f"{stage} seed {seed}", progress=progress,
+                 desc=stage if seed == cfg.seed else f"{stage} seed {seed}", progress=progress,
                  compute=compute, on_step=hook)
     params = n_params(model)
-    record = {"kind": "sft", "stage": stage, "task": cfg.task, "seed": seed, "start": str(start) if start else "random",
-              "config": asdict(cfg), "parameters": params, "examples": steps * batch_size, "steps": len(losses),
+    record = {"kind": "sft", "stage": stage, "task": cfg.task, "seed": seed, "start": begun,
+              "config": asdict(cfg), "parameters": params, "examples": len(seen), "steps": len(losses),
               "lr": lr, "batch_size": batch_size, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-              "loss_curve": _curve(losses), "compute": compute.as_dict(params), "snapshots": snaps,
-              "wall_s": round(watch.elapsed(), 1), "environment": environment()}
+              "loss_curve": loss_curve(losses), "compute": compute.as_dict(params), "snapshots": snaps}
+    if isinstance(cfg, VisionConfig):
+        from collections import Counter
+
+        record.update(vision_parameters=n_params(model.model.vision_model),
+                      example_kinds=dict(Counter(e.kind for e in seen)),
+                      red_suit_examples=sum(any(c is not None and c.suit in "HD" for c in e.slots or ()) for e in seen),
+                      vision_pretraining=None)
+    record.update(facts)
+    record.update(wall_s=round(watch.elapsed(), 1), environment=environment())
     save_checkpoint(model, tok, out, record)
     return record
 
 
-def run_rl_stage(cfg: PipelineConfig, start: Path, out: Path, *, progress: bool, seed: int | None = None) -> dict[str, Any]:
-    """GRPO from `start` on the ID task (multi-turn, the verifier's feedback) with training seed
-    `seed`, a snapshot every `rl_snapshot_every` updates (and at 0)."""
+def run_rl_stage(cfg: StagedConfig, start: Path, out: Path, *, progress: bool, seed: int | None = None) -> dict[str, Any]:
+    """GRPO (`models.train.grpo`) from `start` on the ID task (multi-turn, the verifier's feedback)
+    with training seed `seed`, a snapshot every `rl_snapshots()` updates (and at 0) when the config
+    takes them."""
     from .grpo import train_grpo
 
     seed = cfg.seed if seed is None else seed
     snaps: list[dict] = []
+    every = cfg.rl_snapshots()
 
     def hook(update: int, model, tok, compute: dict) -> None:
-        if update % max(1, cfg.rl_snapshot_every) == 0:
+        if update % every == 0:
             path = out.parent / "rl-snapshots" / f"step-{update:05d}"
             model.save_pretrained(path, safe_serialization=True)
             tok.save_pretrained(path)
             snaps.append({"step": update, "path": str(path), **compute})
 
-    record = train_grpo(cfg.grpo(seed), start, out, progress=progress, on_update=hook)
-    record.update(stage="rl", seed=seed, pipeline_config=asdict(cfg), snapshots=snaps)
+    record = train_grpo(cfg.grpo(seed), start, out, progress=progress, on_update=hook if every else None)
+    record.update({"stage": "rl", "seed": seed, cfg.record_key: asdict(cfg), "snapshots": snaps})
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
 
-def train_pipeline(cfg: PipelineConfig, out: "str | Path", *, stages: Sequence[str] = STAGES,
+def train_pipeline(cfg: StagedConfig, out: "str | Path", *, stages: Sequence[str] | None = None,
                    seeds: Sequence[int] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the requested stages in order (`stage_dir` layout): base, Init and SFT-diverse once,
-    SFT and RL for every training seed in `seeds` (the config's by default). A stage whose
-    checkpoint exists is kept (resumable), so seeds can run in separate processes. Returns
-    {stage or "stage@seed": training record}."""
+    """Run the requested stages (default: every stage the task trains, `TrainingTask.stages`) in
+    order: base, Init and SFT-diverse once, SFT and RL for every training seed in `seeds` (a seeded
+    config's; its `seeds` by default), each from the stage before (Init from the base, or from the
+    fresh model when the task has no base; SFT, RL and SFT-diverse from Init), with the stage's plan
+    (`sft_plan`) and data (`TrainingTask.stage_pairs`). A stage whose checkpoint exists is kept
+    (resumable), so seeds can run in separate processes. A vision task's checkpoints are then
+    stored in bfloat16. Returns {stage or "stage@seed": training record}."""
     from .common import read_record
 
     out = Path(out)
-    unknown = [s for s in stages if s not in STAGES]
+    task = training_task(cfg.task, "staged pipeline", vision=True)
+    stages = task.stages if stages is None else tuple(stages)
+    unknown = [s for s in stages if s not in task.stages]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
-    seeds = tuple(cfg.seeds if seeds is None else seeds)
+        raise ValueError(f"unknown stage(s) {unknown}; {cfg.task} stages are {', '.join(task.stages)}")
+    seeds = tuple(cfg.seeds if seeds is None else seeds) if isinstance(cfg, PipelineConfig) else ()
     records: dict[str, Any] = {}
-    task = training_task(cfg.task)
-    init = stage_dir(out, "init")
-    for stage in STAGES:
+    init = stage_dest(out, cfg, "init")
+    trained: list[Path] = []
+    for stage in task.stages:
         if stage not in stages:
             continue
-        for seed in (seeds if stage in SEEDED_STAGES else (None,)):
-            dest = stage_dir(out, stage, seed)
+        for seed in (seeds if cfg.seeded and stage in SEEDED_STAGES else (None,)):
+            dest = stage_dest(out, cfg, stage, seed)
             key = stage if seed is None else f"{stage}@{seed}"
             if (dest / "training.json").is_file():
                 records[key] = read_record(dest)
                 continue
-            if stage == "base":
-                pairs = task.stage_pairs("base", cfg.base_steps * cfg.base_batch, cfg.seed + 100, cfg)
-                records[key] = run_sft_stage(cfg, stage, None, pairs, dest, steps=cfg.base_steps,
-                                             batch_size=cfg.base_batch, lr=cfg.base_lr, progress=progress,
-                                             snapshots=base_snapshot_steps(cfg),
-                                             warmup_steps=cfg.base_warmup_steps)
-            elif stage == "init":
-                pairs = task.stage_pairs("init", cfg.init_steps * cfg.sft_batch, cfg.seed + 200, cfg)
-                records[key] = run_sft_stage(cfg, stage, base_dir(out, cfg), pairs, dest, steps=cfg.init_steps,
-                                             batch_size=cfg.sft_batch, lr=cfg.init_lr, progress=progress,
-                                             warmup_steps=cfg.init_warmup_steps)
-            elif stage == "sft":
-                # every seed sees the same expert answers in its own order (`fit` shuffles by seed)
-                pairs = task.stage_pairs("id", cfg.sft_steps * cfg.sft_batch, cfg.seed + 300, cfg)
-                records[key] = run_sft_stage(cfg, stage, init, pairs, dest, steps=cfg.sft_steps,
-                                             batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
-                                             snapshots=snapshot_steps(cfg.sft_steps, cfg.sft_snapshots), seed=seed)
-            elif stage == "sft-diverse":
-                pairs = task.stage_pairs("diverse", cfg.sft_steps * cfg.sft_batch, cfg.seed + 400, cfg)
-                records[key] = run_sft_stage(cfg, stage, init, pairs, dest, steps=cfg.sft_steps,
-                                             batch_size=cfg.sft_batch, lr=cfg.sft_lr, progress=progress,
-                                             snapshots=snapshot_steps(cfg.sft_steps, 6))
-            elif stage == "rl":
+            if stage == "rl":
                 records[key] = run_rl_stage(cfg, init, dest, progress=progress, seed=seed)
+            else:
+                plan = cfg.sft_plan(stage)
+                start = None if stage == "base" else init if stage != "init" else \
+                    base_dir(out, cfg) if "base" in task.stages else None
+                pairs = task.stage_pairs(plan["corpus"], plan["steps"] * plan["batch_size"], plan["data_seed"], cfg)
+                records[key] = run_sft_stage(cfg, stage, start, pairs, dest, steps=plan["steps"],
+                                             batch_size=plan["batch_size"], lr=plan["lr"], progress=progress,
+                                             snapshots=plan["snapshots"], warmup_steps=plan["warmup_steps"],
+                                             seed=seed)
+            trained.append(dest)
+    if task.vision:   # after every stage has trained (RL starts from the float32 Init)
+        from .vision import store_bfloat16
+
+        for dest in trained:
+            store_bfloat16(dest)
     return records
+
+
+def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """`train_pipeline` of a vision task (the name `sftvsrl train vision` had)."""
+    return train_pipeline(cfg, out, stages=stages, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,7 +327,7 @@ def paired(a: Sequence, b: Sequence) -> dict[str, float]:
     return paired_outcomes(a, b)
 
 
-def kl_to_init(init_model, model, tok, n: int, seed: int = 0, task: str = "gp-l") -> float:
+def kl_to_init(init_model, model, tok, n: int, seed: int, task: str) -> float:
     """Monte-Carlo KL(Init ‖ model) in nats per reply: replies sampled from Init (T = 1) on `n`
     ID prompts of `task` (its pipeline `id` corpus), log Init(y|x) − log model(y|x) summed over the
     reply tokens, averaged."""
@@ -705,6 +554,92 @@ def evaluate_pipeline(root: "str | Path", cfg: PipelineConfig, *, seeds: Sequenc
     return findings
 
 
+def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[str] = STAGES,
+                    progress: bool = True) -> dict[str, Any]:
+    """Every stage on every split of the task (the protocol's batched executor, the checkpoint's
+    own decoding), in the staged pipeline's findings format (`split_result`:
+    each cell's `value` is the task's headline — GP-VL episode success, V-IRL-VL per-step accuracy —
+    with its SE, plus per-step accuracy and, for GP-VL, recognition accuracy with SEs), the paired
+    comparisons (`COMPARISONS`; GP-VL also of recognition, `paired_recognition`), and
+    every evaluated episode; written to `root/findings.json`, `root/episodes.jsonl.gz` (what the
+    Findings view links into Inspect) and the stages' model cards."""
+    import torch
+
+    from game.protocol import paired_ratio_difference
+
+    from .common import read_record
+    from .evaluate import evaluate
+
+    import game.tasks.virl as virl_task
+
+    torch.set_num_threads(max(1, cfg.threads))
+    root = Path(root)
+    spec = get_task(cfg.task)
+    headline = spec.headline
+    loaded = {stage: load_checkpoint(root / stage) for stage in training_task(cfg.task, vision=True).stages
+              if stage in stages and (root / stage / "config.json").is_file()}
+    # split by split, every stage on the same episodes: a V-IRL grid (seconds to draw) is drawn once
+    # per split when the grid cache holds a split's rail positions (~7 per episode; a task that
+    # draws no grids never reads the cache)
+    cache_size = virl_task.GRID_CACHE
+    virl_task.GRID_CACHE = max(cache_size, 8 * cfg.eval_n + 16)
+    try:
+        results = {(split, stage): evaluate(model, proc, cfg.task, split, cfg.eval_n, seed=cfg.seed,
+                                            max_new_tokens=EVAL_MAX_NEW_TOKENS, progress=progress, keep_episodes=True)
+                   for split in splits(cfg.task) for stage, (model, proc) in loaded.items()}
+    finally:
+        virl_task.GRID_CACHE = cache_size
+    table: dict[str, Any] = {}
+    outcomes: dict[str, dict[str, list]] = {}
+    recognition: dict[str, dict[str, list]] = {}
+    episodes: list[dict] = []
+    for stage in loaded:
+        row: dict[str, Any] = {}
+        outcomes[stage], recognition[stage] = {}, {}
+        for split in splits(cfg.task):
+            res = results[(split, stage)]
+            row[split], outcomes[stage][split] = split_result(res, headline)
+            row[split].update(per_step_accuracy=res["per_step_accuracy"], per_step_se=res["per_step_se"],
+                              steps=res["steps"], outcomes=res["outcomes"])
+            if spec.recognition:
+                row[split].update(recognition=res["recognition_accuracy"],
+                                  recognition_se=binomial_se(res["recognition_accuracy"], res["steps"]))
+                recognition[stage][split] = res["episode_recognition"]
+            episodes += [{"stage": stage, "split": split, "index": i, **ep} for i, ep in enumerate(res["episodes"])]
+        row["compute"] = read_record(root / stage).get("compute")
+        table[stage] = row
+    comparisons = {name: {s: paired(outcomes[a][s], outcomes[b][s]) for s in splits(cfg.task)}
+                   for name, a, b in COMPARISONS if a in outcomes and b in outcomes}
+    findings: dict[str, Any] = {"task": cfg.task, "metric": headline,
+                "protocol": {"episodes_per_split": cfg.eval_n, "decoding": "checkpoint default (T=0.6, top-p 0.9)",
+                             "splits": {s: spec.split(s).description for s in splits(cfg.task)},
+                             "instances": "protocol.instances (GP-VL: seed-42 vl_id_black / vl_rule_ood_black / "
+                                          "vl_visual_ood_red hands; V-IRL-VL: episode i = route i mod R, seed i)",
+                             "per_step_accuracy": "correct calls / calls (the paper's V-IRL metric), SE over calls"},
+                "table": table, "paired": comparisons, "config": asdict(cfg), "environment": environment()}
+    if spec.recognition:
+        findings["protocol"]["recognition"] = ("1 - calls with wrong cards / calls in the multi-turn evaluation "
+                                               "(paper §5.3), SE over calls; paired: pooled per episode")
+        findings["paired_recognition"] = {
+            name: {s: paired_ratio_difference(recognition[a][s], recognition[b][s]) for s in splits(cfg.task)}
+            for name, a, b in COMPARISONS if a in recognition and b in recognition}
+    (root / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
+    write_episodes(root / EPISODES_FILE, episodes)
+    write_stage_cards(root, findings)
+    return findings
+
+
+def evaluate_stages(root: "str | Path", cfg: StagedConfig, *, progress: bool = True, workers: int = 1,
+                    seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Score every trained stage under `root` and write `findings.json`, the episodes and the
+    model cards: a text task's with every lens over its training seeds (`evaluate_pipeline`), a
+    vision task's on every split with recognition where the task has it (`evaluate_vision`)."""
+    if isinstance(cfg, VisionConfig):
+        return evaluate_vision(root, cfg, progress=progress)
+    assert isinstance(cfg, PipelineConfig)
+    return evaluate_pipeline(root, cfg, seeds=seeds, progress=progress, workers=workers)
+
+
 def write_episodes(path: Path, episodes: Sequence[dict]) -> None:
     """The evaluated episodes of the shipped checkpoints, one JSON object per line (stage, seed,
     split, index in the split's instance list, task, params, instance_key, success, steps),
@@ -721,36 +656,57 @@ def write_episodes(path: Path, episodes: Sequence[dict]) -> None:
 
 
 def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> str:
-    """The model card (README.md) of one pipeline stage: what it saw, what it never saw, how it
-    was trained, and its row of the five-way table with the command that made it."""
+    """The model card (README.md) of one pipeline stage, text or vision: what it saw, what it never
+    saw (the task's `stage_text`), how it was trained, and its row of the table (a text task's:
+    the headline with the KL to Init, the seed spread and the command that made it; a vision
+    task's: episode success beside recognition, or per-step accuracy beside episode success)."""
     cfg = findings.get("config") or {}
-    task = findings.get("task", "gp-l")
-    entry = training_task(task)
-    facts = dict(cfg, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
+    task = findings["task"]
+    entry = training_task(task, vision=True)
+    facts = dict(cfg, task=task, label=entry.label, base_examples=cfg.get("base_steps", 0) * cfg.get("base_batch", 0),
                  init_examples=cfg.get("init_steps", 0) * cfg.get("sft_batch", 0),
-                 sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0))
-    rl: dict[str, Any] = cfg["rl"] if isinstance(cfg.get("rl"), dict) else {}
-    facts.update({f"rl_{k}": v for k, v in rl.items()})
-    facts.update(rl_hands=rl.get("hands_per_update"), rl_group=rl.get("group_size"),
-                 rl_kl=rl.get("kl_coef"), seeds=", ".join(map(str, findings.get("seeds") or [])))
+                 sft_examples=cfg.get("sft_steps", 0) * cfg.get("sft_batch", 0),
+                 read_pct=100 * cfg.get("base_read_share", 0),
+                 cross_attention_layers=tuple(cfg.get("cross_attention_layers") or ()))  # as trained: (1, 3)
+    if isinstance(cfg.get("rl"), dict):   # (older vision records: flat rl_* fields, already facts)
+        rl = cfg["rl"]
+        facts.update({f"rl_{k}": v for k, v in rl.items()})
+        facts.update(rl_hands=rl.get("hands_per_update"), rl_group=rl.get("group_size"), rl_kl=rl.get("kl_coef"))
+    facts.update(seeds=", ".join(map(str, findings.get("seeds") or [])))
     if stage == "sft-matched":
         facts["matched_step"] = findings["table"][stage].get("step")
     role, saw, never = entry.stage_text[stage]
     row = findings["table"].get(stage, {})
+    params = record.get("parameters") or 0
+    head = [f"# {task}-{stage}: {role}", "", f"A ~{params / 1e6:.1f} M-parameter {entry.card_model.format(**facts)}", "",
+            f"**Saw:** {saw.format(**facts)}", "",
+            *([f"**Checkpoint:** the base run's snapshot at step {cfg['base_snapshot']:,} of "
+               f"{cfg.get('base_steps', 0):,} (`base_snapshot`, chosen so that Init leaves room to learn the ID task; "
+               "every later stage starts from this one).", ""] if stage == "base" and cfg.get("base_snapshot") else []),
+            f"**Never saw:** {never}", ""]
+    evaluation = (f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} "
+                  f"episodes per split, {findings['protocol']['decoding']}")
+    if entry.vision:
+        compute = record.get("compute") or {}
+        if get_task(task).recognition:
+            table = ["| split | episode success | recognition accuracy (per call) |", "|---|---|---|",
+                     *[f"| {s} | {pct(row[s]['success'], row[s]['se'])} (n = {row[s]['n']}) | "
+                       f"{pct(row[s]['recognition'], row[s]['recognition_se'])} ({row[s]['steps']} calls) |"
+                       for s in splits(task) if s in row]]
+        else:
+            table = ["| split | per-step accuracy (± SE over calls) | episode success |", "|---|---|---|",
+                     *[f"| {s} | {pct(row[s]['per_step_accuracy'], row[s]['per_step_se'])} ({row[s]['steps']} calls) | "
+                       f"{pct(row[s]['success'], row[s].get('success_se', row[s]['se']))} (n = {row[s]['n']}) |"
+                       for s in splits(task) if s in row]]
+        lines = [*head, f"**Training:** {record.get('wall_s', '?')} s wall on {_threads(record)}; "
+                 f"{compute.get('train_tokens', 0):,} trained token positions, {compute.get('infer_tokens', 0):,} "
+                 "forward-only (`training.json`).", "", *table, "", f"{evaluation} (`findings.json`)."]
+        return "\n".join(lines) + "\n"
     compute = row.get("compute") or record.get("compute") or {}
     spread = (findings.get("seed_table") or {}).get(stage)
     metric = METRIC_WORDS.get(findings.get("metric", "success_rate"), "episode success")
-    params = record.get("parameters") or 0
     lines = [
-        f"# {task}-{stage}: {role}", "",
-        f"A ~{params / 1e6:.1f} M-parameter Llama (`models.tiny.build_tiny_llama`) trained on a CPU by the staged "
-        f"pipeline (`sftvsrl train pipeline --task {task}`, `models/train/pipeline.py`). It reads the paper's exact "
-        f"{entry.label} prompt and answers in the paper's format.", "",
-        f"**Saw:** {saw.format(**facts)}", "",
-        *([f"**Checkpoint:** the base run's snapshot at step {cfg['base_snapshot']:,} of {cfg.get('base_steps', 0):,} "
-           "(`base_snapshot`, chosen so that Init leaves room to learn the ID task; "
-           "every later stage starts from this one).", ""] if stage == "base" and cfg.get("base_snapshot") else []),
-        f"**Never saw:** {never}", "",
+        *head,
         f"**Training:** {record.get('wall_s', '?')} s wall; {compute.get('train_tokens', 0):,} trained token "
         f"positions, {compute.get('infer_tokens', 0):,} forward-only; ~{compute.get('flops', 0):.2e} FLOPs "
         "(`training.json` has the full record: config, curves, environment).", "",
@@ -763,11 +719,19 @@ def stage_card(stage: str, findings: dict[str, Any], record: dict[str, Any]) -> 
            f"training seeds ({', '.join(map(str, findings.get('seeds') or []))}) the same stage scored: "
            + "; ".join(f"{s} {100 * v['mean']:.1f} % (seeds " + ", ".join(f"{100 * x:.1f}" for x in v['values'].values())
                        + ")" for s, v in spread.items()) + ".", ""] if spread else []),
-        f"Evaluation: the protocol's batched executor, {findings['protocol']['episodes_per_split']} episodes per "
-        f"split, {findings['protocol']['decoding']}, made by `sftvsrl train pipeline --task {task}` "
-        "(`findings.json`).",
+        f"{evaluation}, made by `sftvsrl train pipeline --task {task}` (`findings.json`).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _threads(record: dict[str, Any]) -> str:
+    """How many CPU threads trained the stage, in words (its record's environment)."""
+    n = (record.get("environment") or {}).get("threads") or (record.get("config") or {}).get("threads") or 1
+    return "one CPU thread" if n == 1 else f"{n} CPU threads"
+
+
+def pct(x: float, se: float) -> str:
+    return f"{100 * x:.1f} ± {100 * se:.1f} %"
 
 
 def stage_path(root: "str | Path", findings: dict[str, Any], stage: str) -> Path:
@@ -776,8 +740,11 @@ def stage_path(root: "str | Path", findings: dict[str, Any], stage: str) -> Path
     primary = findings.get("primary_seed", 0)
     if stage == "sft-matched":
         return stage_dir(root, "sft", primary).parent / "sft-snapshots" / f"step-{findings['table'][stage]['step']:05d}"
+    cfg = config_for(findings["task"]).from_dict(findings["config"])
+    if not cfg.seeded:
+        return Path(root) / stage
     if stage == "base":
-        return base_dir(root, PipelineConfig.from_dict(findings["config"]))
+        return base_dir(root, cfg)
     return stage_dir(root, stage, primary if stage in SEEDED_STAGES else None)
 
 

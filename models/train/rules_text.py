@@ -192,3 +192,15 @@ def clause(mapping: Sequence[int], rng: random.Random, *, paper_share: float = 0
             text += "."
         if not is_reserved(text):
             return text
+
+
+def mapping_message(mapping: Sequence[int]) -> str:
+    """The paper's face-card sentence for J/Q/K = `mapping` (`paper_clause`)."""
+    return paper_clause(mapping)
+
+
+def base_mappings() -> list[tuple[int, int, int]]:
+    """Mappings (a, b, c) in 6..13 except the OOD one (511): what the GP-VL base states."""
+    from itertools import product
+
+    return [(a, b, c) for a, b, c in product(range(6, 14), repeat=3) if (a, b, c) != OOD_MAPPING]

@@ -1,78 +1,44 @@
-"""Supervised fine-tuning of a tiny Llama on expert answers (the paper's SFT, scaled down).
+"""Supervised fine-tuning: the one SFT loop (`fit`) every supervised stage trains with — the staged
+pipeline's base, Init, SFT and SFT-diverse, text and image-text (`models.train.pipeline`), and the
+V-IRL-L / GP-L pair's SFT (`train_sft`) — and its text batches (`TextBatches`: the shared prompt
+prefix run once per batch, the output layer only where there is a label, `answer_loss`).
 
-GP-L: one pass over fresh in-distribution hands (J/Q/K = 10): the paper-exact prompt in the chat
-template, the `ResponseEqn` answer with the canonical expert formula (`data.expert_formula`).
-V-IRL-L: one pass over the single-turn expert pairs of fresh training episodes on the bundled
-Helsinki routes with absolute actions (`data.virl_sft_pairs`): the paper-exact prompt at every rail
-position (golden history so far), the `ResponseVIRL` answer with the golden action.
+`train_sft` is the pair's SFT (the paper's SFT, scaled down, from random weights): GP-L: one pass
+over fresh in-distribution hands (J/Q/K = 10): the paper-exact prompt in the chat template, the
+`ResponseEqn` answer with the canonical expert formula (`data.expert_formula`). V-IRL-L: one pass
+over the single-turn expert pairs of fresh training episodes on the bundled Helsinki routes with
+absolute actions (`data.virl_sft_pairs`): the paper-exact prompt at every rail position (golden
+history so far), the `ResponseVIRL` answer with the golden action. Answer then `<|eot_id|>`,
+cross-entropy on the answer tokens only (every position's logits: `shared_prefix_loss`, as the
+shipped V-IRL-L SFT was trained), consecutive batches, AdamW with warm-up and cosine decay. The
+tokenizer is trained on the task's own corpus (`TrainingTask.corpus`). Hyper-parameters:
+`SFTConfig` (`models.train.config`; the task's `sft` preset), `quick_config(True, …)` the
+seconds-long variant the tests use.
 
-Both: answer then `<|eot_id|>`, cross-entropy on the answer tokens only, AdamW with warm-up and
-cosine decay. The tokenizer is trained on the task's own corpus (`tasks.TRAINING[task].corpus`) and the
-model starts from random weights (`models.tiny.build_tiny_llama`). Hyper-parameters live in `SFTConfig`
-(the task's entry in `models.train.tasks` holds the per-task changes); `quick_config(True, …)` is the seconds-long variant
-the tests use.
+The pair stays its own entry point (`sftvsrl train sft` / `train rl --init`), not a preset of the
+pipeline: its tokenizer corpus, expert data, batching, loss and record differ from every
+pipeline stage, and the shipped `virl-l-sft` / `virl-l-rl` are its checkpoints. It shares the
+loop (`fit`), the GRPO (`models.train.grpo`) and the preset mechanism.
 
     sftvsrl train sft --task gp-l --out models/checkpoints/gp-l-sft
     sftvsrl train sft --task virl-l --out models/checkpoints/virl-l-sft
+    sftvsrl train sft --task virl-l --print-config
 """
 from __future__ import annotations
 
 import random
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
-from .common import (Stopwatch, cosine_lr, environment, load_checkpoint, n_params, save_checkpoint, setup_torch,
-                     task_config)
+from .common import (Compute, Stopwatch, cosine_lr, environment, load_checkpoint, loss_curve, n_params,
+                     save_checkpoint, setup_torch)
+from .config import SFTConfig
 from .data import ChatCodec
-from .tasks import SFT_SEED_OFFSET, training_task
+from .tasks import DEFAULT_TASK, SFT_SEED_OFFSET, training_task
 
-
-@dataclass(frozen=True)
-class SFTConfig:
-    task: str = "gp-l"
-    seed: int = 0
-    steps: int = 900                # optimizer steps (one pass: steps * batch_size fresh hands)
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup_steps: int = 60
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    grad_clip: float = 1.0
-    # model
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 384
-    vocab_size: int = 1024
-    max_positions: int = 2048
-    init_std: float = 0.02
-    # tokenizer corpus size (GP-L: hands per rule; V-IRL-L: episodes per action space)
-    corpus_hands: int = 600
-    # decoding defaults written into generation_config.json (the paper's believed eval defaults)
-    do_sample: bool = True
-    temperature: float = 0.6
-    top_p: float = 0.9
-    threads: int = 2
-
-    @classmethod
-    def quick(cls, seed: int = 0) -> "SFTConfig":
-        """A seconds-long run for tests: a very small model, a few steps."""
-        return cls(seed=seed, steps=6, batch_size=8, warmup_steps=2, hidden=32, layers=1, heads=2, kv_heads=1,
-                   intermediate=64, vocab_size=700, corpus_hands=60, lr=3e-3)
-
-    def model_kwargs(self) -> dict[str, Any]:
-        return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
-                    intermediate=self.intermediate, vocab_size=self.vocab_size,
-                    max_positions=self.max_positions, init_std=self.init_std, seed=self.seed)
-
-    def generation(self) -> dict[str, Any]:
-        if not self.do_sample:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+__all__ = ["SFTConfig", "TextBatches", "fit", "train_sft", "quick_config"]
 
 
 def build_init(cfg: SFTConfig, out: "str | Path") -> Path:
@@ -175,19 +141,98 @@ def pad_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int):
     return ids, mask, labels
 
 
-def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int):
-    """Consecutive full batches, in order, each padded by `pad_batch`."""
-    for i in range(0, len(examples) - batch_size + 1, batch_size):
-        yield pad_batch(examples[i:i + batch_size], pad_id)
+class TextBatches:
+    """The batches of tokenised chats (`ChatCodec.sft_example`: prompt — or a revision chat — then
+    the answer), in training order: the token prefix every example shares (`common_prefix`) is cut
+    off and run once per batch (`loss(model, prefix, ids, mask, labels)`: `answer_loss`, or
+    `shared_prefix_loss` with every position's logits); batches are length-bucketed
+    (`length_batches`, seeded by `seed`) or, with `bucketed` False, consecutive. Iterating gives one
+    `step(model) -> (loss, token positions trained)` per batch (what `fit` runs)."""
+
+    def __init__(self, codec: ChatCodec, examples: list[tuple[list[int], list[int]]], batch_size: int, seed: int, *,
+                 bucketed: bool = True, loss: Callable = answer_loss, device: str = "cpu") -> None:
+        import torch
+
+        self.pad_id, self.loss, self.device = codec.pad_id, loss, device
+        self.prefix = torch.tensor(common_prefix(examples), device=device)
+        cut = [(x[len(self.prefix):], y[len(self.prefix):]) for x, y in examples]
+        self.batches = length_batches(cut, batch_size, seed) if bucketed else \
+            [cut[i:i + batch_size] for i in range(0, len(cut) - batch_size + 1, batch_size)]
+
+    @classmethod
+    def from_pairs(cls, codec: ChatCodec, pairs: Sequence, batch_size: int, seed: int, **kw) -> "TextBatches":
+        """From (prompt, answer) pairs or `data.Example`s (with failed tries before the answer),
+        shuffled by `seed` (`random.Random`)."""
+        examples = [codec.sft_example(x[0], x[1], history=x[2] if len(x) > 2 else ()) for x in pairs]
+        random.Random(seed).shuffle(examples)
+        return cls(codec, examples, batch_size, seed, **kw)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Callable]:
+        for chunk in self.batches:
+            ids, mask, labels = pad_batch(chunk, self.pad_id)
+
+            def step(model, ids=ids, mask=mask, labels=labels):
+                dev = self.device
+                loss = self.loss(model, self.prefix, ids.to(dev), mask.to(dev), labels.to(dev))
+                return loss, len(self.prefix) + int(mask.sum())
+            yield step
+
+
+def fit(model, batches, *, steps: int, lr: float, warmup_steps: int, min_lr_ratio: float, weight_decay: float,
+        grad_clip: float, desc: str, progress: bool, compute: Compute | None = None,
+        betas: tuple[float, float] = (0.9, 0.98), on_step: Callable[[int, Any], None] | None = None) -> list[float]:
+    """The one SFT loop (every supervised stage, text and image-text): one pass over `batches`
+    (`TextBatches`, `vision.ImageTextBatches`: sized, each item a `step(model) -> (loss, tokens)`),
+    AdamW (no weight decay on vectors) with linear warm-up over `warmup_steps` and cosine decay to
+    `min_lr_ratio` over `steps`, gradient-norm clipping at `grad_clip`. `on_step(step, model)` runs
+    once before training (step 0) and after every optimizer step (1-based; snapshots). Counts the
+    trained token positions in `compute`; returns the per-step losses."""
+    import torch
+    from tqdm.auto import tqdm
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup_steps, min_lr_ratio))
+    if on_step:
+        on_step(0, model)
+    model.train()
+    losses: list[float] = []
+    total = len(batches)
+    bar = tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True)
+    for step, batch in enumerate(batches, start=1):
+        loss, tokens = batch(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if compute is not None:
+            compute.train_tokens += tokens
+        bar.update(1)
+        if step % 5 == 0 or step == total:
+            recent = losses[-20:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        if on_step:
+            model.eval()
+            on_step(step, model)
+            model.train()
+    bar.close()
+    model.eval()
+    return losses
 
 
 def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Train and save an SFT checkpoint to `out`; returns the training record (also `training.json`).
 
-    The shipped checkpoints were trained on CPU; `device` exists for hyper-parameter sweeps."""
-    import torch
-    from tqdm.auto import tqdm
-
+    The shipped checkpoints were trained on CPU; `device` exists for hyper-parameter sweeps. The
+    loop is the pipeline's (`fit`), on consecutive batches with the full-logit loss
+    (`shared_prefix_loss`), as these checkpoints were trained."""
     setup_torch(cfg.seed, cfg.threads)
     watch = Stopwatch()
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,42 +244,22 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
     random.Random(cfg.seed).shuffle(examples)
     prep_s = watch.elapsed()
     lengths = [len(x) for x, _ in examples]
-    prefix = torch.tensor(common_prefix(examples), device=device)
-    examples = [(x[len(prefix):], y[len(prefix):]) for x, y in examples]
+    batches = TextBatches(codec, examples, cfg.batch_size, cfg.seed, bucketed=False, loss=shared_prefix_loss,
+                          device=device)
     answer_tokens = [sum(1 for t in y if t != -100) for _, y in examples]
-
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_lr(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
-    model.train()
-    losses: list[float] = []
     train_watch = Stopwatch()
-    bar = tqdm(_batches(examples, cfg.batch_size, codec.pad_id), total=cfg.steps, desc="sft", disable=not progress,
-               dynamic_ncols=True)
-    for step, (ids, mask, labels) in enumerate(bar):
-        loss = shared_prefix_loss(model, prefix, ids.to(device), mask.to(device), labels.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % 5 == 0 or step == cfg.steps - 1:
-            recent = losses[-20:]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-    bar.close()
+    losses = fit(model, batches, steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                 min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                 betas=cfg.betas, desc="sft", progress=progress)
     train_s = train_watch.elapsed()
-    model.eval().to("cpu")
+    model.to("cpu")
     record = {
         "kind": "sft", "task": cfg.task, "config": asdict(cfg), "parameters": n_params(model),
         "examples": len(examples), **facts,
-        "mean_tokens_per_example": sum(lengths) / len(lengths), "shared_prefix_tokens": len(prefix),
+        "mean_tokens_per_example": sum(lengths) / len(lengths), "shared_prefix_tokens": len(batches.prefix),
         "mean_answer_tokens": sum(answer_tokens) / len(answer_tokens),
         "steps": len(losses), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-        "loss_curve": [round(sum(losses[i:i + 50]) / len(losses[i:i + 50]), 5) for i in range(0, len(losses), 50)],
+        "loss_curve": loss_curve(losses, 50),
         "prep_s": round(prep_s, 1), "train_s": round(train_s, 1), "wall_s": round(watch.elapsed(), 1),
         "steps_per_s": round(len(losses) / train_s, 3) if train_s else None,
         "environment": environment(),
@@ -243,6 +268,7 @@ def train_sft(cfg: SFTConfig, out: "str | Path", *, progress: bool = True, devic
     return record
 
 
-def quick_config(quick: bool, seed: int, task: str = "gp-l", **overrides) -> SFTConfig:
-    """The full (or `--quick`) config of `task`, then any non-None `overrides`."""
-    return task_config(SFTConfig, training_task(task, "tiny SFT").sft, quick, seed, task, overrides)
+def quick_config(quick: bool, seed: int, task: str = DEFAULT_TASK, **overrides) -> SFTConfig:
+    """The full (or `--quick`) config of `task` (its training entry's `sft` preset), then any
+    non-None `overrides`."""
+    return SFTConfig.for_task(task, quick=quick, seed=seed, **overrides)

@@ -1,26 +1,31 @@
 """The training side of the task registry: what the tiny trainers need per task, in one table.
 
 `game.tasks` owns what a task *is* (configs, splits, sessions, grading); this module owns what
-training a tiny checkpoint on it needs and nothing else branches on a task name for it:
+training a tiny checkpoint on it needs, and training code branches on these properties, never on
+a task name (only the entries here name tasks):
 
-- `sft` / `grpo`: the task's changes to `SFTConfig` / `GRPOConfig` defaults, as (full, `--quick`);
-- `corpus(seed, size)`: the text the compact tokenizer is trained on; `tokenizer_split`: the
+- presets, each as (full run, `--quick` run) changes to a config's defaults (applied by
+  `models.train.config.Preset.for_task`): `pipeline` (the staged pipeline's `PipelineConfig`, or
+  `VisionConfig` for a vision task), `sft` / `grpo` (the V-IRL-L / GP-L pair's);
+- the staged pipeline (`models.train.pipeline`): `stages` (the stages the task trains),
+  `stage_pairs(corpus, n, seed, cfg)` (the `base`, `init`, `id` and `diverse` corpora: text pairs,
+  or `vision.Example`s), `pipeline_tokenizer_text(cfg)` (a text task's tokenizer corpus),
+  `pretrains_vision`, and the model-card prose `stage_text` and `card_model`;
+- `corpus(seed, size)`: the text the pair's compact tokenizer is trained on; `tokenizer_split`: the
   pre-tokenizer rule (`models.tiny.train_tokenizer(compact=…)`);
 - `expert_pairs(n, seed)`: `n` single-turn expert (prompt, answer) pairs and facts for the record;
 - `rollouts(cfg)`: the seeded stream of in-distribution training instances GRPO plays: the
   registry's `training_stream` (`game.tasks`, the one definition the trainer adapters use too),
   opened as registry sessions like every evaluation episode;
-- `card`: which model-card layout `models.train.card` writes for a checkpoint of the task;
-- the staged pipeline (`models.train.pipeline`): `pipeline` (its `PipelineConfig` changes, as
-  (full, `--quick`)), `stage_pairs(corpus, n, seed, cfg)` (the `base`, `id` and `diverse` corpora),
-  `pipeline_tokenizer_text(cfg)` and `stage_text` (each stage's model-card prose).
+- `card`: which model-card layout `models.train.card` writes for a checkpoint of the pair.
 
     from models.train.tasks import training_task
     t = training_task("virl-l")      # ValueError naming the trainable tasks otherwise
     t.grpo[0]["verify_iter"]         # 2: the paper's tries per V-IRL position
 
-The text tasks (`TRAINING`: gp-l, virl-l) are trained by the text trainers; the vision tasks
-(`VISION_TRAINING`: gp-vl, virl-vl) by `models.train.vision`, with GRPO's rollouts from here.
+The text tasks (`TRAINING`: gp-l, virl-l) and the vision tasks (`VISION_TRAINING`: gp-vl,
+virl-vl; `training_task(…, vision=True)`) all train through the staged pipeline; the pair's
+trainers take the text tasks only.
 """
 from __future__ import annotations
 
@@ -62,9 +67,22 @@ class TrainingTask:
         stream = self.spec.training_stream(cfg.seed + self.rl_seed_offset, verify_iter=cfg.verify_iter)
         return lambda n: list(islice(stream, n))
 
-    # ---- the staged pipeline -------------------------------------------------------------
+    # ---- the staged pipeline (`models.train.pipeline`) -------------------------------------
+    # its config's changes for this task (`PipelineConfig` or `VisionConfig`), as (full, `--quick`)
     pipeline: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = ({}, {})
+    stages: ClassVar[tuple[str, ...]] = ("base", "init", "sft", "rl", "sft-diverse")   # the stages it trains
+    pretrains_vision: ClassVar[bool] = False   # a vision task: pretrain the fresh encoder alone first
     stage_text: ClassVar[dict[str, tuple[str, str, str]]] = {}   # stage -> (role, saw, never saw)
+    # the model card's first sentence after "A ~N M-parameter " (format fields: the config, task, label)
+    card_model: ClassVar[str] = (
+        "Llama (`models.tiny.build_tiny_llama`) trained on a CPU by the staged pipeline (`sftvsrl train pipeline "
+        "--task {task}`, `models/train/pipeline.py`). It reads the paper's exact {label} prompt and answers in the "
+        "paper's format.")
+
+    @property
+    def vision(self) -> bool:
+        """Whether the task shows an image (the registry's): a vision checkpoint and config."""
+        return bool(self.spec.vision)
 
     def stage_pairs(self, corpus: str, n: int, seed: int, cfg) -> list[tuple[str, str]]:
         """`n` (prompt, expert answer) pairs of a pipeline corpus: `base` (the stand-in for
@@ -283,9 +301,9 @@ class VirlLTraining(TrainingTask):
 
 
 class VisionTraining(TrainingTask):
-    """A vision task (gp-vl, virl-vl): its checkpoints come from the vision pipeline
-    (`models.train.vision`, `sftvsrl train vision`), which builds its own image-text data; here
-    only what GRPO needs (the registry's training stream)."""
+    """A vision task: its checkpoints come from the staged pipeline with a tiny Mllama grafted onto
+    a text checkpoint (`VisionConfig`: `text_from`), trained on image-text examples
+    (`models.train.vision`); GRPO plays the registry's training stream with the image."""
 
     def corpus(self, seed: int, size: int) -> list[str]:
         raise ValueError(f"{self.name} is trained by `sftvsrl train vision`, not by the text trainers")
@@ -295,16 +313,113 @@ class VisionTraining(TrainingTask):
 
 
 class GPVLTraining(VisionTraining):
+    """GP-VL: the base reads cards of all four suits and GP-VL prompts stating other face-card
+    mappings; Init and SFT get black-suit ID hands (the registry's `gp-vl` training stream)."""
+
     name, label = "gp-vl", "GP-VL"
     rl_seed_offset = RL_SEED_OFFSET
+    pretrains_vision = True          # the encoder alone on card layouts first (`vision.pretrain_vision`)
+    pipeline = ({}, {})              # `VisionConfig`'s defaults are GP-VL's shipped values
+    card_model = (
+        "`MllamaForConditionalGeneration` (the paper's Llama-3.2-Vision architecture in miniature; "
+        "`models.tiny.build_tiny_mllama`) trained on a CPU by the vision pipeline (`sftvsrl train vision --task "
+        "{task}`, `models/train/vision.py`). It sees the 1200 × 1200 table image through its own "
+        "`MllamaImageProcessor` (one {image_size}-px tile) and the paper's exact GP-VL prompt; the card labels are "
+        "never in its text input.")
+    stage_text = {
+        "base": ("the stand-in for a pretrained vision-language model",
+                 "the GP-L pipeline's text base (`{text_from}`) as its language model, cross-attention layers at "
+                 "{cross_attention_layers} and a fresh {vision_layers}+{vision_global_layers}-layer vision encoder "
+                 "({image_size}-px tile, {patch_size}-px patches), then {base_examples:,} image-text examples with cards of all four "
+                 "suits: {read_pct:.0f} % card reading (1-4 cards in random slots of the table, a reading prompt) and "
+                 "the rest the paper's GP-VL prompt stating a random face-card mapping J/Q/K = (a, b, c), a, b, c in "
+                 "6..13, never 10/10/10 or 11/12/13, with expert answers.",
+                 "the GP-VL prompt with J/Q/K = 10 (so neither the ID nor the visual-OOD configuration); the "
+                 "rule-OOD mapping 11/12/13; the verifier's feedback."),
+        "init": ("the paper's Init",
+                 "the base, then {init_examples:,} ID expert answers (the paper's GP-VL prompt, black suits, "
+                 "J/Q/K = 10), {init_steps} steps at lr {init_lr:g}.",
+                 "red suits with J/Q/K = 10; the rule-OOD mapping; the verifier's feedback."),
+        "sft": ("the paper's SFT",
+                "Init, then {sft_examples:,} more ID expert answers (black suits, J/Q/K = 10), {sft_steps} steps at "
+                "lr {sft_lr:g}.",
+                "red suits after the base; the rule-OOD mapping; the verifier's feedback."),
+        "rl": ("the paper's RL",
+               "Init, then GRPO on ID hands only (black suits, J/Q/K = 10): {rl_updates} updates x {rl_hands} hands x "
+               "{rl_group} episodes, multi-turn with up to {rl_verify_iter} tries and the verifier's feedback, "
+               "sampled at T = 1, lr {rl_lr:g}.",
+               "red suits after the base; the rule-OOD mapping; no expert answers after Init."),
+        "sft-diverse": ("a diverse-prompt SFT (after the rebuttal, arXiv 2510.00237)",
+                        "Init, then {sft_examples:,} expert examples, black suits only: half ID (J/Q/K = 10), "
+                        "half the paper's GP-VL prompt stating a varied face-card mapping (the base's, never "
+                        "11/12/13), {sft_steps} steps at lr {sft_lr:g}: SFT's budget, with diverse prompts.",
+                        "red suits after the base; the rule-OOD mapping; the verifier's feedback."),
+    }
+
+    def stage_pairs(self, corpus, n, seed, cfg):
+        from .vision import base_examples, diverse_examples, id_examples
+
+        if corpus in ("id", "init"):
+            return id_examples(n, seed, self.name)
+        if corpus == "base":
+            return base_examples(n, seed, cfg.base_read_share)
+        if corpus == "diverse":
+            return diverse_examples(n, seed, self.name)
+        raise ValueError(f"unknown pipeline corpus {corpus!r}")
 
 
 class VirlVLTraining(VisionTraining):
+    """V-IRL-VL: the shipped V-IRL-L SFT checkpoint is the language model (there is no V-IRL-L base
+    checkpoint to start from), no visual pretraining and no base or SFT-diverse stage; Init and SFT
+    on expert single-turn pairs of registry training episodes, RL on the ID task (absolute actions).
+    Its street-view grids cost seconds each to draw, so its stages are short and RL plays few,
+    small groups (2 tries per position, as the paper)."""
+
     name, label = "virl-vl", "V-IRL-VL"
+    stages = ("init", "sft", "rl")
+    pipeline = (dict(text_from="models/checkpoints/virl-l-sft", patch_size=16, vision_hidden=64, init_steps=30,
+                     init_lr=5e-4, init_warmup_steps=5, sft_batch=8, sft_steps=120, warmup_steps=10, eval_n=48,
+                     rl=dict(verify_iter=2, updates=30, hands_per_update=4, group_size=4, max_new_tokens=64)),
+                dict(text_from="models/checkpoints/virl-l-sft", init_steps=2, sft_steps=2, eval_n=2,
+                     rl=dict(verify_iter=2)))
+    card_model = (
+        "`MllamaForConditionalGeneration` (`models.tiny.build_tiny_mllama`) trained on a CPU by the vision pipeline "
+        "(`sftvsrl train vision --task {task}`, `models/train/vision.py`). It sees the 2x2 street-view grid through "
+        "its own `MllamaImageProcessor` (one {image_size}-px tile) and the paper's exact V-IRL-VL prompt, whose "
+        "history has no landmark text.")
+    stage_text = {
+        "init": ("Init",
+                 "the shipped V-IRL-L SFT checkpoint (`{text_from}`) as its language model, cross-attention layers at "
+                 "{cross_attention_layers} and a fresh {vision_layers}+{vision_global_layers}-layer vision encoder "
+                 "({image_size}-px tile), then {init_examples:,} V-IRL-VL expert single-turn pairs (the paper's VL "
+                 "prompt at every rail position of training episodes on the bundled Helsinki routes, absolute actions, "
+                 "the 2x2 street-view grid drawn at reduced resolution, `ResponseVIRL` with the golden action), "
+                 "{init_steps} steps at lr {init_lr:g}.",
+                 "relative actions (rule OOD) after its text model's pretraining; the held-out routes; the verifier's "
+                 "feedback."),
+        "sft": ("the paper's SFT",
+                "Init, then {sft_examples:,} more V-IRL-VL expert pairs (absolute actions), {sft_steps} steps at lr "
+                "{sft_lr:g}.",
+                "relative actions; the held-out routes; the verifier's feedback."),
+        "rl": ("the paper's RL",
+               "Init, then GRPO on ID training episodes only (absolute actions): {rl_updates} updates x {rl_hands} "
+               "episodes x {rl_group} rollouts, multi-step and multi-turn with {rl_verify_iter} tries per position and "
+               "the verifier's feedback, full-resolution grids, sampled at T = 1, lr {rl_lr:g}.",
+               "relative actions; the held-out routes; no expert answers after Init."),
+    }
+
+    def stage_pairs(self, corpus, n, seed, cfg):
+        from .vision import virl_examples
+
+        if corpus in ("id", "init"):
+            return virl_examples(n, seed, self.name)
+        raise ValueError(f"unknown pipeline corpus {corpus!r}")
 
 
 TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPLTraining(), VirlLTraining())}
 VISION_TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPVLTraining(), VirlVLTraining())}
+DEFAULT_TASK = next(iter(TRAINING))                  # the trainers' default text task (the CLI's too)
+DEFAULT_VISION_TASK = next(iter(VISION_TRAINING))    # and vision task
 
 
 def training_task(task: str, what: str = "tiny trainer", *, vision: bool = False) -> TrainingTask:
