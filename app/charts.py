@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,8 @@ _CYCLE = (("#4c72b0", "#8cc0ff"), ("#dd8452", "#ffb27a"), ("#55a868", "#8ee6a0")
 @contextmanager
 def style(look: str):
     """matplotlib's rc settings for `look` (Agg backend) while drawing one chart."""
+    # lazy: matplotlib is heavy (~1 s) and optional (the `web` extra): only drawing a chart loads it,
+    # and the Agg backend must be chosen before pyplot is imported
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,8 +62,6 @@ def colour(name: str | int, look: str) -> str:
 def pair_html(draw: Callable[[Path, str], Path | None], alt: str, cls: str = "") -> str:
     """Both looks of one chart as inline images (`draw(path, look)` writes a PNG and returns it, or
     None for no chart); '' when there is nothing to draw."""
-    import tempfile
-
     imgs = []
     with tempfile.TemporaryDirectory() as tmp:
         for look in LOOKS:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from game.tasks import get_task
+from models import config as model_config
 
 from . import findings as fd
 
@@ -66,9 +67,7 @@ class DifferenceError(ValueError):
 
 def default_sides(task: str) -> tuple[Side, Side]:
     """The default configuration's two models (not optional) and their stages for `task`."""
-    from models.config import DEFAULT_FILE, load_config
-
-    config = load_config(DEFAULT_FILE, env={})
+    config = model_config.load_config(model_config.DEFAULT_FILE, env={})  # DEFAULT_FILE read at call time
     specs = [s for s in config.models.values() if not s.optional and s.supports(task)][:2]
     if len(specs) < 2:
         raise DifferenceError(f"the default model configuration has fewer than two models for {task}")

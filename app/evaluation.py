@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +32,8 @@ from game import protocol
 from game.gp.phrasings import MAX_PHRASING_CHARS, MAX_PHRASINGS
 from game.tasks import Instance, InstanceError, Split, get_task
 
+from .charts import colour, style
+from .export import step_line
 from .runner import play
 from .store import Store
 
@@ -38,8 +42,6 @@ def release_sources(data_dir: Path, env=None) -> dict[str, str]:
     """V-IRL release folders when present, by protocol stream key: `id` = `$SFTVSRL_VIRL_RELEASE`
     or `DATA_DIR/nyc_1k_routes`, `ood` = `$SFTVSRL_VIRL_VLN_MINI` or `DATA_DIR/VLN_mini` (the
     paper's ID and visual-OOD route sets)."""
-    import os
-
     env = os.environ if env is None else env
     found = {}
     for key, var, folder in (("id", "SFTVSRL_VIRL_RELEASE", "nyc_1k_routes"),
@@ -333,8 +335,6 @@ def plot(summary: dict, path: Path, look: str = "light") -> Path:
     """Grouped bars: one group per model, one bar per split, binomial error bars; in `look`
     (`app.charts`: the page's, or presenter mode's dark with large type). The legend sits under the
     axes and the bars' values below the title, so nothing covers a bar or its error bar."""
-    from .charts import colour, style
-
     task, splits, models = summary["task"], summary["splits"], summary["models"]
     headline = get_task(task).headline
     key, se_key = headline, ("per_step_se" if headline == "per_step_accuracy" else "success_se")
@@ -370,8 +370,6 @@ def plot(summary: dict, path: Path, look: str = "light") -> Path:
 
 def write_outputs(store: Store, run_id: str, out_dir: Path) -> dict:
     """table.md, plot.png, summary.json and `<model>__<split>.jsonl` (one line per step)."""
-    from .export import step_line
-
     summary = summarize(store, run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(markdown_table(summary), encoding="utf-8")
@@ -389,8 +387,6 @@ def write_outputs(store: Store, run_id: str, out_dir: Path) -> dict:
 
 def run_artifacts(store: Store, run_id: str) -> dict[str, bytes]:
     """table.md, summary.json and plot.png of a run, as bytes (for bundles)."""
-    import tempfile
-
     summary = summarize(store, run_id)
     with tempfile.TemporaryDirectory() as tmp:
         png = plot(summary, Path(tmp) / "plot.png").read_bytes()

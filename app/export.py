@@ -7,6 +7,7 @@ replays that re-emit a stored episode as the runner's typed events (`app.runner`
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import io
 import json
@@ -14,7 +15,7 @@ import zipfile
 from dataclasses import fields
 from typing import AsyncIterator, Iterable
 
-from game.tasks import TASKS
+from game.tasks import TASKS, Instance, InstanceError, open_session
 
 from .runner import EpisodeEvent, Finished, PromptSent, Started, StepDone
 from .store import Store
@@ -72,8 +73,6 @@ def episode_markdown(ep: dict) -> str:
 
 def instance_image_png(ep: dict) -> bytes | None:
     """The image a VL model saw at the start (GP table or the first V-IRL grid), as PNG."""
-    from game.tasks import Instance, InstanceError, open_session
-
     try:
         session = open_session(Instance.from_dict(ep["instance"]))
         img = session.image()
@@ -106,8 +105,6 @@ document.getElementById('prev').onclick=()=>{k=Math.max(k-1,0);show()};show();</
 
 def bundle(episodes: list[dict], *, title: str = "episodes", extra: dict[str, bytes] | None = None) -> bytes:
     """A zip holding everything needed to replay `episodes` without the app or a model."""
-    import base64
-
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("episodes.json", json.dumps(episodes, ensure_ascii=False, indent=1, default=str))
@@ -142,7 +139,6 @@ async def replay_events(store: Store, episode_id: str, delay_s: float = 0.0) -> 
     ep = store.get_episode(episode_id)
     if ep is None:
         return
-    from game.tasks import Instance, InstanceError, open_session
 
     try:
         info = open_session(Instance.from_dict(ep["instance"])).describe()

@@ -46,6 +46,9 @@ from urllib.parse import urlencode
 
 from game.tasks import DEFAULT_TASK, TASKS, FindingsWords, Instance, InstanceError, StepRecord, get_task, open_session
 from game.findings import METRIC_WORDS, STAGE_LABELS as GAME_STAGE_LABELS, View, cell_value, words as generated_words
+from models.chat import Conversation
+
+from .charts import colour, style
 
 FINDINGS_FILE = "findings.json"
 EPISODES_FILE = "episodes.jsonl.gz"
@@ -465,7 +468,6 @@ def curves_plot(f: Findings, path: Path, look: str = "light") -> Path | None:
     base = curves_points(f, ("base",)).get("base")
     if not pts and not base:
         return None
-    from .charts import colour, style
 
     with style(look) as plt:
         splits = f.splits
@@ -554,8 +556,6 @@ def replay(instance: Instance, outputs: list[str]) -> tuple[list[dict], bool, bo
     """Play `instance` with the stored replies through the registry session and the reference's
     chat flow (as the runner resumes an episode): every step record with its prompt, the success
     and the exact success. Raises `FindingsError` when the replies do not make one whole episode."""
-    from models.chat import Conversation
-
     session = open_session(instance)
     conv = Conversation(image=session.vision)
     steps = []

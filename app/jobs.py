@@ -6,10 +6,10 @@ Each raises `ValueError` (including `game.gp.deal.DealError`) with a message for
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the game modules load lazily, in the worker that needs them
-    from game.gp.deal import DealMode
+from game.gp.cards import Rule
+from game.gp.deal import Deal, DealConfig, DealMode, deal, evaluation_hands, reachable_targets
+from game.gp.solver import distinct_solutions
+from game.gp.verifier import verify
 
 CHEAP_TARGET = 24          # the paper's target: dense (a hand in ~1.4 draws), its tables warmed at start-up
 CHEAP_TEXT_CHARS = 2048    # a verify of at most this much text takes well under a millisecond
@@ -33,8 +33,6 @@ def is_cheap(fn, args: tuple) -> bool:
 
 def _target_of(deal_id: str) -> int:
     """The target a deal id names; a malformed id counts as cheap (it is refused at once)."""
-    from game.gp.deal import Deal
-
     try:
         return Deal.from_id(str(deal_id)[:64]).target
     except ValueError:
@@ -44,8 +42,6 @@ def _target_of(deal_id: str) -> int:
 def warm() -> None:
     """Build what inline and pooled jobs share once per process: imports, the value table behind
     every reachable-target check (about a second), the default configuration's reachable targets."""
-    from game.gp.deal import DealConfig, reachable_targets
-
     reachable_targets(DealConfig())
 
 
@@ -57,25 +53,15 @@ def _info(hand, rule) -> dict:
 
 def gp_deal(seed: int, rule: str, ood: bool, suits: str, mode: DealMode, target: int) -> dict:
     """The first solvable hand of `seed`'s stream (unreachable targets refused at once)."""
-    from game.gp.cards import Rule
-    from game.gp.deal import DealConfig, deal
-
     r = Rule.parse(rule)
     return _info(deal(seed, DealConfig(r, ood=ood, suits=suits, mode=mode, target=target)), r)
 
 
 def gp_inspect(deal_id: str, rule: str) -> dict:
-    from game.gp.cards import Rule
-    from game.gp.deal import Deal
-
     return _info(Deal.from_id(deal_id), Rule.parse(rule))
 
 
 def gp_solve(deal_id: str, rule: str, limit: int) -> dict:
-    from game.gp.cards import Rule
-    from game.gp.deal import Deal
-    from game.gp.solver import distinct_solutions
-
     hand, r = Deal.from_id(deal_id), Rule.parse(rule)
     nums = hand.numbers(r)
     return dict(deal_id=hand.id, rule=r.value, numbers=nums, target=hand.target,
@@ -84,7 +70,7 @@ def gp_solve(deal_id: str, rule: str, limit: int) -> dict:
 
 
 def gp_image_png(deal_id: str, resolution: int) -> bytes:
-    from game.gp.deal import Deal
+    # lazy: the renderer loads PIL, which the API server (it imports this module) otherwise never loads
     from game.gp.render import encode, table_image
 
     return encode(table_image(Deal.from_id(deal_id).cards, resolution=resolution), "png")
@@ -92,9 +78,7 @@ def gp_image_png(deal_id: str, resolution: int) -> bytes:
 
 def gp_verify(deal_id: str, rule: str, formula: str | None, reply: str | None, vision: bool,
               lenient: bool) -> dict:
-    from game.gp.cards import Rule
-    from game.gp.deal import Deal
-    from game.gp.verifier import verify
+    # lazy: game.tasks loads the V-IRL engine too (geopy; ~0.4 s and ~28 MB per worker process), for one helper
     from game.tasks import formula_reply
 
     hand, r = Deal.from_id(deal_id), Rule.parse(rule)
@@ -115,8 +99,6 @@ def gp_verify(deal_id: str, rule: str, formula: str | None, reply: str | None, v
 
 
 def gp_evaluation_hands(config: str, n: int, seed: int) -> list[str]:
-    from game.gp.deal import evaluation_hands
-
     return [h.id for h in evaluation_hands(config, n, seed)]
 
 

@@ -19,14 +19,15 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator
 
+from models.chat import Conversation
 from models.config import ConfigError, ModelsConfig, load_config
 
 from .runner import EpisodeEvent, Event, GroupError, GroupFinished, HumanPlayer, ModelPlayer, Started, play_paired
 from .store import Store, new_id
-from game.tasks import Instance
+from game.tasks import Instance, get_task, open_session
 
 
 class ModelPool:
@@ -105,11 +106,6 @@ class ModelPool:
         """Load the in-process checkpoints of `names` (default: `defaults`) for every task they serve,
         one after another, and have each answer one short request (the first generation of a freshly
         loaded model is several times slower than the next). Failures are kept in `state`."""
-        from dataclasses import replace as _replace
-
-        from game.tasks import get_task, open_session
-        from models.chat import Conversation
-
         todo = []
         for name in (self.defaults if names is None else names):
             spec = self.spec(name)
@@ -129,7 +125,7 @@ class ModelPool:
                 session = open_session(self.warm_instances.get(task) or spec.instances(spec.split_names[0], 1)[0])
                 messages = Conversation(image=session.vision).messages_for(session.prompt())
                 done = await backend.complete(messages, [session.image()] if session.vision else [],
-                                              _replace(self.spec(name).decoding, max_tokens=4))
+                                              replace(self.spec(name).decoding, max_tokens=4))
                 self._warming[key] = f"failed: {done.error}" if done.error else "ready"
             except Exception as exc:  # noqa: BLE001 - kept for `state`; a run reports its own error
                 self._warming[key] = f"failed: {exc or type(exc).__name__}"

@@ -23,16 +23,25 @@ Cross-cutting concerns owned here:
 from __future__ import annotations
 
 import asyncio
+import email.message
+import json
 import logging
+import math
 import re
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
+from . import __version__, jobs, sources
+from . import workers as workers_mod
 from .access import Access, load_secret
+from .api import api_router
 from .context import AppContext
 from .live import LiveRegistry, ModelPool
 from .settings import Settings
@@ -92,8 +101,6 @@ def parsed_as_json(content_type: bytes | None) -> bool:
     """Whether FastAPI parses a body with this content type as JSON (its own test: an
     `application/json` or `application/*+json` media type, parameters ignored). A body without
     a content type is checked too: cheap, and a framework default may parse it."""
-    import email.message
-
     if not content_type:
         return True
     message = email.message.Message()
@@ -106,9 +113,6 @@ def parsed_as_json(content_type: bytes | None) -> bool:
 
 def json_problem(body: bytes) -> str | None:
     """Why this JSON body is refused (None: fine, or malformed JSON left to the app's own 422)."""
-    import json
-    import math
-
     def constant(name: str):
         raise _Refused(f"{name} is not a valid JSON number (send a finite number)")
 
@@ -166,8 +170,6 @@ async def _too_large(send, limit: int) -> None:
 
 
 async def _error(send, status: int, detail: str) -> None:
-    import json
-
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -252,10 +254,6 @@ DOCS_ASSETS = "/docs-assets"
 
 def _offline_docs(app: FastAPI) -> None:
     """`/docs` and `/redoc` from the Swagger UI and ReDoc files in the `fastapi-offline` package."""
-    import fastapi_offline
-    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-    from fastapi.staticfiles import StaticFiles
-
     assets = Path(fastapi_offline.__file__).parent / "static"
 
     @app.get(DOCS_ASSETS + "/redoc.standalone.js", include_in_schema=False)
@@ -313,9 +311,6 @@ async def _when_ready(warming, on_ready) -> None:
 def create_app(settings: Settings | None = None, *, pool: ModelPool | None = None, store: Store | None = None,
                placeholder: bool = True) -> FastAPI:
     """The app. Pass `placeholder=False` when a UI is mounted at `/` (e.g. `gr.mount_gradio_app`)."""
-    from . import __version__
-    from .api import api_router
-
     settings = settings or Settings.from_env()
     store = store or Store(settings.db_url)
     store.claim_single_server()   # before recovery: a second server must not touch the first's games
@@ -326,9 +321,6 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
     access = Access(load_secret(settings.data_dir), public=settings.public, gallery=settings.show_gallery,
                     admin_token=settings.admin_token, max_live_groups=settings.max_live_games,
                     max_games_per_client=settings.max_games_per_client)
-    from . import sources
-    from . import workers as workers_mod
-
     sources.configure(settings)
 
     ctx = AppContext(settings, store, pool, LiveRegistry(store, unwatched_s=settings.unwatched_s), access,
@@ -336,8 +328,6 @@ def create_app(settings: Settings | None = None, *, pool: ModelPool | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from . import jobs
-
         # workers up and the inline jobs' tables built before the first request
         assert ctx.workers is not None  # create_app gives the app its pool
         await asyncio.gather(asyncio.to_thread(ctx.workers.warm), asyncio.to_thread(jobs.warm))

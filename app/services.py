@@ -37,8 +37,12 @@ from game.tasks import Instance, InstanceError, get_task, open_session, route_da
 
 from . import shards
 from .access import CLI, Caller  # noqa: F401 - callers of the service layer name who asks with these
+from .context import AppContext
 from .evaluation import EvalConfig, EvalError, create_run, find_resumable, run_evaluation, run_items
+from .live import LiveRegistry
 from .runner import ModelPlayer
+from .sources import SourceRefused, check_source as source_policy
+from .workers import PoolBusy, WorkerUnavailable, WorkTimeout, shared_pool
 
 MAX_LIVE_GROUPS = 64
 
@@ -84,20 +88,14 @@ GAME_TOKEN_NEEDED = "this game needs its token (X-Game-Token header or ?token=, 
 
 def cli_context(settings, store, pool):
     """An app context for a CLI command (no server: live groups and evaluations of this process)."""
-    from .context import AppContext
-    from .live import LiveRegistry
-
     return AppContext(settings, store, pool, LiveRegistry(store))
 
 
 # ------------------------------------------------------------------------------- instances
 def check_source(ctx, source: str) -> str:
     """The route-source policy (`app.sources.check_source`) for clients of this server."""
-    from .sources import SourceRefused
-    from .sources import check_source as policy
-
     try:
-        return policy(source, ctx.settings)
+        return source_policy(source, ctx.settings)
     except SourceRefused as exc:
         raise ServiceError(str(exc)) from None
 
@@ -127,8 +125,6 @@ def live_instance(ctx, task: str, params: dict) -> Instance:
 
 # ---------------------------------------------------------------------------------- CPU work
 def _cpu_error(exc: Exception) -> ServiceError:
-    from .workers import PoolBusy, WorkerUnavailable, WorkTimeout
-
     if isinstance(exc, PoolBusy):
         busy = Busy(str(exc))
         busy.retry_after = 5
@@ -139,8 +135,6 @@ def _cpu_error(exc: Exception) -> ServiceError:
 
 
 def _workers(ctx):
-    from .workers import shared_pool
-
     return getattr(ctx, "workers", None) or shared_pool()
 
 
@@ -148,8 +142,6 @@ async def compute(ctx, caller: Caller, fn: Callable, *args):
     """`fn(*args)` (an `app.jobs` computation) for `caller`: inline when cheap, else in the fair
     worker pool under its time limit. Bad input is a `ServiceError`; a timeout or a lost worker
     `Unavailable` (503); too many of the caller's computations waiting `Busy` (429)."""
-    from .workers import PoolBusy, WorkerUnavailable, WorkTimeout
-
     try:
         return await _workers(ctx).compute(fn, *args, client=caller.client)
     except (ValueError, PoolBusy, WorkTimeout, WorkerUnavailable) as exc:
@@ -158,8 +150,6 @@ async def compute(ctx, caller: Caller, fn: Callable, *args):
 
 def compute_sync(ctx, caller: Caller, fn: Callable, *args):
     """`compute` for a thread (the UI's handlers)."""
-    from .workers import PoolBusy, WorkerUnavailable, WorkTimeout
-
     try:
         return _workers(ctx).compute_sync(fn, *args, client=caller.client)
     except (ValueError, PoolBusy, WorkTimeout, WorkerUnavailable) as exc:

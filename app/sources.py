@@ -12,6 +12,8 @@ import os
 from typing import Any
 from pathlib import Path
 
+from game.virl.datasets import BUNDLED
+
 DEFAULT_SOURCE = "bundled:helsinki"
 _server: dict[str, Any] = {"default": DEFAULT_SOURCE, "dirs": ()}
 
@@ -33,8 +35,6 @@ def allowed_roots(settings=None) -> tuple[Path, ...]:
 
 def check_source(source, settings=None, *, operator: bool = False) -> str:
     """`source` when this caller may open it, else `SourceRefused` naming what is allowed."""
-    from game.virl.datasets import BUNDLED
-
     text = str(source or "").strip()
     if not text:
         return settings.virl_source if settings is not None else _server["default"]

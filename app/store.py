@@ -216,7 +216,7 @@ class Store:
         path = sqlite_path(self.url)
         if path == ":memory:":
             return
-        import fcntl
+        import fcntl  # lazy: POSIX-only; only a SQLite file's server lock needs it
 
         lock_path = Path(path + ".server-lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -237,7 +237,7 @@ class Store:
         return redact_url(self.url)
 
     def _connect_pg(self) -> None:
-        try:
+        try:  # lazy: psycopg is optional (the `postgres` extra); only a postgresql:// store needs it
             import psycopg
             from psycopg.rows import dict_row
         except ImportError:

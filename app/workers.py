@@ -30,6 +30,7 @@ import asyncio
 import atexit
 import concurrent.futures as cf
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
+
+from .jobs import is_cheap, warm
 
 ROOT = Path(__file__).resolve().parents[1]
 START_FAILURES_MAX = 3   # workers dying before they are ready, in a row, before queued jobs are failed
@@ -98,16 +101,12 @@ class WorkerPool:
     # ------------------------------------------------------------------------- the way in
     def compute_sync(self, fn: Callable, *args: Any, client: str = "", timeout: float | None = None) -> Any:
         """`fn(*args)`: inline when `app.jobs` calls it cheap, else in the pool (blocking)."""
-        from .jobs import is_cheap
-
         if is_cheap(fn, args):
             return fn(*args)
         return self.run_sync(fn, *args, client=client, timeout=timeout)
 
     async def compute(self, fn: Callable, *args: Any, client: str = "", timeout: float | None = None) -> Any:
         """`fn(*args)`: inline when `app.jobs` calls it cheap, else in the pool."""
-        from .jobs import is_cheap
-
         if is_cheap(fn, args):
             return fn(*args)
         return await self.run(fn, *args, client=client, timeout=timeout)
@@ -385,15 +384,12 @@ def nap(seconds: float) -> float:
 
 
 def _worker_main(fd: int, parent_pid: int) -> None:
-    import signal
-
+    # lazy: models.procs loads httpx (an optional extra) that the server process, which imports this module, never needs
     from models.procs import die_with_parent
 
     die_with_parent(signal.SIGKILL, parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the server; it stops us
     conn = Connection(fd)
-    from .jobs import warm
-
     warm()   # before "ready": no job's clock counts the start
     conn.send(("ready", None))
     while True:

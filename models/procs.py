@@ -3,6 +3,7 @@ cleanly (SIGINT, then SIGTERM, then SIGKILL). Shared by `sftvsrl vllm up`, `sftv
 the tests and the benchmarks."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -105,8 +106,6 @@ def die_with_parent(sig: int = signal.SIGTERM, parent_pid: int | None = None) ->
     Called in a child (before exec, or first thing after it); with `parent_pid`, a parent that is
     already gone (it died before the request was made) gets the same answer at once."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)   # PR_SET_PDEATHSIG = 1
     if parent_pid is not None and os.getppid() != parent_pid:
         os.kill(os.getpid(), sig)

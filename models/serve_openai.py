@@ -19,11 +19,15 @@ import time
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from fastapi import Request
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from .backends.base import SESSION_HEADER, Backend, Completion
+from .backends.local import LocalBackend
 from .decoding import DecodingSettings
 
 
@@ -87,9 +91,6 @@ def parse_settings(body: dict, defaults: DecodingSettings) -> DecodingSettings:
 
 def create_app(backends: dict[str, Backend], *, preload: bool = True):
     """A FastAPI app serving `backends` by name (the `model` field picks one)."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, StreamingResponse
-
     @asynccontextmanager
     async def lifespan(app):
         if preload:
@@ -215,11 +216,6 @@ def _usage(c: Completion) -> dict:
 def serve(path: str, *, host: str = "127.0.0.1", port: int = 8001, name: str | None = None,
           device: str | None = None, max_tokens: int = 256) -> None:
     """Serve one checkpoint directory with the `local` backend (blocks until stopped)."""
-    import uvicorn
-    from pathlib import Path
-
-    from .backends.local import LocalBackend
-
     served = name or Path(path).name
     backend = LocalBackend(name=served, path=path, device=device, settings=DecodingSettings(max_tokens=max_tokens))
     uvicorn.run(create_app({served: backend}), host=host, port=port, log_level="warning")

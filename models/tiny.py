@@ -113,6 +113,8 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024, *, compact: "
     `compact=True` uses `COMPACT_SPLIT` instead of GPT-2-style word splitting (see module doc);
     a string is used as the isolating split pattern itself (e.g. `VIRL_SPLIT`).
     """
+    # lazy: tokenizers and transformers are heavy and optional (the `models` extra); `models.train.data`
+    # imports this module for its token constants only
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -144,6 +146,8 @@ def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None,
     `<|eot_id|>` or `<|end_of_text|>` (`generation` overrides `GenerationConfig` fields). A ready
     `tokenizer` (from `train_tokenizer`) skips tokenizer training. Returns the directory.
     """
+    # lazy: torch and transformers are heavy and optional (the `models` extra); `models.train.data`
+    # imports this module for its token constants only
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -187,9 +191,11 @@ def build_tiny_mllama(out_dir: "str | Path", corpus: Sequence[str] | None = None
     fresh vision encoder. Cross-attention gates start at `gate` (0 makes the new model reproduce the
     text model exactly until trained; the default 1 makes the image matter at once).
     """
+    # lazy: torch and transformers are heavy and optional (the `models` extra); `models.train.data`
+    # imports this module for its token constants only
     import torch
-    from transformers import (GenerationConfig, LlamaConfig, MllamaConfig, MllamaForConditionalGeneration,
-                              MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)
+    from transformers import (AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, MllamaConfig,
+                              MllamaForConditionalGeneration, MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)
     try:
         from transformers import MllamaImageProcessorPil as ImageProcessor
     except ImportError:  # older transformers
@@ -199,8 +205,6 @@ def build_tiny_mllama(out_dir: "str | Path", corpus: Sequence[str] | None = None
     out.mkdir(parents=True, exist_ok=True)
     source = None
     if text_from is not None:
-        from transformers import AutoTokenizer, LlamaForCausalLM
-
         source = LlamaForCausalLM.from_pretrained(text_from, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(text_from)
         src: LlamaConfig = source.config

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from . import episodes, evaluations, games, system
+
 
 def api_router() -> APIRouter:
-    from . import episodes, evaluations, games, system
-
     router = APIRouter(prefix="/api")
     for module in (system, games, episodes, evaluations):
         router.include_router(module.router)

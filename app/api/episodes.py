@@ -16,6 +16,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
+from ..evaluation import run_artifacts
 from ..export import bundle, episode_jsonl, episode_markdown, replay_group_events
 from ..runner import Event, GroupFinished, HumanPlayer
 from ..schemas import Episode, EpisodeList, EpisodeRef, EpisodeRequest, GroupStarted, Message, SubmitRequest
@@ -194,8 +195,6 @@ def export_many(format: Literal["jsonl", "bundle"] = "jsonl", task: str | None =
     if format == "bundle":
         extra = {}
         if run_id and c.store.get_run(run_id):
-            from ..evaluation import run_artifacts
-
             extra = run_artifacts(c.store, run_id)  # an evaluation's bundle carries its table and plot
         return Response(bundle(eps, extra=extra), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="episodes.zip"'})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import PlainTextResponse
 
 from .. import services
-from ..evaluation import EvalConfig, EvalError
+from ..evaluation import EvalConfig, EvalError, markdown_table, summarize
 from ..schemas import EvalRequest, EvalRun, Message
 from .deps import caller, ctx, http_error, not_found
 
@@ -43,10 +44,6 @@ def run(run_id: str, c=Depends(ctx)) -> EvalRun:
 
 @router.get("/evaluations/{run_id}/table", summary="The run's Markdown table")
 def table(run_id: str, c=Depends(ctx)):
-    from fastapi.responses import PlainTextResponse
-
-    from ..evaluation import markdown_table, summarize
-
     if c.store.get_run(run_id) is None:
         raise not_found("evaluation run")
     return PlainTextResponse(markdown_table(summarize(c.store, run_id)), media_type="text/markdown")

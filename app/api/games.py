@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from game.gp.deal import MAX_TARGET
+from game.tasks import open_session, task_name
 
 from .. import jobs, services
 from ..schemas import DealInfo, RouteDetail, RouteList, RouteSummary, SolveResponse, VerifyRequest, VerifyResponse
@@ -84,8 +85,6 @@ def virl_routes(source: str | None = Query(None, max_length=512), offset: int = 
             summary="Describe one route's episode (instruction, action space, first prompt)")
 def virl_route(route: str, source: str | None = Query(None, max_length=512), seed: int = Query(0, ge=0),
                absolute_action: bool = True, c=Depends(ctx)) -> dict:
-    from game.tasks import open_session, task_name
-
     params = {"route": route, "seed": seed, "absolute_action": absolute_action}
     try:
         session = open_session(services.live_instance(c, task_name("virl"), {**params, "source": source} if source else params))

@@ -5,8 +5,8 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Query
 
+from .. import __version__, services
 from ..schemas import Health, ModelInfo
-from .. import services
 from .deps import caller, ctx
 
 router = APIRouter(tags=["system"])
@@ -14,8 +14,6 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health", response_model=Health)
 async def health(c=Depends(ctx), who=Depends(caller)) -> Health:
-    from .. import __version__
-
     return Health(ok=True, version=__version__, schema_version=c.store.version, models=c.pool.names,
                   models_error=services.public_text(c, who, c.pool.error) if c.pool.error else None, live_groups=sum(1 for g in c.live.groups.values() if not g.done))
 

@@ -9,9 +9,13 @@ import argparse
 import sys
 from typing import Sequence
 
+from .errors import CliError  # first: `train` still imports CliError from this package, not from .errors
+from . import episodes_cmd, eval_cmd, gp, models_cmd, play_cmd, serve, train, virl
 
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
+# The command groups, in the order `sftvsrl --help` lists them.
+GROUPS = (gp, virl, models_cmd, train, serve, eval_cmd, episodes_cmd, play_cmd)
+
+__all__ = ["CliError", "GROUPS", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,22 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="SFT-vs-RL playground: GeneralPoints and V-IRL engines, models and app.",
     )
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
-    for module in _groups():
+    for module in GROUPS:
         module.register(sub)
     return parser
-
-
-def _groups():
-    from . import gp
-
-    groups = [gp]
-    for name in ("virl", "models_cmd", "train", "serve", "eval_cmd", "episodes_cmd", "play_cmd"):
-        try:
-            groups.append(__import__(f"{__name__}.{name}", fromlist=["register"]))
-        except ModuleNotFoundError as exc:  # group not built yet
-            if exc.name != f"{__name__}.{name}":
-                raise
-    return groups
 
 
 def main(argv: Sequence[str] | None = None) -> int:

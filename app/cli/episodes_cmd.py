@@ -7,7 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from . import CliError
+from ..evaluation import run_artifacts
+from ..export import bundle, episode_jsonl, episode_markdown, replay_events
+from ..runner import Finished, Started, StepDone
+from ..settings import Settings
+from ..store import Store, StoreError
+from .errors import CliError
 
 
 def register(sub) -> None:
@@ -55,9 +60,6 @@ def _filters(p) -> None:
 
 
 def _store(args):
-    from ..settings import Settings
-    from ..store import Store, StoreError
-
     try:
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url)
         return Store(settings.db_url)
@@ -97,16 +99,11 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from ..export import episode_markdown
-
     print(episode_markdown(_episode(_store(args), args.episode_id)), end="")
     return 0
 
 
 def cmd_replay(args) -> int:
-    from ..export import replay_events
-    from ..runner import Finished, Started, StepDone
-
     store = _store(args)
     ids = list(args.episode_id)
     if args.run:
@@ -136,8 +133,6 @@ def cmd_replay(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..export import bundle, episode_jsonl, episode_markdown
-
     store = _store(args)
     if args.episode_id:
         eps = [_episode(store, e) for e in args.episode_id]
@@ -149,8 +144,6 @@ def cmd_export(args) -> int:
         extra = {}
         run_id = getattr(args, "eval_run_id", None)
         if run_id and store.get_run(run_id):
-            from ..evaluation import run_artifacts
-
             extra = run_artifacts(store, run_id)
         Path(args.output).write_bytes(bundle(eps, title=f"{len(eps)} episodes", extra=extra))
         print(f"wrote {args.output} ({len(eps)} episodes)", file=sys.stderr)

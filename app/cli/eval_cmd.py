@@ -11,9 +11,16 @@ import asyncio
 import sys
 from pathlib import Path
 
+from game.gp.phrasings import read_phrasings
 from game.tasks import TASKS
 
-from . import CliError
+from .. import services
+from ..evaluation import EvalConfig, EvalError, Progress, find_resumable, markdown_table, release_sources, write_outputs
+from ..live import ModelPool
+from ..settings import Settings
+from ..shards import ShardError, parse_shard
+from ..store import Store, StoreError
+from .errors import CliError
 
 
 def register(sub) -> None:
@@ -56,9 +63,6 @@ def register(sub) -> None:
 
 def _config(args):
     """The evaluation the flags describe."""
-    from ..evaluation import EvalConfig, EvalError, release_sources
-    from ..settings import Settings
-
     if not args.task or not args.models:
         raise CliError("name the evaluation with --task and --models")
     if args.concurrency < 1:
@@ -70,8 +74,6 @@ def _config(args):
         sources["ood"] = args.virl_visual_source
     phrasings = None
     if args.phrasings:
-        from game.gp.phrasings import read_phrasings
-
         try:
             phrasings = list(read_phrasings(args.phrasings))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -86,11 +88,6 @@ def _config(args):
 
 def _context(args, concurrency: int = 4):
     """The service context of this command: settings, store and the configured models."""
-    from .. import services
-    from ..live import ModelPool
-    from ..settings import Settings
-    from ..store import Store, StoreError
-
     try:
         settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url,
                                      models_config=args.config)
@@ -101,8 +98,6 @@ def _context(args, concurrency: int = 4):
 
 
 def _print_outputs(ctx, args, run_id: str, what: str) -> int:
-    from ..evaluation import markdown_table, write_outputs
-
     out = Path(args.out) if args.out else ctx.settings.data_dir / "eval" / run_id
     summary = write_outputs(ctx.store, run_id, out)
     print(markdown_table(summary))
@@ -112,10 +107,6 @@ def _print_outputs(ctx, args, run_id: str, what: str) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .. import services
-    from ..evaluation import Progress, find_resumable
-    from ..shards import ShardError, parse_shard
-
     if args.action == "merge":
         return cmd_merge(args)
     if args.runs:
@@ -179,8 +170,6 @@ def cmd_eval(args) -> int:
 
 def cmd_merge(args) -> int:
     """`sftvsrl eval merge`: the N finished shard runs → one run; prints its table, writes its outputs."""
-    from .. import services
-
     if not args.runs and not (args.task and args.models and args.shards):
         raise CliError("sftvsrl eval merge takes the shard RUN_IDs, or the evaluation's flags with --shards N")
     config = None if args.runs else _config(args)

@@ -13,7 +13,7 @@ from game.gp.deal import EVAL_CONFIGS, Deal, DealConfig, Dealer, evaluation_hand
 from game.gp.solver import distinct_solutions, reference_solutions
 from game.gp.verifier import verify
 
-from . import CliError
+from .errors import CliError
 
 RULE_HELP = "face-card rule: face10 (J/Q/K = 10, default) or 11-13 (J/Q/K = 11/12/13)"
 
@@ -144,6 +144,7 @@ def cmd_deal(args) -> int:
             print(f"{hand.id:<14} {' '.join(hand.labels):<14} numbers {info['numbers']}  "
                   f"rule {rule.value}  target {hand.target}  ({info['reference_solutions']} solver strings)")
     if args.image:
+        # lazy: the renderer loads PIL; only --image draws
         from game.gp.render import table_image
 
         try:

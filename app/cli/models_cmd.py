@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 from pathlib import Path
 
+from game.gp.cards import Rule, rank_from_label
 from game.tasks import task_name
+from models.backends.base import Completion
+from models.chat import gp_chat, user_message
+from models.config import ConfigError, load_config
+from models.prompts import gp_prompt, virl_action_space, virl_prompt
+from models.tiny import build_tiny_llama
 
-from . import CliError
+from .errors import CliError
 
 
 def register(sub) -> None:
@@ -57,8 +64,6 @@ def _register_models(sub) -> None:
 
 
 def _load(path):
-    from models.config import ConfigError, load_config
-
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -103,6 +108,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_serve(args) -> int:
+    # lazy: the server loads fastapi and uvicorn (optional extras); no other command needs them
     from models.serve_openai import serve
 
     if not (Path(args.path) / "config.json").is_file():
@@ -114,18 +120,12 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_build_tiny(args) -> int:
-    from models.tiny import build_tiny_llama
-
     out = build_tiny_llama(args.out, hidden=args.hidden, layers=args.layers, seed=args.seed)
     print(out)
     return 0
 
 
 def _cmd_ask(args) -> int:
-    from models.backends.base import Completion
-    from models.chat import gp_chat, user_message
-    from models.prompts import gp_prompt
-
     cfg = _load(args.config)
     try:
         spec = cfg[args.name]
@@ -162,8 +162,6 @@ def _cmd_ask(args) -> int:
 
 
 def _rule(text):
-    from game.gp.cards import Rule
-
     try:
         return Rule.parse(text)
     except ValueError as exc:
@@ -199,8 +197,6 @@ def _register_prompt(sub) -> None:
 
 
 def _emit(text: str, args) -> int:
-    from models.chat import user_message
-
     if args.json:
         print(json.dumps([user_message(text, image=args.vision)], ensure_ascii=False, indent=2))
     else:
@@ -210,9 +206,6 @@ def _emit(text: str, args) -> int:
 
 
 def _cmd_prompt_gp(args) -> int:
-    from game.gp.cards import rank_from_label
-    from models.prompts import gp_prompt
-
     cards = None
     if args.cards:
         try:
@@ -241,8 +234,6 @@ def _read_route(path: str, route_id: str | None) -> dict:
 
 
 def _cmd_prompt_virl(args) -> int:
-    from models.prompts import virl_action_space, virl_prompt
-
     if args.route:
         line = _read_route(args.route, args.route_id)
         rail = line.get("rail") or []
@@ -293,8 +284,7 @@ def _register_vllm(sub) -> None:
 
 
 def _cmd_vllm_up(args) -> int:
-    import shlex
-
+    # lazy: models.vllm loads httpx (an optional extra); no other command needs it
     from models.vllm import Supervisor, config_text, pair_specs
 
     for label, path in (("--sft", args.sft), ("--rl", args.rl)):

@@ -7,9 +7,14 @@ import json
 import sys
 from typing import Any
 
-from game.tasks import DEFAULT_TASK, TASKS
+from game.tasks import DEFAULT_TASK, TASKS, Instance, InstanceError, open_session
 
-from . import CliError
+from .. import services
+from ..live import ModelPool
+from ..runner import Delta, Finished, HumanPlayer, PromptSent, Started, StepDone, Waiting, play_paired
+from ..settings import Settings
+from ..store import Store, StoreError
+from .errors import CliError
 
 
 def register(sub) -> None:
@@ -30,13 +35,6 @@ def register(sub) -> None:
 
 
 def cmd_play(args) -> int:
-    from .. import services
-    from ..live import ModelPool
-    from ..runner import Delta, Finished, HumanPlayer, PromptSent, Started, StepDone, Waiting, play_paired
-    from ..settings import Settings
-    from ..store import Store, StoreError
-    from game.tasks import Instance, InstanceError, open_session
-
     if not args.models and not args.human:
         raise CliError("name --models and/or --human")
     given = {"deal_id": args.deal or "HKC5D2C4", "rule": args.rule, "source": args.source or "bundled:helsinki",

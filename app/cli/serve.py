@@ -7,9 +7,12 @@ log (`app.main.redact_access_log`)."""
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any
 
-from . import CliError
+from ..settings import Settings
+from ..store import StoreError
+from .errors import CliError
 
 
 def register(sub) -> None:
@@ -30,11 +33,10 @@ def register(sub) -> None:
 
 
 def cmd_serve(args) -> int:
+    # lazy: uvicorn, fastapi (app.main) and gradio (app.ui) are heavy optional extras; no other command needs them
     import uvicorn
 
-    from ..main import create_app
-    from ..settings import Settings
-    from ..store import StoreError
+    from ..main import create_app, redact_access_log
 
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be 1..65535, got {args.port}")
@@ -50,7 +52,7 @@ def cmd_serve(args) -> int:
         if args.no_ui:
             app = create_app(settings)
         else:
-            from ..ui import create_app_with_ui
+            from ..ui import create_app_with_ui  # lazy: gradio, only when the UI is served
 
             app = create_app_with_ui(settings, root_path=root_path or None)
     except (StoreError, ValueError) as exc:
@@ -71,7 +73,6 @@ def cmd_serve(args) -> int:
         print(serving, flush=True)
     if settings.public and not settings.admin_token:
         print("sftvsrl: warning: --public without SFTVSRL_ADMIN_TOKEN: evaluations and bulk export are disabled")
-    from ..main import redact_access_log
 
     # h11 refuses request heads over this size (the app also answers 431 past max_header_bytes).
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, root_path=root_path,
@@ -93,7 +94,7 @@ def guarded_protocol(header_timeout_s: float, max_header_bytes: int):
     keep-alive timer — and a head over `max_header_bytes` is answered 431 (h11 enforces that itself
     through `h11_max_incomplete_event_size`)."""
     Base: Any   # one of uvicorn's two HTTP protocols, whose private hooks differ (see below)
-    try:
+    try:  # lazy: uvicorn is an optional extra; only `serve` builds this
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
         Base, parser = HttpToolsProtocol, "httptools"
     except ImportError:  # uvicorn without its [standard] extras
@@ -184,8 +185,6 @@ def guarded_protocol(header_timeout_s: float, max_header_bytes: int):
 
 def bind(host: str, port: int):
     """A listening socket on host:port, or a CliError that says what to do when it is taken."""
-    import socket
-
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                       flags=socket.AI_PASSIVE)[0]

@@ -6,7 +6,16 @@ import os
 import sys
 from pathlib import Path
 
-from . import CliError
+from game.virl import generate as gen
+from game.virl.datasets import DATA_DIR, load_bundled, open_source
+from game.virl.episode import start_episode
+from game.virl.geo import geodesic_m
+from game.virl.mapdata import MapFeatures
+from game.virl.osm import extract_features
+from game.virl.routes import RouteDataError, convert_release, write_routes
+from game.virl.verifier import verify
+
+from .errors import CliError
 
 
 def register(sub) -> None:
@@ -71,9 +80,6 @@ def register(sub) -> None:
 
 
 def _data(args):
-    from game.virl.datasets import open_source
-    from game.virl.routes import RouteDataError
-
     try:
         return open_source(args.source, trust_pickle=args.trust_pickle)
     except RouteDataError as exc:
@@ -81,8 +87,6 @@ def _data(args):
 
 
 def _route(data, key):
-    from game.virl.routes import RouteDataError
-
     try:
         return data.route(key)
     except RouteDataError as exc:
@@ -90,8 +94,6 @@ def _route(data, key):
 
 
 def cmd_routes(args) -> int:
-    from game.virl.geo import geodesic_m
-
     data = _data(args)
     for r in data.routes:
         pts = [r.start, *r.key_points]
@@ -106,8 +108,6 @@ def cmd_routes(args) -> int:
 
 
 def _episode(args, data, route):
-    from game.virl.episode import start_episode
-
     return start_episode(data.routes, seed=args.seed, route_idx=route.index, heading=args.heading,
                          absolute_action=not getattr(args, "relative", False), mapping=data.mapping,
                          drop_rate=getattr(args, "drop_rate", 0.5), rng_mode=getattr(args, "rng", "native"))
@@ -131,8 +131,6 @@ REQUIRED = ("model_output", "gt_action", "gt_observation")
 
 
 def cmd_score(args) -> int:
-    from game.virl.verifier import verify
-
     src = Path(args.input)
     try:
         text = src.read_text(encoding="utf-8")
@@ -178,14 +176,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from game.virl import generate as gen
-    from game.virl.datasets import DATA_DIR, load_bundled
-    from game.virl.mapdata import MapFeatures
-    from game.virl.routes import RouteDataError, write_routes
-
     try:
         if args.from_osm:
-            from game.virl.osm import extract_features
             try:
                 features = extract_features(args.from_osm)
             except RuntimeError as exc:
@@ -214,8 +206,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from game.virl.routes import RouteDataError, convert_release
-
     try:
         target = convert_release(args.directory, args.output, trust_pickle=args.trust_pickle)
     except RouteDataError as exc:
@@ -225,11 +215,11 @@ def cmd_convert(args) -> int:
 
 
 def cmd_view(args) -> int:
+    # lazy: PIL and the renderers; no other V-IRL command draws
     from PIL import Image
 
     from game.virl.mapview import episode_map
     from game.virl.render import street_view_grid
-    from game.virl.routes import RouteDataError
 
     if not args.grid and not args.map:
         raise CliError("give --grid PNG and/or --map PNG|SVG")

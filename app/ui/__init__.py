@@ -21,6 +21,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from game.tasks import TASKS, Instance, task_name
+
+from ..main import create_app
+from . import evaluate_tab, findings_tab, gp_play, gp_tab, inspect_tab, models_tab, virl_play, virl_tab
+from .common import URL_UPDATE_JS, error_html, games_state, query_params, serving, unserved_text
+from .models_panel import add_gp_models, add_virl_models
+
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 TITLE = "SFT vs RL — Playground"
 
@@ -180,10 +187,6 @@ def build_ui(services=None):
     """The Blocks app. `services` gives model runs, the episode store and evaluations (may be None
     for a people-only UI, e.g. in tests of the engines' tabs). Each tab registers its own load
     handler (restoring its deep link) and writes its link into the address bar when selected."""
-    from . import gp_tab, virl_tab
-    from .common import URL_UPDATE_JS, error_html, games_state, query_params, serving, unserved_text
-    from game.tasks import task_name
-
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         games = games_state(services) if services is not None else None   # the page's game tokens
         with gr.Row(elem_id="sv-header", equal_height=True):
@@ -200,8 +203,6 @@ def build_ui(services=None):
             with gr.Tab("24 Points", id="gp", elem_id="tab-gp") as tab:
                 gp = gp_tab.build()
                 if services is not None:
-                    from .models_panel import add_gp_models
-
                     add_gp_models(services, gp, games)
                 tabbed.append((tab, gp))
             with gr.Tab("V-IRL", id="virl", elem_id="tab-virl") as tab:
@@ -210,13 +211,9 @@ def build_ui(services=None):
                     note = "The models play text only. " + unserved_text(task_name("virl", vision=True))
                 virl = virl_tab.build(vision_note=note)
                 if services is not None:
-                    from .models_panel import add_virl_models
-
                     add_virl_models(services, virl, games)
                 tabbed.append((tab, virl))
             if services is not None:
-                from . import evaluate_tab, findings_tab, inspect_tab, models_tab
-
                 with gr.Tab("Findings", id="findings", elem_id="tab-findings") as tab:
                     tabbed.append((tab, findings_tab.build(services, tab)))
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab:
@@ -251,10 +248,6 @@ def landing_instances() -> dict:
     """What each task's tab plays when opened without a link (the server's warm-up plays these):
     the tasks of the families with a tab here (24 Points, V-IRL); another registered task has no
     landing instance, and the warm-up plays its first evaluation instance instead."""
-    from game.tasks import TASKS, Instance
-
-    from . import gp_play, virl_play
-
     table, walk = gp_play.default_table(), virl_play.Walk()
     shown: dict[str, dict] = {"gp": {"deal_id": table.deal_id, "rule": table.rule},
                               "virl": {"source": walk.source, "route": walk.route, "seed": walk.seed, "absolute_action": walk.absolute}}
@@ -271,7 +264,5 @@ def mount_ui(app, services=None, *, path: str = "/", root_path: str | None = Non
 
 def create_app_with_ui(settings=None, *, root_path: str | None = None):
     """The whole product in one FastAPI app: REST API under /api, docs at /docs, the UI at /."""
-    from ..main import create_app
-
     app = create_app(settings, placeholder=False)
     return mount_ui(app, app.state.ctx, root_path=root_path or None)

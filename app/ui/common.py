@@ -5,6 +5,8 @@ API client keeps the tokens it was given) and, where a tab asks for it, the oper
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import html
 from functools import lru_cache
 
@@ -13,6 +15,8 @@ from PIL import Image
 
 from game.gp.cards import Card
 from game.gp.render import card_image, encode
+
+from ..access import Caller
 
 OUTCOME_STYLE = {
     "correct": ("ok", "Correct"),
@@ -119,9 +123,6 @@ def games_state(ctx) -> gr.BrowserState:
     """The page's game tokens, kept in the browser's local storage (so a reload or a deep link in
     another tab of the same browser still opens the visitor's games). Its storage secret derives
     from the server secret, so the stored tokens outlive a restart."""
-    import hashlib
-    import hmac
-
     secret = hmac.new(ctx.access.secret, b"sftvsrl-ui-games", hashlib.sha256).hexdigest()[:24] \
         if ctx.access is not None else None
     return gr.BrowserState([], storage_key="sftvsrl-games", secret=secret)
@@ -130,8 +131,6 @@ def games_state(ctx) -> gr.BrowserState:
 def visitor(ctx, request, tokens=None, operator_token: str | None = None):
     """The `Caller` a page event comes from: its address, the game tokens the page presents (from
     `games_state`), and the operator token when the tab asked for one."""
-    from ..access import Caller
-
     client = getattr(getattr(request, "client", None), "host", None) or "unknown"
     if ctx.access is None:
         return Caller(client=client, operator=True)

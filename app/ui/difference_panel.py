@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from game.tasks import get_task
+
 from .. import difference as diff
 from .. import findings as fd
 from ..findings import findings_dir
@@ -16,15 +18,11 @@ BUTTON = "Show me the difference (D)"
 
 
 def _what(task: str, n: int) -> str:
-    from game.tasks import get_task
-
     return ("hand" if get_task(task).family == "gp" else "route") + ("s" if n != 1 else "")
 
 
 def _won(task: str) -> tuple[str, str]:
     """Winning an instance in words: (past, present) — GP solves a hand, V-IRL arrives on a route."""
-    from game.tasks import get_task
-
     return ("solved", "solves") if get_task(task).family == "gp" else ("arrived on", "arrives on")
 
 

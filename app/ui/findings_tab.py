@@ -17,7 +17,7 @@ import gradio as gr
 
 from .. import findings as fd
 from ..charts import pair_html
-from .common import URL_UPDATE_JS, error_html, esc
+from .common import URL_UPDATE_JS, error_html, esc, query_params
 
 
 
@@ -270,8 +270,6 @@ def build(ctx, tab=None) -> dict:
         return show(chosen if chosen in fd.tasks() else None)
 
     def on_load(request: gr.Request):
-        from .common import query_params
-
         params = query_params(request)
         if params.get("tab") != "findings":
             return gr.skip()
@@ -283,8 +281,6 @@ def build(ctx, tab=None) -> dict:
         is the link's when the address names this tab (a findings link selects the tab on load
         while `on_load` draws the same task; a click writes the tab's link first), else the
         selector's; so a click, a link and both at once all draw the same task."""
-        from .common import query_params
-
         params = query_params(request)
         wanted, note = (pick_task(params.get("task"), folder) if params.get("tab") == "findings" and params.get("task")
                         else (chosen if chosen in fd.tasks() else None, ""))

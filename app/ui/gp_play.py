@@ -11,11 +11,13 @@ from dataclasses import dataclass, replace
 
 from game.gp import arith
 from game.gp.cards import Rule
-from game.gp.deal import Deal, DealConfig, Dealer, DealMode
+from game.gp.deal import MAX_TARGET, Deal, DealConfig, Dealer, DealMode, deal
 from game.gp.solver import distinct_solutions
 from game.gp.verifier import verify
 from game.tasks import formula_reply, normalise_formula
 
+from .. import jobs, services
+from ..access import Caller
 from .common import badge, card_uri, esc, outcome_badge
 
 RULE_CHOICES = [("J/Q/K = 10 (ID)", "face10"), ("J/Q/K = 11/12/13 (OOD)", "face_jqk")]
@@ -99,8 +101,6 @@ def parse_seed(value) -> int:
 
 def parse_target(value) -> int:
     """The Target field / deep-link `target`, under the one limit every entry uses (`MAX_TARGET`)."""
-    from game.gp.deal import MAX_TARGET
-
     text = str(value).strip()
     if not text.isascii() or not text.isdigit() or len(text) > 9:
         raise InputError(f"the target must be a whole number from 1 to {MAX_TARGET}, got {shown(text, 20)}")
@@ -120,9 +120,6 @@ def _choice(value: str, choices: list[tuple[str, str]], what: str) -> str:
 def deal_table(seed, rule: str, target, suits: str, mode: str, *, client: str = "") -> Table:
     """Deal the first hand of `seed`'s stream. Rule OOD deals force a J/Q/K, as the paper does.
     `client` is the visitor's address (its share of the CPU pool when the deal can be slow)."""
-    from .. import jobs, services
-    from ..access import Caller
-
     seed_i, rule, target_i = parse_seed(seed), parse_rule(rule), parse_target(target)
     _dealer(seed_i, rule, target_i, suits, mode)  # validates the choices
     try:  # CPU work: inline when cheap, else the fair pool under its time limit (never a stuck page)
@@ -149,8 +146,6 @@ def _dealer(seed: int, rule: str, target: int, suits: str, mode: str) -> Dealer:
 def default_table() -> Table:
     """The hand a page shows without a link (seed 1's first hand), dealt here: a known input needs
     no worker pool, so the server's warm-up and a benchmark can ask for it too."""
-    from game.gp.deal import deal
-
     hand = deal(DEFAULT_SEED, DealConfig(Rule.FACE10, ood=False, suits="mixed", mode="paper", target=24))
     return Table(hand.id, "face10", DEFAULT_SEED, "mixed", "paper")
 

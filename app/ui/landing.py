@@ -7,6 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import findings as fd
+from ..difference import DifferenceError, default_sides
 from .common import esc
 
 CLAIM = ("<b>The paper:</b> post-trained on one rule only, <b>SFT memorizes</b> it and <b>RL generalizes</b> "
@@ -19,8 +20,6 @@ def _short(task: str, split: str) -> str:
 
 def banner_html(ctx, task: str) -> str:
     """The claim and, when `task`'s findings ship, its per-split numbers and verdict."""
-    from ..difference import DifferenceError, default_sides
-
     folder = fd.findings_dir(ctx.settings)
     try:
         f = fd.load(task, folder)

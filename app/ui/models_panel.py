@@ -31,8 +31,12 @@ import gradio as gr
 from game.tasks import Instance, InstanceError, get_task, task_name
 
 from .. import services
+from ..access import Caller
 from ..runner import Delta, Event, Finished, PromptSent, Started, StepDone
+from . import difference_panel, landing, race
+from . import virl_play as vp
 from .common import badge, error_html, esc, kept_tokens, note_html, outcome_badge, serving, unserved_text, visitor
+from .gp_play import Table
 
 # Column i's colour (its walk on the V-IRL map): apart from the map's own route blue, visited green
 # and position red.
@@ -262,9 +266,7 @@ def walks(columns: list[Column]) -> list[tuple]:
 
 def legend_html(columns: list[Column] | None = None) -> str:
     """The V-IRL map's legend with each model's walk in its column's colour."""
-    from .virl_play import legend_html as legend
-
-    return legend([(c.name, c.label, COLOURS[c.index % len(COLOURS)]) for c in columns or []])
+    return vp.legend_html([(c.name, c.label, COLOURS[c.index % len(COLOURS)]) for c in columns or []])
 
 
 @dataclass
@@ -324,8 +326,6 @@ def _panel(ctx, state, games, prefix: str, *, vision_task: str | None, vision_la
         run = gr.Button("Run models (R)", variant="primary", scale=1, min_width=140, elem_id=f"{prefix}-run")
         stop = gr.Button("Stop", scale=1, min_width=80, elem_id=f"{prefix}-stop")
     if ctx.pool.error:
-        from ..access import Caller
-
         gr.HTML(error_html(f"Model configuration problem: {services.public_text(ctx, Caller(), ctx.pool.error)}"))
     with columns_in or gr.Column():
         with gr.Row(elem_classes="sv-columns", equal_height=False):
@@ -398,8 +398,6 @@ def wire_stop(panel: Panel, draw_map=None, state=None, map_output=None) -> None:
 
 
 def add_gp_models(ctx, gp: dict, games) -> None:
-    from . import difference_panel, landing, race
-
     def instance_of(t, vl):
         return Instance(_gp_task(vl), {"deal_id": t.deal_id, "rule": t.rule})
 
@@ -432,16 +430,11 @@ def _virl_task(view: str) -> str:
 
 
 def _gp_table_from(params: dict, table):
-    from .gp_play import Table
-
     suits = table.suits if table is not None else "mixed"
     return Table(params["deal_id"], params["rule"], None, suits, table.mode if table is not None else "paper")
 
 
 def add_virl_models(ctx, virl: dict, games) -> None:
-    from . import difference_panel, landing
-    from . import virl_play as vp
-
     def draw_map(walk, model_walks):
         return vp.map_image(vp.episode_of(walk), walk.source, model_walks)
 

@@ -14,10 +14,11 @@ from PIL import Image
 from game.tasks import Instance, InstanceError, route_data, task_name
 from game.virl.datasets import BUNDLED, VirlData
 from game.virl.episode import VirlEpisode
-from game.virl.mapview import episode_map
+from game.virl.mapview import AGENT, ROUTE, VISITED, episode_map
 from game.virl.rail import legal_actions
 from game.virl.render import street_view_grid
 
+from ..sources import SourceRefused, check_source
 from .common import badge, esc
 
 SOURCE_CHOICES = [(f"bundled:{name} — {desc}", f"bundled:{name}") for name, (_, _, _, desc) in BUNDLED.items()]
@@ -30,8 +31,6 @@ class InputError(ValueError):
 def data_for(source: str) -> VirlData:
     """The route set (opened once per process by the registry), if the route-source policy
     (`app.sources`) lets a visitor open it — deep links included."""
-    from ..sources import SourceRefused, check_source
-
     try:
         return route_data(check_source(source))
     except (SourceRefused, InstanceError) as exc:
@@ -170,8 +169,6 @@ def map_image(ep: VirlEpisode, source: str, walks=()) -> Image.Image:
 def legend_html(walkers=()) -> str:
     """The map's legend: the route, your steps and position, and each walker's colour (`walkers`:
     (name, label, rgb) of the models whose walks are drawn)."""
-    from game.virl.mapview import AGENT, ROUTE, VISITED
-
     def rgb(c) -> str:
         return "rgb({},{},{})".format(*c)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from math import floor, gcd, log10
 from typing import Literal, Union
 
 Number = Union[int, float, Fraction]
@@ -119,8 +120,6 @@ def evaluate_dual(tokens: list[str]) -> tuple[int | float | FormulaError, Fracti
                 raise FormulaError("zero_division", "division by zero")
             n, d = na * db, da * nb
         if d.bit_length() > 256:
-            from math import gcd
-
             g = gcd(n, d)
             n, d = n // g, d // g
         p = None
@@ -209,8 +208,6 @@ def format_number(value: Number) -> str:
 
 
 def _approximate(num: int, den: int) -> str:
-    from math import floor, log10
-
     if num == 0:
         return "0"
     exp10 = log10(abs(num)) - log10(den)

@@ -23,11 +23,13 @@ import re
 from dataclasses import dataclass
 from bisect import bisect_left
 from functools import lru_cache
-from itertools import permutations
+from itertools import combinations_with_replacement, permutations, product
 from typing import Iterator, Literal
 
-from .cards import SUIT_SETS, Card, Rule
-from .solver import reference_solutions
+import numpy as np
+
+from .cards import SUIT_SETS, Card, Rule, rank_from_label
+from .solver import OPS, _shape_value, reference_solutions
 
 DealMode = Literal["paper", "deck"]
 MAX_TARGET = 1000      # the one target limit of every entry (API, UI, CLI) that deals hands
@@ -109,8 +111,6 @@ class Deal:
     @classmethod
     def from_labels(cls, labels: list[str], target: int = 24, suits: list[str] | None = None) -> "Deal":
         """A hand from Plain-Card labels (`K 5 10 A`); suits default to S, H, D, C in turn."""
-        from .cards import rank_from_label
-
         if len(labels) != 4:
             raise ValueError(f"give exactly 4 cards, got {len(labels)}")
         suits = suits or ["S", "H", "D", "C"]
@@ -156,11 +156,6 @@ _VALUE_BASE = 1 << 16    # above the largest makeable value (13**4 = 28561)
 def _value_table() -> dict[int, frozenset[int]]:
     """Every positive integer each sorted 4-tuple of values in 1..13 makes under the reference
     solver's 7 bracket shapes and 64 operator triples (one vectorised pass, ~1 s, then cached)."""
-    import numpy as np
-    from itertools import product
-
-    from .solver import OPS, _shape_value
-
     tuples = np.array(list(product(range(1, 14), repeat=4)), dtype=np.int64)
     srt = np.sort(tuples, axis=1)
     code = ((srt[:, 0] * _CODE_BASE + srt[:, 1]) * _CODE_BASE + srt[:, 2]) * _CODE_BASE + srt[:, 3]
@@ -191,8 +186,6 @@ def reachable_targets(config: "DealConfig") -> tuple[int, ...]:
     """Sorted targets (1..MAX_TARGET) some hand of this configuration can make: the rank
     multisets the mode can deal (a colour deck holds each rank twice; OOD forces a J/Q/K),
     mapped by the rule, solved by the reference solver's expression set."""
-    from itertools import combinations_with_replacement
-
     table = _value_table()
     per_rank = 4 if config.mode == "paper" or config.suits == "mixed" else len(SUIT_SETS[config.suits])
     out: set[int] = set()

@@ -22,21 +22,14 @@ is played, evaluated, stored, inspected and shown like the four (README: "Add a 
 """
 from __future__ import annotations
 
-from .base import FindingsWords, Instance, InstanceError, Split, StepRecord, StepResult, Task
+from .base import TASKS, FindingsWords, Instance, InstanceError, Split, StepRecord, StepResult, Task, get_task
 from .gp import GPLanguage, GPSession, GPVision, formula_reply, normalise_formula
 from .virl import VirlLanguage, VirlSession, VirlVision, action_reply, route_data
 
-TASKS: dict[str, Task] = {t.name: t for t in (GPLanguage(), GPVision(), VirlLanguage(), VirlVision())}
+# `TASKS` and `get_task` live in `base` (one dict, filled here) so that nothing there imports this package.
+TASKS.update({t.name: t for t in (GPLanguage(), GPVision(), VirlLanguage(), VirlVision())})
 
 Session = GPSession | VirlSession
-
-
-def get_task(name: str) -> Task:
-    """The task called `name`; `InstanceError` (a `ValueError`) names the known ones otherwise."""
-    try:
-        return TASKS[name]
-    except (KeyError, TypeError):
-        raise InstanceError(f"unknown task {name!r}; use one of {', '.join(TASKS)}") from None
 
 
 def outcomes() -> tuple[str, ...]:

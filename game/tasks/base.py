@@ -100,8 +100,6 @@ class Instance:
 
     @property
     def spec(self) -> "Task":
-        from . import get_task
-
         return get_task(self.task)
 
     @property
@@ -357,3 +355,17 @@ def jsonable(value):
     if value is None or isinstance(value, (str, int, float, bool, list, dict)):
         return value
     return str(value)
+
+
+# --------------------------------------------------------------------------------- the registry
+# The one registry dict: `game.tasks` fills it with the four tasks and re-exports it (it lives here
+# so that `Instance.spec` can look a task up without importing the package that imports this).
+TASKS: dict[str, Task] = {}
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`; `InstanceError` (a `ValueError`) names the known ones otherwise."""
+    try:
+        return TASKS[name]
+    except (KeyError, TypeError):
+        raise InstanceError(f"unknown task {name!r}; use one of {', '.join(TASKS)}") from None

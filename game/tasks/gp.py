@@ -103,6 +103,7 @@ class GPSession(EpisodeSession):
         if not self.vision:
             return None
         if self._image is None:
+            # lazy: the table renderer loads PIL; text tasks and `import game.tasks` never need it
             from ..gp.render import table_image
 
             self._image = table_image(self.episode.deal.cards)

@@ -19,7 +19,9 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 from ..prompts import virl_prompt
+from ..virl.datasets import open_source
 from ..virl.episode import DEFAULT_DROP_RATE, DEFAULT_VERIFY_ITER, start_episode
+from ..virl.routes import RouteDataError
 from ..virl.verifier import Outcome
 from .base import (COMMON_STAGE_NOTES, EpisodeSession, FindingsWords, Instance, InstanceError, Split, StepResult, Task,
                    jsonable, param)
@@ -32,9 +34,6 @@ RNG_MODES = ("native", "reference")
 @lru_cache(maxsize=8)
 def route_data(source: str):
     """The route set of a source, opened once per process; `InstanceError` when it cannot be read."""
-    from ..virl.datasets import open_source
-    from ..virl.routes import RouteDataError
-
     try:
         return open_source(source)
     except (RouteDataError, OSError, ValueError) as exc:
@@ -65,6 +64,7 @@ def grid_image(data, entry):
     """The 2×2 street-view grid (PIL) at a rail entry: the same image for every session standing at
     the same place with the same heading (a GRPO group, the id and rule-ood splits of one episode),
     so the last `GRID_CACHE` grids are kept (rendering one takes seconds on a CPU)."""
+    # lazy: PIL and the street-view renderer; text tasks and `import game.tasks` never need them
     from PIL import Image
 
     from ..virl.render import street_view_grid

@@ -28,6 +28,7 @@ import random
 from functools import lru_cache
 
 from .datasets import VirlData, _bundled_features
+from .generate import generate_routes
 from .mapdata import MapFeatures, Place, Street
 from .names import NameGenerator, helsinki_names
 from .routes import PanoMapping, exact_mapping, parse_route
@@ -141,8 +142,6 @@ def grid_city(seed, name: str) -> MapFeatures:
 @lru_cache(maxsize=None)
 def training_city(index: int) -> VirlData:
     """Training city `index` (0..N_CITIES-1) as a route set, built once per process."""
-    from .generate import generate_routes
-
     if not 0 <= index < N_CITIES:
         raise IndexError(f"training city {index} out of range (0..{N_CITIES - 1})")
     name = f"city:{index}"

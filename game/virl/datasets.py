@@ -55,6 +55,7 @@ class VirlData:
             return self.street_views.load(pano_id)
         if self.features is not None:
             if self._synthetic is None:
+                # lazy: the panorama painter loads PIL; routes and text episodes never draw
                 from .panorama import SyntheticPanoramas
                 self._synthetic = SyntheticPanoramas(self.features, style=self.panorama_style)
             return self._synthetic.load(entry.position)
@@ -79,6 +80,7 @@ def load_bundled(name: str = "helsinki") -> VirlData:
 
 
 def open_release(root: str | Path, *, trust_pickle: bool = False) -> VirlData:
+    # lazy: the street-view reader loads PIL; opening a route set for text episodes must not
     from .render import StreetViewFolder
 
     ds = ReleaseDataset.open(root, trust_pickle=trust_pickle)

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from .datasets import VirlData, open_source
 from .episode import (DEFAULT_DROP_RATE, DEFAULT_STRAIGHT_LINE_LENGTH, DEFAULT_VERIFY_ITER, VirlEpisode,
                       start_episode)
+from .mapview import episode_map
 from .render import RESOLUTION, street_view_grid
 
 MAX_TEXT = 65536
@@ -183,5 +184,4 @@ class VirlEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array" or self.episode is None:
             return None
-        from .mapview import episode_map
         return np.asarray(episode_map(self.episode, self.data.features, size=480).convert("RGB"))

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from ..prompts import response_virl
 from .rail import Rail, RailEntry, build_rail
-from .routes import PanoMapping, Route
+from .routes import PanoMapping, Route, exact_mapping
 from .verifier import VERIFY_EXCEEDED, Outcome, Verdict, outcome_of, verify
 
 VL_CURRENT_OBS = "You observe an image of 4 views; "
@@ -299,7 +299,6 @@ def start_episode(routes: Sequence[Route], *, seed: int = 0, route_idx: int | No
     else:
         h0 = heading_rng.randint(0, 359)
     if relocation and mapping is None:
-        from .routes import exact_mapping
         mapping = exact_mapping(route, straight_line_length)
     rail = build_rail(route, h0, absolute_action=absolute_action, mapping=mapping, relocation=relocation,
                       drop_rate=drop_rate, straight_line_length=straight_line_length, rng=drop_rng)

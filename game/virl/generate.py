@@ -17,12 +17,13 @@ import heapq
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .geo import compass_word, geodesic_m, relative_word
+from .geo import bearing_deg, compass_word, geodesic_m, relative_word
 from .mapdata import MapFeatures, Place
-from .routes import exact_mapping, parse_route, parse_milestone_info, write_routes
+from .routes import PanoMapping, exact_mapping, parse_route, parse_milestone_info, write_routes
 
 DEST_TYPES = ("bank", "restaurant", "supermarket", "bakery", "cafe", "pharmacy", "hospital", "spa",
               "convenience_store", "school", "library", "park", "lodging", "laundry", "movie_theater",
@@ -216,7 +217,6 @@ def _make_record(features: MapFeatures, keys, start: Place, dest: Place, dest_id
     human = 0
     for i in range(len(latlng) - 1):
         a, b = latlng[i], latlng[i + 1]
-        from .geo import bearing_deg
         bearing = bearing_deg(a, b)
         deg = int(bearing)
         last = i == len(latlng) - 2
@@ -270,8 +270,6 @@ def helsinki_splits(features: MapFeatures, seed: int = 1) -> dict[str, list[dict
 def write_release_dir(out_dir, records: list[dict], features: MapFeatures | None = None) -> None:
     """Write routes in the released layout: route_infos.json, gps_pano_mapping.json.gz (exact
     mapping, synthetic pano ids), plus the map features the synthetic panoramas are drawn from."""
-    from pathlib import Path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_routes(out / "route_infos.json", records)
@@ -279,7 +277,6 @@ def write_release_dir(out_dir, records: list[dict], features: MapFeatures | None
     for i, rec in enumerate(records):
         route = parse_route(rec, i, str(out / "route_infos.json"))
         entries.extend((k[0], k[1], v) for k, v in exact_mapping(route).items())
-    from .routes import PanoMapping
     PanoMapping(entries).save(out / "gps_pano_mapping.json.gz")
     if features is not None:
         features.save(out / f"{features.name or 'features'}.map.json.gz")

@@ -7,6 +7,7 @@ around the map's centre, accurate to centimetres over a neighbourhood.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,6 @@ class MapFeatures:
                            for p in self.places]}
 
     def save(self, path: str | Path) -> None:
-        import json
         _write_text(Path(path), json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":")))
 
     @classmethod

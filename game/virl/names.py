@@ -26,6 +26,8 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
+from .datasets import _bundled_features
+
 # ---- syllable styles ----------------------------------------------------------------------------
 _FI_C = ("k", "l", "m", "n", "p", "r", "s", "t", "v", "h", "j", "kk", "tt", "ss", "ll", "nn", "pp")
 _FI_V = ("a", "e", "i", "o", "u", "y", "ä", "ö", "aa", "ee", "ii", "uu", "ää", "ai", "ei", "ou", "ie", "uo", "yö")
@@ -230,7 +232,5 @@ class NameGenerator:
 def helsinki_names() -> frozenset[str]:
     """Every place and street name of the bundled Helsinki map (the evaluation map): the names the
     generator must never produce."""
-    from .datasets import _bundled_features
-
     f = _bundled_features("helsinki.map.json.gz")
     return frozenset({p.name for p in f.places} | {s.name for s in f.streets if s.name})

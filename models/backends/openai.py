@@ -22,6 +22,7 @@ import httpx
 
 from ..decoding import DecodingSettings
 from .base import SESSION_HEADER, Backend, Completion, Health, TextDelta, current_session, describe_error
+from .local import to_pil
 
 
 class BackendError(RuntimeError):
@@ -30,8 +31,6 @@ class BackendError(RuntimeError):
 
 def encode_image(image: Any, fmt: str = "png") -> str:
     """A `data:image/...;base64,...` URL for a PIL image, an array, encoded bytes or a path."""
-    from .local import to_pil
-
     if isinstance(image, str) and image.startswith("data:"):
         return image
     pil = to_pil(image)
