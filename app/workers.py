@@ -148,6 +148,11 @@ class WorkerPool:
         with self._lock:
             return [w.proc.pid for w in self._procs]
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called (a closed pool refuses new work)."""
+        return self._closed
+
     def close(self) -> None:
         """Stop the dispatcher and the workers, reap them; waiting jobs get `WorkerUnavailable`."""
         with self._lock:
@@ -342,14 +347,18 @@ def _close_quietly(thing) -> None:
 
 
 _shared: WorkerPool | None = None
+_shared_lock = threading.Lock()
 
 
 def shared_pool() -> WorkerPool:
-    """The process-wide pool (API and UI handlers of one server share it)."""
+    """The process-wide pool (API and UI handlers of one server share it). A pool closed by an
+    app's shutdown is replaced on the next use, so a later app in the same process (tests, an
+    embedding program) gets a working pool, not "shutting down"."""
     global _shared
-    if _shared is None:
-        _shared = WorkerPool()
-    return _shared
+    with _shared_lock:
+        if _shared is None or _shared.closed:
+            _shared = WorkerPool()
+        return _shared
 
 
 def _close_shared() -> None:

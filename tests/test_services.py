@@ -121,3 +121,19 @@ def test_a_person_virl_move_grades_the_same_in_the_tab_the_runner_and_the_cli(tm
                  "--database-url", f"sqlite:///{tmp_path / 'c.db'}", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"[you] call 1: wrong_action ({tab.reward:+g}) {tab.verify_info[:40]}" in out
+
+
+def test_a_shared_pool_closed_by_an_app_shutdown_is_replaced_on_next_use():
+    """An app's shutdown closes the process-wide worker pool; a later caller in the same process
+    (the next test, an embedding program) gets a fresh pool, not "the server is shutting down"
+    (seen when the toy-task test's app ran before the UI-logic tests in one pytest worker)."""
+    from app import jobs, workers
+
+    closed = workers.shared_pool()
+    closed.close()
+    fresh = workers.shared_pool()
+    try:
+        assert fresh is not closed and closed.closed and not fresh.closed
+        assert fresh.run_sync(jobs.gp_inspect, "HKC5D2C4", "face10", timeout=120)["solvable"]
+    finally:
+        fresh.close()

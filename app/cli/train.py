@@ -10,7 +10,7 @@ from pathlib import Path
 from game.tasks import TASKS as REGISTRY
 from models.train.tasks import TRAINING, VISION_TRAINING
 
-from . import CliError
+from .errors import CliError
 
 TASKS = tuple(TRAINING)                                           # sft / rl / eval (text tasks)
 VISION = tuple(VISION_TRAINING)                                   # the vision tasks
