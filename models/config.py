@@ -10,7 +10,7 @@ writes a ./models.toml for the 11B pair). Format:
     backend = "openai"                 # "openai" (any OpenAI-compatible server) or "local"
     base_url = "http://127.0.0.1:8001/v1"
     served_name = "sft"                # the server's model id (default: the table name)
-    tasks = ["gp-l", "gp-vl"]          # gp-l, gp-vl, virl-l, virl-vl
+    tasks = ["gp-l", "gp-vl"]          # any of the registry's tasks (game.tasks.TASKS)
     label = "SFT"
     [models.sft.decoding]              # default: the paper's evaluation settings (max_tokens 256)
     max_tokens = 256

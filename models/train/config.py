@@ -19,8 +19,8 @@ the run (`run`: threads, which seeds to run) — what decides whether a recorded
 checkpoint the same way (`trained_alike`).
 
     from models.train.config import config_for
-    cfg = config_for("gp-vl").for_task("gp-vl")    # the shipped GP-VL configuration
-    cfg.rl.updates                                  # 36
+    cfg = config_for(task).for_task(task)          # a task's shipped configuration
+    cfg.rl.updates                                  # GP-VL: 36
 """
 from __future__ import annotations
 

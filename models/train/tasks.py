@@ -20,8 +20,8 @@ a task name (only the entries here name tasks):
 - `card`: which model-card layout `models.train.card` writes for a checkpoint of the pair.
 
     from models.train.tasks import training_task
-    t = training_task("virl-l")      # ValueError naming the trainable tasks otherwise
-    t.grpo[0]["verify_iter"]         # 2: the paper's tries per V-IRL position
+    t = training_task(name)          # ValueError naming the trainable tasks otherwise
+    t.grpo[0]["verify_iter"]         # V-IRL-L: 2, the paper's tries per position
 
 The text tasks (`TRAINING`: gp-l, virl-l) and the vision tasks (`VISION_TRAINING`: gp-vl,
 virl-vl; `training_task(…, vision=True)`) all train through the staged pipeline; the pair's
@@ -33,7 +33,7 @@ from collections import Counter
 from itertools import islice
 from typing import Any, Callable, ClassVar
 
-from game.tasks import Instance, get_task
+from game.tasks import GPLanguage, GPVision, Instance, VirlLanguage, VirlVision, get_task
 
 # Seed bases of the training streams (evaluation streams: GP seed 42, V-IRL episode seeds < 10,000).
 SFT_SEED_OFFSET = 1000        # SFT expert data: config seed + 1000
@@ -96,7 +96,7 @@ class TrainingTask:
 class GPLTraining(TrainingTask):
     """GP-L: hands from seeded `Dealer`s under J/Q/K = 10, expert formulas from our solver."""
 
-    name, label, card = "gp-l", "GP-L", "gp"
+    name, label, card = GPLanguage.name, "GP-L", "gp"
     rl_seed_offset = RL_SEED_OFFSET
     # The staged pipeline's GP-L model: ~3 M parameters; a 4,096-token vocabulary holds ordinary
     # English words (the rule in many phrasings), the long base run teaches reading and arithmetic.
@@ -186,7 +186,7 @@ class GPLTraining(TrainingTask):
 class VirlLTraining(TrainingTask):
     """V-IRL-L: episodes on the bundled Helsinki routes with absolute actions, golden replies."""
 
-    name, label, card = "virl-l", "V-IRL-L", "virl"
+    name, label, card = VirlLanguage.name, "V-IRL-L", "virl"
     # ~190-token prompts (vs ~100), so smaller batches; a larger vocabulary holds the street and
     # landmark names (the BPE saturates below 2,048). One torch thread: next to another busy
     # process on 2 cores, 2 threads ran ~4x slower than 1 (measured 4.2 s vs 0.9 s per step).
@@ -316,7 +316,7 @@ class GPVLTraining(VisionTraining):
     """GP-VL: the base reads cards of all four suits and GP-VL prompts stating other face-card
     mappings; Init and SFT get black-suit ID hands (the registry's `gp-vl` training stream)."""
 
-    name, label = "gp-vl", "GP-VL"
+    name, label = GPVision.name, "GP-VL"
     rl_seed_offset = RL_SEED_OFFSET
     pretrains_vision = True          # the encoder alone on card layouts first (`vision.pretrain_vision`)
     pipeline = ({}, {})              # `VisionConfig`'s defaults are GP-VL's shipped values
@@ -375,7 +375,7 @@ class VirlVLTraining(VisionTraining):
     Its street-view grids cost seconds each to draw, so its stages are short and RL plays few,
     small groups (2 tries per position, as the paper)."""
 
-    name, label = "virl-vl", "V-IRL-VL"
+    name, label = VirlVision.name, "V-IRL-VL"
     stages = ("init", "sft", "rl")
     pipeline = (dict(text_from="models/checkpoints/virl-l-sft", patch_size=16, vision_hidden=64, init_steps=30,
                      init_lr=5e-4, init_warmup_steps=5, sft_batch=8, sft_steps=120, warmup_steps=10, eval_n=48,
