@@ -235,6 +235,28 @@ class SFTConfig(Preset):
 # The staged pipeline
 
 
+# Fields both staged-pipeline config classes declare: (default, help, used_by), declared once here
+# and placed in each class with `shared(name)` (a class may change only the default), so each
+# class keeps its own field order and no help text exists twice.
+SHARED_PARAMS: dict[str, tuple[Any, str, Sequence[str]]] = {
+    "init_lr": (2e-4, "Init: AdamW peak learning rate", ("init",)),
+    "init_warmup_steps": (1, "Init: linear warm-up steps", ("init",)),
+    "sft_batch": (32, "Init, SFT and SFT-diverse: examples per step", ("init", "sft", "sft-diverse")),
+    "sft_lr": (5e-4, "SFT and SFT-diverse: AdamW peak learning rate", ("sft", "sft-diverse")),
+    "min_lr_ratio": (0.1, "every supervised stage: the cosine decay's final learning rate / peak", SUPERVISED),
+    "weight_decay": (0.01, "every supervised stage: AdamW weight decay (matrices only)", SUPERVISED),
+    "grad_clip": (1.0, "every supervised stage: gradient-norm clipping", SUPERVISED),
+    "threads": (1, "torch threads per process (1: robust next to other busy processes)", ("run",)),
+}
+_RL_META = meta("RL: GRPO from Init (`GRPOConfig`; task, seed and threads are the pipeline's)", used_by=("rl",))
+
+
+def shared(name: str, default: Any = MISSING) -> Any:
+    """The field `name` of `SHARED_PARAMS` (its default, or `default`) for a staged config class."""
+    value, help, used_by = SHARED_PARAMS[name]
+    return param(value if default is MISSING else default, help, used_by=used_by)
+
+
 class StagedConfig(Preset):
     """What the staged pipeline's two config classes share: the preset (`pipeline`), the task's
     splits and headline, and each stage's plan (`sft_plan`, `grpo`)."""
@@ -344,25 +366,23 @@ class PipelineConfig(StagedConfig):
               "learn; the paper's Init has room on ID, so a task may start from an earlier base", used_by=("init",))
     # init: short SFT on the ID task from the base (the answer format RL starts from)
     init_steps: int = param(8, "Init: optimizer steps (batch `sft_batch`)", used_by=("init",))
-    init_lr: float = param(2e-4, "Init: AdamW peak learning rate", used_by=("init",))
-    init_warmup_steps: int = param(1, "Init: linear warm-up steps", used_by=("init",))
+    init_lr: float = shared("init_lr")
+    init_warmup_steps: int = shared("init_warmup_steps")
     init_revision: float = param(0.3, "share of Init examples that revise failed tries (with feedback)",
                                  used_by=("init",))
     # sft and sft-diverse: continued SFT from init
     sft_steps: int = param(400, "SFT and SFT-diverse: optimizer steps", used_by=("sft", "sft-diverse"))
-    sft_batch: int = param(32, "Init, SFT and SFT-diverse: examples per step", used_by=("init", "sft", "sft-diverse"))
-    sft_lr: float = param(5e-4, "SFT and SFT-diverse: AdamW peak learning rate", used_by=("sft", "sft-diverse"))
+    sft_batch: int = shared("sft_batch")
+    sft_lr: float = shared("sft_lr")
     sft_snapshots: int = param(16, "snapshots along SFT, geometric in steps (dense early: the matched lenses)",
                                used_by=("sft",))
     # shared SFT optimiser settings
     warmup_steps: int = param(20, "SFT and SFT-diverse: linear warm-up steps", used_by=("sft", "sft-diverse"))
-    min_lr_ratio: float = param(0.1, "every supervised stage: the cosine decay's final learning rate / peak",
-                                used_by=SUPERVISED)
-    weight_decay: float = param(0.01, "every supervised stage: AdamW weight decay (matrices only)", used_by=SUPERVISED)
-    grad_clip: float = param(1.0, "every supervised stage: gradient-norm clipping", used_by=SUPERVISED)
+    min_lr_ratio: float = shared("min_lr_ratio")
+    weight_decay: float = shared("weight_decay")
+    grad_clip: float = shared("grad_clip")
     # rl: GRPO from init
-    rl: GRPOConfig = field(default_factory=_text_rl, metadata=meta(
-        "RL: GRPO from Init (`GRPOConfig`; task, seed and threads are the pipeline's)", used_by=("rl",)))
+    rl: GRPOConfig = field(default_factory=_text_rl, metadata=_RL_META)
     rl_snapshot_every: int = param(4, "RL updates between snapshots (the compute curve)", used_by=("rl",))
     # evaluation
     eval_n: int = param(500, "episodes per split for the final checkpoints", used_by=("eval",))
@@ -370,7 +390,7 @@ class PipelineConfig(StagedConfig):
     kl_prompts: int = param(128, "ID prompts for KL(Init ‖ model)", used_by=("eval",))
     eval_max_new_tokens: int = param(96, "reply token limit when scoring (replies are ~30 GP-L / ~20 V-IRL-L tokens)",
                                      used_by=("eval",))
-    threads: int = param(1, "torch threads per process (1: robust next to other busy processes)", used_by=("run",))
+    threads: int = shared("threads")
 
     @classmethod
     def quick(cls, seed: int = 0) -> "PipelineConfig":
@@ -471,24 +491,22 @@ class VisionConfig(StagedConfig):
     base_read_share: float = param(0.4, "share of base examples that are card reading", used_by=("base",))
     # init: short SFT on ID from the base (or from the grafted model, for a task without a base)
     init_steps: int = param(16, "Init: optimizer steps (batch `sft_batch`)", used_by=("init",))
-    init_lr: float = param(2e-4, "Init: AdamW peak learning rate", used_by=("init",))
-    init_warmup_steps: int = param(1, "Init: linear warm-up steps", used_by=("init",))
+    init_lr: float = shared("init_lr")
+    init_warmup_steps: int = shared("init_warmup_steps")
     # sft and sft-diverse: continued SFT from init
     sft_steps: int = param(200, "SFT and SFT-diverse: optimizer steps", used_by=("sft", "sft-diverse"))
-    sft_batch: int = param(16, "Init, SFT and SFT-diverse: examples per step", used_by=("init", "sft", "sft-diverse"))
-    sft_lr: float = param(5e-4, "SFT and SFT-diverse: AdamW peak learning rate", used_by=("sft", "sft-diverse"))
+    sft_batch: int = shared("sft_batch", 16)
+    sft_lr: float = shared("sft_lr")
     warmup_steps: int = param(30, "base, SFT and SFT-diverse: linear warm-up steps",
                               used_by=("base", "sft", "sft-diverse"))
-    min_lr_ratio: float = param(0.1, "every supervised stage: the cosine decay's final learning rate / peak",
-                                used_by=SUPERVISED)
-    weight_decay: float = param(0.01, "every supervised stage: AdamW weight decay (matrices only)", used_by=SUPERVISED)
-    grad_clip: float = param(1.0, "every supervised stage: gradient-norm clipping", used_by=SUPERVISED)
+    min_lr_ratio: float = shared("min_lr_ratio")
+    weight_decay: float = shared("weight_decay")
+    grad_clip: float = shared("grad_clip")
     # rl: GRPO from init
-    rl: GRPOConfig = field(default_factory=_vision_rl, metadata=meta(
-        "RL: GRPO from Init (`GRPOConfig`; task, seed and threads are the pipeline's)", used_by=("rl",)))
+    rl: GRPOConfig = field(default_factory=_vision_rl, metadata=_RL_META)
     # evaluation
     eval_n: int = param(100, "episodes per split", used_by=("eval",))
-    threads: int = param(1, "torch threads", used_by=("run",))
+    threads: int = shared("threads")
 
     @classmethod
     def quick(cls, seed: int = 0) -> "VisionConfig":
