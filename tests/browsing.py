@@ -4,7 +4,7 @@ Debian's Chromium driven by Playwright against a real `sftvsrl serve` on loopbac
 - `require_browser()` at the top of a browser test module: skips the module (visibly) when Chromium
   or Playwright is missing;
 - `serve_app(tmp, models, *extra, env=...)`: starts `sftvsrl serve` on a free loopback port with
-  its data under `tmp`, waits for `/api/health` (no clock: the server's own readiness) and returns
+  its data under `tmp` (no warm start unless `env` sets `SFTVSRL_WARM_MODELS=1`), waits for `/api/health` (no clock: the server's own readiness) and returns
   the server and its URL; the caller stops it;
 - fixtures `browser` (one Chromium per module) and `page` (a fresh context per test, a screenshot
   under `tests/artifacts/<test>.png` when the test failed — of every test with
@@ -43,7 +43,10 @@ def serve_app(tmp: Path, models: Path, *extra: str, env: dict[str, str] | None =
     from models.procs import ManagedServer, free_port
 
     port = free_port()
-    full_env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"),
+    # no warm start unless a test asks for it (SFTVSRL_WARM_MODELS=1): loading and playing the
+    # default models at start costs a busy CI several seconds per server, and a stop during the
+    # warm-up waits for the checkpoint being loaded
+    full_env = {"GRADIO_ANALYTICS_ENABLED": "False", "SFTVSRL_DATA_DIR": str(tmp / "data"), "SFTVSRL_WARM_MODELS": "0",
                 "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     server = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
                                    "--models", str(models), *extra],
@@ -53,6 +56,12 @@ def serve_app(tmp: Path, models: Path, *extra: str, env: dict[str, str] | None =
         server.stop()
         pytest.fail(f"the app did not start:\n{server.log_tail(40)}")
     return server, f"http://127.0.0.1:{port}"
+
+
+def screenshots_wanted() -> bool:
+    """Screens for a look by eye (not a check) are taken only with `SFTVSRL_SCREENSHOTS=all`:
+    each costs ~0.5 s of a busy CI core."""
+    return os.environ.get("SFTVSRL_SCREENSHOTS") == "all"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +84,7 @@ def page(browser, request):
     # a full-page screenshot costs ~0.5 s of a busy CI core: taken where someone will look at it
     report = getattr(request.node, "rep_call", None)
     try:
-        if os.environ.get("SFTVSRL_SCREENSHOTS") == "all" or report is None or report.failed:
+        if screenshots_wanted() or report is None or report.failed:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     finally:

@@ -31,7 +31,8 @@ def write_models_toml(path: Path, ckpt: Path, max_tokens: int) -> Path:
 def start_server(tmp: Path, ckpt: Path, max_tokens: int = 16) -> ManagedServer:
     port = free_port()
     cfg = write_models_toml(tmp / "models.toml", ckpt, max_tokens)
-    env = {"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(tmp / "data"), "SFTVSRL_MAX_BODY_BYTES": "8192"}
+    env = {"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(tmp / "data"), "SFTVSRL_MAX_BODY_BYTES": "8192",
+           "SFTVSRL_WARM_MODELS": "0"}   # models load on first use (the warm start: test_talk_browser)
     env.pop("DATABASE_URL", None)
     srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--models", str(cfg)],
                         f"http://127.0.0.1:{port}/api/health", env=env, log_path=tmp / "server.log")

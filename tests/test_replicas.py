@@ -24,7 +24,7 @@ def _start(tmp: Path, name: str, db_url: str, cfg: Path) -> ManagedServer:
     port = free_port()
     srv = ManagedServer(name, [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--port", str(port),
                                "--models", str(cfg), "--database-url", db_url],
-                        f"http://127.0.0.1:{port}/api/health", env={"PYTHONPATH": str(ROOT),
+                        f"http://127.0.0.1:{port}/api/health", env={"PYTHONPATH": str(ROOT), "SFTVSRL_WARM_MODELS": "0",
                                                                      "SFTVSRL_DATA_DIR": str(tmp / name)},
                         log_path=tmp / f"{name}.log").start()
     assert srv.wait_healthy(), f"{name} did not start:\n{srv.log_tail()}"

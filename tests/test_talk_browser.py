@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, LOCAL, browser, page, require_browser, serve_app  # noqa: F401
+from browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, LOCAL, browser, page, require_browser, screenshots_wanted, serve_app  # noqa: F401
 from conftest import ROOT
 
 pytestmark = pytest.mark.browser
@@ -32,7 +32,8 @@ RUN_TIMEOUT_MS = 300_000   # a hang guard for model runs on a loaded machine, ne
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    server, url = serve_app(tmp_path_factory.mktemp("talk"), DEFAULT_MODELS, env={"SFTVSRL_CPU_TIMEOUT_S": "120"})
+    server, url = serve_app(tmp_path_factory.mktemp("talk"), DEFAULT_MODELS,     # the warm start is tested here
+                            env={"SFTVSRL_CPU_TIMEOUT_S": "120", "SFTVSRL_WARM_MODELS": "1"})
     yield url
     server.stop()
 
@@ -102,8 +103,9 @@ def test_run_brings_the_model_columns_into_view(browser, app_url, size, presente
         else:             # the map (with the walks) stays on screen beside them
             m = pg.locator("#virl-map img").bounding_box()
             assert m["y"] < size[1] and m["y"] + m["height"] > 0, m
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(ARTIFACTS / f"talk-run-{tab}-{size[0]}x{size[1]}-{'presenter' if presenter else 'normal'}.png"))
+        if screenshots_wanted():
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / f"talk-run-{tab}-{size[0]}x{size[1]}-{'presenter' if presenter else 'normal'}.png"))
     finally:
         context.close()
     assert not outside, outside[:5]

@@ -12,7 +12,7 @@ import pytest
 
 from game import protocol
 
-from browsing import ARTIFACTS, LOCAL, browser, page, require_browser, serve_app  # noqa: F401 (fixtures)
+from browsing import ARTIFACTS, LOCAL, browser, page, require_browser, screenshots_wanted, serve_app  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 playwright_api = require_browser()
@@ -201,7 +201,7 @@ def test_served_under_a_sub_path_behind_a_reverse_proxy(page, tmp_path, tiny_lla
     server, upstream = _serve(tmp_path, tiny_llama_dir, "--root-path", "/playground")
     proxy_port = free_port()
     config = uvicorn.Config(_proxy_app(upstream, "/playground"), host="127.0.0.1",
-                            port=proxy_port, log_level="warning")
+                            port=proxy_port, log_level="warning", timeout_graceful_shutdown=2)
     proxy = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(proxy.serve()), daemon=True)
     thread.start()
@@ -220,6 +220,9 @@ def test_served_under_a_sub_path_behind_a_reverse_proxy(page, tmp_path, tiny_lla
 
         assert httpx.get(base + "/api/health", trust_env=False).status_code == 200
     finally:
+        # leave the page first: its open event stream would hold both servers in their graceful
+        # shutdown (uvicorn waits for in-flight responses; this test spent 17 s there)
+        page.goto("about:blank")
         proxy.should_exit = True
         thread.join(10)
         server.stop()
@@ -523,7 +526,8 @@ def test_vision_option_says_why_it_is_off(page, app_url):
 
 @pytest.mark.parametrize("size", [(1366, 768), (1024, 768)])
 def test_screenshots_of_each_tab_and_the_fold(browser, app_url, size):
-    """Screens of every tab, normal and presenter, for a look by eye (tests/artifacts/screens-*)."""
+    """Every tab opens at both sizes, normal and presenter, with the hand and Run above the fold;
+    screens for a look by eye (tests/artifacts/screens-*) with SFTVSRL_SCREENSHOTS=all."""
     width, height = size
     context = browser.new_context(viewport={"width": width, "height": height})
     pg = context.new_page()
@@ -543,6 +547,7 @@ def test_screenshots_of_each_tab_and_the_fold(browser, app_url, size):
                               ("evaluate", "Evaluate"), ("models", "Models")):
                 pg.get_by_role("tab", name=name).click()
                 pg.wait_for_selector(f"#tab-{tab}", state="visible")
-                pg.screenshot(path=str(ARTIFACTS / f"screens-{width}x{height}-{tab}-{mode}.png"))
+                if screenshots_wanted():
+                    pg.screenshot(path=str(ARTIFACTS / f"screens-{width}x{height}-{tab}-{mode}.png"))
     finally:
         context.close()

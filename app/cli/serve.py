@@ -82,7 +82,10 @@ def cmd_serve(args) -> int:
                             limit_concurrency=settings.max_connections,
                             timeout_graceful_shutdown=5)
     redact_access_log()   # after uvicorn configured its loggers
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:   # uvicorn re-raises Ctrl-C after its clean shutdown: no traceback for it
+        print("sftvsrl: stopped", flush=True)
     return 0
 
 
