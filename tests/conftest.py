@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# `python -m app.cli` with Python's default Ctrl-C handler: a test that sends SIGINT starts this,
+# because the tests may themselves run with SIGINT ignored (a shell's background job, nohup, CI),
+# and a child inherits that (uvicorn then restores "ignored" and its re-raised SIGINT vanishes)
+INTERRUPTIBLE_CLI = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                     "from app.cli import main; sys.exit(main())"]
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
 
 

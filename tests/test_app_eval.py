@@ -17,6 +17,7 @@ import pytest
 from app.evaluation import EvalConfig, EvalError, markdown_table, run_evaluation, split_instances, write_outputs
 from app.runner import ScriptedPlayer
 from app.store import Store
+from conftest import INTERRUPTIBLE_CLI
 from models.backends.base import Completion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,11 +207,8 @@ def _interrupt_and_resume(root: Path, upstream: GatedUpstream) -> None:
         for n in ("sft", "rl")))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
-    # Ctrl-C must reach the CLI even when this test itself runs with SIGINT ignored (a shell's
-    # background job, nohup): the child starts with Python's default Ctrl-C handler
-    interruptible = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, "
-                     "signal.default_int_handler); sys.argv[0] = 'app.cli'; runpy.run_module('app.cli', "
-                     "run_name='__main__', alter_sys=True)", *_cli(root)[3:]]
+    # Ctrl-C must reach the CLI even when this test itself runs with SIGINT ignored
+    interruptible = [*INTERRUPTIBLE_CLI, *_cli(root)[3:]]
     proc = subprocess.Popen(interruptible, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = root / "data" / "playground.db"
     upstream.wait_held(proc)             # from now on the run cannot finish until the gate opens

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import INTERRUPTIBLE_CLI, ROOT
 from models.procs import ManagedServer, free_port
 
 
@@ -31,7 +31,7 @@ def test_ctrl_c_during_the_warm_start_stops_cleanly(tmp_path):
     shutdown runs, the CLI says it stopped and exits 0 (it re-raised the KeyboardInterrupt before:
     a traceback and exit -2)."""
     port = free_port()
-    srv = ManagedServer("app", [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--port", str(port)],
+    srv = ManagedServer("app", [*INTERRUPTIBLE_CLI, "serve", "--no-ui", "--port", str(port)],
                         f"http://127.0.0.1:{port}/api/health", log_path=tmp_path / "server.log",
                         env={"PYTHONPATH": str(ROOT), "SFTVSRL_DATA_DIR": str(tmp_path / "data"),
                              "SFTVSRL_WARM_MODELS": "1"})

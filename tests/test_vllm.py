@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
+from conftest import INTERRUPTIBLE_CLI
 from models.backends.base import TextDelta
 from models.backends.local import LocalBackend
 from models.backends.openai import OpenAIBackend
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.skipif(not VLLM_PYTHON or not Path(VLLM_PYTHON).exists(
                                 reason="set SFTVSRL_VLLM_PYTHON to an interpreter with vllm (make test-vllm)")
 GREEDY = DecodingSettings(max_tokens=48, temperature=0.0)
 ROOT = Path(__file__).resolve().parents[1]
-# the default Ctrl-C handler even when the tests run with SIGINT ignored (a background CI job)
-CLI = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-       "from app.cli import main; sys.exit(main())"]
+CLI = INTERRUPTIBLE_CLI   # Ctrl-C reaches `vllm up` even when the tests run with SIGINT ignored
 
 
 @pytest.fixture(scope="module")
