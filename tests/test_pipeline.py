@@ -234,6 +234,31 @@ def test_later_stages_start_from_the_chosen_base_snapshot(tmp_path):
         base_snapshot_steps(cfg.with_changes(base_snapshot=40))
 
 
+def test_base_prompt_loss_labels_the_prompt_tokens_too(virl_base):
+    """`base_prompt_loss` (off by default, so every recorded config trains as before) makes the
+    base a language model of the whole example: the prompt's tokens become labels, past the prefix
+    every example shares."""
+    from models.train.data import ChatCodec
+    from models.train.sft import TextBatches
+
+    cfg, base, tok = virl_base
+    codec = ChatCodec(tok)
+    prompt, answer = next(p for p in base if isinstance(p[0], str))
+    ids, labels = codec.sft_example(prompt, answer)
+    ids_all, labels_all = codec.sft_example(prompt, answer, prompt_loss=True)
+    masked = labels.count(-100)
+    assert ids_all == ids and labels_all == ids and masked > len(ids) // 2 and labels[masked:] == ids[masked:]
+    assert cfg.sft_plan("base")["prompt_loss"] is False
+    assert cfg.with_changes(base_prompt_loss=True).sft_plan("base")["prompt_loss"] is True
+
+    def labelled(batches):
+        return sum(t != -100 for chunk in batches.batches for _, y in chunk for t in y)
+
+    pairs = [p for p in base if isinstance(p[0], str)][:8]
+    answers_only, everything = (TextBatches.from_pairs(codec, pairs, 4, 0, prompt_loss=flag) for flag in (False, True))
+    assert labelled(everything) > 3 * labelled(answers_only)
+
+
 def test_virl_tokenizer_splits_unseen_names_into_trained_pieces(virl_base):
     """The tokenizer is trained on the base corpus only (never a Helsinki prompt), so an evaluation
     name is split into ordinary pieces the base trained on, not whole-name tokens it never saw."""

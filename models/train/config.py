@@ -360,6 +360,8 @@ class PipelineConfig(StagedConfig):
                                   used_by=("base", "sft-diverse"))
     base_revision: float = param(0.35, "share of base examples that revise failed tries (with the verifier's "
                                        "feedback)", used_by=("base",))
+    base_prompt_loss: bool = param(False, "base: train on the prompt tokens too (language-model pretraining), not "
+                                          "only the answers", used_by=("base",))
     base_snapshot: int | None = param(
         None, "the base the later stages start from (and the table's base row): its snapshot at this step, or "
               "None for the final one. An Init that already solves every ID hand leaves SFT and RL nothing to "
@@ -424,7 +426,8 @@ class PipelineConfig(StagedConfig):
         sft = dict(steps=self.sft_steps, batch_size=self.sft_batch, lr=self.sft_lr, warmup_steps=self.warmup_steps)
         return {
             "base": dict(corpus="base", data_seed=self.seed + 100, steps=self.base_steps, batch_size=self.base_batch,
-                         lr=self.base_lr, warmup_steps=self.base_warmup_steps, snapshots=self.base_snapshot_steps()),
+                         lr=self.base_lr, warmup_steps=self.base_warmup_steps, snapshots=self.base_snapshot_steps(),
+                         prompt_loss=self.base_prompt_loss),
             "init": dict(corpus="init", data_seed=self.seed + 200, steps=self.init_steps, batch_size=self.sft_batch,
                          lr=self.init_lr, warmup_steps=self.init_warmup_steps, snapshots=[]),
             # every seed sees the same expert answers in its own order (`TextBatches` shuffles by seed)

@@ -345,16 +345,17 @@ class ChatCodec:
         return self.encode_text(self.render(messages))
 
     def sft_example(self, prompt, answer: str, image: bool = False,
-                    history: Sequence[tuple[str, str]] = ()) -> tuple[list[int], list[int]]:
+                    history: Sequence[tuple[str, str]] = (), prompt_loss: bool = False) -> tuple[list[int], list[int]]:
         """(input ids, labels): labels are -100 on the prompt (and on any failed tries with their
         feedback, `history`: the revision chat `gp_chat` builds), the answer ids then EOT. `prompt`
-        is the one-turn prompt text, or a whole chat (a message list, `models.chat`) to answer."""
+        is the one-turn prompt text, or a whole chat (a message list, `models.chat`) to answer.
+        `prompt_loss`: every token is a label (language-model pretraining: the base stage's option)."""
         if isinstance(prompt, list):
             p = self.chat_ids(prompt)
         else:
             p = self.chat_ids(gp_chat(prompt, history, image=image)) if history else self.prompt_ids(prompt, image)
         a = self.encode_text(answer) + [self.eot_id]
-        return p + a, [-100] * len(p) + a
+        return p + a, (p if prompt_loss else [-100] * len(p)) + a
 
     def pixels(self, image) -> dict:
         """The image processor's tensors for one image (`pixel_values` [1, 1, tiles, 3, H, W],

@@ -174,7 +174,8 @@ def _snapshotter(root: Path, tok, marks: Sequence[int], compute: Compute, record
 
 def run_sft_stage(cfg: StagedConfig, stage: str, start: Path | None, pairs, out: Path, *, steps: int,
                   batch_size: int, lr: float, progress: bool, snapshots: Sequence[int] = (),
-                  warmup_steps: int | None = None, seed: int | None = None) -> dict[str, Any]:
+                  warmup_steps: int | None = None, seed: int | None = None,
+                  prompt_loss: bool = False) -> dict[str, Any]:
     """Train one supervised stage with the SFT loop (`sft.fit`) — from `start`, or from the fresh
     model (`_fresh_model`) when None — with training seed `seed` (the config's by default: data
     order, dropout-free init) on the first `steps * batch_size` of `pairs` (text pairs or
@@ -197,7 +198,7 @@ def run_sft_stage(cfg: StagedConfig, stage: str, start: Path | None, pairs, out:
 
         batches: Any = ImageTextBatches(codec, pairs, steps, batch_size, seed)
     else:
-        batches = TextBatches.from_pairs(codec, seen, batch_size, seed)
+        batches = TextBatches.from_pairs(codec, seen, batch_size, seed, prompt_loss=prompt_loss)
     losses = fit(model, batches, steps=steps, lr=lr,
                  warmup_steps=cfg.warmup_steps if warmup_steps is None else warmup_steps,
                  min_lr_ratio=cfg.min_lr_ratio, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
@@ -284,7 +285,7 @@ def train_pipeline(cfg: StagedConfig, out: "str | Path", *, stages: Sequence[str
                 records[key] = run_sft_stage(cfg, stage, start, pairs, dest, steps=plan["steps"],
                                              batch_size=plan["batch_size"], lr=plan["lr"], progress=progress,
                                              snapshots=plan["snapshots"], warmup_steps=plan["warmup_steps"],
-                                             seed=seed)
+                                             seed=seed, prompt_loss=plan.get("prompt_loss", False))
             trained.append(dest)
     if task.vision:   # after every stage has trained (RL starts from the float32 Init)
         from .vision import store_bfloat16

@@ -160,10 +160,13 @@ class TextBatches:
             [cut[i:i + batch_size] for i in range(0, len(cut) - batch_size + 1, batch_size)]
 
     @classmethod
-    def from_pairs(cls, codec: ChatCodec, pairs: Sequence, batch_size: int, seed: int, **kw) -> "TextBatches":
+    def from_pairs(cls, codec: ChatCodec, pairs: Sequence, batch_size: int, seed: int, *, prompt_loss: bool = False,
+                   **kw) -> "TextBatches":
         """From (prompt, answer) pairs or `data.Example`s (with failed tries before the answer),
-        shuffled by `seed` (`random.Random`)."""
-        examples = [codec.sft_example(x[0], x[1], history=x[2] if len(x) > 2 else ()) for x in pairs]
+        shuffled by `seed` (`random.Random`); `prompt_loss`: prompt tokens are labels too (the
+        tokens every example shares, cut off as the prefix, never are)."""
+        examples = [codec.sft_example(x[0], x[1], history=x[2] if len(x) > 2 else (), prompt_loss=prompt_loss)
+                    for x in pairs]
         random.Random(seed).shuffle(examples)
         return cls(codec, examples, batch_size, seed, **kw)
 
