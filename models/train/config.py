@@ -247,6 +247,8 @@ SHARED_PARAMS: dict[str, tuple[Any, str, Sequence[str]]] = {
     "weight_decay": (0.01, "every supervised stage: AdamW weight decay (matrices only)", SUPERVISED),
     "grad_clip": (1.0, "every supervised stage: gradient-norm clipping", SUPERVISED),
     "threads": (1, "torch threads per process (1: robust next to other busy processes)", ("run",)),
+    "eval_max_new_tokens": (96, "reply token limit when scoring (replies are ~30 GP-L / ~20 V-IRL-L tokens)",
+                            ("eval",)),
 }
 _RL_META = meta("RL: GRPO from Init (`GRPOConfig`; task, seed and threads are the pipeline's)", used_by=("rl",))
 
@@ -390,8 +392,7 @@ class PipelineConfig(StagedConfig):
     eval_n: int = param(500, "episodes per split for the final checkpoints", used_by=("eval",))
     curve_n: int = param(234, "episodes per split for each snapshot (the matched lenses)", used_by=("eval",))
     kl_prompts: int = param(128, "ID prompts for KL(Init ‖ model)", used_by=("eval",))
-    eval_max_new_tokens: int = param(96, "reply token limit when scoring (replies are ~30 GP-L / ~20 V-IRL-L tokens)",
-                                     used_by=("eval",))
+    eval_max_new_tokens: int = shared("eval_max_new_tokens")
     threads: int = shared("threads")
 
     @classmethod
@@ -509,6 +510,7 @@ class VisionConfig(StagedConfig):
     rl: GRPOConfig = field(default_factory=_vision_rl, metadata=_RL_META)
     # evaluation
     eval_n: int = param(100, "episodes per split", used_by=("eval",))
+    eval_max_new_tokens: int = shared("eval_max_new_tokens")
     threads: int = shared("threads")
 
     @classmethod
@@ -516,9 +518,9 @@ class VisionConfig(StagedConfig):
         """A seconds-long run for tests (the text model is the shipped gp-vl-text)."""
         return cls(seed=seed, image_size=64, patch_size=16, vision_hidden=32, vision_layers=1, vision_pretrain_steps=3,
                    vision_pretrain_batch=4, base_steps=3, base_batch=4, init_steps=2, sft_steps=3, sft_batch=4,
-                   warmup_steps=1, eval_n=3,
+                   warmup_steps=1, eval_n=3, eval_max_new_tokens=24,   # an untrained model runs every reply to the limit
                    rl=replace(_vision_rl(), updates=1, hands_per_update=2, group_size=2, verify_iter=2,
-                              max_new_tokens=24, epochs=1))
+                              max_new_tokens=24, epochs=1, val_hands=4, val_every=1, patience=5))
 
     def sft_plan(self, stage: str) -> dict[str, Any]:
         sft = dict(steps=self.sft_steps, batch_size=self.sft_batch, lr=self.sft_lr, warmup_steps=self.warmup_steps,

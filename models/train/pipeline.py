@@ -305,7 +305,7 @@ def train_vision(cfg: VisionConfig, out: "str | Path", *, stages: Sequence[str] 
 # Evaluation: every final checkpoint, every snapshot, every lens
 
 
-EVAL_MAX_NEW_TOKENS = PipelineConfig.eval_max_new_tokens   # the default reply limit when scoring (vision too)
+EVAL_MAX_NEW_TOKENS = PipelineConfig.eval_max_new_tokens   # the default reply limit when scoring
 
 
 def split_result(res: dict[str, Any], headline: str) -> tuple[dict[str, Any], list]:
@@ -586,7 +586,8 @@ def evaluate_vision(root: "str | Path", cfg: VisionConfig, *, stages: Sequence[s
     virl_task.GRID_CACHE = max(cache_size, 8 * cfg.eval_n + 16)
     try:
         results = {(split, stage): evaluate(model, proc, cfg.task, split, cfg.eval_n, seed=cfg.seed,
-                                            max_new_tokens=EVAL_MAX_NEW_TOKENS, progress=progress, keep_episodes=True)
+                                            max_new_tokens=cfg.eval_max_new_tokens, progress=progress,
+                                            keep_episodes=True)
                    for split in splits(cfg.task) for stage, (model, proc) in loaded.items()}
     finally:
         virl_task.GRID_CACHE = cache_size
