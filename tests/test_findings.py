@@ -200,6 +200,35 @@ def test_view_html_draws_the_view_and_says_how_to_produce_it(tmp_path):
     store.close()
 
 
+def test_the_curves_are_drawn_once_per_findings_file(tmp_path, monkeypatch):
+    """The view's curves (matplotlib, ~1 s a look) are drawn once per findings file, and afresh
+    when the file changes; the view is the same either way."""
+    import shutil
+    from types import SimpleNamespace
+
+    from app.settings import Settings
+    from app.ui import findings_tab
+
+    folder = tmp_path / "findings"
+    shutil.copytree(FIXTURE / "gp-l", folder / "gp-l")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ctx = SimpleNamespace(settings=Settings(findings_dir=folder), store=store)
+    drawn = []
+    real = fd.curves_plot
+    monkeypatch.setattr(fd, "curves_plot", lambda f, path, look="light": drawn.append(look) or real(f, path, look))
+    monkeypatch.setattr(findings_tab, "_CURVES", {})
+    first = findings_tab.view_html(ctx, "gp-l")
+    fd.importer_for(ctx).ensure("gp-l")            # the import note goes; the curves stay drawn
+    second = findings_tab.view_html(ctx, "gp-l")
+    assert drawn == ["light", "presenter"] and 'id="findings-curves"' in first
+    assert first.split('id="findings-curves"')[1] == second.split('id="findings-curves"')[1]
+    path = folder / "gp-l" / fd.FINDINGS_FILE
+    path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")   # a new findings file
+    findings_tab.view_html(ctx, "gp-l")
+    assert drawn == ["light", "presenter"] * 2
+    store.close()
+
+
 # ------------------------------------------------------------------------- V-IRL-L and the task selector
 def test_load_virl_findings_every_split_and_the_per_step_headline():
     f = fd.load("virl-l", FIXTURE)

@@ -164,6 +164,28 @@ def _recognition_html(f: fd.Findings) -> str:
             f'replies per hand (SE over hands).</div>{f"<ul>{diffs}</ul>" if diffs else ""}</div>')
 
 
+# The curves' two PNGs (matplotlib: ~1 s of CPU a look, the rest of the view ~10 ms) drawn once per
+# findings file: (file, mtime, size) -> HTML. A new findings file (another mtime or size) is drawn
+# afresh; a race between two visitors draws it twice, harmlessly.
+_CURVES: dict[tuple[str, int, int], str] = {}
+_CURVES_KEPT = 16
+
+
+def _curves_once(f: fd.Findings, path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return _curves_html(f)
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    html = _CURVES.get(key)
+    if html is None:
+        html = _curves_html(f)
+        if len(_CURVES) >= _CURVES_KEPT:
+            _CURVES.clear()
+        _CURVES[key] = html
+    return html
+
+
 def _curves_html(f: fd.Findings) -> str:
     splits = ", ".join(fd.split_label(f.task, s) for s in f.splits)
     imgs = pair_html(lambda path, look: fd.curves_plot(f, path, look),
@@ -216,7 +238,7 @@ def view_html(ctx, task: str | None = None) -> str:
             f'<h2>{esc(f.view.short)}: does SFT memorize and RL generalize? Our tiny models, and the paper</h2>'
             f'<div class="sv-verdict" id="findings-verdict">{esc(fd.verdict(f))}</div>{note}'
             f'<div class="sv-fd-row">{_bars_html(f)}<div class="sv-fd-side">{_table_html(f)}{_paired_html(f)}'
-            f'{_recognition_html(f)}</div></div>{_curves_html(f)}'
+            f'{_recognition_html(f)}</div></div>{_curves_once(f, folder / task / fd.FINDINGS_FILE)}'
             f'<details class="sv-fd-speaker" open id="findings-explain"><summary>In plain words (for the speaker)'
             f'</summary><ul>{speaker}</ul></details></div>')
 
