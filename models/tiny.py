@@ -139,12 +139,13 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024, *, compact: "
 def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None, *, hidden: int = 64,
                      layers: int = 2, heads: int = 2, kv_heads: int = 1, intermediate: int | None = None,
                      vocab_size: int = 1024, max_positions: int = 4096, init_std: float = 0.2, seed: int = 0,
-                     tokenizer=None, generation: dict | None = None) -> Path:
+                     tokenizer=None, generation: dict | None = None, tie_embeddings: bool = True) -> Path:
     """Write a randomly initialised tiny `LlamaForCausalLM` + tokenizer + chat template to `out_dir`.
 
     Deterministic for a given corpus and seed. Generation defaults to greedy decoding and stops on
     `<|eot_id|>` or `<|end_of_text|>` (`generation` overrides `GenerationConfig` fields). A ready
-    `tokenizer` (from `train_tokenizer`) skips tokenizer training. Returns the directory.
+    `tokenizer` (from `train_tokenizer`) skips tokenizer training. `tie_embeddings`: one matrix for
+    the input embeddings and the output layer (Llama-3.2's small models tie them). Returns the directory.
     """
     # lazy: torch and transformers are heavy and optional (the `models` extra); `models.train.data`
     # imports this module for its token constants only
@@ -160,7 +161,7 @@ def build_tiny_llama(out_dir: "str | Path", corpus: Sequence[str] | None = None,
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions, bos_token_id=ids[BOS], eos_token_id=[ids[EOT], ids[EOS]],
-        pad_token_id=ids[PAD], tie_word_embeddings=True, rope_theta=500000.0, initializer_range=init_std,
+        pad_token_id=ids[PAD], tie_word_embeddings=tie_embeddings, rope_theta=500000.0, initializer_range=init_std,
     )  # type: ignore[call-arg]  # rope_theta: accepted and folded into rope_parameters (checked, 5.x)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

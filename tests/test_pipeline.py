@@ -259,6 +259,24 @@ def test_base_prompt_loss_labels_the_prompt_tokens_too(virl_base):
     assert labelled(everything) > 3 * labelled(answers_only)
 
 
+def test_untied_embeddings_are_a_model_option(tmp_path):
+    """`tie_embeddings` (on by default: every recorded config builds what it built) off gives the
+    model its own output layer, saved and loaded as such."""
+    from models.tiny import build_tiny_llama
+    from models.train.common import load_checkpoint
+
+    assert PipelineConfig.quick().model_kwargs()["tie_embeddings"] is True
+    cfg = PipelineConfig.quick().with_changes(tie_embeddings=False, hidden=16, layers=1, heads=1, kv_heads=1,
+                                              intermediate=32)
+    kwargs = {**cfg.model_kwargs(), "vocab_size": 300}
+    for tie in (True, False):
+        path = build_tiny_llama(tmp_path / f"tie-{tie}", corpus=["north east south west, turn left"] * 40,
+                                **{**kwargs, "tie_embeddings": tie})
+        model, _ = load_checkpoint(path)
+        shared = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+        assert shared is tie
+
+
 def test_virl_tokenizer_splits_unseen_names_into_trained_pieces(virl_base):
     """The tokenizer is trained on the base corpus only (never a Helsinki prompt), so an evaluation
     name is split into ordinary pieces the base trained on, not whole-name tokens it never saw."""

@@ -353,6 +353,10 @@ class PipelineConfig(StagedConfig):
     intermediate: int = param(384, "MLP width", used_by=("model",))
     vocab_size: int = param(1024, "BPE vocabulary size (the tokenizer is trained on the base and ID corpora)",
                             used_by=("model",))
+    tie_embeddings: bool = param(True, "one matrix for the input embeddings and the output layer. Tied, tokens the "
+                                       "base only ever predicts at their marginal (e.g. V-IRL's compass words) "
+                                       "collapse to one vector, and the model can no longer tell them apart as "
+                                       "inputs (it cannot copy them)", used_by=("model",))
     # base: SFT from random weights on the task's base corpus (the stand-in for pretraining)
     base_steps: int = param(3000, "base: optimizer steps (also sizes the tokenizer corpus)", used_by=("model", "base"))
     base_batch: int = param(32, "base: examples per step", used_by=("base",))
@@ -409,7 +413,7 @@ class PipelineConfig(StagedConfig):
     def model_kwargs(self) -> dict[str, Any]:
         return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
                     intermediate=self.intermediate, vocab_size=self.vocab_size, max_positions=2048,
-                    init_std=0.02, seed=self.seed)
+                    init_std=0.02, seed=self.seed, tie_embeddings=self.tie_embeddings)
 
     def rl_snapshots(self) -> int:
         return max(1, self.rl_snapshot_every)
