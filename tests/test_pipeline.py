@@ -235,9 +235,9 @@ def test_later_stages_start_from_the_chosen_base_snapshot(tmp_path):
 
 
 def test_base_prompt_loss_labels_the_prompt_tokens_too(virl_base):
-    """`base_prompt_loss` (off by default, so every recorded config trains as before) makes the
-    base a language model of the whole example: the prompt's tokens become labels, past the prefix
-    every example shares."""
+    """`base_prompt_loss` (off by default, so every recorded config trains as before; V-IRL-L's
+    preset turns it on) makes the base a language model of the whole example: the prompt's tokens
+    become labels, past the prefix every example shares."""
     from models.train.data import ChatCodec
     from models.train.sft import TextBatches
 
@@ -248,8 +248,9 @@ def test_base_prompt_loss_labels_the_prompt_tokens_too(virl_base):
     ids_all, labels_all = codec.sft_example(prompt, answer, prompt_loss=True)
     masked = labels.count(-100)
     assert ids_all == ids and labels_all == ids and masked > len(ids) // 2 and labels[masked:] == ids[masked:]
-    assert cfg.sft_plan("base")["prompt_loss"] is False
-    assert cfg.with_changes(base_prompt_loss=True).sft_plan("base")["prompt_loss"] is True
+    assert PipelineConfig().base_prompt_loss is False and cfg.base_prompt_loss is True   # V-IRL-L's preset sets it
+    assert cfg.with_changes(base_prompt_loss=False).sft_plan("base")["prompt_loss"] is False
+    assert cfg.sft_plan("base")["prompt_loss"] is True
 
     def labelled(batches):
         return sum(t != -100 for chunk in batches.batches for _, y in chunk for t in y)

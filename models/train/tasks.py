@@ -224,13 +224,15 @@ class VirlLTraining(TrainingTask):
     # vocabulary). Its base walks many synthetic towns whose names are all drawn afresh (copying
     # names out of the instruction is the skill), under both action spaces, a quarter of its pairs
     # revision examples with the verifier's feedback; the tokenizer is trained on that corpus only,
-    # so a Helsinki name is split into pieces the base trained on (never a token it never saw).
+    # so a Helsinki name is split into pieces the base trained on (never a token it never saw). The
+    # base learns the whole text (prompt and answer, `base_prompt_loss`): on the answers alone the
+    # compass words' tied embeddings collapsed to one vector and no base copied them (docs/findings.md).
     pipeline = (dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, vocab_size=2048,
-                     base_steps=2400, base_batch=24, base_lr=2e-3, init_steps=8, init_lr=2e-4,
+                     base_steps=2400, base_batch=24, base_lr=2e-3, base_prompt_loss=True, init_steps=8, init_lr=2e-4,
                      sft_steps=400, sft_batch=24, sft_lr=5e-4, eval_n=240, curve_n=24,
                      rl=dict(updates=30, hands_per_update=8, group_size=6, verify_iter=2, lr=1e-4,
                              max_new_tokens=80)),
-                dict(vocab_size=900, rl=dict(verify_iter=2, max_new_tokens=40)))
+                dict(vocab_size=900, base_prompt_loss=True, rl=dict(verify_iter=2, max_new_tokens=40)))
     base_feedback_share: ClassVar[float] = 0.25     # revision examples in the base corpus
     stage_text = {
         "base": ("the stand-in for a pretrained model",
@@ -241,7 +243,8 @@ class VirlLTraining(TrainingTask):
                  "rules), half the episodes under the absolute (compass) action space and half under the "
                  "relative (left/right) one, in the paper's exact prompt template with golden actions from the "
                  "rail. A quarter of the pairs are revision examples: a wrong reply graded by the real episode, "
-                 "the verifier's `You failed this trial because ...` turn, then the golden reply.",
+                 "the verifier's `You failed this trial because ...` turn, then the golden reply. The loss is on "
+                 "every token of each example (prompt and answer), as in pretraining.",
                  "any Helsinki route (the ID routes, the held-out streets) or Helsinki place name; hence never "
                  "the rule-OOD configuration (relative actions on the Helsinki routes)."),
         "init": ("the paper's Init",
