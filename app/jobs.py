@@ -41,7 +41,7 @@ def _target_of(deal_id: str) -> int:
 
 def warm() -> None:
     """Build what inline and pooled jobs share once per process: imports, the value table behind
-    every reachable-target check (about a second), the default configuration's reachable targets."""
+    every reachable-target check (about half a second), the default configuration's reachable targets."""
     reachable_targets(DealConfig())
 
 

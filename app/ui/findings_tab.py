@@ -171,12 +171,19 @@ _CURVES: dict[tuple[str, int, int], str] = {}
 _CURVES_KEPT = 16
 
 
-def _curves_once(f: fd.Findings, path: Path) -> str:
+def _stamp(path: Path) -> tuple[str, int, int] | None:
+    """The findings file's identity, read *before* the file is loaded (a file replaced in between
+    is then drawn again next time, never kept under the new file's stamp)."""
     try:
         st = path.stat()
     except OSError:
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _curves_once(f: fd.Findings, key: tuple[str, int, int] | None) -> str:
+    if key is None:
         return _curves_html(f)
-    key = (str(path), st.st_mtime_ns, st.st_size)
     html = _CURVES.get(key)
     if html is None:
         html = _curves_html(f)
@@ -213,6 +220,7 @@ def view_html(ctx, task: str | None = None) -> str:
     (call from a worker thread)."""
     task = task or default_task()
     folder = fd.findings_dir(ctx.settings)
+    stamp = _stamp(folder / task / fd.FINDINGS_FILE)
     try:
         f = fd.load(task, folder)
     except (fd.FindingsError, ValueError) as exc:
@@ -238,7 +246,7 @@ def view_html(ctx, task: str | None = None) -> str:
             f'<h2>{esc(f.view.short)}: does SFT memorize and RL generalize? Our tiny models, and the paper</h2>'
             f'<div class="sv-verdict" id="findings-verdict">{esc(fd.verdict(f))}</div>{note}'
             f'<div class="sv-fd-row">{_bars_html(f)}<div class="sv-fd-side">{_table_html(f)}{_paired_html(f)}'
-            f'{_recognition_html(f)}</div></div>{_curves_once(f, folder / task / fd.FINDINGS_FILE)}'
+            f'{_recognition_html(f)}</div></div>{_curves_once(f, stamp)}'
             f'<details class="sv-fd-speaker" open id="findings-explain"><summary>In plain words (for the speaker)'
             f'</summary><ul>{speaker}</ul></details></div>')
 
