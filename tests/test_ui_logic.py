@@ -13,6 +13,37 @@ def test_people_only_ui_builds_without_services():
     assert build_ui(None) is not None
 
 
+# Events may read these HTML components back from the page: each holds one short line.
+SMALL_HTML = {"inspect-summary"}
+
+
+def test_no_event_posts_a_drawn_view_back(tmp_path):
+    """A server event never takes an HTML component as input (bar the one-line ones above): a
+    drawn view (the Findings view's inline charts, a replay) is larger than a request body may be
+    (`SFTVSRL_MAX_BODY_BYTES`), so reading it back failed with 413 and an Error on the page.
+    What a handler needs to know about the page is kept in a `gr.State` instead."""
+    import gradio as gr
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, warm_models=False, cpu_workers=1), placeholder=False)
+    try:
+        demo = build_ui(app.state.ctx)
+        posted = []
+        for dep in demo.fns.values():
+            if dep.fn is None:  # runs in the browser only
+                continue
+            for block in dep.inputs:
+                block = demo.blocks[block] if isinstance(block, int) else block
+                if isinstance(block, gr.HTML) and block.elem_id not in SMALL_HTML:
+                    posted.append((dep.name, block.elem_id))
+        assert not posted, f"events that post an HTML view back: {posted}"
+        assert len(demo.fns) > 50   # (the whole UI was walked)
+    finally:
+        app.state.ctx.store.close()
+
+
 def test_deal_is_seeded_and_ood_rule_forces_a_face_card():
     a = play.deal_table("7", "face10", "24", "mixed", "paper")
     assert a == play.deal_table("7", "face10", "24", "mixed", "paper")

@@ -251,6 +251,12 @@ def view_html(ctx, task: str | None = None) -> str:
             f'</summary><ul>{speaker}</ul></details></div>')
 
 
+def is_drawn(html: str) -> bool:
+    """Whether `view_html` drew the view (the findings, or how to produce them) rather than an error
+    (which opening the tab again retries)."""
+    return 'id="findings-root"' in html or 'id="findings-missing"' in html
+
+
 def task_choices(folder: Path) -> list[tuple[str, str]]:
     """The selector's (label, task) pairs: the pipeline tasks whose findings are in `folder`."""
     return [(fd.short_name(t), t) for t in fd.available(folder)]
@@ -274,7 +280,9 @@ def pick_task(requested: str | None, folder: Path) -> tuple[str, str]:
 def build(ctx, tab=None) -> dict:
     """The tab's content; the view is drawn when the tab is opened (or a link lands on it). The
     task selector lists the tasks whose findings exist (hidden when there is only one); the task
-    is in the tab's link (`?tab=findings&task=virl-l`)."""
+    is in the tab's link (`?tab=findings&task=virl-l`). Which task the view shows is kept on the
+    server (`drawn`, per page), never read back from the page: the drawn view (its charts inline)
+    is larger than a request body may be."""
     folder = fd.findings_dir(ctx.settings)
     choices = task_choices(folder)
     first = default_task()
@@ -283,18 +291,24 @@ def build(ctx, tab=None) -> dict:
                     visible=len(choices) > 1, interactive=True)
     view = gr.HTML('<div class="sv-dim">Open this tab to load the findings.</div>', elem_id="findings-view")
     link = gr.JSON({"tab": "findings"}, visible=False)
+    drawn = gr.State(None)  # the task whose view is on the page (None: none yet, or an error shown)
+
+    def resolve(chosen: str | None, offered: list[tuple[str, str]]) -> str:
+        return chosen or (offered[0][1] if offered else default_task())
 
     def show(chosen: str | None, note: str = "") -> dict:
         offered = task_choices(folder)  # files copied in after start-up are offered too
         labels = dict((t, label) for label, t in offered)
-        chosen = chosen or (offered[0][1] if offered else default_task())
+        chosen = resolve(chosen, offered)
         shown = offered if chosen in labels else offered + [(fd.short_name(chosen), chosen)]
-        return {view: note + view_html(ctx, chosen),
+        body = view_html(ctx, chosen)
+        return {view: note + body,
                 task: gr.Radio(choices=shown or [(fd.short_name(chosen), chosen)], value=chosen,
                                visible=len(shown) > 1),
-                link: {"tab": "findings", "task": chosen}}
+                link: {"tab": "findings", "task": chosen},
+                drawn: chosen if is_drawn(body) else None}
 
-    outputs = [view, task, link]
+    outputs = [view, task, link, drawn]
 
     def on_pick(chosen):
         return show(chosen if chosen in fd.tasks() else None)
@@ -306,7 +320,7 @@ def build(ctx, tab=None) -> dict:
         chosen, note = pick_task(params.get("task"), folder)
         return show(chosen, note)
 
-    def on_select(chosen, current: str, request: gr.Request):
+    def on_select(chosen, shown: str | None, request: gr.Request):
         """Opening the tab draws the view unless it already shows the wanted task. The wanted task
         is the link's when the address names this tab (a findings link selects the tab on load
         while `on_load` draws the same task; a click writes the tab's link first), else the
@@ -314,12 +328,11 @@ def build(ctx, tab=None) -> dict:
         params = query_params(request)
         wanted, note = (pick_task(params.get("task"), folder) if params.get("tab") == "findings" and params.get("task")
                         else (chosen if chosen in fd.tasks() else None, ""))
-        if f'data-task="{wanted}"' in (current or "") and ('id="findings-root"' in current
-                                                          or 'id="findings-missing"' in current):
+        if shown is not None and shown == resolve(wanted, task_choices(folder)):
             return gr.skip()
         return show(wanted, note)
 
     task.input(on_pick, task, outputs).then(None, link, None, js=URL_UPDATE_JS)
     if tab is not None:
-        tab.select(on_select, [task, view], outputs).then(None, link, None, js=URL_UPDATE_JS)
+        tab.select(on_select, [task, drawn], outputs).then(None, link, None, js=URL_UPDATE_JS)
     return {"on_load": on_load, "load_outputs": outputs, "link": link}
