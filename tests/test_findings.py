@@ -368,9 +368,9 @@ def test_view_html_per_task_with_one_or_both_findings(tmp_path, dirs):
 
 # ------------------------------------------------------------------------- default model config
 def test_default_config_offers_the_pipeline_stages(tmp_path):
-    """`sft` and `rl` (GP-L from the pipeline's gp-l-sft / gp-l-rl, V-IRL-L as before) always;
-    `init` (GP-L, GP-VL, V-IRL-VL) and `sft-diverse` (GP-L, GP-VL) for the tasks whose checkpoints
-    exist (here GP-L's only), left out when none does."""
+    """`sft` and `rl` (GP-L's and V-IRL-L's from their pipelines) always; `init` (GP-L, V-IRL-L,
+    GP-VL, V-IRL-VL), `sft-diverse` (GP-L, V-IRL-L, GP-VL) and `sft-matched` (GP-L, V-IRL-L) for
+    the tasks whose checkpoints exist (here GP-L's only), left out when none does."""
     from models.config import DEFAULT_FILE, load_config
 
     home = tmp_path / "models"
@@ -380,8 +380,8 @@ def test_default_config_offers_the_pipeline_stages(tmp_path):
         (home / "checkpoints" / name).mkdir(parents=True)
     cfg = load_config(home / "models.toml", env={})
     assert list(cfg.models) == ["sft", "rl", "init", "sft-diverse"]
-    assert set(cfg.skipped) == {"init (gp-vl, virl-vl)", "sft-diverse (gp-vl)", "sft-matched"}
-    assert "gp-vl-init" in cfg.skipped["init (gp-vl, virl-vl)"]
+    assert set(cfg.skipped) == {"init (virl-l, gp-vl, virl-vl)", "sft-diverse (virl-l, gp-vl)", "sft-matched"}
+    assert "gp-vl-init" in cfg.skipped["init (virl-l, gp-vl, virl-vl)"]
     for name in ("sft", "rl"):
         assert cfg[name].path_for("gp-l") == str(home / "checkpoints" / f"gp-l-{name}")
         assert cfg[name].path_for("virl-l") == str(home / "checkpoints" / f"virl-l-{name}")

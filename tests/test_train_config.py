@@ -23,13 +23,10 @@ CHECKPOINTS = ROOT / "models" / "checkpoints"
 LEGACY = {
     "gp-vl-text": "the GP-L base of the first staged pipeline (flat rl_* fields, a base corpus since replaced), "
                   "kept as GP-VL's language model",
-    "virl-l-rl": "GRPO before per-call credit, the KL penalty, unfinished-reply charges and early stopping "
+    "virl-l-pair-rl": "GRPO before per-call credit, the KL penalty, unfinished-reply charges and early stopping "
                  "(its record has none of those fields)",
 }
-LEGACY_FINDINGS = {
-    "virl-l": "the V-IRL-L pipeline run of the first staged pipeline (flat rl_* fields); its checkpoints are not "
-              "shipped",
-}
+LEGACY_FINDINGS: dict[str, str] = {}   # (none now: the V-IRL-L run of the first pipeline was replaced)
 
 
 def _records():
@@ -88,7 +85,7 @@ def test_legacy_records_are_named_and_recognised():
     records = dict(_records())
     with pytest.raises(ValueError, match="older pipeline"):
         PipelineConfig.from_dict(records["gp-vl-text"]["config"])
-    old = records["virl-l-rl"]["config"]
+    old = records["virl-l-pair-rl"]["config"]
     preset = asdict(GRPOConfig.for_task("virl-l"))
     assert {k: v for k, v in preset.items() if k in old} == {k: tuple(v) if isinstance(v, list) else v
                                                             for k, v in old.items()}
@@ -151,7 +148,7 @@ def test_the_pairs_commands_print_their_config(capsys):
     from app.cli import main
 
     assert main(["train", "sft", "--task", "virl-l", "--print-config"]) == 0
-    recorded = json.loads((CHECKPOINTS / "virl-l-sft" / "training.json").read_text())["config"]
+    recorded = json.loads((CHECKPOINTS / "virl-l-pair-sft" / "training.json").read_text())["config"]
     assert json.loads(capsys.readouterr().out) == recorded
     assert main(["train", "rl", "--task", "gp-l", "--quick", "--print-config"]) == 0
     assert GRPOConfig.from_dict(json.loads(capsys.readouterr().out)) == GRPOConfig.for_task("gp-l", quick=True)

@@ -244,8 +244,8 @@ class VirlLanguage(VirlTask):
                       "streets": "held-out streets"},
         ood="relative actions", instances="episodes",
         stage_notes={**COMMON_STAGE_NOTES,
-                     "base": "the stand-in for pretraining: walks 8 synthetic cities under both action spaces "
-                             "(never a Helsinki route)",
+                     "base": "the stand-in for pretraining: walks 96 synthetic towns under both action spaces "
+                             "(never a Helsinki route or name)",
                      "sft": "continued SFT on ID expert actions (Helsinki routes, compass actions)",
                      "sft-diverse": "SFT from Init on ID actions mixed with other-city walks under both action "
                                     "spaces (after the rebuttal, arXiv 2510.00237)"},
@@ -254,14 +254,14 @@ class VirlLanguage(VirlTask):
               "face north, east, ...). The test is a rule neither has seen: the same routes with relative "
               "actions instead of compass actions (turn left, turn right). The score is per-step accuracy: the "
               "share of the model's actions that were correct.",
-        base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on walks through 8 "
-                  "synthetic cities (Helsinki's streets rotated and renamed) under both action spaces, never on a "
-                  "Helsinki route, reads the action-space line: {id} with compass actions, {ood} with relative "
-                  "actions on the Helsinki routes.",
+        base_line="Our stand-in for a pretrained model, a tiny model trained from scratch on walks through 96 "
+                  "synthetic towns (every street and place named afresh) under both action spaces, never on a "
+                  "Helsinki route: {id} with compass actions, {ood} with relative actions on the Helsinki routes.",
         split_line="With compass actions / with relative actions: ",
         diverse_line="The rebuttal: SFT on ID actions mixed with other-city walks under both action spaces "
                      "(SFT-diverse) vs plain SFT with relative actions: {diff} ± {se}. Whether SFT forgets "
-                     "depends on what it is trained on.")
+                     "depends on what it is trained on.",
+        more_ood={"streets": "held-out streets"})
     paper = ({"metric": "per-step accuracy", "split": "rule-ood", "source": "paper §5.1, Fig. 6",
               "values": {"init": 0.808, "sft": 0.013, "rl": 0.918}},)
 

@@ -242,7 +242,7 @@ def virl_model_card(path: Path, rec: dict[str, Any], evaluation: dict | None, *,
     else:
         k, first, last = _rollout_trend(rec, ("mean_return", "success", "per_step_accuracy"))
         lines += [
-            "| init | the tiny SFT checkpoint (`virl-l-sft`) |",
+            "| init | the tiny SFT checkpoint (`virl-l-pair-sft`) |",
             f"| algorithm | GRPO, {rec.get('updates', '?')} updates × {cfg.get('hands_per_update', '?')} training "
             f"episodes × {cfg.get('group_size', '?')} rollouts each, {cfg.get('epochs', '?')} epochs, clip "
             f"{cfg.get('clip', '?')}, Adam LR {cfg.get('lr', '?')}, no KL |",

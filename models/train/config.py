@@ -458,9 +458,12 @@ def _vision_rl() -> GRPOConfig:
     return replace(_text_rl(), updates=36, hands_per_update=8, group_size=6, max_new_tokens=48)
 
 
-# the shipped GP-VL records name its language model by the path it had then (commit 441b60e moved
-# the same checkpoint to models/checkpoints/gp-vl-text)
-TEXT_FROM_MOVED = {"models/checkpoints/gp-l-base": "models/checkpoints/gp-vl-text"}
+# shipped vision records name their language model by the path it had then: commit 441b60e moved
+# GP-VL's to models/checkpoints/gp-vl-text; V-IRL-VL's (the old V-IRL-L pair's SFT) moved to
+# models/checkpoints/virl-l-pair-sft when the pipeline's V-IRL-L stages took the virl-l-<stage> names
+# (a vision run grafted from the new stages names them by their own paths, e.g. virl-l-init)
+TEXT_FROM_MOVED = {"models/checkpoints/gp-l-base": "models/checkpoints/gp-vl-text",
+                   "models/checkpoints/virl-l-sft": "models/checkpoints/virl-l-pair-sft"}
 # older vision records' flat RL fields -> `GRPOConfig` fields
 _FLAT_RL = {"rl_updates": "updates", "rl_hands": "hands_per_update", "rl_group": "group_size",
             "rl_verify_iter": "verify_iter", "rl_lr": "lr", "rl_epochs": "epochs", "rl_max_new_tokens": "max_new_tokens"}

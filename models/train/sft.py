@@ -17,11 +17,11 @@ seconds-long variant the tests use.
 
 The pair stays its own entry point (`sftvsrl train sft` / `train rl --init`), not a preset of the
 pipeline: its tokenizer corpus, expert data, batching, loss and record differ from every
-pipeline stage, and the shipped `virl-l-sft` / `virl-l-rl` are its checkpoints. It shares the
+pipeline stage, and the shipped `virl-l-pair-sft` / `virl-l-pair-rl` are its checkpoints. It shares the
 loop (`fit`), the GRPO (`models.train.grpo`) and the preset mechanism.
 
     sftvsrl train sft --task gp-l --out models/checkpoints/gp-l-sft
-    sftvsrl train sft --task virl-l --out models/checkpoints/virl-l-sft
+    sftvsrl train sft --task virl-l --out models/checkpoints/virl-l-pair-sft
     sftvsrl train sft --task virl-l --print-config
 """
 from __future__ import annotations

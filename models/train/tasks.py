@@ -227,9 +227,13 @@ class VirlLTraining(TrainingTask):
     # so a Helsinki name is split into pieces the base trained on (never a token it never saw). The
     # base learns the whole text (prompt and answer, `base_prompt_loss`): on the answers alone the
     # compass words' tied embeddings collapsed to one vector and no base copied them (docs/findings.md).
+    # Later stages start from the base's step-1,200 snapshot: Init from the final base walks 98 % of
+    # ID steps (no room for RL to learn), from step 1,200 85 %, from step 600 17 % (docs/findings.md).
     pipeline = (dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, vocab_size=2048,
-                     base_steps=2400, base_batch=24, base_lr=2e-3, base_prompt_loss=True, init_steps=8, init_lr=2e-4,
-                     sft_steps=400, sft_batch=24, sft_lr=5e-4, eval_n=240, curve_n=24,
+                     base_steps=2400, base_batch=24, base_lr=2e-3, base_prompt_loss=True, base_snapshot=1200,
+                     init_steps=8, init_lr=2e-4,
+                     sft_steps=400, sft_batch=24, sft_lr=5e-4,
+                     eval_n=96, curve_n=16,   # ~580 scored steps a split (SE ~1.3 points); 3 seeds: ~20 min on 2 cores
                      rl=dict(updates=30, hands_per_update=8, group_size=6, verify_iter=2, lr=1e-4,
                              max_new_tokens=80)),
                 dict(vocab_size=900, base_prompt_loss=True, rl=dict(verify_iter=2, max_new_tokens=40)))
@@ -380,10 +384,10 @@ class VirlVLTraining(VisionTraining):
 
     name, label = VirlVision.name, "V-IRL-VL"
     stages = ("init", "sft", "rl")
-    pipeline = (dict(text_from="models/checkpoints/virl-l-sft", patch_size=16, vision_hidden=64, init_steps=30,
+    pipeline = (dict(text_from="models/checkpoints/virl-l-pair-sft", patch_size=16, vision_hidden=64, init_steps=30,
                      init_lr=5e-4, init_warmup_steps=5, sft_batch=8, sft_steps=120, warmup_steps=10, eval_n=48,
                      rl=dict(verify_iter=2, updates=30, hands_per_update=4, group_size=4, max_new_tokens=64)),
-                dict(text_from="models/checkpoints/virl-l-sft", init_steps=2, sft_steps=2, eval_n=2,
+                dict(text_from="models/checkpoints/virl-l-pair-sft", init_steps=2, sft_steps=2, eval_n=2,
                      rl=dict(verify_iter=2)))
     card_model = (
         "`MllamaForConditionalGeneration` (`models.tiny.build_tiny_mllama`) trained on a CPU by the vision pipeline "
