@@ -87,6 +87,34 @@ def test_training_inputs_equal_the_processors(quick_run):
     assert torch.allclose(composed, codec.pixels(table_image(slots))["pixel_values"], atol=1e-5)
 
 
+def test_the_pixel_cache_keeps_no_image_alive(quick_run):
+    """`ChatCodec.pixels` caches an image's tensors only while the image lives: it once kept the
+    last 1,024 images alive, and full-resolution street-view grids (~17 MB each) took a V-IRL-VL
+    GRPO run to 23 GB (OOM-killed). A live image still hits the cache."""
+    import gc
+    import weakref
+
+    from PIL import Image
+
+    from models.train.common import load_checkpoint
+    from models.train.data import PIXEL_CACHE, ChatCodec
+
+    root, _, _ = quick_run
+    codec = ChatCodec(load_checkpoint(root / "sft")[1])
+    kept = Image.new("RGB", (64, 48), (200, 30, 30))
+    assert codec.pixels(kept) is codec.pixels(kept)            # a live image: one encoding
+    gone = Image.new("RGB", (96, 96), (10, 120, 10))
+    codec.pixels(gone)
+    ref = weakref.ref(gone)
+    del gone
+    gc.collect()
+    assert ref() is None and len(codec._pixels) == 1           # only the live image's entry is left
+    images = [Image.new("RGB", (8, 8), (i % 256, 0, 0)) for i in range(PIXEL_CACHE + 3)]
+    for im in images:
+        codec.pixels(im)
+    assert len(codec._pixels) == PIXEL_CACHE                   # bounded even while all live
+
+
 def test_quick_pipeline_records_and_cards(quick_run):
     root, records, findings = quick_run
     assert set(records) == {"base", "init", "sft", "rl", "sft-diverse"}

@@ -36,6 +36,7 @@ V-IRL-L (expert answers from the rail, `game.virl`):
 from __future__ import annotations
 
 import random
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -52,6 +53,7 @@ from ..prompts import feedback_text, gp_prompt, response_eqn, response_virl, vir
 from ..tiny import EOT, IMAGE, SPECIAL_TOKENS
 
 VIRL_TRAIN_SOURCE = DEFAULT_SOURCES["id"]             # the registry's in-distribution route set
+PIXEL_CACHE = 256    # `ChatCodec.pixels` entries (one 224-px tile's tensors: ~0.6 MB each)
 
 
 @lru_cache(maxsize=None)
@@ -359,18 +361,29 @@ class ChatCodec:
 
     def pixels(self, image) -> dict:
         """The image processor's tensors for one image (`pixel_values` [1, 1, tiles, 3, H, W],
-        `aspect_ratio_ids` [1, 1], `aspect_ratio_mask` [1, 1, tiles]); the last 1,024 images
-        are cached (a GP table is shown at every try of its episode)."""
-        hit = self._pixels.get(id(image))
-        if hit is not None and hit[0] is image:
-            self._pixels.move_to_end(id(image))
+        `aspect_ratio_ids` [1, 1], `aspect_ratio_mask` [1, 1, tiles]), cached while the image lives
+        (a GP table is shown at every try of its episode, a street-view grid to a whole GRPO group;
+        at most `PIXEL_CACHE` entries). The cache holds the image *weakly*: it once kept the last
+        1,024 images alive, and 1,024 full-resolution V-IRL grids (~17 MB each) took a vision GRPO
+        run to 23 GB and the OOM killer."""
+        key = id(image)
+        hit = self._pixels.get(key)
+        if hit is not None and hit[0]() is image:
+            self._pixels.move_to_end(key)
             return hit[1]
         from ..backends.local import to_pil
 
         out = self.image_processor(images=[[to_pil(image)]], return_tensors="pt")
         value = {k: out[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
-        self._pixels[id(image)] = (image, value)
-        if len(self._pixels) > 1024:
+        cache = self._pixels
+
+        def forget(ref, key=key) -> None:   # the image is gone: so is its entry (not a newer one's)
+            entry = cache.get(key)
+            if entry is not None and entry[0] is ref:
+                del cache[key]
+
+        self._pixels[key] = (weakref.ref(image, forget), value)
+        while len(self._pixels) > PIXEL_CACHE:
             self._pixels.popitem(last=False)
         return value
 
