@@ -275,7 +275,7 @@ class VirlVision(VirlTask):
         split_labels={"id": "absolute actions (ID)", "rule-ood": "relative actions (rule-OOD)",
                       "visual-ood": "held-out routes (visual-OOD)"},
         ood="relative actions", instances="episodes",
-        stage_notes={"init": "the V-IRL-L SFT model given a vision encoder, then a short SFT on ID street-view "
+        stage_notes={"init": "the V-IRL-L Init given a vision encoder, then a short SFT on ID street-view "
                              "grids (absolute actions)",
                      "sft": "continued SFT on ID expert actions from the 2×2 street-view grid",
                      "rl": "GRPO on ID routes from Init, from the street-view grid, with the verifier's feedback"},

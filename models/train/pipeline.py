@@ -763,7 +763,8 @@ def write_stage_cards(root: "str | Path", findings: dict[str, Any]) -> None:
 
 
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "chat_template.jinja", "training.json", "README.md")
+                 "tokenizer_config.json", "chat_template.jinja", "training.json", "README.md",
+                 "processor_config.json")   # (a vision checkpoint's image processor)
 
 
 def ship_pipeline(root: "str | Path", dest: "str | Path") -> list[Path]:

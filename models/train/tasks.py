@@ -376,18 +376,18 @@ class GPVLTraining(VisionTraining):
 
 
 class VirlVLTraining(VisionTraining):
-    """V-IRL-VL: the shipped V-IRL-L SFT checkpoint is the language model (there is no V-IRL-L base
-    checkpoint to start from), no visual pretraining and no base or SFT-diverse stage; Init and SFT
+    """V-IRL-VL: the shipped V-IRL-L Init (the pipeline's base, then a short ID SFT; it knows both
+    action spaces) is the language model, no visual pretraining and no base or SFT-diverse stage; Init and SFT
     on expert single-turn pairs of registry training episodes, RL on the ID task (absolute actions).
     Its street-view grids cost seconds each to draw, so its stages are short and RL plays few,
     small groups (2 tries per position, as the paper)."""
 
     name, label = VirlVision.name, "V-IRL-VL"
     stages = ("init", "sft", "rl")
-    pipeline = (dict(text_from="models/checkpoints/virl-l-pair-sft", patch_size=16, vision_hidden=64, init_steps=30,
+    pipeline = (dict(text_from="models/checkpoints/virl-l-init", patch_size=16, vision_hidden=64, init_steps=30,
                      init_lr=5e-4, init_warmup_steps=5, sft_batch=8, sft_steps=120, warmup_steps=10, eval_n=48,
                      rl=dict(verify_iter=2, updates=30, hands_per_update=4, group_size=4, max_new_tokens=64)),
-                dict(text_from="models/checkpoints/virl-l-pair-sft", init_steps=2, sft_steps=2, eval_n=2,
+                dict(text_from="models/checkpoints/virl-l-init", init_steps=2, sft_steps=2, eval_n=2,
                      rl=dict(verify_iter=2)))
     card_model = (
         "`MllamaForConditionalGeneration` (`models.tiny.build_tiny_mllama`) trained on a CPU by the vision pipeline "
@@ -396,7 +396,7 @@ class VirlVLTraining(VisionTraining):
         "history has no landmark text.")
     stage_text = {
         "init": ("Init",
-                 "the shipped V-IRL-L SFT checkpoint (`{text_from}`) as its language model, cross-attention layers at "
+                 "the shipped V-IRL-L Init (`{text_from}`: the V-IRL-L base, then a short ID SFT) as its language model, cross-attention layers at "
                  "{cross_attention_layers} and a fresh {vision_layers}+{vision_global_layers}-layer vision encoder "
                  "({image_size}-px tile), then {init_examples:,} V-IRL-VL expert single-turn pairs (the paper's VL "
                  "prompt at every rail position of training episodes on the bundled Helsinki routes, absolute actions, "
