@@ -458,12 +458,11 @@ def _vision_rl() -> GRPOConfig:
     return replace(_text_rl(), updates=36, hands_per_update=8, group_size=6, max_new_tokens=48)
 
 
-# shipped vision records name their language model by the path it had then: commit 441b60e moved
-# GP-VL's to models/checkpoints/gp-vl-text; V-IRL-VL's (the old V-IRL-L pair's SFT) moved to
-# models/checkpoints/virl-l-pair-sft when the pipeline's V-IRL-L stages took the virl-l-<stage> names
-# (a vision run grafted from the new stages names them by their own paths, e.g. virl-l-init)
-TEXT_FROM_MOVED = {"models/checkpoints/gp-l-base": "models/checkpoints/gp-vl-text",
-                   "models/checkpoints/virl-l-sft": "models/checkpoints/virl-l-pair-sft"}
+# the shipped GP-VL records name its language model by the path it had then (commit 441b60e moved
+# the same checkpoint to models/checkpoints/gp-vl-text). (`models/checkpoints/virl-l-sft` is not
+# mapped: it named the first V-IRL-L pair's SFT in V-IRL-VL records that no longer ship, and names
+# the pipeline's V-IRL-L SFT now.)
+TEXT_FROM_MOVED = {"models/checkpoints/gp-l-base": "models/checkpoints/gp-vl-text"}
 # older vision records' flat RL fields -> `GRPOConfig` fields
 _FLAT_RL = {"rl_updates": "updates", "rl_hands": "hands_per_update", "rl_group": "group_size",
             "rl_verify_iter": "verify_iter", "rl_lr": "lr", "rl_epochs": "epochs", "rl_max_new_tokens": "max_new_tokens"}
