@@ -39,7 +39,7 @@ import hashlib
 import json
 import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
@@ -565,7 +565,7 @@ def replay(instance: Instance, outputs: list[str]) -> tuple[list[dict], bool, bo
         messages = conv.messages_for(session.prompt())
         result = session.step(text)
         conv.record(text, result.feedback)
-        steps.append(asdict(StepRecord(**asdict(result), output=text, timing={}, prompt=messages)))
+        steps.append(StepRecord.of(result, text, prompt=messages).to_dict())
     if not session.done:
         raise FindingsError(f"{instance.key}: the stored replies end before the episode does")
     return steps, bool(session.success), session.exact_success

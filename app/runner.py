@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from models.backends.base import Completion, TextDelta, in_session
@@ -281,7 +281,7 @@ async def play(participant, instance: Instance, store: Store, *, group_id: str |
             text = instance.spec.person_reply(session, final.text) if kind == "human" else final.text
             result = await asyncio.to_thread(session.step, text)
             conv.record(text, result.feedback)
-            step = asdict(StepRecord(**asdict(result), output=text, timing=_timing(final), prompt=messages))
+            step = StepRecord.of(result, text, timing=_timing(final), prompt=messages).to_dict()
             store.add_step(episode_id, step)  # committed before it is reported
             n_steps += 1
             step.pop("prompt")

@@ -166,6 +166,13 @@ def test_chat_reset_rule():
     h2 = next_chat(h, "P2", verify_info="x.", last_reply="R")
     assert h2[0] == user_message("P", image=True) and h2[2]["content"][0]["text"] == FEEDBACK_PREFIX + "x."
     assert len(h) == 1  # inputs are not mutated
+    h2[0]["content"][1]["text"] = "changed"
+    h2[0]["content"].append({"type": "image"})
+    assert h[0] == user_message("P", image=True)  # and share nothing with the new list
+    nested = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a"}}]}]
+    copied = next_chat(nested, "P", verify_info="x.", last_reply="R")
+    copied[0]["content"][0]["image_url"]["url"] = "b"
+    assert nested[0]["content"][0]["image_url"]["url"] == "a"
 
 
 def test_paper_decoding_defaults():

@@ -3,6 +3,7 @@ seeded instance streams, sessions, the person's-move reply, metrics, and the imp
 from __future__ import annotations
 
 import ast
+import copy
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,34 @@ def test_sessions_play_both_families_through_one_interface():
             s.step("nonsense")
         assert not s.success and s.outcome in ("step_limit", "budget_exceeded")
         assert all(r.outcome in get_task(task).outcomes for r in s.results)
+
+
+def test_a_step_record_as_stored_is_asdict_and_shares_nothing_with_the_session():
+    """`StepRecord.to_dict` skips `asdict`'s deep copy: the same dict, for replies that win, lose
+    and cannot be read on every task, and no part of it is the session's own live state."""
+    import dataclasses
+
+    from game.tasks import StepRecord
+    from models.chat import Conversation
+
+    for task in TASKS:
+        for inst in instances(task, "id", 2):
+            s, conv = open_session(inst), Conversation(image=get_task(task).vision)
+            replies = iter([s.episode.oracle_reply() if hasattr(s.episode, "oracle_reply") else "{}", "nonsense",
+                            '{"formula": "1+2"}'] + ["nonsense"] * 40)
+            records = []
+            while not s.done:
+                messages = conv.messages_for(s.prompt())
+                text = next(replies)
+                r = s.step(text)
+                conv.record(text, r.feedback)
+                step = StepRecord.of(r, text, timing={"s": 1.0}, prompt=messages).to_dict()
+                assert step == dataclasses.asdict(StepRecord(**dataclasses.asdict(r), output=text, timing={"s": 1.0},
+                                                             prompt=messages))
+                records.append(copy.deepcopy(step))
+                step["parsed"]["x"] = step["state"]["x"] = 1   # the record is the caller's to keep or change
+            assert [r.parsed for r in s.results] == [x["parsed"] for x in records]
+            assert [r.state for r in s.results] == [x["state"] for x in records]
 
 
 def test_person_move_replies():

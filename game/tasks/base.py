@@ -10,7 +10,7 @@ exist, does the source open) raises it when the session is opened.
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from itertools import islice
 from typing import Any, ClassVar, Iterator
@@ -157,6 +157,33 @@ class StepRecord(StepResult):
     output: str = ""
     timing: dict = field(default_factory=dict)
     prompt: list | None = None
+
+    @classmethod
+    def of(cls, result: StepResult, output: str, *, timing: dict | None = None,
+           prompt: list | None = None) -> "StepRecord":
+        """The record of `result`, the call that graded `output`."""
+        return cls(**{f.name: getattr(result, f.name) for f in fields(StepResult)}, output=output,
+                   timing=timing if timing is not None else {}, prompt=prompt)
+
+    def to_dict(self) -> dict:
+        """The record as the store and the `step` event take it: `dataclasses.asdict`, sharing no
+        mutable part with the session or the chat, without `asdict`'s generic deep copy (measured:
+        half of a findings import's time went to it). `tests/test_tasks_protocol.py` checks the
+        equality with `asdict` on every task."""
+        return {f.name: plain_copy(getattr(self, f.name)) for f in fields(self)}
+
+
+def plain_copy(value):
+    """A copy of JSON-like data (dicts, lists, tuples, scalars; a dataclass becomes its `asdict`)."""
+    if isinstance(value, dict):
+        return {k: plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_copy(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain_copy(v) for v in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
 
 
 @dataclass(frozen=True)
