@@ -4,8 +4,9 @@ configuration that serves the pipeline's stages.
 The fixtures `tests/fixtures/findings/{gp-l,virl-l}/` are the real output of `sftvsrl train
 pipeline --task <task> --quick` (findings.json and episodes.jsonl.gz, 6 episodes per stage and
 split; V-IRL-L's untrained quick stages act correctly nowhere);
-`tests/fixtures/findings-checkpoints/virl-l/` is `evaluate_stages` on the shipped V-IRL-L SFT and RL
-checkpoints (correct actions in distribution; its README says how it was made).
+`tests/fixtures/findings-checkpoints/virl-l/` is `evaluate_stages` on trained V-IRL-L SFT and RL
+checkpoints (the first V-IRL-L pair's, since removed: correct actions in distribution; its README
+says how it was made).
 `test_pipeline.py::test_train_pipeline_quick_end_to_end` imports a freshly produced GP-L one too."""
 from __future__ import annotations
 
@@ -278,7 +279,7 @@ def test_the_value_is_the_headline_and_success_the_fallback():
     assert [b.value for b in fd.bars(old)] == [0.25] and old.metric == "success_rate"
 
 
-@pytest.mark.parametrize("folder", [FIXTURE, CHECKPOINTS_FIXTURE], ids=["quick-pipeline", "shipped-checkpoints"])
+@pytest.mark.parametrize("folder", [FIXTURE, CHECKPOINTS_FIXTURE], ids=["quick-pipeline", "trained-checkpoints"])
 def test_virl_import_reproduces_the_per_step_table(store, folder):
     """V-IRL-L episodes replay through the registry into one run whose per-stage, per-split
     per-step accuracy (and its step counts, episode success, first-try success) equals the table."""

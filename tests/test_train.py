@@ -1,9 +1,13 @@
-"""The tiny-checkpoint training code: `--quick` SFT then RL end to end through the CLI, the result
-loaded by the `local` backend and graded by the verifier; data, tokenizer and GRPO pieces."""
+"""The training code outside the staged pipeline's own tests: `sftvsrl train rl --quick` (the
+pipeline's GRPO from any checkpoint) end to end through the CLI, the result loaded by the `local`
+backend and graded by the verifier; the SFT loop's seeding; GP-L expert answers, the pipeline's
+compact tokenizer and the verifier's feedback texts; GRPO's group advantages; a shipped checkpoint
+solving a hand."""
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,41 +16,42 @@ torch = pytest.importorskip("torch")
 
 from app.cli import main  # noqa: E402
 from game.gp.cards import Rule  # noqa: E402
-from game.gp.deal import Deal  # noqa: E402
+from game.gp.deal import Deal, DealConfig, Dealer  # noqa: E402
 from game.gp.verifier import verify  # noqa: E402
 from models.prompts import gp_prompt, response_eqn  # noqa: E402
-from models.train.data import expert_answer, expert_formula, sft_pairs  # noqa: E402
+from models.train.data import expert_answer, expert_formula  # noqa: E402
 from models.train.grpo import group_advantages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def quick_pair(tmp_path_factory):
-    """`sftvsrl train sft --quick` then `sftvsrl train rl --quick --init <sft>`."""
-    base = tmp_path_factory.mktemp("train")
-    sft, rl = base / "sft", base / "rl"
-    assert main(["train", "sft", "--task", "gp-l", "--quick", "--out", str(sft), "--no-progress"]) == 0
-    assert main(["train", "rl", "--task", "gp-l", "--quick", "--init", str(sft), "--out", str(rl), "--no-progress"]) == 0
-    return sft, rl
+def quick_rl(tmp_path_factory, tiny_llama_dir):
+    """`sftvsrl train rl --task gp-l --quick --init <a tiny random checkpoint>`."""
+    out = tmp_path_factory.mktemp("train") / "rl"
+    assert main(["train", "rl", "--task", "gp-l", "--quick", "--init", str(tiny_llama_dir), "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
 
 
-def test_quick_sft_and_rl_write_hf_checkpoints(quick_pair):
-    for path, kind in zip(quick_pair, ("sft", "rl")):
-        for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json"):
-            assert (path / name).is_file(), name
-        record = json.loads((path / "training.json").read_text())
-        assert record["kind"] == kind and record["task"] == "gp-l"
-    rl = json.loads((quick_pair[1] / "training.json").read_text())
-    assert rl["algorithm"] == "grpo" and rl["updates"] == 2 and rl["calls"] >= rl["episodes"]
+def test_quick_rl_writes_an_hf_checkpoint_with_the_pipelines_rl_config(quick_rl, tiny_llama_dir):
+    from models.train.config import rl_config
+
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json"):
+        assert (quick_rl / name).is_file(), name
+    record = json.loads((quick_rl / "training.json").read_text())
+    assert record["kind"] == "rl" and record["task"] == "gp-l" and record["algorithm"] == "grpo"
+    assert record["init"] == str(tiny_llama_dir)
+    assert record["config"] == json.loads(json.dumps(asdict(rl_config("gp-l", quick=True))))
+    assert record["updates"] == 2 and record["calls"] >= record["episodes"]
 
 
-def test_quick_rl_checkpoint_answers_through_local_backend(quick_pair):
+def test_quick_rl_checkpoint_answers_through_local_backend(quick_rl):
     from models.backends.local import LocalBackend
     from models.chat import gp_chat
     from models.decoding import DecodingSettings
 
-    backend = LocalBackend(name="tiny-rl", path=str(quick_pair[1]))
+    backend = LocalBackend(name="tiny-rl", path=str(quick_rl))
     cards = ["K", "5", "10", "A"]
     done = asyncio.run(backend.complete(gp_chat(gp_prompt(cards, Rule.FACE10)), (),
                                         DecodingSettings(max_tokens=40, temperature=0.0)))
@@ -55,23 +60,41 @@ def test_quick_rl_checkpoint_answers_through_local_backend(quick_pair):
     assert verdict.verify_info.endswith(".")  # graded (whatever a seconds-old model says)
 
 
-def test_sft_training_is_seeded(tmp_path):
-    from models.train.sft import SFTConfig, train_sft
+def test_sft_loop_is_seeded(tiny_llama_dir):
+    """The one SFT loop (`fit` over `TextBatches`) is a function of its seed: the same data order,
+    losses and weights."""
+    from models.train.common import load_checkpoint, setup_torch
+    from models.train.data import ChatCodec
+    from models.train.gp_corpus import id_examples
+    from models.train.sft import TextBatches, fit
 
-    a = train_sft(SFTConfig.quick(seed=3), tmp_path / "a", progress=False)
-    b = train_sft(SFTConfig.quick(seed=3), tmp_path / "b", progress=False)
-    assert a["loss_curve"] == b["loss_curve"]
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    pairs = id_examples(32, 3)
+    runs = []
+    for _ in range(2):
+        setup_torch(3, 1)
+        model, tok = load_checkpoint(tiny_llama_dir)
+        batches = TextBatches.from_pairs(ChatCodec(tok), pairs, 8, 3)
+        losses = fit(model, batches, steps=len(batches), lr=3e-3, warmup_steps=1, min_lr_ratio=0.1,
+                     weight_decay=0.01, grad_clip=1.0, desc="sft", progress=False)
+        runs.append((losses, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    (a, weights_a), (b, weights_b) = runs
+    assert len(a) == 4 and a == b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
 def test_expert_answers_are_canonical_and_graded_correct():
     # one formula per value multiset, whatever the dealing order
     assert expert_formula([10, 5, 10, 1]) == expert_formula([1, 10, 5, 10])
-    for pair in sft_pairs(40, seed=7):
-        assert pair.prompt == gp_prompt(pair.deal.labels, Rule.FACE10)
-        verdict = verify(pair.answer, pair.deal.numbers(Rule.FACE10))
-        assert verdict.reward == 5.0 and pair.answer.startswith("\n{\n  \"cards\": ")
-        assert "=24\"," in pair.answer
+    dealer, checked = Dealer(7, DealConfig(rule=Rule.FACE10)), 0
+    while checked < 40:
+        deal = dealer.next()
+        answer = expert_answer(deal)
+        if answer is None:  # e.g. [3, 3, 8, 8]: no formula passes the float check
+            continue
+        verdict = verify(answer, deal.numbers(Rule.FACE10))
+        assert verdict.reward == 5.0 and answer.startswith("\n{\n  \"cards\": ")
+        assert "=24\"," in answer
+        checked += 1
     # no float-exact solution: no expert answer (the paper's [3, 3, 8, 8] case)
     assert expert_answer(Deal.from_labels(["3", "3", "8", "8"])) is None
 
@@ -84,10 +107,11 @@ def test_answer_layout_is_response_eqn():
 
 
 def test_compact_tokenizer_keeps_cards_and_numbers_whole():
-    from models.train.data import gp_corpus
-    from models.tiny import train_tokenizer
+    """The GP-L pipeline's tokenizer (`build_tokenizer`: compact pre-split) keeps cards, numbers
+    and the target as single pieces, and decodes what it encodes."""
+    from models.train.pipeline import PipelineConfig, build_tokenizer
 
-    tok = train_tokenizer(gp_corpus(0, 120), 900, compact=True)
+    tok = build_tokenizer(PipelineConfig.for_task("gp-l", quick=True))
     text = gp_prompt(["K", "5", "10", "A"], Rule.FACE10) + expert_answer(Deal.from_labels(["K", "5", "10", "A"]))
     pieces = tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
     for piece in ("'K'", "'10'", "'A'", "24", "10"):
@@ -120,24 +144,3 @@ def test_shipped_sft_checkpoint_solves_a_hand():
     model, tok = load_checkpoint(ROOT / "models" / "checkpoints" / "gp-l-sft")
     result = evaluate_gp(model, tok, "id", 8, temperature=0)
     assert result["success"] > 0 and result["episodes"] == len(result["successes"]) == 8
-
-
-def test_evaluation_table_and_cards_come_from_the_protocol(quick_pair):
-    """`train table`'s pieces: the protocol's splits and metrics per row, the paired comparison,
-    and model cards that name the command that made the table."""
-    from game import protocol
-    from models.train.card import evaluation_table, table_markdown, write_cards, write_eval
-
-    sft, rl = quick_pair
-    table = evaluation_table(sft, rl, 3, progress=False, rows=("sft", "rl"))
-    assert set(table) == {"sft", "rl"} and tuple(table["sft"]) == protocol.splits("gp-l") == ("id", "rule-ood", "reworded")
-    row = table["rl"]["rule-ood"]
-    assert row["episodes"] == len(row["successes"]) == 3 and row["task"] == "gp-l"
-    assert row["first_instance"] == protocol.instances("gp-l", "rule-ood", 1)[0].key
-    text = table_markdown(table)
-    assert "| model | id success | id first-try | rule-ood success | rule-ood first-try |" in text
-    assert "`rule-ood`, sft vs rl (n = 3)" in text and "sftvsrl train table --task gp-l" in text
-    write_eval(table, sft, rl)
-    write_cards(sft, rl)
-    card = (rl / "README.md").read_text()
-    assert "## Evaluation" in card and f"sftvsrl train table --task gp-l --sft {sft} --rl {rl} --n 3" in card

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from models.train.config import (LINEAGE, GRPOConfig, PipelineConfig, SFTConfig, VisionConfig, config_for, docs,
-                                 pipeline_config)
+from models.train.config import (LINEAGE, GRPOConfig, PipelineConfig, VisionConfig, config_for, docs, pipeline_config,
+                                 rl_config)
 from models.train.tasks import TRAINING, VISION_TRAINING
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,8 +23,6 @@ CHECKPOINTS = ROOT / "models" / "checkpoints"
 LEGACY = {
     "gp-vl-text": "the GP-L base of the first staged pipeline (flat rl_* fields, a base corpus since replaced), "
                   "kept as GP-VL's language model",
-    "virl-l-pair-rl": "GRPO before per-call credit, the KL penalty, unfinished-reply charges and early stopping "
-                 "(its record has none of those fields)",
 }
 LEGACY_FINDINGS: dict[str, str] = {}   # (none now: the V-IRL-L run of the first pipeline was replaced)
 
@@ -51,10 +49,7 @@ def test_every_shipped_checkpoint_is_trained_by_its_printed_config(name, record)
     GRPO config is the one its pipeline config gives for its seed."""
     staged = _staged(record)
     task = record["task"]
-    if staged is None:     # the V-IRL-L / GP-L pair (`train sft` / `train rl`)
-        cls = SFTConfig if record["kind"] == "sft" else GRPOConfig
-        assert cls.from_dict(record["config"]) == cls.for_task(task)
-        return
+    assert staged is not None, f"{name}: not a staged-pipeline record"
     data, stage = staged
     recorded = config_for(task).from_dict(data)
     printed = pipeline_config(task)
@@ -80,17 +75,11 @@ def test_every_shipped_findings_config_is_the_printed_one(task):
 
 
 def test_legacy_records_are_named_and_recognised():
-    """What the legacy records are: an older pipeline's config is refused with a reason, the old
-    GRPO record lacks exactly the fields added since and agrees with today's preset on the rest."""
+    """What the legacy records are: an older pipeline's config is refused with a reason."""
     records = dict(_records())
+    assert set(LEGACY) <= set(records)
     with pytest.raises(ValueError, match="older pipeline"):
         PipelineConfig.from_dict(records["gp-vl-text"]["config"])
-    old = records["virl-l-pair-rl"]["config"]
-    preset = asdict(GRPOConfig.for_task("virl-l"))
-    assert {k: v for k, v in preset.items() if k in old} == {k: tuple(v) if isinstance(v, list) else v
-                                                            for k, v in old.items()}
-    assert set(preset) - set(old) == {"gamma", "credit", "uniform", "kl_coef", "unfinished_reward", "val_hands",
-                                      "val_every", "val_min_delta", "patience"}
 
 
 def test_vision_records_flat_rl_fields_and_the_moved_text_model_parse():
@@ -118,7 +107,7 @@ def test_print_config_prints_the_resolved_config_of_every_task(task, capsys):
     assert all(f"{f.name} = " in out for f in fields(config_for(task)))
 
 
-@pytest.mark.parametrize("cls", [PipelineConfig, VisionConfig, GRPOConfig, SFTConfig])
+@pytest.mark.parametrize("cls", [PipelineConfig, VisionConfig, GRPOConfig])
 def test_every_hyper_parameter_is_documented_where_declared(cls):
     """CleanRL's standard: each field says what it means, and what reads it."""
     for name, text in docs(cls).items():
@@ -142,16 +131,19 @@ def test_one_preset_mechanism_reads_the_training_task():
         pipeline_config("nope")
 
 
-def test_the_pairs_commands_print_their_config(capsys):
-    """`train sft` / `train rl --print-config` print the pair's resolved config: the shipped
-    V-IRL-L SFT checkpoint's, field for field."""
+@pytest.mark.parametrize("task", list(TRAINING))
+def test_train_rl_prints_the_pipelines_rl_config(task, capsys):
+    """`train rl --print-config` prints the GRPO config of the task's pipeline RL stage for the
+    training seed, then the flags: `train rl` is that GRPO from any checkpoint."""
     from app.cli import main
 
-    assert main(["train", "sft", "--task", "virl-l", "--print-config"]) == 0
-    recorded = json.loads((CHECKPOINTS / "virl-l-pair-sft" / "training.json").read_text())["config"]
-    assert json.loads(capsys.readouterr().out) == recorded
-    assert main(["train", "rl", "--task", "gp-l", "--quick", "--print-config"]) == 0
-    assert GRPOConfig.from_dict(json.loads(capsys.readouterr().out)) == GRPOConfig.for_task("gp-l", quick=True)
+    assert main(["train", "rl", "--task", task, "--print-config"]) == 0
+    printed = GRPOConfig.from_dict(json.loads(capsys.readouterr().out))
+    assert printed == pipeline_config(task).grpo(0) == rl_config(task)
+    assert main(["train", "rl", "--task", task, "--quick", "--seed", "2", "--updates", "3", "--threads", "2",
+                 "--print-config"]) == 0
+    printed = GRPOConfig.from_dict(json.loads(capsys.readouterr().out))
+    assert printed == replace(pipeline_config(task, quick=True).grpo(2), updates=3, threads=2)
 
 
 def test_training_code_names_no_task():

@@ -1,6 +1,8 @@
-"""The tiny V-IRL-L pair: `--quick` SFT then RL end to end through the CLI, loaded by the `local`
-backend and graded by the verifier; the expert data against the rail; the V-IRL evaluation; the
-per-task checkpoint table of `models.toml` and how the app picks a checkpoint for a task."""
+"""V-IRL-L training outside the staged pipeline's own tests: `sftvsrl train rl --task virl-l --quick`
+(the pipeline's GRPO from any checkpoint) end to end through the CLI, loaded by the `local` backend
+and graded by the verifier; the expert data against the rail; the pipeline tokenizer's direction
+and action words; the V-IRL evaluation; the per-task checkpoint table of `models.toml` and how the
+app picks a checkpoint for a task."""
 from __future__ import annotations
 
 import asyncio
@@ -21,26 +23,20 @@ CHECKPOINTS = ROOT / "models" / "checkpoints"
 
 
 @pytest.fixture(scope="module")
-def quick_virl(tmp_path_factory):
-    """`sftvsrl train sft --task virl-l --quick` then `train rl --task virl-l --quick --init <sft>`."""
-    base = tmp_path_factory.mktemp("virl")
-    sft, rl = base / "sft", base / "rl"
-    assert main(["train", "sft", "--task", "virl-l", "--quick", "--out", str(sft), "--no-progress"]) == 0
-    assert main(["train", "rl", "--task", "virl-l", "--quick", "--init", str(sft), "--out", str(rl),
+def quick_virl(tmp_path_factory, tiny_llama_dir):
+    """`sftvsrl train rl --task virl-l --quick --init <a tiny random checkpoint>`."""
+    rl = tmp_path_factory.mktemp("virl") / "rl"
+    assert main(["train", "rl", "--task", "virl-l", "--quick", "--init", str(tiny_llama_dir), "--out", str(rl),
                  "--no-progress"]) == 0
-    return sft, rl
+    return rl
 
 
-def test_quick_virl_sft_and_rl_write_hf_checkpoints(quick_virl):
-    for path, kind in zip(quick_virl, ("sft", "rl")):
-        for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
-                     "chat_template.jinja"):
-            assert (path / name).is_file(), name
-        record = json.loads((path / "training.json").read_text())
-        assert record["kind"] == kind and record["task"] == "virl-l"
-    sft = json.loads((quick_virl[0] / "training.json").read_text())
-    assert sft["examples"] == sft["config"]["steps"] * sft["config"]["batch_size"] and sft["episodes"] >= 2
-    rl = json.loads((quick_virl[1] / "training.json").read_text())
+def test_quick_virl_rl_writes_an_hf_checkpoint(quick_virl):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
+                 "chat_template.jinja"):
+        assert (quick_virl / name).is_file(), name
+    rl = json.loads((quick_virl / "training.json").read_text())
+    assert rl["kind"] == "rl" and rl["task"] == "virl-l"
     assert rl["algorithm"] == "grpo" and rl["updates"] == 2 and rl["config"]["verify_iter"] == 2
     assert rl["calls"] >= rl["episodes"] and "per_step_accuracy" in rl["history"][0]
 
@@ -52,7 +48,7 @@ def test_quick_virl_rl_answers_a_virl_prompt_through_local_backend(quick_virl):
     from models.train.data import virl_prompt_of
 
     ep = virl_start(virl_data(), 5, seed=3)
-    backend = LocalBackend(name="tiny-virl-rl", path=str(quick_virl[1]))
+    backend = LocalBackend(name="tiny-virl-rl", path=str(quick_virl))
     messages = next_chat(None, virl_prompt_of(ep), verify_info=None)
     done = asyncio.run(backend.complete(messages, (), DecodingSettings(max_tokens=24, temperature=0.0)))
     assert done.error is None and done.completion_tokens > 0
@@ -61,7 +57,7 @@ def test_quick_virl_rl_answers_a_virl_prompt_through_local_backend(quick_virl):
 
 
 def test_wrong_task_init_is_refused(quick_virl, capsys):
-    assert main(["train", "rl", "--task", "gp-l", "--quick", "--init", str(quick_virl[0]), "--no-progress"]) == 2
+    assert main(["train", "rl", "--task", "gp-l", "--quick", "--init", str(quick_virl), "--no-progress"]) == 2
     assert "trained for virl-l" in capsys.readouterr().err
 
 
@@ -89,17 +85,20 @@ def test_expert_answers_follow_the_rail_and_are_graded_correct():
     assert virl_sft_pairs(30, seed=1) == sample  # seeded
 
 
-def test_virl_tokenizer_keeps_names_and_directions_whole():
-    from models.tiny import VIRL_SPLIT, train_tokenizer
-    from models.train.data import virl_corpus
+def test_virl_tokenizer_keeps_directions_and_actions_whole():
+    """The V-IRL-L pipeline's tokenizer (`build_tokenizer`: `VIRL_SPLIT`, trained on the synthetic
+    towns only) holds every compass word, left / right and the action names whole, and decodes a
+    Helsinki pair."""
+    from models.train.pipeline import PipelineConfig, build_tokenizer
 
-    tok = train_tokenizer(virl_corpus(0, 40), 900, compact=VIRL_SPLIT)
+    tok = build_tokenizer(PipelineConfig.for_task("virl-l", quick=True))
     pair = virl_episode_pairs(virl_data(), 3, 3)[-1]
     ids = tok(pair.prompt + pair.answer, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == pair.prompt + pair.answer
     pieces = tok.convert_ids_to_tokens(ids)
-    for piece in ("northeast", "southwest", "stop", "forward", "turn_direction"):
-        assert piece in tok.get_vocab()
+    for piece in ("north", "northeast", "east", "southeast", "south", "southwest", "west", "northwest", "left",
+                  "right", "stop", "forward", "turn_direction"):
+        assert piece in tok.get_vocab(), piece
     assert "stop" in pieces
 
 
@@ -114,23 +113,13 @@ def test_virl_evaluation_counts_calls_and_splits(quick_virl):
     assert [x.params["route"] for x in ood] == [x.params["route"] for x in idd] == [0, 1, 2]
     assert not ood[0].config.absolute_action and idd[0].config.absolute_action
     assert protocol.instances("virl-l", "streets", 1)[0].config.source == "bundled:helsinki-ood"
-    model, tok = load_checkpoint(quick_virl[0])
+    model, tok = load_checkpoint(quick_virl)
     r = evaluate(model, tok, "virl-l", "rule-ood", 3, temperature=0, max_new_tokens=16)
     assert r["episodes"] == 3 and r["steps"] >= 3 and 0.0 <= r["per_step_accuracy"] <= 1.0
     assert r["split"] == "rule-ood" and r["first_instance"] == ood[0].key and len(r["successes"]) == 3
     # an episode that never answers right ends after 2 graded calls and the wasted third
     assert r["steps"] == 3 * 3 or r["correct_steps"] > 0
     assert sum(r["outcomes"].values()) == r["steps"]
-
-
-def test_sft_config_per_task_defaults():
-    from models.train.sft import quick_config
-
-    full = quick_config(False, 0, task="virl-l")
-    assert full.task == "virl-l" and full.vocab_size == 2048
-    assert quick_config(False, 0).task == "gp-l" and quick_config(False, 0).vocab_size == 1024
-    with pytest.raises(ValueError):
-        quick_config(True, 0, task="virl-vl")
 
 
 # --- per-task checkpoints in models.toml -----------------------------------------------------
@@ -206,10 +195,10 @@ def test_pool_routes_players_by_task(tmp_path, tiny_llama_dir, quick_virl):
     from app.store import Store
     from game.tasks import Instance
 
-    text = f'[models.sft]\nbackend = "local"\n[models.sft.paths]\ngp-l = "{tiny_llama_dir}"\nvirl-l = "{quick_virl[0]}"\n'
+    text = f'[models.sft]\nbackend = "local"\n[models.sft.paths]\ngp-l = "{tiny_llama_dir}"\nvirl-l = "{quick_virl}"\n'
     pool = ModelPool(load_config(_write(tmp_path, text), env={}))
     gp, virl = pool.player("sft", task="gp-l"), pool.player("sft", task="virl-l")
-    assert Path(gp.backend.path) == Path(tiny_llama_dir) and Path(virl.backend.path) == quick_virl[0]
+    assert Path(gp.backend.path) == Path(tiny_llama_dir) and Path(virl.backend.path) == quick_virl
     assert pool.player("sft", task="virl-l").backend is virl.backend  # loaded once per checkpoint
     store = Store(f"sqlite:///{tmp_path / 'eps.db'}")
 

@@ -1,6 +1,7 @@
 """`sftvsrl train …`: train the tiny in-repo checkpoints on CPU and evaluate them with the paper's
-protocol — `train sft`, `train rl --init SFT`, `train eval CKPT…`, `train table --sft … --rl …`
-(evaluation table for init/SFT/RL, written into eval.json and each model card)."""
+protocol — `train pipeline` / `train vision` (the staged pipeline that makes every shipped
+checkpoint, its evaluation and shipping), `train rl --init CKPT` (the pipeline's GRPO from any
+checkpoint) and `train eval CKPT…` (the evaluation protocol, batched in-process)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from models.train.tasks import TRAINING, VISION_TRAINING
 
 from .errors import CliError
 
-TASKS = tuple(TRAINING)                                           # sft / rl / eval (text tasks)
+TASKS = tuple(TRAINING)                                           # rl / eval (text tasks)
 VISION = tuple(VISION_TRAINING)                                   # the vision tasks
 STAGED = TASKS + VISION                                           # the staged pipeline's tasks
 
@@ -22,26 +23,20 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help())
     tsub = p.add_subparsers(dest="train_command", metavar="COMMAND")
 
-    def common(q, out_default):
-        q.add_argument("--task", default=TASKS[0], help=" or ".join(TASKS))
-        q.add_argument("--quick", action="store_true", help="a seconds-long run (tests, smoke checks)")
-        q.add_argument("--out", default=None, help=f"output checkpoint directory (default: {out_default})")
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
-        q.add_argument("--no-progress", action="store_true", help="no progress bar")
-        q.add_argument("--print-config", action="store_true",
-                       help="print the fully resolved configuration (defaults + the task's preset) as JSON and exit")
-
-    s = tsub.add_parser("sft", help="supervised fine-tuning on expert single-turn answers (ID rule)")
-    common(s, "runs/<task>-sft")
-    s.add_argument("--steps", type=int, help="optimizer steps (default: the task's preset; 6 with --quick)")
-    s.add_argument("--batch-size", type=int)
-    s.set_defaults(func=_cmd_sft)
-
-    r = tsub.add_parser("rl", help="GRPO from an SFT checkpoint with the verifier's reward (multi-turn, ID rule)")
-    common(r, "runs/<task>-rl")
-    r.add_argument("--init", help="the SFT checkpoint directory (required to train)")
-    r.add_argument("--updates", type=int, help="GRPO updates (default 20; 2 with --quick)")
+    r = tsub.add_parser("rl", help="GRPO from any checkpoint with the task's pipeline RL settings (multi-turn, the "
+                                   "verifier's reward, ID training instances only)")
+    r.add_argument("--task", default=TASKS[0], help=" or ".join(TASKS))
+    r.add_argument("--init", help="the checkpoint directory to start from, e.g. a pipeline Init or SFT (required "
+                                  "to train)")
+    r.add_argument("--quick", action="store_true", help="the pipeline's --quick RL settings (tests, smoke checks)")
+    r.add_argument("--out", default=None, help="output checkpoint directory (default: runs/<task>-rl)")
+    r.add_argument("--updates", type=int, help="at most this many GRPO updates (default: the pipeline's RL stage's)")
+    r.add_argument("--seed", type=int, default=0, help="the training seed (the pipeline's seed-<k> RL run)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the pipeline's, 1)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved GRPO configuration (the task's pipeline RL stage, then these "
+                        "flags) as JSON and exit")
     r.set_defaults(func=_cmd_rl)
 
     e = tsub.add_parser("eval", help="the evaluation protocol (game.protocol), batched in-process: episode success, "
@@ -99,15 +94,6 @@ def register(sub) -> None:
     v.add_argument("--out", default=None, help="output directory (default: runs/vision/<task>)")
     v.set_defaults(func=_cmd_pipeline, out_root="runs/vision", workers=1, seeds=None, ship=None)
 
-    t = tsub.add_parser("table", help="evaluate init/SFT/RL, write eval.json and the model cards")
-    t.add_argument("--task", default=None, help="checked against the SFT checkpoint's training.json")
-    t.add_argument("--sft", required=True)
-    t.add_argument("--rl")
-    t.add_argument("--n", type=int, default=500)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--no-progress", action="store_true")
-    t.set_defaults(func=_cmd_table)
-
 
 def _task(args) -> str:
     if args.task not in TASKS:
@@ -115,47 +101,25 @@ def _task(args) -> str:
     return args.task
 
 
-def _threads(args) -> dict:
-    return {"threads": args.threads} if args.threads else {}
-
-
-def _print_config(cfg) -> int:
+def _cmd_rl(args) -> int:
     from dataclasses import asdict
 
-    print(json.dumps(asdict(cfg), indent=2))
-    return 0
-
-
-def _cmd_sft(args) -> int:
-    from models.train.sft import quick_config, train_sft
+    from models.train.common import read_record
+    from models.train.config import rl_config
+    from models.train.grpo import train_grpo
 
     task = _task(args)
-    cfg = quick_config(args.quick, args.seed, task=task, steps=args.steps, batch_size=args.batch_size, **_threads(args))
+    cfg = rl_config(task, quick=args.quick, seed=args.seed, threads=args.threads, updates=args.updates)
     if args.print_config:
-        return _print_config(cfg)
-    out = args.out or f"runs/{task}-sft{'-quick' if args.quick else ''}"
-    rec = train_sft(cfg, out, progress=not args.no_progress)
-    print(f"saved {out}: {rec['parameters']:,} parameters, {rec['steps']} steps in {rec['train_s']} s "
-          f"({rec['steps_per_s']} steps/s), final loss {rec['final_loss']:.4f}, wall {rec['wall_s']} s")
-    return 0
-
-
-def _cmd_rl(args) -> int:
-    from models.train.grpo import quick_config, train_grpo
-
-    task = _task(args)
-    if args.print_config:
-        return _print_config(quick_config(args.quick, args.seed, task=task, updates=args.updates, **_threads(args)))
+        print(json.dumps(asdict(cfg), indent=2))
+        return 0
     if not args.init:
-        raise CliError("train rl needs --init (the SFT checkpoint directory)")
+        raise CliError("train rl needs --init (the checkpoint directory to start from)")
     if not (Path(args.init) / "config.json").is_file():
         raise CliError(f"no checkpoint at {args.init} (config.json missing)")
-    from models.train.common import read_record
-
     trained_for = read_record(args.init).get("task")
     if trained_for and trained_for != task:
         raise CliError(f"--task {task} but {args.init} was trained for {trained_for}")
-    cfg = quick_config(args.quick, args.seed, task=task, updates=args.updates, **_threads(args))
     out = args.out or f"runs/{task}-rl{'-quick' if args.quick else ''}"
     rec = train_grpo(cfg, args.init, out, progress=not args.no_progress)
     last = rec["history"][-1] if rec["history"] else {}
@@ -250,19 +214,3 @@ def _cmd_pipeline(args) -> int:
             print(f"shipped {path}", file=sys.stderr)
     return 0
 
-
-def _cmd_table(args) -> int:
-    from models.train.card import evaluation_table, table_markdown, write_cards, write_eval
-    from models.train.common import read_record
-
-    task = read_record(args.sft).get("task")
-    if task not in TASKS:
-        raise CliError(f"{args.sft}: no tiny-trainer training.json (task {task!r})")
-    if args.task and args.task != task:
-        raise CliError(f"--task {args.task} but {args.sft} was trained for {task}")
-    table = evaluation_table(args.sft, args.rl, args.n, seed=args.seed, progress=not args.no_progress)
-    write_eval(table, *[d for d in (args.sft, args.rl) if d])
-    write_cards(args.sft, args.rl)
-    print(table_markdown(table))
-    print(f"wrote eval.json and README.md in {args.sft}" + (f" and {args.rl}" if args.rl else ""), file=sys.stderr)
-    return 0

@@ -3,14 +3,14 @@ declared (`help` in the field's metadata; `sftvsrl train pipeline --explain` pri
 one preset mechanism.
 
 A config's values for a task are: the dataclass defaults, then the task's preset — declared with
-the task, on its training entry (`models.train.tasks.TrainingTask`: `pipeline` for the staged
-pipeline, `sft` / `grpo` for the V-IRL-L / GP-L pair), as (full run, `--quick` run) changes —
-then any explicit changes. `Preset.for_task` applies them; nothing else holds per-task values.
+the task, on its training entry (`models.train.tasks.TrainingTask.pipeline`), as (full run,
+`--quick` run) changes — then any explicit changes. `StagedConfig.for_task` applies them; nothing
+else holds per-task values.
 
 - `PipelineConfig`: the staged pipeline of a text task (a tiny Llama from random weights);
 - `VisionConfig`: the staged pipeline of a vision task (a tiny Mllama grafted onto a text model);
-- `GRPOConfig`: one GRPO run (`models.train.grpo`; the pipelines nest one as `rl`);
-- `SFTConfig`: one SFT run of the V-IRL-L / GP-L pair (`models.train.sft.train_sft`).
+- `GRPOConfig`: one GRPO run (`models.train.grpo`): the staged configs nest one as `rl`, the RL
+  stage's; `rl_config` gives the same for `sftvsrl train rl` (GRPO from any checkpoint).
 
 `config_for(task)` picks the pipeline config class by the task's modality (the registry's
 `vision`). Each field's metadata also says what reads it (`used_by`): the model (`model`), a stage
@@ -52,36 +52,15 @@ def docs(cls) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
-class Preset:
-    """The preset mechanism every config class shares: `for_task` (defaults, then the task's
-    preset, then explicit changes), `with_changes`, and `from_dict` for recorded configs."""
-
-    preset_name: ClassVar[str]            # the training entry's attribute holding (full, quick) changes
-
-    @classmethod
-    def quick(cls, seed: int = 0):
-        """The seconds-long variant for tests and smoke checks (before the task's quick preset)."""
-        return cls(seed=seed)  # type: ignore[call-arg]
-
-    @classmethod
-    def for_task(cls, task: str = DEFAULT_TASK, *, quick: bool = False, seed: int = 0, **changes):
-        """The configuration `task` uses (full, or `--quick`): the defaults, the task's preset (its
-        training entry's `preset_name` attribute), then the non-None `changes`. A `ValueError`
-        names the tasks this config serves otherwise."""
-        entry = cls._entry(task)
-        full, fast = getattr(entry, cls.preset_name)
-        base = cls.quick(seed) if quick else cls(seed=seed)  # type: ignore[call-arg]
-        cfg = base.with_changes(task=task, **(fast if quick else full))
-        return cfg.with_changes(**{k: v for k, v in changes.items() if v is not None})
-
-    @classmethod
-    def _entry(cls, task: str):
-        return training_task(task)
+class Config:
+    """What every config class shares: `with_changes` (a nested config given as a dict of its
+    changes), `from_dict` for recorded configs and `trained_alike`. The per-task preset is the
+    staged configs' (`StagedConfig.for_task`)."""
 
     def with_changes(self, **changes):
         """A copy with `changes`; a nested config field (`rl`) may be given as a dict of its changes."""
         nested = {k: changes.pop(k) for k in list(changes) if isinstance(changes[k], dict)
-                  and isinstance(getattr(self, k, None), Preset)}
+                  and isinstance(getattr(self, k, None), Config)}
         out = replace(cast(Any, self), **changes)
         for k, v in nested.items():
             out = replace(out, **{k: getattr(out, k).with_changes(**v)})
@@ -99,7 +78,7 @@ class Preset:
                 raise TypeError(f"{cls.__name__} has no field {k!r}")
             f = kinds[k]
             default = f.default if f.default_factory is MISSING else f.default_factory()
-            if isinstance(default, Preset) and isinstance(v, dict):
+            if isinstance(default, Config) and isinstance(v, dict):
                 v = type(default).from_dict(v)
             elif isinstance(v, list):
                 v = tuple(v)
@@ -110,7 +89,7 @@ class Preset:
     def _legacy(cls, data: dict) -> dict:
         return data
 
-    def trained_alike(self, other: "Preset", stage: str) -> dict[str, tuple]:
+    def trained_alike(self, other: "Config", stage: str) -> dict[str, tuple]:
         """The fields that decide `stage`'s weights (its own and its ancestors', `LINEAGE`, and the
         model's) on which `other` differs: {field: (self's, other's)}; empty when a checkpoint
         trained with `other` is the one this config trains. Evaluation and run settings are not
@@ -130,10 +109,9 @@ class Preset:
 
 
 @dataclass(frozen=True)
-class GRPOConfig(Preset):
-    """One GRPO run (`models.train.grpo`; its module doc explains the algorithm)."""
-
-    preset_name: ClassVar[str] = "grpo"
+class GRPOConfig(Config):
+    """One GRPO run (`models.train.grpo`; its module doc explains the algorithm). A task's values
+    are its staged config's `rl` (defaults, then the task's `pipeline` preset; `StagedConfig.grpo`)."""
 
     task: str = param(DEFAULT_TASK, "the registry task whose training stream is played")
     seed: int = param(0, "torch/data seed: the training stream is seed + the task's `rl_seed_offset`")
@@ -164,72 +142,6 @@ class GRPOConfig(Preset):
     patience: int = param(3, "checks without progress before stopping")
     threads: int = param(2, "torch CPU threads", used_by=("run",))
 
-    @classmethod
-    def quick(cls, seed: int = 0) -> "GRPOConfig":
-        return cls(seed=seed, updates=2, hands_per_update=2, group_size=2, max_new_tokens=40, epochs=1, val_hands=0)
-
-    @classmethod
-    def _entry(cls, task: str):
-        return training_task(task, "tiny RL")
-
-
-# ---------------------------------------------------------------------------------------------
-# SFT (the V-IRL-L / GP-L pair)
-
-
-@dataclass(frozen=True)
-class SFTConfig(Preset):
-    """One SFT run of the V-IRL-L / GP-L pair: a tiny Llama from random weights, one pass over
-    fresh expert answers (`models.train.sft.train_sft`)."""
-
-    preset_name: ClassVar[str] = "sft"
-
-    task: str = param(DEFAULT_TASK, "the registry task (its expert pairs and tokenizer corpus)")
-    seed: int = param(0, "torch seed, data order; the expert data are seed + `SFT_SEED_OFFSET`")
-    steps: int = param(900, "optimizer steps (one pass: steps * batch_size fresh expert answers)")
-    batch_size: int = param(32, "examples per step")
-    lr: float = param(2e-3, "AdamW peak learning rate")
-    warmup_steps: int = param(60, "linear warm-up steps")
-    min_lr_ratio: float = param(0.05, "the cosine decay's final learning rate / peak")
-    weight_decay: float = param(0.01, "AdamW weight decay (matrices only)")
-    betas: tuple[float, float] = param((0.9, 0.98), "AdamW betas")
-    grad_clip: float = param(1.0, "gradient-norm clipping")
-    hidden: int = param(128, "model width", used_by=("model",))
-    layers: int = param(4, "transformer layers", used_by=("model",))
-    heads: int = param(4, "attention heads", used_by=("model",))
-    kv_heads: int = param(2, "key/value heads (grouped-query attention)", used_by=("model",))
-    intermediate: int = param(384, "MLP width", used_by=("model",))
-    vocab_size: int = param(1024, "BPE vocabulary size", used_by=("model",))
-    max_positions: int = param(2048, "context length", used_by=("model",))
-    init_std: float = param(0.02, "weight initialisation std", used_by=("model",))
-    corpus_hands: int = param(600, "tokenizer corpus size (GP-L: hands per rule; V-IRL-L: episodes per action "
-                                   "space)", used_by=("model",))
-    do_sample: bool = param(True, "decoding default written to generation_config.json: sample", used_by=("model",))
-    temperature: float = param(0.6, "decoding default: temperature (the paper's believed eval default)",
-                               used_by=("model",))
-    top_p: float = param(0.9, "decoding default: nucleus", used_by=("model",))
-    threads: int = param(2, "torch CPU threads", used_by=("run",))
-
-    @classmethod
-    def quick(cls, seed: int = 0) -> "SFTConfig":
-        """A seconds-long run for tests: a very small model, a few steps."""
-        return cls(seed=seed, steps=6, batch_size=8, warmup_steps=2, hidden=32, layers=1, heads=2, kv_heads=1,
-                   intermediate=64, vocab_size=700, corpus_hands=60, lr=3e-3)
-
-    @classmethod
-    def _entry(cls, task: str):
-        return training_task(task, "tiny SFT")
-
-    def model_kwargs(self) -> dict[str, Any]:
-        return dict(hidden=self.hidden, layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
-                    intermediate=self.intermediate, vocab_size=self.vocab_size,
-                    max_positions=self.max_positions, init_std=self.init_std, seed=self.seed)
-
-    def generation(self) -> dict[str, Any]:
-        if not self.do_sample:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
-
 
 # ---------------------------------------------------------------------------------------------
 # The staged pipeline
@@ -259,11 +171,11 @@ def shared(name: str, default: Any = MISSING) -> Any:
     return param(value if default is MISSING else default, help, used_by=used_by)
 
 
-class StagedConfig(Preset):
-    """What the staged pipeline's two config classes share: the preset (`pipeline`), the task's
-    splits and headline, and each stage's plan (`sft_plan`, `grpo`)."""
+class StagedConfig(Config):
+    """What the staged pipeline's two config classes share: the one preset mechanism (`for_task`:
+    the task's `pipeline` preset), the task's splits and headline, and each stage's plan
+    (`sft_plan`, `grpo`)."""
 
-    preset_name: ClassVar[str] = "pipeline"
     seeded: ClassVar[bool] = False        # SFT and RL per training seed (`seeds`), under seed-<k>/
     record_key: ClassVar[str]             # the RL record's key for this config (`training.json`)
     __dataclass_fields__: ClassVar[dict[str, Any]]
@@ -281,6 +193,21 @@ class StagedConfig(Preset):
     def __post_init__(self) -> None:
         if self.rl.task != self.task:   # the nested GRPO config names the pipeline's task
             object.__setattr__(self, "rl", replace(self.rl, task=self.task))
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> "StagedConfig":
+        """The seconds-long variant for tests and smoke checks (before the task's `--quick` preset)."""
+        raise NotImplementedError
+
+    @classmethod
+    def for_task(cls, task: str = DEFAULT_TASK, *, quick: bool = False, seed: int = 0, **changes):
+        """The configuration `task` uses (full, or `--quick`): the defaults, the task's preset (its
+        training entry's `pipeline`: (full, quick) changes), then the non-None `changes`. A
+        `ValueError` names the tasks this config serves otherwise."""
+        full, fast = cls._entry(task).pipeline
+        base = cls.quick(seed) if quick else cls(seed=seed)  # type: ignore[call-arg]
+        cfg = base.with_changes(task=task, **(fast if quick else full))
+        return cfg.with_changes(**{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def _entry(cls, task: str):
@@ -563,3 +490,12 @@ def config_for(task: str) -> type[StagedConfig]:
 def pipeline_config(task: str, *, quick: bool = False, seed: int = 0, **changes) -> StagedConfig:
     """The resolved staged-pipeline configuration of `task` (what `--print-config` prints)."""
     return config_for(task).for_task(task, quick=quick, seed=seed, **changes)
+
+
+def rl_config(task: str, *, quick: bool = False, seed: int = 0, threads: int | None = None,
+              **changes) -> GRPOConfig:
+    """The GRPO config of `task`'s staged pipeline (its RL stage's for training seed `seed`, with
+    the pipeline's threads unless `threads`), then the non-None `changes`: what `sftvsrl train rl`
+    runs from any checkpoint (and `--print-config` prints)."""
+    cfg = pipeline_config(task, quick=quick, seed=seed, threads=threads).grpo(seed)
+    return cfg.with_changes(**{k: v for k, v in changes.items() if v is not None})

@@ -1,4 +1,4 @@
-"""Training data for the tiny checkpoints: expert answers, the tokenizer corpora, tokenised chats.
+"""Training data for the tiny checkpoints: expert answers and pairs, tokenizer text, tokenised chats.
 
 GP-L (expert answers from our solver):
 
@@ -6,10 +6,9 @@ GP-L (expert answers from our solver):
   shortest of `distinct_solutions` (commutativity/associativity folded, larger terms first) that the
   paper's float verifier grades +5. One formula per multiset, whatever the card order, so the
   mapping a tiny model must learn is a function of the hand, not of the dealing order.
-- `sft_pairs(n, seed)`: (hand, prompt, answer) for in-distribution hands (J/Q/K = 10) from a seeded
-  `Dealer`; prompt = `gp_prompt(...)` byte-exact, answer = `response_eqn(...)` with `=24`.
-- `gp_corpus(seed)`: the text the compact tokenizer is trained on (prompts of both rules, answers,
-  feedback turns, the rendered chat template).
+- `expert_answer(deal)`: the paper-format reply (`response_eqn(...)` with `=24`) with that formula.
+- `gp_feedback_messages()`: the verifier's message of every kind (tokenizer text).
+  (The GP-L pipeline's corpora are `models.train.gp_corpus`'s.)
 
 V-IRL-L (expert answers from the rail, `game.virl`):
 - `virl_episode_pairs(data, route_idx, seed)`: walk one episode of the reference flow (route,
@@ -19,7 +18,6 @@ V-IRL-L (expert answers from the rail, `game.virl`):
   gt action)` (the paper's `ResponseVIRL`, "optimal single-turn prompt-response pairs").
 - `virl_sft_pairs(n_episodes, seed)`: pairs from `n_episodes` training episodes on
   `bundled:helsinki`, absolute actions (the ID rule); episode seeds never overlap the evaluation's.
-- `virl_corpus(seed)`: tokenizer text (prompts of both action spaces, answers, feedback turns).
 - `virl_city_pairs(n, seed, feedback_share=…)`: expert pairs from the synthetic training cities
   (`game.virl.cities`: many towns, every name drawn afresh) under both action spaces (the staged
   pipeline's V-IRL-L base corpus). A `feedback_share` of them are *revision* examples: at a rail
@@ -27,7 +25,8 @@ V-IRL-L (expert answers from the rail, `game.virl`):
   chat is built by the evaluation's own flow (`models.chat.Conversation`: the wrong reply as an
   assistant turn, then `You failed this trial because <the verifier's Verify Info>`), and the
   answer is the golden reply; the prompt of such a pair is that message list.
-  `virl_id_pairs(n, seed)`: Helsinki ID pairs, absolute actions.
+  `virl_id_pairs(n, seed)`: Helsinki ID pairs, absolute actions (`virl_sft_pairs`).
+- `virl_feedback_texts()`: the verifier's feedback turns (tokenizer text).
 
 - `ChatCodec`: renders chats with the checkpoint's own chat template and tokenises them the way the
   `local` backend does (`add_special_tokens=False`); SFT examples are prompt ids + answer ids + EOT,
@@ -43,14 +42,14 @@ from functools import lru_cache
 from typing import Any, NamedTuple, Sequence
 
 from game.gp.cards import Rule
-from game.gp.deal import Deal, DealConfig, Dealer
+from game.gp.deal import Deal
 from game.gp.solver import distinct_solutions, reference_solutions
 from game.gp.verifier import step_limit_verdict, verify
 from game.tasks.virl import DEFAULT_SOURCES, TRAINING_SEED_BASE
 
 from ..chat import gp_chat
-from ..prompts import feedback_text, gp_prompt, response_eqn, response_virl, virl_prompt
-from ..tiny import EOT, IMAGE, SPECIAL_TOKENS
+from ..prompts import feedback_text, response_eqn, response_virl, virl_prompt
+from ..tiny import EOT, IMAGE
 
 VIRL_TRAIN_SOURCE = DEFAULT_SOURCES["id"]             # the registry's in-distribution route set
 PIXEL_CACHE = 256    # `ChatCodec.pixels` entries (one 224-px tile's tensors: ~0.6 MB each)
@@ -79,31 +78,11 @@ class Example(NamedTuple):
     history: tuple = ()
 
 
-@dataclass(frozen=True)
-class SFTPair:
-    deal: Deal
-    prompt: str
-    answer: str
-
-
 def expert_answer(deal: Deal, rule: Rule | str = Rule.FACE10) -> str | None:
     """The paper-format reply (`ResponseEqn`) with the expert formula, or None if there is none."""
     numbers = deal.numbers(rule)
     formula = expert_formula(numbers, deal.target)
     return None if formula is None else response_eqn(deal.labels, numbers, formula, deal.target)
-
-
-def sft_pairs(n: int, seed: int, rule: Rule | str = Rule.FACE10) -> list[SFTPair]:
-    """`n` single-turn expert examples on hands dealt by `Dealer(seed)` under `rule` (ID by default)."""
-    rule = Rule.parse(rule)
-    dealer = Dealer(seed, DealConfig(rule=rule, ood=rule is Rule.FACE_JQK))
-    out: list[SFTPair] = []
-    while len(out) < n:
-        deal = dealer.next()
-        answer = expert_answer(deal, rule)
-        if answer is not None:  # e.g. [3, 3, 8, 8]: no formula passes the float check
-            out.append(SFTPair(deal, gp_prompt(deal.labels, rule, deal.target), answer))
-    return out
 
 
 # One reply per kind of verifier message (correct, partial, illegal characters, no match, invalid /
@@ -118,21 +97,6 @@ def gp_feedback_messages() -> list[str]:
     """The verifier's message of each kind, then the budget-exhausted call's."""
     return [verify(f'"formula": "{formula}"', list(numbers)).verify_info for numbers, formula in _FEEDBACK_REPLIES] \
         + [step_limit_verdict().verify_info]
-
-
-def gp_corpus(seed: int = 0, n: int = 600) -> list[str]:
-    """Tokenizer corpus: GP-L prompts under both rules, expert answers, feedback, chat markers."""
-    rng = random.Random(seed)
-    out: list[str] = []
-    for rule in (Rule.FACE10, Rule.FACE_JQK):
-        for pair in sft_pairs(n, seed + (0 if rule is Rule.FACE10 else 1), rule):
-            out += [pair.prompt, pair.answer]
-            formula = pair.answer.split('"formula": "')[1].split('"')[0].split("=")[0]
-            cut = rng.randint(1, len(formula))
-            out.append(feedback_text(f"{formula[:cut]} is partially correct but the full formula does not match any solution."))
-    out += [feedback_text(m) for m in gp_feedback_messages()] * 20
-    out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,21 +255,6 @@ def virl_feedback_texts() -> list[str]:
 
     return [feedback_text(m) for m in (VERIFY_CORRECT, VERIFY_WRONG_ACTION, VERIFY_NOT_AT_INTERSECTION,
                                        VERIFY_AT_INTERSECTION, VERIFY_EXCEEDED)]
-
-
-def virl_corpus(seed: int = 0, n_episodes: int = 400) -> list[str]:
-    """Tokenizer corpus: V-IRL-L prompts under both action spaces, expert answers, feedback turns."""
-    from game.virl.verifier import (VERIFY_AT_INTERSECTION, VERIFY_CORRECT, VERIFY_EXCEEDED,
-                                    VERIFY_NOT_AT_INTERSECTION, VERIFY_WRONG_ACTION)
-
-    out: list[str] = []
-    for absolute in (True, False):
-        for pair in virl_sft_pairs(n_episodes, seed + (0 if absolute else 1), absolute):
-            out += [pair.prompt, pair.answer]
-    out += [feedback_text(m) for m in (VERIFY_CORRECT, VERIFY_WRONG_ACTION, VERIFY_NOT_AT_INTERSECTION,
-                                       VERIFY_AT_INTERSECTION, VERIFY_EXCEEDED)] * 20
-    out.append(" ".join(SPECIAL_TOKENS) + " system user assistant Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2024")
-    return out
 
 
 class ChatCodec:

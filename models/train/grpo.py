@@ -1,8 +1,9 @@
 """On-policy RL from Init with the verifier's reward: GRPO over multi-turn episodes, per-call credit.
 
-The one GRPO: the staged pipeline's RL stage (text and vision) and the V-IRL-L / GP-L pair's
-`train rl`. One update (CleanRL-style: every hyper-parameter is a `GRPOConfig` field, documented
-where it is declared in `models.train.config`; per-task presets on the training entries,
+The one GRPO: the staged pipeline's RL stage (text and vision) and `sftvsrl train rl` (the same
+GRPO config, `models.train.config.rl_config`, from any checkpoint). One update (CleanRL-style:
+every hyper-parameter is a `GRPOConfig` field, documented where it is declared in
+`models.train.config`; per-task values in the training entries' `pipeline` presets,
 `models.train.tasks`):
 
 1. **Rollouts.** Draw `hands_per_update` in-distribution training instances (the registry's
@@ -35,7 +36,7 @@ Why GRPO rather than the paper's PPO: a value head would have to be trained from
 ~1 M-parameter policy on a CPU budget of minutes; groups of episodes on one instance give the
 baseline with no critic to fit and half the forward passes.
 
-    sftvsrl train rl --task gp-l --init runs/pipeline/gp-l/init --out runs/gp-l-rl
+    sftvsrl train rl --task gp-l --init models/checkpoints/gp-l-sft --out runs/gp-l-rl-from-sft
 """
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ from .common import Stopwatch, environment, load_checkpoint, n_params, read_reco
 from .config import GRPOConfig
 from .data import ChatCodec
 from .evaluate import EpisodeBatch, Turn, run_episodes
-from .tasks import DEFAULT_TASK, training_task
+from .tasks import training_task
 
-__all__ = ["GRPOConfig", "train_grpo", "quick_config"]
+__all__ = ["GRPOConfig", "train_grpo"]
 
 
 # The validation hands come from the training stream under another seed (the same distribution,
@@ -389,8 +390,3 @@ def train_grpo(cfg: GRPOConfig, init: "str | Path", out: "str | Path", *, progre
     save_checkpoint(model, tok, out, record)
     return record
 
-
-def quick_config(quick: bool, seed: int, task: str = DEFAULT_TASK, **overrides) -> GRPOConfig:
-    """The full (or `--quick`) config of `task` (its training entry's `grpo` preset), then any
-    non-None `overrides`."""
-    return GRPOConfig.for_task(task, quick=quick, seed=seed, **overrides)

@@ -4,62 +4,47 @@
 training a tiny checkpoint on it needs, and training code branches on these properties, never on
 a task name (only the entries here name tasks):
 
-- presets, each as (full run, `--quick` run) changes to a config's defaults (applied by
-  `models.train.config.Preset.for_task`): `pipeline` (the staged pipeline's `PipelineConfig`, or
-  `VisionConfig` for a vision task), `sft` / `grpo` (the V-IRL-L / GP-L pair's);
+- the preset `pipeline`: (full run, `--quick` run) changes to the staged pipeline's config
+  defaults (`PipelineConfig`, or `VisionConfig` for a vision task; applied by
+  `models.train.config.StagedConfig.for_task`), its RL stage's GRPO settings (`rl`) included;
 - the staged pipeline (`models.train.pipeline`): `stages` (the stages the task trains),
   `stage_pairs(corpus, n, seed, cfg)` (the `base`, `init`, `id` and `diverse` corpora: text pairs,
-  or `vision.Example`s), `pipeline_tokenizer_text(cfg)` (a text task's tokenizer corpus),
-  `pretrains_vision`, and the model-card prose `stage_text` and `card_model`;
-- `corpus(seed, size)`: the text the pair's compact tokenizer is trained on; `tokenizer_split`: the
-  pre-tokenizer rule (`models.tiny.train_tokenizer(compact=…)`);
-- `expert_pairs(n, seed)`: `n` single-turn expert (prompt, answer) pairs and facts for the record;
+  or `vision.Example`s), `pipeline_tokenizer_text(cfg)` (a text task's tokenizer corpus) and
+  `tokenizer_split` (its pre-tokenizer rule, `models.tiny.train_tokenizer(compact=…)`),
+  `pretrains_vision`, and the model-card prose `label`, `stage_text` and `card_model`;
 - `rollouts(cfg)`: the seeded stream of in-distribution training instances GRPO plays: the
   registry's `training_stream` (`game.tasks`, the one definition the trainer adapters use too),
-  opened as registry sessions like every evaluation episode;
-- `card`: which model-card layout `models.train.card` writes for a checkpoint of the pair.
+  opened as registry sessions like every evaluation episode.
 
     from models.train.tasks import training_task
-    t = training_task(name)          # ValueError naming the trainable tasks otherwise
-    t.grpo[0]["verify_iter"]         # V-IRL-L: 2, the paper's tries per position
+    t = training_task(name)                # ValueError naming the trainable tasks otherwise
+    t.pipeline[0]["rl"]["verify_iter"]     # V-IRL-L: 2, the paper's tries per position
 
 The text tasks (`TRAINING`: gp-l, virl-l) and the vision tasks (`VISION_TRAINING`: gp-vl,
-virl-vl; `training_task(…, vision=True)`) all train through the staged pipeline; the pair's
-trainers take the text tasks only.
+virl-vl; `training_task(…, vision=True)`) all train through the staged pipeline.
 """
 from __future__ import annotations
 
-from collections import Counter
 from itertools import islice
 from typing import Any, Callable, ClassVar
 
 from game.tasks import GPLanguage, GPVision, Instance, VirlLanguage, VirlVision, get_task
 
-# Seed bases of the training streams (evaluation streams: GP seed 42, V-IRL episode seeds < 10,000).
-SFT_SEED_OFFSET = 1000        # SFT expert data: config seed + 1000
-RL_SEED_OFFSET = 2000         # GRPO hands (GP-L): config seed + 2000
+# Seed base of GP's GRPO training stream (evaluation streams: GP seed 42, V-IRL episode seeds < 10,000).
+RL_SEED_OFFSET = 2000         # GRPO hands (GP-L, GP-VL): config seed + 2000
 
 
 class TrainingTask:
     """One trainable task. Subclasses fill in the class attributes and the methods."""
 
     name: ClassVar[str]
-    sft: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = ({}, {})
-    grpo: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = ({}, {})
-    tokenizer_split: ClassVar["bool | str"] = True
+    tokenizer_split: ClassVar["bool | str"] = True   # a text task's pre-tokenizer rule (`train_tokenizer(compact=…)`)
     label: ClassVar[str]            # short name in model cards, e.g. "GP-L"
-    card: ClassVar["str | None"] = None   # which model-card layout `models.train.card` writes ("gp", "virl")
     rl_seed_offset: ClassVar[int] = 0   # GRPO's training stream seed: config seed + this
 
     @property
     def spec(self):
         return get_task(self.name)
-
-    def corpus(self, seed: int, size: int) -> list[str]:
-        raise NotImplementedError
-
-    def expert_pairs(self, n: int, seed: int) -> tuple[list, dict[str, Any]]:
-        raise NotImplementedError
 
     def rollouts(self, cfg) -> Callable[[int], list[Instance]]:
         """A seeded `take(n)` of in-distribution training instances for GRPO config `cfg`: the next
@@ -96,7 +81,7 @@ class TrainingTask:
 class GPLTraining(TrainingTask):
     """GP-L: hands from seeded `Dealer`s under J/Q/K = 10, expert formulas from our solver."""
 
-    name, label, card = GPLanguage.name, "GP-L", "gp"
+    name, label = GPLanguage.name, "GP-L"
     rl_seed_offset = RL_SEED_OFFSET
     # The staged pipeline's GP-L model: ~3 M parameters; a 4,096-token vocabulary holds ordinary
     # English words (the rule in many phrasings), the long base run teaches reading and arithmetic.
@@ -104,18 +89,6 @@ class GPLTraining(TrainingTask):
                      base_steps=6000, base_batch=32, base_lr=1.5e-3, base_warmup_steps=100, base_snapshot=1500,
                      sft_snapshots=8, rl_snapshot_every=4, eval_n=300, curve_n=80, rl=dict(updates=16)),
                 dict())
-
-    def corpus(self, seed: int, size: int) -> list[str]:
-        from .data import gp_corpus
-
-        return gp_corpus(seed, size)
-
-    def expert_pairs(self, n: int, seed: int) -> tuple[list, dict[str, Any]]:
-        from .data import sft_pairs
-
-        pairs = sft_pairs(n, seed)
-        return pairs, {"distinct_hands": len({p.deal.id for p in pairs}),
-                       "distinct_value_multisets": len({tuple(sorted(p.deal.numbers())) for p in pairs})}
 
     stage_text = {
         "base": ("the stand-in for a pretrained model",
@@ -186,39 +159,13 @@ class GPLTraining(TrainingTask):
 class VirlLTraining(TrainingTask):
     """V-IRL-L: episodes on the bundled Helsinki routes with absolute actions, golden replies."""
 
-    name, label, card = VirlLanguage.name, "V-IRL-L", "virl"
-    # ~190-token prompts (vs ~100), so smaller batches; a larger vocabulary holds the street and
-    # landmark names (the BPE saturates below 2,048). One torch thread: next to another busy
-    # process on 2 cores, 2 threads ran ~4x slower than 1 (measured 4.2 s vs 0.9 s per step).
-    sft = (dict(steps=1800, batch_size=24, lr=2e-3, warmup_steps=60, vocab_size=2048, corpus_hands=400, threads=1),
-           dict(vocab_size=900, corpus_hands=20, threads=1))
-    # 2 graded tries per position (the shipped verify_iter); answers are ~18 tokens.
-    grpo = (dict(updates=20, hands_per_update=8, group_size=6, verify_iter=2, max_new_tokens=48, threads=1),
-            dict(verify_iter=2, threads=1))
+    name, label = VirlLanguage.name, "V-IRL-L"
 
     @property
     def tokenizer_split(self):  # type: ignore[override]  # read on instances only; computed on first use
         from ..tiny import VIRL_SPLIT
 
         return VIRL_SPLIT
-
-    def corpus(self, seed: int, size: int) -> list[str]:
-        from .data import virl_corpus
-
-        return virl_corpus(seed, size)
-
-    def expert_pairs(self, n: int, seed: int) -> tuple[list, dict[str, Any]]:
-        from .data import virl_sft_pairs
-
-        episodes = n // 4 + 1                                  # ~6 rail positions per episode
-        pairs = virl_sft_pairs(episodes, seed)
-        while len(pairs) < n:                                  # a longer prefix of the same seeded stream
-            episodes *= 2
-            pairs = virl_sft_pairs(episodes, seed)
-        pairs = pairs[:n]
-        walked = {(p.route_index, p.seed) for p in pairs}
-        return pairs, {"episodes": len(walked), "distinct_routes": len({r for r, _ in walked}),
-                       "actions": dict(sorted(Counter(p.gt_action.split("(")[0] for p in pairs).items()))}
 
     # The pipeline's V-IRL-L model is the shipped V-IRL-L size (~1.0 M parameters, 2,048-token
     # vocabulary). Its base walks many synthetic towns whose names are all drawn afresh (copying
@@ -311,12 +258,6 @@ class VisionTraining(TrainingTask):
     """A vision task: its checkpoints come from the staged pipeline with a tiny Mllama grafted onto
     a text checkpoint (`VisionConfig`: `text_from`), trained on image-text examples
     (`models.train.vision`); GRPO plays the registry's training stream with the image."""
-
-    def corpus(self, seed: int, size: int) -> list[str]:
-        raise ValueError(f"{self.name} is trained by `sftvsrl train vision`, not by the text trainers")
-
-    def expert_pairs(self, n: int, seed: int) -> tuple[list, dict[str, Any]]:
-        raise ValueError(f"{self.name} is trained by `sftvsrl train vision`, not by the text trainers")
 
 
 class GPVLTraining(VisionTraining):
@@ -425,7 +366,7 @@ class VirlVLTraining(VisionTraining):
 
 TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPLTraining(), VirlLTraining())}
 VISION_TRAINING: dict[str, TrainingTask] = {t.name: t for t in (GPVLTraining(), VirlVLTraining())}
-DEFAULT_TASK = next(iter(TRAINING))                  # the trainers' default text task (the CLI's too)
+DEFAULT_TASK = next(iter(TRAINING))                  # the default text task (the CLI's too)
 DEFAULT_VISION_TASK = next(iter(VISION_TRAINING))    # and vision task
 
 

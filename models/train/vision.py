@@ -38,8 +38,8 @@ processed empty table plus each card's processed difference; measured equal to w
 evaluation and play process the real 1200 × 1200 table image, as the `local` backend does.
 `ImageTextBatches` are the SFT loop's (`models.train.sft.fit`) batches of image-text examples.
 
-V-IRL-VL (its training entry's preset): the shipped V-IRL-L SFT checkpoint is the language
-model (no V-IRL-L base exists to start from), no visual pretraining; Init and SFT on expert
+V-IRL-VL (its training entry's preset): the shipped V-IRL-L Init (`virl-l-init`: the pipeline's
+V-IRL-L base, then a short ID SFT) is the language model, no visual pretraining; Init and SFT on expert
 single-turn pairs of registry training episodes (`virl_examples`, grids drawn at reduced
 resolution), RL = GRPO from Init on full-resolution grids, 2 tries per position.
 
