@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 EXTRAS  := models,web,postgres,router,test
 PORT    ?= 7860
 
-.PHONY: run test lint bench install clean browser postgresql
+.PHONY: run test lint bench install clean browser postgresql screenshots
 
 # --no-compile: Python compiles a module when it is first imported, so only what runs is compiled
 # (pip would byte-compile every file of torch, transformers and gradio up front).
@@ -27,6 +27,10 @@ run: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP) browser postgresql
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadfile
+
+# The README's screenshots (docs/screenshots/*.jpg), taken from the app by a browser test.
+screenshots: $(STAMP) browser
+	SFTVSRL_README_SCREENSHOTS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_talk_browser.py -k readme_screenshots
 
 # Lint (ruff: bug-finding rules) and type-check (mypy) the product code; settings in pyproject.toml.
 lint: $(STAMP)
