@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from browsing import browser, page, require_browser, serve_app  # noqa: F401 (fixtures)
+from browsing import browser, page, playwright, profile, require_browser, serve_app  # noqa: F401 (fixtures)
 from conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "findings"

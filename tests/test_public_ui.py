@@ -23,7 +23,7 @@ import pytest
 
 from game import protocol
 
-from browsing import browser, page, serve_app  # noqa: F401 (fixtures; they skip without Chromium)
+from browsing import browser, page, playwright, profile, serve_app  # noqa: F401 (fixtures; they skip without Chromium)
 from gradio_queue import Visitor, text_of
 
 ADMIN = "operator-token-for-ui-tests"

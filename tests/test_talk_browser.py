@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, LOCAL, browser, page, require_browser, screenshots_wanted, serve_app  # noqa: F401
+from browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, LOCAL, browser, page, playwright, profile, require_browser, screenshots_wanted, serve_app  # noqa: F401
 from conftest import ROOT
 
 pytestmark = pytest.mark.browser

@@ -12,7 +12,8 @@ import pytest
 
 from game import protocol
 
-from browsing import ARTIFACTS, LOCAL, browser, page, require_browser, screenshots_wanted, serve_app  # noqa: F401 (fixtures)
+from browsing import (ARTIFACTS, LOCAL, browser, forget_sites, page, playwright, profile,  # noqa: F401 (fixtures)
+                      require_browser, screenshots_wanted, serve_app)
 
 pytestmark = pytest.mark.browser
 playwright_api = require_browser()
@@ -73,6 +74,35 @@ def test_deal_a_seeded_hand_and_play_a_correct_formula(page, app_url):
     page.wait_for_selector("#gp-verdict [data-outcome='correct']")
     assert "Correct" in page.inner_text("#gp-verdict")
     assert f"deal={deal.id}" in page.url  # the URL follows the hand on screen
+
+
+PRESENTER_STORED = "sv-presenter"   # app/ui: where the browser remembers presenter mode
+
+
+def test_the_next_test_page_starts_as_a_first_visit_with_the_cache_kept(profile, app_url):
+    """The `page` fixture shares one Chromium profile (its cache) between tests: what one test's
+    page stored (presenter mode in local storage, session storage, a cookie) is gone for the next."""
+    pg = profile.new_page()
+    pg.goto(app_url + "/?tab=gp")
+    pg.wait_for_selector("#gp-hand .sv-hand img")
+    pg.click("h1")
+    pg.keyboard.press("p")                      # presenter mode, remembered in local storage
+    pg.wait_for_function(f"localStorage.getItem('{PRESENTER_STORED}') === '1' && !!localStorage.getItem('sftvsrl-games')")
+    pg.evaluate("sessionStorage.setItem('k', '1'); document.cookie = 'k=1; path=/'")
+    before = pg.evaluate("({...localStorage})")
+    assert PRESENTER_STORED in before and "sftvsrl-games" in before   # the page's own game tokens
+    forget_sites(profile, pg, {app_url})
+    assert not profile.pages and not profile.cookies()
+    pg = profile.new_page()
+    pg.goto(app_url + "/?tab=gp")
+    pg.wait_for_selector("#gp-hand .sv-hand img")
+    after = pg.evaluate("({...localStorage})")
+    assert PRESENTER_STORED not in after and after.get("sftvsrl-games") != before["sftvsrl-games"]
+    assert pg.evaluate("[sessionStorage.length, document.cookie]") == [0, ""]
+    assert not pg.locator("#sv-presenter-toggle input").is_checked()
+    assert pg.evaluate("performance.getEntriesByType('resource').some(r => r.transferSize === 0 && "
+                       "r.name.endsWith('.js'))")   # scripts came from the kept cache
+    pg.close()
 
 
 def test_wrong_formula_and_bad_input_are_inline_messages(page, app_url):

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from browsing import browser, page, require_browser, serve_app  # noqa: F401 (fixtures)
+from browsing import browser, page, playwright, profile, require_browser, serve_app  # noqa: F401 (fixtures)
 from conftest import ROOT
 
 DEFAULT_MODELS = ROOT / "models" / "default_models.toml"
