@@ -86,30 +86,27 @@ def test_clicking_findings_shows_the_numbers(page, app_url, start):
 # ------------------------------------------------------------------------------ 2. results in view
 @pytest.mark.parametrize("size, presenter", [((1920, 1080), True), ((1366, 768), True), ((1366, 768), False)])
 @pytest.mark.parametrize("tab", ["gp", "virl"])
-def test_run_brings_the_model_columns_into_view(browser, app_url, size, presenter, tab):
-    context, pg, outside = _new_page(browser, size)
-    try:
-        pg.goto(app_url + f"/?tab={tab}" + ("&presenter=1" if presenter else ""))
-        pg.wait_for_selector("#gp-hand .sv-hand img" if tab == "gp" else "#virl-status .sv-info")
-        assert _presenter_on(pg) == presenter
-        if tab == "gp" and size[0] >= 1366 and not presenter:
-            box = pg.locator("#gp-run").bounding_box()
-            assert box["y"] + box["height"] <= size[1], box        # Run on screen without scrolling
-        _press(pg, "r")
-        pg.wait_for_selector(f"#{tab}-col-0 .sv-col[data-done='true']", timeout=RUN_TIMEOUT_MS)
-        box = pg.locator(f"#{tab}-col-0 .sv-col").bounding_box()
-        assert -2 <= box["y"] < size[1] - 60, (box, size)          # its top (name and outcome) on screen
-        if tab == "gp":   # the hand stays on screen with the columns
-            assert pg.locator("#gp-hand .sv-hand").bounding_box()["y"] >= -2
-        else:             # the map (with the walks) stays on screen beside them
-            m = pg.locator("#virl-map img").bounding_box()
-            assert m["y"] < size[1] and m["y"] + m["height"] > 0, m
-        if screenshots_wanted():
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            pg.screenshot(path=str(ARTIFACTS / f"talk-run-{tab}-{size[0]}x{size[1]}-{'presenter' if presenter else 'normal'}.png"))
-    finally:
-        context.close()
-    assert not outside, outside[:5]
+def test_run_brings_the_model_columns_into_view(page, app_url, size, presenter, tab):
+    pg = page
+    pg.set_viewport_size({"width": size[0], "height": size[1]})
+    pg.goto(app_url + f"/?tab={tab}" + ("&presenter=1" if presenter else ""))
+    pg.wait_for_selector("#gp-hand .sv-hand img" if tab == "gp" else "#virl-status .sv-info")
+    assert _presenter_on(pg) == presenter
+    if tab == "gp" and size[0] >= 1366 and not presenter:
+        box = pg.locator("#gp-run").bounding_box()
+        assert box["y"] + box["height"] <= size[1], box        # Run on screen without scrolling
+    _press(pg, "r")
+    pg.wait_for_selector(f"#{tab}-col-0 .sv-col[data-done='true']", timeout=RUN_TIMEOUT_MS)
+    box = pg.locator(f"#{tab}-col-0 .sv-col").bounding_box()
+    assert -2 <= box["y"] < size[1] - 60, (box, size)          # its top (name and outcome) on screen
+    if tab == "gp":   # the hand stays on screen with the columns
+        assert pg.locator("#gp-hand .sv-hand").bounding_box()["y"] >= -2
+    else:             # the map (with the walks) stays on screen beside them
+        m = pg.locator("#virl-map img").bounding_box()
+        assert m["y"] < size[1] and m["y"] + m["height"] > 0, m
+    if screenshots_wanted():
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / f"talk-run-{tab}-{size[0]}x{size[1]}-{'presenter' if presenter else 'normal'}.png"))
 
 
 # --------------------------------------------------------------------- 3. presenter mode sticks
