@@ -372,10 +372,12 @@ atexit.register(_close_shared)
 def configure(workers: int, timeout_s: float) -> WorkerPool:
     """Replace the shared pool's size and time limit (the server calls this at start-up)."""
     global _shared
-    if _shared is not None:
-        _shared.close()
-    _shared = WorkerPool(workers, timeout_s)
-    return _shared
+    with _shared_lock:   # as `shared_pool`: a handler asking for the pool meanwhile gets the new one
+        old, _shared = _shared, WorkerPool(workers, timeout_s)
+        pool = _shared
+    if old is not None:
+        old.close()      # outside the lock: closing waits for the old pool's workers
+    return pool
 
 
 # ---------------------------------------------------------------- the worker process and test jobs

@@ -242,3 +242,22 @@ def test_grpo_learns_to_revise_from_the_feedback(tiny):
     # chance is 1 in 5; a policy that reads the feedback copies it (this toy plateaus near 0.75)
     assert early < 0.4, second
     assert late > 0.6 and late > early + 0.3, second
+
+
+@pytest.mark.parametrize("task, val_hands", [("gp-l", 32), ("virl-l", 64)])
+def test_unseen_validation_keeps_its_problems_out_of_the_rollouts(task, val_hands):
+    """`val_unseen`: no rollout is a problem a validation hand poses (GP: the same card multiset;
+    V-IRL: the same route), which the plain stream does pose; holding out every problem is refused."""
+    from game.tasks import get_task
+    from models.train.grpo import GRPOConfig, Rollouts
+
+    spec = get_task(task)
+    plain = Rollouts(GRPOConfig(task=task, val_hands=val_hands), None)
+    held = {spec.recall_key(x) for x in plain.validation()}
+    assert any(spec.recall_key(x) in held for x in plain.instances(300))
+    unseen = Rollouts(GRPOConfig(task=task, val_hands=val_hands, val_unseen=True), None)
+    assert unseen.validation() == plain.validation()
+    rollouts = unseen.instances(150) + unseen.instances(150)
+    assert len(rollouts) == 300 and not any(spec.recall_key(x) in held for x in rollouts)
+    with pytest.raises(ValueError, match="fewer val_hands"):
+        Rollouts(GRPOConfig(task="gp-l", val_hands=8000, val_unseen=True), None).instances(4)   # ~700 multisets

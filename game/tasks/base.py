@@ -344,6 +344,13 @@ class Task:
         """The reference logger's class of one step reward (sums not in the table: AGGREGATED_ERROR)."""
         return self.reference_classes.get(float(reward), "AGGREGATED_ERROR")
 
+    def recall_key(self, instance: Instance) -> str:
+        """What a model could learn by heart about `instance`, as a key: instances with one key are
+        one problem to memorise (GP: the card multiset, whatever the order, suits or rule; V-IRL:
+        the route). GRPO's held-aside validation (`val_unseen`) keeps such problems out of its
+        rollouts. By default the instance's own key."""
+        return instance.key
+
     # implemented per task ------------------------------------------------------------------
     def key(self, config) -> str:
         raise NotImplementedError

@@ -153,6 +153,10 @@ class GPTask(Task):
             return f"{config.deal_id}/{config.rule}/w{zlib.crc32(config.rule_text.encode()):08x}"
         return f"{config.deal_id}/{config.rule}"
 
+    def recall_key(self, instance: Instance) -> str:
+        """The hand's card multiset (rank labels, sorted): what the evaluation holds out, too."""
+        return " ".join(sorted(Deal.from_id(str(instance.params["deal_id"])).labels))
+
     def session(self, instance: Instance) -> GPSession:
         return GPSession(self, instance)
 

@@ -191,6 +191,11 @@ class VirlTask(Task):
         where = f"route{config.route}" if config.route is not None else f"seed{config.seed}"
         return f"{config.source}#{where}/{'abs' if config.absolute_action else 'rel'}"
 
+    def recall_key(self, instance: Instance) -> str:
+        """The route walked (its source and id), whatever the heading, seed or action space."""
+        info = self.session(instance).describe()
+        return f"{info['source']}#{info['route_id']}"
+
     def session(self, instance: Instance) -> VirlSession:
         return VirlSession(self, instance)
 

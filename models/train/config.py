@@ -137,6 +137,9 @@ class GRPOConfig(Config):
     kl_coef: float = param(0.05, "weight of the per-token KL(π ‖ Init) penalty in the loss (0: none)")
     unfinished_reward: float | None = param(-3.0, "learning reward of a reply that never ended (None: as graded)")
     val_hands: int = param(128, "held-aside training hands for early stopping (0: no early stop)")
+    val_unseen: bool = param(False, "validation hands are problems RL never practises: rollouts skip every "
+                                    "instance whose `recall_key` (GP: card multiset; V-IRL: route) a validation "
+                                    "hand has, so the early stop measures generalisation, not recall")
     val_every: int = param(4, "updates between validation checks")
     val_min_delta: float = param(0.02, "a check must beat the best by this much to count as progress")
     patience: int = param(3, "checks without progress before stopping")

@@ -26,7 +26,12 @@ every hyper-parameter is a `GRPOConfig` field, documented where it is declared i
    reward asks and is pulled back everywhere else. Adam, gradient clipping.
 4. **Early stop.** Every `val_every` updates, the policy plays `val_hands` held-aside training
    hands at its evaluation decoding; when the success has not risen by `val_min_delta` for
-   `patience` checks the run stops at the ID plateau and the best checkpoint is kept.
+   `patience` checks the run stops at the ID plateau and the best checkpoint is kept. The
+   validation hands are other draws of the training stream, so by default RL also practises their
+   problems (GP-L's stream has only ~700 card multisets): measured on the shipped GP-L Init, RL
+   gained +4.7 ± 1.2 points on practised multisets and −0.8 ± 1.3 on unseen ones, so such a check
+   rewards recall. `val_unseen` keeps every validation problem (`Task.recall_key`) out of the
+   rollouts, and the early stop then measures generalisation.
 
 A reply that never ends (no end-of-turn within `max_new_tokens`) is graded as played, but its
 call's reward for learning is `unfinished_reward` (an illegal formula's −3 by default): a policy
@@ -71,6 +76,22 @@ class Rollouts:
         self.cfg, self.codec = cfg, codec
         self.entry = training_task(cfg.task, "tiny RL", vision=True)
         self.instances = self.entry.rollouts(cfg)   # take(n) -> [Instance]
+        if cfg.val_unseen and cfg.val_hands:
+            self.instances = self._unseen(self.instances)
+
+    def _unseen(self, take: Callable[[int], list]) -> Callable[[int], list]:
+        """`take` without the problems of the validation hands (`GRPOConfig.val_unseen`)."""
+        spec, held = self.entry.spec, {self.entry.spec.recall_key(x) for x in self.validation()}
+
+        def take_unseen(n: int) -> list:
+            out: list = []
+            for _ in range(100):
+                out += [x for x in take(n - len(out)) if spec.recall_key(x) not in held]
+                if len(out) >= n:
+                    return out
+            raise ValueError(f"{self.cfg.task}: the {self.cfg.val_hands} validation hands hold nearly every training "
+                             "problem (val_unseen): use fewer val_hands")
+        return take_unseen
 
     def play(self, model, instances: list, *, temperature: float | None = None,
              top_p: float | None = None) -> EpisodeBatch:
