@@ -133,7 +133,7 @@ def page(profile, request):
 def forget_sites(context, pg, origins) -> None:
     """Clear what pages of `context` stored for `origins` (all but the HTTP cache: `CLEARED_STORAGE`)
     and its cookies, then close its pages: the next test's page starts as a first visit."""
-    cdp = context.new_cdp_session(pg)
+    cdp = context.new_cdp_session(pg if not pg.is_closed() else context.new_page())   # a test may close its page
     for origin in sorted(origins):
         cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": CLEARED_STORAGE})
     cdp.detach()

@@ -91,6 +91,7 @@ def test_the_next_test_page_starts_as_a_first_visit_with_the_cache_kept(profile,
     pg.evaluate("sessionStorage.setItem('k', '1'); document.cookie = 'k=1; path=/'")
     before = pg.evaluate("({...localStorage})")
     assert PRESENTER_STORED in before and "sftvsrl-games" in before   # the page's own game tokens
+    pg.close()                                  # a test may close its own page: the sites are still cleared
     forget_sites(profile, pg, {app_url})
     assert not profile.pages and not profile.cookies()
     pg = profile.new_page()
