@@ -144,6 +144,8 @@ def test_train_rl_prints_the_pipelines_rl_config(task, capsys):
                  "--print-config"]) == 0
     printed = GRPOConfig.from_dict(json.loads(capsys.readouterr().out))
     assert printed == replace(pipeline_config(task, quick=True).grpo(2), updates=3, threads=2)
+    assert main(["train", "rl", "--task", task, "--val-unseen", "--print-config"]) == 0
+    assert GRPOConfig.from_dict(json.loads(capsys.readouterr().out)) == replace(rl_config(task), val_unseen=True)
 
 
 def test_training_code_names_no_task():

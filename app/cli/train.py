@@ -33,6 +33,9 @@ def register(sub) -> None:
     r.add_argument("--updates", type=int, help="at most this many GRPO updates (default: the pipeline's RL stage's)")
     r.add_argument("--seed", type=int, default=0, help="the training seed (the pipeline's seed-<k> RL run)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the pipeline's, 1)")
+    r.add_argument("--val-unseen", action="store_true", default=None,
+                   help="validate the early stop on problems RL never practises (GRPOConfig.val_unseen: the "
+                        "rollouts skip the validation hands' card multisets / routes)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--print-config", action="store_true",
                    help="print the fully resolved GRPO configuration (the task's pipeline RL stage, then these "
@@ -109,7 +112,8 @@ def _cmd_rl(args) -> int:
     from models.train.grpo import train_grpo
 
     task = _task(args)
-    cfg = rl_config(task, quick=args.quick, seed=args.seed, threads=args.threads, updates=args.updates)
+    cfg = rl_config(task, quick=args.quick, seed=args.seed, threads=args.threads, updates=args.updates,
+                    val_unseen=args.val_unseen)
     if args.print_config:
         print(json.dumps(asdict(cfg), indent=2))
         return 0
